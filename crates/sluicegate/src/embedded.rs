@@ -1,0 +1,201 @@
+//! [`EmbeddedKafka`]: librdkafka's in-process mock cluster, for demos and for your own tests.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rdkafka::error::KafkaResult;
+use rdkafka::mocking::{MockCluster, MockCoordinator};
+use rdkafka::producer::DefaultProducerContext;
+
+pub use rdkafka::types::{RDKafkaApiKey as ApiKey, RDKafkaRespErr as ResponseError};
+
+use crate::Error;
+
+type Cluster = MockCluster<'static, DefaultProducerContext>;
+type Command = Box<dyn FnOnce(&Cluster) -> KafkaResult<()> + Send>;
+
+/// A Kafka cluster that runs inside this process: librdkafka's mock cluster, listening on
+/// loopback TCP ports, so any Kafka client (not only Sluicegate) can connect to
+/// [`bootstrap_servers`](Self::bootstrap_servers). It supports produce, fetch, consumer groups
+/// and transactions, and can inject faults.
+///
+/// What the mock cluster does *not* do, so you meet it here rather than in a failing test:
+/// - each partition keeps at most 5 MiB and 100,000 message sets, dropping the *oldest* data
+///   beyond that; size test data to stay below, or consume while producing;
+/// - the CreateTopics admin API is not supported: create topics with
+///   [`create_topic`](Self::create_topic) (topics are also auto-created on first use, with the
+///   default partition count);
+/// - data lives in memory and is gone when this value is dropped.
+///
+/// ```
+/// # fn main() -> Result<(), sluicegate::Error> {
+/// let kafka = sluicegate::EmbeddedKafka::start(1)?;
+/// kafka.create_topic("orders", 8)?;
+/// println!("bootstrap servers: {}", kafka.bootstrap_servers());
+/// # Ok(()) }
+/// ```
+pub struct EmbeddedKafka {
+    bootstrap: String,
+    brokers: i32,
+    commands: Option<mpsc::Sender<(Command, mpsc::Sender<KafkaResult<()>>)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EmbeddedKafka {
+    /// Starts a cluster of `brokers` brokers (ids `1..=brokers`).
+    pub fn start(brokers: i32) -> Result<Self, Error> {
+        let (commands, inbox) = mpsc::channel::<(Command, mpsc::Sender<KafkaResult<()>>)>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        // The mock cluster's handle is not `Send`: it lives on a thread of its own, and every
+        // request travels there.
+        let thread = std::thread::Builder::new()
+            .name("sluicegate-embedded-kafka".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(brokers) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                for (command, reply) in inbox {
+                    let _ = reply.send(command(&cluster));
+                }
+            })
+            .map_err(|e| Error::Embedded(format!("cannot start the broker thread: {e}")))?;
+        let bootstrap = ready_rx
+            .recv()
+            .map_err(|_| Error::Embedded("the broker thread ended during start-up".into()))?
+            .map_err(|e| Error::Embedded(format!("cannot start the mock cluster: {e}")))?;
+        Ok(EmbeddedKafka {
+            bootstrap,
+            brokers,
+            commands: Some(commands),
+            thread: Some(thread),
+        })
+    }
+
+    /// The `bootstrap.servers` list of this cluster (`127.0.0.1:PORT,...`).
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// The number of brokers, with ids `1..=broker_count()`.
+    pub fn broker_count(&self) -> i32 {
+        self.brokers
+    }
+
+    fn run(&self, what: &str, command: Command) -> Result<(), Error> {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        self.commands
+            .as_ref()
+            .and_then(|c| c.send((command, reply_tx)).ok())
+            .ok_or_else(|| Error::Embedded("the broker has stopped".into()))?;
+        reply_rx
+            .recv()
+            .map_err(|_| Error::Embedded("the broker has stopped".into()))?
+            .map_err(|e| Error::Embedded(format!("{what}: {e}")))
+    }
+
+    /// Creates `topic` with `partitions` partitions, replicated to every broker (up to 3).
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), Error> {
+        let name = topic.to_string();
+        let replication = self.brokers.min(3);
+        self.run(
+            &format!("create topic `{topic}`"),
+            Box::new(move |c| c.create_topic(&name, partitions, replication)),
+        )
+    }
+
+    /// Takes a broker down: its listener closes and its connections drop, as in a crash.
+    pub fn broker_down(&self, broker: i32) -> Result<(), Error> {
+        self.run(
+            &format!("broker {broker} down"),
+            Box::new(move |c| c.broker_down(broker)),
+        )
+    }
+
+    /// Brings a broker taken down by [`broker_down`](Self::broker_down) back.
+    pub fn broker_up(&self, broker: i32) -> Result<(), Error> {
+        self.run(
+            &format!("broker {broker} up"),
+            Box::new(move |c| c.broker_up(broker)),
+        )
+    }
+
+    /// Adds `delay` to every response of a broker.
+    pub fn broker_round_trip_time(&self, broker: i32, delay: Duration) -> Result<(), Error> {
+        self.run(
+            &format!("broker {broker} round-trip time"),
+            Box::new(move |c| c.broker_round_trip_time(broker, delay)),
+        )
+    }
+
+    /// Makes the next requests of kind `api` fail with `errors`, one error per request, in
+    /// order. [`ResponseError::RD_KAFKA_RESP_ERR__TRANSPORT`] disconnects the client instead.
+    pub fn request_errors(&self, api: ApiKey, errors: &[ResponseError]) -> Result<(), Error> {
+        let errors = errors.to_vec();
+        self.run(
+            "push request errors",
+            Box::new(move |c| {
+                c.request_errors(api, &errors);
+                Ok(())
+            }),
+        )
+    }
+
+    /// Forgets errors pushed by [`request_errors`](Self::request_errors) not yet returned.
+    pub fn clear_request_errors(&self, api: ApiKey) -> Result<(), Error> {
+        self.run(
+            "clear request errors",
+            Box::new(move |c| {
+                c.clear_request_errors(api);
+                Ok(())
+            }),
+        )
+    }
+
+    /// Moves the leadership of a partition to `broker` (`None`: no leader). Clients notice at
+    /// their next metadata refresh.
+    pub fn partition_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        broker: Option<i32>,
+    ) -> Result<(), Error> {
+        let name = topic.to_string();
+        self.run(
+            &format!("move leader of {topic}/{partition}"),
+            Box::new(move |c| c.partition_leader(&name, partition, broker)),
+        )
+    }
+
+    /// Makes `broker` the coordinator of consumer group `group`.
+    pub fn group_coordinator(&self, group: &str, broker: i32) -> Result<(), Error> {
+        let group = group.to_string();
+        self.run(
+            &format!("move coordinator of group {group}"),
+            Box::new(move |c| c.coordinator(MockCoordinator::Group(group), broker)),
+        )
+    }
+}
+
+impl Drop for EmbeddedKafka {
+    fn drop(&mut self) {
+        self.commands.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for EmbeddedKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedKafka")
+            .field("bootstrap", &self.bootstrap)
+            .field("brokers", &self.brokers)
+            .finish()
+    }
+}

@@ -1,0 +1,48 @@
+//! [`Error`]: what can go wrong outside a handler.
+
+use rdkafka::error::KafkaError;
+
+/// An error of the Sluicegate runtime or of its Kafka client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is wrong.
+    #[error("invalid configuration `{key}` = `{value}`: {reason}")]
+    Config {
+        /// The setting.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is wrong with it and what is allowed.
+        reason: String,
+    },
+    /// A required setting was not given.
+    #[error("missing configuration: {0}")]
+    MissingConfig(&'static str),
+    /// The Kafka client reported an error.
+    #[error("kafka client error: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The Kafka client hit a fatal error and cannot go on.
+    #[error("fatal kafka client error: {0}")]
+    Fatal(KafkaError),
+    /// The embedded broker could not do what was asked.
+    #[error("embedded broker: {0}")]
+    Embedded(String),
+    /// A runtime thread could not be started.
+    #[error("cannot start a runtime thread: {0}")]
+    Thread(String),
+    /// The poll thread ended without reporting (it panicked).
+    #[error("the consumer's poll thread ended unexpectedly")]
+    PollThreadLost,
+}
+
+impl Error {
+    /// Maps librdkafka's refusal of a configuration property to an error naming the property,
+    /// the value and librdkafka's reason.
+    pub(crate) fn from_client_creation(e: KafkaError) -> Self {
+        match e {
+            KafkaError::ClientConfig(_, reason, key, value) => Error::Config { key, value, reason },
+            other => Error::Kafka(other),
+        }
+    }
+}

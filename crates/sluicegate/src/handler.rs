@@ -1,0 +1,199 @@
+//! The [`Handler`] trait, [`handler_fn`], and what a handler may answer.
+
+use std::fmt;
+use std::future::Future;
+
+use crate::Message;
+
+/// What a handler returns: `Ok(())` when the message is handled, or a [`HandlerError`]
+/// that says what the runtime should do next.
+pub type HandlerResult = Result<(), HandlerError>;
+
+/// Handles one message at a time.
+///
+/// The runtime calls `handle` from Tokio tasks; a handler is shared between them, so it takes
+/// `&self`. Implement it for a type that holds your clients and state, or wrap an async closure
+/// with [`handler_fn`].
+///
+/// ```
+/// use sluicegate::{Handler, HandlerResult, Message};
+///
+/// struct CountBytes;
+///
+/// impl Handler for CountBytes {
+///     async fn handle(&self, msg: Message) -> HandlerResult {
+///         let n = msg.payload().map_or(0, <[u8]>::len);
+///         tracing::debug!(n, "got bytes");
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// Handles `message`. The message is finished (and may be committed once all earlier
+    /// offsets of its partition are finished) when the returned future resolves to `Ok(())`
+    /// or to a skip; any other error goes to the retry policy.
+    fn handle(&self, message: Message) -> impl Future<Output = HandlerResult> + Send;
+}
+
+/// A [`Handler`] made from an async closure; see [`handler_fn`].
+#[derive(Clone)]
+pub struct HandlerFn<F>(F);
+
+/// Wraps an async closure `Fn(Message) -> Future<Output = HandlerResult>` as a [`Handler`].
+///
+/// ```
+/// use sluicegate::{handler_fn, Message};
+///
+/// let handler = handler_fn(|msg: Message| async move {
+///     let order: serde_json::Value = msg.json()?;
+///     tracing::info!(%order, "order received");
+///     Ok(())
+/// });
+/// # let _ = handler;
+/// ```
+pub fn handler_fn<F, Fut>(f: F) -> HandlerFn<F>
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send,
+{
+    HandlerFn(f)
+}
+
+impl<F, Fut> Handler for HandlerFn<F>
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send,
+{
+    fn handle(&self, message: Message) -> impl Future<Output = HandlerResult> + Send {
+        (self.0)(message)
+    }
+}
+
+/// How the runtime treats a failed message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A transient failure (a timeout, an unavailable service): retry with backoff.
+    Retryable,
+    /// A failure that retrying cannot fix (a malformed record): do not retry.
+    Permanent,
+    /// Not a failure: the handler chose not to process this message. It is finished as is.
+    Skip,
+    /// The handler panicked. Treated as retryable.
+    Panic,
+}
+
+impl ErrorKind {
+    /// A stable lower-case name, as used in logs and headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Retryable => "retryable",
+            ErrorKind::Permanent => "permanent",
+            ErrorKind::Skip => "skip",
+            ErrorKind::Panic => "panic",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A handler's failure, with the [`ErrorKind`] that decides what happens next.
+///
+/// Any `std::error::Error` converts into a retryable `HandlerError`, so `?` works in handlers.
+/// Like `anyhow::Error`, this type does not itself implement `std::error::Error`, which is
+/// what makes that blanket conversion possible.
+pub struct HandlerError {
+    kind: ErrorKind,
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl HandlerError {
+    fn with_kind(
+        kind: ErrorKind,
+        error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        HandlerError {
+            kind,
+            source: error.into(),
+        }
+    }
+
+    /// A transient failure: the message will be retried.
+    pub fn retryable(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::with_kind(ErrorKind::Retryable, error)
+    }
+
+    /// A failure that retrying cannot fix.
+    pub fn permanent(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::with_kind(ErrorKind::Permanent, error)
+    }
+
+    /// Finishes the message on purpose without handling it; `reason` is logged.
+    pub fn skip(reason: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::with_kind(ErrorKind::Skip, reason)
+    }
+
+    pub(crate) fn panic(message: String) -> Self {
+        Self::with_kind(ErrorKind::Panic, message)
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The underlying error.
+    pub fn source(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
+    }
+}
+
+impl<E> From<E> for HandlerError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        HandlerError::retryable(error)
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} error: {}", self.kind, self.source)
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerError")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_mark_converts_std_errors_to_retryable() {
+        fn parse(s: &str) -> HandlerResult {
+            let _: i32 = s.parse()?;
+            Ok(())
+        }
+        let err = parse("x").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Retryable);
+        assert!(err.to_string().contains("invalid digit"), "{err}");
+    }
+
+    #[test]
+    fn constructors_set_the_kind() {
+        assert_eq!(HandlerError::permanent("bad").kind(), ErrorKind::Permanent);
+        assert_eq!(HandlerError::skip("not mine").kind(), ErrorKind::Skip);
+    }
+}

@@ -1,0 +1,55 @@
+//! # Sluicegate
+//!
+//! A Kafka consumer framework and worker runtime. You write a function that handles one
+//! message; Sluicegate polls, dispatches, retries, tracks offsets and commits, so that:
+//!
+//! - **no message is lost**: an offset is committed only when that message and every earlier
+//!   one of its partition is finished (at-least-once);
+//! - **duplicates are bounded** to what was in flight or finished-but-uncommitted at a crash;
+//! - **slow handlers never get the consumer evicted**: polling runs on its own thread, and
+//!   partitions whose buffers fill are paused, not the poll loop;
+//! - **order is kept where asked** ([`Ordering`]: per partition, per key, or none).
+//!
+//! ```no_run
+//! use sluicegate::{handler_fn, Consumer, Message};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), sluicegate::Error> {
+//!     Consumer::builder()
+//!         .bootstrap_servers("localhost:9092")
+//!         .group_id("billing")
+//!         .topic("orders")
+//!         .build(handler_fn(|msg: Message| async move {
+//!             let order: serde_json::Value = msg.json()?;
+//!             println!("order {order}");
+//!             Ok(())
+//!         }))?
+//!         .run() // until SIGINT or SIGTERM, then drains and commits
+//!         .await
+//! }
+//! ```
+//!
+//! The flow, one module per step: `runtime` (poll loop, rebalance callbacks) ->
+//! [`dispatch`] (ordering, pause/resume) -> lanes running the [`Handler`] wrapped in
+//! [`policy`] -> [`OffsetTracker`] -> `commit`. [`EmbeddedKafka`] runs a broker in-process
+//! for demos and tests.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod commit;
+pub mod dispatch;
+mod embedded;
+mod error;
+mod handler;
+mod message;
+mod offsets;
+pub mod policy;
+mod runtime;
+
+pub use dispatch::{BufferLimits, Ordering};
+pub use embedded::{ApiKey, EmbeddedKafka, ResponseError};
+pub use error::Error;
+pub use handler::{handler_fn, ErrorKind, Handler, HandlerError, HandlerFn, HandlerResult};
+pub use message::{Header, Message};
+pub use offsets::OffsetTracker;
+pub use runtime::{Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, TopicPartition};

@@ -1,0 +1,197 @@
+//! [`OffsetTracker`]: which offsets of one partition are finished, and what may be committed.
+//!
+//! Pure logic, no I/O. It speaks only "next offset to consume", the value Kafka stores as a
+//! committed offset; the commit adapter ([`crate::commit`]) translates to rdkafka.
+
+use std::collections::VecDeque;
+
+/// Tracks the offsets of one partition from the moment they are received until they are
+/// finished, and answers the *watermark*: one past the highest offset such that it and every
+/// offset received before it are finished. That watermark is the only offset ever committed.
+///
+/// Offsets may finish in any order. Offsets that never arrive (removed by compaction, or taken
+/// by transaction markers) are simply never tracked, so they cannot stall the watermark.
+///
+/// ```
+/// use sluicegate::OffsetTracker;
+///
+/// let mut t = OffsetTracker::new();
+/// for offset in [10, 11, 13] {           // 12 was compacted away
+///     assert!(t.track(offset));
+/// }
+/// t.finish(11);
+/// assert_eq!(t.watermark(), Some(10));   // 10 is still in flight
+/// t.finish(10);
+/// assert_eq!(t.watermark(), Some(13));   // 13 is next to consume
+/// t.finish(13);
+/// assert_eq!(t.watermark(), Some(14));
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct OffsetTracker {
+    /// Offsets received and not yet passed by the watermark, increasing, with their state.
+    window: VecDeque<Entry>,
+    /// One past the highest offset ever tracked.
+    next: Option<i64>,
+    unfinished: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    offset: i64,
+    finished: bool,
+}
+
+impl OffsetTracker {
+    /// An empty tracker: nothing received, nothing to commit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `offset` was received for processing.
+    ///
+    /// Returns `false`, and records nothing, when `offset` is not above every offset tracked
+    /// before: the record was already received (for example, re-fetched after a seek), so it is
+    /// either in flight or finished, and handling it again would be a duplicate.
+    pub fn track(&mut self, offset: i64) -> bool {
+        if self.next.is_some_and(|next| offset < next) {
+            return false;
+        }
+        self.window.push_back(Entry {
+            offset,
+            finished: false,
+        });
+        self.next = Some(offset + 1);
+        self.unfinished += 1;
+        true
+    }
+
+    /// Marks `offset` finished. Returns `false` when the offset is not tracked or was finished
+    /// already; such a call changes nothing.
+    pub fn finish(&mut self, offset: i64) -> bool {
+        let Ok(i) = self.window.binary_search_by_key(&offset, |e| e.offset) else {
+            return false;
+        };
+        let entry = &mut self.window[i];
+        if entry.finished {
+            return false;
+        }
+        entry.finished = true;
+        self.unfinished -= 1;
+        while self.window.front().is_some_and(|e| e.finished) {
+            self.window.pop_front();
+        }
+        true
+    }
+
+    /// The next offset to consume after every finished offset whose predecessors are all
+    /// finished: the offset that may be committed. `None` until an offset was tracked.
+    pub fn watermark(&self) -> Option<i64> {
+        match self.window.front() {
+            Some(e) => Some(e.offset),
+            None => self.next,
+        }
+    }
+
+    /// Offsets tracked and not yet finished.
+    pub fn unfinished(&self) -> usize {
+        self.unfinished
+    }
+
+    /// Finished offsets above the watermark, increasing: work done out of order that a commit
+    /// alone cannot record.
+    pub fn finished_above_watermark(&self) -> impl Iterator<Item = i64> + '_ {
+        self.window.iter().filter(|e| e.finished).map(|e| e.offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn nothing_tracked_means_nothing_to_commit() {
+        assert_eq!(OffsetTracker::new().watermark(), None);
+    }
+
+    #[test]
+    fn watermark_waits_for_the_oldest_unfinished_offset() {
+        let mut t = OffsetTracker::new();
+        (0..5).for_each(|o| assert!(t.track(o)));
+        assert_eq!(t.watermark(), Some(0));
+        t.finish(4);
+        t.finish(1);
+        assert_eq!(t.watermark(), Some(0));
+        t.finish(0);
+        assert_eq!(t.watermark(), Some(2));
+        assert_eq!(t.finished_above_watermark().collect::<Vec<_>>(), vec![4]);
+        t.finish(2);
+        t.finish(3);
+        assert_eq!(t.watermark(), Some(5));
+        assert_eq!(t.unfinished(), 0);
+    }
+
+    #[test]
+    fn redelivered_and_unknown_offsets_are_refused() {
+        let mut t = OffsetTracker::new();
+        assert!(t.track(7));
+        assert!(!t.track(7));
+        assert!(!t.track(3));
+        assert!(!t.finish(8));
+        assert!(t.finish(7));
+        assert!(!t.finish(7), "finishing twice changes nothing");
+        assert_eq!(t.watermark(), Some(8));
+    }
+
+    /// Offsets received in increasing order with random gaps (compaction, transaction markers).
+    fn offsets() -> impl Strategy<Value = Vec<i64>> {
+        (0i64..1_000, prop::collection::vec(1i64..4, 1..200)).prop_map(|(start, gaps)| {
+            gaps.iter()
+                .scan(start, |o, g| {
+                    let cur = *o;
+                    *o += g;
+                    Some(cur)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// For any completion order, the watermark is exactly the smallest unfinished offset
+        /// (or one past the last offset), never passes an unfinished offset and never moves back.
+        #[test]
+        fn watermark_never_passes_an_unfinished_offset(
+            offsets in offsets(),
+            order in prop::collection::vec(any::<prop::sample::Index>(), 0..200),
+            interleave in prop::collection::vec(any::<bool>(), 0..400),
+        ) {
+            let mut t = OffsetTracker::new();
+            let mut unfinished = BTreeSet::new();
+            let mut received = offsets.iter().copied().peekable();
+            let mut order = order.into_iter();
+            let mut last = None;
+            let mut last_received = None;
+            for receive in interleave {
+                if receive {
+                    if let Some(o) = received.next() {
+                        prop_assert!(t.track(o));
+                        unfinished.insert(o);
+                        last_received = Some(o);
+                    }
+                } else if let Some(pick) = order.next() {
+                    if unfinished.is_empty() { continue; }
+                    let o = *unfinished.iter().nth(pick.index(unfinished.len())).unwrap();
+                    prop_assert!(t.finish(o));
+                    unfinished.remove(&o);
+                }
+                let w = t.watermark();
+                let expected = unfinished.first().copied().or(last_received.map(|o| o + 1));
+                prop_assert_eq!(w, expected);
+                prop_assert!(w >= last, "watermark moved back: {:?} -> {:?}", last, w);
+                prop_assert_eq!(t.unfinished(), unfinished.len());
+                last = w;
+            }
+        }
+    }
+}

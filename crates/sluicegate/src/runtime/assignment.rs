@@ -1,0 +1,501 @@
+//! The poll thread's view of its partitions: for each assigned partition its lanes, its
+//! [`OffsetTracker`], its buffer and pause state; and what happens on assign, revoke,
+//! dispatch, completion and commit.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::TopicPartitionList;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::commit::partition_list;
+use crate::dispatch::{Backpressure, BufferLimits, Buffered, Ordering};
+use crate::message::Header;
+use crate::{Message, OffsetTracker};
+
+use super::committer::CommitRequest;
+use super::event::{Event, Outcome, Slot};
+use super::status::{StatusPublisher, TopicPartition};
+
+/// Starts a lane task: `(slot, queue, revoked, events)`.
+pub(crate) type LaneSpawner =
+    Arc<dyn Fn(Slot, UnboundedReceiver<Message>, CancellationToken, Sender<Event>) + Send + Sync>;
+
+/// How the assignment routes and bounds work.
+pub(crate) struct Routing {
+    pub ordering: Ordering,
+    /// Lanes per partition (1 in partition mode).
+    pub lanes: usize,
+    pub limits: BufferLimits,
+    pub drain_timeout: Duration,
+}
+
+struct PartitionState {
+    tp: TopicPartition,
+    topic: Arc<str>,
+    generation: u64,
+    offsets: OffsetTracker,
+    lanes: Vec<UnboundedSender<Message>>,
+    revoked: CancellationToken,
+    buffered: Buffered,
+    paused: bool,
+    /// The last offset handed to a commit request for this assignment.
+    commit_requested: Option<i64>,
+}
+
+/// Every partition the consumer owns, and the channel lanes report on.
+pub(crate) struct Assignment {
+    routing: Routing,
+    spawn_lane: LaneSpawner,
+    events_tx: Sender<Event>,
+    events: Receiver<Event>,
+    slots: Vec<Option<PartitionState>>,
+    index: HashMap<Arc<str>, HashMap<i32, usize>>,
+    generation: u64,
+    backpressure: Backpressure,
+    seq: u64,
+    status: StatusPublisher,
+    commits: Option<Sender<CommitRequest>>,
+    /// The commit request the committer is working on; one at a time keeps commits in order.
+    commit_in_flight: Option<u64>,
+    next_commit_id: u64,
+    /// Set on abort: revoked partitions are dropped without waiting or committing.
+    aborted: bool,
+}
+
+impl Assignment {
+    pub fn new(
+        routing: Routing,
+        spawn_lane: LaneSpawner,
+        events_tx: Sender<Event>,
+        events: Receiver<Event>,
+        status: StatusPublisher,
+        commits: Sender<CommitRequest>,
+    ) -> Self {
+        Assignment {
+            backpressure: Backpressure::new(routing.limits),
+            routing,
+            spawn_lane,
+            events_tx,
+            events,
+            slots: Vec::new(),
+            index: HashMap::new(),
+            generation: 0,
+            seq: 0,
+            status,
+            commits: Some(commits),
+            commit_in_flight: None,
+            next_commit_id: 0,
+            aborted: false,
+        }
+    }
+
+    /// Takes ownership of newly assigned partitions and starts their lanes.
+    pub fn assign<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        list: &TopicPartitionList,
+    ) {
+        let mut added = Vec::new();
+        for e in list.elements() {
+            if self.slot_of(e.topic(), e.partition()).is_some() {
+                continue;
+            }
+            self.generation += 1;
+            let index = match self.slots.iter().position(Option::is_none) {
+                Some(i) => i,
+                None => {
+                    self.slots.push(None);
+                    self.slots.len() - 1
+                }
+            };
+            let slot = Slot {
+                index,
+                generation: self.generation,
+            };
+            let topic: Arc<str> = match self.index.get_key_value(e.topic()) {
+                Some((t, _)) => t.clone(),
+                None => Arc::from(e.topic()),
+            };
+            let revoked = CancellationToken::new();
+            let lanes = (0..self.routing.lanes.max(1))
+                .map(|_| {
+                    let (tx, rx) = unbounded_channel();
+                    (self.spawn_lane)(slot, rx, revoked.clone(), self.events_tx.clone());
+                    tx
+                })
+                .collect();
+            let tp = TopicPartition::new(e.topic(), e.partition());
+            self.index
+                .entry(topic.clone())
+                .or_default()
+                .insert(e.partition(), index);
+            self.slots[index] = Some(PartitionState {
+                tp: tp.clone(),
+                topic,
+                generation: self.generation,
+                offsets: OffsetTracker::new(),
+                lanes,
+                revoked,
+                buffered: Buffered::default(),
+                paused: false,
+                commit_requested: None,
+            });
+            added.push(tp);
+        }
+        // A partition paused before an earlier revoke may come back still paused.
+        if let Err(e) = consumer.resume(list) {
+            warn!(error = %e, "could not resume newly assigned partitions");
+        }
+        info!(partitions = ?added, "partitions assigned");
+        self.status.assigned(added);
+    }
+
+    /// Gives up revoked partitions: stops their lanes, waits (bounded) for work in flight,
+    /// commits what finished, and forgets them. When the assignment was lost (the group moved
+    /// on without us) nothing is committed: the new owner may already be processing.
+    pub fn revoke<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        list: &TopicPartitionList,
+    ) {
+        let revoked: Vec<usize> = list
+            .elements()
+            .iter()
+            .filter_map(|e| self.slot_of(e.topic(), e.partition()))
+            .collect();
+        self.release(consumer, &revoked, !consumer.assignment_lost());
+    }
+
+    /// Gives up every partition: the graceful part of shutdown.
+    pub fn release_all<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let all: Vec<usize> = (0..self.slots.len())
+            .filter(|i| self.slots[*i].is_some())
+            .collect();
+        let list = partition_list(all.iter().filter_map(|i| {
+            self.slots[*i]
+                .as_ref()
+                .map(|p| (p.tp.topic.as_str(), p.tp.partition, 0))
+        }));
+        // Stop fetching while in-flight work drains.
+        let _ = consumer.pause(&list);
+        self.release(consumer, &all, true);
+    }
+
+    /// Marks the consumer as crashed: from now on partitions are dropped without draining or
+    /// committing.
+    pub fn abort(&mut self) {
+        self.aborted = true;
+        for p in self.slots.iter().flatten() {
+            p.revoked.cancel();
+        }
+    }
+
+    fn release<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        which: &[usize],
+        commit: bool,
+    ) {
+        for i in which {
+            if let Some(p) = self.slots[*i].as_mut() {
+                p.revoked.cancel();
+                // Closing the queues lets each lane report its queued messages as abandoned.
+                p.lanes.clear();
+            }
+        }
+        if !self.aborted && commit {
+            let deadline = Instant::now() + self.routing.drain_timeout;
+            while which.iter().any(|i| {
+                self.slots[*i]
+                    .as_ref()
+                    .is_some_and(|p| p.buffered.messages > 0)
+            }) {
+                if !self.wait_event(consumer, deadline) {
+                    warn!(timeout = ?self.routing.drain_timeout,
+                          "in-flight work of released partitions did not finish in time; it will be re-delivered");
+                    break;
+                }
+            }
+            self.commit_and_wait(consumer, which, Instant::now() + self.routing.drain_timeout);
+        }
+        let mut removed = Vec::new();
+        for i in which {
+            if let Some(p) = self.slots[*i].take() {
+                // Work still buffered is abandoned: it leaves the buffer accounting now.
+                let mut buffered = p.buffered;
+                while buffered.messages > 0 {
+                    let bytes = if buffered.messages == 1 {
+                        buffered.bytes
+                    } else {
+                        0
+                    };
+                    self.backpressure.release(&mut buffered, bytes);
+                }
+                if let Some(parts) = self.index.get_mut(&p.topic) {
+                    parts.remove(&p.tp.partition);
+                }
+                removed.push(p.tp);
+            }
+        }
+        if !removed.is_empty() {
+            info!(partitions = ?removed, committed = commit && !self.aborted, "partitions released");
+        }
+        self.status.revoked(&removed);
+    }
+
+    /// Routes one fetched message to its lane. Messages of partitions this consumer does not
+    /// own, or already received, are dropped here: they are neither tracked nor committed.
+    pub fn dispatch<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        m: &BorrowedMessage<'_>,
+    ) {
+        let Some(i) = self.slot_of(m.topic(), m.partition()) else {
+            debug!(
+                topic = m.topic(),
+                partition = m.partition(),
+                "message for an unowned partition; ignored"
+            );
+            return;
+        };
+        let p = self.slots[i].as_mut().expect("indexed slots exist");
+        if !p.offsets.track(m.offset()) {
+            debug!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                "message received again; already in flight or finished"
+            );
+            return;
+        }
+        let message = to_message(p.topic.clone(), m);
+        let must_pause = self.backpressure.admit(&mut p.buffered, message.size());
+        self.seq += 1;
+        let lane = self
+            .routing
+            .ordering
+            .lane(message.key(), p.lanes.len(), self.seq);
+        // A lane only stops when its sender is dropped, which happens after this point.
+        let _ = p.lanes[lane].send(message);
+        if must_pause && !p.paused {
+            p.paused = true;
+            pause(consumer, &p.tp, true);
+        }
+    }
+
+    /// Applies every lane report waiting, without blocking.
+    pub fn drain_events<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        while let Ok(event) = self.events.try_recv() {
+            self.apply(consumer, event);
+        }
+    }
+
+    fn apply<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, event: Event) {
+        let (slot, offset, bytes, outcome) = match event {
+            Event::Left {
+                slot,
+                offset,
+                bytes,
+                outcome,
+            } => (slot, offset, bytes, outcome),
+            Event::Committed {
+                id,
+                offsets,
+                result,
+                latency,
+            } => {
+                return self.commit_result(id, offsets, result, latency);
+            }
+        };
+        let Some(p) = self.slots.get_mut(slot.index).and_then(Option::as_mut) else {
+            return;
+        };
+        if p.generation != slot.generation {
+            return; // A report about an earlier assignment of this slot.
+        }
+        let was_over = self.backpressure.must_pause(&p.buffered);
+        self.backpressure.release(&mut p.buffered, bytes);
+        match outcome {
+            Some(Outcome::Handled { .. }) | Some(Outcome::Skipped) => {
+                p.offsets.finish(offset);
+            }
+            None => {}
+        }
+        if p.paused && self.backpressure.may_resume(&p.buffered) {
+            p.paused = false;
+            pause(consumer, &p.tp, false);
+        }
+        // When the total falls back under its bound, partitions paused for it may go on too.
+        if was_over && !self.backpressure.must_pause(&Buffered::default()) {
+            for p in self.slots.iter_mut().flatten() {
+                if p.paused && self.backpressure.may_resume(&p.buffered) {
+                    p.paused = false;
+                    pause(consumer, &p.tp, false);
+                }
+            }
+        }
+    }
+
+    /// Asks the committer to commit the watermark of every partition (or of `only`) that
+    /// moved since its last request. Does nothing while an earlier request is in flight.
+    pub fn request_commit(&mut self, only: Option<&[usize]>) -> Option<u64> {
+        if self.aborted || self.commit_in_flight.is_some() {
+            return None;
+        }
+        let mut offsets = Vec::new();
+        for (i, p) in self.slots.iter_mut().enumerate() {
+            let Some(p) = p else { continue };
+            if only.is_some_and(|o| !o.contains(&i)) {
+                continue;
+            }
+            if let Some(w) = p.offsets.watermark() {
+                if p.commit_requested != Some(w) {
+                    p.commit_requested = Some(w);
+                    offsets.push((p.tp.topic.clone(), p.tp.partition, w));
+                }
+            }
+        }
+        if offsets.is_empty() {
+            return None;
+        }
+        self.next_commit_id += 1;
+        let id = self.next_commit_id;
+        debug!(id, ?offsets, "commit requested");
+        self.commits
+            .as_ref()?
+            .send(CommitRequest { id, offsets })
+            .ok()?;
+        self.commit_in_flight = Some(id);
+        Some(id)
+    }
+
+    /// Commits the watermarks of `which` and waits for the result until `deadline`.
+    fn commit_and_wait<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        which: &[usize],
+        deadline: Instant,
+    ) {
+        // An earlier request lands first, so a partition's commits never go backwards.
+        while self.commit_in_flight.is_some() {
+            if !self.wait_event(consumer, deadline) {
+                return;
+            }
+        }
+        let Some(id) = self.request_commit(Some(which)) else {
+            return;
+        };
+        while self.commit_in_flight == Some(id) {
+            if !self.wait_event(consumer, deadline) {
+                warn!(
+                    "final commit did not complete in time; uncommitted work will be re-delivered"
+                );
+                return;
+            }
+        }
+    }
+
+    /// Waits until `deadline` for one event and applies it; `false` if none came.
+    fn wait_event<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        deadline: Instant,
+    ) -> bool {
+        match self
+            .events
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(event) => {
+                self.apply(consumer, event);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn commit_result(
+        &mut self,
+        id: u64,
+        offsets: Vec<(String, i32, i64)>,
+        result: KafkaResult<()>,
+        latency: Duration,
+    ) {
+        if self.commit_in_flight == Some(id) {
+            self.commit_in_flight = None;
+        }
+        match result {
+            Ok(()) => {
+                debug!(id, ?latency, "committed");
+                self.status.committed(offsets);
+            }
+            Err(e) => {
+                warn!(error = %e, ?offsets, "commit failed; will retry");
+                for (topic, partition, offset) in offsets {
+                    if let Some(i) = self.slot_of(&topic, partition) {
+                        let p = self.slots[i].as_mut().expect("indexed slots exist");
+                        if p.commit_requested == Some(offset) {
+                            p.commit_requested = None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops sending commit requests, which lets the committer end.
+    pub fn close_commits(&mut self) {
+        self.commits = None;
+    }
+
+    pub fn status_handle(&self) -> StatusPublisher {
+        self.status.clone()
+    }
+
+    fn slot_of(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.index.get(topic)?.get(&partition).copied()
+    }
+}
+
+fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, tp: &TopicPartition, pause: bool) {
+    let list = partition_list([(tp.topic.as_str(), tp.partition, 0)]);
+    let result = if pause {
+        consumer.pause(&list)
+    } else {
+        consumer.resume(&list)
+    };
+    match result {
+        Ok(()) => debug!(topic = %tp.topic, partition = tp.partition, pause, "backpressure"),
+        Err(e) => {
+            warn!(topic = %tp.topic, partition = tp.partition, pause, error = %e, "could not change pause state")
+        }
+    }
+}
+
+fn to_message(topic: Arc<str>, m: &BorrowedMessage<'_>) -> Message {
+    let headers = m.headers().map_or_else(Vec::new, |hs| {
+        hs.iter()
+            .map(|h| Header {
+                key: h.key.to_string(),
+                value: h.value.map(Bytes::copy_from_slice),
+            })
+            .collect()
+    });
+    Message::from_parts(
+        topic,
+        m.partition(),
+        m.offset(),
+        m.timestamp().to_millis(),
+        m.key().map(Bytes::copy_from_slice),
+        m.payload().map(Bytes::copy_from_slice),
+        headers,
+    )
+}

@@ -1,0 +1,37 @@
+//! The committer: the one place that commits offsets. It runs on a thread of its own and
+//! commits synchronously, so every result is known (librdkafka reports nothing back for
+//! manual asynchronous commits) while the poll loop never blocks on the coordinator.
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Instant;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+
+use crate::commit::partition_list;
+
+use super::event::Event;
+
+/// Offsets to commit: `(topic, partition, next offset to consume)`.
+pub(crate) struct CommitRequest {
+    pub id: u64,
+    pub offsets: Vec<(String, i32, i64)>,
+}
+
+/// Commits each request in turn and reports the result, until the request channel closes.
+pub(crate) fn run<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    requests: Receiver<CommitRequest>,
+    events: Sender<Event>,
+) {
+    for CommitRequest { id, offsets } in requests {
+        let list = partition_list(offsets.iter().map(|(t, p, o)| (t.as_str(), *p, *o)));
+        let started = Instant::now();
+        let result = consumer.commit(&list, CommitMode::Sync);
+        let _ = events.send(Event::Committed {
+            id,
+            offsets,
+            result,
+            latency: started.elapsed(),
+        });
+    }
+}

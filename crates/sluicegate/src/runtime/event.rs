@@ -1,0 +1,43 @@
+//! What lanes and the committer tell the poll loop.
+
+use std::time::Duration;
+
+use rdkafka::error::KafkaResult;
+
+/// Identifies one assignment of one partition. The generation changes on every assignment, so
+/// a late report about a partition that was revoked (and perhaps assigned again) is recognized
+/// and ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub index: usize,
+    pub generation: u64,
+}
+
+/// How a message left its lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The handler succeeded, after this many attempts.
+    Handled { attempts: u32 },
+    /// The handler skipped the message on purpose.
+    Skipped,
+}
+
+/// What the lanes and the committer tell the poll loop.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A message left its lane: finished with `outcome`, or abandoned (`None`) because its
+    /// partition was revoked or the consumer is stopping; abandoned work is re-delivered later.
+    Left {
+        slot: Slot,
+        offset: i64,
+        bytes: usize,
+        outcome: Option<Outcome>,
+    },
+    /// The committer finished commit request `id`.
+    Committed {
+        id: u64,
+        offsets: Vec<(String, i32, i64)>,
+        result: KafkaResult<()>,
+        latency: Duration,
+    },
+}

@@ -1,0 +1,423 @@
+//! [`Consumer`]: the builder, `run`, and the handle of a running consumer.
+//!
+//! The runtime owns the rdkafka consumer on a dedicated poll thread (see `poll`), routes
+//! messages to lanes (Tokio tasks, see `worker`) and commits what the offset trackers allow.
+
+mod assignment;
+mod committer;
+mod context;
+mod event;
+mod poll;
+mod status;
+mod worker;
+
+pub use status::{ConsumerStatus, TopicPartition};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use tokio::sync::{oneshot, watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::dispatch::{BufferLimits, Ordering};
+use crate::policy::RetryPolicy;
+use crate::{Error, Handler};
+
+use assignment::{Assignment, LaneSpawner, Routing};
+use context::RuntimeContext;
+use poll::Control;
+use status::StatusPublisher;
+use worker::Worker;
+
+/// Settings the runtime manages itself; overriding them would break its guarantees.
+const MANAGED: &[&str] = &[
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "group.id",
+    "bootstrap.servers",
+];
+
+/// Builds a [`Consumer`]. Start with [`Consumer::builder`].
+#[derive(Clone, Debug)]
+pub struct ConsumerBuilder {
+    bootstrap_servers: Option<String>,
+    group_id: Option<String>,
+    topics: Vec<String>,
+    client: BTreeMap<String, String>,
+    ordering: Ordering,
+    max_in_flight: usize,
+    max_in_flight_per_partition: Option<usize>,
+    limits: BufferLimits,
+    retry: RetryPolicy,
+    commit_interval: Duration,
+    drain_timeout: Duration,
+}
+
+impl Default for ConsumerBuilder {
+    fn default() -> Self {
+        ConsumerBuilder {
+            bootstrap_servers: None,
+            group_id: None,
+            topics: Vec::new(),
+            client: BTreeMap::new(),
+            ordering: Ordering::Partition,
+            max_in_flight: 1_000,
+            max_in_flight_per_partition: None,
+            limits: BufferLimits::default(),
+            retry: RetryPolicy::default(),
+            commit_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ConsumerBuilder {
+    /// The brokers to bootstrap from, as `host:port[,host:port...]`. Required.
+    pub fn bootstrap_servers(mut self, servers: impl Into<String>) -> Self {
+        self.bootstrap_servers = Some(servers.into());
+        self
+    }
+
+    /// The consumer group. Required.
+    pub fn group_id(mut self, group: impl Into<String>) -> Self {
+        self.group_id = Some(group.into());
+        self
+    }
+
+    /// Adds a topic to subscribe to. At least one is required.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topics.push(topic.into());
+        self
+    }
+
+    /// Adds topics to subscribe to.
+    pub fn topics<I, S>(mut self, topics: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.topics.extend(topics.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets a librdkafka property, passed through as is (for example `session.timeout.ms`,
+    /// `security.protocol`, `partition.assignment.strategy`). librdkafka validates it when the
+    /// consumer is built. `auto.offset.reset` defaults to `earliest` here, so that a new group
+    /// misses nothing. Offset commits are the runtime's: `enable.auto.commit` and
+    /// `enable.auto.offset.store` are refused.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.client.insert(key.into(), value.into());
+        self
+    }
+
+    /// How messages of a partition may run in parallel; [`Ordering::Partition`] by default.
+    pub fn ordering(mut self, ordering: Ordering) -> Self {
+        self.ordering = ordering;
+        self
+    }
+
+    /// The most handler calls running at once over all partitions (1,000 by default).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
+    /// The most handler calls running at once within one partition in the key and unordered
+    /// modes (by default the global limit divided by 8, at least 1). Partition mode runs one.
+    pub fn max_in_flight_per_partition(mut self, n: usize) -> Self {
+        self.max_in_flight_per_partition = Some(n);
+        self
+    }
+
+    /// Bounds on buffered (received, not yet finished) messages; partitions over them pause.
+    pub fn buffer_limits(mut self, limits: BufferLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// What happens when the handler fails. The default retries without limit.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// How often finished offsets are committed (1 s by default). Shorter means fewer
+    /// re-deliveries after a crash, at the cost of more commit requests.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// How long revocation and shutdown wait for handlers in flight (10 s by default). Work
+    /// still running then is abandoned and re-delivered to the next owner.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings and builds the consumer around `handler`. Nothing connects yet.
+    pub fn build<H: Handler>(self, handler: H) -> Result<Consumer<H>, Error> {
+        let bootstrap = self
+            .bootstrap_servers
+            .clone()
+            .ok_or(Error::MissingConfig("bootstrap servers"))?;
+        let group = self
+            .group_id
+            .clone()
+            .ok_or(Error::MissingConfig("group id"))?;
+        if self.topics.is_empty() {
+            return Err(Error::MissingConfig("at least one topic"));
+        }
+        for (key, value) in &self.client {
+            if MANAGED.contains(&key.as_str()) {
+                return Err(Error::Config {
+                    key: key.clone(),
+                    value: value.clone(),
+                    reason: "managed by Sluicegate; set bootstrap servers and group id with the builder, \
+                             and leave offset commits to the runtime"
+                        .into(),
+                });
+            }
+        }
+        for (key, value, ok) in [
+            ("max_in_flight", self.max_in_flight, self.max_in_flight > 0),
+            (
+                "max_in_flight_per_partition",
+                self.max_in_flight_per_partition.unwrap_or(1),
+                self.max_in_flight_per_partition != Some(0),
+            ),
+            (
+                "buffer_limits.partition_messages",
+                self.limits.partition_messages,
+                self.limits.partition_messages > 0,
+            ),
+            (
+                "buffer_limits.total_messages",
+                self.limits.total_messages,
+                self.limits.total_messages > 0,
+            ),
+        ] {
+            if !ok {
+                return Err(Error::Config {
+                    key: key.into(),
+                    value: value.to_string(),
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        for (key, value) in &self.client {
+            client.set(key, value);
+        }
+        // Let librdkafka judge every property now, so a typo fails at build, not at run.
+        client
+            .create::<BaseConsumer>()
+            .map_err(Error::from_client_creation)?;
+        Ok(Consumer {
+            settings: self,
+            client,
+            handler,
+        })
+    }
+}
+
+/// A Kafka consumer that runs a [`Handler`] with at-least-once commits.
+///
+/// ```no_run
+/// use sluicegate::{handler_fn, Consumer, Message};
+///
+/// # async fn run() -> Result<(), sluicegate::Error> {
+/// Consumer::builder()
+///     .bootstrap_servers("localhost:9092")
+///     .group_id("billing")
+///     .topic("orders")
+///     .build(handler_fn(|msg: Message| async move {
+///         println!("{}: {:?}", msg.offset(), msg.payload());
+///         Ok(())
+///     }))?
+///     .run() // until SIGINT or SIGTERM
+///     .await
+/// # }
+/// ```
+pub struct Consumer<H> {
+    settings: ConsumerBuilder,
+    client: ClientConfig,
+    handler: H,
+}
+
+impl Consumer<()> {
+    /// Starts building a consumer.
+    pub fn builder() -> ConsumerBuilder {
+        ConsumerBuilder::default()
+    }
+}
+
+impl<H: Handler> Consumer<H> {
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run(self) -> Result<(), Error> {
+        let shutdown = CancellationToken::new();
+        let mut handle = self.spawn_with(Control {
+            shutdown: shutdown.clone(),
+            ..Control::default()
+        })?;
+        tokio::select! {
+            _ = shutdown_signal() => {
+                info!("shutdown signal received");
+                shutdown.cancel();
+                handle.wait().await
+            }
+            r = &mut handle.done => r.unwrap_or(Err(Error::PollThreadLost)),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, then shuts down gracefully.
+    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let handle = self.spawn_with(Control {
+            shutdown,
+            ..Control::default()
+        })?;
+        handle.wait().await
+    }
+
+    /// Starts the consumer and returns a handle to watch and stop it. Must be called within a
+    /// Tokio runtime, whose tasks run the handlers.
+    pub fn spawn(self) -> Result<ConsumerHandle, Error> {
+        self.spawn_with(Control::default())
+    }
+
+    fn spawn_with(self, control: Control) -> Result<ConsumerHandle, Error> {
+        let s = self.settings;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::MissingConfig("a Tokio runtime to run handlers on"))?;
+        let lanes = match s.ordering {
+            Ordering::Partition => 1,
+            _ => s
+                .max_in_flight_per_partition
+                .unwrap_or((s.max_in_flight / 8).max(1)),
+        };
+        let worker = Arc::new(Worker {
+            handler: self.handler,
+            retry: s.retry.clone(),
+            in_flight: Arc::new(Semaphore::new(s.max_in_flight)),
+        });
+        let spawn_lane: LaneSpawner = Arc::new(move |slot, queue, revoked, events| {
+            runtime.spawn(worker.clone().run_lane(slot, queue, revoked, events));
+        });
+        let (events_tx, events_rx) = std::sync::mpsc::channel();
+        let (commits_tx, commits_rx) = std::sync::mpsc::channel();
+        let (publisher, status) = StatusPublisher::new();
+        let assignment = Assignment::new(
+            Routing {
+                ordering: s.ordering,
+                lanes,
+                limits: s.limits,
+                drain_timeout: s.drain_timeout,
+            },
+            spawn_lane,
+            events_tx.clone(),
+            events_rx,
+            publisher,
+            commits_tx,
+        );
+        let consumer: BaseConsumer<RuntimeContext> = self
+            .client
+            .create_with_context(RuntimeContext::new(assignment))
+            .map_err(Error::from_client_creation)?;
+        let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        info!(topics = ?s.topics, group = s.group_id.as_deref().unwrap_or_default(),
+              ordering = %s.ordering, "consumer started");
+
+        let (done_tx, done_rx) = oneshot::channel();
+        let thread_control = control.clone();
+        let commit_interval = s.commit_interval;
+        std::thread::Builder::new()
+            .name("sluicegate-poll".into())
+            .spawn(move || {
+                let status = consumer.context().assignment().status_handle();
+                let result = poll::run(
+                    consumer,
+                    thread_control,
+                    commit_interval,
+                    commits_rx,
+                    events_tx,
+                );
+                status.stopped();
+                let _ = done_tx.send(result);
+            })
+            .map_err(|e| Error::Thread(e.to_string()))?;
+        Ok(ConsumerHandle {
+            control,
+            status,
+            done: done_rx,
+        })
+    }
+}
+
+/// A running consumer: watch its [`ConsumerStatus`], stop it, wait for it.
+pub struct ConsumerHandle {
+    control: Control,
+    status: watch::Receiver<ConsumerStatus>,
+    done: oneshot::Receiver<Result<(), Error>>,
+}
+
+impl ConsumerHandle {
+    /// Asks for a graceful shutdown: stop fetching, let handlers in flight finish (within the
+    /// drain timeout), commit what finished, leave the group. Returns at once; see [`wait`].
+    ///
+    /// [`wait`]: ConsumerHandle::wait
+    pub fn shutdown(&self) {
+        self.control.shutdown.cancel();
+    }
+
+    /// Stops at once, as a crash would: no draining and no final commit, so everything not
+    /// yet committed is delivered again to the next consumer of the group. For testing that
+    /// your handlers tolerate re-delivery.
+    pub fn abort(&self) {
+        self.control.abort.cancel();
+    }
+
+    /// A receiver of status snapshots; `wait_for` on it waits for an event, such as partitions
+    /// being assigned or an offset being committed.
+    pub fn status(&self) -> watch::Receiver<ConsumerStatus> {
+        self.status.clone()
+    }
+
+    /// Waits until the consumer has stopped, after [`shutdown`](Self::shutdown),
+    /// [`abort`](Self::abort) or a fatal error.
+    pub async fn wait(self) -> Result<(), Error> {
+        self.done.await.unwrap_or(Err(Error::PollThreadLost))
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,91 @@
+//! [`ConsumerStatus`]: what a running consumer owns and has committed, published on change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+/// A topic and a partition.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    /// The topic name.
+    pub topic: String,
+    /// The partition number.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// Names a partition.
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// A snapshot of a running consumer, updated on every assignment, revocation and
+/// acknowledged commit. Watch it with [`ConsumerHandle::status`](crate::ConsumerHandle::status)
+/// to wait for events instead of sleeping.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConsumerStatus {
+    /// The partitions this consumer owns now.
+    pub assigned: BTreeSet<TopicPartition>,
+    /// The last offset (next to consume) the broker acknowledged committing, per partition,
+    /// over the consumer's whole life.
+    pub committed: BTreeMap<TopicPartition, i64>,
+    /// How many assignments and revocations this consumer went through.
+    pub rebalances: u64,
+    /// `true` once the poll loop has ended.
+    pub stopped: bool,
+}
+
+/// The poll loop's side of the status channel.
+#[derive(Clone)]
+pub(crate) struct StatusPublisher(Arc<watch::Sender<ConsumerStatus>>);
+
+impl StatusPublisher {
+    pub fn new() -> (Self, watch::Receiver<ConsumerStatus>) {
+        let (tx, rx) = watch::channel(ConsumerStatus::default());
+        (StatusPublisher(Arc::new(tx)), rx)
+    }
+
+    pub fn assigned(&self, added: Vec<TopicPartition>) {
+        self.0.send_modify(|s| {
+            s.assigned.extend(added);
+            s.rebalances += 1;
+        });
+    }
+
+    pub fn revoked(&self, removed: &[TopicPartition]) {
+        if removed.is_empty() {
+            return;
+        }
+        self.0.send_modify(|s| {
+            for tp in removed {
+                s.assigned.remove(tp);
+            }
+            s.rebalances += 1;
+        });
+    }
+
+    pub fn committed(&self, offsets: Vec<(String, i32, i64)>) {
+        self.0.send_modify(|s| {
+            for (topic, partition, offset) in offsets {
+                s.committed
+                    .insert(TopicPartition { topic, partition }, offset);
+            }
+        });
+    }
+
+    pub fn stopped(&self) {
+        self.0.send_modify(|s| s.stopped = true);
+    }
+}
