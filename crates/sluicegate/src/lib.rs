@@ -51,5 +51,5 @@ pub use embedded::{ApiKey, EmbeddedKafka, ResponseError};
 pub use error::Error;
 pub use handler::{handler_fn, ErrorKind, Handler, HandlerError, HandlerFn, HandlerResult};
 pub use message::{Header, Message};
-pub use offsets::OffsetTracker;
+pub use offsets::{offset_map, OffsetTracker};
 pub use runtime::{Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, TopicPartition};

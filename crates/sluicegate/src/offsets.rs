@@ -104,6 +104,84 @@ impl OffsetTracker {
     }
 }
 
+/// The version tag of the offset map Sluicegate writes into commit metadata.
+const OFFSET_MAP_TAG: &str = "sg1";
+
+/// Encodes `finished` offsets above `watermark` as commit metadata: work finished out of order
+/// that the committed offset alone cannot record, so that a restart can skip it (as the
+/// Confluent Parallel Consumer does). The text stays within `max_len` bytes by leaving out the
+/// highest ranges, which only means they are handled again, never that anything is lost.
+///
+/// ```
+/// use sluicegate::offset_map;
+///
+/// let meta = offset_map::encode(100, [102, 103, 104, 110], 64);
+/// assert_eq!(offset_map::decode(100, &meta), vec![102, 103, 104, 110]);
+/// // Metadata written with another committed offset says nothing about this one.
+/// assert!(offset_map::decode(101, &meta).is_empty());
+/// ```
+pub mod offset_map {
+    use super::OFFSET_MAP_TAG;
+    use std::fmt::Write;
+
+    /// Encodes increasing `finished` offsets, all above `watermark`, in at most `max_len` bytes.
+    pub fn encode(
+        watermark: i64,
+        finished: impl IntoIterator<Item = i64>,
+        max_len: usize,
+    ) -> String {
+        let mut out = format!("{OFFSET_MAP_TAG}:{watermark}:");
+        let head = out.len();
+        let mut finished = finished.into_iter().filter(|o| *o > watermark).peekable();
+        while let Some(start) = finished.next() {
+            let mut end = start;
+            while finished.peek() == Some(&(end + 1)) {
+                end = finished.next().unwrap_or(end);
+            }
+            let mut range = String::new();
+            let sep = if out.len() > head { "," } else { "" };
+            if end == start {
+                let _ = write!(range, "{sep}{}", start - watermark);
+            } else {
+                let _ = write!(range, "{sep}{}-{}", start - watermark, end - watermark);
+            }
+            if out.len() + range.len() > max_len {
+                break;
+            }
+            out.push_str(&range);
+        }
+        out
+    }
+
+    /// The finished offsets recorded in `metadata`, if it was written together with
+    /// `committed`; empty for anything else (other tools' metadata, an older commit, garbage).
+    pub fn decode(committed: i64, metadata: &str) -> Vec<i64> {
+        parse(committed, metadata).unwrap_or_default()
+    }
+
+    fn parse(committed: i64, metadata: &str) -> Option<Vec<i64>> {
+        let mut parts = metadata.splitn(3, ':');
+        if parts.next()? != OFFSET_MAP_TAG || parts.next()?.parse::<i64>().ok()? != committed {
+            return None;
+        }
+        let mut offsets = Vec::new();
+        for range in parts.next()?.split(',').filter(|r| !r.is_empty()) {
+            let (a, b) = match range.split_once('-') {
+                Some((a, b)) => (a.parse::<i64>().ok()?, b.parse::<i64>().ok()?),
+                None => {
+                    let a = range.parse::<i64>().ok()?;
+                    (a, a)
+                }
+            };
+            if a < 1 || b < a || b - a > 1_000_000 {
+                return None;
+            }
+            offsets.extend((a..=b).map(|d| committed + d));
+        }
+        Some(offsets)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +270,42 @@ mod tests {
                 prop_assert_eq!(t.unfinished(), unfinished.len());
                 last = w;
             }
+        }
+    }
+
+    proptest! {
+        /// What the offset map carries back is exactly what was finished, or a prefix of it
+        /// when the size bound cut it short; never an offset that was not finished.
+        #[test]
+        fn offset_map_round_trips_within_its_size_bound(
+            watermark in 0i64..1_000_000,
+            deltas in prop::collection::btree_set(1i64..5_000, 0..400),
+            max_len in 16usize..4096,
+        ) {
+            let finished: Vec<i64> = deltas.iter().map(|d| watermark + d).collect();
+            let meta = offset_map::encode(watermark, finished.iter().copied(), max_len);
+            prop_assert!(meta.len() <= max_len.max(32));
+            let back = offset_map::decode(watermark, &meta);
+            prop_assert!(back.len() <= finished.len());
+            prop_assert_eq!(&back[..], &finished[..back.len()]);
+            if meta.len() + 24 < max_len {
+                prop_assert_eq!(back, finished);
+            }
+        }
+    }
+
+    #[test]
+    fn foreign_or_broken_metadata_is_ignored() {
+        for meta in [
+            "",
+            "hello",
+            "sg1:5:",
+            "sg1:5:x",
+            "sg1:5:3-1",
+            "sg1:5:0",
+            "sg2:5:1",
+        ] {
+            assert!(offset_map::decode(5, meta).is_empty(), "{meta}");
         }
     }
 }

@@ -86,6 +86,12 @@ impl Backpressure {
         self.total.remove(bytes);
     }
 
+    /// Drops a partition's whole buffer from the total (its work was abandoned).
+    pub fn forget(&mut self, partition: Buffered) {
+        self.total.messages = self.total.messages.saturating_sub(partition.messages);
+        self.total.bytes = self.total.bytes.saturating_sub(partition.bytes);
+    }
+
     /// Whether a partition holding `partition` must be paused.
     pub fn must_pause(&self, partition: &Buffered) -> bool {
         let l = &self.limits;
@@ -157,9 +163,9 @@ mod tests {
                     bp.release(&mut parts[p], b);
                     if paused[p] && bp.may_resume(&parts[p]) { paused[p] = false; }
                 }
-                for q in 0..4 {
-                    prop_assert!(parts[q].messages <= LIMITS.partition_messages);
-                    prop_assert!(parts[q].bytes < LIMITS.partition_bytes + 300);
+                for part in &parts {
+                    prop_assert!(part.messages <= LIMITS.partition_messages);
+                    prop_assert!(part.bytes < LIMITS.partition_bytes + 300);
                 }
                 prop_assert!(bp.total().messages <= LIMITS.total_messages + 3);
             }

@@ -2,7 +2,7 @@
 //! [`OffsetTracker`], its buffer and pause state; and what happens on assign, revoke,
 //! dispatch, completion and commit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,14 +16,20 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::commit::partition_list;
+use crate::commit::{partitions, read_list, CommitEntry};
 use crate::dispatch::{Backpressure, BufferLimits, Buffered, Ordering};
 use crate::message::Header;
-use crate::{Message, OffsetTracker};
+use crate::{offset_map, Message, OffsetTracker};
 
 use super::committer::CommitRequest;
 use super::event::{Event, Outcome, Slot};
 use super::status::{StatusPublisher, TopicPartition};
+
+/// The most bytes of commit metadata used for the offset map; brokers accept 4,096 by default
+/// (`offset.metadata.max.bytes`).
+const OFFSET_MAP_MAX_LEN: usize = 3_000;
+/// How long an assignment waits to read the committed offset maps.
+const OFFSET_MAP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts a lane task: `(slot, queue, revoked, events)`.
 pub(crate) type LaneSpawner =
@@ -47,8 +53,10 @@ struct PartitionState {
     revoked: CancellationToken,
     buffered: Buffered,
     paused: bool,
-    /// The last offset handed to a commit request for this assignment.
-    commit_requested: Option<i64>,
+    /// The watermark and the count of finished offsets above it last sent for commit.
+    commit_requested: Option<(i64, usize)>,
+    /// Offsets the group's offset map records as finished: skipped when they arrive.
+    finished_before: BTreeSet<i64>,
 }
 
 /// Every partition the consumer owns, and the channel lanes report on.
@@ -62,6 +70,7 @@ pub(crate) struct Assignment {
     generation: u64,
     backpressure: Backpressure,
     seq: u64,
+    skipped_as_finished: u64,
     status: StatusPublisher,
     commits: Option<Sender<CommitRequest>>,
     /// The commit request the committer is working on; one at a time keeps commits in order.
@@ -90,6 +99,7 @@ impl Assignment {
             index: HashMap::new(),
             generation: 0,
             seq: 0,
+            skipped_as_finished: 0,
             status,
             commits: Some(commits),
             commit_in_flight: None,
@@ -148,8 +158,12 @@ impl Assignment {
                 buffered: Buffered::default(),
                 paused: false,
                 commit_requested: None,
+                finished_before: BTreeSet::new(),
             });
             added.push(tp);
+        }
+        if self.routing.ordering != Ordering::Partition && !added.is_empty() {
+            self.load_offset_maps(consumer, &added);
         }
         // A partition paused before an earlier revoke may come back still paused.
         if let Err(e) = consumer.resume(list) {
@@ -157,6 +171,38 @@ impl Assignment {
         }
         info!(partitions = ?added, "partitions assigned");
         self.status.assigned(added);
+    }
+
+    /// Reads the offset maps committed with the group, so that work finished out of order
+    /// before a restart or rebalance is not handled again. Without them (a failed look-up,
+    /// another tool's metadata) everything above the committed offset is simply handled again.
+    fn load_offset_maps<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        added: &[TopicPartition],
+    ) {
+        let list = partitions(added.iter().map(|tp| (tp.topic.as_str(), tp.partition)));
+        let committed = match consumer.committed_offsets(list, OFFSET_MAP_LOOKUP_TIMEOUT) {
+            Ok(list) => read_list(&list),
+            Err(e) => {
+                warn!(error = %e, "could not read committed offset maps; finished work may be handled again");
+                return;
+            }
+        };
+        for e in committed {
+            let done = offset_map::decode(e.next, &e.metadata);
+            if let Some(i) = self
+                .slot_of(&e.topic, e.partition)
+                .filter(|_| !done.is_empty())
+            {
+                debug!(topic = %e.topic, partition = e.partition, finished = done.len(), "offset map loaded");
+                self.slots[i]
+                    .as_mut()
+                    .expect("indexed slots exist")
+                    .finished_before
+                    .extend(done);
+            }
+        }
     }
 
     /// Gives up revoked partitions: stops their lanes, waits (bounded) for work in flight,
@@ -180,11 +226,12 @@ impl Assignment {
         let all: Vec<usize> = (0..self.slots.len())
             .filter(|i| self.slots[*i].is_some())
             .collect();
-        let list = partition_list(all.iter().filter_map(|i| {
-            self.slots[*i]
-                .as_ref()
-                .map(|p| (p.tp.topic.as_str(), p.tp.partition, 0))
-        }));
+        let list = partitions(
+            self.slots
+                .iter()
+                .flatten()
+                .map(|p| (p.tp.topic.as_str(), p.tp.partition)),
+        );
         // Stop fetching while in-flight work drains.
         let _ = consumer.pause(&list);
         self.release(consumer, &all, true);
@@ -231,15 +278,7 @@ impl Assignment {
         for i in which {
             if let Some(p) = self.slots[*i].take() {
                 // Work still buffered is abandoned: it leaves the buffer accounting now.
-                let mut buffered = p.buffered;
-                while buffered.messages > 0 {
-                    let bytes = if buffered.messages == 1 {
-                        buffered.bytes
-                    } else {
-                        0
-                    };
-                    self.backpressure.release(&mut buffered, bytes);
-                }
+                self.backpressure.forget(p.buffered);
                 if let Some(parts) = self.index.get_mut(&p.topic) {
                     parts.remove(&p.tp.partition);
                 }
@@ -276,6 +315,16 @@ impl Assignment {
                 "message received again; already in flight or finished"
             );
             return;
+        }
+        if !p.finished_before.is_empty() {
+            let known = p.finished_before.remove(&m.offset());
+            // Offsets below this one can no longer arrive: forget them.
+            p.finished_before = p.finished_before.split_off(&m.offset());
+            if known {
+                p.offsets.finish(m.offset());
+                self.skipped_as_finished += 1;
+                return;
+            }
         }
         let message = to_message(p.topic.clone(), m);
         let must_pause = self.backpressure.admit(&mut p.buffered, message.size());
@@ -357,11 +406,26 @@ impl Assignment {
             if only.is_some_and(|o| !o.contains(&i)) {
                 continue;
             }
-            if let Some(w) = p.offsets.watermark() {
-                if p.commit_requested != Some(w) {
-                    p.commit_requested = Some(w);
-                    offsets.push((p.tp.topic.clone(), p.tp.partition, w));
-                }
+            let Some(w) = p.offsets.watermark() else {
+                continue;
+            };
+            let above = p.offsets.finished_above_watermark().count();
+            if p.commit_requested != Some((w, above)) {
+                p.commit_requested = Some((w, above));
+                offsets.push(CommitEntry {
+                    topic: p.tp.topic.clone(),
+                    partition: p.tp.partition,
+                    next: w,
+                    metadata: if above == 0 {
+                        String::new()
+                    } else {
+                        offset_map::encode(
+                            w,
+                            p.offsets.finished_above_watermark(),
+                            OFFSET_MAP_MAX_LEN,
+                        )
+                    },
+                });
             }
         }
         if offsets.is_empty() {
@@ -425,7 +489,7 @@ impl Assignment {
     fn commit_result(
         &mut self,
         id: u64,
-        offsets: Vec<(String, i32, i64)>,
+        offsets: Vec<CommitEntry>,
         result: KafkaResult<()>,
         latency: Duration,
     ) {
@@ -435,20 +499,29 @@ impl Assignment {
         match result {
             Ok(()) => {
                 debug!(id, ?latency, "committed");
-                self.status.committed(offsets);
+                self.status.committed(&offsets);
             }
             Err(e) => {
                 warn!(error = %e, ?offsets, "commit failed; will retry");
-                for (topic, partition, offset) in offsets {
-                    if let Some(i) = self.slot_of(&topic, partition) {
+                for e in offsets {
+                    if let Some(i) = self.slot_of(&e.topic, e.partition) {
                         let p = self.slots[i].as_mut().expect("indexed slots exist");
-                        if p.commit_requested == Some(offset) {
+                        if p.commit_requested.is_some_and(|(w, _)| w == e.next) {
                             p.commit_requested = None;
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Publishes buffer figures to the status.
+    pub fn publish_figures(&self) {
+        self.status.figures(
+            self.backpressure.total(),
+            self.backpressure.peak(),
+            self.skipped_as_finished,
+        );
     }
 
     /// Stops sending commit requests, which lets the committer end.
@@ -466,7 +539,7 @@ impl Assignment {
 }
 
 fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, tp: &TopicPartition, pause: bool) {
-    let list = partition_list([(tp.topic.as_str(), tp.partition, 0)]);
+    let list = partitions([(tp.topic.as_str(), tp.partition)]);
     let result = if pause {
         consumer.pause(&list)
     } else {

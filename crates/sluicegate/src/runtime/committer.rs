@@ -7,14 +7,14 @@ use std::time::Instant;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 
-use crate::commit::partition_list;
+use crate::commit::{commit_list, CommitEntry};
 
 use super::event::Event;
 
-/// Offsets to commit: `(topic, partition, next offset to consume)`.
+/// Offsets to commit.
 pub(crate) struct CommitRequest {
     pub id: u64,
-    pub offsets: Vec<(String, i32, i64)>,
+    pub offsets: Vec<CommitEntry>,
 }
 
 /// Commits each request in turn and reports the result, until the request channel closes.
@@ -24,7 +24,7 @@ pub(crate) fn run<C: ConsumerContext>(
     events: Sender<Event>,
 ) {
     for CommitRequest { id, offsets } in requests {
-        let list = partition_list(offsets.iter().map(|(t, p, o)| (t.as_str(), *p, *o)));
+        let list = commit_list(&offsets);
         let started = Instant::now();
         let result = consumer.commit(&list, CommitMode::Sync);
         let _ = events.send(Event::Committed {

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaResult;
 
+use crate::commit::CommitEntry;
+
 /// Identifies one assignment of one partition. The generation changes on every assignment, so
 /// a late report about a partition that was revoked (and perhaps assigned again) is recognized
 /// and ignored.
@@ -36,7 +38,7 @@ pub(crate) enum Event {
     /// The committer finished commit request `id`.
     Committed {
         id: u64,
-        offsets: Vec<(String, i32, i64)>,
+        offsets: Vec<CommitEntry>,
         result: KafkaResult<()>,
         latency: Duration,
     },

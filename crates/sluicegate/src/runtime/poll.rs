@@ -94,6 +94,7 @@ fn poll(
         assignment.drain_events(consumer);
         if schedule.due(Instant::now()) {
             assignment.request_commit(None);
+            assignment.publish_figures();
         }
     }
 }

@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::commit::CommitEntry;
+use crate::dispatch::Buffered;
+
 /// A topic and a partition.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicPartition {
@@ -45,6 +48,18 @@ pub struct ConsumerStatus {
     pub rebalances: u64,
     /// `true` once the poll loop has ended.
     pub stopped: bool,
+    /// Messages received and not yet finished (queued or being handled), as of the last
+    /// commit interval.
+    pub buffered_messages: usize,
+    /// Bytes of those messages (keys, values and headers).
+    pub buffered_bytes: usize,
+    /// The most messages ever buffered at once.
+    pub peak_buffered_messages: usize,
+    /// The most bytes ever buffered at once.
+    pub peak_buffered_bytes: usize,
+    /// Messages not handled because the offset map committed with the group records them
+    /// as finished already (work done out of order before a restart or rebalance).
+    pub skipped_as_finished: u64,
 }
 
 /// The poll loop's side of the status channel.
@@ -76,12 +91,25 @@ impl StatusPublisher {
         });
     }
 
-    pub fn committed(&self, offsets: Vec<(String, i32, i64)>) {
+    pub fn committed(&self, offsets: &[CommitEntry]) {
         self.0.send_modify(|s| {
-            for (topic, partition, offset) in offsets {
+            for e in offsets {
                 s.committed
-                    .insert(TopicPartition { topic, partition }, offset);
+                    .insert(TopicPartition::new(&e.topic, e.partition), e.next);
             }
+        });
+    }
+
+    /// Publishes the figures that change with every message, once per commit interval.
+    pub fn figures(&self, now: Buffered, peak: Buffered, skipped_as_finished: u64) {
+        self.0.send_if_modified(|s| {
+            let before = s.clone();
+            s.buffered_messages = now.messages;
+            s.buffered_bytes = now.bytes;
+            s.peak_buffered_messages = peak.messages;
+            s.peak_buffered_bytes = peak.bytes;
+            s.skipped_as_finished = skipped_as_finished;
+            *s != before
         });
     }
 
