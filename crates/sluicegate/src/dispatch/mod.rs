@@ -25,21 +25,30 @@ pub enum Ordering {
 }
 
 impl Ordering {
-    /// The lane (`0..width`) of `key` in a partition served by `width` lanes. `seq` is a
-    /// counter the caller increments per message, used to spread unordered work.
-    pub(crate) fn lane(self, key: Option<&[u8]>, width: usize, seq: u64) -> usize {
-        if width <= 1 {
+    /// How a partition allowed `width` handlers at once is served: `(queues, workers per
+    /// queue)`. Each queue is handled in order by its workers; one worker keeps its order.
+    pub(crate) fn layout(self, width: usize) -> (usize, usize) {
+        let width = width.max(1);
+        match self {
+            Ordering::Partition => (1, 1),
+            Ordering::Key => (width, 1),
+            Ordering::Unordered => (1, width),
+        }
+    }
+
+    /// The queue (`0..queues`) a message with `key` goes to.
+    pub(crate) fn queue(self, key: Option<&[u8]>, queues: usize) -> usize {
+        if queues <= 1 {
             return 0;
         }
         match self {
-            Ordering::Partition => 0,
+            Ordering::Partition | Ordering::Unordered => 0,
             // Null keys all share lane 0, which keeps them in order among themselves.
             Ordering::Key => key.map_or(0, |k| {
                 BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
                     .hash_one(k) as usize
-                    % width
+                    % queues
             }),
-            Ordering::Unordered => (seq % width as u64) as usize,
         }
     }
 
@@ -79,22 +88,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn same_key_always_gets_the_same_lane() {
-        for width in [2, 7, 64] {
-            let a = Ordering::Key.lane(Some(b"user-1"), width, 0);
-            assert_eq!(a, Ordering::Key.lane(Some(b"user-1"), width, 99));
-            assert!(a < width);
+    fn same_key_always_gets_the_same_queue() {
+        for queues in [2, 7, 64] {
+            let a = Ordering::Key.queue(Some(b"user-1"), queues);
+            assert_eq!(a, Ordering::Key.queue(Some(b"user-1"), queues));
+            assert!(a < queues);
         }
-        assert_eq!(Ordering::Key.lane(None, 8, 5), 0);
-        assert_eq!(Ordering::Partition.lane(Some(b"x"), 8, 5), 0);
+        assert_eq!(Ordering::Key.queue(None, 8), 0);
+        let spread: std::collections::BTreeSet<_> = (0..200)
+            .map(|k| Ordering::Key.queue(Some(format!("k{k}").as_bytes()), 8))
+            .collect();
+        assert_eq!(spread.len(), 8, "keys spread over every queue");
     }
 
     #[test]
-    fn unordered_spreads_over_all_lanes() {
-        let lanes: std::collections::BTreeSet<_> = (0..8)
-            .map(|s| Ordering::Unordered.lane(None, 4, s))
-            .collect();
-        assert_eq!(lanes.len(), 4);
+    fn layouts_give_each_mode_its_concurrency() {
+        assert_eq!(Ordering::Partition.layout(16), (1, 1));
+        assert_eq!(Ordering::Key.layout(16), (16, 1));
+        assert_eq!(Ordering::Unordered.layout(16), (1, 16));
+        assert_eq!(Ordering::Key.layout(0), (1, 1));
     }
 
     #[test]

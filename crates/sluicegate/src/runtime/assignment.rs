@@ -12,7 +12,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::TopicPartitionList;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -32,14 +31,15 @@ const OFFSET_MAP_MAX_LEN: usize = 3_000;
 const OFFSET_MAP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts a lane task: `(slot, queue, revoked, events)`.
-pub(crate) type LaneSpawner =
-    Arc<dyn Fn(Slot, UnboundedReceiver<Message>, CancellationToken, Sender<Event>) + Send + Sync>;
+pub(crate) type LaneSpawner = Arc<
+    dyn Fn(Slot, async_channel::Receiver<Message>, CancellationToken, Sender<Event>) + Send + Sync,
+>;
 
 /// How the assignment routes and bounds work.
 pub(crate) struct Routing {
     pub ordering: Ordering,
-    /// Lanes per partition (1 in partition mode).
-    pub lanes: usize,
+    /// Handlers at once per partition (1 in partition mode).
+    pub width: usize,
     pub limits: BufferLimits,
     pub drain_timeout: Duration,
 }
@@ -49,7 +49,7 @@ struct PartitionState {
     topic: Arc<str>,
     generation: u64,
     offsets: OffsetTracker,
-    lanes: Vec<UnboundedSender<Message>>,
+    queues: Vec<async_channel::Sender<Message>>,
     revoked: CancellationToken,
     buffered: Buffered,
     paused: bool,
@@ -69,7 +69,6 @@ pub(crate) struct Assignment {
     index: HashMap<Arc<str>, HashMap<i32, usize>>,
     generation: u64,
     backpressure: Backpressure,
-    seq: u64,
     skipped_as_finished: u64,
     status: StatusPublisher,
     commits: Option<Sender<CommitRequest>>,
@@ -98,7 +97,6 @@ impl Assignment {
             slots: Vec::new(),
             index: HashMap::new(),
             generation: 0,
-            seq: 0,
             skipped_as_finished: 0,
             status,
             commits: Some(commits),
@@ -136,10 +134,18 @@ impl Assignment {
                 None => Arc::from(e.topic()),
             };
             let revoked = CancellationToken::new();
-            let lanes = (0..self.routing.lanes.max(1))
+            let (queues, workers) = self.routing.ordering.layout(self.routing.width);
+            let queues = (0..queues)
                 .map(|_| {
-                    let (tx, rx) = unbounded_channel();
-                    (self.spawn_lane)(slot, rx, revoked.clone(), self.events_tx.clone());
+                    let (tx, rx) = async_channel::unbounded();
+                    for _ in 0..workers {
+                        (self.spawn_lane)(
+                            slot,
+                            rx.clone(),
+                            revoked.clone(),
+                            self.events_tx.clone(),
+                        );
+                    }
                     tx
                 })
                 .collect();
@@ -153,7 +159,7 @@ impl Assignment {
                 topic,
                 generation: self.generation,
                 offsets: OffsetTracker::new(),
-                lanes,
+                queues,
                 revoked,
                 buffered: Buffered::default(),
                 paused: false,
@@ -256,7 +262,7 @@ impl Assignment {
             if let Some(p) = self.slots[*i].as_mut() {
                 p.revoked.cancel();
                 // Closing the queues lets each lane report its queued messages as abandoned.
-                p.lanes.clear();
+                p.queues.clear();
             }
         }
         if !self.aborted && commit {
@@ -328,13 +334,9 @@ impl Assignment {
         }
         let message = to_message(p.topic.clone(), m);
         let must_pause = self.backpressure.admit(&mut p.buffered, message.size());
-        self.seq += 1;
-        let lane = self
-            .routing
-            .ordering
-            .lane(message.key(), p.lanes.len(), self.seq);
-        // A lane only stops when its sender is dropped, which happens after this point.
-        let _ = p.lanes[lane].send(message);
+        let queue = self.routing.ordering.queue(message.key(), p.queues.len());
+        // Queues stay open while the partition is owned: a send cannot fail here.
+        let _ = p.queues[queue].try_send(message);
         if must_pause && !p.paused {
             p.paused = true;
             pause(consumer, &p.tp, true);

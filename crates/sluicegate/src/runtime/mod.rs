@@ -299,7 +299,7 @@ impl<H: Handler> Consumer<H> {
         let s = self.settings;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::MissingConfig("a Tokio runtime to run handlers on"))?;
-        let lanes = match s.ordering {
+        let width = match s.ordering {
             Ordering::Partition => 1,
             _ => s
                 .max_in_flight_per_partition
@@ -319,7 +319,7 @@ impl<H: Handler> Consumer<H> {
         let assignment = Assignment::new(
             Routing {
                 ordering: s.ordering,
-                lanes,
+                width,
                 limits: s.limits,
                 drain_timeout: s.drain_timeout,
             },

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::FutureExt;
-use tokio::sync::{mpsc::UnboundedReceiver, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
@@ -31,11 +31,11 @@ impl<H: Handler> Worker<H> {
     pub async fn run_lane(
         self: Arc<Self>,
         slot: Slot,
-        mut queue: UnboundedReceiver<Message>,
+        queue: async_channel::Receiver<Message>,
         revoked: CancellationToken,
         events: Sender<Event>,
     ) {
-        while let Some(message) = queue.recv().await {
+        while let Ok(message) = queue.recv().await {
             let offset = message.offset();
             let bytes = message.size();
             let outcome = if revoked.is_cancelled() {
