@@ -1,1 +1,170 @@
-fn main() {}
+//! `sluicegate`: the command-line tool of the Sluicegate consumer framework.
+//!
+//! This file holds the command-line definitions only; each command lives in `commands/`.
+
+mod cluster;
+mod commands;
+mod cpu;
+mod events;
+mod ledger;
+mod meter;
+mod produce;
+mod progress;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use commands::bench::Work;
+
+/// Run, benchmark and diagnose Kafka consumers built with Sluicegate.
+#[derive(Parser, Debug)]
+#[command(name = "sluicegate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Produce realistic events to an embedded broker and consume them with Sluicegate,
+    /// then check that nothing was lost and order was kept.
+    Demo(DemoArgs),
+    /// Measure throughput.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Fill a topic, then consume all of it twice: with a plain rdkafka loop and with the
+    /// Sluicegate runtime, and compare.
+    Consume(BenchConsumeArgs),
+}
+
+/// Options of `sluicegate demo`.
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// How many events to produce.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: u64,
+    /// Partitions of the demo topic.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=1024))]
+    pub partitions: i32,
+    /// Distinct keys (user ids) among the events.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+    /// Milliseconds the sample handler sleeps per message, to play a slow downstream call.
+    #[arg(long, default_value_t = 0)]
+    pub handler_sleep_ms: u64,
+    /// How messages of a partition may run in parallel.
+    #[arg(long, value_enum, default_value_t = OrderingArg::Partition)]
+    pub ordering: OrderingArg,
+    /// The most handler calls running at once.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_in_flight: u64,
+    /// Use this Kafka cluster (`host:port,...`) instead of the embedded broker. The demo
+    /// creates a topic and a group with names unique to the run.
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: Option<String>,
+    /// Give up waiting for the consumer after this many seconds (default: from the
+    /// message count and handler sleep).
+    #[arg(long)]
+    pub timeout_secs: Option<u64>,
+    /// Print the summary as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `sluicegate bench consume`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchConsumeArgs {
+    /// How many messages to fill the topic with.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: u64,
+    /// Payload size in bytes (a JSON document padded to this size).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(32..=1_000_000))]
+    pub size: u64,
+    /// Partitions of the topic, when the bench creates it.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=1024))]
+    pub partitions: i32,
+    /// What the handler does with each message: `noop`, `json` (decode the payload) or
+    /// `sleep:MS`. The raw baseline does the same work, one message at a time.
+    #[arg(long, default_value = "noop")]
+    pub handler: Work,
+    /// How messages of a partition may run in parallel in the Sluicegate runtime.
+    #[arg(long, value_enum, default_value_t = OrderingArg::Partition)]
+    pub ordering: OrderingArg,
+    /// The most handler calls running at once in the Sluicegate runtime.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_in_flight: u64,
+    /// Use this Kafka cluster (`host:port,...`) instead of the embedded broker.
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: Option<String>,
+    /// Topic to fill and read (default: a new topic unique to the run). Created if missing.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Give up on one consume pass after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+    /// Print the result as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The ordering modes, as named on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderingArg {
+    /// One message at a time per partition, in offset order.
+    Partition,
+    /// Messages with the same key in order; different keys in parallel.
+    Key,
+    /// No order; bounded concurrency.
+    Unordered,
+}
+
+impl From<OrderingArg> for sluicegate::Ordering {
+    fn from(o: OrderingArg) -> Self {
+        match o {
+            OrderingArg::Partition => sluicegate::Ordering::Partition,
+            OrderingArg::Key => sluicegate::Ordering::Key,
+            OrderingArg::Unordered => sluicegate::Ordering::Unordered,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the Tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(args) => commands::demo::run(args).await,
+            Command::Bench(BenchCommand::Consume(args)) => commands::bench::consume(args).await,
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

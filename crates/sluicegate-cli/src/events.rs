@@ -1,0 +1,114 @@
+//! The demo's events: shop orders and page clicks, keyed by user, generated deterministically
+//! from a sequence number so that a run needs no random state and tests can predict them.
+
+use serde::{Deserialize, Serialize};
+
+/// One event as it travels in a record value (JSON).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A shop order.
+    Order {
+        event_id: String,
+        user_id: String,
+        order_id: String,
+        amount_cents: u64,
+        currency: String,
+        items: u32,
+        ts: i64,
+    },
+    /// A page view or click.
+    Click {
+        event_id: String,
+        user_id: String,
+        page: String,
+        session_id: String,
+        ts: i64,
+    },
+}
+
+const CURRENCIES: [&str; 3] = ["EUR", "USD", "GBP"];
+const PAGES: [&str; 5] = ["/", "/search", "/products", "/cart", "/checkout"];
+
+/// A well-mixed 64-bit hash of `x` (splitmix64), the source of every "random" field.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The user (record key) of event `seq` among `keys` users.
+pub fn user_key(seq: u64, keys: u64) -> String {
+    format!("user-{:06}", mix(seq) % keys.max(1))
+}
+
+/// Event number `seq`, for one of `keys` users, stamped `ts` (ms since the epoch).
+/// About one event in four is an order, the rest are clicks.
+pub fn event(seq: u64, keys: u64, ts: i64) -> Event {
+    let r = mix(seq ^ 0x5eed);
+    let event_id = format!("evt-{seq:010}");
+    let user_id = user_key(seq, keys);
+    if r % 4 == 0 {
+        Event::Order {
+            event_id,
+            user_id,
+            order_id: format!("ord-{:08x}", (r >> 8) as u32),
+            amount_cents: 199 + (r >> 16) % 50_000,
+            currency: CURRENCIES[((r >> 40) % 3) as usize].into(),
+            items: 1 + ((r >> 48) % 6) as u32,
+            ts,
+        }
+    } else {
+        let page = PAGES[((r >> 8) % PAGES.len() as u64) as usize];
+        Event::Click {
+            event_id,
+            page: if page == "/products" {
+                format!("/products/{}", (r >> 16) % 10_000)
+            } else {
+                page.into()
+            },
+            session_id: format!("sess-{:08x}", mix(r) as u32),
+            user_id,
+            ts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_json() {
+        for seq in 0..50 {
+            let e = event(seq, 1_000, 1_700_000_000_000);
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn events_are_deterministic_and_keyed_by_user() {
+        assert_eq!(event(7, 10, 1), event(7, 10, 1));
+        let user = match event(7, 10, 1) {
+            Event::Order { user_id, .. } | Event::Click { user_id, .. } => user_id,
+        };
+        assert_eq!(user, user_key(7, 10));
+    }
+
+    #[test]
+    fn keys_stay_within_the_requested_count() {
+        let distinct: std::collections::BTreeSet<_> =
+            (0..10_000).map(|s| user_key(s, 37)).collect();
+        assert_eq!(distinct.len(), 37);
+    }
+
+    #[test]
+    fn mix_of_orders_and_clicks() {
+        let orders = (0..4_000)
+            .filter(|&s| matches!(event(s, 10, 0), Event::Order { .. }))
+            .count();
+        assert!((800..1_200).contains(&orders), "{orders} orders in 4000");
+    }
+}
