@@ -55,6 +55,10 @@ pub struct DemoArgs {
     /// Distinct keys (user ids) among the events.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub keys: u64,
+    /// Produce at most this many events per second (default: as fast as possible, which
+    /// makes latency mostly time spent queued behind the backlog).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
     /// Milliseconds the sample handler sleeps per message, to play a slow downstream call.
     #[arg(long, default_value_t = 0)]
     pub handler_sleep_ms: u64,
@@ -105,6 +109,10 @@ pub struct BenchConsumeArgs {
     /// Topic to fill and read (default: a new topic unique to the run). Created if missing.
     #[arg(long)]
     pub topic: Option<String>,
+    /// A librdkafka consumer property for both consumers, as `KEY=VALUE` (repeatable), e.g.
+    /// `-X fetch.wait.max.ms=10`.
+    #[arg(short = 'X', long = "consumer-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub consumer_config: Vec<(String, String)>,
     /// Give up on one consume pass after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
@@ -131,6 +139,13 @@ impl From<OrderingArg> for sluicegate::Ordering {
             OrderingArg::Key => sluicegate::Ordering::Key,
             OrderingArg::Unordered => sluicegate::Ordering::Unordered,
         }
+    }
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
     }
 }
 

@@ -21,7 +21,7 @@ pub fn producer_config(bootstrap: &str) -> ClientConfig {
     config
         .set("bootstrap.servers", bootstrap)
         .set("compression.type", "lz4")
-        .set("linger.ms", "20")
+        .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "500000")

@@ -219,6 +219,14 @@ pub fn default_timeout(messages: u64, sleep_ms: u64, parallelism: u64) -> Durati
     Duration::from_secs(60 + messages / 2_000 + 2 * sleeping)
 }
 
+/// How far event `seq` is ahead of a steady `rate` per second, `elapsed` after the start;
+/// `None` unless it is at least a millisecond ahead (finer sleeps cost more than they pace).
+pub fn pace(seq: u64, rate: u64, elapsed: Duration) -> Option<Duration> {
+    let due = Duration::from_secs_f64(seq as f64 / rate.max(1) as f64);
+    due.checked_sub(elapsed)
+        .filter(|ahead| *ahead >= Duration::from_millis(1))
+}
+
 fn committed_sum(status: &ConsumerStatus, topic: &str) -> i64 {
     status
         .committed
@@ -240,7 +248,11 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         _ => args.max_in_flight,
     };
     let timeout = args.timeout_secs.map_or_else(
-        || default_timeout(args.messages, args.handler_sleep_ms, parallelism),
+        || {
+            let producing = args.rate.map_or(0, |r| args.messages / r.max(1));
+            default_timeout(args.messages, args.handler_sleep_ms, parallelism)
+                + Duration::from_secs(producing)
+        },
         Duration::from_secs,
     );
 
@@ -291,10 +303,17 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
     let counter = state.clone();
     let progress = Progress::follow("processed", args.messages, move || counter.meter.count());
     let started = Instant::now();
-    let (bootstrap, produce_topic, keys) =
-        (cluster.bootstrap().to_string(), topic.clone(), args.keys);
+    let (bootstrap, produce_topic, keys, rate) = (
+        cluster.bootstrap().to_string(),
+        topic.clone(),
+        args.keys,
+        args.rate,
+    );
     let produced = tokio::task::spawn_blocking(move || {
         produce_all(&bootstrap, &produce_topic, args.messages, |seq| {
+            if let Some(ahead) = rate.and_then(|r| pace(seq, r, started.elapsed())) {
+                std::thread::sleep(ahead);
+            }
             let ts = now_micros() / 1_000;
             let e = event(seq, keys, ts);
             let key = crate::events::user_key(seq, keys);
@@ -492,6 +511,15 @@ mod tests {
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
+    }
+
+    #[test]
+    fn pacing_holds_back_only_events_ahead_of_the_rate() {
+        let ms = Duration::from_millis;
+        assert_eq!(pace(100, 1_000, ms(50)), Some(ms(50)));
+        assert_eq!(pace(100, 1_000, ms(100)), None);
+        assert_eq!(pace(100, 1_000, ms(150)), None);
+        assert_eq!(pace(0, 1_000, ms(0)), None);
     }
 
     #[test]
