@@ -21,7 +21,7 @@ use crate::message::Header;
 use crate::{offset_map, Message, OffsetTracker};
 
 use super::committer::CommitRequest;
-use super::event::{Event, Outcome, Slot};
+use super::event::{Event, Slot};
 use super::status::{StatusPublisher, TopicPartition};
 
 /// The most bytes of commit metadata used for the offset map; brokers accept 4,096 by default
@@ -224,7 +224,7 @@ impl Assignment {
             .iter()
             .filter_map(|e| self.slot_of(e.topic(), e.partition()))
             .collect();
-        self.release(consumer, &revoked, !consumer.assignment_lost());
+        self.release(&revoked, !consumer.assignment_lost());
     }
 
     /// Gives up every partition: the graceful part of shutdown.
@@ -240,7 +240,7 @@ impl Assignment {
         );
         // Stop fetching while in-flight work drains.
         let _ = consumer.pause(&list);
-        self.release(consumer, &all, true);
+        self.release(&all, true);
     }
 
     /// Marks the consumer as crashed: from now on partitions are dropped without draining or
@@ -252,12 +252,7 @@ impl Assignment {
         }
     }
 
-    fn release<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        which: &[usize],
-        commit: bool,
-    ) {
+    fn release(&mut self, which: &[usize], commit: bool) {
         for i in which {
             if let Some(p) = self.slots[*i].as_mut() {
                 p.revoked.cancel();
@@ -272,13 +267,13 @@ impl Assignment {
                     .as_ref()
                     .is_some_and(|p| p.buffered.messages > 0)
             }) {
-                if !self.wait_event(consumer, deadline) {
+                if !self.wait_event(deadline) {
                     warn!(timeout = ?self.routing.drain_timeout,
                           "in-flight work of released partitions did not finish in time; it will be re-delivered");
                     break;
                 }
             }
-            self.commit_and_wait(consumer, which, Instant::now() + self.routing.drain_timeout);
+            self.commit_and_wait(which, Instant::now() + self.routing.drain_timeout);
         }
         let mut removed = Vec::new();
         for i in which {
@@ -346,11 +341,12 @@ impl Assignment {
     /// Applies every lane report waiting, without blocking.
     pub fn drain_events<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
         while let Ok(event) = self.events.try_recv() {
-            self.apply(consumer, event);
+            self.apply(event);
         }
+        self.resume_ready(consumer);
     }
 
-    fn apply<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, event: Event) {
+    fn apply(&mut self, event: Event) {
         let (slot, offset, bytes, outcome) = match event {
             Event::Left {
                 slot,
@@ -373,25 +369,20 @@ impl Assignment {
         if p.generation != slot.generation {
             return; // A report about an earlier assignment of this slot.
         }
-        let was_over = self.backpressure.must_pause(&p.buffered);
         self.backpressure.release(&mut p.buffered, bytes);
-        match outcome {
-            Some(Outcome::Handled { .. }) | Some(Outcome::Skipped) => {
-                p.offsets.finish(offset);
-            }
-            None => {}
+        if outcome.is_some() {
+            p.offsets.finish(offset);
         }
-        if p.paused && self.backpressure.may_resume(&p.buffered) {
-            p.paused = false;
-            pause(consumer, &p.tp, false);
-        }
-        // When the total falls back under its bound, partitions paused for it may go on too.
-        if was_over && !self.backpressure.must_pause(&Buffered::default()) {
-            for p in self.slots.iter_mut().flatten() {
-                if p.paused && self.backpressure.may_resume(&p.buffered) {
-                    p.paused = false;
-                    pause(consumer, &p.tp, false);
-                }
+    }
+
+    /// Resumes every paused partition that is back under its bounds. A partition may have been
+    /// paused because the *total* was over its bound, so its own completions are not the only
+    /// thing that can free it: this runs after every batch of events.
+    fn resume_ready<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        for p in self.slots.iter_mut().flatten() {
+            if p.paused && self.backpressure.may_resume(&p.buffered) {
+                p.paused = false;
+                pause(consumer, &p.tp, false);
             }
         }
     }
@@ -445,15 +436,10 @@ impl Assignment {
     }
 
     /// Commits the watermarks of `which` and waits for the result until `deadline`.
-    fn commit_and_wait<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        which: &[usize],
-        deadline: Instant,
-    ) {
+    fn commit_and_wait(&mut self, which: &[usize], deadline: Instant) {
         // An earlier request lands first, so a partition's commits never go backwards.
         while self.commit_in_flight.is_some() {
-            if !self.wait_event(consumer, deadline) {
+            if !self.wait_event(deadline) {
                 return;
             }
         }
@@ -461,7 +447,7 @@ impl Assignment {
             return;
         };
         while self.commit_in_flight == Some(id) {
-            if !self.wait_event(consumer, deadline) {
+            if !self.wait_event(deadline) {
                 warn!(
                     "final commit did not complete in time; uncommitted work will be re-delivered"
                 );
@@ -471,17 +457,13 @@ impl Assignment {
     }
 
     /// Waits until `deadline` for one event and applies it; `false` if none came.
-    fn wait_event<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        deadline: Instant,
-    ) -> bool {
+    fn wait_event(&mut self, deadline: Instant) -> bool {
         match self
             .events
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         {
             Ok(event) => {
-                self.apply(consumer, event);
+                self.apply(event);
                 true
             }
             Err(_) => false,
