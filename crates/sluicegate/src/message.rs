@@ -17,8 +17,11 @@ struct Record {
     partition: i32,
     offset: i64,
     timestamp: Option<i64>,
-    key: Option<Bytes>,
-    payload: Option<Bytes>,
+    /// Key and value in one allocation: `data[..key_len]` and `data[key_len..]`.
+    data: Box<[u8]>,
+    key_len: usize,
+    has_key: bool,
+    has_payload: bool,
     headers: Vec<Header>,
 }
 
@@ -51,8 +54,8 @@ impl Message {
             partition,
             offset,
             None,
-            key.map(Bytes::from),
-            payload.map(Bytes::from),
+            key.as_deref(),
+            payload.as_deref(),
             Vec::new(),
         )
     }
@@ -62,17 +65,23 @@ impl Message {
         partition: i32,
         offset: i64,
         timestamp: Option<i64>,
-        key: Option<Bytes>,
-        payload: Option<Bytes>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
         headers: Vec<Header>,
     ) -> Self {
+        let key_len = key.map_or(0, <[u8]>::len);
+        let mut data = Vec::with_capacity(key_len + payload.map_or(0, <[u8]>::len));
+        data.extend_from_slice(key.unwrap_or_default());
+        data.extend_from_slice(payload.unwrap_or_default());
         Message(Arc::new(Record {
             topic,
             partition,
             offset,
             timestamp,
-            key,
-            payload,
+            data: data.into_boxed_slice(),
+            key_len,
+            has_key: key.is_some(),
+            has_payload: payload.is_some(),
             headers,
         }))
     }
@@ -85,8 +94,8 @@ impl Message {
             r.partition,
             r.offset,
             r.timestamp,
-            r.key.clone(),
-            r.payload.clone(),
+            self.key(),
+            self.payload(),
             headers,
         )
     }
@@ -114,17 +123,14 @@ impl Message {
 
     /// The record key, `None` for a null key.
     pub fn key(&self) -> Option<&[u8]> {
-        self.0.key.as_deref()
+        let r = &self.0;
+        r.has_key.then(|| &r.data[..r.key_len])
     }
 
     /// The record value, `None` for a null value (a tombstone).
     pub fn payload(&self) -> Option<&[u8]> {
-        self.0.payload.as_deref()
-    }
-
-    /// The record value as shared bytes, without copying.
-    pub fn payload_bytes(&self) -> Option<Bytes> {
-        self.0.payload.clone()
+        let r = &self.0;
+        r.has_payload.then(|| &r.data[r.key_len..])
     }
 
     /// Decodes the record value as JSON into `T`. A null value decodes as JSON `null`.
@@ -149,8 +155,7 @@ impl Message {
     /// The bytes this record holds in memory (key, value and headers); what buffer limits count.
     pub fn size(&self) -> usize {
         let r = &self.0;
-        r.key.as_ref().map_or(0, Bytes::len)
-            + r.payload.as_ref().map_or(0, Bytes::len)
+        r.data.len()
             + r.headers
                 .iter()
                 .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
@@ -170,5 +175,39 @@ impl std::fmt::Debug for Message {
             .field("payload_len", &self.payload().map(<[u8]>::len))
             .field("headers", &self.0.headers.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_and_empty_keys_and_values_stay_distinct() {
+        let m = Message::new("t", 0, 1, None, Some(b"value".to_vec()));
+        assert_eq!((m.key(), m.payload()), (None, Some(&b"value"[..])));
+        let m = Message::new("t", 0, 1, Some(Vec::new()), None);
+        assert_eq!((m.key(), m.payload()), (Some(&b""[..]), None));
+        let m = Message::new("t", 0, 1, Some(b"k".to_vec()), Some(b"v".to_vec()));
+        assert_eq!(
+            (m.key(), m.payload(), m.size()),
+            (Some(&b"k"[..]), Some(&b"v"[..]), 2)
+        );
+    }
+
+    #[test]
+    fn headers_are_found_by_name_and_json_decodes_the_value() {
+        let m = Message::new("t", 0, 1, None, Some(br#"{"n":3}"#.to_vec())).with_headers(vec![
+            Header {
+                key: "trace".into(),
+                value: Some(Bytes::from_static(b"abc")),
+            },
+        ]);
+        assert_eq!(m.header("trace"), Some(&b"abc"[..]));
+        assert_eq!(m.header("other"), None);
+        assert_eq!(m.json::<serde_json::Value>().unwrap()["n"], 3);
+        assert!(Message::new("t", 0, 1, None, Some(b"{".to_vec()))
+            .json::<serde_json::Value>()
+            .is_err());
     }
 }

@@ -1,8 +1,16 @@
 //! Buffer bounds and the pause/resume decisions that keep buffered work within them.
 
-/// Bounds on messages received but not yet finished (queued or being handled). A partition
-/// over its bound, or any partition while the total is over its bound, is paused; it resumes
-/// once back under half of every bound it crossed. Polling never stops.
+/// Bounds on messages received but not yet finished (queued or being handled).
+///
+/// Two brakes keep buffers within them:
+/// - while the total is over half its bound, the poll loop *holds*: it takes no new messages
+///   for a moment (at most 100 ms at a time, while it keeps serving lane reports), and
+///   librdkafka's own bounded prefetch queue absorbs the flow. This is cheap, and enough when
+///   handlers are merely slower than fetching.
+/// - a partition over its bound, or any partition while the total is over its bound, is
+///   *paused*, and resumed once back under half of every bound it crossed. Pausing makes
+///   librdkafka drop what it prefetched for the partition and fetch it again on resume, so it
+///   is the brake for handlers that are slow for long; polling goes on meanwhile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BufferLimits {
     /// Messages per partition.
@@ -18,10 +26,10 @@ pub struct BufferLimits {
 impl Default for BufferLimits {
     fn default() -> Self {
         BufferLimits {
-            partition_messages: 2_000,
-            partition_bytes: 8 << 20,
+            partition_messages: 15_000,
+            partition_bytes: 24 << 20,
             total_messages: 20_000,
-            total_bytes: 64 << 20,
+            total_bytes: 32 << 20,
         }
     }
 }
@@ -97,6 +105,13 @@ impl Backpressure {
         let l = &self.limits;
         partition.over(l.partition_messages, l.partition_bytes)
             || self.total.over(l.total_messages, l.total_bytes)
+    }
+
+    /// Whether the poll loop should hold off taking new messages: the total is over half of
+    /// its bound.
+    pub fn should_hold(&self) -> bool {
+        let l = &self.limits;
+        !self.total.under_half(l.total_messages, l.total_bytes)
     }
 
     /// Whether a paused partition holding `partition` may resume.

@@ -2,7 +2,7 @@
 //! [`OffsetTracker`], its buffer and pause state; and what happens on assign, revoke,
 //! dispatch, completion and commit.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +32,9 @@ const OFFSET_MAP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts a lane task: `(slot, queue, revoked, events)`.
 pub(crate) type LaneSpawner = Arc<
-    dyn Fn(Slot, async_channel::Receiver<Message>, CancellationToken, Sender<Event>) + Send + Sync,
+    dyn Fn(Slot, async_channel::Receiver<Vec<Message>>, CancellationToken, Sender<Event>)
+        + Send
+        + Sync,
 >;
 
 /// How the assignment routes and bounds work.
@@ -49,7 +51,9 @@ struct PartitionState {
     topic: Arc<str>,
     generation: u64,
     offsets: OffsetTracker,
-    queues: Vec<async_channel::Sender<Message>>,
+    queues: Vec<async_channel::Sender<Vec<Message>>>,
+    /// Messages routed to each queue during this poll round, sent together at its end.
+    pending: Vec<Vec<Message>>,
     revoked: CancellationToken,
     buffered: Buffered,
     paused: bool,
@@ -66,10 +70,12 @@ pub(crate) struct Assignment {
     events_tx: Sender<Event>,
     events: Receiver<Event>,
     slots: Vec<Option<PartitionState>>,
-    index: HashMap<Arc<str>, HashMap<i32, usize>>,
+    index: PartitionIndex,
     generation: u64,
     backpressure: Backpressure,
     skipped_as_finished: u64,
+    /// Partitions with messages routed but not yet handed to their lanes.
+    dirty: Vec<usize>,
     status: StatusPublisher,
     commits: Option<Sender<CommitRequest>>,
     /// The commit request the committer is working on; one at a time keeps commits in order.
@@ -95,9 +101,10 @@ impl Assignment {
             events_tx,
             events,
             slots: Vec::new(),
-            index: HashMap::new(),
+            index: PartitionIndex::default(),
             generation: 0,
             skipped_as_finished: 0,
+            dirty: Vec::new(),
             status,
             commits: Some(commits),
             commit_in_flight: None,
@@ -129,13 +136,10 @@ impl Assignment {
                 index,
                 generation: self.generation,
             };
-            let topic: Arc<str> = match self.index.get_key_value(e.topic()) {
-                Some((t, _)) => t.clone(),
-                None => Arc::from(e.topic()),
-            };
+            let topic = self.index.insert(e.topic(), e.partition(), index);
             let revoked = CancellationToken::new();
             let (queues, workers) = self.routing.ordering.layout(self.routing.width);
-            let queues = (0..queues)
+            let queues: Vec<async_channel::Sender<Vec<Message>>> = (0..queues)
                 .map(|_| {
                     let (tx, rx) = async_channel::unbounded();
                     for _ in 0..workers {
@@ -150,15 +154,12 @@ impl Assignment {
                 })
                 .collect();
             let tp = TopicPartition::new(e.topic(), e.partition());
-            self.index
-                .entry(topic.clone())
-                .or_default()
-                .insert(e.partition(), index);
             self.slots[index] = Some(PartitionState {
                 tp: tp.clone(),
                 topic,
                 generation: self.generation,
                 offsets: OffsetTracker::new(),
+                pending: (0..queues.len()).map(|_| Vec::new()).collect(),
                 queues,
                 revoked,
                 buffered: Buffered::default(),
@@ -258,6 +259,10 @@ impl Assignment {
                 p.revoked.cancel();
                 // Closing the queues lets each lane report its queued messages as abandoned.
                 p.queues.clear();
+                // Messages not yet handed to a lane are dropped here: they will not report.
+                for message in p.pending.drain(..).flatten() {
+                    self.backpressure.release(&mut p.buffered, message.size());
+                }
             }
         }
         if !self.aborted && commit {
@@ -280,9 +285,7 @@ impl Assignment {
             if let Some(p) = self.slots[*i].take() {
                 // Work still buffered is abandoned: it leaves the buffer accounting now.
                 self.backpressure.forget(p.buffered);
-                if let Some(parts) = self.index.get_mut(&p.topic) {
-                    parts.remove(&p.tp.partition);
-                }
+                self.index.remove(&p.tp.topic, p.tp.partition);
                 removed.push(p.tp);
             }
         }
@@ -330,11 +333,34 @@ impl Assignment {
         let message = to_message(p.topic.clone(), m);
         let must_pause = self.backpressure.admit(&mut p.buffered, message.size());
         let queue = self.routing.ordering.queue(message.key(), p.queues.len());
-        // Queues stay open while the partition is owned: a send cannot fail here.
-        let _ = p.queues[queue].try_send(message);
+        if self.routing.ordering == Ordering::Unordered {
+            // Workers share the queue: one message per item lets them all take part.
+            // Queues stay open while the partition is owned: a send cannot fail here.
+            let _ = p.queues[queue].try_send(vec![message]);
+        } else {
+            if p.pending.iter().all(Vec::is_empty) {
+                self.dirty.push(i);
+            }
+            p.pending[queue].push(message);
+        }
         if must_pause && !p.paused {
             p.paused = true;
             pause(consumer, &p.tp, true);
+        }
+    }
+
+    /// Hands the messages routed during this poll round to their lanes, one batch per queue:
+    /// one channel send and at most one wake-up per lane, instead of one per message.
+    pub fn flush(&mut self) {
+        for i in self.dirty.drain(..) {
+            let Some(p) = self.slots[i].as_mut() else {
+                continue;
+            };
+            for (queue, batch) in p.queues.iter().zip(p.pending.iter_mut()) {
+                if !batch.is_empty() {
+                    let _ = queue.try_send(std::mem::take(batch));
+                }
+            }
         }
     }
 
@@ -347,13 +373,8 @@ impl Assignment {
     }
 
     fn apply(&mut self, event: Event) {
-        let (slot, offset, bytes, outcome) = match event {
-            Event::Left {
-                slot,
-                offset,
-                bytes,
-                outcome,
-            } => (slot, offset, bytes, outcome),
+        let (slot, left) = match event {
+            Event::Left { slot, left } => (slot, left),
             Event::Committed {
                 id,
                 offsets,
@@ -369,9 +390,11 @@ impl Assignment {
         if p.generation != slot.generation {
             return; // A report about an earlier assignment of this slot.
         }
-        self.backpressure.release(&mut p.buffered, bytes);
-        if outcome.is_some() {
-            p.offsets.finish(offset);
+        for l in left {
+            self.backpressure.release(&mut p.buffered, l.bytes);
+            if l.outcome.is_some() {
+                p.offsets.finish(l.offset);
+            }
         }
     }
 
@@ -499,6 +522,22 @@ impl Assignment {
         }
     }
 
+    /// Whether the poll loop should take no new messages for now (see [`BufferLimits`]).
+    pub fn should_hold(&self) -> bool {
+        self.backpressure.should_hold()
+    }
+
+    /// Waits up to `timeout` for lane reports and applies them.
+    pub fn wait_events<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        timeout: Duration,
+    ) {
+        if self.wait_event(Instant::now() + timeout) {
+            self.drain_events(consumer);
+        }
+    }
+
     /// Publishes buffer figures to the status.
     pub fn publish_figures(&self) {
         self.status.figures(
@@ -518,7 +557,7 @@ impl Assignment {
     }
 
     fn slot_of(&self, topic: &str, partition: i32) -> Option<usize> {
-        self.index.get(topic)?.get(&partition).copied()
+        self.index.get(topic, partition)
     }
 }
 
@@ -551,8 +590,54 @@ fn to_message(topic: Arc<str>, m: &BorrowedMessage<'_>) -> Message {
         m.partition(),
         m.offset(),
         m.timestamp().to_millis(),
-        m.key().map(Bytes::copy_from_slice),
-        m.payload().map(Bytes::copy_from_slice),
+        m.key(),
+        m.payload(),
         headers,
     )
+}
+
+/// Finds the slot of a topic and partition on every message, so it avoids hashing: consumers
+/// read few topics, and partition numbers are small and dense.
+#[derive(Default)]
+struct PartitionIndex {
+    topics: Vec<(Arc<str>, Vec<Option<usize>>)>,
+}
+
+impl PartitionIndex {
+    fn get(&self, topic: &str, partition: i32) -> Option<usize> {
+        let (_, slots) = self.topics.iter().find(|(t, _)| &**t == topic)?;
+        slots
+            .get(usize::try_from(partition).ok()?)
+            .copied()
+            .flatten()
+    }
+
+    /// Records `slot` for `topic`/`partition`; returns the shared name of the topic.
+    fn insert(&mut self, topic: &str, partition: i32, slot: usize) -> Arc<str> {
+        let i = match self.topics.iter().position(|(t, _)| &**t == topic) {
+            Some(i) => i,
+            None => {
+                self.topics.push((Arc::from(topic), Vec::new()));
+                self.topics.len() - 1
+            }
+        };
+        let (name, slots) = &mut self.topics[i];
+        let p = usize::try_from(partition).unwrap_or_default();
+        if slots.len() <= p {
+            slots.resize(p + 1, None);
+        }
+        slots[p] = Some(slot);
+        name.clone()
+    }
+
+    fn remove(&mut self, topic: &str, partition: i32) {
+        if let Some((_, slots)) = self.topics.iter_mut().find(|(t, _)| &**t == topic) {
+            if let Some(s) = usize::try_from(partition)
+                .ok()
+                .and_then(|p| slots.get_mut(p))
+            {
+                *s = None;
+            }
+        }
+    }
 }

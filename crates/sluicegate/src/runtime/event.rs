@@ -24,17 +24,20 @@ pub(crate) enum Outcome {
     Skipped,
 }
 
+/// One message that left its lane: finished with `outcome`, or abandoned (`None`) because its
+/// partition was revoked or the consumer is stopping; abandoned work is re-delivered later.
+#[derive(Debug)]
+pub(crate) struct Left {
+    pub offset: i64,
+    pub bytes: usize,
+    pub outcome: Option<Outcome>,
+}
+
 /// What the lanes and the committer tell the poll loop.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// A message left its lane: finished with `outcome`, or abandoned (`None`) because its
-    /// partition was revoked or the consumer is stopping; abandoned work is re-delivered later.
-    Left {
-        slot: Slot,
-        offset: i64,
-        bytes: usize,
-        outcome: Option<Outcome>,
-    },
+    /// Messages of the partition in `slot` left their lane.
+    Left { slot: Slot, left: Vec<Left> },
     /// The committer finished commit request `id`.
     Committed {
         id: u64,

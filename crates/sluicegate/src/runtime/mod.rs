@@ -108,7 +108,8 @@ impl ConsumerBuilder {
     /// `security.protocol`, `partition.assignment.strategy`). librdkafka validates it when the
     /// consumer is built. `auto.offset.reset` defaults to `earliest` here, so that a new group
     /// misses nothing. Offset commits are the runtime's: `enable.auto.commit` and
-    /// `enable.auto.offset.store` are refused.
+    /// `enable.auto.offset.store` are refused. `fetch.queue.backoff.ms` defaults to 20 ms (librdkafka:
+    /// 1 s), since the runtime uses librdkafka's prefetch queue as a brake.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.client.insert(key.into(), value.into());
         self
@@ -215,7 +216,11 @@ impl ConsumerBuilder {
             .set("group.id", &group)
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
+            .set("enable.auto.offset.store", "false")
+            // The runtime lets librdkafka's bounded prefetch queue fill as a brake (see
+            // `BufferLimits`); librdkafka's default 1 s back-off once it is full leaves the
+            // consumer idle long after the handlers have caught up.
+            .set("fetch.queue.backoff.ms", "20");
         for (key, value) in &self.client {
             client.set(key, value);
         }
@@ -309,6 +314,7 @@ impl<H: Handler> Consumer<H> {
             handler: self.handler,
             retry: s.retry.clone(),
             in_flight: Arc::new(Semaphore::new(s.max_in_flight)),
+            abort: control.abort.clone(),
         });
         let spawn_lane: LaneSpawner = Arc::new(move |slot, queue, revoked, events| {
             runtime.spawn(worker.clone().run_lane(slot, queue, revoked, events));

@@ -23,6 +23,9 @@ const POLL_BATCH: usize = 512;
 /// wait at once; lane reports (completions) are applied after it, so this bounds how late a
 /// completion can resume a paused partition or how late a stop request is seen.
 const IDLE_WAIT: Duration = Duration::from_millis(5);
+/// The longest the loop holds off taking messages while buffers drain, before it polls (and
+/// so serves rebalances) again.
+const MAX_HOLD: Duration = Duration::from_millis(100);
 
 /// How the loop is told to stop.
 #[derive(Clone, Default)]
@@ -63,6 +66,7 @@ fn poll(
     commit_interval: Duration,
 ) -> Result<(), Error> {
     let mut schedule = CommitSchedule::new(commit_interval);
+    let mut held_since = None;
     loop {
         if control.abort.is_cancelled() {
             consumer.context().assignment().abort();
@@ -72,10 +76,11 @@ fn poll(
             consumer.context().assignment().release_all(consumer);
             return Ok(());
         }
+        let holding = hold(consumer, &mut held_since);
         // `poll` returns `None` both when nothing came and when it served a callback, so only
         // the first poll of a round may block.
         let mut wait = IDLE_WAIT;
-        for _ in 0..POLL_BATCH {
+        for _ in 0..if holding { 0 } else { POLL_BATCH } {
             match consumer.poll(wait) {
                 None => break,
                 Some(Ok(m)) => {
@@ -91,10 +96,29 @@ fn poll(
             }
         }
         let mut assignment = consumer.context().assignment();
+        assignment.flush();
         assignment.drain_events(consumer);
         if schedule.due(Instant::now()) {
             assignment.request_commit(None);
             assignment.publish_figures();
         }
     }
+}
+
+/// While buffers are over the hold mark, waits for lane reports instead of taking messages,
+/// for at most [`MAX_HOLD`] in a row. Returns whether this round takes no messages.
+fn hold(consumer: &BaseConsumer<RuntimeContext>, held_since: &mut Option<Instant>) -> bool {
+    let mut assignment = consumer.context().assignment();
+    if !assignment.should_hold() {
+        *held_since = None;
+        return false;
+    }
+    let since = *held_since.get_or_insert_with(Instant::now);
+    if since.elapsed() >= MAX_HOLD {
+        // Poll one round, which serves rebalances and keeps `max.poll.interval.ms` met.
+        *held_since = None;
+        return false;
+    }
+    assignment.wait_events(consumer, IDLE_WAIT);
+    true
 }

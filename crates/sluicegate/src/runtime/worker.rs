@@ -4,7 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::Semaphore;
@@ -15,7 +15,10 @@ use crate::handler::{ErrorKind, Handler, HandlerError};
 use crate::policy::{RetryDecision, RetryPolicy};
 use crate::Message;
 
-use super::event::{Event, Outcome, Slot};
+use super::event::{Event, Left, Outcome, Slot};
+
+/// The longest a finished message waits in a lane before it is reported.
+const REPORT_EVERY: Duration = Duration::from_millis(5);
 
 /// What every lane of a consumer shares.
 pub(crate) struct Worker<H> {
@@ -23,49 +26,73 @@ pub(crate) struct Worker<H> {
     pub retry: RetryPolicy,
     /// Bounds handlers running at once across all lanes.
     pub in_flight: Arc<Semaphore>,
+    /// Cancelled on abort: running handlers are dropped, as a crash would.
+    pub abort: CancellationToken,
 }
 
 impl<H: Handler> Worker<H> {
-    /// Runs one lane of the partition in `slot` until its queue is closed. Once `revoked` is
-    /// cancelled, queued messages are reported abandoned without being handled and retries stop.
+    /// Runs one lane of the partition in `slot` until its queue is closed.
+    ///
+    /// Once `revoked` is cancelled, queued messages are reported abandoned without being
+    /// handled and retry back-offs end; a handler already running is left to finish (the poll
+    /// loop bounds how long it waits). Only an abort, like a crash, drops running handlers.
+    ///
+    /// Reports go back in batches: at the end of each batch received, and within one batch
+    /// whenever [`REPORT_EVERY`] has passed, so that slow handlers' work is committed promptly.
     pub async fn run_lane(
         self: Arc<Self>,
         slot: Slot,
-        queue: async_channel::Receiver<Message>,
+        queue: async_channel::Receiver<Vec<Message>>,
         revoked: CancellationToken,
         events: Sender<Event>,
     ) {
-        while let Ok(message) = queue.recv().await {
-            let offset = message.offset();
-            let bytes = message.size();
-            let outcome = if revoked.is_cancelled() {
-                None
-            } else {
-                tokio::select! {
-                    biased;
-                    _ = revoked.cancelled() => None,
-                    outcome = self.process(message) => Some(outcome),
+        while let Ok(batch) = queue.recv().await {
+            let mut left = Vec::with_capacity(batch.len());
+            let mut since = Instant::now();
+            for message in batch {
+                let offset = message.offset();
+                let bytes = message.size();
+                let outcome = if revoked.is_cancelled() {
+                    None
+                } else {
+                    tokio::select! {
+                        biased;
+                        outcome = self.process(message, &revoked) => outcome,
+                        _ = self.abort.cancelled() => None,
+                    }
+                };
+                left.push(Left {
+                    offset,
+                    bytes,
+                    outcome,
+                });
+                // Reading the clock for every message would cost more than the message.
+                if left.len() % 8 == 0 && since.elapsed() >= REPORT_EVERY {
+                    // The poll loop may be gone (abort, or shutdown complete): nothing to tell.
+                    let _ = events.send(Event::Left {
+                        slot,
+                        left: std::mem::take(&mut left),
+                    });
+                    since = Instant::now();
                 }
-            };
-            // The poll loop may be gone (abort, or shutdown complete): nothing left to tell.
-            let _ = events.send(Event::Left {
-                slot,
-                offset,
-                bytes,
-                outcome,
-            });
+            }
+            if !left.is_empty() {
+                let _ = events.send(Event::Left { slot, left });
+            }
         }
     }
 
-    async fn process(&self, message: Message) -> Outcome {
+    /// Handles one message under the retry policy; `None` if its partition was revoked while
+    /// it waited to be retried.
+    async fn process(&self, message: Message, revoked: &CancellationToken) -> Option<Outcome> {
         let _permit = self.in_flight.acquire().await;
         let mut attempts = 0u32;
         let mut first_failure: Option<Instant> = None;
         loop {
             attempts += 1;
             let error = match invoke(&self.handler, message.clone()).await {
-                Ok(()) => return Outcome::Handled { attempts },
-                Err(e) if e.kind() == ErrorKind::Skip => return Outcome::Skipped,
+                Ok(()) => return Some(Outcome::Handled { attempts }),
+                Err(e) if e.kind() == ErrorKind::Skip => return Some(Outcome::Skipped),
                 Err(e) => e,
             };
             let elapsed = first_failure.get_or_insert_with(Instant::now).elapsed();
@@ -86,7 +113,10 @@ impl<H: Handler> Worker<H> {
                     self.retry.backoff.max
                 }
             };
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = revoked.cancelled() => return None,
+            }
         }
     }
 }
