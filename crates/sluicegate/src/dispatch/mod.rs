@@ -1,14 +1,15 @@
-//! Dispatch rules: which lane of its partition a message goes to (the ordering mode), and
+//! Dispatch rules: when a message may run (the ordering mode), and
 //! when a partition must be paused or resumed to keep buffered work within bounds.
 //!
 //! Pure decisions only; the runtime owns the lanes and the consumer and applies them.
 
 mod backpressure;
+mod keys;
 
 pub use backpressure::BufferLimits;
 pub(crate) use backpressure::{Backpressure, Buffered};
+pub(crate) use keys::KeyGate;
 
-use std::hash::{BuildHasher, BuildHasherDefault};
 use std::str::FromStr;
 
 /// How messages of one partition may run in parallel.
@@ -25,30 +26,12 @@ pub enum Ordering {
 }
 
 impl Ordering {
-    /// How a partition allowed `width` handlers at once is served: `(queues, workers per
-    /// queue)`. Each queue is handled in order by its workers; one worker keeps its order.
-    pub(crate) fn layout(self, width: usize) -> (usize, usize) {
-        let width = width.max(1);
+    /// How many workers serve one partition allowed `width` handlers at once. Every partition
+    /// has one queue; key mode puts a [`KeyGate`] in front of it.
+    pub(crate) fn workers(self, width: usize) -> usize {
         match self {
-            Ordering::Partition => (1, 1),
-            Ordering::Key => (width, 1),
-            Ordering::Unordered => (1, width),
-        }
-    }
-
-    /// The queue (`0..queues`) a message with `key` goes to.
-    pub(crate) fn queue(self, key: Option<&[u8]>, queues: usize) -> usize {
-        if queues <= 1 {
-            return 0;
-        }
-        match self {
-            Ordering::Partition | Ordering::Unordered => 0,
-            // Null keys all share lane 0, which keeps them in order among themselves.
-            Ordering::Key => key.map_or(0, |k| {
-                BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-                    .hash_one(k) as usize
-                    % queues
-            }),
+            Ordering::Partition => 1,
+            Ordering::Key | Ordering::Unordered => width.max(1),
         }
     }
 
@@ -88,25 +71,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn same_key_always_gets_the_same_queue() {
-        for queues in [2, 7, 64] {
-            let a = Ordering::Key.queue(Some(b"user-1"), queues);
-            assert_eq!(a, Ordering::Key.queue(Some(b"user-1"), queues));
-            assert!(a < queues);
-        }
-        assert_eq!(Ordering::Key.queue(None, 8), 0);
-        let spread: std::collections::BTreeSet<_> = (0..200)
-            .map(|k| Ordering::Key.queue(Some(format!("k{k}").as_bytes()), 8))
-            .collect();
-        assert_eq!(spread.len(), 8, "keys spread over every queue");
-    }
-
-    #[test]
-    fn layouts_give_each_mode_its_concurrency() {
-        assert_eq!(Ordering::Partition.layout(16), (1, 1));
-        assert_eq!(Ordering::Key.layout(16), (16, 1));
-        assert_eq!(Ordering::Unordered.layout(16), (1, 16));
-        assert_eq!(Ordering::Key.layout(0), (1, 1));
+    fn only_partition_mode_is_limited_to_one_worker() {
+        assert_eq!(Ordering::Partition.workers(16), 1);
+        assert_eq!(Ordering::Key.workers(16), 16);
+        assert_eq!(Ordering::Unordered.workers(0), 1);
     }
 
     #[test]

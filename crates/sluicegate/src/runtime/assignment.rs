@@ -16,12 +16,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::commit::{partitions, read_list, CommitEntry};
-use crate::dispatch::{Backpressure, BufferLimits, Buffered, Ordering};
+use crate::dispatch::{Backpressure, BufferLimits, Buffered, KeyGate, Ordering};
 use crate::message::Header;
 use crate::{offset_map, Message, OffsetTracker};
 
 use super::committer::CommitRequest;
-use super::event::{Event, Slot};
+use super::event::{Event, Left, Slot};
 use super::status::{StatusPublisher, TopicPartition};
 
 /// The most bytes of commit metadata used for the offset map; brokers accept 4,096 by default
@@ -51,9 +51,11 @@ struct PartitionState {
     topic: Arc<str>,
     generation: u64,
     offsets: OffsetTracker,
-    queues: Vec<async_channel::Sender<Vec<Message>>>,
-    /// Messages routed to each queue during this poll round, sent together at its end.
-    pending: Vec<Vec<Message>>,
+    queue: async_channel::Sender<Vec<Message>>,
+    /// Partition mode: messages received during this poll round, sent together at its end.
+    pending: Vec<Message>,
+    /// Key mode: holds messages whose key is busy.
+    keys: Option<KeyGate>,
     revoked: CancellationToken,
     buffered: Buffered,
     paused: bool,
@@ -138,29 +140,19 @@ impl Assignment {
             };
             let topic = self.index.insert(e.topic(), e.partition(), index);
             let revoked = CancellationToken::new();
-            let (queues, workers) = self.routing.ordering.layout(self.routing.width);
-            let queues: Vec<async_channel::Sender<Vec<Message>>> = (0..queues)
-                .map(|_| {
-                    let (tx, rx) = async_channel::unbounded();
-                    for _ in 0..workers {
-                        (self.spawn_lane)(
-                            slot,
-                            rx.clone(),
-                            revoked.clone(),
-                            self.events_tx.clone(),
-                        );
-                    }
-                    tx
-                })
-                .collect();
+            let (queue, work) = async_channel::unbounded();
+            for _ in 0..self.routing.ordering.workers(self.routing.width) {
+                (self.spawn_lane)(slot, work.clone(), revoked.clone(), self.events_tx.clone());
+            }
             let tp = TopicPartition::new(e.topic(), e.partition());
             self.slots[index] = Some(PartitionState {
                 tp: tp.clone(),
                 topic,
                 generation: self.generation,
                 offsets: OffsetTracker::new(),
-                pending: (0..queues.len()).map(|_| Vec::new()).collect(),
-                queues,
+                pending: Vec::new(),
+                keys: (self.routing.ordering == Ordering::Key).then(KeyGate::default),
+                queue,
                 revoked,
                 buffered: Buffered::default(),
                 paused: false,
@@ -257,10 +249,11 @@ impl Assignment {
         for i in which {
             if let Some(p) = self.slots[*i].as_mut() {
                 p.revoked.cancel();
-                // Closing the queues lets each lane report its queued messages as abandoned.
-                p.queues.clear();
+                // Closing the queue lets each lane report its queued messages as abandoned.
+                p.queue.close();
                 // Messages not yet handed to a lane are dropped here: they will not report.
-                for message in p.pending.drain(..).flatten() {
+                let held = p.keys.as_mut().map(|k| k.drain().collect::<Vec<_>>());
+                for message in p.pending.drain(..).chain(held.into_iter().flatten()) {
                     self.backpressure.release(&mut p.buffered, message.size());
                 }
             }
@@ -332,16 +325,23 @@ impl Assignment {
         }
         let message = to_message(p.topic.clone(), m);
         let must_pause = self.backpressure.admit(&mut p.buffered, message.size());
-        let queue = self.routing.ordering.queue(message.key(), p.queues.len());
-        if self.routing.ordering == Ordering::Unordered {
-            // Workers share the queue: one message per item lets them all take part.
-            // Queues stay open while the partition is owned: a send cannot fail here.
-            let _ = p.queues[queue].try_send(vec![message]);
-        } else {
-            if p.pending.iter().all(Vec::is_empty) {
-                self.dirty.push(i);
+        match self.routing.ordering {
+            Ordering::Partition => {
+                if p.pending.is_empty() {
+                    self.dirty.push(i);
+                }
+                p.pending.push(message);
             }
-            p.pending[queue].push(message);
+            // Workers share the queue: one message per item lets them all take part.
+            // The queue stays open while the partition is owned: a send cannot fail here.
+            Ordering::Unordered => {
+                let _ = p.queue.try_send(vec![message]);
+            }
+            Ordering::Key => {
+                if let Some(message) = p.keys.as_mut().and_then(|k| k.admit(message)) {
+                    let _ = p.queue.try_send(vec![message]);
+                }
+            }
         }
         if must_pause && !p.paused {
             p.paused = true;
@@ -356,10 +356,8 @@ impl Assignment {
             let Some(p) = self.slots[i].as_mut() else {
                 continue;
             };
-            for (queue, batch) in p.queues.iter().zip(p.pending.iter_mut()) {
-                if !batch.is_empty() {
-                    let _ = queue.try_send(std::mem::take(batch));
-                }
+            if !p.pending.is_empty() {
+                let _ = p.queue.try_send(std::mem::take(&mut p.pending));
             }
         }
     }
@@ -390,10 +388,13 @@ impl Assignment {
         if p.generation != slot.generation {
             return; // A report about an earlier assignment of this slot.
         }
-        for l in left {
-            self.backpressure.release(&mut p.buffered, l.bytes);
-            if l.outcome.is_some() {
-                p.offsets.finish(l.offset);
+        for Left { message, outcome } in left {
+            self.backpressure.release(&mut p.buffered, message.size());
+            if outcome.is_some() {
+                p.offsets.finish(message.offset());
+            }
+            if let Some(next) = p.keys.as_mut().and_then(|k| k.finished(message.key())) {
+                let _ = p.queue.try_send(vec![next]);
             }
         }
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use rdkafka::error::KafkaResult;
 
 use crate::commit::CommitEntry;
+use crate::Message;
 
 /// Identifies one assignment of one partition. The generation changes on every assignment, so
 /// a late report about a partition that was revoked (and perhaps assigned again) is recognized
@@ -28,8 +29,8 @@ pub(crate) enum Outcome {
 /// partition was revoked or the consumer is stopping; abandoned work is re-delivered later.
 #[derive(Debug)]
 pub(crate) struct Left {
-    pub offset: i64,
-    pub bytes: usize,
+    /// The message itself, handed back so the poll thread can free its key and its memory.
+    pub message: Message,
     pub outcome: Option<Outcome>,
 }
 

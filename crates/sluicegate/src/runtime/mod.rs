@@ -128,7 +128,7 @@ impl ConsumerBuilder {
     }
 
     /// The most handler calls running at once within one partition in the key and unordered
-    /// modes (by default the global limit, at most 256). Partition mode runs one at a time.
+    /// modes (by default the global limit, at most 1,024). Partition mode runs one at a time.
     pub fn max_in_flight_per_partition(mut self, n: usize) -> Self {
         self.max_in_flight_per_partition = Some(n);
         self
@@ -308,7 +308,7 @@ impl<H: Handler> Consumer<H> {
             Ordering::Partition => 1,
             _ => s
                 .max_in_flight_per_partition
-                .unwrap_or(s.max_in_flight.min(256)),
+                .unwrap_or(s.max_in_flight.min(1024)),
         };
         let worker = Arc::new(Worker {
             handler: self.handler,

@@ -50,22 +50,16 @@ impl<H: Handler> Worker<H> {
             let mut left = Vec::with_capacity(batch.len());
             let mut since = Instant::now();
             for message in batch {
-                let offset = message.offset();
-                let bytes = message.size();
                 let outcome = if revoked.is_cancelled() {
                     None
                 } else {
                     tokio::select! {
                         biased;
-                        outcome = self.process(message, &revoked) => outcome,
+                        outcome = self.process(&message, &revoked) => outcome,
                         _ = self.abort.cancelled() => None,
                     }
                 };
-                left.push(Left {
-                    offset,
-                    bytes,
-                    outcome,
-                });
+                left.push(Left { message, outcome });
                 // Reading the clock for every message would cost more than the message.
                 if left.len() % 8 == 0 && since.elapsed() >= REPORT_EVERY {
                     // The poll loop may be gone (abort, or shutdown complete): nothing to tell.
@@ -84,7 +78,7 @@ impl<H: Handler> Worker<H> {
 
     /// Handles one message under the retry policy; `None` if its partition was revoked while
     /// it waited to be retried.
-    async fn process(&self, message: Message, revoked: &CancellationToken) -> Option<Outcome> {
+    async fn process(&self, message: &Message, revoked: &CancellationToken) -> Option<Outcome> {
         let _permit = self.in_flight.acquire().await;
         let mut attempts = 0u32;
         let mut first_failure: Option<Instant> = None;
