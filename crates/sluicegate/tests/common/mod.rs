@@ -1,0 +1,695 @@
+//! Brokers for the integration tests, and helpers that produce data and read back, straight
+//! from the broker, what a consumer group committed.
+//!
+//! Each behaviour is tested against two brokers (see [`on_both_brokers!`]):
+//! - **embedded**: `sluicegate::EmbeddedKafka` (librdkafka's mock cluster), one per test;
+//! - **real**: an independent Kafka implementation, by default tansu, started once per test
+//!   binary on a free loopback port and stopped when the test binary exits (even after a panic
+//!   or a kill: it watches a pipe from this process).
+//!
+//! Environment variables:
+//! - `SLUICEGATE_TEST_BOOTSTRAP=host:port[,host:port...]`: run the real-broker tests against
+//!   this broker (Apache Kafka, Redpanda, MSK, a tansu started by hand...) instead of starting
+//!   tansu. Topics and groups get unique names and are left behind.
+//! - `SLUICEGATE_TANSU=/path/to/tansu`: the tansu binary to start. Default: `.tools/bin/tansu`
+//!   at the workspace root, where `scripts/install-tansu` puts it.
+//! - `SLUICEGATE_SKIP_TANSU=1`: when no tansu binary is found and no broker is given, let the
+//!   real-broker tests pass without running. Without it, they fail and say how to install tansu.
+//! - `RUST_LOG` (e.g. `sluicegate=debug`): logs of the library under test, shown for failing
+//!   tests.
+//!
+//! Tansu's own output goes to `target/tmp/tansu-<pid>-<port>.log`.
+#![allow(dead_code)] // Each test file uses a different part of the harness.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context as _};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sluicegate::{ConsumerBuilder, ConsumerStatus, EmbeddedKafka, Message, TopicPartition};
+use tokio::sync::watch;
+
+/// How long one request of the harness to a broker may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long tansu may take to accept connections and answer metadata.
+const TANSU_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Defines, for an `async fn NAME(broker: TestBroker) -> anyhow::Result<()>`, a module `NAME`
+/// with two tests: `NAME::embedded` and `NAME::tansu` (the real broker). Declare the harness
+/// with `#[macro_use] mod common;` to use it.
+macro_rules! on_both_brokers {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() -> anyhow::Result<()> {
+                super::$name($crate::common::TestBroker::embedded()?).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tansu() -> anyhow::Result<()> {
+                match $crate::common::TestBroker::real()? {
+                    Some(broker) => super::$name(broker).await,
+                    None => Ok(()),
+                }
+            }
+        }
+    )+};
+}
+
+/// Which broker a [`TestBroker`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// librdkafka's mock cluster in this process.
+    Embedded,
+    /// The tansu started by this test binary.
+    Tansu,
+    /// A broker given by `SLUICEGATE_TEST_BOOTSTRAP`.
+    External,
+}
+
+/// A broker for one test: its address, and clients to create topics, produce and inspect.
+pub struct TestBroker {
+    kind: Kind,
+    bootstrap: String,
+    // Declared before the broker it talks to, so that it is dropped first.
+    producer: FutureProducer,
+    embedded: Option<EmbeddedKafka>,
+}
+
+/// One record produced by the harness, where the broker put it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Produced {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub payload: String,
+}
+
+impl TestBroker {
+    /// A fresh mock cluster of one broker.
+    pub fn embedded() -> anyhow::Result<Self> {
+        init_logs();
+        let kafka = EmbeddedKafka::start(1).context("start the embedded broker")?;
+        let bootstrap = kafka.bootstrap_servers().to_string();
+        Self::new(Kind::Embedded, bootstrap, Some(kafka))
+    }
+
+    /// The real broker: `SLUICEGATE_TEST_BOOTSTRAP` if set, else the shared tansu. `None` when
+    /// neither is available and `SLUICEGATE_SKIP_TANSU=1` allows skipping.
+    pub fn real() -> anyhow::Result<Option<Self>> {
+        init_logs();
+        if let Some(bootstrap) = env_nonempty("SLUICEGATE_TEST_BOOTSTRAP") {
+            return Self::new(Kind::External, bootstrap, None).map(Some);
+        }
+        let bin = tansu_binary();
+        if !bin.is_file() {
+            if env_nonempty("SLUICEGATE_SKIP_TANSU").as_deref() == Some("1") {
+                eprintln!(
+                    "SKIPPED: no tansu binary at {} and SLUICEGATE_SKIP_TANSU=1",
+                    bin.display()
+                );
+                return Ok(None);
+            }
+            bail!(
+                "no tansu binary at {}: run scripts/install-tansu (or set SLUICEGATE_TANSU to a \
+                 tansu binary, SLUICEGATE_TEST_BOOTSTRAP=host:port to use another broker, or \
+                 SLUICEGATE_SKIP_TANSU=1 to skip the real-broker tests)",
+                bin.display()
+            );
+        }
+        static TANSU: OnceLock<Result<Tansu, String>> = OnceLock::new();
+        let tansu = tokio::task::block_in_place(|| TANSU.get_or_init(|| Tansu::start(&bin)));
+        let bootstrap = tansu
+            .as_ref()
+            .map_err(|e| anyhow!("{e}"))?
+            .bootstrap
+            .clone();
+        Self::new(Kind::Tansu, bootstrap, None).map(Some)
+    }
+
+    fn new(kind: Kind, bootstrap: String, embedded: Option<EmbeddedKafka>) -> anyhow::Result<Self> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .context("create the test producer")?;
+        Ok(TestBroker {
+            kind,
+            bootstrap,
+            producer,
+            embedded,
+        })
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// A consumer builder for this broker with settings that keep group joins short.
+    pub fn consumer(&self, group: &str, topic: &str) -> ConsumerBuilder {
+        sluicegate::Consumer::builder()
+            .bootstrap_servers(&self.bootstrap)
+            .group_id(group)
+            .topic(topic)
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+    }
+
+    /// Creates `name` with `partitions` partitions and waits until its metadata shows them all
+    /// with a leader.
+    pub async fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
+        match &self.embedded {
+            Some(kafka) => kafka
+                .create_topic(name, partitions)
+                .with_context(|| format!("create topic {name}"))?,
+            None => {
+                let admin: AdminClient<DefaultClientContext> = self.config().create()?;
+                // tansu has one broker; elsewhere let the broker pick its default replication.
+                let replication = match self.kind {
+                    Kind::Tansu => TopicReplication::Fixed(1),
+                    _ => TopicReplication::Fixed(-1),
+                };
+                let topic = NewTopic::new(name, partitions, replication);
+                let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+                let results = admin
+                    .create_topics([&topic], &opts)
+                    .await
+                    .with_context(|| format!("create topic {name}"))?;
+                for r in results {
+                    r.map_err(|(t, e)| anyhow!("create topic {t}: {e}"))?;
+                }
+            }
+        }
+        let config = self.config();
+        let name = name.to_string();
+        blocking(move || {
+            let client: BaseConsumer = config.create()?;
+            let deadline = Instant::now() + REQUEST_TIMEOUT * 3;
+            loop {
+                let ready = client
+                    .fetch_metadata(Some(&name), REQUEST_TIMEOUT)
+                    .ok()
+                    .and_then(|m| {
+                        m.topics()
+                            .iter()
+                            .find(|t| t.name() == name && t.error().is_none())
+                            .map(|t| {
+                                t.partitions().len() == partitions as usize
+                                    && t.partitions().iter().all(|p| p.leader() >= 0)
+                            })
+                    })
+                    .unwrap_or(false);
+                if ready {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!("topic {name} did not show {partitions} partitions with leaders");
+                }
+                // Polling the broker's metadata: there is no event to wait on.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await
+    }
+
+    /// Produces `count` records numbered `first..first + count` to `topic`, keyed over `keys`
+    /// distinct keys and partitioned by key; waits until the broker acknowledged every one.
+    pub async fn produce_keyed(
+        &self,
+        topic: &str,
+        first: usize,
+        count: usize,
+        keys: usize,
+    ) -> anyhow::Result<Vec<Produced>> {
+        let records = (first..first + count).map(|i| {
+            (
+                None,
+                format!("key-{}", i % keys.max(1)),
+                format!("{topic}:{i}"),
+            )
+        });
+        self.produce(topic, records).await
+    }
+
+    /// Produces `count` records to each of `partitions` (explicitly, not by key); waits until
+    /// the broker acknowledged every one.
+    pub async fn produce_to_partitions(
+        &self,
+        topic: &str,
+        partitions: i32,
+        count: usize,
+    ) -> anyhow::Result<Vec<Produced>> {
+        let records = (0..partitions).flat_map(|p| {
+            (0..count).map(move |i| (Some(p), format!("key-{p}-{i}"), format!("{topic}:{p}:{i}")))
+        });
+        self.produce(topic, records).await
+    }
+
+    async fn produce(
+        &self,
+        topic: &str,
+        records: impl Iterator<Item = (Option<i32>, String, String)>,
+    ) -> anyhow::Result<Vec<Produced>> {
+        let mut pending = Vec::new();
+        for (partition, key, payload) in records {
+            let mut record = FutureRecord::to(topic).key(&key).payload(&payload);
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
+            let delivery = self
+                .producer
+                .send_result(record)
+                .map_err(|(e, _)| anyhow!("enqueue a record for {topic}: {e}"))?;
+            pending.push((key, payload, delivery));
+        }
+        let mut produced = Vec::with_capacity(pending.len());
+        for (key, payload, delivery) in pending {
+            let d = tokio::time::timeout(Duration::from_secs(60), delivery)
+                .await
+                .context("delivery report timed out")?
+                .context("producer dropped the delivery report")?
+                .map_err(|(e, _)| anyhow!("produce to {topic}: {e}"))?;
+            produced.push(Produced {
+                partition: d.partition,
+                offset: d.offset,
+                key,
+                payload,
+            });
+        }
+        Ok(produced)
+    }
+
+    /// The offsets (next to consume) that `group` has committed for each partition of `topic`,
+    /// as the broker reports them; partitions without a commit are left out.
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> anyhow::Result<BTreeMap<i32, i64>> {
+        let mut config = self.config();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false");
+        let topic = topic.to_string();
+        blocking(move || {
+            let client: BaseConsumer = config.create()?;
+            let mut list = TopicPartitionList::new();
+            for p in partitions_of(&client, &topic)? {
+                list.add_partition(&topic, p);
+            }
+            let committed = client
+                .committed_offsets(list, REQUEST_TIMEOUT)
+                .with_context(|| format!("read committed offsets of {topic}"))?;
+            Ok(committed
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// The log end offset of each partition of `topic`, from the broker's acknowledgements of
+    /// `produced` (everything the test wrote to this fresh topic). Checks that the records sit
+    /// at offsets `0..end` of their partitions, with no gap and nothing else, and, where the
+    /// broker reports it correctly, that the high watermark agrees.
+    ///
+    /// tansu 0.6.0 reports a wrong high watermark (ListOffsets `latest` answers the base offset
+    /// of the last record batch plus one, not the log end), so on tansu the acknowledgements
+    /// are the only source.
+    pub async fn log_end(
+        &self,
+        topic: &str,
+        produced: &[Produced],
+    ) -> anyhow::Result<BTreeMap<i32, i64>> {
+        let high = self.high_watermarks(topic).await?;
+        let mut offsets: BTreeMap<i32, BTreeSet<i64>> =
+            high.keys().map(|p| (*p, BTreeSet::new())).collect();
+        for r in produced {
+            let fresh = offsets
+                .get_mut(&r.partition)
+                .with_context(|| format!("record acknowledged in unknown partition: {r:?}"))?
+                .insert(r.offset);
+            ensure!(fresh, "two records acknowledged at one offset: {r:?}");
+        }
+        let mut end = BTreeMap::new();
+        for (p, offsets) in offsets {
+            let n = offsets.len() as i64;
+            ensure!(
+                offsets.iter().copied().eq(0..n),
+                "records of {topic}/{p} are not at offsets 0..{n}: {:?}...",
+                offsets.iter().take(10).collect::<Vec<_>>()
+            );
+            end.insert(p, n);
+        }
+        if self.kind != Kind::Tansu {
+            ensure!(
+                high == end,
+                "high watermarks {high:?} differ from the acknowledged log end {end:?}: records \
+                 were dropped or written by someone else, or the broker misreports its high \
+                 watermarks (tansu 0.6 does: give it with SLUICEGATE_TANSU, not as an external \
+                 broker)"
+            );
+        }
+        Ok(end)
+    }
+
+    /// The high watermark (log end offset, as the broker reports it) of each partition.
+    pub async fn high_watermarks(&self, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+        let config = self.config();
+        let topic = topic.to_string();
+        blocking(move || {
+            let client: BaseConsumer = config.create()?;
+            partitions_of(&client, &topic)?
+                .into_iter()
+                .map(|p| {
+                    let (_, high) = client
+                        .fetch_watermarks(&topic, p, REQUEST_TIMEOUT)
+                        .with_context(|| format!("watermarks of {topic}/{p}"))?;
+                    Ok((p, high))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        config
+    }
+}
+
+fn partitions_of(client: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<i32>> {
+    let metadata = client
+        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+        .with_context(|| format!("metadata of {topic}"))?;
+    let t = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| anyhow!("no metadata for topic {topic}"))?;
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("harness task panicked")?
+}
+
+/// A name no other test (or earlier run against an external broker) uses.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}-{:08x}",
+        std::process::id(),
+        NEXT.fetch_add(1, AtomicOrdering::Relaxed),
+        rand::random::<u32>()
+    )
+}
+
+/// `(topic, partition)` of `topic`.
+pub fn tp(topic: &str, partition: i32) -> TopicPartition {
+    TopicPartition::new(topic, partition)
+}
+
+/// Waits until the status satisfies `done`, at most `limit`; the error names `what` and shows
+/// the last status seen.
+pub async fn wait_status(
+    status: &mut watch::Receiver<ConsumerStatus>,
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut(&ConsumerStatus) -> bool,
+) -> anyhow::Result<ConsumerStatus> {
+    let outcome = tokio::time::timeout(limit, status.wait_for(|s| done(s)))
+        .await
+        .map(|r| r.map(|s| s.clone()));
+    match outcome {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(_)) => bail!("status channel closed while waiting for {what}"),
+        Err(_) => bail!(
+            "timed out after {limit:?} waiting for {what}; last status: {:?}",
+            *status.borrow()
+        ),
+    }
+}
+
+/// One message as a handler saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handled {
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: String,
+}
+
+/// Records what a handler was given, in order, and lets a test wait for a count.
+#[derive(Clone)]
+pub struct Recorder {
+    handled: Arc<Mutex<Vec<Handled>>>,
+    count: Arc<watch::Sender<usize>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            handled: Arc::default(),
+            count: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl Recorder {
+    pub fn record(&self, msg: &Message) {
+        let h = Handled {
+            partition: msg.partition(),
+            offset: msg.offset(),
+            payload: String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned(),
+        };
+        self.handled.lock().unwrap().push(h);
+        self.count.send_modify(|n| *n += 1);
+    }
+
+    pub fn count(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    pub fn handled(&self) -> Vec<Handled> {
+        self.handled.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for the messages recorded so far, at most `limit`.
+    pub async fn wait_until(
+        &self,
+        limit: Duration,
+        what: &str,
+        mut done: impl FnMut(&[Handled]) -> bool,
+    ) -> anyhow::Result<()> {
+        let mut rx = self.count.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            rx.borrow_and_update();
+            if done(&self.handled.lock().unwrap()) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => bail!(
+                    "timed out after {limit:?} waiting for {what}; {} messages handled",
+                    self.count()
+                ),
+            }
+        }
+    }
+
+    /// Waits until at least `n` messages were recorded, at most `limit`.
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> anyhow::Result<()> {
+        let mut rx = self.count.subscribe();
+        let reached = tokio::time::timeout(limit, rx.wait_for(|c| *c >= n))
+            .await
+            .map(|r| r.is_ok());
+        match reached {
+            Ok(true) => Ok(()),
+            _ => bail!(
+                "timed out after {limit:?} waiting for {n} handled messages; got {}",
+                self.count()
+            ),
+        }
+    }
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn tansu_binary() -> PathBuf {
+    match env_nonempty("SLUICEGATE_TANSU") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/tansu"),
+    }
+}
+
+/// A tansu broker process, kept alive by an open pipe from this process.
+///
+/// It runs under a small `sh` watchdog: tansu in the background, and a reader of our pipe that
+/// kills tansu when the pipe closes. The pipe closes when this value is dropped or, for the
+/// instance kept in a static, when this process ends in any way (even a kill -9), so no tansu
+/// outlives its test binary.
+struct Tansu {
+    bootstrap: String,
+    watchdog: Child,
+    lifeline: Option<ChildStdin>,
+}
+
+const WATCHDOG: &str = r#"
+exec 3<&0 </dev/null
+"$0" broker --listener-url "$1" --advertised-listener-url "$1" --storage-engine memory://tansu/ &
+tansu=$!
+{ read -r _ <&3; kill -9 "$tansu" 2>/dev/null; } &
+exec 3<&-
+wait "$tansu"
+"#;
+
+impl Tansu {
+    fn start(bin: &Path) -> Result<Tansu, String> {
+        let mut errors = Vec::new();
+        // A free port may be taken between our check and tansu's bind: try a few.
+        for _ in 0..3 {
+            match Self::start_once(bin) {
+                Ok(t) => return Ok(t),
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(format!(
+            "could not start tansu ({}):\n{}",
+            bin.display(),
+            errors.join("\n")
+        ))
+    }
+
+    fn start_once(bin: &Path) -> Result<Tansu, String> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free loopback port: {e}"))?
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log_path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("tansu-{}-{port}.log", std::process::id()));
+        let log = File::create(&log_path)
+            .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg(bin)
+            .arg(&url)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("cannot run sh to start tansu: {e}"))?;
+        let lifeline = watchdog.stdin.take();
+        let mut tansu = Tansu {
+            bootstrap: format!("127.0.0.1:{port}"),
+            watchdog,
+            lifeline,
+        };
+        match tansu.wait_ready(port) {
+            Ok(()) => {
+                eprintln!(
+                    "tansu listening on {} (log: {})",
+                    tansu.bootstrap,
+                    log_path.display()
+                );
+                Ok(tansu)
+            }
+            Err(e) => {
+                drop(tansu);
+                let mut text = String::new();
+                let _ = File::open(&log_path).and_then(|mut f| f.read_to_string(&mut text));
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                Err(format!(
+                    "tansu on port {port}: {e}; last lines of {}:\n{}",
+                    log_path.display(),
+                    tail.join("\n")
+                ))
+            }
+        }
+    }
+
+    /// Waits until tansu accepts connections and answers a metadata request.
+    fn wait_ready(&mut self, port: u16) -> Result<(), String> {
+        let deadline = Instant::now() + TANSU_START_TIMEOUT;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .map_err(|e| e.to_string())?;
+        let mut last = String::from("no attempt");
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.watchdog.try_wait() {
+                return Err(format!("tansu exited early ({status})"));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+                match client.fetch_metadata(None, Duration::from_secs(2)) {
+                    Ok(m) if !m.brokers().is_empty() => return Ok(()),
+                    Ok(_) => last = "metadata lists no broker".into(),
+                    Err(e) => last = format!("metadata: {e}"),
+                }
+            } else {
+                last = "connection refused".into();
+            }
+            // Waiting for another process to come up: polling is the only way to know.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!(
+            "not ready within {TANSU_START_TIMEOUT:?} (last: {last})"
+        ))
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        // Closing the pipe makes the watchdog kill tansu; then the watchdog itself ends.
+        self.lifeline.take();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.watchdog.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
+    }
+}
