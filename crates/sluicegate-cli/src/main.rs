@@ -7,6 +7,7 @@ mod commands;
 mod cpu;
 mod events;
 mod ledger;
+mod mem;
 mod meter;
 mod produce;
 mod progress;
@@ -113,6 +114,10 @@ pub struct BenchConsumeArgs {
     /// `-X fetch.wait.max.ms=10`.
     #[arg(short = 'X', long = "consumer-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub consumer_config: Vec<(String, String)>,
+    /// Run only the Sluicegate side (for slow handlers, where the one-at-a-time baseline
+    /// would take too long to be worth waiting for).
+    #[arg(long)]
+    pub skip_baseline: bool,
     /// Give up on one consume pass after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,

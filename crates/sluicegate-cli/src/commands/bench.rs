@@ -114,6 +114,10 @@ pub struct PassReport {
     pub cpu_us_per_msg: Option<f64>,
     /// `false` if the pass timed out before reading everything.
     pub complete: bool,
+    /// Resident memory when the pass started, in MB (the embedded broker's data included).
+    pub rss_start_mb: Option<f64>,
+    /// The highest resident memory during the pass, in MB.
+    pub peak_rss_mb: Option<f64>,
 }
 
 impl PassReport {
@@ -130,6 +134,8 @@ impl PassReport {
                 .filter(|_| m.messages > 0)
                 .map(|c| round(c * 1e6 / m.messages as f64, 2)),
             complete: m.messages >= expected,
+            rss_start_mb: None,
+            peak_rss_mb: None,
         }
     }
 }
@@ -148,7 +154,8 @@ pub struct BenchReport {
     pub compression: &'static str,
     pub fill_secs: f64,
     pub dropped_by_broker: i64,
-    pub raw: PassReport,
+    /// `None` with `--skip-baseline`.
+    pub raw: Option<PassReport>,
     pub runtime: PassReport,
     /// Runtime msg/s divided by baseline msg/s.
     pub ratio: Option<f64>,
@@ -171,13 +178,17 @@ impl BenchReport {
             self.max_in_flight
         );
         out += &format!(
-            "  {:<14} {:>11} {:>9} {:>12} {:>9} {:>8} {:>10}\n",
-            "consumer", "messages", "seconds", "msg/s", "MB/s", "CPU s", "CPU µs/msg"
+            "  {:<14} {:>11} {:>9} {:>12} {:>9} {:>8} {:>10} {:>9}\n",
+            "consumer", "messages", "seconds", "msg/s", "MB/s", "CPU s", "CPU µs/msg", "peak RSS"
         );
-        for (name, p) in [("raw rdkafka", &self.raw), ("sluicegate", &self.runtime)] {
+        let passes = [
+            ("raw rdkafka", self.raw.as_ref()),
+            ("sluicegate", Some(&self.runtime)),
+        ];
+        for (name, p) in passes.into_iter().filter_map(|(n, p)| Some((n, p?))) {
             let opt = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
             out += &format!(
-                "  {:<14} {:>11} {:>9.3} {:>12} {:>9.1} {:>8} {:>10}{}\n",
+                "  {:<14} {:>11} {:>9.3} {:>12} {:>9.1} {:>8} {:>10} {:>6} MB{}\n",
                 name,
                 thousands(p.messages),
                 p.secs,
@@ -185,6 +196,7 @@ impl BenchReport {
                 p.mb_per_sec,
                 opt(p.cpu_secs, 2),
                 opt(p.cpu_us_per_msg, 2),
+                opt(p.peak_rss_mb, 0),
                 if p.complete { "" } else { "  (timed out)" }
             );
         }
@@ -261,22 +273,27 @@ pub async fn consume(args: BenchConsumeArgs) -> Result<bool> {
     let timeout = Duration::from_secs(args.timeout_secs);
 
     // Baseline: a plain poll loop over assigned partitions.
-    let raw_meter = Arc::new(Meter::new(expected));
-    let progress = follow("raw", expected, &raw_meter);
-    let (b, t, m) = (bootstrap.clone(), topic.clone(), raw_meter.clone());
-    let (assignment, raw_args) = (marks.clone(), args.clone());
-    tokio::task::spawn_blocking(move || raw_pass(&raw_args, &b, &t, &assignment, &m, timeout))
-        .await??;
-    progress.finish();
+    let raw = if args.skip_baseline {
+        None
+    } else {
+        let raw_meter = Arc::new(Meter::new(expected));
+        let progress = follow("raw", expected, &raw_meter);
+        let (b, t, m) = (bootstrap.clone(), topic.clone(), raw_meter.clone());
+        let (assignment, raw_args) = (marks.clone(), args.clone());
+        let memory = MemoryWatch::start();
+        tokio::task::spawn_blocking(move || raw_pass(&raw_args, &b, &t, &assignment, &m, timeout))
+            .await??;
+        progress.finish();
+        Some(memory.finish(PassReport::new(&raw_meter.measurement(), expected)))
+    };
 
     // The runtime, with a fresh group.
     let runtime_meter = Arc::new(Meter::new(expected));
     let progress = follow("sluicegate", expected, &runtime_meter);
+    let memory = MemoryWatch::start();
     runtime_pass(&args, &bootstrap, &topic, runtime_meter.clone(), timeout).await?;
     progress.finish();
-
-    let raw = PassReport::new(&raw_meter.measurement(), expected);
-    let runtime = PassReport::new(&runtime_meter.measurement(), expected);
+    let runtime = memory.finish(PassReport::new(&runtime_meter.measurement(), expected));
     let report = BenchReport {
         broker: if cluster.is_embedded() {
             "embedded"
@@ -293,8 +310,14 @@ pub async fn consume(args: BenchConsumeArgs) -> Result<bool> {
         compression: "lz4",
         fill_secs: round(produced.secs, 3),
         dropped_by_broker: dropped,
-        ratio: ratio(runtime.msgs_per_sec, raw.msgs_per_sec).map(|r| round(r, 3)),
-        cpu_ratio: match (runtime.cpu_us_per_msg, raw.cpu_us_per_msg) {
+        ratio: raw
+            .as_ref()
+            .and_then(|raw| ratio(runtime.msgs_per_sec, raw.msgs_per_sec))
+            .map(|r| round(r, 3)),
+        cpu_ratio: match (
+            runtime.cpu_us_per_msg,
+            raw.as_ref().and_then(|r| r.cpu_us_per_msg),
+        ) {
             (Some(a), Some(b)) => ratio(a, b).map(|r| round(r, 3)),
             _ => None,
         },
@@ -306,7 +329,31 @@ pub async fn consume(args: BenchConsumeArgs) -> Result<bool> {
     } else {
         print!("{}", report.render());
     }
-    Ok(report.raw.complete && report.runtime.complete)
+    Ok(report.raw.as_ref().is_none_or(|r| r.complete) && report.runtime.complete)
+}
+
+/// Memory during one pass: the resident size at its start and the peak during it.
+struct MemoryWatch {
+    start_mb: Option<f64>,
+    peak_reset: bool,
+}
+
+impl MemoryWatch {
+    fn start() -> Self {
+        MemoryWatch {
+            peak_reset: crate::mem::reset_peak_rss(),
+            start_mb: crate::mem::rss_mb(),
+        }
+    }
+
+    fn finish(self, mut pass: PassReport) -> PassReport {
+        pass.rss_start_mb = self.start_mb.map(|m| round(m, 1));
+        // Without a reset the kernel's peak would include the fill: better none than wrong.
+        pass.peak_rss_mb = crate::mem::peak_rss_mb()
+            .filter(|_| self.peak_reset)
+            .map(|m| round(m, 1));
+        pass
+    }
 }
 
 /// Messages between the low and high watermarks of every partition.
@@ -338,7 +385,10 @@ fn raw_pass(
     config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", cluster::unique_name("sluicegate-bench-raw"))
-        .set("enable.auto.commit", "false");
+        .set("enable.auto.commit", "false")
+        // The runtime's own default (see `ConsumerBuilder::set`): the baseline gets the same
+        // fetch settings, so the ratio compares the loops, not librdkafka's configuration.
+        .set("fetch.queue.backoff.ms", "20");
     for (key, value) in &args.consumer_config {
         config.set(key, value);
     }
@@ -481,6 +531,8 @@ mod tests {
             cpu_secs: Some(0.5),
             cpu_us_per_msg: Some(50_000.0),
             complete: true,
+            rss_start_mb: Some(10.0),
+            peak_rss_mb: Some(20.0),
         };
         let r = BenchReport {
             broker: "embedded",
@@ -494,7 +546,7 @@ mod tests {
             compression: "lz4",
             fill_secs: 0.1,
             dropped_by_broker: 0,
-            raw: pass(10.0),
+            raw: Some(pass(10.0)),
             runtime: pass(8.0),
             ratio: ratio(8.0, 10.0),
             cpu_ratio: Some(1.0),
