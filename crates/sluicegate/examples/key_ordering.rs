@@ -26,7 +26,10 @@ async fn main() -> anyhow::Result<()> {
         let key = format!("account-{}", i % 200);
         let payload = format!(r#"{{"seq":{i}}}"#);
         producer
-            .send(FutureRecord::to("payments").key(&key).payload(&payload), Duration::from_secs(5))
+            .send(
+                FutureRecord::to("payments").key(&key).payload(&payload),
+                Duration::from_secs(5),
+            )
             .await
             .map_err(|(e, _)| e)?;
     }
@@ -45,7 +48,9 @@ async fn main() -> anyhow::Result<()> {
             let seen = seen.clone();
             async move {
                 tokio::time::sleep(Duration::from_millis(20)).await; // the slow service
-                let seq = msg.json::<serde_json::Value>()?["seq"].as_i64().unwrap_or(-1);
+                let seq = msg.json::<serde_json::Value>()?["seq"]
+                    .as_i64()
+                    .unwrap_or(-1);
                 let key = msg.key().unwrap_or_default().to_vec();
                 let previous = seen.lock().unwrap().insert(key, seq);
                 assert!(previous < Some(seq), "key order broken");

@@ -28,6 +28,9 @@ pub enum Error {
     /// The embedded broker could not do what was asked.
     #[error("embedded broker: {0}")]
     Embedded(String),
+    /// The consumer was dropped while something waited on its status.
+    #[error("the consumer is gone")]
+    ConsumerGone,
     /// A runtime thread could not be started.
     #[error("cannot start a runtime thread: {0}")]
     Thread(String),

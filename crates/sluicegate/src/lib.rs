@@ -52,4 +52,6 @@ pub use error::Error;
 pub use handler::{handler_fn, ErrorKind, Handler, HandlerError, HandlerFn, HandlerResult};
 pub use message::{Header, Message};
 pub use offsets::{offset_map, OffsetTracker};
-pub use runtime::{Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, TopicPartition};
+pub use runtime::{
+    Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, StatusWatch, TopicPartition,
+};

@@ -158,8 +158,8 @@ async fn commits_only_finished_prefixes(
         let finished = finished.clone();
         tokio::spawn(async move {
             let mut checked = 0usize;
-            while status.changed().await.is_ok() {
-                let committed = status.borrow_and_update().committed.clone();
+            while let Ok(s) = status.changed().await {
+                let committed = s.committed;
                 let finished = finished.lock().unwrap();
                 for (tp, next) in committed {
                     let done = finished.get(&tp.partition).cloned().unwrap_or_default();

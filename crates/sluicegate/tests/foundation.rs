@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
-use sluicegate::{handler_fn, ConsumerStatus, HandlerResult, Message};
+use sluicegate::{handler_fn, ConsumerStatus, HandlerResult, Message, StatusWatch};
 use tokio::sync::{mpsc, watch};
 
 use common::{tp, unique, wait_status, Handled, Produced, Recorder, TestBroker};
@@ -27,6 +27,7 @@ on_both_brokers!(
     fault_free_run_handles_every_message_once_in_partition_order,
     restart_after_crash_redelivers_only_uncommitted,
     partitions_move_to_the_remaining_member_when_one_leaves,
+    cooperative_sticky_members_hand_partitions_over,
     handler_slower_than_max_poll_interval_is_not_evicted,
     shutdown_commits_finished_work_and_nothing_unfinished,
     shutdown_lets_running_handlers_finish_within_drain_timeout,
@@ -267,31 +268,32 @@ async fn restart_after_crash_redelivers_only_uncommitted(broker: TestBroker) -> 
 
 /// Waits until `done` holds for the statuses of two consumers.
 async fn wait_both(
-    a: &mut watch::Receiver<ConsumerStatus>,
-    b: &mut watch::Receiver<ConsumerStatus>,
+    a: &mut StatusWatch,
+    b: &mut StatusWatch,
     limit: Duration,
     what: &str,
     done: impl Fn(&ConsumerStatus, &ConsumerStatus) -> bool,
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + limit;
+    let (mut sa, mut sb) = (a.current(), b.current());
     loop {
-        if done(&a.borrow_and_update(), &b.borrow_and_update()) {
+        if done(&sa, &sb) {
             return Ok(());
         }
         let changed = tokio::time::timeout_at(deadline, async {
             tokio::select! {
-                r = a.changed() => r,
-                r = b.changed() => r,
+                r = a.changed() => r.map(|s| sa = s),
+                r = b.changed() => r.map(|s| sb = s),
             }
         })
         .await;
         match changed {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => anyhow::bail!("a status channel closed while waiting for {what}"),
+            Ok(Err(e)) => anyhow::bail!("{e} while waiting for {what}"),
             Err(_) => anyhow::bail!(
                 "timed out after {limit:?} waiting for {what}; last statuses: {:?} / {:?}",
-                *a.borrow(),
-                *b.borrow()
+                a.current(),
+                b.current()
             ),
         }
     }
@@ -302,6 +304,17 @@ async fn wait_both(
 async fn partitions_move_to_the_remaining_member_when_one_leaves(
     broker: TestBroker,
 ) -> anyhow::Result<()> {
+    handover(broker, None).await
+}
+
+/// (c) again, with the incremental (cooperative-sticky) rebalance protocol: only the moving
+/// partitions are revoked, drained and committed.
+async fn cooperative_sticky_members_hand_partitions_over(broker: TestBroker) -> anyhow::Result<()> {
+    handover(broker, Some("cooperative-sticky")).await
+}
+
+/// Two members, then one leaves mid-run; `strategy` is the `partition.assignment.strategy`.
+async fn handover(broker: TestBroker, strategy: Option<&str>) -> anyhow::Result<()> {
     const PARTITIONS: i32 = 4;
     const COUNT: usize = 4_000;
     // Each member handles this many messages, then waits for the gate, which opens once the
@@ -317,8 +330,12 @@ async fn partitions_move_to_the_remaining_member_when_one_leaves(
         let recorder = recorder.clone();
         let gate = gate_rx.clone();
         let admitted = Arc::new(AtomicUsize::new(0));
-        broker
-            .consumer(&group, &topic)
+        let builder = broker.consumer(&group, &topic);
+        let builder = match strategy {
+            Some(s) => builder.set("partition.assignment.strategy", s),
+            None => builder,
+        };
+        builder
             .commit_interval(Duration::from_millis(200))
             // Handlers waiting at the gate hold up a drain this long at most.
             .drain_timeout(Duration::from_secs(2))
@@ -483,7 +500,7 @@ async fn handler_slower_than_max_poll_interval_is_not_evicted(
         committed_to_end(s, &topic, &high)
     })
     .await?;
-    let last = status.borrow().clone();
+    let last = status.current();
     stop(consumer).await?;
 
     assert!(
@@ -570,7 +587,7 @@ async fn shutdown_commits_finished_work_and_nothing_unfinished(
         "broker's committed offsets: one past the finished prefix of each partition"
     );
     let reported: BTreeMap<i32, i64> = status
-        .borrow()
+        .current()
         .committed
         .iter()
         .map(|(tp, o)| (tp.partition, *o))

@@ -323,8 +323,6 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
     .await??;
 
     // Done when the group has committed every produced offset (or the consumer stopped).
-    // The `Ref` that `wait_for` returns must not outlive this statement: while it is held,
-    // the consumer cannot publish status, and its poll loop waits.
     let target = produced.delivered as i64;
     let timed_out = tokio::time::timeout(
         timeout.saturating_sub(started.elapsed()),

@@ -67,7 +67,7 @@ mod tests {
             let mut gate = KeyGate::default();
             let mut running: BTreeMap<i64, Option<u8>> = BTreeMap::new();
             let mut ran: Vec<(Option<u8>, i64)> = Vec::new();
-            let mut start = |m: Message, running: &mut BTreeMap<i64, Option<u8>>, ran: &mut Vec<_>| {
+            let start = |m: Message, running: &mut BTreeMap<i64, Option<u8>>, ran: &mut Vec<_>| {
                 let key = m.key().map(|k| k[0]);
                 assert!(running.values().all(|k| *k != key), "key {key:?} ran twice at once");
                 running.insert(m.offset(), key);

@@ -11,7 +11,7 @@ mod poll;
 mod status;
 mod worker;
 
-pub use status::{ConsumerStatus, TopicPartition};
+pub use status::{ConsumerStatus, StatusWatch, TopicPartition};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -373,7 +373,7 @@ impl<H: Handler> Consumer<H> {
 /// A running consumer: watch its [`ConsumerStatus`], stop it, wait for it.
 pub struct ConsumerHandle {
     control: Control,
-    status: watch::Receiver<ConsumerStatus>,
+    status: StatusWatch,
     done: oneshot::Receiver<Result<(), Error>>,
 }
 
@@ -393,9 +393,9 @@ impl ConsumerHandle {
         self.control.abort.cancel();
     }
 
-    /// A receiver of status snapshots; `wait_for` on it waits for an event, such as partitions
-    /// being assigned or an offset being committed.
-    pub fn status(&self) -> watch::Receiver<ConsumerStatus> {
+    /// Watches the consumer's status: wait on it for an event, such as partitions being
+    /// assigned or an offset being committed.
+    pub fn status(&self) -> StatusWatch {
         self.status.clone()
     }
 

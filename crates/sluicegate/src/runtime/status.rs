@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::commit::CommitEntry;
 use crate::dispatch::Buffered;
+use crate::Error;
 
 /// A topic and a partition.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -62,14 +63,61 @@ pub struct ConsumerStatus {
     pub skipped_as_finished: u64,
 }
 
+/// Watches a running consumer's [`ConsumerStatus`]: wait for an event (partitions assigned,
+/// an offset committed) instead of sleeping.
+///
+/// It hands out copies, never a borrow of the shared value, so nothing a caller holds can
+/// stall the poll thread that publishes it.
+#[derive(Clone, Debug)]
+pub struct StatusWatch(watch::Receiver<ConsumerStatus>);
+
+impl StatusWatch {
+    /// The status now.
+    pub fn current(&self) -> ConsumerStatus {
+        self.0.borrow().clone()
+    }
+
+    /// Waits for the next change and returns the status after it. Fails with
+    /// [`Error::ConsumerGone`] once the consumer is dropped.
+    pub async fn changed(&mut self) -> Result<ConsumerStatus, Error> {
+        self.0.changed().await.map_err(|_| Error::ConsumerGone)?;
+        Ok(self.0.borrow_and_update().clone())
+    }
+
+    /// Waits until `done` holds for the status (checked now, and on every change) and returns
+    /// that status. Fails with [`Error::ConsumerGone`] if the consumer is dropped first: check
+    /// [`ConsumerStatus::stopped`] in `done` to stop waiting when it merely stops.
+    ///
+    /// ```no_run
+    /// # async fn wait(handle: sluicegate::ConsumerHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut status = handle.status();
+    /// let s = tokio::time::timeout(
+    ///     std::time::Duration::from_secs(30),
+    ///     status.wait_for(|s| !s.assigned.is_empty()),
+    /// )
+    /// .await??;
+    /// println!("assigned: {:?}", s.assigned);
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for(
+        &mut self,
+        mut done: impl FnMut(&ConsumerStatus) -> bool,
+    ) -> Result<ConsumerStatus, Error> {
+        match self.0.wait_for(|s| done(s)).await {
+            Ok(s) => Ok(s.clone()),
+            Err(_) => Err(Error::ConsumerGone),
+        }
+    }
+}
+
 /// The poll loop's side of the status channel.
 #[derive(Clone)]
 pub(crate) struct StatusPublisher(Arc<watch::Sender<ConsumerStatus>>);
 
 impl StatusPublisher {
-    pub fn new() -> (Self, watch::Receiver<ConsumerStatus>) {
+    pub fn new() -> (Self, StatusWatch) {
         let (tx, rx) = watch::channel(ConsumerStatus::default());
-        (StatusPublisher(Arc::new(tx)), rx)
+        (StatusPublisher(Arc::new(tx)), StatusWatch(rx))
     }
 
     pub fn assigned(&self, added: Vec<TopicPartition>) {

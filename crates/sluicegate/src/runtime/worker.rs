@@ -2,8 +2,10 @@
 //! retry policy around the user's handler, and reports each outcome to the poll loop.
 
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -37,8 +39,9 @@ impl<H: Handler> Worker<H> {
     /// handled and retry back-offs end; a handler already running is left to finish (the poll
     /// loop bounds how long it waits). Only an abort, like a crash, drops running handlers.
     ///
-    /// Reports go back in batches: at the end of each batch received, and within one batch
-    /// whenever [`REPORT_EVERY`] has passed, so that slow handlers' work is committed promptly.
+    /// Reports go back in batches: at the end of each batch received, before waiting on a
+    /// handler that did not finish at once, and otherwise whenever [`REPORT_EVERY`] has passed,
+    /// so that finished work never waits on a slow handler to be committed.
     pub async fn run_lane(
         self: Arc<Self>,
         slot: Slot,
@@ -53,26 +56,30 @@ impl<H: Handler> Worker<H> {
                 let outcome = if revoked.is_cancelled() {
                     None
                 } else {
-                    tokio::select! {
-                        biased;
-                        outcome = self.process(&message, &revoked) => outcome,
-                        _ = self.abort.cancelled() => None,
+                    let mut handling = pin!(self.process(&message, &revoked));
+                    match futures::poll!(handling.as_mut()) {
+                        Poll::Ready(outcome) => outcome,
+                        Poll::Pending => {
+                            // The handler waits: report what finished before it first, so
+                            // that commits (and a shutdown's final commit) need not wait.
+                            report(&events, slot, &mut left);
+                            since = Instant::now();
+                            tokio::select! {
+                                biased;
+                                outcome = handling => outcome,
+                                _ = self.abort.cancelled() => None,
+                            }
+                        }
                     }
                 };
                 left.push(Left { message, outcome });
                 // Reading the clock for every message would cost more than the message.
                 if left.len() % 8 == 0 && since.elapsed() >= REPORT_EVERY {
-                    // The poll loop may be gone (abort, or shutdown complete): nothing to tell.
-                    let _ = events.send(Event::Left {
-                        slot,
-                        left: std::mem::take(&mut left),
-                    });
+                    report(&events, slot, &mut left);
                     since = Instant::now();
                 }
             }
-            if !left.is_empty() {
-                let _ = events.send(Event::Left { slot, left });
-            }
+            report(&events, slot, &mut left);
         }
     }
 
@@ -112,6 +119,17 @@ impl<H: Handler> Worker<H> {
                 _ = revoked.cancelled() => return None,
             }
         }
+    }
+}
+
+/// Sends what left the lane so far to the poll loop, if anything did.
+fn report(events: &Sender<Event>, slot: Slot, left: &mut Vec<Left>) {
+    if !left.is_empty() {
+        // The poll loop may be gone (abort, or shutdown complete): nothing left to tell.
+        let _ = events.send(Event::Left {
+            slot,
+            left: std::mem::take(left),
+        });
     }
 }
 

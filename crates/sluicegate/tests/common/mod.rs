@@ -37,7 +37,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use sluicegate::{ConsumerBuilder, ConsumerStatus, EmbeddedKafka, Message, TopicPartition};
+use sluicegate::{
+    ConsumerBuilder, ConsumerStatus, EmbeddedKafka, Message, StatusWatch, TopicPartition,
+};
 use tokio::sync::watch;
 
 /// How long one request of the harness to a broker may take.
@@ -438,20 +440,17 @@ pub fn tp(topic: &str, partition: i32) -> TopicPartition {
 /// Waits until the status satisfies `done`, at most `limit`; the error names `what` and shows
 /// the last status seen.
 pub async fn wait_status(
-    status: &mut watch::Receiver<ConsumerStatus>,
+    status: &mut StatusWatch,
     limit: Duration,
     what: &str,
-    mut done: impl FnMut(&ConsumerStatus) -> bool,
+    done: impl FnMut(&ConsumerStatus) -> bool,
 ) -> anyhow::Result<ConsumerStatus> {
-    let outcome = tokio::time::timeout(limit, status.wait_for(|s| done(s)))
-        .await
-        .map(|r| r.map(|s| s.clone()));
-    match outcome {
+    match tokio::time::timeout(limit, status.wait_for(done)).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(_)) => bail!("status channel closed while waiting for {what}"),
+        Ok(Err(e)) => bail!("{e} while waiting for {what}"),
         Err(_) => bail!(
             "timed out after {limit:?} waiting for {what}; last status: {:?}",
-            *status.borrow()
+            status.current()
         ),
     }
 }
