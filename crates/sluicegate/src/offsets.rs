@@ -273,6 +273,98 @@ mod tests {
         }
     }
 
+    /// One step of a partition's life as the runtime drives its tracker.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// The next fetched record arrives.
+        Receive,
+        /// A record in flight finishes (picked among those in flight).
+        Finish(prop::sample::Index),
+        /// The fetch position moves back by up to this many offsets (a seek or a re-fetch).
+        SeekBack(u8),
+        /// The partition is revoked and assigned again: the watermark is committed, work in
+        /// flight is abandoned (its late completions go nowhere) and a new tracker starts at the
+        /// committed offset.
+        Reassign,
+    }
+
+    fn steps() -> impl Strategy<Value = Vec<Step>> {
+        prop::collection::vec(
+            prop_oneof![
+                6 => Just(Step::Receive),
+                5 => any::<prop::sample::Index>().prop_map(Step::Finish),
+                1 => any::<u8>().prop_map(Step::SeekBack),
+                1 => Just(Step::Reassign),
+            ],
+            0..300,
+        )
+    }
+
+    proptest! {
+        /// Across seeks and revocations, whatever is committed was handled (nothing is skipped)
+        /// and a record is handled again only if it was in flight or finished above the
+        /// watermark when its partition moved: commits never lose a record.
+        #[test]
+        fn commits_stay_safe_across_seeks_and_revocations(
+            log in offsets(),
+            steps in steps(),
+        ) {
+            let mut tracker = OffsetTracker::new();
+            let mut fetch = 0usize; // index into `log` of the next record to fetch
+            let mut committed = log[0];
+            let mut in_flight: Vec<i64> = Vec::new();
+            let mut handled = BTreeSet::new();
+            for step in steps {
+                match step {
+                    Step::Receive => {
+                        let Some(&o) = log.get(fetch) else { continue };
+                        fetch += 1;
+                        if tracker.track(o) {
+                            in_flight.push(o);
+                        }
+                    }
+                    Step::Finish(pick) => {
+                        if in_flight.is_empty() { continue; }
+                        let o = in_flight.swap_remove(pick.index(in_flight.len()));
+                        prop_assert!(tracker.finish(o));
+                        handled.insert(o);
+                    }
+                    Step::SeekBack(back) => {
+                        fetch = fetch.saturating_sub(back as usize);
+                        // Records before the committed offset are never fetched again.
+                        fetch = fetch.max(log.partition_point(|&o| o < committed));
+                    }
+                    Step::Reassign => {
+                        if let Some(w) = tracker.watermark() {
+                            committed = w;
+                        }
+                        tracker = OffsetTracker::new();
+                        in_flight.clear();
+                        fetch = log.partition_point(|&o| o < committed);
+                    }
+                }
+                if let Some(w) = tracker.watermark() {
+                    prop_assert!(w >= committed, "watermark {} behind commit {}", w, committed);
+                    for &o in log.iter().take_while(|&&o| o < w) {
+                        prop_assert!(handled.contains(&o), "{} committed unhandled", o);
+                    }
+                }
+            }
+            // Whatever happened, fetching and finishing the rest completes the partition.
+            for &o in &log[log.partition_point(|&o| o < committed)..] {
+                if tracker.track(o) {
+                    in_flight.push(o);
+                }
+            }
+            for o in in_flight.drain(..) {
+                tracker.finish(o);
+                handled.insert(o);
+            }
+            prop_assert_eq!(tracker.watermark().unwrap_or(committed), log[log.len() - 1] + 1);
+            prop_assert!(log.iter().all(|o| handled.contains(o)), "a record was lost");
+        }
+    }
+
     proptest! {
         /// What the offset map carries back is exactly what was finished, or a prefix of it
         /// when the size bound cut it short; never an offset that was not finished.

@@ -28,6 +28,7 @@ on_both_brokers!(
     restart_after_crash_redelivers_only_uncommitted,
     partitions_move_to_the_remaining_member_when_one_leaves,
     cooperative_sticky_members_hand_partitions_over,
+    out_of_order_work_is_handed_over_without_loss,
     handler_slower_than_max_poll_interval_is_not_evicted,
     shutdown_commits_finished_work_and_nothing_unfinished,
     shutdown_lets_running_handlers_finish_within_drain_timeout,
@@ -304,17 +305,37 @@ async fn wait_both(
 async fn partitions_move_to_the_remaining_member_when_one_leaves(
     broker: TestBroker,
 ) -> anyhow::Result<()> {
-    handover(broker, None).await
+    handover(broker, None, sluicegate::Ordering::Partition).await
 }
 
 /// (c) again, with the incremental (cooperative-sticky) rebalance protocol: only the moving
 /// partitions are revoked, drained and committed.
 async fn cooperative_sticky_members_hand_partitions_over(broker: TestBroker) -> anyhow::Result<()> {
-    handover(broker, Some("cooperative-sticky")).await
+    handover(
+        broker,
+        Some("cooperative-sticky"),
+        sluicegate::Ordering::Partition,
+    )
+    .await
+}
+
+/// (c) again with unordered processing: work finishes out of order when the member leaves, and
+/// its late completions must not be committed by anyone.
+async fn out_of_order_work_is_handed_over_without_loss(broker: TestBroker) -> anyhow::Result<()> {
+    handover(
+        broker,
+        Some("cooperative-sticky"),
+        sluicegate::Ordering::Unordered,
+    )
+    .await
 }
 
 /// Two members, then one leaves mid-run; `strategy` is the `partition.assignment.strategy`.
-async fn handover(broker: TestBroker, strategy: Option<&str>) -> anyhow::Result<()> {
+async fn handover(
+    broker: TestBroker,
+    strategy: Option<&str>,
+    ordering: sluicegate::Ordering,
+) -> anyhow::Result<()> {
     const PARTITIONS: i32 = 4;
     const COUNT: usize = 4_000;
     // Each member handles this many messages, then waits for the gate, which opens once the
@@ -336,6 +357,8 @@ async fn handover(broker: TestBroker, strategy: Option<&str>) -> anyhow::Result<
             None => builder,
         };
         builder
+            .ordering(ordering)
+            .max_in_flight(16)
             .commit_interval(Duration::from_millis(200))
             // Handlers waiting at the gate hold up a drain this long at most.
             .drain_timeout(Duration::from_secs(2))
