@@ -2,6 +2,9 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
 
 use crate::Message;
 
@@ -69,6 +72,58 @@ where
     }
 }
 
+/// A [`Handler`] that decodes each payload as JSON into `T` before calling `f(value, message)`;
+/// see [`json_handler`].
+pub struct JsonHandler<T, F> {
+    f: F,
+    _input: PhantomData<fn() -> T>,
+}
+
+/// Wraps an async closure `Fn(T, Message) -> Future<Output = HandlerResult>` that takes the
+/// payload decoded from JSON. A payload that does not decode (or is missing) fails with
+/// [`ErrorKind::Decode`]: it is not retried, and goes to the dead-letter topic when one is
+/// configured, with the decode error in its headers.
+///
+/// ```
+/// use serde::Deserialize;
+/// use sluicegate::{json_handler, Message};
+///
+/// #[derive(Deserialize)]
+/// struct Order { id: u64, amount_cents: i64 }
+///
+/// let handler = json_handler(|order: Order, _msg: Message| async move {
+///     tracing::info!(order.id, order.amount_cents, "order");
+///     Ok(())
+/// });
+/// # let _ = handler;
+/// ```
+pub fn json_handler<T, F, Fut>(f: F) -> JsonHandler<T, F>
+where
+    T: DeserializeOwned + Send + 'static,
+    F: Fn(T, Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send,
+{
+    JsonHandler {
+        f,
+        _input: PhantomData,
+    }
+}
+
+impl<T, F, Fut> Handler for JsonHandler<T, F>
+where
+    T: DeserializeOwned + Send + 'static,
+    F: Fn(T, Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send,
+{
+    async fn handle(&self, message: Message) -> HandlerResult {
+        let value = match message.payload() {
+            Some(bytes) => serde_json::from_slice(bytes).map_err(HandlerError::decode)?,
+            None => return Err(HandlerError::decode("the message has no payload")),
+        };
+        (self.f)(value, message).await
+    }
+}
+
 /// How the runtime treats a failed message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -81,6 +136,12 @@ pub enum ErrorKind {
     Skip,
     /// The handler panicked. Treated as retryable.
     Panic,
+    /// The handler ran longer than the consumer's handler timeout and was cancelled. Treated
+    /// as retryable.
+    Timeout,
+    /// The payload could not be decoded into the handler's input type (see [`json_handler`]).
+    /// Never retried: the same bytes would fail the same way.
+    Decode,
 }
 
 impl ErrorKind {
@@ -91,7 +152,38 @@ impl ErrorKind {
             ErrorKind::Permanent => "permanent",
             ErrorKind::Skip => "skip",
             ErrorKind::Panic => "panic",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Decode => "decode",
         }
+    }
+
+    /// Whether retrying may help: `false` for permanent and decode errors (and skips).
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Retryable | ErrorKind::Panic | ErrorKind::Timeout
+        )
+    }
+}
+
+impl std::str::FromStr for ErrorKind {
+    type Err = String;
+
+    /// Parses the name given by [`ErrorKind::as_str`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            ErrorKind::Retryable,
+            ErrorKind::Permanent,
+            ErrorKind::Skip,
+            ErrorKind::Panic,
+            ErrorKind::Timeout,
+            ErrorKind::Decode,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| {
+            format!("unknown error kind `{s}`; expected retryable, permanent, skip, panic, timeout or decode")
+        })
     }
 }
 
@@ -137,8 +229,20 @@ impl HandlerError {
         Self::with_kind(ErrorKind::Skip, reason)
     }
 
+    /// The payload could not be decoded; never retried.
+    pub fn decode(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::with_kind(ErrorKind::Decode, error)
+    }
+
     pub(crate) fn panic(message: String) -> Self {
         Self::with_kind(ErrorKind::Panic, message)
+    }
+
+    pub(crate) fn timeout(limit: std::time::Duration) -> Self {
+        Self::with_kind(
+            ErrorKind::Timeout,
+            format!("handler did not finish within {limit:?}"),
+        )
     }
 
     /// What kind of failure this is.

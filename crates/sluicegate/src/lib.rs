@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 mod commit;
+pub mod dead_letter;
 pub mod dispatch;
 mod embedded;
 mod error;
@@ -49,7 +50,10 @@ mod runtime;
 pub use dispatch::{BufferLimits, Ordering};
 pub use embedded::{ApiKey, EmbeddedKafka, ResponseError};
 pub use error::Error;
-pub use handler::{handler_fn, ErrorKind, Handler, HandlerError, HandlerFn, HandlerResult};
+pub use handler::{
+    handler_fn, json_handler, ErrorKind, Handler, HandlerError, HandlerFn, HandlerResult,
+    JsonHandler,
+};
 pub use message::{Header, Message};
 pub use offsets::{offset_map, OffsetTracker};
 pub use runtime::{

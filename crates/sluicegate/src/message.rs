@@ -34,6 +34,16 @@ pub struct Header {
     pub value: Option<Bytes>,
 }
 
+impl Header {
+    /// A header named `key` with a copy of `value`.
+    pub fn new(key: impl Into<String>, value: Option<&[u8]>) -> Self {
+        Header {
+            key: key.into(),
+            value: value.map(Bytes::copy_from_slice),
+        }
+    }
+}
+
 impl Message {
     /// Builds a message by hand, for tests of handlers.
     ///

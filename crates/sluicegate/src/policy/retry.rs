@@ -66,8 +66,8 @@ pub enum RetryDecision {
 }
 
 /// Decides whether a failed message is retried: up to `max_attempts` attempts in all and within
-/// `max_elapsed` of the first failure, with [`Backoff`] between attempts. Permanent errors are
-/// never retried; skips never reach the policy.
+/// `max_elapsed` of the first failure, with [`Backoff`] between attempts. Permanent and decode
+/// errors are never retried; skips never reach the policy.
 ///
 /// The default retries without limit, so that a consumer without a dead-letter topic never
 /// gives up on a message (and so never loses one).
@@ -121,7 +121,7 @@ impl RetryPolicy {
         elapsed: Duration,
         unit: f64,
     ) -> RetryDecision {
-        if kind == ErrorKind::Permanent || self.max_attempts.is_some_and(|max| attempts >= max) {
+        if !kind.is_retryable() || self.max_attempts.is_some_and(|max| attempts >= max) {
             return RetryDecision::GiveUp;
         }
         let delay = self.backoff.delay(attempts, unit);

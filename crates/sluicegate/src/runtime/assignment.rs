@@ -18,11 +18,12 @@ use tracing::{debug, info, warn};
 use crate::commit::{partitions, read_list, CommitEntry};
 use crate::dispatch::{Backpressure, BufferLimits, Buffered, KeyGate, Ordering};
 use crate::message::Header;
+use crate::policy::{Breaker, CircuitState};
 use crate::{offset_map, Message, OffsetTracker};
 
 use super::committer::CommitRequest;
-use super::event::{Event, Left, Slot};
-use super::status::{StatusPublisher, TopicPartition};
+use super::event::{Event, Left, Outcome, Slot};
+use super::status::{Figures, StatusPublisher, TopicPartition};
 
 /// The most bytes of commit metadata used for the offset map; brokers accept 4,096 by default
 /// (`offset.metadata.max.bytes`).
@@ -38,12 +39,15 @@ pub(crate) type LaneSpawner = Arc<
 >;
 
 /// How the assignment routes and bounds work.
+#[derive(Clone)]
 pub(crate) struct Routing {
     pub ordering: Ordering,
     /// Handlers at once per partition (1 in partition mode).
     pub width: usize,
     pub limits: BufferLimits,
     pub drain_timeout: Duration,
+    /// Pauses every partition while open.
+    pub breaker: Option<Arc<Breaker>>,
 }
 
 struct PartitionState {
@@ -58,6 +62,11 @@ struct PartitionState {
     keys: Option<KeyGate>,
     revoked: CancellationToken,
     buffered: Buffered,
+    /// Over its buffer bounds: paused until back under them (see [`Backpressure`]).
+    over_bounds: bool,
+    /// Messages waiting to be retried, in the ordered modes: paused while any do.
+    retrying: u32,
+    /// Whether the consumer has the partition paused now, for any of the reasons.
     paused: bool,
     /// The watermark and the count of finished offsets above it last sent for commit.
     commit_requested: Option<(i64, usize)>,
@@ -76,6 +85,10 @@ pub(crate) struct Assignment {
     generation: u64,
     backpressure: Backpressure,
     skipped_as_finished: u64,
+    dead_lettered: u64,
+    retried: u64,
+    /// The circuit breaker's state as last seen.
+    circuit: CircuitState,
     /// Partitions with messages routed but not yet handed to their lanes.
     dirty: Vec<usize>,
     status: StatusPublisher,
@@ -106,6 +119,9 @@ impl Assignment {
             index: PartitionIndex::default(),
             generation: 0,
             skipped_as_finished: 0,
+            dead_lettered: 0,
+            retried: 0,
+            circuit: CircuitState::Closed,
             dirty: Vec::new(),
             status,
             commits: Some(commits),
@@ -155,6 +171,8 @@ impl Assignment {
                 queue,
                 revoked,
                 buffered: Buffered::default(),
+                over_bounds: false,
+                retrying: 0,
                 paused: false,
                 commit_requested: None,
                 finished_before: BTreeSet::new(),
@@ -343,9 +361,12 @@ impl Assignment {
                 }
             }
         }
-        if must_pause && !p.paused {
-            p.paused = true;
-            pause(consumer, &p.tp, true);
+        if must_pause && !p.over_bounds {
+            p.over_bounds = true;
+            if !p.paused {
+                p.paused = true;
+                pause(consumer, &p.tp, true, "backpressure");
+            }
         }
     }
 
@@ -367,12 +388,32 @@ impl Assignment {
         while let Ok(event) = self.events.try_recv() {
             self.apply(event);
         }
-        self.resume_ready(consumer);
+        if let Some(breaker) = &self.routing.breaker {
+            let state = breaker.state();
+            if state != self.circuit {
+                info!(state = state.as_str(), "circuit breaker");
+                self.circuit = state;
+                self.status.circuit(state);
+            }
+        }
+        self.update_pauses(consumer);
     }
 
     fn apply(&mut self, event: Event) {
         let (slot, left) = match event {
             Event::Left { slot, left } => (slot, left),
+            Event::Retrying { slot, waiting } => {
+                if let Some(p) = self.slots.get_mut(slot.index).and_then(Option::as_mut) {
+                    if p.generation == slot.generation {
+                        p.retrying = if waiting {
+                            p.retrying + 1
+                        } else {
+                            p.retrying.saturating_sub(1)
+                        };
+                    }
+                }
+                return;
+            }
             Event::Committed {
                 id,
                 offsets,
@@ -390,8 +431,16 @@ impl Assignment {
         }
         for Left { message, outcome } in left {
             self.backpressure.release(&mut p.buffered, message.size());
-            if outcome.is_some() {
+            if let Some(outcome) = outcome {
                 p.offsets.finish(message.offset());
+                match outcome {
+                    Outcome::Handled { attempts } => self.retried += u64::from(attempts - 1),
+                    Outcome::DeadLettered { attempts } => {
+                        self.retried += u64::from(attempts - 1);
+                        self.dead_lettered += 1;
+                    }
+                    Outcome::Skipped => {}
+                }
             }
             if let Some(next) = p.keys.as_mut().and_then(|k| k.finished(message.key())) {
                 let _ = p.queue.try_send(vec![next]);
@@ -399,14 +448,27 @@ impl Assignment {
         }
     }
 
-    /// Resumes every paused partition that is back under its bounds. A partition may have been
-    /// paused because the *total* was over its bound, so its own completions are not the only
-    /// thing that can free it: this runs after every batch of events.
-    fn resume_ready<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+    /// Pauses or resumes each partition as its reasons say: over its buffer bounds, a message
+    /// waiting to be retried, or the circuit breaker open. A partition may be over bounds because
+    /// the *total* was, so its own completions are not the only thing that can free it: this
+    /// runs after every batch of events.
+    fn update_pauses<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let circuit_open = self.circuit == CircuitState::Open;
         for p in self.slots.iter_mut().flatten() {
-            if p.paused && self.backpressure.may_resume(&p.buffered) {
-                p.paused = false;
-                pause(consumer, &p.tp, false);
+            if p.over_bounds && self.backpressure.may_resume(&p.buffered) {
+                p.over_bounds = false;
+            }
+            let want = p.over_bounds || p.retrying > 0 || circuit_open;
+            if want != p.paused {
+                p.paused = want;
+                let why = if circuit_open {
+                    "circuit breaker"
+                } else if p.retrying > 0 {
+                    "retrying"
+                } else {
+                    "backpressure"
+                };
+                pause(consumer, &p.tp, want, why);
             }
         }
     }
@@ -541,11 +603,13 @@ impl Assignment {
 
     /// Publishes buffer figures to the status.
     pub fn publish_figures(&self) {
-        self.status.figures(
-            self.backpressure.total(),
-            self.backpressure.peak(),
-            self.skipped_as_finished,
-        );
+        self.status.figures(Figures {
+            buffered: self.backpressure.total(),
+            peak: self.backpressure.peak(),
+            skipped_as_finished: self.skipped_as_finished,
+            dead_lettered: self.dead_lettered,
+            retried: self.retried,
+        });
     }
 
     /// Stops sending commit requests, which lets the committer end.
@@ -553,16 +617,17 @@ impl Assignment {
         self.commits = None;
     }
 
-    pub fn status_handle(&self) -> StatusPublisher {
-        self.status.clone()
-    }
-
     fn slot_of(&self, topic: &str, partition: i32) -> Option<usize> {
         self.index.get(topic, partition)
     }
 }
 
-fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, tp: &TopicPartition, pause: bool) {
+fn pause<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tp: &TopicPartition,
+    pause: bool,
+    why: &str,
+) {
     let list = partitions([(tp.topic.as_str(), tp.partition)]);
     let result = if pause {
         consumer.pause(&list)
@@ -570,7 +635,7 @@ fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, tp: &TopicPartition, pa
         consumer.resume(&list)
     };
     match result {
-        Ok(()) => debug!(topic = %tp.topic, partition = tp.partition, pause, "backpressure"),
+        Ok(()) => debug!(topic = %tp.topic, partition = tp.partition, pause, why, "pause state"),
         Err(e) => {
             warn!(topic = %tp.topic, partition = tp.partition, pause, error = %e, "could not change pause state")
         }

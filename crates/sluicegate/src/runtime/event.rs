@@ -23,6 +23,9 @@ pub(crate) enum Outcome {
     Handled { attempts: u32 },
     /// The handler skipped the message on purpose.
     Skipped,
+    /// The handler gave up after this many attempts and the broker acknowledged the message's
+    /// dead-letter write.
+    DeadLettered { attempts: u32 },
 }
 
 /// One message that left its lane: finished with `outcome`, or abandoned (`None`) because its
@@ -39,6 +42,9 @@ pub(crate) struct Left {
 pub(crate) enum Event {
     /// Messages of the partition in `slot` left their lane.
     Left { slot: Slot, left: Vec<Left> },
+    /// A message of the partition in `slot` began (`true`) or ended (`false`) waiting to be
+    /// retried.
+    Retrying { slot: Slot, waiting: bool },
     /// The committer finished commit request `id`.
     Committed {
         id: u64,

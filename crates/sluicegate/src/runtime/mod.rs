@@ -15,21 +15,22 @@ pub use status::{ConsumerStatus, StatusWatch, TopicPartition};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::dead_letter::{DeadLetter, DeadLetterWriter};
 use crate::dispatch::{BufferLimits, Ordering};
-use crate::policy::RetryPolicy;
+use crate::policy::{Breaker, CircuitBreaker, Reconnect, RetryPolicy};
 use crate::{Error, Handler};
 
 use assignment::{Assignment, LaneSpawner, Routing};
 use context::RuntimeContext;
-use poll::Control;
+use poll::{Control, SessionEnd};
 use status::StatusPublisher;
 use worker::Worker;
 
@@ -53,6 +54,10 @@ pub struct ConsumerBuilder {
     max_in_flight_per_partition: Option<usize>,
     limits: BufferLimits,
     retry: RetryPolicy,
+    handler_timeout: Option<Duration>,
+    circuit_breaker: Option<CircuitBreaker>,
+    dead_letter: Option<DeadLetter>,
+    reconnect: Reconnect,
     commit_interval: Duration,
     drain_timeout: Duration,
 }
@@ -69,6 +74,10 @@ impl Default for ConsumerBuilder {
             max_in_flight_per_partition: None,
             limits: BufferLimits::default(),
             retry: RetryPolicy::default(),
+            handler_timeout: None,
+            circuit_breaker: None,
+            dead_letter: None,
+            reconnect: Reconnect::default(),
             commit_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
         }
@@ -141,8 +150,42 @@ impl ConsumerBuilder {
     }
 
     /// What happens when the handler fails. The default retries without limit.
+    ///
+    /// In the partition and key modes a message waiting to be retried keeps its place: later
+    /// messages of its partition (or key) wait, and its partition is paused meanwhile (polling
+    /// and heartbeats go on). In the unordered mode other messages go on.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// Cancels a handler call that runs longer than `timeout`; it counts as a failed attempt
+    /// of kind [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) and is retried. No limit by
+    /// default.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = Some(timeout);
+        self
+    }
+
+    /// Stops calling the handler (and pauses every partition) for a cool-down when it fails
+    /// too often; see [`CircuitBreaker`]. None by default.
+    pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.circuit_breaker = Some(breaker);
+        self
+    }
+
+    /// Writes messages the handler gave up on (retries exhausted, or a permanent or decode
+    /// error) to a dead-letter topic, and goes on; see [`DeadLetter`]. Without one, a message
+    /// the handler gives up on is held and retried, so that nothing is ever lost.
+    pub fn dead_letter(mut self, dead_letter: DeadLetter) -> Self {
+        self.dead_letter = Some(dead_letter);
+        self
+    }
+
+    /// When the runtime re-creates its Kafka client; see [`Reconnect`]. By default after a
+    /// fatal error, or after 60 s with no broker reachable.
+    pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
+        self.reconnect = reconnect;
         self
     }
 
@@ -310,55 +353,61 @@ impl<H: Handler> Consumer<H> {
                 .max_in_flight_per_partition
                 .unwrap_or(s.max_in_flight.min(1024)),
         };
+        let group = s.group_id.clone().unwrap_or_default();
+        let dead_letter = match s.dead_letter.clone() {
+            Some(d) => Some(Arc::new(DeadLetterWriter::new(d, &self.client, &group)?)),
+            None => None,
+        };
+        let breaker = s.circuit_breaker.clone().map(Breaker::new);
         let worker = Arc::new(Worker {
             handler: self.handler,
             retry: s.retry.clone(),
+            timeout: s.handler_timeout,
+            breaker: breaker.clone(),
+            dead_letter: dead_letter.clone(),
+            pause_while_retrying: s.ordering != Ordering::Unordered,
             in_flight: Arc::new(Semaphore::new(s.max_in_flight)),
             abort: control.abort.clone(),
         });
+        let lane_runtime = runtime.clone();
         let spawn_lane: LaneSpawner = Arc::new(move |slot, queue, revoked, events| {
-            runtime.spawn(worker.clone().run_lane(slot, queue, revoked, events));
+            lane_runtime.spawn(worker.clone().run_lane(slot, queue, revoked, events));
         });
-        let (events_tx, events_rx) = std::sync::mpsc::channel();
-        let (commits_tx, commits_rx) = std::sync::mpsc::channel();
         let (publisher, status) = StatusPublisher::new();
-        let assignment = Assignment::new(
-            Routing {
+        let session = Session {
+            client: self.client,
+            topics: s.topics.clone(),
+            routing: Routing {
                 ordering: s.ordering,
                 width,
                 limits: s.limits,
                 drain_timeout: s.drain_timeout,
+                breaker,
             },
             spawn_lane,
-            events_tx.clone(),
-            events_rx,
-            publisher,
-            commits_tx,
-        );
-        let consumer: BaseConsumer<RuntimeContext> = self
-            .client
-            .create_with_context(RuntimeContext::new(assignment))
-            .map_err(Error::from_client_creation)?;
-        let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics)?;
-        info!(topics = ?s.topics, group = s.group_id.as_deref().unwrap_or_default(),
-              ordering = %s.ordering, "consumer started");
+            status: publisher.clone(),
+        };
+        // The first client is made here, so that a bad setting fails the call.
+        let first = session.start()?;
+        if let Some(d) = dead_letter {
+            let topics = s.topics.clone();
+            runtime.spawn(async move { d.ensure_topics(&topics).await });
+        }
+        info!(topics = ?s.topics, group, ordering = %s.ordering, "consumer started");
 
         let (done_tx, done_rx) = oneshot::channel();
         let thread_control = control.clone();
-        let commit_interval = s.commit_interval;
         std::thread::Builder::new()
             .name("sluicegate-poll".into())
             .spawn(move || {
-                let status = consumer.context().assignment().status_handle();
-                let result = poll::run(
-                    consumer,
-                    thread_control,
-                    commit_interval,
-                    commits_rx,
-                    events_tx,
+                let result = session.run(
+                    first,
+                    &thread_control,
+                    s.commit_interval,
+                    &s.reconnect,
+                    &runtime,
                 );
-                status.stopped();
+                publisher.stopped();
                 let _ = done_tx.send(result);
             })
             .map_err(|e| Error::Thread(e.to_string()))?;
@@ -367,6 +416,99 @@ impl<H: Handler> Consumer<H> {
             status,
             done: done_rx,
         })
+    }
+}
+
+/// A client with its poll loop's state: started, and once lost started again.
+struct Session {
+    client: ClientConfig,
+    topics: Vec<String>,
+    routing: Routing,
+    spawn_lane: LaneSpawner,
+    status: StatusPublisher,
+}
+
+/// A created, subscribed client and the channels of its poll loop.
+type Started = (
+    BaseConsumer<RuntimeContext>,
+    std::sync::mpsc::Sender<event::Event>,
+    std::sync::mpsc::Receiver<committer::CommitRequest>,
+);
+
+impl Session {
+    /// Creates a client and subscribes it. Each client has its own channels, so that reports
+    /// from a lost client's lanes never reach the next one.
+    fn start(&self) -> Result<Started, Error> {
+        let (events_tx, events_rx) = std::sync::mpsc::channel();
+        let (commits_tx, commits_rx) = std::sync::mpsc::channel();
+        let assignment = Assignment::new(
+            self.routing.clone(),
+            self.spawn_lane.clone(),
+            events_tx.clone(),
+            events_rx,
+            self.status.clone(),
+            commits_tx,
+        );
+        let consumer: BaseConsumer<RuntimeContext> = self
+            .client
+            .create_with_context(RuntimeContext::new(assignment))
+            .map_err(Error::from_client_creation)?;
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        Ok((consumer, events_tx, commits_rx))
+    }
+
+    /// Runs poll loops until stopped, re-creating the client as `reconnect` says when one is
+    /// lost.
+    fn run(
+        &self,
+        first: Started,
+        control: &Control,
+        commit_interval: Duration,
+        reconnect: &Reconnect,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<(), Error> {
+        let mut next = Some(first);
+        let mut attempt = 0;
+        loop {
+            let (consumer, events, commits) = match next.take() {
+                Some(started) => started,
+                None => self.start()?,
+            };
+            let began = Instant::now();
+            let reason = match poll::run(
+                consumer,
+                control.clone(),
+                commit_interval,
+                commits,
+                events,
+                reconnect,
+            )? {
+                SessionEnd::Stopped => return Ok(()),
+                SessionEnd::ClientLost(reason) => reason,
+            };
+            if began.elapsed() > reconnect.backoff.max {
+                attempt = 0;
+            }
+            attempt += 1;
+            let delay = reconnect.backoff.delay(attempt, rand::random());
+            warn!(
+                reason,
+                ?delay,
+                "the kafka client is lost; creating a new one"
+            );
+            self.status.client_restarted();
+            let stopped = runtime.block_on(async {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => false,
+                    _ = control.shutdown.cancelled() => true,
+                    _ = control.abort.cancelled() => true,
+                }
+            });
+            if stopped {
+                return Ok(());
+            }
+        }
     }
 }
 

@@ -8,9 +8,10 @@ use std::sync::mpsc::{Receiver, Sender};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::commit::CommitSchedule;
+use crate::policy::Reconnect;
 use crate::Error;
 
 use super::committer::{self, CommitRequest};
@@ -26,6 +27,18 @@ const IDLE_WAIT: Duration = Duration::from_millis(5);
 /// The longest the loop holds off taking messages while buffers drain, before it polls (and
 /// so serves rebalances) again.
 const MAX_HOLD: Duration = Duration::from_millis(100);
+
+/// How often an unreachable client checks whether a broker answers again.
+const REACHABILITY_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Why the poll loop ended without an error.
+#[derive(Debug)]
+pub(crate) enum SessionEnd {
+    /// Shut down or aborted as asked.
+    Stopped,
+    /// The client is lost (fatal error, or no broker for too long): build a new one.
+    ClientLost(String),
+}
 
 /// How the loop is told to stop.
 #[derive(Clone, Default)]
@@ -43,20 +56,29 @@ pub(crate) fn run(
     commit_interval: Duration,
     commits: Receiver<CommitRequest>,
     events: Sender<Event>,
-) -> Result<(), Error> {
+    reconnect: &Reconnect,
+) -> Result<SessionEnd, Error> {
     let result = std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("sluicegate-commit".into())
             .spawn_scoped(scope, || committer::run(&consumer, commits, events))
             .map_err(|e| Error::Thread(e.to_string()))?;
-        let result = poll(&consumer, &control, commit_interval);
+        let result = poll(&consumer, &control, commit_interval, reconnect);
         // Closing the request channel ends the committer once its last commit is done.
         consumer.context().assignment().close_commits();
         result
     });
-    // Dropping the consumer closes it: it leaves the group, running the revoke callback for
-    // anything still assigned (nothing after a graceful release).
-    drop(consumer);
+    if let Ok(SessionEnd::ClientLost(_)) = result {
+        // Closing a client that reaches no broker can block for a long time; the next client
+        // need not wait for that.
+        let _ = std::thread::Builder::new()
+            .name("sluicegate-close".into())
+            .spawn(move || drop(consumer));
+    } else {
+        // Dropping the consumer closes it: it leaves the group, running the revoke callback
+        // for anything still assigned (nothing after a graceful release).
+        drop(consumer);
+    }
     result
 }
 
@@ -64,17 +86,24 @@ fn poll(
     consumer: &BaseConsumer<RuntimeContext>,
     control: &Control,
     commit_interval: Duration,
-) -> Result<(), Error> {
+    reconnect: &Reconnect,
+) -> Result<SessionEnd, Error> {
     let mut schedule = CommitSchedule::new(commit_interval);
     let mut held_since = None;
+    let mut last_probe = Instant::now();
     loop {
         if control.abort.is_cancelled() {
             consumer.context().assignment().abort();
-            return Ok(());
+            return Ok(SessionEnd::Stopped);
         }
         if control.shutdown.is_cancelled() {
             consumer.context().assignment().release_all(consumer);
-            return Ok(());
+            return Ok(SessionEnd::Stopped);
+        }
+        if let Some(end) = check_client(consumer, reconnect, &mut last_probe)? {
+            // Uncommitted work is abandoned, as in a crash: the next client gets it again.
+            consumer.context().assignment().abort();
+            return Ok(end);
         }
         let holding = hold(consumer, &mut held_since);
         // `poll` returns `None` both when nothing came and when it served a callback, so only
@@ -88,8 +117,8 @@ fn poll(
                     wait = Duration::ZERO;
                 }
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
-                    consumer.context().assignment().abort();
-                    return Err(Error::Fatal(e));
+                    consumer.context().health().fatal.get_or_insert(e);
+                    break;
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => debug!(partition = p, "end of partition"),
                 Some(Err(e)) => warn!(error = %e, "consumer error"),
@@ -103,6 +132,46 @@ fn poll(
             assignment.publish_figures();
         }
     }
+}
+
+/// Decides whether the client is lost: it hit a fatal error, or has reached no broker for
+/// longer than `reconnect` allows. While no broker is reachable, looks once every
+/// [`REACHABILITY_PROBE_EVERY`] whether one answers again.
+fn check_client(
+    consumer: &BaseConsumer<RuntimeContext>,
+    reconnect: &Reconnect,
+    last_probe: &mut Instant,
+) -> Result<Option<SessionEnd>, Error> {
+    let health = consumer.context().health().clone();
+    if let Some(e) = health.fatal {
+        return if reconnect.on_fatal {
+            Ok(Some(SessionEnd::ClientLost(e.to_string())))
+        } else {
+            consumer.context().assignment().abort();
+            Err(Error::Fatal(e))
+        };
+    }
+    let Some(since) = health.unreachable_since else {
+        return Ok(None);
+    };
+    if last_probe.elapsed() >= REACHABILITY_PROBE_EVERY {
+        *last_probe = Instant::now();
+        if consumer
+            .fetch_metadata(None, REACHABILITY_PROBE_EVERY / 2)
+            .is_ok()
+        {
+            info!("a broker is reachable again");
+            consumer.context().health().unreachable_since = None;
+            return Ok(None);
+        }
+    }
+    Ok(match reconnect.unreachable_after {
+        Some(after) if since.elapsed() >= after => Some(SessionEnd::ClientLost(format!(
+            "no broker reachable for {:?}",
+            since.elapsed()
+        ))),
+        _ => None,
+    })
 }
 
 /// While buffers are over the hold mark, waits for lane reports instead of taking messages,

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::commit::CommitEntry;
 use crate::dispatch::Buffered;
+use crate::policy::CircuitState;
 use crate::Error;
 
 /// A topic and a partition.
@@ -61,6 +62,25 @@ pub struct ConsumerStatus {
     /// Messages not handled because the offset map committed with the group records them
     /// as finished already (work done out of order before a restart or rebalance).
     pub skipped_as_finished: u64,
+    /// Messages written to the dead-letter topic (acknowledged by the broker), as of the last
+    /// commit interval.
+    pub dead_lettered: u64,
+    /// Handler calls beyond the first, over messages finished, as of the last commit interval.
+    pub retried: u64,
+    /// The circuit breaker's state (always closed without one).
+    pub circuit: CircuitState,
+    /// How many times the Kafka client was re-created after it lost every broker or hit a
+    /// fatal error.
+    pub client_restarts: u64,
+}
+
+/// The figures that change with every message, published once per commit interval.
+pub(crate) struct Figures {
+    pub buffered: Buffered,
+    pub peak: Buffered,
+    pub skipped_as_finished: u64,
+    pub dead_lettered: u64,
+    pub retried: u64,
 }
 
 /// Watches a running consumer's [`ConsumerStatus`]: wait for an event (partitions assigned,
@@ -149,16 +169,26 @@ impl StatusPublisher {
     }
 
     /// Publishes the figures that change with every message, once per commit interval.
-    pub fn figures(&self, now: Buffered, peak: Buffered, skipped_as_finished: u64) {
+    pub fn figures(&self, f: Figures) {
         self.0.send_if_modified(|s| {
             let before = s.clone();
-            s.buffered_messages = now.messages;
-            s.buffered_bytes = now.bytes;
-            s.peak_buffered_messages = peak.messages;
-            s.peak_buffered_bytes = peak.bytes;
-            s.skipped_as_finished = skipped_as_finished;
+            s.buffered_messages = f.buffered.messages;
+            s.buffered_bytes = f.buffered.bytes;
+            s.peak_buffered_messages = f.peak.messages;
+            s.peak_buffered_bytes = f.peak.bytes;
+            s.skipped_as_finished = f.skipped_as_finished;
+            s.dead_lettered = f.dead_lettered;
+            s.retried = f.retried;
             *s != before
         });
+    }
+
+    pub fn circuit(&self, state: CircuitState) {
+        self.0.send_modify(|s| s.circuit = state);
+    }
+
+    pub fn client_restarted(&self) {
+        self.0.send_modify(|s| s.client_restarts += 1);
     }
 
     pub fn stopped(&self) {

@@ -6,15 +6,16 @@ use std::pin::pin;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use crate::handler::{ErrorKind, Handler, HandlerError};
-use crate::policy::{RetryDecision, RetryPolicy};
+use crate::dead_letter::{DeadLetterWriter, Failure};
+use crate::handler::{ErrorKind, Handler, HandlerError, HandlerResult};
+use crate::policy::{Breaker, RetryDecision, RetryPolicy};
 use crate::Message;
 
 use super::event::{Event, Left, Outcome, Slot};
@@ -26,6 +27,13 @@ const REPORT_EVERY: Duration = Duration::from_millis(5);
 pub(crate) struct Worker<H> {
     pub handler: H,
     pub retry: RetryPolicy,
+    /// Cancels a handler call that runs longer, as a [`ErrorKind::Timeout`] failure.
+    pub timeout: Option<Duration>,
+    pub breaker: Option<Arc<Breaker>>,
+    pub dead_letter: Option<Arc<DeadLetterWriter>>,
+    /// Whether a message waiting to be retried pauses its partition (the ordered modes, where
+    /// nothing behind it may go first anyway).
+    pub pause_while_retrying: bool,
     /// Bounds handlers running at once across all lanes.
     pub in_flight: Arc<Semaphore>,
     /// Cancelled on abort: running handlers are dropped, as a crash would.
@@ -56,7 +64,7 @@ impl<H: Handler> Worker<H> {
                 let outcome = if revoked.is_cancelled() {
                     None
                 } else {
-                    let mut handling = pin!(self.process(&message, &revoked));
+                    let mut handling = pin!(self.process(&message, &revoked, slot, &events));
                     match futures::poll!(handling.as_mut()) {
                         Poll::Ready(outcome) => outcome,
                         Poll::Pending => {
@@ -83,30 +91,69 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Handles one message under the retry policy; `None` if its partition was revoked while
-    /// it waited to be retried.
-    async fn process(&self, message: &Message, revoked: &CancellationToken) -> Option<Outcome> {
+    /// Handles one message under the policies; `None` if its partition was revoked while it
+    /// waited (to be retried, for the circuit breaker, or for its dead-letter write).
+    async fn process(
+        &self,
+        message: &Message,
+        revoked: &CancellationToken,
+        slot: Slot,
+        events: &Sender<Event>,
+    ) -> Option<Outcome> {
         let _permit = self.in_flight.acquire().await;
+        let mut retrying = RetryingGuard {
+            events,
+            slot,
+            active: false,
+        };
         let mut attempts = 0u32;
-        let mut first_failure: Option<Instant> = None;
+        let mut first_failure: Option<(Instant, SystemTime)> = None;
         loop {
             attempts += 1;
-            let error = match invoke(&self.handler, message.clone()).await {
+            let result = match &self.breaker {
+                Some(breaker) => {
+                    let ticket = tokio::select! {
+                        ticket = breaker.admit() => ticket,
+                        _ = revoked.cancelled() => return None,
+                    };
+                    let result = self.attempt(message).await;
+                    let failed = result.as_ref().is_err_and(|e| e.kind().is_retryable());
+                    breaker.record(ticket, failed);
+                    result
+                }
+                None => self.attempt(message).await,
+            };
+            let error = match result {
                 Ok(()) => return Some(Outcome::Handled { attempts }),
                 Err(e) if e.kind() == ErrorKind::Skip => return Some(Outcome::Skipped),
                 Err(e) => e,
             };
-            let elapsed = first_failure.get_or_insert_with(Instant::now).elapsed();
-            let delay = match self
-                .retry
-                .decide(error.kind(), attempts, elapsed, rand::random())
-            {
+            let (first, first_at) =
+                *first_failure.get_or_insert_with(|| (Instant::now(), SystemTime::now()));
+            let delay = match self.retry.decide(
+                error.kind(),
+                attempts,
+                first.elapsed(),
+                rand::random(),
+            ) {
                 RetryDecision::RetryAfter(delay) => {
                     warn!(topic = message.topic(), partition = message.partition(),
                           offset = message.offset(), attempts, ?delay, %error, "handler failed; retrying");
                     delay
                 }
                 RetryDecision::GiveUp => {
+                    if let Some(dead_letter) = &self.dead_letter {
+                        error!(topic = message.topic(), partition = message.partition(),
+                               offset = message.offset(), attempts, %error, "handler gave up; dead-lettering");
+                        let failure = Failure {
+                            error,
+                            attempts,
+                            first: first_at,
+                            last: SystemTime::now(),
+                        };
+                        let sent = dead_letter.send(message, &failure, revoked).await;
+                        return sent.then_some(Outcome::DeadLettered { attempts });
+                    }
                     // With nowhere to put the message, holding it is the only way not to lose it.
                     error!(topic = message.topic(), partition = message.partition(),
                            offset = message.offset(), attempts, %error,
@@ -114,10 +161,55 @@ impl<H: Handler> Worker<H> {
                     self.retry.backoff.max
                 }
             };
+            if self.pause_while_retrying {
+                retrying.start();
+            }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = revoked.cancelled() => return None,
             }
+        }
+    }
+
+    /// One call of the handler, bounded by the timeout.
+    async fn attempt(&self, message: &Message) -> HandlerResult {
+        let call = invoke(&self.handler, message.clone());
+        match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .unwrap_or_else(|_| Err(HandlerError::timeout(limit))),
+            None => call.await,
+        }
+    }
+}
+
+/// Tells the poll loop that a message of `slot` waits to be retried (so its partition pauses),
+/// and that it no longer does when dropped.
+struct RetryingGuard<'a> {
+    events: &'a Sender<Event>,
+    slot: Slot,
+    active: bool,
+}
+
+impl RetryingGuard<'_> {
+    fn start(&mut self) {
+        if !self.active {
+            self.active = true;
+            let _ = self.events.send(Event::Retrying {
+                slot: self.slot,
+                waiting: true,
+            });
+        }
+    }
+}
+
+impl Drop for RetryingGuard<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            let _ = self.events.send(Event::Retrying {
+                slot: self.slot,
+                waiting: false,
+            });
         }
     }
 }

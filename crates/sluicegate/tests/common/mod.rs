@@ -35,6 +35,7 @@ use anyhow::{anyhow, bail, ensure, Context as _};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluicegate::{
@@ -246,7 +247,7 @@ impl TestBroker {
                 format!("{topic}:{i}"),
             )
         });
-        self.produce(topic, records).await
+        self.produce_records(topic, records).await
     }
 
     /// Produces `count` records to each of `partitions` (explicitly, not by key); waits until
@@ -260,10 +261,12 @@ impl TestBroker {
         let records = (0..partitions).flat_map(|p| {
             (0..count).map(move |i| (Some(p), format!("key-{p}-{i}"), format!("{topic}:{p}:{i}")))
         });
-        self.produce(topic, records).await
+        self.produce_records(topic, records).await
     }
 
-    async fn produce(
+    /// Produces `(partition, key, payload)` records (`None`: partitioned by key); waits until
+    /// the broker acknowledged every one.
+    pub async fn produce_records(
         &self,
         topic: &str,
         records: impl Iterator<Item = (Option<i32>, String, String)>,
@@ -390,6 +393,52 @@ impl TestBroker {
                     Ok((p, high))
                 })
                 .collect()
+        })
+        .await
+    }
+
+    /// The embedded broker, for fault injection; `None` on a real broker.
+    pub fn embedded_kafka(&self) -> Option<&EmbeddedKafka> {
+        self.embedded.as_ref()
+    }
+
+    /// Reads `topic` from its beginning, in no group, until `n` records have arrived; at most
+    /// `limit`. (Not up to the high watermark: tansu 0.6 misreports it.)
+    pub async fn read_records(
+        &self,
+        topic: &str,
+        n: usize,
+        limit: Duration,
+    ) -> anyhow::Result<Vec<OwnedMessage>> {
+        let mut config = self.config();
+        config
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest");
+        let topic = topic.to_string();
+        blocking(move || {
+            let client: BaseConsumer = config.create()?;
+            let mut list = TopicPartitionList::new();
+            for p in partitions_of(&client, &topic)? {
+                list.add_partition_offset(&topic, p, Offset::Beginning)?;
+            }
+            client.assign(&list)?;
+            let deadline = Instant::now() + limit;
+            let mut records = Vec::new();
+            while records.len() < n {
+                let left = deadline.saturating_duration_since(Instant::now());
+                ensure!(
+                    !left.is_zero(),
+                    "timed out after {limit:?} reading {n} records of {topic}; got {}",
+                    records.len()
+                );
+                match client.poll(left.min(Duration::from_millis(200))) {
+                    Some(Ok(m)) => records.push(m.detach()),
+                    Some(Err(e)) => bail!("reading {topic}: {e}"),
+                    None => {}
+                }
+            }
+            Ok(records)
         })
         .await
     }

@@ -1,0 +1,440 @@
+//! The dead-letter topic: where messages go that the handler gave up on, with headers that say
+//! where they came from and why they failed, so that they can be inspected and replayed.
+//!
+//! A dead-lettered message keeps its original key, value and headers, and gains the
+//! [`headers`] below. Its offset is finished (and so may be committed) only once the broker
+//! acknowledged the dead-letter write; until then the write is retried and nothing after it
+//! in its partition is committed.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::handler::{ErrorKind, HandlerError};
+use crate::policy::Backoff;
+use crate::{Error, Header, Message};
+
+/// The names of the diagnostic headers added to every dead-lettered message. Times are
+/// milliseconds since the Unix epoch, numbers are decimal text.
+pub mod headers {
+    /// The topic the message was consumed from.
+    pub const ORIGINAL_TOPIC: &str = "sluicegate.original.topic";
+    /// Its partition.
+    pub const ORIGINAL_PARTITION: &str = "sluicegate.original.partition";
+    /// Its offset.
+    pub const ORIGINAL_OFFSET: &str = "sluicegate.original.offset";
+    /// Its timestamp, when it had one.
+    pub const ORIGINAL_TIMESTAMP: &str = "sluicegate.original.timestamp";
+    /// The last error's message.
+    pub const ERROR_MESSAGE: &str = "sluicegate.error.message";
+    /// The last error's kind ([`ErrorKind::as_str`](crate::ErrorKind::as_str)).
+    pub const ERROR_KIND: &str = "sluicegate.error.kind";
+    /// How many times the handler was called.
+    pub const ATTEMPTS: &str = "sluicegate.attempts";
+    /// The consumer group that gave up.
+    pub const GROUP: &str = "sluicegate.group";
+    /// When the first attempt failed.
+    pub const FIRST_FAILURE: &str = "sluicegate.failure.first";
+    /// When the last attempt failed.
+    pub const LAST_FAILURE: &str = "sluicegate.failure.last";
+
+    /// Every header above.
+    pub const ALL: [&str; 10] = [
+        ORIGINAL_TOPIC,
+        ORIGINAL_PARTITION,
+        ORIGINAL_OFFSET,
+        ORIGINAL_TIMESTAMP,
+        ERROR_MESSAGE,
+        ERROR_KIND,
+        ATTEMPTS,
+        GROUP,
+        FIRST_FAILURE,
+        LAST_FAILURE,
+    ];
+}
+
+/// Where and how messages are dead-lettered. Set it with
+/// [`ConsumerBuilder::dead_letter`](crate::ConsumerBuilder::dead_letter); without it a
+/// consumer never gives up on a message.
+///
+/// ```
+/// use sluicegate::dead_letter::DeadLetter;
+///
+/// let dlq = DeadLetter::default()          // `<topic>.dlq`, created when missing
+///     .set("compression.type", "zstd");    // a producer property
+/// let single = DeadLetter::to_topic("all-failures").create_missing(false);
+/// # let _ = (dlq, single);
+/// ```
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    topic: Option<String>,
+    suffix: String,
+    create_missing: bool,
+    replication: i32,
+    producer: BTreeMap<String, String>,
+    backoff: Backoff,
+}
+
+impl Default for DeadLetter {
+    fn default() -> Self {
+        DeadLetter {
+            topic: None,
+            suffix: ".dlq".into(),
+            create_missing: true,
+            replication: -1,
+            producer: BTreeMap::new(),
+            backoff: Backoff {
+                initial: Duration::from_millis(200),
+                max: Duration::from_secs(10),
+                ..Backoff::default()
+            },
+        }
+    }
+}
+
+impl DeadLetter {
+    /// Dead-letters every topic's messages to one `topic`.
+    pub fn to_topic(topic: impl Into<String>) -> Self {
+        DeadLetter {
+            topic: Some(topic.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Names each dead-letter topic `<topic><suffix>` (`.dlq` by default).
+    pub fn suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.suffix = suffix.into();
+        self
+    }
+
+    /// Whether missing dead-letter topics are created at start (yes by default), with the
+    /// partition count of their source topic.
+    pub fn create_missing(mut self, create: bool) -> Self {
+        self.create_missing = create;
+        self
+    }
+
+    /// The replication factor of created dead-letter topics (-1, the broker's default, by
+    /// default).
+    pub fn replication(mut self, factor: i32) -> Self {
+        self.replication = factor;
+        self
+    }
+
+    /// Sets a librdkafka producer property of the dead-letter producer. Connection and security
+    /// settings are taken from the consumer's; the producer is idempotent with `acks=all`.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.producer.insert(key.into(), value.into());
+        self
+    }
+
+    /// The delays between attempts to write a dead letter that the broker did not accept.
+    pub fn retry_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The dead-letter topic of messages from `source`.
+    pub fn topic_for(&self, source: &str) -> String {
+        match &self.topic {
+            Some(t) => t.clone(),
+            None => format!("{source}{}", self.suffix),
+        }
+    }
+}
+
+/// Why a message was dead-lettered: what the handler's retries ended with.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub error: HandlerError,
+    pub attempts: u32,
+    pub first: SystemTime,
+    pub last: SystemTime,
+}
+
+/// Consumer settings that mean nothing to a producer (and make librdkafka warn).
+const CONSUMER_ONLY: &[&str] = &[
+    "group.",
+    "fetch.",
+    "queued.",
+    "auto.",
+    "enable.auto.",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "consume.callback.max.messages",
+    "coordinator.query.interval.ms",
+];
+
+/// Writes dead letters for one consumer and waits for the broker's acknowledgement.
+pub(crate) struct DeadLetterWriter {
+    config: DeadLetter,
+    group: String,
+    /// The producer's settings, also used for the admin client that creates topics.
+    client: ClientConfig,
+    producer: FutureProducer,
+}
+
+impl DeadLetterWriter {
+    /// Creates the producer from the consumer's client settings.
+    pub fn new(config: DeadLetter, consumer: &ClientConfig, group: &str) -> Result<Self, Error> {
+        let mut client = ClientConfig::new();
+        for (key, value) in consumer.config_map() {
+            if !CONSUMER_ONLY.iter().any(|p| key.starts_with(p)) {
+                client.set(key, value);
+            }
+        }
+        client
+            .remove("group.id")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5");
+        for (key, value) in &config.producer {
+            client.set(key, value);
+        }
+        let producer = client.create().map_err(Error::from_client_creation)?;
+        Ok(DeadLetterWriter {
+            config,
+            group: group.to_owned(),
+            client,
+            producer,
+        })
+    }
+
+    /// Creates the dead-letter topics of `sources` that do not exist, when allowed. A failure
+    /// is logged, not returned: writes to a missing topic fail and are retried, holding
+    /// commits back, so nothing is lost either way.
+    pub async fn ensure_topics(&self, sources: &[String]) {
+        if let Err(e) = self.try_ensure_topics(sources).await {
+            warn!(error = %e, "cannot create dead-letter topics; relying on the broker to \
+                   create them on first write");
+        }
+    }
+
+    async fn try_ensure_topics(&self, sources: &[String]) -> Result<(), Error> {
+        if !self.config.create_missing {
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            self.client.create().map_err(Error::from_client_creation)?;
+        let timeout = Duration::from_secs(10);
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(None, timeout)
+            .map_err(Error::Kafka)?;
+        let exists = |t: &str| {
+            metadata
+                .topics()
+                .iter()
+                .any(|m| m.name() == t && m.error().is_none())
+        };
+        let mut wanted: BTreeMap<String, i32> = BTreeMap::new();
+        for source in sources {
+            let dlq = self.config.topic_for(source);
+            if exists(&dlq) {
+                continue;
+            }
+            let partitions = metadata
+                .topics()
+                .iter()
+                .find(|m| m.name() == source)
+                .map_or(1, |m| m.partitions().len().max(1) as i32);
+            let e = wanted.entry(dlq).or_insert(partitions);
+            *e = (*e).max(partitions);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let topics: Vec<NewTopic<'_>> = wanted
+            .iter()
+            .map(|(name, partitions)| {
+                NewTopic::new(
+                    name,
+                    *partitions,
+                    TopicReplication::Fixed(self.config.replication),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new()
+            .operation_timeout(Some(timeout))
+            .request_timeout(Some(timeout));
+        let results = admin
+            .create_topics(&topics, &options)
+            .await
+            .map_err(Error::Kafka)?;
+        for result in results {
+            match result {
+                Ok(topic) => info!(topic, "dead-letter topic created"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    warn!(topic, error = %code, "cannot create the dead-letter topic; relying \
+                          on the broker to create it on first write");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `message` to its dead-letter topic and waits for the acknowledgement, retrying
+    /// with back-off until the broker takes it. Returns `false`, having written nothing
+    /// known, if `revoked` is cancelled first: the message is then left to the next owner.
+    pub async fn send(
+        &self,
+        message: &Message,
+        failure: &Failure,
+        revoked: &CancellationToken,
+    ) -> bool {
+        let topic = self.config.topic_for(message.topic());
+        let headers = self.headers(message, failure);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut record = FutureRecord::<[u8], [u8]>::to(&topic).headers(headers.clone());
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            if let Some(payload) = message.payload() {
+                record = record.payload(payload);
+            }
+            let sent = tokio::select! {
+                r = self.producer.send(record, Duration::from_secs(30)) => r,
+                _ = revoked.cancelled() => return false,
+            };
+            let error = match sent {
+                Ok(_) => return true,
+                Err((e, _)) => e,
+            };
+            let delay = self.config.backoff.delay(attempt, rand::random());
+            warn!(topic, source = message.topic(), partition = message.partition(),
+                  offset = message.offset(), attempt, ?delay, error = %error,
+                  "dead-letter write failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = revoked.cancelled() => return false,
+            }
+        }
+    }
+
+    fn headers(&self, message: &Message, failure: &Failure) -> OwnedHeaders {
+        let mut out = OwnedHeaders::new_with_capacity(message.headers().len() + headers::ALL.len());
+        for h in message.headers() {
+            out = out.insert(KafkaHeader {
+                key: &h.key,
+                value: h.value.as_deref(),
+            });
+        }
+        let mut add = |key: &str, value: String| {
+            out = std::mem::replace(&mut out, OwnedHeaders::new()).insert(KafkaHeader {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        };
+        add(headers::ORIGINAL_TOPIC, message.topic().to_owned());
+        add(headers::ORIGINAL_PARTITION, message.partition().to_string());
+        add(headers::ORIGINAL_OFFSET, message.offset().to_string());
+        if let Some(ts) = message.timestamp() {
+            add(headers::ORIGINAL_TIMESTAMP, ts.to_string());
+        }
+        add(headers::ERROR_MESSAGE, failure.error.source().to_string());
+        add(
+            headers::ERROR_KIND,
+            failure.error.kind().as_str().to_owned(),
+        );
+        add(headers::ATTEMPTS, failure.attempts.to_string());
+        add(headers::GROUP, self.group.clone());
+        add(headers::FIRST_FAILURE, millis(failure.first).to_string());
+        add(headers::LAST_FAILURE, millis(failure.last).to_string());
+        out
+    }
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A dead-lettered message read back: where it came from, why it failed, and its original
+/// headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterRecord {
+    /// The topic it was consumed from.
+    pub original_topic: String,
+    /// Its partition there.
+    pub original_partition: i32,
+    /// Its offset there.
+    pub original_offset: i64,
+    /// Its timestamp there (ms since the epoch), when it had one.
+    pub original_timestamp: Option<i64>,
+    /// The last error's kind.
+    pub error_kind: ErrorKind,
+    /// The last error's message.
+    pub error_message: String,
+    /// How many times the handler was called.
+    pub attempts: u32,
+    /// The consumer group that gave up.
+    pub group: String,
+    /// When the first attempt failed (ms since the epoch).
+    pub first_failure: i64,
+    /// When the last attempt failed (ms since the epoch).
+    pub last_failure: i64,
+    /// The message's own headers, without the diagnostic ones.
+    pub original_headers: Vec<Header>,
+}
+
+impl DeadLetterRecord {
+    /// Reads the diagnostic headers of a message from a dead-letter topic. The error names
+    /// the first header that is missing or malformed.
+    pub fn from_headers(message_headers: &[Header]) -> Result<Self, String> {
+        let text = |name: &str| -> Result<String, String> {
+            message_headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value.as_deref())
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .ok_or_else(|| format!("header `{name}` is missing"))
+        };
+        fn number<T: std::str::FromStr>(name: &str, value: String) -> Result<T, String> {
+            value
+                .parse()
+                .map_err(|_| format!("header `{name}` is not a number: `{value}`"))
+        }
+        Ok(DeadLetterRecord {
+            original_topic: text(headers::ORIGINAL_TOPIC)?,
+            original_partition: number(
+                headers::ORIGINAL_PARTITION,
+                text(headers::ORIGINAL_PARTITION)?,
+            )?,
+            original_offset: number(headers::ORIGINAL_OFFSET, text(headers::ORIGINAL_OFFSET)?)?,
+            original_timestamp: match text(headers::ORIGINAL_TIMESTAMP) {
+                Ok(v) => Some(number(headers::ORIGINAL_TIMESTAMP, v)?),
+                Err(_) => None,
+            },
+            error_kind: text(headers::ERROR_KIND)?
+                .parse()
+                .map_err(|e| format!("header `{}`: {e}", headers::ERROR_KIND))?,
+            error_message: text(headers::ERROR_MESSAGE)?,
+            attempts: number(headers::ATTEMPTS, text(headers::ATTEMPTS)?)?,
+            group: text(headers::GROUP)?,
+            first_failure: number(headers::FIRST_FAILURE, text(headers::FIRST_FAILURE)?)?,
+            last_failure: number(headers::LAST_FAILURE, text(headers::LAST_FAILURE)?)?,
+            original_headers: message_headers
+                .iter()
+                .filter(|h| !headers::ALL.contains(&h.key.as_str()))
+                .cloned()
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,633 @@
+//! Failure handling: poison messages go to the dead-letter topic with their diagnosis and the
+//! rest goes on; panics, timeouts and undecodable payloads are caught; the circuit breaker stops
+//! calling a failing downstream; broker outages and injected request errors lose nothing and
+//! never let a commit pass unfinished work.
+//!
+//! Tests named in `on_both_brokers!` run against the embedded broker and tansu; the fault
+//! injection tests need the embedded broker's controls.
+
+#[macro_use]
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _};
+use rdkafka::message::{Headers as _, Message as _, OwnedMessage};
+use serde::Deserialize;
+use sluicegate::dead_letter::{DeadLetter, DeadLetterRecord};
+use sluicegate::policy::{Backoff, CircuitBreaker, CircuitState, Reconnect, RetryPolicy};
+use sluicegate::{
+    handler_fn, json_handler, ApiKey, ConsumerHandle, ConsumerStatus, ErrorKind, HandlerError,
+    Header, Message, ResponseError,
+};
+
+use common::{tp, unique, wait_status, Produced, Recorder, TestBroker};
+
+/// Bound on one phase of a test (a group join, consuming a few thousand messages, a shutdown).
+const PHASE: Duration = Duration::from_secs(60);
+
+on_both_brokers!(
+    poison_message_is_dead_lettered_and_everything_else_committed,
+    panics_timeouts_and_undecodable_payloads_are_dead_lettered,
+    retried_message_keeps_its_place_in_its_partition,
+);
+
+/// Quick retries, so that tests reach the dead-letter topic fast.
+fn quick_retries(attempts: u32) -> RetryPolicy {
+    RetryPolicy::default()
+        .with_max_attempts(attempts)
+        .with_backoff(Backoff {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+            multiplier: 2.0,
+            jitter: 0.2,
+        })
+}
+
+/// The diagnosis of a record read from a dead-letter topic.
+fn diagnosis(record: &OwnedMessage) -> anyhow::Result<DeadLetterRecord> {
+    let headers: Vec<Header> = record
+        .headers()
+        .map(|h| h.iter().map(|h| Header::new(h.key, h.value)).collect())
+        .unwrap_or_default();
+    DeadLetterRecord::from_headers(&headers).map_err(anyhow::Error::msg)
+}
+
+fn text(bytes: Option<&[u8]>) -> String {
+    String::from_utf8_lossy(bytes.unwrap_or_default()).into_owned()
+}
+
+/// `true` when `status` shows, for every partition with data, a commit at its log end.
+fn committed_to_end(status: &ConsumerStatus, topic: &str, end: &BTreeMap<i32, i64>) -> bool {
+    end.iter()
+        .all(|(p, e)| *e == 0 || status.committed.get(&tp(topic, *p)) == Some(e))
+}
+
+async fn stop(handle: ConsumerHandle) -> anyhow::Result<()> {
+    handle.shutdown();
+    tokio::time::timeout(PHASE, handle.wait())
+        .await
+        .context("consumer did not stop after shutdown")?
+        .context("consumer ended with an error")
+}
+
+/// A handler that fails every message whose payload is in `poison` and records the rest.
+fn failing_on(
+    poison: BTreeSet<String>,
+    recorder: &Recorder,
+) -> impl Fn(Message) -> std::future::Ready<sluicegate::HandlerResult> {
+    let recorder = recorder.clone();
+    move |msg: Message| {
+        let payload = text(msg.payload());
+        std::future::ready(if poison.contains(&payload) {
+            Err(HandlerError::retryable(format!("cannot handle {payload}")))
+        } else {
+            recorder.record(&msg);
+            Ok(())
+        })
+    }
+}
+
+/// One poison message among 10,000: it lands in the dead-letter topic with its key, value and
+/// a correct diagnosis after its retries; every other message is handled; the group commits
+/// past it to the log end.
+async fn poison_message_is_dead_lettered_and_everything_else_committed(
+    broker: TestBroker,
+) -> anyhow::Result<()> {
+    let topic = unique("poison");
+    let group = unique("poison-group");
+    broker.create_topic(&topic, 4).await?;
+    let produced = broker.produce_to_partitions(&topic, 4, 2_500).await?;
+    let end = broker.log_end(&topic, &produced).await?;
+    let poison: &Produced = &produced[3_777];
+
+    let recorder = Recorder::default();
+    let handle = broker
+        .consumer(&group, &topic)
+        .retry_policy(quick_retries(3))
+        .dead_letter(DeadLetter::default())
+        .commit_interval(Duration::from_millis(200))
+        .build(handler_fn(failing_on(
+            BTreeSet::from([poison.payload.clone()]),
+            &recorder,
+        )))?
+        .spawn()?;
+    let mut status = handle.status();
+    let started = std::time::SystemTime::now();
+
+    recorder.wait_for(produced.len() - 1, PHASE).await?;
+    wait_status(&mut status, PHASE, "commits at the log end", |s| {
+        committed_to_end(s, &topic, &end) && s.dead_lettered == 1
+    })
+    .await?;
+    let dlq = broker
+        .read_records(&format!("{topic}.dlq"), 1, PHASE)
+        .await?;
+    stop(handle).await?;
+
+    let handled: BTreeSet<(i32, i64)> = recorder
+        .handled()
+        .iter()
+        .map(|h| (h.partition, h.offset))
+        .collect();
+    for r in &produced {
+        ensure!(
+            handled.contains(&(r.partition, r.offset)) != (r == poison),
+            "{r:?}: handled {}",
+            handled.contains(&(r.partition, r.offset))
+        );
+    }
+    let letter = &dlq[0];
+    ensure!(text(letter.key()) == poison.key && text(letter.payload()) == poison.payload);
+    let d = diagnosis(letter)?;
+    ensure!(
+        (
+            d.original_topic.as_str(),
+            d.original_partition,
+            d.original_offset
+        ) == (topic.as_str(), poison.partition, poison.offset),
+        "{d:?}"
+    );
+    ensure!(
+        d.error_kind == ErrorKind::Retryable && d.attempts == 3,
+        "{d:?}"
+    );
+    ensure!(
+        d.error_message == format!("cannot handle {}", poison.payload),
+        "{d:?}"
+    );
+    ensure!(d.group == group, "{d:?}");
+    let started_ms = started.duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    ensure!(
+        started_ms <= d.first_failure && d.first_failure <= d.last_failure,
+        "failure times out of order: started {started_ms}, {d:?}"
+    );
+    ensure!(d.original_timestamp.is_some(), "{d:?}");
+    // What the broker holds for the group agrees with what the consumer saw acknowledged.
+    ensure!(broker.committed_offsets(&group, &topic).await? == end);
+    Ok(())
+}
+
+/// In partition order, a message that fails twice and then succeeds keeps its place: nothing
+/// after it in its partition is handled before it, and every message is handled once.
+async fn retried_message_keeps_its_place_in_its_partition(
+    broker: TestBroker,
+) -> anyhow::Result<()> {
+    let topic = unique("retry-order");
+    broker.create_topic(&topic, 2).await?;
+    let produced = broker.produce_to_partitions(&topic, 2, 300).await?;
+    let end = broker.log_end(&topic, &produced).await?;
+    let flaky = produced[100].clone();
+    let failures_left = Arc::new(AtomicUsize::new(2));
+    let recorder = Recorder::default();
+    let handler = {
+        let (flaky, failures_left, recorder) = (
+            flaky.payload.clone(),
+            failures_left.clone(),
+            recorder.clone(),
+        );
+        handler_fn(move |msg: Message| {
+            let fail = text(msg.payload()) == flaky
+                && failures_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            if !fail {
+                recorder.record(&msg);
+            }
+            async move {
+                match fail {
+                    true => Err(HandlerError::retryable("not yet")),
+                    false => Ok(()),
+                }
+            }
+        })
+    };
+    let handle = broker
+        .consumer(&unique("retry-order-group"), &topic)
+        .retry_policy(RetryPolicy::default().with_backoff(Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(100),
+            multiplier: 1.0,
+            jitter: 0.0,
+        }))
+        .commit_interval(Duration::from_millis(100))
+        .build(handler)?
+        .spawn()?;
+    let mut status = handle.status();
+    recorder.wait_for(produced.len(), PHASE).await?;
+    let s = wait_status(&mut status, PHASE, "commits at the log end", |s| {
+        committed_to_end(s, &topic, &end)
+    })
+    .await?;
+    stop(handle).await?;
+    ensure!(s.retried == 2, "{s:?}");
+    for p in 0..2 {
+        let offsets: Vec<i64> = recorder
+            .handled()
+            .iter()
+            .filter(|h| h.partition == p)
+            .map(|h| h.offset)
+            .collect();
+        ensure!(
+            offsets.iter().copied().eq(0..end[&p]),
+            "partition {p} handled out of order or not once each: {:?}...",
+            &offsets[..offsets.len().min(20)]
+        );
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Job {
+    action: String,
+}
+
+/// A panic, a handler that never returns (cut off by the timeout) and a payload that is not
+/// JSON are each dead-lettered with their kind (panics and timeouts after their retries, the
+/// decode error at once); every other message is handled.
+async fn panics_timeouts_and_undecodable_payloads_are_dead_lettered(
+    broker: TestBroker,
+) -> anyhow::Result<()> {
+    let jobs = unique("jobs");
+    broker.create_topic(&jobs, 2).await?;
+    let records = (0..200).map(|i| {
+        let payload = match i {
+            10 => r#"{"action":"panic"}"#.to_string(),
+            120 => r#"{"action":"hang"}"#.to_string(),
+            150 => "not json".to_string(),
+            _ => format!(r#"{{"action":"work","id":{i}}}"#),
+        };
+        (Some(i % 2), format!("key-{i}"), payload)
+    });
+    let produced_jobs = broker.produce_records(&jobs, records).await?;
+    let jobs_end = broker.log_end(&jobs, &produced_jobs).await?;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handled = Recorder::default();
+    let handler = {
+        let (calls, handled) = (calls.clone(), handled.clone());
+        json_handler(move |job: Job, msg: Message| {
+            let (calls, handled) = (calls.clone(), handled.clone());
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                match job.action.as_str() {
+                    "panic" => panic!("the job asked for it"),
+                    "hang" => std::future::pending().await,
+                    _ => handled.record(&msg),
+                }
+                Ok(())
+            }
+        })
+    };
+    let handle = broker
+        .consumer(&unique("jobs-group"), &jobs)
+        .retry_policy(quick_retries(2))
+        .handler_timeout(Duration::from_millis(300))
+        .dead_letter(DeadLetter::default())
+        .commit_interval(Duration::from_millis(200))
+        .build(handler)?
+        .spawn()?;
+    let mut status = handle.status();
+    handled.wait_for(produced_jobs.len() - 3, PHASE).await?;
+    wait_status(&mut status, PHASE, "commits at the log end", |s| {
+        committed_to_end(s, &jobs, &jobs_end) && s.dead_lettered == 3
+    })
+    .await?;
+    let dlq = broker
+        .read_records(&format!("{jobs}.dlq"), 3, PHASE)
+        .await?;
+    stop(handle).await?;
+
+    let mut kinds = std::collections::HashMap::new();
+    for letter in &dlq {
+        let d = diagnosis(letter)?;
+        kinds.insert(
+            d.error_kind,
+            (d.attempts, text(letter.payload()), d.error_message),
+        );
+    }
+    let (attempts, payload, message) = &kinds[&ErrorKind::Panic];
+    ensure!(*attempts == 2 && payload.contains("panic"), "{kinds:?}");
+    ensure!(message.contains("the job asked for it"), "{kinds:?}");
+    let (attempts, payload, _) = &kinds[&ErrorKind::Timeout];
+    ensure!(*attempts == 2 && payload.contains("hang"), "{kinds:?}");
+    let (attempts, payload, _) = &kinds[&ErrorKind::Decode];
+    ensure!(
+        *attempts == 1 && payload == "not json",
+        "decode errors are not retried: {kinds:?}"
+    );
+    // Two calls each for the panic and the hang; the undecodable payload never reached it.
+    ensure!(calls.load(Ordering::SeqCst) == produced_jobs.len() - 3 + 4);
+    Ok(())
+}
+
+/// Under 100% failure the breaker opens and the handler is called at most once per cool-down
+/// (the half-open probe); once the downstream recovers, a probe succeeds, the breaker closes and
+/// every message is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_opens_under_total_failure_and_closes_after_recovery() -> anyhow::Result<()>
+{
+    let broker = TestBroker::embedded()?;
+    let topic = unique("breaker");
+    broker.create_topic(&topic, 2).await?;
+    let produced = broker.produce_to_partitions(&topic, 2, 200).await?;
+    let end = broker.log_end(&topic, &produced).await?;
+
+    const TRIP: u32 = 5;
+    const COOL_DOWN: Duration = Duration::from_millis(300);
+    let healthy = Arc::new(AtomicBool::new(false));
+    let (failures, mut failed) = tokio::sync::watch::channel(0usize);
+    let failures = Arc::new(failures);
+    let recorder = Recorder::default();
+    let handler = {
+        let (healthy, failures, recorder) = (healthy.clone(), failures.clone(), recorder.clone());
+        handler_fn(move |msg: Message| {
+            let ok = healthy.load(Ordering::SeqCst);
+            if ok {
+                recorder.record(&msg);
+            } else {
+                failures.send_modify(|n| *n += 1);
+            }
+            async move {
+                match ok {
+                    true => Ok(()),
+                    false => Err(HandlerError::retryable("downstream unavailable")),
+                }
+            }
+        })
+    };
+    let handle = broker
+        .consumer(&unique("breaker-group"), &topic)
+        // Without the breaker, these retries would call the handler every few milliseconds.
+        .retry_policy(RetryPolicy::default().with_backoff(Backoff {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(5),
+            multiplier: 1.0,
+            jitter: 0.0,
+        }))
+        .circuit_breaker(
+            CircuitBreaker::default()
+                .with_consecutive_failures(TRIP)
+                .with_cool_down(COOL_DOWN),
+        )
+        .commit_interval(Duration::from_millis(100))
+        .build(handler)?
+        .spawn()?;
+    let mut status = handle.status();
+
+    wait_status(&mut status, PHASE, "the breaker to open", |s| {
+        s.circuit == CircuitState::Open
+    })
+    .await?;
+    let opened = Instant::now();
+    // Three probes fail: three cool-downs at least.
+    let probes = TRIP as usize + 3;
+    tokio::time::timeout(PHASE, failed.wait_for(|n| *n >= probes))
+        .await
+        .context("no probes")??;
+    let open_for = opened.elapsed();
+    let calls_while_failing = *failed.borrow();
+    // At most one probe per cool-down after it opened (and one failure of each partition's
+    // lane may have been in flight when it did).
+    let allowed = TRIP as usize + 2 + (open_for.as_millis() / COOL_DOWN.as_millis()) as usize;
+    ensure!(
+        calls_while_failing <= allowed,
+        "{calls_while_failing} handler calls in {open_for:?} of total failure; the breaker \
+         allows at most {allowed}"
+    );
+    healthy.store(true, Ordering::SeqCst);
+    wait_status(
+        &mut status,
+        PHASE,
+        "the breaker to close and commits to end",
+        |s| s.circuit == CircuitState::Closed && committed_to_end(s, &topic, &end),
+    )
+    .await?;
+    stop(handle).await?;
+    ensure!(
+        recorder.count() == produced.len(),
+        "{} handled",
+        recorder.count()
+    );
+    Ok(())
+}
+
+/// Produces the records, starts a recording consumer with `build`'s settings, injects `fault`
+/// once the first messages were handled, and checks that every message is handled and the
+/// group commits to the log end. Returns the final status.
+async fn survives(
+    broker: &TestBroker,
+    name: &str,
+    configure: impl FnOnce(sluicegate::ConsumerBuilder) -> sluicegate::ConsumerBuilder,
+    fault: impl AsyncFnOnce(&TestBroker, &Recorder) -> anyhow::Result<()>,
+) -> anyhow::Result<ConsumerStatus> {
+    let topic = unique(name);
+    let group = unique(&format!("{name}-group"));
+    broker.create_topic(&topic, 4).await?;
+    let produced = broker.produce_to_partitions(&topic, 4, 500).await?;
+    let end = broker.log_end(&topic, &produced).await?;
+    let recorder = Recorder::default();
+    let rec = recorder.clone();
+    let handle = configure(
+        broker
+            .consumer(&group, &topic)
+            .commit_interval(Duration::from_millis(100)),
+    )
+    .build(handler_fn(move |msg: Message| {
+        rec.record(&msg);
+        // Slow enough that the fault strikes mid-run.
+        async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok(())
+        }
+    }))?
+    .spawn()?;
+    let mut status = handle.status();
+    recorder.wait_for(100, PHASE).await?;
+    fault(broker, &recorder).await?;
+    let last = wait_status(&mut status, PHASE, "commits at the log end", |s| {
+        committed_to_end(s, &topic, &end)
+    })
+    .await?;
+    stop(handle).await?;
+    let handled: BTreeSet<(i32, i64)> = recorder
+        .handled()
+        .iter()
+        .map(|h| (h.partition, h.offset))
+        .collect();
+    let lost: Vec<_> = produced
+        .iter()
+        .filter(|r| !handled.contains(&(r.partition, r.offset)))
+        .collect();
+    ensure!(
+        lost.is_empty(),
+        "{} messages lost: {:?}...",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    ensure!(broker.committed_offsets(&group, &topic).await? == end);
+    Ok(last)
+}
+
+/// The broker goes down for several seconds mid-run and comes back: librdkafka reconnects,
+/// nothing is lost and the client is not re-created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_of_seconds_loses_nothing() -> anyhow::Result<()> {
+    let broker = TestBroker::embedded()?;
+    let status = survives(
+        &broker,
+        "outage",
+        |b| b,
+        async |broker, _| {
+            let kafka = broker.embedded_kafka().expect("embedded");
+            kafka.broker_down(1)?;
+            // The fault itself: an outage of a few seconds.
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            kafka.broker_up(1)?;
+            Ok(())
+        },
+    )
+    .await?;
+    ensure!(status.client_restarts == 0, "{status:?}");
+    Ok(())
+}
+
+/// With no broker reachable for longer than the reconnect policy allows, the runtime drops its
+/// client and builds a new one (within the same process); once the broker is back the new client
+/// consumes everything, re-delivering what was not committed and losing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_is_recreated_when_no_broker_is_reachable_for_long() -> anyhow::Result<()> {
+    let broker = TestBroker::embedded()?;
+    let status = survives(
+        &broker,
+        "recreate",
+        |b| {
+            b.reconnect(
+                Reconnect::default()
+                    .with_unreachable_after(Duration::from_secs(2))
+                    .with_backoff(Backoff {
+                        initial: Duration::from_millis(200),
+                        max: Duration::from_secs(1),
+                        multiplier: 2.0,
+                        jitter: 0.0,
+                    }),
+            )
+        },
+        async |broker, _| {
+            let kafka = broker.embedded_kafka().expect("embedded");
+            kafka.broker_down(1)?;
+            // The fault itself: an outage longer than `unreachable_after`.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            kafka.broker_up(1)?;
+            Ok(())
+        },
+    )
+    .await?;
+    ensure!(
+        status.client_restarts >= 1,
+        "the client was not re-created: {status:?}"
+    );
+    Ok(())
+}
+
+/// Injected errors on OffsetCommit and Fetch lose nothing; commits retry until they land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_and_fetch_errors_lose_nothing() -> anyhow::Result<()> {
+    let broker = TestBroker::embedded()?;
+    survives(
+        &broker,
+        "req-errors",
+        |b| b,
+        async |broker, _| {
+            let kafka = broker.embedded_kafka().expect("embedded");
+            use ResponseError as E;
+            kafka.request_errors(
+                ApiKey::OffsetCommit,
+                &[
+                    E::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                    E::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+                    E::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+                    E::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                ],
+            )?;
+            kafka.request_errors(
+                ApiKey::Fetch,
+                &[
+                    E::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                    E::RD_KAFKA_RESP_ERR__TRANSPORT,
+                    E::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+                    E::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                ],
+            )?;
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// While the dead-letter topic refuses writes, the poison message's partition commits nothing
+/// past it, though everything after it was handled; once writes succeed it is dead-lettered
+/// and the group commits to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_dead_letter_writes_hold_commits_back() -> anyhow::Result<()> {
+    let broker = TestBroker::embedded()?;
+    let kafka = broker.embedded_kafka().expect("embedded");
+    let topic = unique("dlq-errors");
+    broker.create_topic(&topic, 2).await?;
+    let produced = broker.produce_to_partitions(&topic, 2, 1_000).await?;
+    let end = broker.log_end(&topic, &produced).await?;
+    let poison = produced[300].clone();
+    // The dead-letter topic exists already, and every produce fails until cleared.
+    kafka.create_topic(&format!("{topic}.dlq"), 2)?;
+    kafka.request_errors(
+        ApiKey::Produce,
+        &[ResponseError::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 10_000],
+    )?;
+
+    let recorder = Recorder::default();
+    let handle = broker
+        .consumer(&unique("dlq-errors-group"), &topic)
+        .ordering(sluicegate::Ordering::Unordered)
+        .retry_policy(quick_retries(2))
+        .dead_letter(DeadLetter::default().retry_backoff(Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+            multiplier: 2.0,
+            jitter: 0.0,
+        }))
+        .commit_interval(Duration::from_millis(100))
+        .build(handler_fn(failing_on(
+            BTreeSet::from([poison.payload.clone()]),
+            &recorder,
+        )))?
+        .spawn()?;
+    let mut status = handle.status();
+    recorder.wait_for(produced.len() - 1, PHASE).await?;
+    // A commit of the other partition at its end comes after every report of this moment.
+    let other = 1 - poison.partition;
+    let s = wait_status(&mut status, PHASE, "the other partition committed", |s| {
+        s.committed.get(&tp(&topic, other)) == end.get(&other)
+    })
+    .await?;
+    let held = s.committed.get(&tp(&topic, poison.partition)).copied();
+    ensure!(
+        held.is_none_or(|c| c <= poison.offset),
+        "committed {held:?} past the poison message at {} while its dead letter was unwritten",
+        poison.offset
+    );
+    ensure!(s.dead_lettered == 0);
+    kafka.clear_request_errors(ApiKey::Produce)?;
+    wait_status(&mut status, PHASE, "commits at the log end", |s| {
+        committed_to_end(s, &topic, &end) && s.dead_lettered == 1
+    })
+    .await?;
+    let dlq = broker
+        .read_records(&format!("{topic}.dlq"), 1, PHASE)
+        .await?;
+    ensure!(diagnosis(&dlq[0])?.original_offset == poison.offset);
+    stop(handle).await
+}
