@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::error::KafkaError;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
@@ -184,7 +185,17 @@ pub(crate) struct DeadLetterWriter {
     group: String,
     /// The producer's settings, also used for the admin client that creates topics.
     client: ClientConfig,
-    producer: FutureProducer,
+    producer: FutureProducer<QuietContext>,
+}
+
+/// Reports client errors as warnings: a dead-letter producer's connection trouble is retried,
+/// and shows up where it matters, in the write attempts' own warnings.
+struct QuietContext;
+
+impl ClientContext for QuietContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(error = %error, reason, "dead-letter producer");
+    }
 }
 
 impl DeadLetterWriter {
@@ -204,7 +215,9 @@ impl DeadLetterWriter {
         for (key, value) in &config.producer {
             client.set(key, value);
         }
-        let producer = client.create().map_err(Error::from_client_creation)?;
+        let producer = client
+            .create_with_context(QuietContext)
+            .map_err(Error::from_client_creation)?;
         Ok(DeadLetterWriter {
             config,
             group: group.to_owned(),
