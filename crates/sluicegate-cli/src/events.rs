@@ -38,6 +38,22 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Whether event `seq` is poison when a fraction `rate` (0 to 1) of events is: a fixed,
+/// well-spread choice by hash, so producer, handler and checks agree on exactly which.
+pub fn is_poison(seq: u64, rate: f64) -> bool {
+    // The top 53 bits of the hash, as a uniform number in [0, 1).
+    let unit = (mix(seq ^ 0x0bad_f00d) >> 11) as f64 / (1u64 << 53) as f64;
+    rate > 0.0 && unit < rate
+}
+
+impl Event {
+    /// The sequence number the event was generated from (read back from its `event_id`).
+    pub fn seq(&self) -> Option<u64> {
+        let (Event::Order { event_id, .. } | Event::Click { event_id, .. }) = self;
+        event_id.strip_prefix("evt-")?.parse().ok()
+    }
+}
+
 /// The user (record key) of event `seq` among `keys` users.
 pub fn user_key(seq: u64, keys: u64) -> String {
     format!("user-{:06}", mix(seq) % keys.max(1))
@@ -102,6 +118,25 @@ mod tests {
         let distinct: std::collections::BTreeSet<_> =
             (0..10_000).map(|s| user_key(s, 37)).collect();
         assert_eq!(distinct.len(), 37);
+    }
+
+    #[test]
+    fn events_carry_their_sequence_number() {
+        assert_eq!(event(12_345, 10, 0).seq(), Some(12_345));
+    }
+
+    #[test]
+    fn poison_is_deterministic_and_close_to_the_rate() {
+        assert!((0..10_000).all(|s| !is_poison(s, 0.0)));
+        let poison: Vec<u64> = (0..100_000).filter(|&s| is_poison(s, 0.01)).collect();
+        assert!(
+            (800..1_200).contains(&poison.len()),
+            "{} of 100000",
+            poison.len()
+        );
+        assert!(poison.iter().all(|&s| is_poison(s, 0.01)));
+        // A higher rate poisons a superset.
+        assert!(poison.iter().all(|&s| is_poison(s, 0.05)));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod mem;
 mod meter;
 mod produce;
 mod progress;
+mod read_back;
 mod report;
 
 use std::process::ExitCode;
@@ -35,6 +36,16 @@ enum Command {
     /// Measure throughput.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Work with dead-letter topics.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqCommand {
+    /// Re-publish dead-lettered messages (original key, value and headers) to the topic they
+    /// came from, or to `--to`, picked by error kind, failure time and original offset.
+    Replay(DlqReplayArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,6 +88,57 @@ pub struct DemoArgs {
     /// message count and handler sleep).
     #[arg(long)]
     pub timeout_secs: Option<u64>,
+    /// Make this fraction of the events (0 <= F < 1, chosen by hashing their sequence numbers)
+    /// poison: the handler always fails them with a retryable error, and after 3 attempts
+    /// they go to the dead-letter topic `<topic>.dlq`, which is read back and checked. A
+    /// fault-free pass of the same size runs first, for the throughput ratio.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_fail_rate,
+          allow_negative_numbers = true)]
+    pub fail_rate: f64,
+    /// Print the summary as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `sluicegate dlq replay`.
+#[derive(Args, Debug, Clone)]
+pub struct DlqReplayArgs {
+    /// The Kafka cluster (`host:port,...`).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: String,
+    /// The dead-letter topic to read (from its start up to its end when the replay starts).
+    #[arg(long, value_name = "DLQ_TOPIC")]
+    pub topic: String,
+    /// Send every record to this topic instead of the one it was dead-lettered from.
+    #[arg(long, value_name = "TOPIC")]
+    pub to: Option<String>,
+    /// Replay only records that failed with this kind of error (repeatable): retryable,
+    /// permanent, skip, panic, timeout or decode.
+    #[arg(long = "error-kind", value_name = "KIND")]
+    pub error_kinds: Vec<sluicegate::ErrorKind>,
+    /// Replay only records whose last failure was at or after TIME (RFC 3339, like
+    /// 2024-05-01T12:00:00Z, or milliseconds since the epoch).
+    #[arg(long, value_name = "TIME", value_parser = commands::dlq::parse_time)]
+    pub since: Option<i64>,
+    /// Replay only records whose last failure was at or before TIME.
+    #[arg(long, value_name = "TIME", value_parser = commands::dlq::parse_time)]
+    pub until: Option<i64>,
+    /// Replay only records whose original offset is at least N.
+    #[arg(long, value_name = "N")]
+    pub from_offset: Option<i64>,
+    /// Replay only records whose original offset is at most N.
+    #[arg(long, value_name = "N")]
+    pub to_offset: Option<i64>,
+    /// List what would be sent (one line per record) and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// A librdkafka property for the reader and the producer, as `KEY=VALUE` (repeatable),
+    /// e.g. `-X security.protocol=SSL`. The producer stays idempotent with `acks=all`.
+    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// Give up reading the dead-letter topic after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
     /// Print the summary as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -154,13 +216,29 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+fn parse_fail_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..1.0).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "--fail-rate must be a number at least 0 and below 1 (a fraction of the events, \
+             like 0.01), got `{s}`"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo's poison events fail on purpose: without RUST_LOG, their per-attempt logs
+    // would bury the summary.
+    let default_filter = match &cli.command {
+        Command::Demo(args) if args.fail_rate > 0.0 => "warn,sluicegate::runtime::worker=off",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -177,6 +255,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Bench(BenchCommand::Consume(args)) => commands::bench::consume(args).await,
+            Command::Dlq(DlqCommand::Replay(args)) => commands::dlq::replay(args).await,
         }
     });
     match result {

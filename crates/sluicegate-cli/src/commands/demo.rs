@@ -1,27 +1,50 @@
 //! `sluicegate demo`: produce realistic events while a Sluicegate consumer handles them, then
 //! prove it: nothing lost, duplicates counted, order kept, offsets committed, latency measured.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use rdkafka::{ClientConfig, Message as _};
 use serde::Serialize;
+use sluicegate::dead_letter::{DeadLetter, DeadLetterRecord};
+use sluicegate::policy::{Backoff, RetryPolicy};
 use sluicegate::{handler_fn, Consumer, ConsumerStatus, HandlerError, Message, Ordering};
 
 use crate::cluster::{self, Cluster};
-use crate::events::{event, Event};
+use crate::events::{event, is_poison, Event};
 use crate::ledger::{OrderCheck, PartitionLedger, Totals};
 use crate::meter::Meter;
 use crate::produce::produce_all;
 use crate::progress::Progress;
-use crate::report::{latency_ms, per_sec, print_json_line, round, thousands};
+use crate::read_back::{headers_of, read_to_end};
+use crate::report::{latency_ms, per_sec, print_json_line, ratio, round, thousands};
 use crate::DemoArgs;
 
 /// How long the consumer may take to join its group and get every partition.
 const ASSIGN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a graceful shutdown (drain, final commit, leave) may take.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long reading the dead-letter topic back may take.
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the consumer's figures (dead-lettered, retried) may lag its last commit: they are
+/// published once per commit interval.
+const FIGURES_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handler calls per poison event before it is dead-lettered.
+const POISON_ATTEMPTS: u32 = 3;
+
+/// The retry policy of the demo consumer: [`POISON_ATTEMPTS`] attempts, short waits.
+fn demo_retry_policy() -> RetryPolicy {
+    RetryPolicy::default()
+        .with_max_attempts(POISON_ATTEMPTS)
+        .with_backoff(Backoff {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(50),
+            ..Backoff::default()
+        })
+}
 
 /// What the sample handler shares between its calls.
 struct DemoState {
@@ -31,6 +54,10 @@ struct DemoState {
     meter: Meter,
     orders: AtomicU64,
     clicks: AtomicU64,
+    /// The fraction of poison events (see [`is_poison`]).
+    fail_rate: f64,
+    /// Handler calls so far per poison event.
+    poison_attempts: Mutex<HashMap<u64, u32>>,
 }
 
 impl DemoState {
@@ -38,6 +65,9 @@ impl DemoState {
     /// slow downstream call, then record what was seen.
     async fn handle(&self, msg: Message) -> Result<(), HandlerError> {
         let event: Event = msg.json().map_err(HandlerError::permanent)?;
+        if let Some(seq) = event.seq().filter(|&seq| is_poison(seq, self.fail_rate)) {
+            return Err(self.fail_poison(seq, &msg));
+        }
         match &event {
             Event::Order { .. } => self.orders.fetch_add(1, Relaxed),
             Event::Click { .. } => self.clicks.fetch_add(1, Relaxed),
@@ -59,6 +89,25 @@ impl DemoState {
         self.meter
             .record(msg.payload().map_or(0, <[u8]>::len) as u64);
         Ok(())
+    }
+}
+
+impl DemoState {
+    /// Fails poison event `seq`, counting it as finished by the handler (in the meter, not the
+    /// ledger) at its last attempt, after which the runtime dead-letters it.
+    fn fail_poison(&self, seq: u64, msg: &Message) -> HandlerError {
+        let attempts = self.poison_attempts.lock().map_or(0, |mut a| {
+            let n = a.entry(seq).or_insert(0);
+            *n += 1;
+            *n
+        });
+        if attempts == POISON_ATTEMPTS {
+            self.meter
+                .record(msg.payload().map_or(0, <[u8]>::len) as u64);
+        }
+        HandlerError::retryable(format!(
+            "poison event {seq}: the demo handler always fails it (attempt {attempts})"
+        ))
     }
 }
 
@@ -100,6 +149,27 @@ pub struct DemoSummary {
     pub consumer_error: Option<String>,
     pub orders: u64,
     pub clicks: u64,
+    /// The fraction of events made poison (`--fail-rate`).
+    pub fail_rate: f64,
+    /// Poison events produced: the handler always fails them.
+    pub poison: u64,
+    /// The dead-letter topic, when there are poison events.
+    pub dlq_topic: Option<String>,
+    /// Records found in the dead-letter topic, read back after the run.
+    pub dead_lettered: u64,
+    /// Records of the dead-letter topic that are not a distinct poison event of this run.
+    pub dlq_unexpected: u64,
+    /// Handler calls beyond the first, as the consumer counted them.
+    pub retried: u64,
+    /// Throughput of a pass of the same size without poison, run first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_free_msgs_per_sec: Option<f64>,
+    /// `msgs_per_sec / fault_free_msgs_per_sec`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throughput_ratio: Option<f64>,
+    /// What went wrong in the fault-free pass.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fault_free_problems: Vec<String>,
 }
 
 impl DemoSummary {
@@ -120,6 +190,19 @@ impl DemoSummary {
                 "only {} of {} messages were produced ({} failed)",
                 self.produced, self.requested, self.produce_failed
             ));
+        }
+        if self.dead_lettered != self.poison || self.dlq_unexpected > 0 {
+            p.push(format!(
+                "DEAD-LETTER MISMATCH: {} records in the dead-letter topic {}, for {} poison \
+                 events ({} of them not a distinct poison event of this run)",
+                self.dead_lettered,
+                self.dlq_topic.as_deref().unwrap_or("(none)"),
+                self.poison,
+                self.dlq_unexpected
+            ));
+        }
+        for f in &self.fault_free_problems {
+            p.push(format!("fault-free pass: {f}"));
         }
         if self.lost > 0 {
             p.push(format!(
@@ -173,6 +256,22 @@ impl DemoSummary {
             thousands(self.orders),
             thousands(self.clicks)
         );
+        if self.fail_rate > 0.0 {
+            out += &format!(
+                "  poison            {}   (fail rate {}: the handler always fails them)\n",
+                n(self.poison),
+                self.fail_rate
+            );
+            out += &format!(
+                "  dead-lettered     {}   (read back from {})\n",
+                n(self.dead_lettered),
+                self.dlq_topic.as_deref().unwrap_or("-")
+            );
+            out += &format!(
+                "  retried           {}   (handler calls beyond the first)\n",
+                n(self.retried)
+            );
+        }
         out += &format!(
             "  committed         {}   (read back from the broker for group {})\n",
             n(self.committed.max(0) as u64),
@@ -196,9 +295,22 @@ impl DemoSummary {
             ms(self.p99_ms),
             ms(self.max_ms)
         );
+        if let Some(ff) = self.fault_free_msgs_per_sec {
+            out.pop();
+            out += &format!(
+                "  fault-free        {} msg/s   (same run without poison; ratio {})\n\n",
+                n(ff as u64),
+                self.throughput_ratio
+                    .map_or("-".into(), |r| format!("{r:.3}"))
+            );
+        }
         let problems = self.problems();
         if problems.is_empty() {
-            out += "OK: every event was processed and committed; nothing lost";
+            out += if self.poison > 0 {
+                "OK: every event was processed or dead-lettered, and committed; nothing lost"
+            } else {
+                "OK: every event was processed and committed; nothing lost"
+            };
             out += match self.order_violations {
                 Some(_) => ", order kept.\n",
                 None => ".\n",
@@ -236,13 +348,103 @@ fn committed_sum(status: &ConsumerStatus, topic: &str) -> i64 {
         .sum()
 }
 
-/// Runs the demo; `Ok(false)` when the run found a problem.
+/// What reading the dead-letter topic back found.
+#[derive(Debug, Default)]
+struct DlqCheck {
+    /// Records in the topic.
+    records: u64,
+    /// Distinct poison events among them (dead-lettered from the demo topic, headers intact).
+    poison_found: u64,
+    /// Records that are something else: a healthy event, a duplicate, or a malformed record.
+    unexpected: u64,
+}
+
+/// Reads the dead-letter topic back and checks each record against the poison events.
+fn check_dead_letters(
+    bootstrap: &str,
+    dlq_topic: &str,
+    source_topic: &str,
+    fail_rate: f64,
+) -> Result<DlqCheck> {
+    let mut check = DlqCheck::default();
+    let mut seen = HashSet::new();
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    read_to_end(config, dlq_topic, READ_BACK_TIMEOUT, |m| {
+        check.records += 1;
+        let from_source = DeadLetterRecord::from_headers(&headers_of(m))
+            .is_ok_and(|r| r.original_topic == source_topic);
+        let seq = m
+            .payload()
+            .and_then(|p| serde_json::from_slice::<Event>(p).ok())
+            .and_then(|e| e.seq());
+        match seq {
+            Some(seq) if from_source && is_poison(seq, fail_rate) && seen.insert(seq) => {
+                check.poison_found += 1;
+            }
+            _ => check.unexpected += 1,
+        }
+        Ok(())
+    })
+    .with_context(|| format!("cannot read the dead-letter topic `{dlq_topic}` back"))?;
+    Ok(check)
+}
+
+/// Runs the demo; `Ok(false)` when the run found a problem. With a fail rate, a fault-free
+/// pass of the same size runs first on the same broker, for the throughput ratio.
 pub async fn run(args: DemoArgs) -> Result<bool> {
-    let ordering: Ordering = args.ordering.into();
     let cluster = Cluster::start(args.bootstrap.clone())?;
+    let summary = if args.fail_rate > 0.0 {
+        let fault_free = pass(&cluster, &args, 0.0, "fault-free").await?;
+        let faulty = pass(&cluster, &args, args.fail_rate, "processed").await?;
+        DemoSummary {
+            fault_free_msgs_per_sec: Some(fault_free.msgs_per_sec),
+            throughput_ratio: ratio(faulty.msgs_per_sec, fault_free.msgs_per_sec)
+                .map(|r| round(r, 3)),
+            fault_free_problems: fault_free.problems(),
+            ..faulty
+        }
+    } else {
+        pass(&cluster, &args, 0.0, "processed").await?
+    };
+    let summary = DemoSummary {
+        ok: summary.problems().is_empty(),
+        ..summary
+    };
+    if args.json {
+        for p in summary.problems() {
+            eprintln!("FAILED: {p}");
+        }
+        print_json_line(&summary)?;
+    } else {
+        print!("{}", summary.render());
+    }
+    Ok(summary.ok)
+}
+
+/// One pass of the demo on a fresh topic and group, with a fraction `fail_rate` of poison
+/// events; `label` names its progress bar.
+async fn pass(
+    cluster: &Cluster,
+    args: &DemoArgs,
+    fail_rate: f64,
+    label: &'static str,
+) -> Result<DemoSummary> {
+    let ordering: Ordering = args.ordering.into();
     let topic = cluster::unique_name("sluicegate-demo");
     let group = format!("{topic}-group");
     let partitions = cluster.ensure_topic(&topic, args.partitions).await?;
+    // The events the handler will always fail: known before a single one is produced.
+    let poison = (0..args.messages)
+        .filter(|&seq| is_poison(seq, fail_rate))
+        .count() as u64;
+    let dead_letter = DeadLetter::default();
+    let dlq_topic = (fail_rate > 0.0).then(|| dead_letter.topic_for(&topic));
+    if let Some(dlq) = &dlq_topic {
+        // Created here rather than by the consumer: the embedded broker does not support the
+        // CreateTopics request.
+        cluster.ensure_topic(dlq, partitions).await?;
+    }
     let parallelism = match ordering {
         Ordering::Partition => partitions as u64,
         _ => args.max_in_flight,
@@ -250,8 +452,11 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
     let timeout = args.timeout_secs.map_or_else(
         || {
             let producing = args.rate.map_or(0, |r| args.messages / r.max(1));
+            // Each poison event holds its lane for its retries and its dead-letter write.
+            let poisoned = Duration::from_millis(poison * 200 / parallelism.max(1));
             default_timeout(args.messages, args.handler_sleep_ms, parallelism)
                 + Duration::from_secs(producing)
+                + poisoned
         },
         Duration::from_secs,
     );
@@ -263,6 +468,8 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         meter: Meter::new(args.messages),
         orders: AtomicU64::new(0),
         clicks: AtomicU64::new(0),
+        fail_rate,
+        poison_attempts: Mutex::default(),
     });
     let shared = state.clone();
     let mut builder = Consumer::builder()
@@ -271,8 +478,12 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         .topic(&topic)
         .ordering(ordering)
         .max_in_flight(args.max_in_flight as usize)
+        .retry_policy(demo_retry_policy())
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500");
+    if dlq_topic.is_some() {
+        builder = builder.dead_letter(dead_letter);
+    }
     if cluster.is_embedded() {
         // The mock broker answers an empty fetch only after the full fetch wait (500 ms by
         // default) even when data arrives meanwhile; a short wait keeps latency honest.
@@ -301,16 +512,17 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
     .context("the consumer stopped")?;
 
     let counter = state.clone();
-    let progress = Progress::follow("processed", args.messages, move || counter.meter.count());
+    let progress = Progress::follow(label, args.messages, move || counter.meter.count());
     let started = Instant::now();
-    let (bootstrap, produce_topic, keys, rate) = (
+    let (bootstrap, produce_topic, keys, rate, messages) = (
         cluster.bootstrap().to_string(),
         topic.clone(),
         args.keys,
         args.rate,
+        args.messages,
     );
     let produced = tokio::task::spawn_blocking(move || {
-        produce_all(&bootstrap, &produce_topic, args.messages, |seq| {
+        produce_all(&bootstrap, &produce_topic, messages, |seq| {
             if let Some(ahead) = rate.and_then(|r| pace(seq, r, started.elapsed())) {
                 std::thread::sleep(ahead);
             }
@@ -331,6 +543,14 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
     .await
     .is_err();
     let elapsed = started.elapsed().as_secs_f64();
+    if poison > 0 && !timed_out {
+        // The dead-lettered and retried figures follow the commits by up to one interval.
+        let _ = tokio::time::timeout(
+            FIGURES_TIMEOUT,
+            status.wait_for(|s| s.stopped || s.dead_lettered >= poison),
+        )
+        .await;
+    }
     consumer.shutdown();
     let consumer_error = match tokio::time::timeout(SHUTDOWN_TIMEOUT, consumer.wait()).await {
         Ok(Ok(())) => None,
@@ -338,16 +558,23 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         Err(_) => Some(format!("did not shut down within {SHUTDOWN_TIMEOUT:?}")),
     };
     progress.finish();
+    let retried = status.current().retried;
 
-    let (bootstrap, lookup_topic, lookup_group) = (
+    let (bootstrap, lookup_topic, lookup_group, lookup_dlq) = (
         cluster.bootstrap().to_string(),
         topic.clone(),
         group.clone(),
+        dlq_topic.clone(),
     );
-    let (committed, marks) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (committed, marks, dlq) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let dlq = match &lookup_dlq {
+            Some(dlq) => check_dead_letters(&bootstrap, dlq, &lookup_topic, fail_rate)?,
+            None => DlqCheck::default(),
+        };
         Ok((
             cluster::committed_offsets(&bootstrap, &lookup_group, &lookup_topic, partitions)?,
             cluster::watermarks(&bootstrap, &lookup_topic, partitions)?,
+            dlq,
         ))
     })
     .await??;
@@ -360,7 +587,10 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
     let totals = Totals::of(&ledgers);
     let latency = latency_ms(&totals.latency_us);
     let window = state.meter.measurement();
-    let summary = DemoSummary {
+    if let Some(e) = &produced.first_error {
+        tracing::warn!(error = %e, "a produce request failed");
+    }
+    Ok(DemoSummary {
         ok: false,
         broker: if cluster.is_embedded() {
             "embedded"
@@ -380,7 +610,10 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         processed: totals.processed,
         distinct: totals.distinct,
         committed: committed.iter().flatten().sum(),
-        lost: produced.delivered.saturating_sub(totals.distinct),
+        // Every produced event must be handled, or (poison) found in the dead-letter topic.
+        lost: produced
+            .delivered
+            .saturating_sub(totals.distinct + dlq.poison_found),
         duplicates: totals.processed - totals.distinct,
         dropped_by_broker: cluster::dropped_by_broker(&[], &marks),
         order_check: match state.check {
@@ -398,23 +631,16 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         consumer_error,
         orders: state.orders.load(Relaxed),
         clicks: state.clicks.load(Relaxed),
-    };
-    let summary = DemoSummary {
-        ok: summary.problems().is_empty(),
-        ..summary
-    };
-    if let Some(e) = &produced.first_error {
-        tracing::warn!(error = %e, "a produce request failed");
-    }
-    if args.json {
-        for p in summary.problems() {
-            eprintln!("FAILED: {p}");
-        }
-        print_json_line(&summary)?;
-    } else {
-        print!("{}", summary.render());
-    }
-    Ok(summary.ok)
+        fail_rate,
+        poison,
+        dlq_topic,
+        dead_lettered: dlq.records,
+        dlq_unexpected: dlq.unexpected,
+        retried,
+        fault_free_msgs_per_sec: None,
+        throughput_ratio: None,
+        fault_free_problems: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -452,6 +678,15 @@ mod tests {
             consumer_error: None,
             orders: 25,
             clicks: 75,
+            fail_rate: 0.0,
+            poison: 0,
+            dlq_topic: None,
+            dead_lettered: 0,
+            dlq_unexpected: 0,
+            retried: 0,
+            fault_free_msgs_per_sec: None,
+            throughput_ratio: None,
+            fault_free_problems: Vec::new(),
         }
     }
 
@@ -509,6 +744,74 @@ mod tests {
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
+    }
+
+    fn poisoned() -> DemoSummary {
+        DemoSummary {
+            processed: 98,
+            distinct: 98,
+            fail_rate: 0.02,
+            poison: 2,
+            dlq_topic: Some("t.dlq".into()),
+            dead_lettered: 2,
+            retried: 4,
+            fault_free_msgs_per_sec: Some(2_000.0),
+            throughput_ratio: Some(0.5),
+            ..clean()
+        }
+    }
+
+    #[test]
+    fn poison_found_in_the_dead_letter_topic_is_a_clean_run() {
+        let s = poisoned();
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+        let text = s.render();
+        for part in [
+            "poison",
+            "dead-lettered",
+            "t.dlq",
+            "retried",
+            "fault-free",
+            "ratio 0.500",
+        ] {
+            assert!(text.contains(part), "missing {part}:\n{text}");
+        }
+        let v = serde_json::to_value(&s).unwrap();
+        for key in [
+            "poison",
+            "dead_lettered",
+            "retried",
+            "fault_free_msgs_per_sec",
+            "throughput_ratio",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_count_other_than_the_poison_count_is_a_problem() {
+        let missing = DemoSummary {
+            dead_lettered: 1,
+            lost: 1,
+            ..poisoned()
+        };
+        let text = missing.problems().join("\n");
+        assert!(text.contains("DEAD-LETTER MISMATCH: 1 records"), "{text}");
+        let stray = DemoSummary {
+            dead_lettered: 3,
+            dlq_unexpected: 1,
+            ..poisoned()
+        };
+        assert!(!stray.problems().is_empty());
+        let ff = DemoSummary {
+            fault_free_problems: vec!["LOST: 1".into()],
+            ..poisoned()
+        };
+        assert!(
+            ff.problems()[0].starts_with("fault-free pass: LOST"),
+            "{:?}",
+            ff.problems()
+        );
     }
 
     #[test]

@@ -152,8 +152,9 @@ impl ConsumerBuilder {
     /// What happens when the handler fails. The default retries without limit.
     ///
     /// In the partition and key modes a message waiting to be retried keeps its place: later
-    /// messages of its partition (or key) wait, and its partition is paused meanwhile (polling
-    /// and heartbeats go on). In the unordered mode other messages go on.
+    /// messages of its partition (or key) wait, and its partition is paused while the wait is a
+    /// second or longer (polling and heartbeats go on; shorter waits cost less than the
+    /// re-fetch a pause and resume causes). In the unordered mode other messages go on.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self

@@ -20,6 +20,11 @@ use crate::Message;
 
 use super::event::{Event, Left, Outcome, Slot};
 
+/// Retry waits at least this long pause their partition. A pause and resume makes librdkafka
+/// drop its prefetched messages and fetch again, which costs up to a fetch round trip (about a
+/// second), so shorter waits are better spent with the partition fetching: its buffer bounds
+/// still apply.
+const PAUSE_RETRIES_FROM: Duration = Duration::from_secs(1);
 /// The longest a finished message waits in a lane before it is reported.
 const REPORT_EVERY: Duration = Duration::from_millis(5);
 
@@ -161,7 +166,7 @@ impl<H: Handler> Worker<H> {
                     self.retry.backoff.max
                 }
             };
-            if self.pause_while_retrying {
+            if self.pause_while_retrying && delay >= PAUSE_RETRIES_FROM {
                 retrying.start();
             }
             tokio::select! {

@@ -1,0 +1,563 @@
+//! `sluicegate dlq replay`: read a dead-letter topic back, pick records by error kind, failure
+//! time and original offset, and re-publish their original key, value and headers to the
+//! topic they came from (or another), acknowledged by the broker.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, DeliveryResult, Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext, Message as _};
+use serde::Serialize;
+use sluicegate::dead_letter::DeadLetterRecord;
+use sluicegate::ErrorKind;
+
+use crate::read_back::{headers_of, read_to_end};
+use crate::report::{print_json_line, thousands};
+use crate::DlqReplayArgs;
+
+/// How long the final flush may wait for outstanding deliveries.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long librdkafka keeps trying to deliver one record (unless `-X` says otherwise).
+const MESSAGE_TIMEOUT_MS: &str = "30000";
+
+/// Parses a time given on the command line: RFC 3339 (`2024-05-01T12:00:00Z`,
+/// `2024-05-01T14:00:00+02:00`) or milliseconds since the Unix epoch. Returns milliseconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| {
+            format!(
+                "`{s}` is neither an RFC 3339 time (like 2024-05-01T12:00:00Z) nor milliseconds \
+                 since the epoch ({e})"
+            )
+        })
+}
+
+/// Which dead-lettered records to replay. Every bound is optional; all given must hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Filter {
+    /// The error kinds to take (any, when empty).
+    pub kinds: Vec<ErrorKind>,
+    /// The last failure at or after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// The last failure at or before this time (ms since the epoch).
+    pub until_ms: Option<i64>,
+    /// The original offset at least this.
+    pub from_offset: Option<i64>,
+    /// The original offset at most this.
+    pub to_offset: Option<i64>,
+}
+
+impl Filter {
+    /// The filter of `args`; fails on an empty time or offset range.
+    pub fn of(args: &DlqReplayArgs) -> Result<Self> {
+        let filter = Filter {
+            kinds: args.error_kinds.clone(),
+            since_ms: args.since,
+            until_ms: args.until,
+            from_offset: args.from_offset,
+            to_offset: args.to_offset,
+        };
+        if let (Some(since), Some(until)) = (filter.since_ms, filter.until_ms) {
+            if since > until {
+                bail!("--since ({since} ms) is after --until ({until} ms): nothing could match");
+            }
+        }
+        if let (Some(from), Some(to)) = (filter.from_offset, filter.to_offset) {
+            if from > to {
+                bail!("--from-offset {from} is above --to-offset {to}: nothing could match");
+            }
+        }
+        Ok(filter)
+    }
+
+    /// Whether `record` is to be replayed.
+    pub fn matches(&self, record: &DeadLetterRecord) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&record.error_kind))
+            && self.since_ms.is_none_or(|t| record.last_failure >= t)
+            && self.until_ms.is_none_or(|t| record.last_failure <= t)
+            && self.from_offset.is_none_or(|o| record.original_offset >= o)
+            && self.to_offset.is_none_or(|o| record.original_offset <= o)
+    }
+}
+
+/// One record picked for replay, as listed by `--dry-run`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub dlq_partition: i32,
+    pub dlq_offset: i64,
+    pub target: String,
+    pub original_topic: String,
+    pub original_partition: i32,
+    pub original_offset: i64,
+    pub error_kind: &'static str,
+    pub error_message: String,
+}
+
+impl Listed {
+    /// The record as one line: where it is, where it would go, where it came from and why.
+    pub fn line(&self) -> String {
+        format!(
+            "dlq {}/{} -> {}   original {}/{}/{}   {}: {}",
+            self.dlq_partition,
+            self.dlq_offset,
+            self.target,
+            self.original_topic,
+            self.original_partition,
+            self.original_offset,
+            self.error_kind,
+            self.error_message.escape_debug()
+        )
+    }
+}
+
+/// A record of the dead-letter topic without valid diagnostic headers: reported, never sent.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Unparseable {
+    pub dlq_partition: i32,
+    pub dlq_offset: i64,
+    pub reason: String,
+}
+
+/// What a replay did, as printed with `--json`.
+#[derive(Serialize, Debug, Default)]
+pub struct ReplaySummary {
+    pub ok: bool,
+    pub dry_run: bool,
+    pub dlq_topic: String,
+    /// The `--to` topic, when given (otherwise each record goes back to its original topic).
+    pub to: Option<String>,
+    /// Records read from the dead-letter topic.
+    pub read: u64,
+    /// Records that passed the filters.
+    pub matched: u64,
+    /// Records the broker acknowledged.
+    pub sent: u64,
+    /// Records whose delivery failed or was not confirmed.
+    pub failed: u64,
+    pub skipped_unparseable: u64,
+    pub unparseable: Vec<Unparseable>,
+    /// The first delivery failures (at most [`MAX_LISTED_FAILURES`]).
+    pub failures: Vec<String>,
+    /// With `--dry-run`: what would be sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<Vec<Listed>>,
+}
+
+/// Delivery failures kept for the report.
+const MAX_LISTED_FAILURES: usize = 20;
+
+impl ReplaySummary {
+    /// The summary for people.
+    pub fn render(&self) -> String {
+        let target = self
+            .to
+            .as_deref()
+            .map_or_else(|| "their original topics".to_string(), |t| format!("`{t}`"));
+        let mut out = format!(
+            "dlq replay of `{}`: read {}, matched {}, {} {}, skipped unparseable {}\n",
+            self.dlq_topic,
+            thousands(self.read),
+            thousands(self.matched),
+            if self.dry_run { "would send" } else { "sent" },
+            thousands(if self.dry_run {
+                self.matched
+            } else {
+                self.sent
+            }),
+            thousands(self.skipped_unparseable),
+        );
+        if self.dry_run {
+            out += &format!("dry run: nothing was sent (target: {target})\n");
+        } else if self.failed > 0 {
+            out += &format!(
+                "FAILED: {} of {} deliveries failed or were not confirmed\n",
+                thousands(self.failed),
+                thousands(self.matched)
+            );
+            for f in &self.failures {
+                out += &format!("  {f}\n");
+            }
+        } else {
+            out +=
+                &format!("OK: every matched record was acknowledged by the broker (to {target})\n");
+        }
+        out
+    }
+}
+
+/// Which dead-letter record a delivery report is about.
+struct Source {
+    dlq_partition: i32,
+    dlq_offset: i64,
+    target: String,
+}
+
+#[derive(Default)]
+struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    failures: Mutex<Vec<String>>,
+}
+
+/// Counts delivery reports, and keeps the first failures with the record they are about.
+#[derive(Clone, Default)]
+struct DeliveryLog(Arc<Deliveries>);
+
+impl ClientContext for DeliveryLog {}
+
+impl ProducerContext for DeliveryLog {
+    type DeliveryOpaque = Box<Source>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, source: Box<Source>) {
+        match result {
+            Ok(_) => {
+                self.0.delivered.fetch_add(1, Relaxed);
+            }
+            Err((e, _)) => {
+                self.0.failed.fetch_add(1, Relaxed);
+                if let Ok(mut failures) = self.0.failures.lock() {
+                    if failures.len() < MAX_LISTED_FAILURES {
+                        failures.push(format!(
+                            "dlq {}/{} -> {}: {e}",
+                            source.dlq_partition, source.dlq_offset, source.target
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Connection settings for both clients: bootstrap servers and every `-X`.
+fn client_config(args: &DlqReplayArgs) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &args.bootstrap);
+    for (key, value) in &args.config {
+        config.set(key, value);
+    }
+    config
+}
+
+/// The producer of replayed records: idempotent, `acks=all`.
+fn producer(args: &DlqReplayArgs, log: &DeliveryLog) -> Result<BaseProducer<DeliveryLog>> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &args.bootstrap)
+        .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
+        .set("linger.ms", "5");
+    for (key, value) in &args.config {
+        config.set(key, value);
+    }
+    // Set last: a replay must not duplicate on retries nor count unreplicated writes as sent.
+    config.set("enable.idempotence", "true").set("acks", "all");
+    config
+        .create_with_context(log.clone())
+        .context("cannot create the producer")
+}
+
+/// Sends `message`'s key and value with `headers` to `target`, waiting for room in the local
+/// queue when it is full.
+fn send(
+    producer: &BaseProducer<DeliveryLog>,
+    message: &BorrowedMessage<'_>,
+    headers: &[sluicegate::Header],
+    target: &str,
+) -> Result<()> {
+    let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+    for h in headers {
+        owned = owned.insert(KafkaHeader {
+            key: &h.key,
+            value: h.value.as_deref(),
+        });
+    }
+    let source = Box::new(Source {
+        dlq_partition: message.partition(),
+        dlq_offset: message.offset(),
+        target: target.to_string(),
+    });
+    let mut record =
+        BaseRecord::<[u8], [u8], Box<Source>>::with_opaque_to(target, source).headers(owned);
+    if let Some(key) = message.key() {
+        record = record.key(key);
+    }
+    if let Some(payload) = message.payload() {
+        record = record.payload(payload);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                producer.poll(Duration::from_millis(100));
+                record = back;
+            }
+            Err((e, _)) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot send dlq record {}/{} to `{target}`",
+                        message.partition(),
+                        message.offset()
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// Reads, filters and (unless a dry run) re-publishes. Blocking.
+fn replay_blocking(args: &DlqReplayArgs, filter: &Filter) -> Result<ReplaySummary> {
+    let log = DeliveryLog::default();
+    let producer = if args.dry_run {
+        None
+    } else {
+        Some(producer(args, &log)?)
+    };
+    let mut summary = ReplaySummary {
+        dry_run: args.dry_run,
+        dlq_topic: args.topic.clone(),
+        to: args.to.clone(),
+        records: args.dry_run.then(Vec::new),
+        ..ReplaySummary::default()
+    };
+    let end = read_to_end(
+        client_config(args),
+        &args.topic,
+        Duration::from_secs(args.timeout_secs),
+        |message| {
+            let headers = headers_of(message);
+            let record = match DeadLetterRecord::from_headers(&headers) {
+                Ok(r) => r,
+                Err(reason) => {
+                    eprintln!(
+                        "skipped dlq {}/{}: not a dead letter: {reason}",
+                        message.partition(),
+                        message.offset()
+                    );
+                    summary.unparseable.push(Unparseable {
+                        dlq_partition: message.partition(),
+                        dlq_offset: message.offset(),
+                        reason,
+                    });
+                    return Ok(());
+                }
+            };
+            if !filter.matches(&record) {
+                return Ok(());
+            }
+            summary.matched += 1;
+            let target = args.to.as_deref().unwrap_or(&record.original_topic);
+            match &producer {
+                Some(producer) => {
+                    send(producer, message, &record.original_headers, target)?;
+                    producer.poll(Duration::ZERO);
+                }
+                None => {
+                    let listed = Listed {
+                        dlq_partition: message.partition(),
+                        dlq_offset: message.offset(),
+                        target: target.to_string(),
+                        original_topic: record.original_topic.clone(),
+                        original_partition: record.original_partition,
+                        original_offset: record.original_offset,
+                        error_kind: record.error_kind.as_str(),
+                        error_message: record.error_message.clone(),
+                    };
+                    if !args.json {
+                        println!("{}", listed.line());
+                    }
+                    if let Some(records) = summary.records.as_mut() {
+                        records.push(listed);
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+    // Deliver what was handed over even if reading failed, then report the read error.
+    let flushed = producer.as_ref().map(|p| p.flush(FLUSH_TIMEOUT));
+    let delivered = log.0.delivered.load(Relaxed);
+    let end = match end {
+        Err(e) if delivered > 0 => {
+            return Err(e.context(format!(
+                "the replay stopped early; {delivered} records were acknowledged before it did \
+                 (a new replay would send them again)"
+            )))
+        }
+        other => other?,
+    };
+    summary.read = end.records;
+    summary.skipped_unparseable = summary.unparseable.len() as u64;
+    if producer.is_some() {
+        let d = &log.0;
+        summary.sent = d.delivered.load(Relaxed);
+        // Failed, or not reported before the flush gave up.
+        summary.failed = summary.matched - summary.sent;
+        summary.failures = d.failures.lock().map(|f| f.clone()).unwrap_or_default();
+        if let Some(Err(e)) = flushed {
+            summary.failures.push(format!(
+                "{} deliveries not confirmed within {FLUSH_TIMEOUT:?}: {e}",
+                summary.matched - summary.sent - d.failed.load(Relaxed)
+            ));
+        }
+    }
+    summary.ok = summary.failed == 0;
+    Ok(summary)
+}
+
+/// Runs `sluicegate dlq replay`; `Ok(false)` when a delivery failed.
+pub async fn replay(args: DlqReplayArgs) -> Result<bool> {
+    let filter = Filter::of(&args)?;
+    let (args, summary) = tokio::task::spawn_blocking(move || {
+        let summary = replay_blocking(&args, &filter);
+        (args, summary)
+    })
+    .await?;
+    let summary = summary?;
+    if args.json {
+        for f in &summary.failures {
+            eprintln!("FAILED: {f}");
+        }
+        print_json_line(&summary)?;
+    } else {
+        print!("{}", summary.render());
+    }
+    Ok(summary.ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: ErrorKind, offset: i64, last_failure: i64) -> DeadLetterRecord {
+        DeadLetterRecord {
+            original_topic: "orders".into(),
+            original_partition: 0,
+            original_offset: offset,
+            original_timestamp: None,
+            error_kind: kind,
+            error_message: "boom".into(),
+            attempts: 3,
+            group: "g".into(),
+            first_failure: last_failure - 10,
+            last_failure,
+            original_headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_empty_filter_matches_everything() {
+        let f = Filter::default();
+        assert!(f.matches(&record(ErrorKind::Retryable, 0, 0)));
+        assert!(f.matches(&record(ErrorKind::Decode, i64::MAX, i64::MIN + 10)));
+    }
+
+    #[test]
+    fn error_kinds_are_alternatives() {
+        let f = Filter {
+            kinds: vec![ErrorKind::Timeout, ErrorKind::Panic],
+            ..Filter::default()
+        };
+        assert!(f.matches(&record(ErrorKind::Timeout, 0, 0)));
+        assert!(f.matches(&record(ErrorKind::Panic, 0, 0)));
+        assert!(!f.matches(&record(ErrorKind::Retryable, 0, 0)));
+    }
+
+    #[test]
+    fn failure_time_bounds_are_inclusive_and_use_the_last_failure() {
+        let f = Filter {
+            since_ms: Some(1_000),
+            until_ms: Some(2_000),
+            ..Filter::default()
+        };
+        let kind = ErrorKind::Retryable;
+        assert!(!f.matches(&record(kind, 0, 999)));
+        assert!(f.matches(&record(kind, 0, 1_000)));
+        assert!(f.matches(&record(kind, 0, 2_000)));
+        assert!(!f.matches(&record(kind, 0, 2_001)));
+        // First failure before --since, last failure inside: taken.
+        let mut r = record(kind, 0, 1_005);
+        r.first_failure = 500;
+        assert!(f.matches(&r));
+    }
+
+    #[test]
+    fn original_offset_bounds_are_inclusive() {
+        let f = Filter {
+            from_offset: Some(10),
+            to_offset: Some(20),
+            ..Filter::default()
+        };
+        let kind = ErrorKind::Permanent;
+        assert!(!f.matches(&record(kind, 9, 0)));
+        assert!(f.matches(&record(kind, 10, 0)));
+        assert!(f.matches(&record(kind, 20, 0)));
+        assert!(!f.matches(&record(kind, 21, 0)));
+    }
+
+    #[test]
+    fn all_given_bounds_must_hold() {
+        let f = Filter {
+            kinds: vec![ErrorKind::Decode],
+            from_offset: Some(5),
+            since_ms: Some(100),
+            ..Filter::default()
+        };
+        assert!(f.matches(&record(ErrorKind::Decode, 5, 100)));
+        assert!(!f.matches(&record(ErrorKind::Retryable, 5, 100)));
+        assert!(!f.matches(&record(ErrorKind::Decode, 4, 100)));
+        assert!(!f.matches(&record(ErrorKind::Decode, 5, 99)));
+    }
+
+    #[test]
+    fn times_parse_as_rfc3339_or_epoch_millis() {
+        assert_eq!(parse_time("1700000000000"), Ok(1_700_000_000_000));
+        assert_eq!(parse_time("1970-01-01T00:00:01Z"), Ok(1_000));
+        assert_eq!(parse_time("1970-01-01T00:00:01.5Z"), Ok(1_500));
+        assert_eq!(parse_time("1970-01-01T02:00:00+02:00"), Ok(0));
+        let err = parse_time("yesterday").unwrap_err();
+        assert!(err.contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn a_listed_record_names_both_places_and_the_reason_on_one_line() {
+        let l = Listed {
+            dlq_partition: 1,
+            dlq_offset: 7,
+            target: "orders".into(),
+            original_topic: "orders".into(),
+            original_partition: 3,
+            original_offset: 1042,
+            error_kind: "retryable",
+            error_message: "line one\nline two".into(),
+        };
+        let line = l.line();
+        assert_eq!(
+            line,
+            "dlq 1/7 -> orders   original orders/3/1042   retryable: line one\\nline two"
+        );
+    }
+
+    #[test]
+    fn a_failed_delivery_fails_the_summary_and_says_so() {
+        let s = ReplaySummary {
+            dlq_topic: "orders.dlq".into(),
+            read: 3,
+            matched: 2,
+            sent: 1,
+            failed: 1,
+            failures: vec!["dlq 0/1 -> orders: timed out".into()],
+            ..ReplaySummary::default()
+        };
+        let text = s.render();
+        assert!(text.contains("FAILED: 1 of 2"), "{text}");
+        assert!(text.contains("dlq 0/1 -> orders"), "{text}");
+    }
+}

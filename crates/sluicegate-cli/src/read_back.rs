@@ -1,0 +1,149 @@
+//! Reading a topic back: every record from the start of each partition up to the high
+//! watermarks taken when reading begins, so that a read of a live topic still ends.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers as _};
+use rdkafka::{ClientConfig, ClientContext, Message as _, Offset, TopicPartitionList};
+
+use crate::cluster;
+
+/// How long one metadata or watermark look-up may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Logs client errors as rust-rdkafka's default context does, except the end-of-partition
+/// events this reader asks for (which the default logs as errors).
+struct Reader;
+
+impl ClientContext for Reader {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for Reader {}
+
+/// Where a read stopped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadEnd {
+    /// Records read (below the high watermarks taken at the start).
+    pub records: u64,
+    /// Offsets between the low and the high watermarks at the start: an upper bound of
+    /// `records` (compaction and transaction markers leave gaps).
+    pub span: u64,
+}
+
+/// Reads `topic` with a client made from `config` (connection settings; the group, offset and
+/// end-of-partition settings are set here) and calls `each` for every record from each
+/// partition's low watermark up to its high watermark as taken at the start. Fails if the
+/// topic does not exist, if `each` fails, or if the end is not reached within `timeout`.
+/// Blocking: call it from a thread of its own.
+pub fn read_to_end(
+    mut config: ClientConfig,
+    topic: &str,
+    timeout: Duration,
+    mut each: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
+) -> Result<ReadEnd> {
+    let deadline = Instant::now() + timeout;
+    config
+        .set("group.id", cluster::unique_name("sluicegate-cli-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer<Reader> = config
+        .create_with_context(Reader)
+        .context("cannot create a Kafka consumer")?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), LOOKUP_TIMEOUT)
+        .with_context(|| format!("cannot read the metadata of topic `{topic}`"))?;
+    let partitions = match metadata.topics().iter().find(|t| t.name() == topic) {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().len(),
+        _ => bail!("topic `{topic}` does not exist (or has no partitions)"),
+    };
+    // The end of each partition: the high watermark now.
+    let mut ends: Vec<Option<i64>> = Vec::with_capacity(partitions);
+    let mut list = TopicPartitionList::new();
+    let mut span = 0u64;
+    for p in 0..partitions as i32 {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, LOOKUP_TIMEOUT)
+            .with_context(|| format!("cannot read the watermarks of {topic}/{p}"))?;
+        if low < high {
+            list.add_partition_offset(topic, p, Offset::Offset(low))?;
+            span += (high - low) as u64;
+            ends.push(Some(high));
+        } else {
+            ends.push(None);
+        }
+    }
+    let mut end = ReadEnd { records: 0, span };
+    if list.count() == 0 {
+        return Ok(end);
+    }
+    consumer
+        .assign(&list)
+        .with_context(|| format!("cannot assign the partitions of `{topic}`"))?;
+    let mut open = ends.iter().filter(|e| e.is_some()).count();
+    while open > 0 {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            bail!(
+                "read only {} of up to {} records of `{topic}` within {timeout:?}; \
+                 {open} partition(s) did not reach the end",
+                end.records,
+                end.span
+            );
+        };
+        let polled = consumer.poll(left.min(Duration::from_millis(200)));
+        let (partition, done) = match polled {
+            None => continue,
+            Some(Ok(m)) => {
+                let high = usize::try_from(m.partition())
+                    .ok()
+                    .and_then(|p| ends.get(p).copied().flatten());
+                let Some(high) = high else { continue };
+                if m.offset() < high {
+                    end.records += 1;
+                    each(&m)?;
+                }
+                (m.partition(), m.offset() + 1 >= high)
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => (p, true),
+            Some(Err(e)) => {
+                tracing::warn!(topic, error = %e, "error while reading");
+                continue;
+            }
+        };
+        if done {
+            if let Some(slot) = usize::try_from(partition)
+                .ok()
+                .and_then(|p| ends.get_mut(p))
+            {
+                if slot.take().is_some() {
+                    open -= 1;
+                }
+            }
+        }
+    }
+    Ok(end)
+}
+
+/// The headers of a record as the library's [`sluicegate::Header`]s.
+pub fn headers_of(message: &BorrowedMessage<'_>) -> Vec<sluicegate::Header> {
+    message.headers().map_or_else(Vec::new, |headers| {
+        headers
+            .iter()
+            .map(|h| sluicegate::Header {
+                key: h.key.to_string(),
+                value: h.value.map(|v| v.to_vec().into()),
+            })
+            .collect()
+    })
+}

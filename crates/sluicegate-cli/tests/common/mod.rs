@@ -1,0 +1,60 @@
+//! Helpers shared by the end-to-end tests: run the built `sluicegate` binary, bounded in time.
+
+#![allow(dead_code)] // Each test binary uses its own part of this module.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Runs `sluicegate ARGS`, killing it after `limit`; returns (exit success, stdout, stderr).
+pub fn run(args: &[&str], limit: Duration) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    // Read both pipes on threads so a full pipe cannot stall the child.
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait works") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    let Some(status) = status else {
+        panic!(
+            "`sluicegate {}` did not finish within {limit:?}\nstdout:\n{out}\nstderr:\n{err}",
+            args.join(" ")
+        );
+    };
+    (status.success(), out, err)
+}
+
+/// The JSON object on the last line of `stdout`.
+pub fn last_json_line(stdout: &str, stderr: &str) -> Value {
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line:?}\nstderr:\n{stderr}"))
+}

@@ -1,0 +1,298 @@
+//! End-to-end: `sluicegate dlq replay` against an embedded broker run by the test, with dead
+//! letters written the way the library writes them.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Header, Headers as _, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use sluicegate::dead_letter::headers;
+use sluicegate::EmbeddedKafka;
+
+use common::{last_json_line, run};
+
+const LIMIT: Duration = Duration::from_secs(60);
+const ORIGINAL: &str = "orders";
+const DLQ: &str = "orders.dlq";
+
+/// One record as it travels: key, value and headers (name, value).
+type Record = (Vec<u8>, Vec<u8>, Vec<(String, Option<Vec<u8>>)>);
+
+/// A dead letter of `orders` message number `i` that failed with `kind`, as the library
+/// writes it: the original key, value and headers, then the diagnostic headers.
+fn dead_letter(i: i64, kind: &str) -> Record {
+    let (key, value) = (format!("key-{i}"), format!("value-{i}"));
+    let mut h: Vec<(String, Option<Vec<u8>>)> = vec![
+        ("trace-id".into(), Some(format!("trace-{i}").into_bytes())),
+        ("null-header".into(), None),
+    ];
+    let failed_at = 1_700_000_000_000 + i;
+    for (name, v) in [
+        (headers::ORIGINAL_TOPIC, ORIGINAL.to_string()),
+        (headers::ORIGINAL_PARTITION, (i % 2).to_string()),
+        (headers::ORIGINAL_OFFSET, (100 + i).to_string()),
+        (headers::ORIGINAL_TIMESTAMP, "1700000000000".to_string()),
+        (headers::ERROR_MESSAGE, format!("boom {i}")),
+        (headers::ERROR_KIND, kind.to_string()),
+        (headers::ATTEMPTS, "3".to_string()),
+        (headers::GROUP, "billing".to_string()),
+        (headers::FIRST_FAILURE, (failed_at - 50).to_string()),
+        (headers::LAST_FAILURE, failed_at.to_string()),
+    ] {
+        h.push((name.to_string(), Some(v.into_bytes())));
+    }
+    (key.into_bytes(), value.into_bytes(), h)
+}
+
+/// What a replay of `dead_letter(i, _)` must deliver: no diagnostic headers.
+fn replayed(i: i64) -> Record {
+    let (key, value, h) = dead_letter(i, "retryable");
+    let h = h
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("sluicegate."))
+        .collect();
+    (key, value, h)
+}
+
+/// Produces `records` to `topic` partition 0 and waits (bounded) for every acknowledgement.
+fn produce(bootstrap: &str, topic: &str, records: &[Record]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    for (key, value, hs) in records {
+        let mut owned = OwnedHeaders::new();
+        for (name, v) in hs {
+            owned = owned.insert(Header {
+                key: name,
+                value: v.as_deref(),
+            });
+        }
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .partition(0)
+                    .key(key)
+                    .payload(value)
+                    .headers(owned),
+            )
+            .expect("queued");
+    }
+    producer.flush(LIMIT).expect("every record acknowledged");
+    assert_eq!(
+        high_watermarks(bootstrap, topic, 1),
+        vec![records.len() as i64]
+    );
+}
+
+fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("client");
+    (0..partitions)
+        .map(|p| {
+            client
+                .fetch_watermarks(topic, p, LIMIT)
+                .expect("watermarks")
+                .1
+        })
+        .collect()
+}
+
+/// Every record of `topic` (all `partitions`), read from the start until `count` arrived;
+/// bounded by `LIMIT`.
+fn read_all(bootstrap: &str, topic: &str, partitions: i32, count: usize) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "dlq-replay-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&list).expect("assign");
+    let deadline = Instant::now() + LIMIT;
+    let mut out = Vec::new();
+    while out.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} records arrived at {topic} within {LIMIT:?}",
+            out.len()
+        );
+        let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = polled.expect("a record");
+        let hs = m.headers().map_or_else(Vec::new, |hs| {
+            hs.iter()
+                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        });
+        out.push((
+            m.key().unwrap_or_default().to_vec(),
+            m.payload().unwrap_or_default().to_vec(),
+            hs,
+        ));
+    }
+    out
+}
+
+#[test]
+fn dry_run_lists_and_sends_nothing_then_replay_sends_exactly_the_chosen_kinds_as_they_were() {
+    let kafka = EmbeddedKafka::start(1).expect("embedded broker");
+    let bootstrap = kafka.bootstrap_servers().to_string();
+    kafka.create_topic(ORIGINAL, 2).expect("topic");
+    kafka.create_topic(DLQ, 1).expect("topic");
+    kafka.create_topic("elsewhere", 1).expect("topic");
+    let kinds = [
+        "retryable",
+        "permanent",
+        "decode",
+        "timeout",
+        "retryable",
+        "panic",
+    ];
+    let mut records: Vec<Record> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| dead_letter(i as i64, kind))
+        .collect();
+    // Not dead letters: no diagnostic headers at all, and a malformed one.
+    records.push((b"stray".to_vec(), b"no headers".to_vec(), Vec::new()));
+    let mut bad = dead_letter(99, "retryable");
+    for (name, v) in &mut bad.2 {
+        if name == headers::ORIGINAL_OFFSET {
+            *v = Some(b"not-a-number".to_vec());
+        }
+    }
+    records.push(bad);
+    produce(&bootstrap, DLQ, &records);
+
+    // 1. Dry run: every dead letter is listed with where it would go, nothing is sent.
+    let (ok, out, err) = run(
+        &[
+            "dlq",
+            "replay",
+            "--bootstrap",
+            &bootstrap,
+            "--topic",
+            DLQ,
+            "--dry-run",
+        ],
+        LIMIT,
+    );
+    assert!(ok, "dry run failed\nstdout:\n{out}\nstderr:\n{err}");
+    for (i, kind) in kinds.iter().enumerate() {
+        let line = format!(
+            "dlq 0/{i} -> orders   original orders/{}/{}   {kind}: boom {i}",
+            i % 2,
+            100 + i
+        );
+        assert!(out.contains(&line), "missing `{line}` in:\n{out}");
+    }
+    assert!(
+        out.contains("read 8, matched 6, would send 6, skipped unparseable 2"),
+        "{out}"
+    );
+    assert!(err.contains("skipped dlq 0/6"), "{err}");
+    assert!(err.contains("skipped dlq 0/7"), "{err}");
+    assert_eq!(
+        high_watermarks(&bootstrap, ORIGINAL, 2),
+        vec![0, 0],
+        "a dry run sent something"
+    );
+
+    // 2. Replay the retryable and timeout failures to their original topic.
+    let (ok, out, err) = run(
+        &[
+            "dlq",
+            "replay",
+            "--bootstrap",
+            &bootstrap,
+            "--topic",
+            DLQ,
+            "--error-kind",
+            "retryable",
+            "--error-kind",
+            "timeout",
+            "--json",
+        ],
+        LIMIT,
+    );
+    let v = last_json_line(&out, &err);
+    assert!(ok, "replay failed: {v}\nstderr:\n{err}");
+    assert_eq!(v["read"], 8, "{v}");
+    assert_eq!(v["matched"], 3, "{v}");
+    assert_eq!(v["sent"], 3, "{v}");
+    assert_eq!(v["failed"], 0, "{v}");
+    assert_eq!(v["skipped_unparseable"], 2, "{v}");
+    let arrived: BTreeSet<Record> = read_all(&bootstrap, ORIGINAL, 2, 3).into_iter().collect();
+    let expected: BTreeSet<Record> = [0, 3, 4].into_iter().map(replayed).collect();
+    assert_eq!(arrived, expected);
+    let total: i64 = high_watermarks(&bootstrap, ORIGINAL, 2).iter().sum();
+    assert_eq!(total, 3, "more than the matching records arrived");
+
+    // 3. `--to` and an original offset range: only orders offsets 101..=102 go to `elsewhere`.
+    let (ok, out, err) = run(
+        &[
+            "dlq",
+            "replay",
+            "--bootstrap",
+            &bootstrap,
+            "--topic",
+            DLQ,
+            "--to",
+            "elsewhere",
+            "--from-offset",
+            "101",
+            "--to-offset",
+            "102",
+            "--json",
+        ],
+        LIMIT,
+    );
+    let v = last_json_line(&out, &err);
+    assert!(ok, "replay failed: {v}\nstderr:\n{err}");
+    assert_eq!(
+        (v["matched"].as_u64(), v["sent"].as_u64()),
+        (Some(2), Some(2)),
+        "{v}"
+    );
+    let arrived: BTreeSet<Record> = read_all(&bootstrap, "elsewhere", 1, 2)
+        .into_iter()
+        .collect();
+    assert_eq!(arrived, [1, 2].into_iter().map(replayed).collect());
+    assert_eq!(high_watermarks(&bootstrap, "elsewhere", 1), vec![2]);
+    assert_eq!(
+        high_watermarks(&bootstrap, ORIGINAL, 2).iter().sum::<i64>(),
+        3
+    );
+}
+
+#[test]
+fn a_missing_dlq_topic_is_a_clear_error() {
+    let kafka = EmbeddedKafka::start(1).expect("embedded broker");
+    let (ok, _, err) = run(
+        &[
+            "dlq",
+            "replay",
+            "--bootstrap",
+            kafka.bootstrap_servers(),
+            "--topic",
+            "no-such-topic.dlq",
+            "--dry-run",
+        ],
+        LIMIT,
+    );
+    assert!(!ok);
+    assert!(err.contains("`no-such-topic.dlq` does not exist"), "{err}");
+}
