@@ -472,6 +472,16 @@ async fn survives(
     Ok(last)
 }
 
+/// Takes the embedded broker down for `length` (the fault itself, not a synchronization), then
+/// brings it back.
+async fn outage(broker: &TestBroker, length: Duration) -> anyhow::Result<()> {
+    let kafka = broker.embedded_kafka().expect("embedded");
+    kafka.broker_down(1)?;
+    tokio::time::sleep(length).await;
+    kafka.broker_up(1)?;
+    Ok(())
+}
+
 /// The broker goes down for several seconds mid-run and comes back: librdkafka reconnects,
 /// nothing is lost and the client is not re-created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,14 +491,7 @@ async fn broker_outage_of_seconds_loses_nothing() -> anyhow::Result<()> {
         &broker,
         "outage",
         |b| b,
-        async |broker, _| {
-            let kafka = broker.embedded_kafka().expect("embedded");
-            kafka.broker_down(1)?;
-            // The fault itself: an outage of a few seconds.
-            tokio::time::sleep(Duration::from_secs(4)).await;
-            kafka.broker_up(1)?;
-            Ok(())
-        },
+        async |broker, _| outage(broker, Duration::from_secs(4)).await,
     )
     .await?;
     ensure!(status.client_restarts == 0, "{status:?}");
@@ -516,14 +519,7 @@ async fn client_is_recreated_when_no_broker_is_reachable_for_long() -> anyhow::R
                     }),
             )
         },
-        async |broker, _| {
-            let kafka = broker.embedded_kafka().expect("embedded");
-            kafka.broker_down(1)?;
-            // The fault itself: an outage longer than `unreachable_after`.
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            kafka.broker_up(1)?;
-            Ok(())
-        },
+        async |broker, _| outage(broker, Duration::from_secs(5)).await,
     )
     .await?;
     ensure!(
