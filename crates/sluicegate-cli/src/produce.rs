@@ -1,5 +1,6 @@
 //! Bulk producing for the demo and the benchmarks: compressed, batched, every delivery counted.
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -7,7 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
+use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext};
+use rdkafka::util::IntoOpaque;
 use rdkafka::{ClientConfig, ClientContext};
 
 /// How long the final flush may wait for outstanding deliveries.
@@ -40,33 +43,103 @@ pub struct Produced {
     pub secs: f64,
 }
 
-/// Counts delivery reports.
+/// Delivery failures kept for reports.
+pub const MAX_KEPT_FAILURES: usize = 20;
+
+/// Delivery reports counted, with the first failures described.
 #[derive(Default)]
-struct Deliveries {
+pub struct Deliveries {
     delivered: AtomicU64,
     failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
+    failures: Mutex<Vec<String>>,
 }
 
-#[derive(Clone, Default)]
-struct Counting(Arc<Deliveries>);
+impl Deliveries {
+    /// Records the broker acknowledged.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Relaxed)
+    }
 
-impl ClientContext for Counting {}
+    /// Records that failed for good.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Relaxed)
+    }
 
-impl ProducerContext for Counting {
-    type DeliveryOpaque = ();
+    /// The first failures (at most [`MAX_KEPT_FAILURES`]).
+    pub fn failures(&self) -> Vec<String> {
+        self.failures.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+}
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+/// What a delivery report is about, as a failure names it.
+pub trait Subject: IntoOpaque {
+    /// Describes the failure `error` of this record.
+    fn describe(&self, error: &KafkaError) -> String;
+}
+
+impl Subject for () {
+    fn describe(&self, error: &KafkaError) -> String {
+        error.to_string()
+    }
+}
+
+/// A producer context that counts delivery reports into [`Deliveries`]; each record carries a
+/// [`Subject`] that names it in failures.
+pub struct DeliveryLog<S>(pub Arc<Deliveries>, PhantomData<fn(S)>);
+
+impl<S> Default for DeliveryLog<S> {
+    fn default() -> Self {
+        DeliveryLog(Arc::default(), PhantomData)
+    }
+}
+
+impl<S> Clone for DeliveryLog<S> {
+    fn clone(&self) -> Self {
+        DeliveryLog(self.0.clone(), PhantomData)
+    }
+}
+
+impl<S> ClientContext for DeliveryLog<S> {}
+
+impl<S: Subject> ProducerContext for DeliveryLog<S> {
+    type DeliveryOpaque = S;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, subject: S) {
         match result {
             Ok(_) => {
                 self.0.delivered.fetch_add(1, Relaxed);
             }
             Err((e, _)) => {
                 self.0.failed.fetch_add(1, Relaxed);
-                if let Ok(mut first) = self.0.first_error.lock() {
-                    first.get_or_insert_with(|| e.to_string());
+                if let Ok(mut failures) = self.0.failures.lock() {
+                    if failures.len() < MAX_KEPT_FAILURES {
+                        failures.push(subject.describe(e));
+                    }
                 }
             }
+        }
+    }
+}
+
+/// Hands `record` to `producer`, serving delivery reports while librdkafka's local queue is
+/// full to make room.
+pub fn send_waiting<C, K, P>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'_, K, P, C::DeliveryOpaque>,
+) -> Result<(), KafkaError>
+where
+    C: ProducerContext,
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                producer.poll(Duration::from_millis(100));
+                record = back;
+            }
+            Err((e, _)) => return Err(e),
         }
     }
 }
@@ -77,27 +150,15 @@ pub fn produce_all<F>(bootstrap: &str, topic: &str, count: u64, mut record: F) -
 where
     F: FnMut(u64) -> (String, Vec<u8>),
 {
-    let context = Counting::default();
-    let producer: BaseProducer<Counting> = producer_config(bootstrap)
+    let context = DeliveryLog::<()>::default();
+    let producer: BaseProducer<DeliveryLog<()>> = producer_config(bootstrap)
         .create_with_context(context.clone())
         .context("cannot create the producer")?;
     let started = Instant::now();
     for i in 0..count {
         let (key, value) = record(i);
-        let mut next = BaseRecord::to(topic).key(&key).payload(&value);
-        loop {
-            match producer.send(next) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // The local queue is full: serving delivery reports makes room.
-                    producer.poll(Duration::from_millis(100));
-                    next = back;
-                }
-                Err((e, _)) => {
-                    return Err(e).with_context(|| format!("cannot produce record {i} to {topic}"))
-                }
-            }
-        }
+        send_waiting(&producer, BaseRecord::to(topic).key(&key).payload(&value))
+            .with_context(|| format!("cannot produce record {i} to {topic}"))?;
         if i % 1024 == 0 {
             producer.poll(Duration::ZERO);
         }
@@ -107,9 +168,9 @@ where
         .with_context(|| format!("not every record was delivered within {FLUSH_TIMEOUT:?}"))?;
     let d = &context.0;
     Ok(Produced {
-        delivered: d.delivered.load(Relaxed),
-        failed: d.failed.load(Relaxed),
-        first_error: d.first_error.lock().ok().and_then(|e| e.clone()),
+        delivered: d.delivered(),
+        failed: d.failed(),
+        first_error: d.failures().into_iter().next(),
         secs: started.elapsed().as_secs_f64(),
     })
 }

@@ -178,18 +178,7 @@ fn dry_run_lists_and_sends_nothing_then_replay_sends_exactly_the_chosen_kinds_as
     produce(&bootstrap, DLQ, &records);
 
     // 1. Dry run: every dead letter is listed with where it would go, nothing is sent.
-    let (ok, out, err) = run(
-        &[
-            "dlq",
-            "replay",
-            "--bootstrap",
-            &bootstrap,
-            "--topic",
-            DLQ,
-            "--dry-run",
-        ],
-        LIMIT,
-    );
+    let (ok, out, err) = replay(&bootstrap, DLQ, &["--dry-run"]);
     assert!(ok, "dry run failed\nstdout:\n{out}\nstderr:\n{err}");
     for (i, kind) in kinds.iter().enumerate() {
         let line = format!(
@@ -212,21 +201,16 @@ fn dry_run_lists_and_sends_nothing_then_replay_sends_exactly_the_chosen_kinds_as
     );
 
     // 2. Replay the retryable and timeout failures to their original topic.
-    let (ok, out, err) = run(
+    let (ok, out, err) = replay(
+        &bootstrap,
+        DLQ,
         &[
-            "dlq",
-            "replay",
-            "--bootstrap",
-            &bootstrap,
-            "--topic",
-            DLQ,
             "--error-kind",
             "retryable",
             "--error-kind",
             "timeout",
             "--json",
         ],
-        LIMIT,
     );
     let v = last_json_line(&out, &err);
     assert!(ok, "replay failed: {v}\nstderr:\n{err}");
@@ -242,14 +226,10 @@ fn dry_run_lists_and_sends_nothing_then_replay_sends_exactly_the_chosen_kinds_as
     assert_eq!(total, 3, "more than the matching records arrived");
 
     // 3. `--to` and an original offset range: only orders offsets 101..=102 go to `elsewhere`.
-    let (ok, out, err) = run(
+    let (ok, out, err) = replay(
+        &bootstrap,
+        DLQ,
         &[
-            "dlq",
-            "replay",
-            "--bootstrap",
-            &bootstrap,
-            "--topic",
-            DLQ,
             "--to",
             "elsewhere",
             "--from-offset",
@@ -258,7 +238,6 @@ fn dry_run_lists_and_sends_nothing_then_replay_sends_exactly_the_chosen_kinds_as
             "102",
             "--json",
         ],
-        LIMIT,
     );
     let v = last_json_line(&out, &err);
     assert!(ok, "replay failed: {v}\nstderr:\n{err}");
@@ -278,20 +257,27 @@ fn dry_run_lists_and_sends_nothing_then_replay_sends_exactly_the_chosen_kinds_as
     );
 }
 
+/// Runs `sluicegate dlq replay --bootstrap BOOTSTRAP --topic DLQ_TOPIC ARGS...`.
+fn replay(bootstrap: &str, dlq_topic: &str, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec![
+        "dlq",
+        "replay",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        dlq_topic,
+    ];
+    all.extend_from_slice(args);
+    run(&all, LIMIT)
+}
+
 #[test]
 fn a_missing_dlq_topic_is_a_clear_error() {
     let kafka = EmbeddedKafka::start(1).expect("embedded broker");
-    let (ok, _, err) = run(
-        &[
-            "dlq",
-            "replay",
-            "--bootstrap",
-            kafka.bootstrap_servers(),
-            "--topic",
-            "no-such-topic.dlq",
-            "--dry-run",
-        ],
-        LIMIT,
+    let (ok, _, err) = replay(
+        kafka.bootstrap_servers(),
+        "no-such-topic.dlq",
+        &["--dry-run"],
     );
     assert!(!ok);
     assert!(err.contains("`no-such-topic.dlq` does not exist"), "{err}");

@@ -35,15 +35,23 @@ on_both_brokers!(
     retried_message_keeps_its_place_in_its_partition,
 );
 
+/// Delays from `initial_ms` doubling to `max_ms` (fixed if equal), without jitter.
+fn backoff(initial_ms: u64, max_ms: u64) -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(initial_ms),
+        max: Duration::from_millis(max_ms),
+        multiplier: 2.0,
+        jitter: 0.0,
+    }
+}
+
 /// Quick retries, so that tests reach the dead-letter topic fast.
 fn quick_retries(attempts: u32) -> RetryPolicy {
     RetryPolicy::default()
         .with_max_attempts(attempts)
         .with_backoff(Backoff {
-            initial: Duration::from_millis(5),
-            max: Duration::from_millis(20),
-            multiplier: 2.0,
             jitter: 0.2,
+            ..backoff(5, 20)
         })
 }
 
@@ -99,9 +107,7 @@ async fn poison_message_is_dead_lettered_and_everything_else_committed(
 ) -> anyhow::Result<()> {
     let topic = unique("poison");
     let group = unique("poison-group");
-    broker.create_topic(&topic, 4).await?;
-    let produced = broker.produce_to_partitions(&topic, 4, 2_500).await?;
-    let end = broker.log_end(&topic, &produced).await?;
+    let (produced, end) = broker.fill_topic(&topic, 4, 2_500).await?;
     let poison: &Produced = &produced[3_777];
 
     let recorder = Recorder::default();
@@ -177,9 +183,7 @@ async fn retried_message_keeps_its_place_in_its_partition(
     broker: TestBroker,
 ) -> anyhow::Result<()> {
     let topic = unique("retry-order");
-    broker.create_topic(&topic, 2).await?;
-    let produced = broker.produce_to_partitions(&topic, 2, 300).await?;
-    let end = broker.log_end(&topic, &produced).await?;
+    let (produced, end) = broker.fill_topic(&topic, 2, 300).await?;
     let flaky = produced[100].clone();
     let failures_left = Arc::new(AtomicUsize::new(2));
     let recorder = Recorder::default();
@@ -207,12 +211,7 @@ async fn retried_message_keeps_its_place_in_its_partition(
     };
     let handle = broker
         .consumer(&unique("retry-order-group"), &topic)
-        .retry_policy(RetryPolicy::default().with_backoff(Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(100),
-            multiplier: 1.0,
-            jitter: 0.0,
-        }))
+        .retry_policy(RetryPolicy::default().with_backoff(backoff(100, 100)))
         .commit_interval(Duration::from_millis(100))
         .build(handler)?
         .spawn()?;
@@ -332,9 +331,7 @@ async fn circuit_breaker_opens_under_total_failure_and_closes_after_recovery() -
 {
     let broker = TestBroker::embedded()?;
     let topic = unique("breaker");
-    broker.create_topic(&topic, 2).await?;
-    let produced = broker.produce_to_partitions(&topic, 2, 200).await?;
-    let end = broker.log_end(&topic, &produced).await?;
+    let (produced, end) = broker.fill_topic(&topic, 2, 200).await?;
 
     const TRIP: u32 = 5;
     const COOL_DOWN: Duration = Duration::from_millis(300);
@@ -362,12 +359,7 @@ async fn circuit_breaker_opens_under_total_failure_and_closes_after_recovery() -
     let handle = broker
         .consumer(&unique("breaker-group"), &topic)
         // Without the breaker, these retries would call the handler every few milliseconds.
-        .retry_policy(RetryPolicy::default().with_backoff(Backoff {
-            initial: Duration::from_millis(5),
-            max: Duration::from_millis(5),
-            multiplier: 1.0,
-            jitter: 0.0,
-        }))
+        .retry_policy(RetryPolicy::default().with_backoff(backoff(5, 5)))
         .circuit_breaker(
             CircuitBreaker::default()
                 .with_consecutive_failures(TRIP)
@@ -426,9 +418,7 @@ async fn survives(
 ) -> anyhow::Result<ConsumerStatus> {
     let topic = unique(name);
     let group = unique(&format!("{name}-group"));
-    broker.create_topic(&topic, 4).await?;
-    let produced = broker.produce_to_partitions(&topic, 4, 500).await?;
-    let end = broker.log_end(&topic, &produced).await?;
+    let (produced, end) = broker.fill_topic(&topic, 4, 500).await?;
     let recorder = Recorder::default();
     let rec = recorder.clone();
     let handle = configure(
@@ -511,12 +501,7 @@ async fn client_is_recreated_when_no_broker_is_reachable_for_long() -> anyhow::R
             b.reconnect(
                 Reconnect::default()
                     .with_unreachable_after(Duration::from_secs(2))
-                    .with_backoff(Backoff {
-                        initial: Duration::from_millis(200),
-                        max: Duration::from_secs(1),
-                        multiplier: 2.0,
-                        jitter: 0.0,
-                    }),
+                    .with_backoff(backoff(200, 1000)),
             )
         },
         async |broker, _| outage(broker, Duration::from_secs(5)).await,
@@ -573,9 +558,7 @@ async fn failing_dead_letter_writes_hold_commits_back() -> anyhow::Result<()> {
     let broker = TestBroker::embedded()?;
     let kafka = broker.embedded_kafka().expect("embedded");
     let topic = unique("dlq-errors");
-    broker.create_topic(&topic, 2).await?;
-    let produced = broker.produce_to_partitions(&topic, 2, 1_000).await?;
-    let end = broker.log_end(&topic, &produced).await?;
+    let (produced, end) = broker.fill_topic(&topic, 2, 1_000).await?;
     let poison = produced[300].clone();
     // The dead-letter topic exists already, and every produce fails until cleared.
     kafka.create_topic(&format!("{topic}.dlq"), 2)?;
@@ -589,12 +572,7 @@ async fn failing_dead_letter_writes_hold_commits_back() -> anyhow::Result<()> {
         .consumer(&unique("dlq-errors-group"), &topic)
         .ordering(sluicegate::Ordering::Unordered)
         .retry_policy(quick_retries(2))
-        .dead_letter(DeadLetter::default().retry_backoff(Backoff {
-            initial: Duration::from_millis(50),
-            max: Duration::from_millis(200),
-            multiplier: 2.0,
-            jitter: 0.0,
-        }))
+        .dead_letter(DeadLetter::default().retry_backoff(backoff(50, 200)))
         .commit_interval(Duration::from_millis(100))
         .build(handler_fn(failing_on(
             BTreeSet::from([poison.payload.clone()]),

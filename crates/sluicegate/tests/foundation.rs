@@ -477,11 +477,7 @@ async fn handler_slower_than_max_poll_interval_is_not_evicted(
     const SLOW_OFFSET: i64 = 10;
     let topic = unique("slow");
     let group = unique("slow-group");
-    broker.create_topic(&topic, PARTITIONS).await?;
-    let produced = broker
-        .produce_to_partitions(&topic, PARTITIONS, PER_PARTITION)
-        .await?;
-    let high = broker.log_end(&topic, &produced).await?;
+    let (produced, high) = broker.fill_topic(&topic, PARTITIONS, PER_PARTITION).await?;
     let all: BTreeSet<_> = (0..PARTITIONS).map(|p| tp(&topic, p)).collect();
 
     let recorder = Recorder::default();
@@ -561,11 +557,7 @@ async fn shutdown_commits_finished_work_and_nothing_unfinished(
     let stuck_at = |p: i32| 5 + 3 * p as i64;
     let topic = unique("shutdown");
     let group = unique("shutdown-group");
-    broker.create_topic(&topic, PARTITIONS).await?;
-    let produced = broker
-        .produce_to_partitions(&topic, PARTITIONS, PER_PARTITION)
-        .await?;
-    broker.log_end(&topic, &produced).await?;
+    broker.fill_topic(&topic, PARTITIONS, PER_PARTITION).await?;
 
     let recorder = Recorder::default();
     let (stuck_tx, mut stuck_rx) = mpsc::unbounded_channel();
@@ -639,11 +631,7 @@ async fn shutdown_lets_running_handlers_finish_within_drain_timeout(
     const WORK: Duration = Duration::from_secs(1);
     let topic = unique("drain");
     let group = unique("drain-group");
-    broker.create_topic(&topic, PARTITIONS).await?;
-    let produced = broker
-        .produce_to_partitions(&topic, PARTITIONS, PER_PARTITION)
-        .await?;
-    broker.log_end(&topic, &produced).await?;
+    broker.fill_topic(&topic, PARTITIONS, PER_PARTITION).await?;
 
     let recorder = Recorder::default();
     let (running_tx, mut running_rx) = mpsc::unbounded_channel();

@@ -2,19 +2,18 @@
 //! time and original offset, and re-publish their original key, value and headers to the
 //! topic they came from (or another), acknowledged by the broker.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, DeliveryResult, Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext};
-use rdkafka::{ClientConfig, ClientContext, Message as _};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::{ClientConfig, Message as _};
 use serde::Serialize;
 use sluicegate::dead_letter::DeadLetterRecord;
 use sluicegate::ErrorKind;
 
+use crate::produce::{send_waiting, DeliveryLog, Subject};
 use crate::read_back::{headers_of, read_to_end};
 use crate::report::{print_json_line, thousands};
 use crate::DlqReplayArgs;
@@ -145,15 +144,12 @@ pub struct ReplaySummary {
     pub failed: u64,
     pub skipped_unparseable: u64,
     pub unparseable: Vec<Unparseable>,
-    /// The first delivery failures (at most [`MAX_LISTED_FAILURES`]).
+    /// The first delivery failures (at most [`MAX_KEPT_FAILURES`](crate::produce::MAX_KEPT_FAILURES)).
     pub failures: Vec<String>,
     /// With `--dry-run`: what would be sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub records: Option<Vec<Listed>>,
 }
-
-/// Delivery failures kept for the report.
-const MAX_LISTED_FAILURES: usize = 20;
 
 impl ReplaySummary {
     /// The summary for people.
@@ -201,41 +197,16 @@ struct Source {
     target: String,
 }
 
-#[derive(Default)]
-struct Deliveries {
-    delivered: AtomicU64,
-    failed: AtomicU64,
-    failures: Mutex<Vec<String>>,
-}
-
-/// Counts delivery reports, and keeps the first failures with the record they are about.
-#[derive(Clone, Default)]
-struct DeliveryLog(Arc<Deliveries>);
-
-impl ClientContext for DeliveryLog {}
-
-impl ProducerContext for DeliveryLog {
-    type DeliveryOpaque = Box<Source>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, source: Box<Source>) {
-        match result {
-            Ok(_) => {
-                self.0.delivered.fetch_add(1, Relaxed);
-            }
-            Err((e, _)) => {
-                self.0.failed.fetch_add(1, Relaxed);
-                if let Ok(mut failures) = self.0.failures.lock() {
-                    if failures.len() < MAX_LISTED_FAILURES {
-                        failures.push(format!(
-                            "dlq {}/{} -> {}: {e}",
-                            source.dlq_partition, source.dlq_offset, source.target
-                        ));
-                    }
-                }
-            }
-        }
+impl Subject for Box<Source> {
+    fn describe(&self, error: &KafkaError) -> String {
+        format!(
+            "dlq {}/{} -> {}: {error}",
+            self.dlq_partition, self.dlq_offset, self.target
+        )
     }
 }
+
+type ReplayLog = DeliveryLog<Box<Source>>;
 
 /// Connection settings for both clients: bootstrap servers and every `-X`.
 fn client_config(args: &DlqReplayArgs) -> ClientConfig {
@@ -248,7 +219,7 @@ fn client_config(args: &DlqReplayArgs) -> ClientConfig {
 }
 
 /// The producer of replayed records: idempotent, `acks=all`.
-fn producer(args: &DlqReplayArgs, log: &DeliveryLog) -> Result<BaseProducer<DeliveryLog>> {
+fn producer(args: &DlqReplayArgs, log: &ReplayLog) -> Result<BaseProducer<ReplayLog>> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &args.bootstrap)
@@ -267,7 +238,7 @@ fn producer(args: &DlqReplayArgs, log: &DeliveryLog) -> Result<BaseProducer<Deli
 /// Sends `message`'s key and value with `headers` to `target`, waiting for room in the local
 /// queue when it is full.
 fn send(
-    producer: &BaseProducer<DeliveryLog>,
+    producer: &BaseProducer<ReplayLog>,
     message: &BorrowedMessage<'_>,
     headers: &[sluicegate::Header],
     target: &str,
@@ -292,29 +263,18 @@ fn send(
     if let Some(payload) = message.payload() {
         record = record.payload(payload);
     }
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                producer.poll(Duration::from_millis(100));
-                record = back;
-            }
-            Err((e, _)) => {
-                return Err(e).with_context(|| {
-                    format!(
-                        "cannot send dlq record {}/{} to `{target}`",
-                        message.partition(),
-                        message.offset()
-                    )
-                })
-            }
-        }
-    }
+    send_waiting(producer, record).with_context(|| {
+        format!(
+            "cannot send dlq record {}/{} to `{target}`",
+            message.partition(),
+            message.offset()
+        )
+    })
 }
 
 /// Reads, filters and (unless a dry run) re-publishes. Blocking.
 fn replay_blocking(args: &DlqReplayArgs, filter: &Filter) -> Result<ReplaySummary> {
-    let log = DeliveryLog::default();
+    let log = ReplayLog::default();
     let producer = if args.dry_run {
         None
     } else {
@@ -383,7 +343,7 @@ fn replay_blocking(args: &DlqReplayArgs, filter: &Filter) -> Result<ReplaySummar
     );
     // Deliver what was handed over even if reading failed, then report the read error.
     let flushed = producer.as_ref().map(|p| p.flush(FLUSH_TIMEOUT));
-    let delivered = log.0.delivered.load(Relaxed);
+    let delivered = log.0.delivered();
     let end = match end {
         Err(e) if delivered > 0 => {
             return Err(e.context(format!(
@@ -397,14 +357,14 @@ fn replay_blocking(args: &DlqReplayArgs, filter: &Filter) -> Result<ReplaySummar
     summary.skipped_unparseable = summary.unparseable.len() as u64;
     if producer.is_some() {
         let d = &log.0;
-        summary.sent = d.delivered.load(Relaxed);
+        summary.sent = d.delivered();
         // Failed, or not reported before the flush gave up.
         summary.failed = summary.matched - summary.sent;
-        summary.failures = d.failures.lock().map(|f| f.clone()).unwrap_or_default();
+        summary.failures = d.failures();
         if let Some(Err(e)) = flushed {
             summary.failures.push(format!(
                 "{} deliveries not confirmed within {FLUSH_TIMEOUT:?}: {e}",
-                summary.matched - summary.sent - d.failed.load(Relaxed)
+                summary.matched - summary.sent - d.failed()
             ));
         }
     }

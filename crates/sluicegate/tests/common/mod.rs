@@ -231,6 +231,23 @@ impl TestBroker {
         .await
     }
 
+    /// Creates `topic` with `partitions` partitions, produces `per_partition` records to each
+    /// (see [`produce_to_partitions`](Self::produce_to_partitions)) and returns them with the
+    /// log end of each partition (see [`log_end`](Self::log_end)).
+    pub async fn fill_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        per_partition: usize,
+    ) -> anyhow::Result<(Vec<Produced>, BTreeMap<i32, i64>)> {
+        self.create_topic(topic, partitions).await?;
+        let produced = self
+            .produce_to_partitions(topic, partitions, per_partition)
+            .await?;
+        let end = self.log_end(topic, &produced).await?;
+        Ok((produced, end))
+    }
+
     /// Produces `count` records numbered `first..first + count` to `topic`, keyed over `keys`
     /// distinct keys and partitioned by key; waits until the broker acknowledged every one.
     pub async fn produce_keyed(
