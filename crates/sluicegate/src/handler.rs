@@ -72,6 +72,102 @@ where
     }
 }
 
+/// Handles messages a batch at a time: bulk database writes, bulk inference, one request for
+/// many records.
+///
+/// The runtime calls `handle_batch` with batches cut by [`BatchLimits`](crate::BatchLimits).
+/// `Ok(())` finishes every message of the batch. An error fails the whole batch, which goes to
+/// the retry policy; once that gives up, the runtime isolates the failing records by
+/// bisecting the batch (halves, then quarters, down to single records), so that only the
+/// records that fail on their own are dead-lettered and the rest finish.
+///
+/// Handlers may be called again with records they saw in a failed batch; writes should be
+/// idempotent (upserts) or go through the consumer's [`Output`](crate::Output).
+///
+/// ```
+/// use sluicegate::{BatchHandler, HandlerResult, Message};
+///
+/// struct BulkInsert;
+///
+/// impl BatchHandler for BulkInsert {
+///     async fn handle_batch(&self, batch: Vec<Message>) -> HandlerResult {
+///         let rows: Vec<&[u8]> = batch.iter().filter_map(Message::payload).collect();
+///         tracing::debug!(rows = rows.len(), "one insert");
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait BatchHandler: Send + Sync + 'static {
+    /// Handles `batch`: messages in offset order within each partition.
+    fn handle_batch(&self, batch: Vec<Message>) -> impl Future<Output = HandlerResult> + Send;
+}
+
+/// A [`BatchHandler`] made from an async closure; see [`batch_handler_fn`].
+#[derive(Clone)]
+pub struct BatchHandlerFn<F>(F);
+
+/// Wraps an async closure `Fn(Vec<Message>) -> Future<Output = HandlerResult>` as a
+/// [`BatchHandler`].
+///
+/// ```
+/// use sluicegate::{batch_handler_fn, Message};
+///
+/// let handler = batch_handler_fn(|batch: Vec<Message>| async move {
+///     tracing::info!(n = batch.len(), "batch");
+///     Ok(())
+/// });
+/// # let _ = handler;
+/// ```
+pub fn batch_handler_fn<F, Fut>(f: F) -> BatchHandlerFn<F>
+where
+    F: Fn(Vec<Message>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send,
+{
+    BatchHandlerFn(f)
+}
+
+impl<F, Fut> BatchHandler for BatchHandlerFn<F>
+where
+    F: Fn(Vec<Message>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send,
+{
+    fn handle_batch(&self, batch: Vec<Message>) -> impl Future<Output = HandlerResult> + Send {
+        (self.0)(batch)
+    }
+}
+
+/// A [`BatchHandler`] as the consumer runs it; made by
+/// [`ConsumerBuilder::build_batch`](crate::ConsumerBuilder::build_batch).
+pub struct Batched<B>(pub(crate) B);
+
+/// What a consumer runs: a [`Handler`], or a [`BatchHandler`] (as [`Batched`]). Sealed.
+pub trait Work: sealed::Sealed + Send + Sync + 'static {
+    #[doc(hidden)]
+    fn call(&self, messages: Vec<Message>) -> impl Future<Output = HandlerResult> + Send;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<H: super::Handler> Sealed for H {}
+    impl<B: super::BatchHandler> Sealed for super::Batched<B> {}
+}
+
+impl<H: Handler> Work for H {
+    fn call(&self, messages: Vec<Message>) -> impl Future<Output = HandlerResult> + Send {
+        let message = messages
+            .into_iter()
+            .next()
+            .expect("a handler is called with one message");
+        self.handle(message)
+    }
+}
+
+impl<B: BatchHandler> Work for Batched<B> {
+    fn call(&self, messages: Vec<Message>) -> impl Future<Output = HandlerResult> + Send {
+        self.0.handle_batch(messages)
+    }
+}
+
 /// A [`Handler`] that decodes each payload as JSON into `T` before calling `f(value, message)`;
 /// see [`json_handler`].
 pub struct JsonHandler<T, F> {

@@ -47,12 +47,12 @@ mod offsets;
 pub mod policy;
 mod runtime;
 
-pub use dispatch::{BufferLimits, Ordering};
+pub use dispatch::{BatchLimits, BufferLimits, Ordering};
 pub use embedded::{ApiKey, EmbeddedKafka, ResponseError};
 pub use error::Error;
 pub use handler::{
-    handler_fn, json_handler, ErrorKind, Handler, HandlerError, HandlerFn, HandlerResult,
-    JsonHandler,
+    batch_handler_fn, handler_fn, json_handler, BatchHandler, BatchHandlerFn, Batched, ErrorKind,
+    Handler, HandlerError, HandlerFn, HandlerResult, JsonHandler, Work,
 };
 pub use message::{Header, Message};
 pub use offsets::{offset_map, OffsetTracker};

@@ -1,13 +1,17 @@
-//! Dispatch rules: when a message may run (the ordering mode), and
+//! Dispatch rules: when a message may run (the ordering mode), how messages are cut into
+//! batches, and
 //! when a partition must be paused or resumed to keep buffered work within bounds.
 //!
 //! Pure decisions only; the runtime owns the lanes and the consumer and applies them.
 
 mod backpressure;
+mod batch;
 mod keys;
 
 pub use backpressure::BufferLimits;
 pub(crate) use backpressure::{Backpressure, Buffered};
+pub use batch::BatchLimits;
+pub(crate) use batch::Batcher;
 pub(crate) use keys::KeyGate;
 
 use std::str::FromStr;

@@ -24,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::dead_letter::{DeadLetter, DeadLetterWriter};
-use crate::dispatch::{BufferLimits, Ordering};
+use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
+use crate::handler::{BatchHandler, Batched, Handler, Work};
 use crate::policy::{Breaker, CircuitBreaker, Reconnect, RetryPolicy};
-use crate::{Error, Handler};
+use crate::Error;
 
 use assignment::{Assignment, LaneSpawner, Routing};
 use context::RuntimeContext;
@@ -53,6 +54,7 @@ pub struct ConsumerBuilder {
     max_in_flight: usize,
     max_in_flight_per_partition: Option<usize>,
     limits: BufferLimits,
+    batch: BatchLimits,
     retry: RetryPolicy,
     handler_timeout: Option<Duration>,
     circuit_breaker: Option<CircuitBreaker>,
@@ -73,6 +75,7 @@ impl Default for ConsumerBuilder {
             max_in_flight: 1_000,
             max_in_flight_per_partition: None,
             limits: BufferLimits::default(),
+            batch: BatchLimits::default(),
             retry: RetryPolicy::default(),
             handler_timeout: None,
             circuit_breaker: None,
@@ -149,6 +152,13 @@ impl ConsumerBuilder {
         self
     }
 
+    /// How a batch handler's batches are cut (see [`build_batch`](Self::build_batch)); 200
+    /// messages, 100 ms, 16 MiB by default.
+    pub fn batch_limits(mut self, limits: BatchLimits) -> Self {
+        self.batch = limits;
+        self
+    }
+
     /// What happens when the handler fails. The default retries without limit.
     ///
     /// In the partition and key modes a message waiting to be retried keeps its place: later
@@ -206,6 +216,71 @@ impl ConsumerBuilder {
 
     /// Checks the settings and builds the consumer around `handler`. Nothing connects yet.
     pub fn build<H: Handler>(self, handler: H) -> Result<Consumer<H>, Error> {
+        self.build_work(handler, None)
+    }
+
+    /// Checks the settings and builds a consumer that calls `handler` with batches cut by
+    /// [`batch_limits`](Self::batch_limits).
+    ///
+    /// In [`Ordering::Partition`] (the default) each batch holds messages of one partition,
+    /// in offset order, and a partition's batches run one at a time. In
+    /// [`Ordering::Unordered`] batches mix partitions, and up to `max_in_flight / max_messages`
+    /// batches (at least one) run at once. [`Ordering::Key`] is refused: use partition order.
+    ///
+    /// ```no_run
+    /// use sluicegate::{batch_handler_fn, BatchLimits, Consumer, Message};
+    ///
+    /// # async fn run() -> Result<(), sluicegate::Error> {
+    /// Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .group_id("loader")
+    ///     .topic("events")
+    ///     .batch_limits(BatchLimits::default().max_messages(500))
+    ///     .build_batch(batch_handler_fn(|batch: Vec<Message>| async move {
+    ///         println!("{} events in one insert", batch.len());
+    ///         Ok(())
+    ///     }))?
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn build_batch<B: BatchHandler>(self, handler: B) -> Result<Consumer<Batched<B>>, Error> {
+        let limits = self.batch;
+        if self.ordering == Ordering::Key {
+            return Err(Error::Config {
+                key: "ordering".into(),
+                value: "key".into(),
+                reason: "batch handlers run in partition or unordered mode".into(),
+            });
+        }
+        for (key, value, ok) in [
+            (
+                "batch_limits.max_messages",
+                limits.max_messages.to_string(),
+                limits.max_messages > 0,
+            ),
+            (
+                "batch_limits.max_bytes",
+                limits.max_bytes.to_string(),
+                limits.max_bytes > 0,
+            ),
+        ] {
+            if !ok {
+                return Err(Error::Config {
+                    key: key.into(),
+                    value,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        self.build_work(Batched(handler), Some(limits))
+    }
+
+    fn build_work<W: Work>(
+        self,
+        work: W,
+        batch: Option<BatchLimits>,
+    ) -> Result<Consumer<W>, Error> {
         let bootstrap = self
             .bootstrap_servers
             .clone()
@@ -275,7 +350,8 @@ impl ConsumerBuilder {
         Ok(Consumer {
             settings: self,
             client,
-            handler,
+            work,
+            batch,
         })
     }
 }
@@ -298,10 +374,11 @@ impl ConsumerBuilder {
 ///     .await
 /// # }
 /// ```
-pub struct Consumer<H> {
+pub struct Consumer<W> {
     settings: ConsumerBuilder,
     client: ClientConfig,
-    handler: H,
+    work: W,
+    batch: Option<BatchLimits>,
 }
 
 impl Consumer<()> {
@@ -311,7 +388,7 @@ impl Consumer<()> {
     }
 }
 
-impl<H: Handler> Consumer<H> {
+impl<W: Work> Consumer<W> {
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn run(self) -> Result<(), Error> {
         let shutdown = CancellationToken::new();
@@ -349,6 +426,8 @@ impl<H: Handler> Consumer<H> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::MissingConfig("a Tokio runtime to run handlers on"))?;
         let width = match s.ordering {
+            // A batch lane, or a partition's forwarder to the shared batch lanes.
+            _ if self.batch.is_some() => 1,
             Ordering::Partition => 1,
             _ => s
                 .max_in_flight_per_partition
@@ -360,20 +439,41 @@ impl<H: Handler> Consumer<H> {
             None => None,
         };
         let breaker = s.circuit_breaker.clone().map(Breaker::new);
+        let max_in_flight = u32::try_from(s.max_in_flight).unwrap_or(u32::MAX);
         let worker = Arc::new(Worker {
-            handler: self.handler,
+            work: self.work,
+            batch: self.batch,
             retry: s.retry.clone(),
             timeout: s.handler_timeout,
             breaker: breaker.clone(),
             dead_letter: dead_letter.clone(),
             pause_while_retrying: s.ordering != Ordering::Unordered,
-            in_flight: Arc::new(Semaphore::new(s.max_in_flight)),
+            in_flight: Arc::new(Semaphore::new(max_in_flight as usize)),
+            max_in_flight,
             abort: control.abort.clone(),
         });
         let lane_runtime = runtime.clone();
-        let spawn_lane: LaneSpawner = Arc::new(move |slot, queue, revoked, events| {
-            lane_runtime.spawn(worker.clone().run_lane(slot, queue, revoked, events));
-        });
+        let spawn_lane: LaneSpawner = match self.batch {
+            // Batches across partitions: each partition forwards to shared batch lanes.
+            Some(limits) if s.ordering == Ordering::Unordered => {
+                let (shared, routed) = async_channel::bounded(limits.max_messages);
+                for _ in 0..(s.max_in_flight / limits.max_messages).max(1) {
+                    runtime.spawn(worker.clone().run_shared_batches(routed.clone()));
+                }
+                Arc::new(move |slot, queue, revoked, events| {
+                    lane_runtime.spawn(Worker::<W>::forward(
+                        slot,
+                        queue,
+                        revoked,
+                        events,
+                        shared.clone(),
+                    ));
+                })
+            }
+            _ => Arc::new(move |slot, queue, revoked, events| {
+                lane_runtime.spawn(worker.clone().run_lane(slot, queue, revoked, events));
+            }),
+        };
         let (publisher, status) = StatusPublisher::new();
         let session = Session {
             client: self.client,

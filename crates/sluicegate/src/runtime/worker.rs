@@ -1,5 +1,6 @@
-//! A lane: one Tokio task that handles the messages routed to it, one at a time, applying the
-//! retry policy around the user's handler, and reports each outcome to the poll loop.
+//! A lane: one Tokio task that handles the messages routed to it, one at a time or a batch at
+//! a time, applying the policies around the user's handler, and reports each outcome to the
+//! poll loop.
 
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
@@ -14,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use crate::dead_letter::{DeadLetterWriter, Failure};
-use crate::handler::{ErrorKind, Handler, HandlerError, HandlerResult};
+use crate::dispatch::{BatchLimits, Batcher};
+use crate::handler::{ErrorKind, HandlerError, HandlerResult, Work};
 use crate::policy::{Breaker, RetryDecision, RetryPolicy};
 use crate::Message;
 
@@ -29,8 +31,10 @@ const PAUSE_RETRIES_FROM: Duration = Duration::from_secs(1);
 const REPORT_EVERY: Duration = Duration::from_millis(5);
 
 /// What every lane of a consumer shares.
-pub(crate) struct Worker<H> {
-    pub handler: H,
+pub(crate) struct Worker<W> {
+    pub work: W,
+    /// Set for a batch handler.
+    pub batch: Option<BatchLimits>,
     pub retry: RetryPolicy,
     /// Cancels a handler call that runs longer, as a [`ErrorKind::Timeout`] failure.
     pub timeout: Option<Duration>,
@@ -39,14 +43,17 @@ pub(crate) struct Worker<H> {
     /// Whether a message waiting to be retried pauses its partition (the ordered modes, where
     /// nothing behind it may go first anyway).
     pub pause_while_retrying: bool,
-    /// Bounds handlers running at once across all lanes.
+    /// Bounds messages in handler calls at once across all lanes.
     pub in_flight: Arc<Semaphore>,
+    /// The permits `in_flight` started with: a batch takes at most that many.
+    pub max_in_flight: u32,
     /// Cancelled on abort: running handlers are dropped, as a crash would.
     pub abort: CancellationToken,
 }
 
-impl<H: Handler> Worker<H> {
-    /// Runs one lane of the partition in `slot` until its queue is closed.
+impl<W: Work> Worker<W> {
+    /// Runs one lane of the partition in `slot` until its queue is closed, one message at a
+    /// time (or, for a batch handler, one batch at a time).
     ///
     /// Once `revoked` is cancelled, queued messages are reported abandoned without being
     /// handled and retry back-offs end; a handler already running is left to finish (the poll
@@ -62,6 +69,12 @@ impl<H: Handler> Worker<H> {
         revoked: CancellationToken,
         events: Sender<Event>,
     ) {
+        if let Some(limits) = self.batch {
+            return self
+                .run_batch_lane(limits, slot, queue, revoked, events)
+                .await;
+        }
+        let tokens = [&revoked];
         while let Ok(batch) = queue.recv().await {
             let mut left = Vec::with_capacity(batch.len());
             let mut since = Instant::now();
@@ -69,9 +82,10 @@ impl<H: Handler> Worker<H> {
                 let outcome = if revoked.is_cancelled() {
                     None
                 } else {
-                    let mut handling = pin!(self.process(&message, &revoked, slot, &events));
+                    let one = std::slice::from_ref(&message);
+                    let mut handling = pin!(self.process(one, &tokens, Some((slot, &events))));
                     match futures::poll!(handling.as_mut()) {
-                        Poll::Ready(outcome) => outcome,
+                        Poll::Ready(outcomes) => outcomes[0],
                         Poll::Pending => {
                             // The handler waits: report what finished before it first, so
                             // that commits (and a shutdown's final commit) need not wait.
@@ -79,7 +93,7 @@ impl<H: Handler> Worker<H> {
                             since = Instant::now();
                             tokio::select! {
                                 biased;
-                                outcome = handling => outcome,
+                                outcomes = handling => outcomes[0],
                                 _ = self.abort.cancelled() => None,
                             }
                         }
@@ -96,21 +110,217 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Handles one message under the policies; `None` if its partition was revoked while it
-    /// waited (to be retried, for the circuit breaker, or for its dead-letter write).
+    /// A lane that hands its partition's messages to a batch handler in batches cut by
+    /// `limits`, one batch at a time, in offset order.
+    async fn run_batch_lane(
+        self: Arc<Self>,
+        limits: BatchLimits,
+        slot: Slot,
+        queue: async_channel::Receiver<Vec<Message>>,
+        revoked: CancellationToken,
+        events: Sender<Event>,
+    ) {
+        let mut batcher = Batcher::new(limits);
+        let mut open = true;
+        while open || !batcher.is_empty() {
+            let received = match batcher.deadline() {
+                _ if !open => None,
+                Some(deadline) => tokio::select! {
+                    r = queue.recv() => Some(r),
+                    _ = tokio::time::sleep_until(deadline.into()) => None,
+                },
+                None => Some(queue.recv().await),
+            };
+            match received {
+                Some(Ok(messages)) => {
+                    let now = Instant::now();
+                    for m in messages {
+                        let size = m.size();
+                        batcher.push(m, size, now);
+                    }
+                }
+                Some(Err(_)) => open = false,
+                None => {}
+            }
+            while let Some(batch) = batcher.next_batch(Instant::now(), !open) {
+                let outcomes = if revoked.is_cancelled() {
+                    vec![None; batch.len()]
+                } else {
+                    let tokens = vec![&revoked; batch.len()];
+                    tokio::select! {
+                        biased;
+                        outcomes = self.process(&batch, &tokens, Some((slot, &events))) => outcomes,
+                        _ = self.abort.cancelled() => vec![None; batch.len()],
+                    }
+                };
+                let mut left = batch
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|(message, outcome)| Left { message, outcome })
+                    .collect();
+                report(&events, slot, &mut left);
+            }
+        }
+    }
+
+    /// The lane of a partition whose messages are batched with other partitions': it hands
+    /// them to the shared batch lanes (see [`run_shared_batches`](Self::run_shared_batches)).
+    pub async fn forward(
+        slot: Slot,
+        queue: async_channel::Receiver<Vec<Message>>,
+        revoked: CancellationToken,
+        events: Sender<Event>,
+        shared: async_channel::Sender<Routed>,
+    ) {
+        while let Ok(messages) = queue.recv().await {
+            for message in messages {
+                let routed = Routed {
+                    slot,
+                    message,
+                    revoked: revoked.clone(),
+                    events: events.clone(),
+                };
+                if shared.send(routed).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One of the lanes that batch messages across partitions (the unordered mode): takes
+    /// what the partitions forward, cuts batches, handles them and reports each message to
+    /// its own partition.
+    pub async fn run_shared_batches(self: Arc<Self>, queue: async_channel::Receiver<Routed>) {
+        let limits = self.batch.unwrap_or_default();
+        let mut batcher = Batcher::new(limits);
+        let mut open = true;
+        while open || !batcher.is_empty() {
+            let received = match batcher.deadline() {
+                _ if !open => None,
+                Some(deadline) => tokio::select! {
+                    r = queue.recv() => Some(r),
+                    _ = tokio::time::sleep_until(deadline.into()) => None,
+                },
+                None => Some(queue.recv().await),
+            };
+            match received {
+                Some(Ok(routed)) => {
+                    let size = routed.message.size();
+                    batcher.push(routed, size, Instant::now());
+                }
+                Some(Err(_)) => open = false,
+                None => {}
+            }
+            while let Some(batch) = batcher.next_batch(Instant::now(), !open) {
+                // Messages of partitions revoked meanwhile are left to their next owner.
+                let (live, gone): (Vec<Routed>, Vec<Routed>) =
+                    batch.into_iter().partition(|r| !r.revoked.is_cancelled());
+                for r in gone {
+                    r.report(None);
+                }
+                if live.is_empty() {
+                    continue;
+                }
+                let messages: Vec<Message> = live.iter().map(|r| r.message.clone()).collect();
+                let tokens: Vec<&CancellationToken> = live.iter().map(|r| &r.revoked).collect();
+                let outcomes = tokio::select! {
+                    biased;
+                    outcomes = self.process(&messages, &tokens, None) => outcomes,
+                    _ = self.abort.cancelled() => vec![None; live.len()],
+                };
+                for (r, outcome) in live.into_iter().zip(outcomes) {
+                    r.report(outcome);
+                }
+            }
+        }
+    }
+
+    /// Handles `messages` (one, or a batch) under the policies and returns the outcome of
+    /// each, in order: `None` for those abandoned because their partition was revoked while
+    /// they waited (to be retried, for the circuit breaker, or for a dead-letter write).
+    /// `revoked` holds each message's partition token. `retrying` names the partition that
+    /// pauses while a retry waits, in the ordered modes.
     async fn process(
         &self,
-        message: &Message,
-        revoked: &CancellationToken,
-        slot: Slot,
-        events: &Sender<Event>,
-    ) -> Option<Outcome> {
-        let _permit = self.in_flight.acquire().await;
-        let mut retrying = RetryingGuard {
-            events,
-            slot,
+        messages: &[Message],
+        revoked: &[&CancellationToken],
+        retrying: Option<(Slot, &Sender<Event>)>,
+    ) -> Vec<Option<Outcome>> {
+        let permits = u32::try_from(messages.len())
+            .unwrap_or(u32::MAX)
+            .min(self.max_in_flight);
+        let _permit = self.in_flight.acquire_many(permits).await;
+        let mut guard = RetryingGuard {
+            target: retrying.filter(|_| self.pause_while_retrying),
             active: false,
         };
+        let n = messages.len();
+        let hold = n == 1 && self.dead_letter.is_none();
+        match self
+            .retry_until_settled(messages, revoked, &mut guard, hold)
+            .await
+        {
+            Settled::Finished(outcome) => vec![Some(outcome); n],
+            Settled::Revoked => vec![None; n],
+            Settled::GaveUp(failure) => self.give_up(messages, revoked, &mut guard, failure).await,
+        }
+    }
+
+    /// What follows a give-up: a batch is bisected, each half retried and settled on its own
+    /// down to single messages, so that only records failing on their own are dead-lettered.
+    fn give_up<'a>(
+        &'a self,
+        messages: &'a [Message],
+        revoked: &'a [&'a CancellationToken],
+        guard: &'a mut RetryingGuard<'_>,
+        failure: Failure,
+    ) -> futures::future::BoxFuture<'a, Vec<Option<Outcome>>> {
+        Box::pin(async move {
+            let n = messages.len();
+            if n > 1 {
+                warn!(messages = n, error = %failure.error,
+                      "batch failed; bisecting it to isolate the failing records");
+                let mut outcomes = Vec::with_capacity(n);
+                for (half, tokens) in messages
+                    .chunks(n.div_ceil(2))
+                    .zip(revoked.chunks(n.div_ceil(2)))
+                {
+                    let hold = half.len() == 1 && self.dead_letter.is_none();
+                    outcomes.extend(
+                        match self.retry_until_settled(half, tokens, guard, hold).await {
+                            Settled::Finished(outcome) => vec![Some(outcome); half.len()],
+                            Settled::Revoked => vec![None; half.len()],
+                            Settled::GaveUp(f) => self.give_up(half, tokens, guard, f).await,
+                        },
+                    );
+                }
+                return outcomes;
+            }
+            let message = &messages[0];
+            let dead_letter = self
+                .dead_letter
+                .as_ref()
+                .expect("without a dead-letter topic a single message is held, never given up");
+            error!(topic = message.topic(), partition = message.partition(),
+                   offset = message.offset(), attempts = failure.attempts, error = %failure.error,
+                   "handler gave up; dead-lettering");
+            let attempts = failure.attempts;
+            let sent = dead_letter.send(message, &failure, revoked[0]).await;
+            vec![sent.then_some(Outcome::DeadLettered { attempts })]
+        })
+    }
+
+    /// Calls the handler with `messages` until it succeeds or the retry policy gives up. With
+    /// `hold` (a single message with nowhere to dead-letter it) it never gives up: holding the
+    /// message is the only way not to lose it.
+    async fn retry_until_settled(
+        &self,
+        messages: &[Message],
+        revoked: &[&CancellationToken],
+        guard: &mut RetryingGuard<'_>,
+        hold: bool,
+    ) -> Settled {
+        let all_revoked = || futures::future::join_all(revoked.iter().map(|t| t.cancelled()));
         let mut attempts = 0u32;
         let mut first_failure: Option<(Instant, SystemTime)> = None;
         loop {
@@ -119,22 +329,28 @@ impl<H: Handler> Worker<H> {
                 Some(breaker) => {
                     let ticket = tokio::select! {
                         ticket = breaker.admit() => ticket,
-                        _ = revoked.cancelled() => return None,
+                        _ = all_revoked() => return Settled::Revoked,
                     };
-                    let result = self.attempt(message).await;
+                    let result = self.attempt(messages).await;
                     let failed = result.as_ref().is_err_and(|e| e.kind().is_retryable());
                     breaker.record(ticket, failed);
                     result
                 }
-                None => self.attempt(message).await,
+                None => self.attempt(messages).await,
             };
             let error = match result {
-                Ok(()) => return Some(Outcome::Handled { attempts }),
-                Err(e) if e.kind() == ErrorKind::Skip => return Some(Outcome::Skipped),
+                Ok(()) => return Settled::Finished(Outcome::Handled { attempts }),
+                Err(e) if e.kind() == ErrorKind::Skip => {
+                    return Settled::Finished(Outcome::Skipped)
+                }
                 Err(e) => e,
             };
             let (first, first_at) =
                 *first_failure.get_or_insert_with(|| (Instant::now(), SystemTime::now()));
+            let (topic, partition, offset) = {
+                let m = &messages[0];
+                (m.topic(), m.partition(), m.offset())
+            };
             let delay = match self.retry.decide(
                 error.kind(),
                 attempts,
@@ -142,43 +358,37 @@ impl<H: Handler> Worker<H> {
                 rand::random(),
             ) {
                 RetryDecision::RetryAfter(delay) => {
-                    warn!(topic = message.topic(), partition = message.partition(),
-                          offset = message.offset(), attempts, ?delay, %error, "handler failed; retrying");
+                    warn!(topic, partition, offset, messages = messages.len(), attempts, ?delay,
+                          %error, "handler failed; retrying");
                     delay
                 }
+                RetryDecision::GiveUp if !hold => {
+                    return Settled::GaveUp(Failure {
+                        error,
+                        attempts,
+                        first: first_at,
+                        last: SystemTime::now(),
+                    })
+                }
                 RetryDecision::GiveUp => {
-                    if let Some(dead_letter) = &self.dead_letter {
-                        error!(topic = message.topic(), partition = message.partition(),
-                               offset = message.offset(), attempts, %error, "handler gave up; dead-lettering");
-                        let failure = Failure {
-                            error,
-                            attempts,
-                            first: first_at,
-                            last: SystemTime::now(),
-                        };
-                        let sent = dead_letter.send(message, &failure, revoked).await;
-                        return sent.then_some(Outcome::DeadLettered { attempts });
-                    }
-                    // With nowhere to put the message, holding it is the only way not to lose it.
-                    error!(topic = message.topic(), partition = message.partition(),
-                           offset = message.offset(), attempts, %error,
+                    error!(topic, partition, offset, attempts, %error,
                            "handler gave up and no dead-letter topic is configured; holding the message and retrying");
                     self.retry.backoff.max
                 }
             };
-            if self.pause_while_retrying && delay >= PAUSE_RETRIES_FROM {
-                retrying.start();
+            if delay >= PAUSE_RETRIES_FROM {
+                guard.start();
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = revoked.cancelled() => return None,
+                _ = all_revoked() => return Settled::Revoked,
             }
         }
     }
 
     /// One call of the handler, bounded by the timeout.
-    async fn attempt(&self, message: &Message) -> HandlerResult {
-        let call = invoke(&self.handler, message.clone());
+    pub(crate) async fn attempt(&self, messages: &[Message]) -> HandlerResult {
+        let call = invoke(&self.work, messages.to_vec());
         match self.timeout {
             Some(limit) => tokio::time::timeout(limit, call)
                 .await
@@ -188,20 +398,45 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+/// How a retried call ended.
+enum Settled {
+    Finished(Outcome),
+    GaveUp(Failure),
+    Revoked,
+}
+
+/// A message on its way from its partition's lane to the shared batch lanes.
+pub(crate) struct Routed {
+    slot: Slot,
+    message: Message,
+    revoked: CancellationToken,
+    events: Sender<Event>,
+}
+
+impl Routed {
+    fn report(self, outcome: Option<Outcome>) {
+        let mut left = vec![Left {
+            message: self.message,
+            outcome,
+        }];
+        report(&self.events, self.slot, &mut left);
+    }
+}
+
 /// Tells the poll loop that a message of `slot` waits to be retried (so its partition pauses),
 /// and that it no longer does when dropped.
 struct RetryingGuard<'a> {
-    events: &'a Sender<Event>,
-    slot: Slot,
+    /// `None` where retries do not pause (the unordered mode).
+    target: Option<(Slot, &'a Sender<Event>)>,
     active: bool,
 }
 
 impl RetryingGuard<'_> {
     fn start(&mut self) {
-        if !self.active {
+        if let Some((slot, events)) = self.target.filter(|_| !self.active) {
             self.active = true;
-            let _ = self.events.send(Event::Retrying {
-                slot: self.slot,
+            let _ = events.send(Event::Retrying {
+                slot,
                 waiting: true,
             });
         }
@@ -210,9 +445,9 @@ impl RetryingGuard<'_> {
 
 impl Drop for RetryingGuard<'_> {
     fn drop(&mut self) {
-        if self.active {
-            let _ = self.events.send(Event::Retrying {
-                slot: self.slot,
+        if let Some((slot, events)) = self.target.filter(|_| self.active) {
+            let _ = events.send(Event::Retrying {
+                slot,
                 waiting: false,
             });
         }
@@ -231,11 +466,8 @@ fn report(events: &Sender<Event>, slot: Slot, left: &mut Vec<Left>) {
 }
 
 /// Calls the handler, turning a panic into a [`HandlerError`] of kind [`ErrorKind::Panic`].
-async fn invoke<H: Handler>(handler: &H, message: Message) -> Result<(), HandlerError> {
-    match AssertUnwindSafe(handler.handle(message))
-        .catch_unwind()
-        .await
-    {
+async fn invoke<W: Work>(work: &W, messages: Vec<Message>) -> Result<(), HandlerError> {
+    match AssertUnwindSafe(work.call(messages)).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => {
             let text = panic
