@@ -26,9 +26,12 @@ on_both_brokers!(
     poison_record_in_a_batch_of_200_is_dead_lettered_alone,
 );
 
-/// Every call's batch, as `(partition, offset, bytes)` per message.
+/// One call's batch, as `(partition, offset, bytes)` per message.
+type Call = Vec<(i32, i64, usize)>;
+
+/// Every call's batch.
 #[derive(Clone, Default)]
-struct Calls(Arc<Mutex<Vec<Vec<(i32, i64, usize)>>>>);
+struct Calls(Arc<Mutex<Vec<Call>>>);
 
 impl Calls {
     fn record(&self, batch: &[Message]) {
@@ -39,7 +42,7 @@ impl Calls {
         self.0.lock().unwrap().push(seen);
     }
 
-    fn all(&self) -> Vec<Vec<(i32, i64, usize)>> {
+    fn all(&self) -> Vec<Call> {
         self.0.lock().unwrap().clone()
     }
 }
@@ -65,7 +68,7 @@ async fn consume_in_batches(
     total: usize,
     ordering: Ordering,
     limits: BatchLimits,
-) -> anyhow::Result<Vec<Vec<(i32, i64, usize)>>> {
+) -> anyhow::Result<Vec<Call>> {
     let calls = Calls::default();
     let recorder = Recorder::default();
     let handle = broker
@@ -172,7 +175,7 @@ async fn batches_respect_their_count_and_byte_bounds_and_partition_order(
         .map(|m| m.2)
         .max()
         .unwrap_or_default();
-    let bytes = |b: &Vec<(i32, i64, usize)>| b.iter().map(|m| m.2).sum::<usize>();
+    let bytes = |b: &Call| b.iter().map(|m| m.2).sum::<usize>();
     for batch in &calls {
         ensure!(
             bytes(batch) <= max_bytes,
