@@ -39,6 +39,9 @@ enum Command {
     /// Work with dead-letter topics.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Work with consumer groups' committed offsets.
+    #[command(subcommand)]
+    Offsets(OffsetsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -46,6 +49,14 @@ enum DlqCommand {
     /// Re-publish dead-lettered messages (original key, value and headers) to the topic they
     /// came from, or to `--to`, picked by error kind, failure time and original offset.
     Replay(DlqReplayArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum OffsetsCommand {
+    /// Move a consumer group's committed offsets on a topic while the group has no active
+    /// members: to the earliest or latest offset, to an offset, or to the first record at or
+    /// after a time.
+    Reset(OffsetsResetArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -139,6 +150,42 @@ pub struct DlqReplayArgs {
     /// Give up reading the dead-letter topic after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
+    /// Print the summary as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `sluicegate offsets reset`.
+#[derive(Args, Debug, Clone)]
+pub struct OffsetsResetArgs {
+    /// The Kafka cluster (`host:port,...`).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: String,
+    /// The consumer group whose committed offsets move. It must have no active members: the
+    /// reset is refused while it has (stop its consumers first).
+    #[arg(long, value_name = "GROUP")]
+    pub group: String,
+    /// The topic whose partitions move.
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: String,
+    /// Where each partition goes: `earliest` (its low watermark), `latest` (its high
+    /// watermark), an offset like `1234` (clamped to [low, high]), or a time, RFC 3339 like
+    /// `2024-05-01T12:00:00Z` or milliseconds since the epoch like `ms:1714564800000`: the
+    /// first record at or after it (the high watermark where there is none). A plain integer
+    /// is always an offset.
+    #[arg(long, value_name = "WHERE", value_parser = commands::offsets::parse_target)]
+    pub to: commands::offsets::Target,
+    /// Move only this partition (repeatable, or comma-separated; default: every partition).
+    #[arg(long = "partition", value_name = "P", value_delimiter = ',')]
+    pub partitions: Vec<i32>,
+    /// Print, per partition, the committed offset and the new one, and change nothing. Refused,
+    /// like the reset itself, while the group has active members.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// A librdkafka property for the client, as `KEY=VALUE` (repeatable), e.g.
+    /// `-X security.protocol=SSL`.
+    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
     /// Print the summary as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -256,6 +303,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Bench(BenchCommand::Consume(args)) => commands::bench::consume(args).await,
             Command::Dlq(DlqCommand::Replay(args)) => commands::dlq::replay(args).await,
+            Command::Offsets(OffsetsCommand::Reset(args)) => commands::offsets::reset(args).await,
         }
     });
     match result {
