@@ -7,19 +7,21 @@
 //! in its partition is committed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::handler::{ErrorKind, HandlerError};
+use crate::output::{producer_config, Producer, ProducerLog};
 use crate::policy::Backoff;
 use crate::{Error, Header, Message};
 
@@ -161,64 +163,38 @@ pub(crate) struct Failure {
     pub last: SystemTime,
 }
 
-/// Consumer settings that mean nothing to a producer (and make librdkafka warn).
-const CONSUMER_ONLY: &[&str] = &[
-    "group.",
-    "fetch.",
-    "queued.",
-    "auto.",
-    "enable.auto.",
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
-    "max.poll.interval.ms",
-    "partition.assignment.strategy",
-    "isolation.level",
-    "enable.partition.eof",
-    "check.crcs",
-    "consume.callback.max.messages",
-    "coordinator.query.interval.ms",
-];
-
-/// Writes dead letters for one consumer and waits for the broker's acknowledgement.
+/// Writes dead letters for one consumer and waits for the acknowledgement.
 pub(crate) struct DeadLetterWriter {
     config: DeadLetter,
     group: String,
     /// The producer's settings, also used for the admin client that creates topics.
     client: ClientConfig,
-    producer: FutureProducer<QuietContext>,
-}
-
-/// Reports client errors as warnings: a dead-letter producer's connection trouble is retried,
-/// and shows up where it matters, in the write attempts' own warnings.
-struct QuietContext;
-
-impl ClientContext for QuietContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        warn!(error = %error, reason, "dead-letter producer");
-    }
+    producer: Arc<Producer>,
 }
 
 impl DeadLetterWriter {
-    /// Creates the producer from the consumer's client settings.
-    pub fn new(config: DeadLetter, consumer: &ClientConfig, group: &str) -> Result<Self, Error> {
-        let mut client = ClientConfig::new();
-        for (key, value) in consumer.config_map() {
-            if !CONSUMER_ONLY.iter().any(|p| key.starts_with(p)) {
-                client.set(key, value);
-            }
-        }
-        client
-            .remove("group.id")
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // A dead letter is awaited by its lane (and in ordered modes by its partition).
-            .set("linger.ms", "0");
-        for (key, value) in &config.producer {
-            client.set(key, value);
-        }
-        let producer = client
-            .create_with_context(QuietContext)
-            .map_err(Error::from_client_creation)?;
+    /// Creates the producer from the consumer's client settings, or writes with `shared` (the
+    /// transactional producer, in exactly-once mode).
+    pub fn new(
+        config: DeadLetter,
+        consumer: &ClientConfig,
+        group: &str,
+        shared: Option<Arc<Producer>>,
+    ) -> Result<Self, Error> {
+        // A dead letter is awaited by its lane (and in ordered modes by its partition).
+        let linger = [("linger.ms".to_string(), "0".to_string())];
+        let client = producer_config(
+            consumer,
+            linger.iter().map(|(k, v)| (k, v)).chain(&config.producer),
+        );
+        let producer = match shared {
+            Some(p) => p,
+            None => Arc::new(
+                client
+                    .create_with_context(ProducerLog)
+                    .map_err(Error::from_client_creation)?,
+            ),
+        };
         Ok(DeadLetterWriter {
             config,
             group: group.to_owned(),
@@ -312,24 +288,16 @@ impl DeadLetterWriter {
         revoked: &CancellationToken,
     ) -> bool {
         let topic = self.config.topic_for(message.topic());
-        let headers = self.headers(message, failure);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut record = FutureRecord::<[u8], [u8]>::to(&topic).headers(headers.clone());
-            if let Some(key) = message.key() {
-                record = record.key(key);
-            }
-            if let Some(payload) = message.payload() {
-                record = record.payload(payload);
-            }
             let sent = tokio::select! {
-                r = self.producer.send(record, Duration::from_secs(30)) => r,
+                r = self.send_once(message, failure) => r,
                 _ = revoked.cancelled() => return false,
             };
             let error = match sent {
-                Ok(_) => return true,
-                Err((e, _)) => e,
+                Ok(()) => return true,
+                Err(e) => e,
             };
             let delay = self.config.backoff.delay(attempt, rand::random());
             warn!(topic, source = message.topic(), partition = message.partition(),
@@ -339,6 +307,23 @@ impl DeadLetterWriter {
                 _ = tokio::time::sleep(delay) => {}
                 _ = revoked.cancelled() => return false,
             }
+        }
+    }
+
+    /// Writes `message` to its dead-letter topic once and waits for the acknowledgement.
+    pub async fn send_once(&self, message: &Message, failure: &Failure) -> Result<(), KafkaError> {
+        let topic = self.config.topic_for(message.topic());
+        let mut record =
+            FutureRecord::<[u8], [u8]>::to(&topic).headers(self.headers(message, failure));
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        match self.producer.send(record, Duration::from_secs(30)).await {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e),
         }
     }
 

@@ -44,6 +44,7 @@ mod error;
 mod handler;
 mod message;
 mod offsets;
+mod output;
 pub mod policy;
 mod runtime;
 
@@ -56,6 +57,7 @@ pub use handler::{
 };
 pub use message::{Header, Message};
 pub use offsets::{offset_map, OffsetTracker};
+pub use output::{Delivered, Output, OutputRecord};
 pub use runtime::{
     Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, StatusWatch, TopicPartition,
 };

@@ -642,7 +642,7 @@ fn pause<C: ConsumerContext>(
     }
 }
 
-fn to_message(topic: Arc<str>, m: &BorrowedMessage<'_>) -> Message {
+pub(crate) fn to_message(topic: Arc<str>, m: &BorrowedMessage<'_>) -> Message {
     let headers = m.headers().map_or_else(Vec::new, |hs| {
         hs.iter()
             .map(|h| Header {

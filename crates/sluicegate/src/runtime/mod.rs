@@ -9,6 +9,7 @@ mod context;
 mod event;
 mod poll;
 mod status;
+mod transactional;
 mod worker;
 
 pub use status::{ConsumerStatus, StatusWatch, TopicPartition};
@@ -26,6 +27,7 @@ use tracing::{info, warn};
 use crate::dead_letter::{DeadLetter, DeadLetterWriter};
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::handler::{BatchHandler, Batched, Handler, Work};
+use crate::output::{producer_config, Output};
 use crate::policy::{Breaker, CircuitBreaker, Reconnect, RetryPolicy};
 use crate::Error;
 
@@ -33,6 +35,7 @@ use assignment::{Assignment, LaneSpawner, Routing};
 use context::RuntimeContext;
 use poll::{Control, SessionEnd};
 use status::StatusPublisher;
+use transactional::Pipeline;
 use worker::Worker;
 
 /// Settings the runtime manages itself; overriding them would break its guarantees.
@@ -62,6 +65,9 @@ pub struct ConsumerBuilder {
     reconnect: Reconnect,
     commit_interval: Duration,
     drain_timeout: Duration,
+    producer: BTreeMap<String, String>,
+    output: Option<Output>,
+    exactly_once: Option<String>,
 }
 
 impl Default for ConsumerBuilder {
@@ -83,6 +89,9 @@ impl Default for ConsumerBuilder {
             reconnect: Reconnect::default(),
             commit_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
+            producer: BTreeMap::new(),
+            output: None,
+            exactly_once: None,
         }
     }
 }
@@ -214,6 +223,46 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Sets a librdkafka property of the [`Output`] producer (for example `compression.type`,
+    /// `linger.ms`). Connection and security settings come from the consumer's; the producer
+    /// is idempotent with `acks=all`.
+    pub fn producer_set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.producer.insert(key.into(), value.into());
+        self
+    }
+
+    /// The producer handlers write their results with; see [`Output`]. Call it after every
+    /// setting (in particular [`exactly_once`](Self::exactly_once)), then move clones of it into
+    /// the handler. Every call returns the same producer.
+    pub fn output(&mut self) -> Result<Output, Error> {
+        if let Some(output) = &self.output {
+            return Ok(output.clone());
+        }
+        let output = Output::new(&self.producer_config()?, self.exactly_once.is_some())?;
+        self.output = Some(output.clone());
+        Ok(output)
+    }
+
+    /// Processes exactly once: each batch (cut by [`batch_limits`](Self::batch_limits)) runs
+    /// in a Kafka transaction of the [`Output`] producer, with `transactional_id`, that commits
+    /// the handler's outputs and the batch's offsets together; a failed handler aborts it, so
+    /// `read_committed` readers (and this consumer, which reads `read_committed`) see each
+    /// input's outputs exactly once.
+    ///
+    /// `transactional_id` must be the same for an instance across restarts (so that a restarted
+    /// instance fences its predecessor and aborts what it left open) and different between
+    /// instances running at once. The broker must support transactions (Kafka 2.5 or later).
+    ///
+    /// In this mode batches run one at a time (messages of a [`Handler`] one after the other)
+    /// on one thread that polls between transactions: keep a batch's handling well within
+    /// `max.poll.interval.ms`. Dead letters are written inside the transaction. A fatal
+    /// producer error, such as being fenced by a newer instance, stops the consumer with
+    /// [`Error::Fatal`].
+    pub fn exactly_once(mut self, transactional_id: impl Into<String>) -> Self {
+        self.exactly_once = Some(transactional_id.into());
+        self
+    }
+
     /// Checks the settings and builds the consumer around `handler`. Nothing connects yet.
     pub fn build<H: Handler>(self, handler: H) -> Result<Consumer<H>, Error> {
         self.build_work(handler, None)
@@ -276,11 +325,8 @@ impl ConsumerBuilder {
         self.build_work(Batched(handler), Some(limits))
     }
 
-    fn build_work<W: Work>(
-        self,
-        work: W,
-        batch: Option<BatchLimits>,
-    ) -> Result<Consumer<W>, Error> {
+    /// The consumer's client settings.
+    fn client_config(&self) -> Result<ClientConfig, Error> {
         let bootstrap = self
             .bootstrap_servers
             .clone()
@@ -289,9 +335,6 @@ impl ConsumerBuilder {
             .group_id
             .clone()
             .ok_or(Error::MissingConfig("group id"))?;
-        if self.topics.is_empty() {
-            return Err(Error::MissingConfig("at least one topic"));
-        }
         for (key, value) in &self.client {
             if MANAGED.contains(&key.as_str()) {
                 return Err(Error::Config {
@@ -302,6 +345,45 @@ impl ConsumerBuilder {
                         .into(),
                 });
             }
+        }
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // The runtime lets librdkafka's bounded prefetch queue fill as a brake (see
+            // `BufferLimits`); librdkafka's default 1 s back-off once it is full leaves the
+            // consumer idle long after the handlers have caught up.
+            .set("fetch.queue.backoff.ms", "20");
+        if self.exactly_once.is_some() {
+            // Outputs of aborted transactions (and of open ones) stay invisible upstream too.
+            client.set("isolation.level", "read_committed");
+        }
+        for (key, value) in &self.client {
+            client.set(key, value);
+        }
+        Ok(client)
+    }
+
+    /// The producer settings of the [`Output`] (and, in exactly-once mode, of the dead-letter
+    /// writes).
+    fn producer_config(&self) -> Result<ClientConfig, Error> {
+        let mut config = producer_config(&self.client_config()?, &self.producer);
+        if let Some(id) = &self.exactly_once {
+            config.set("transactional.id", id);
+        }
+        Ok(config)
+    }
+
+    fn build_work<W: Work>(
+        mut self,
+        work: W,
+        batch: Option<BatchLimits>,
+    ) -> Result<Consumer<W>, Error> {
+        if self.topics.is_empty() {
+            return Err(Error::MissingConfig("at least one topic"));
         }
         for (key, value, ok) in [
             ("max_in_flight", self.max_in_flight, self.max_in_flight > 0),
@@ -329,19 +411,21 @@ impl ConsumerBuilder {
                 });
             }
         }
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &group)
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            // The runtime lets librdkafka's bounded prefetch queue fill as a brake (see
-            // `BufferLimits`); librdkafka's default 1 s back-off once it is full leaves the
-            // consumer idle long after the handlers have caught up.
-            .set("fetch.queue.backoff.ms", "20");
-        for (key, value) in &self.client {
-            client.set(key, value);
+        let client = self.client_config()?;
+        if self.exactly_once.is_some() {
+            match &self.output {
+                Some(o) if !o.is_transactional() => {
+                    return Err(Error::Config {
+                        key: "exactly_once".into(),
+                        value: self.exactly_once.clone().unwrap_or_default(),
+                        reason: "set exactly_once before taking the output: an output taken \
+                                 earlier is not transactional"
+                            .into(),
+                    })
+                }
+                Some(_) => {}
+                None => self.output = Some(Output::new(&self.producer_config()?, true)?),
+            }
         }
         // Let librdkafka judge every property now, so a typo fails at build, not at run.
         client
@@ -434,8 +518,18 @@ impl<W: Work> Consumer<W> {
                 .unwrap_or(s.max_in_flight.min(1024)),
         };
         let group = s.group_id.clone().unwrap_or_default();
+        // Exactly-once mode writes outputs and dead letters with the transactional producer.
+        let transactional = match &s.exactly_once {
+            Some(_) => s.output.clone(),
+            None => None,
+        };
         let dead_letter = match s.dead_letter.clone() {
-            Some(d) => Some(Arc::new(DeadLetterWriter::new(d, &self.client, &group)?)),
+            Some(d) => Some(Arc::new(DeadLetterWriter::new(
+                d,
+                &self.client,
+                &group,
+                transactional.as_ref().map(|o| o.producer().clone()),
+            )?)),
             None => None,
         };
         let breaker = s.circuit_breaker.clone().map(Breaker::new);
@@ -452,6 +546,27 @@ impl<W: Work> Consumer<W> {
             max_in_flight,
             abort: control.abort.clone(),
         });
+        if let Some(d) = &dead_letter {
+            let (d, topics) = (d.clone(), s.topics.clone());
+            runtime.spawn(async move { d.ensure_topics(&topics).await });
+        }
+        if let Some(output) = transactional {
+            let (publisher, status) = StatusPublisher::new();
+            let pipeline = Pipeline {
+                worker,
+                producer: output.producer().clone(),
+                limits: s.batch,
+                status: publisher.clone(),
+                runtime,
+                control: control.clone(),
+            };
+            info!(topics = ?s.topics, group, "exactly-once consumer started");
+            return spawn_poll_thread(control, status, move || {
+                let result = pipeline.run(&self.client, &s.topics);
+                publisher.stopped();
+                result
+            });
+        }
         let lane_runtime = runtime.clone();
         let spawn_lane: LaneSpawner = match self.batch {
             // Batches across partitions: each partition forwards to shared batch lanes.
@@ -490,32 +605,18 @@ impl<W: Work> Consumer<W> {
         };
         // The first client is made here, so that a bad setting fails the call.
         let first = session.start()?;
-        if let Some(d) = dead_letter {
-            let topics = s.topics.clone();
-            runtime.spawn(async move { d.ensure_topics(&topics).await });
-        }
         info!(topics = ?s.topics, group, ordering = %s.ordering, "consumer started");
-
-        let (done_tx, done_rx) = oneshot::channel();
         let thread_control = control.clone();
-        std::thread::Builder::new()
-            .name("sluicegate-poll".into())
-            .spawn(move || {
-                let result = session.run(
-                    first,
-                    &thread_control,
-                    s.commit_interval,
-                    &s.reconnect,
-                    &runtime,
-                );
-                publisher.stopped();
-                let _ = done_tx.send(result);
-            })
-            .map_err(|e| Error::Thread(e.to_string()))?;
-        Ok(ConsumerHandle {
-            control,
-            status,
-            done: done_rx,
+        spawn_poll_thread(control, status, move || {
+            let result = session.run(
+                first,
+                &thread_control,
+                s.commit_interval,
+                &s.reconnect,
+                &runtime,
+            );
+            publisher.stopped();
+            result
         })
     }
 }
@@ -611,6 +712,26 @@ impl Session {
             }
         }
     }
+}
+
+/// Runs `poll` on the poll thread and returns the handle that watches it.
+fn spawn_poll_thread(
+    control: Control,
+    status: StatusWatch,
+    poll: impl FnOnce() -> Result<(), Error> + Send + 'static,
+) -> Result<ConsumerHandle, Error> {
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("sluicegate-poll".into())
+        .spawn(move || {
+            let _ = done_tx.send(poll());
+        })
+        .map_err(|e| Error::Thread(e.to_string()))?;
+    Ok(ConsumerHandle {
+        control,
+        status,
+        done: done_rx,
+    })
 }
 
 /// A running consumer: watch its [`ConsumerStatus`], stop it, wait for it.

@@ -72,9 +72,16 @@ pub struct ConsumerStatus {
     /// How many times the Kafka client was re-created after it lost every broker or hit a
     /// fatal error.
     pub client_restarts: u64,
+    /// Exactly-once mode: transactions committed (each commits its outputs and its inputs'
+    /// offsets together).
+    pub transactions_committed: u64,
+    /// Exactly-once mode: transactions aborted (a handler failed, or the commit did), whose
+    /// outputs `read_committed` readers never see.
+    pub transactions_aborted: u64,
 }
 
 /// The figures that change with every message, published once per commit interval.
+#[derive(Default)]
 pub(crate) struct Figures {
     pub buffered: Buffered,
     pub peak: Buffered,
@@ -180,6 +187,20 @@ impl StatusPublisher {
             s.dead_lettered = f.dead_lettered;
             s.retried = f.retried;
             *s != before
+        });
+    }
+
+    /// A transaction ended: committed with `offsets`, or aborted.
+    pub fn transaction(&self, committed: Option<&[CommitEntry]>) {
+        self.0.send_modify(|s| match committed {
+            Some(offsets) => {
+                s.transactions_committed += 1;
+                for e in offsets {
+                    s.committed
+                        .insert(TopicPartition::new(&e.topic, e.partition), e.next);
+                }
+            }
+            None => s.transactions_aborted += 1,
         });
     }
 

@@ -1,0 +1,248 @@
+//! [`Output`]: the producer handlers write their results with. A handler awaits each send, so
+//! an input is finished (and may be committed) only once the broker has acknowledged every
+//! record it produced; in exactly-once mode the records and the input's offset are committed in
+//! one transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tracing::warn;
+
+use crate::{Error, HandlerError, Header};
+
+/// The producer behind [`Output`] and the dead-letter writer.
+pub(crate) type Producer = FutureProducer<ProducerLog>;
+
+/// Reports a producer's client errors as warnings: sends are retried or fail where they are
+/// awaited, which is where it matters.
+pub(crate) struct ProducerLog;
+
+impl ClientContext for ProducerLog {
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(error = %error, reason, "producer");
+    }
+}
+
+/// Consumer settings that mean nothing to a producer (and make librdkafka warn).
+const CONSUMER_ONLY: &[&str] = &[
+    "group.",
+    "fetch.",
+    "queued.",
+    "auto.",
+    "enable.auto.",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "consume.callback.max.messages",
+    "coordinator.query.interval.ms",
+];
+
+/// A producer configuration with the consumer's connection and security settings: idempotent,
+/// `acks=all`, then `overrides`.
+pub(crate) fn producer_config<'a>(
+    consumer: &ClientConfig,
+    overrides: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    for (key, value) in consumer.config_map() {
+        if !CONSUMER_ONLY.iter().any(|p| key.starts_with(p)) {
+            client.set(key, value);
+        }
+    }
+    client
+        .remove("group.id")
+        .set("enable.idempotence", "true")
+        .set("acks", "all");
+    for (key, value) in overrides {
+        client.set(key, value);
+    }
+    client
+}
+
+/// A record for [`Output::send`].
+///
+/// ```
+/// use sluicegate::OutputRecord;
+///
+/// let record = OutputRecord::to("invoices")
+///     .key("customer-7")
+///     .payload(r#"{"total":42}"#)
+///     .header("trace-id", "abc123");
+/// # let _ = record;
+/// ```
+#[derive(Clone, Debug)]
+pub struct OutputRecord {
+    topic: String,
+    partition: Option<i32>,
+    key: Option<Bytes>,
+    payload: Option<Bytes>,
+    headers: Vec<Header>,
+}
+
+impl OutputRecord {
+    /// A record for `topic`, partitioned by key (or spread, without a key).
+    pub fn to(topic: impl Into<String>) -> Self {
+        OutputRecord {
+            topic: topic.into(),
+            partition: None,
+            key: None,
+            payload: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Sends to this partition instead of the key's.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// The record's key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// The record's value.
+    pub fn payload(mut self, payload: impl Into<Bytes>) -> Self {
+        self.payload = Some(payload.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header {
+            key: key.into(),
+            value: Some(value.into()),
+        });
+        self
+    }
+}
+
+/// Where a sent record landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+}
+
+/// The consumer's producer, for handlers to write results with; get it from
+/// [`ConsumerBuilder::output`](crate::ConsumerBuilder::output) and move clones into the handler.
+///
+/// [`send`](Self::send) returns once the broker has acknowledged the record (`acks=all`,
+/// idempotent). Await it inside the handler: the input is finished only when the handler
+/// returns, so it is never committed before its outputs are safe. A failed send is a retryable
+/// [`HandlerError`], so `?` hands it to the retry policy. In exactly-once mode the records are
+/// part of the transaction that commits the input's offset.
+///
+/// ```no_run
+/// use sluicegate::{handler_fn, Consumer, Message, OutputRecord};
+///
+/// # async fn run() -> Result<(), sluicegate::Error> {
+/// let mut builder = Consumer::builder()
+///     .bootstrap_servers("localhost:9092")
+///     .group_id("enricher")
+///     .topic("orders");
+/// let output = builder.output()?;
+/// builder
+///     .build(handler_fn(move |msg: Message| {
+///         let output = output.clone();
+///         async move {
+///             let enriched = OutputRecord::to("orders.enriched")
+///                 .key(msg.key().unwrap_or_default().to_vec())
+///                 .payload(msg.payload().unwrap_or_default().to_vec());
+///             output.send(enriched).await?;
+///             Ok(())
+///         }
+///     }))?
+///     .run()
+///     .await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Output {
+    producer: Arc<Producer>,
+    transactional: bool,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("transactional", &self.transactional)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a send may wait in the producer's queue when it is full.
+const QUEUE_WAIT: Duration = Duration::from_secs(30);
+
+impl Output {
+    pub(crate) fn new(config: &ClientConfig, transactional: bool) -> Result<Self, Error> {
+        let producer = config
+            .create_with_context(ProducerLog)
+            .map_err(Error::from_client_creation)?;
+        Ok(Output {
+            producer: Arc::new(producer),
+            transactional,
+        })
+    }
+
+    pub(crate) fn producer(&self) -> &Arc<Producer> {
+        &self.producer
+    }
+
+    pub(crate) fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
+    /// Sends `record` and waits for the broker's acknowledgement.
+    pub async fn send(&self, record: OutputRecord) -> Result<Delivered, HandlerError> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for h in &record.headers {
+            headers = headers.insert(KafkaHeader {
+                key: &h.key,
+                value: h.value.as_deref(),
+            });
+        }
+        let mut out = FutureRecord::<[u8], [u8]>::to(&record.topic).headers(headers);
+        if let Some(p) = record.partition {
+            out = out.partition(p);
+        }
+        if let Some(k) = &record.key {
+            out = out.key(k);
+        }
+        if let Some(v) = &record.payload {
+            out = out.payload(v);
+        }
+        match self.producer.send(out, QUEUE_WAIT).await {
+            Ok(d) => Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Err((e, _)) => Err(HandlerError::retryable(OutputError {
+                topic: record.topic,
+                source: e,
+            })),
+        }
+    }
+}
+
+/// A record the broker did not take.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot send to `{topic}`: {source}")]
+struct OutputError {
+    topic: String,
+    source: KafkaError,
+}

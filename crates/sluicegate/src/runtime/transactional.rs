@@ -1,0 +1,456 @@
+//! Exactly-once mode: consume, transform and produce in Kafka transactions.
+//!
+//! One thread polls, cuts batches (see [`Batcher`]) and runs each batch in a transaction that
+//! holds the handler's outputs (sent through the transactional [`Output`](crate::Output)) and
+//! the batch's offsets (`send_offsets_to_transaction` with the group's metadata). A handler
+//! failure aborts the transaction, so `read_committed` readers never see an output of a failed
+//! attempt; the batch is retried from memory, and bisected down to single records when the
+//! retry policy gives up, as in at-least-once mode.
+//!
+//! The loop polls only between transactions, so a rebalance never lands inside one. Fencing
+//! is the broker's: a producer whose transactional id another instance has initialised since
+//! is fenced (a fatal error: this consumer stops), and offsets sent with the metadata of an
+//! older group generation are refused (the transaction aborts and the batch is re-fetched, if
+//! the partitions are still ours).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::producer::Producer as _;
+use rdkafka::Offset;
+use tracing::{error, info, warn};
+
+use crate::commit::{commit_list, CommitEntry};
+use crate::dead_letter::Failure;
+use crate::dispatch::{BatchLimits, Batcher};
+use crate::handler::{ErrorKind, HandlerResult, Work};
+use crate::output::Producer;
+use crate::policy::RetryDecision;
+use crate::{Error, Message};
+
+use super::assignment::to_message;
+use super::poll::Control;
+use super::status::{Figures, StatusPublisher, TopicPartition};
+use super::worker::Worker;
+
+/// How long a transaction call (init, send offsets, commit, abort) may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a poll blocks when no batch is due sooner.
+const POLL_WAIT: Duration = Duration::from_millis(50);
+/// How often a commit that failed with a retriable error is tried again before giving up.
+const COMMIT_TRIES: u32 = 3;
+
+/// The exactly-once loop and what it needs.
+pub(crate) struct Pipeline<W> {
+    pub worker: Arc<Worker<W>>,
+    pub producer: Arc<Producer>,
+    pub limits: BatchLimits,
+    pub status: StatusPublisher,
+    pub runtime: tokio::runtime::Handle,
+    pub control: Control,
+}
+
+/// What the rebalance callbacks tell the loop.
+struct PipelineContext {
+    revoked: Mutex<Vec<TopicPartition>>,
+    status: StatusPublisher,
+}
+
+impl ClientContext for PipelineContext {}
+
+impl ConsumerContext for PipelineContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let tps: Vec<TopicPartition> = list
+                .elements()
+                .iter()
+                .map(|e| TopicPartition::new(e.topic(), e.partition()))
+                .collect();
+            info!(partitions = ?tps, "partitions revoked");
+            self.status.revoked(&tps);
+            self.revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(tps);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let tps: Vec<TopicPartition> = list
+                .elements()
+                .iter()
+                .map(|e| TopicPartition::new(e.topic(), e.partition()))
+                .collect();
+            info!(partitions = ?tps, "partitions assigned");
+            self.status.assigned(tps);
+        }
+    }
+}
+
+/// What the loop does after a batch.
+enum Flow {
+    /// Take the next batch.
+    Next,
+    /// The transaction could not commit: fetch these partitions again from these offsets.
+    Rewind(BTreeMap<TopicPartition, i64>),
+    /// Aborted, as a crash: stop now, leaving any transaction open.
+    Stop,
+}
+
+impl<W: Work> Pipeline<W> {
+    /// Runs until stopped. A fatal error (such as being fenced by a newer instance with the
+    /// same transactional id) ends it with that error.
+    pub fn run(self, client: &ClientConfig, topics: &[String]) -> Result<(), Error> {
+        // Timers made on this thread (retry back-offs) belong to the handlers' runtime.
+        let _runtime = self.runtime.enter();
+        let context = PipelineContext {
+            revoked: Mutex::new(Vec::new()),
+            status: self.status.clone(),
+        };
+        let consumer: BaseConsumer<PipelineContext> = client
+            .create_with_context(context)
+            .map_err(Error::from_client_creation)?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+        // Fences earlier producers with this transactional id and aborts what they left open.
+        self.producer
+            .init_transactions(TXN_TIMEOUT)
+            .map_err(Error::Fatal)?;
+        let mut counters = Counters::default();
+        let mut batcher: Batcher<Message> = Batcher::new(self.limits);
+        let mut topic_names: Vec<Arc<str>> = Vec::new();
+        loop {
+            if self.control.abort.is_cancelled() || self.control.shutdown.is_cancelled() {
+                // Between transactions nothing is open; what waits in the batcher was not
+                // committed and goes to the next owner.
+                return Ok(());
+            }
+            let now = Instant::now();
+            let wait = batcher.deadline().map_or(POLL_WAIT, |d| {
+                d.saturating_duration_since(now).min(POLL_WAIT)
+            });
+            match consumer.poll(wait) {
+                Some(Ok(m)) => {
+                    let topic = match topic_names.iter().find(|t| &***t == m.topic()) {
+                        Some(t) => t.clone(),
+                        None => {
+                            topic_names.push(Arc::from(m.topic()));
+                            topic_names[topic_names.len() - 1].clone()
+                        }
+                    };
+                    let message = to_message(topic, &m);
+                    let size = message.size();
+                    batcher.push(message, size, Instant::now());
+                }
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                    return Err(Error::Fatal(e))
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(e)) => warn!(error = %e, "consumer error"),
+            }
+            let revoked = std::mem::take(
+                &mut *consumer
+                    .context()
+                    .revoked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+            if !revoked.is_empty() {
+                batcher
+                    .retain(|m| !revoked.contains(&TopicPartition::new(m.topic(), m.partition())));
+            }
+            while let Some(batch) = batcher.next_batch(Instant::now(), false) {
+                let mut next = first_offsets(&batch);
+                match self.settle(&consumer, &batch, &mut next, &mut counters)? {
+                    Flow::Next => {}
+                    Flow::Stop => return Ok(()),
+                    Flow::Rewind(from) => {
+                        batcher.retain(|m| {
+                            !from.contains_key(&TopicPartition::new(m.topic(), m.partition()))
+                        });
+                        for (tp, offset) in &from {
+                            // Fails for partitions no longer ours: their new owner has them.
+                            if let Err(e) = consumer.seek(
+                                &tp.topic,
+                                tp.partition,
+                                Offset::Offset(*offset),
+                                TXN_TIMEOUT,
+                            ) {
+                                info!(topic = %tp.topic, partition = tp.partition, error = %e,
+                                      "not rewound; the partition is probably no longer ours");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `batch` in transactions until it is committed: retried as the policy says, then
+    /// bisected, with single records that still fail dead-lettered inside their transaction.
+    /// `next` holds, per partition, the first offset of the batch not yet committed.
+    fn settle(
+        &self,
+        consumer: &BaseConsumer<PipelineContext>,
+        batch: &[Message],
+        next: &mut BTreeMap<TopicPartition, i64>,
+        counters: &mut Counters,
+    ) -> Result<Flow, Error> {
+        let worker = &self.worker;
+        let mut attempts = 0u32;
+        let mut first_failure: Option<(Instant, SystemTime)> = None;
+        loop {
+            attempts += 1;
+            self.producer.begin_transaction().map_err(Error::Fatal)?;
+            let Some(result) = self.until_aborted(self.attempt(batch)) else {
+                return Ok(Flow::Stop);
+            };
+            let error = match result {
+                Ok(()) => {
+                    counters.retried += u64::from(attempts - 1) * batch.len() as u64;
+                    return self.commit(consumer, batch, next, counters);
+                }
+                Err(e) if e.kind() == ErrorKind::Skip => {
+                    return self.commit(consumer, batch, next, counters)
+                }
+                Err(e) => e,
+            };
+            self.abort_transaction()?;
+            let (first, first_at) =
+                *first_failure.get_or_insert_with(|| (Instant::now(), SystemTime::now()));
+            let hold = batch.len() == 1 && worker.dead_letter.is_none();
+            let delay =
+                match worker
+                    .retry
+                    .decide(error.kind(), attempts, first.elapsed(), rand::random())
+                {
+                    RetryDecision::RetryAfter(delay) => {
+                        warn!(messages = batch.len(), attempts, ?delay, %error,
+                          "handler failed; transaction aborted, retrying");
+                        delay
+                    }
+                    RetryDecision::GiveUp if hold => {
+                        error!(attempts, %error, "handler gave up and no dead-letter topic is \
+                           configured; holding the message and retrying");
+                        worker.retry.backoff.max
+                    }
+                    RetryDecision::GiveUp if batch.len() > 1 => {
+                        warn!(messages = batch.len(), %error,
+                          "batch failed; bisecting it to isolate the failing records");
+                        for half in batch.chunks(batch.len().div_ceil(2)) {
+                            match self.settle(consumer, half, next, counters)? {
+                                Flow::Next => {}
+                                other => return Ok(other),
+                            }
+                        }
+                        return Ok(Flow::Next);
+                    }
+                    RetryDecision::GiveUp => {
+                        let failure = Failure {
+                            error,
+                            attempts,
+                            first: first_at,
+                            last: SystemTime::now(),
+                        };
+                        return self.dead_letter(consumer, &batch[0], &failure, next, counters);
+                    }
+                };
+            if self.until_aborted(tokio::time::sleep(delay)).is_none() {
+                return Ok(Flow::Stop);
+            }
+        }
+    }
+
+    /// Writes `message` to the dead-letter topic and commits its offset, in one transaction.
+    fn dead_letter(
+        &self,
+        consumer: &BaseConsumer<PipelineContext>,
+        message: &Message,
+        failure: &Failure,
+        next: &mut BTreeMap<TopicPartition, i64>,
+        counters: &mut Counters,
+    ) -> Result<Flow, Error> {
+        let writer = self
+            .worker
+            .dead_letter
+            .as_ref()
+            .expect("without a dead-letter topic a single message is held, never given up");
+        error!(topic = message.topic(), partition = message.partition(), offset = message.offset(),
+               attempts = failure.attempts, error = %failure.error, "handler gave up; dead-lettering");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.producer.begin_transaction().map_err(Error::Fatal)?;
+            let Some(sent) = self.until_aborted(writer.send_once(message, failure)) else {
+                return Ok(Flow::Stop);
+            };
+            match sent {
+                Ok(()) => {
+                    counters.dead_lettered += 1;
+                    counters.retried += u64::from(failure.attempts - 1);
+                    return self.commit(consumer, std::slice::from_ref(message), next, counters);
+                }
+                Err(e) => {
+                    self.abort_transaction()?;
+                    let delay = self.worker.retry.backoff.delay(attempt, rand::random());
+                    warn!(error = %e, ?delay, "dead-letter write failed; transaction aborted, retrying");
+                    if self.until_aborted(tokio::time::sleep(delay)).is_none() {
+                        return Ok(Flow::Stop);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls the handler with `batch`: at once for a batch handler, one message after the
+    /// other for a handler.
+    async fn attempt(&self, batch: &[Message]) -> HandlerResult {
+        let worker = &self.worker;
+        let ticket = match &worker.breaker {
+            Some(breaker) => Some(breaker.admit().await),
+            None => None,
+        };
+        let result = if worker.batch.is_some() {
+            worker.attempt(batch).await
+        } else {
+            let mut result = Ok(());
+            for m in batch {
+                match worker.attempt(std::slice::from_ref(m)).await {
+                    Err(e) if e.kind() != ErrorKind::Skip => {
+                        result = Err(e);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            result
+        };
+        if let (Some(breaker), Some(ticket)) = (&worker.breaker, ticket) {
+            breaker.record(
+                ticket,
+                result.as_ref().is_err_and(|e| e.kind().is_retryable()),
+            );
+        }
+        result
+    }
+
+    /// Commits the open transaction with the offsets after `batch`.
+    fn commit(
+        &self,
+        consumer: &BaseConsumer<PipelineContext>,
+        batch: &[Message],
+        next: &mut BTreeMap<TopicPartition, i64>,
+        counters: &mut Counters,
+    ) -> Result<Flow, Error> {
+        if self.control.abort.is_cancelled() {
+            return Ok(Flow::Stop);
+        }
+        let offsets = offsets_after(batch);
+        let list = commit_list(&offsets);
+        let metadata = consumer
+            .group_metadata()
+            .ok_or(Error::MissingConfig("the consumer group's metadata"))?;
+        let mut result = self
+            .producer
+            .send_offsets_to_transaction(&list, &metadata, TXN_TIMEOUT);
+        if result.is_ok() {
+            for _ in 0..COMMIT_TRIES {
+                result = self.producer.commit_transaction(TXN_TIMEOUT);
+                if !is_retriable(&result) {
+                    break;
+                }
+            }
+        }
+        match result {
+            Ok(()) => {
+                for e in &offsets {
+                    next.insert(TopicPartition::new(&e.topic, e.partition), e.next);
+                }
+                self.status.transaction(Some(&offsets));
+                self.status.figures(Figures {
+                    dead_lettered: counters.dead_lettered,
+                    retried: counters.retried,
+                    ..Figures::default()
+                });
+                Ok(Flow::Next)
+            }
+            Err(e) if is_fatal(&e) => Err(Error::Fatal(e)),
+            Err(e) => {
+                warn!(error = %e, "transaction commit failed; aborting it and fetching the batch again");
+                self.abort_transaction()?;
+                Ok(Flow::Rewind(next.clone()))
+            }
+        }
+    }
+
+    fn abort_transaction(&self) -> Result<(), Error> {
+        self.producer
+            .abort_transaction(TXN_TIMEOUT)
+            .map_err(Error::Fatal)?;
+        self.status.transaction(None);
+        Ok(())
+    }
+
+    /// Runs `future` on the Tokio runtime unless the consumer is aborted first (`None`).
+    fn until_aborted<T>(&self, future: impl std::future::Future<Output = T>) -> Option<T> {
+        let abort = self.control.abort.clone();
+        self.runtime.block_on(async move {
+            tokio::select! {
+                biased;
+                _ = abort.cancelled() => None,
+                r = future => Some(r),
+            }
+        })
+    }
+}
+
+/// Dead letters and retries so far, for the status.
+#[derive(Default)]
+struct Counters {
+    dead_lettered: u64,
+    retried: u64,
+}
+
+fn is_retriable(result: &Result<(), KafkaError>) -> bool {
+    matches!(result, Err(KafkaError::Transaction(e)) if e.is_retriable())
+}
+
+fn is_fatal(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(e) if e.is_fatal())
+}
+
+/// Per partition, the first offset in `batch`.
+fn first_offsets(batch: &[Message]) -> BTreeMap<TopicPartition, i64> {
+    let mut first = BTreeMap::new();
+    for m in batch {
+        first
+            .entry(TopicPartition::new(m.topic(), m.partition()))
+            .or_insert(m.offset());
+    }
+    first
+}
+
+/// Per partition, the offset after the last one in `batch`: what its transaction commits.
+fn offsets_after(batch: &[Message]) -> Vec<CommitEntry> {
+    let mut after: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let e = after.entry((m.topic(), m.partition())).or_insert(0);
+        *e = (*e).max(m.offset() + 1);
+    }
+    after
+        .into_iter()
+        .map(|((topic, partition), next)| CommitEntry {
+            topic: topic.to_owned(),
+            partition,
+            next,
+            metadata: String::new(),
+        })
+        .collect()
+}
