@@ -34,6 +34,9 @@ pub enum Error {
     /// A runtime thread could not be started.
     #[error("cannot start a runtime thread: {0}")]
     Thread(String),
+    /// A partition this consumer does not own was asked to seek.
+    #[error("partition {0} is not assigned to this consumer")]
+    NotAssigned(String),
     /// The poll thread ended without reporting (it panicked).
     #[error("the consumer's poll thread ended unexpectedly")]
     PollThreadLost,

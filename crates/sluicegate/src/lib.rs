@@ -59,5 +59,5 @@ pub use message::{Header, Message};
 pub use offsets::{offset_map, OffsetTracker};
 pub use output::{Delivered, Output, OutputRecord};
 pub use runtime::{
-    Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, StatusWatch, TopicPartition,
+    Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, SeekTo, StatusWatch, TopicPartition,
 };

@@ -19,10 +19,11 @@ use crate::commit::{partitions, read_list, CommitEntry};
 use crate::dispatch::{Backpressure, BufferLimits, Buffered, KeyGate, Ordering};
 use crate::message::Header;
 use crate::policy::{Breaker, CircuitState};
-use crate::{offset_map, Message, OffsetTracker};
+use crate::{offset_map, Error, Message, OffsetTracker};
 
 use super::committer::CommitRequest;
 use super::event::{Event, Left, Outcome, Slot};
+use super::seek::{self, SeekTo};
 use super::status::{Figures, StatusPublisher, TopicPartition};
 
 /// The most bytes of commit metadata used for the offset map; brokers accept 4,096 by default
@@ -137,6 +138,44 @@ impl Assignment {
         consumer: &BaseConsumer<C>,
         list: &TopicPartitionList,
     ) {
+        self.take(consumer, list, true);
+    }
+
+    /// Moves an owned partition to `to` and returns the offset it now starts from. Work of the
+    /// old position is abandoned (a handler still running finishes, unreported), the new
+    /// position is committed, and the partition starts over there with a fresh tracker (and
+    /// no offset map: a seek back means to handle those records again).
+    pub fn seek<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        tp: &TopicPartition,
+        to: SeekTo,
+    ) -> Result<i64, Error> {
+        let i = self
+            .slot_of(&tp.topic, tp.partition)
+            .ok_or_else(|| Error::NotAssigned(tp.to_string()))?;
+        let offset = seek::resolve(consumer, tp, to)?;
+        self.release(&[i], false);
+        // A commit in flight may carry the old position: let it land first.
+        let deadline = Instant::now() + self.routing.drain_timeout;
+        while self.commit_in_flight.is_some() && self.wait_event(deadline) {}
+        let entry = seek::move_to(consumer, tp, offset)?;
+        self.status.committed(std::slice::from_ref(&entry));
+        self.take(
+            consumer,
+            &partitions([(tp.topic.as_str(), tp.partition)]),
+            false,
+        );
+        info!(topic = %tp.topic, partition = tp.partition, offset, "partition moved");
+        Ok(offset)
+    }
+
+    fn take<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        list: &TopicPartitionList,
+        load_offset_maps: bool,
+    ) {
         let mut added = Vec::new();
         for e in list.elements() {
             if self.slot_of(e.topic(), e.partition()).is_some() {
@@ -179,7 +218,7 @@ impl Assignment {
             });
             added.push(tp);
         }
-        if self.routing.ordering != Ordering::Partition && !added.is_empty() {
+        if load_offset_maps && self.routing.ordering != Ordering::Partition && !added.is_empty() {
             self.load_offset_maps(consumer, &added);
         }
         // A partition paused before an earlier revoke may come back still paused.

@@ -8,10 +8,12 @@ mod committer;
 mod context;
 mod event;
 mod poll;
+mod seek;
 mod status;
 mod transactional;
 mod worker;
 
+pub use seek::SeekTo;
 pub use status::{ConsumerStatus, StatusWatch, TopicPartition};
 
 use std::collections::BTreeMap;
@@ -721,10 +723,13 @@ fn spawn_poll_thread(
     poll: impl FnOnce() -> Result<(), Error> + Send + 'static,
 ) -> Result<ConsumerHandle, Error> {
     let (done_tx, done_rx) = oneshot::channel();
+    let seeks = control.seeks.clone();
     std::thread::Builder::new()
         .name("sluicegate-poll".into())
         .spawn(move || {
-            let _ = done_tx.send(poll());
+            let result = poll();
+            seeks.close();
+            let _ = done_tx.send(result);
         })
         .map_err(|e| Error::Thread(e.to_string()))?;
     Ok(ConsumerHandle {
@@ -755,6 +760,29 @@ impl ConsumerHandle {
     /// your handlers tolerate re-delivery.
     pub fn abort(&self) {
         self.control.abort.cancel();
+    }
+
+    /// Moves an assigned partition to `to` (see [`SeekTo`]) and returns the offset it starts
+    /// from now. Work of the old position that has not finished is abandoned; the new
+    /// position is committed at once, so it holds across restarts and rebalances. Fails with
+    /// [`Error::NotAssigned`] for a partition this consumer does not own.
+    ///
+    /// ```no_run
+    /// # async fn replay(handle: &sluicegate::ConsumerHandle) -> Result<(), sluicegate::Error> {
+    /// use sluicegate::SeekTo;
+    /// // Handle again everything of partition 3 since midnight, 1 May 2024 (UTC).
+    /// let from = handle.seek("orders", 3, SeekTo::Timestamp(1_714_521_600_000)).await?;
+    /// println!("partition 3 starts over from offset {from}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn seek(&self, topic: &str, partition: i32, to: SeekTo) -> Result<i64, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.control.seeks.push(seek::SeekRequest {
+            tp: TopicPartition::new(topic, partition),
+            to,
+            reply,
+        });
+        answer.await.map_err(|_| Error::ConsumerGone)?
     }
 
     /// Watches the consumer's status: wait on it for an event, such as partitions being

@@ -17,6 +17,7 @@ use crate::Error;
 use super::committer::{self, CommitRequest};
 use super::context::RuntimeContext;
 use super::event::Event;
+use super::seek::SeekQueue;
 
 /// At most this many messages are dispatched between two looks at lane reports.
 const POLL_BATCH: usize = 512;
@@ -47,6 +48,8 @@ pub(crate) struct Control {
     pub shutdown: CancellationToken,
     /// Stop at once, as a crash would: no drain, no final commit.
     pub abort: CancellationToken,
+    /// Seeks asked for through the handle.
+    pub seeks: SeekQueue,
 }
 
 /// Runs the poll loop, and the committer beside it, until stopped; then closes the consumer.
@@ -125,6 +128,11 @@ fn poll(
             }
         }
         let mut assignment = consumer.context().assignment();
+        for seek in control.seeks.take() {
+            let _ = seek
+                .reply
+                .send(assignment.seek(consumer, &seek.tp, seek.to));
+        }
         assignment.flush();
         assignment.drain_events(consumer);
         if schedule.due(Instant::now()) {

@@ -36,6 +36,7 @@ use crate::{Error, Message};
 
 use super::assignment::to_message;
 use super::poll::Control;
+use super::seek::{self, SeekTo};
 use super::status::{Figures, StatusPublisher, TopicPartition};
 use super::worker::Worker;
 
@@ -165,6 +166,13 @@ impl<W: Work> Pipeline<W> {
             if !revoked.is_empty() {
                 batcher
                     .retain(|m| !revoked.contains(&TopicPartition::new(m.topic(), m.partition())));
+            }
+            for request in self.control.seeks.take() {
+                let moved = seek_partition(&consumer, &mut batcher, &request.tp, request.to);
+                if let Ok(entry) = &moved {
+                    self.status.committed(std::slice::from_ref(entry));
+                }
+                let _ = request.reply.send(moved.map(|e| e.next));
             }
             while let Some(batch) = batcher.next_batch(Instant::now(), false) {
                 let mut next = first_offsets(&batch);
@@ -409,6 +417,26 @@ impl<W: Work> Pipeline<W> {
             }
         })
     }
+}
+
+/// Moves an owned partition between transactions: what waits in the batcher for it is dropped.
+fn seek_partition(
+    consumer: &BaseConsumer<PipelineContext>,
+    batcher: &mut Batcher<Message>,
+    tp: &TopicPartition,
+    to: SeekTo,
+) -> Result<CommitEntry, Error> {
+    let owned = consumer
+        .assignment()?
+        .elements()
+        .iter()
+        .any(|e| e.topic() == tp.topic && e.partition() == tp.partition);
+    if !owned {
+        return Err(Error::NotAssigned(tp.to_string()));
+    }
+    let offset = seek::resolve(consumer, tp, to)?;
+    batcher.retain(|m| !(m.topic() == tp.topic && m.partition() == tp.partition));
+    seek::move_to(consumer, tp, offset)
 }
 
 /// Dead letters and retries so far, for the status.
