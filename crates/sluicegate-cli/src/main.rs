@@ -106,6 +106,11 @@ pub struct DemoArgs {
     #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_fail_rate,
           allow_negative_numbers = true)]
     pub fail_rate: f64,
+    /// Handle events with a batch handler, in batches of up to N events (or whatever arrived
+    /// within 100 ms): one `--handler-sleep-ms` wait per batch, and a batch holding a poison
+    /// event fails as a whole, so the runtime bisects it to dead-letter that event alone.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: Option<u64>,
     /// Print the summary as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,

@@ -83,6 +83,35 @@ fn demo_with_a_fail_rate_dead_letters_exactly_the_poison_events_and_loses_nothin
 }
 
 #[test]
+fn demo_with_a_batch_handler_isolates_poison_events_and_loses_nothing() {
+    let (ok, out, err) = run(
+        &[
+            "demo",
+            "--messages",
+            "20000",
+            "--batch",
+            "200",
+            "--fail-rate",
+            "0.002",
+            "--json",
+        ],
+        Duration::from_secs(300),
+    );
+    let v = last_json_line(&out, &err);
+    assert!(ok, "demo failed: {v}\nstderr:\n{err}");
+    assert_eq!(v["batch"], 200, "{v}");
+    let poison = v["poison"].as_u64().expect("poison is a count");
+    assert!(poison > 0, "{v}");
+    assert_eq!(v["dead_lettered"], poison, "{v}");
+    assert_eq!(v["dlq_unexpected"], 0, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["duplicates"], 0, "{v}");
+    assert_eq!(v["committed"], v["produced"], "{v}");
+    assert_eq!(v["distinct"], 20_000 - poison, "{v}");
+    assert_eq!(v["order_violations"], 0, "{v}");
+}
+
+#[test]
 fn a_fail_rate_outside_0_to_1_is_refused_naming_the_flag() {
     for bad in ["1", "-0.1", "lots"] {
         let (ok, _, err) = run(&["demo", "--fail-rate", bad], Duration::from_secs(30));

@@ -11,7 +11,10 @@ use rdkafka::{ClientConfig, Message as _};
 use serde::Serialize;
 use sluicegate::dead_letter::{DeadLetter, DeadLetterRecord};
 use sluicegate::policy::{Backoff, RetryPolicy};
-use sluicegate::{handler_fn, Consumer, ConsumerStatus, HandlerError, Message, Ordering};
+use sluicegate::{
+    batch_handler_fn, handler_fn, BatchLimits, Consumer, ConsumerStatus, HandlerError, Message,
+    Ordering,
+};
 
 use crate::cluster::{self, Cluster};
 use crate::events::{event, is_poison, Event};
@@ -64,17 +67,45 @@ impl DemoState {
     /// The sample handler: decode the event, do a little bookkeeping, optionally wait like a
     /// slow downstream call, then record what was seen.
     async fn handle(&self, msg: Message) -> Result<(), HandlerError> {
-        let event: Event = msg.json().map_err(HandlerError::permanent)?;
-        if let Some(seq) = event.seq().filter(|&seq| is_poison(seq, self.fail_rate)) {
-            return Err(self.fail_poison(seq, &msg));
-        }
-        match &event {
-            Event::Order { .. } => self.orders.fetch_add(1, Relaxed),
-            Event::Click { .. } => self.clicks.fetch_add(1, Relaxed),
-        };
+        let event = self.decode(&msg)?;
         if !self.sleep.is_zero() {
             tokio::time::sleep(self.sleep).await;
         }
+        self.record(&msg, &event);
+        Ok(())
+    }
+
+    /// The sample batch handler: all or nothing, like one bulk write. Decodes every event
+    /// first (a poison event fails the whole batch), waits once, then records them all.
+    async fn handle_batch(&self, batch: Vec<Message>) -> Result<(), HandlerError> {
+        let events = batch
+            .iter()
+            .map(|msg| self.decode(msg))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !self.sleep.is_zero() {
+            tokio::time::sleep(self.sleep).await;
+        }
+        for (msg, event) in batch.iter().zip(&events) {
+            self.record(msg, event);
+        }
+        Ok(())
+    }
+
+    /// Decodes an event, failing poison events.
+    fn decode(&self, msg: &Message) -> Result<Event, HandlerError> {
+        let event: Event = msg.json().map_err(HandlerError::permanent)?;
+        match event.seq().filter(|&seq| is_poison(seq, self.fail_rate)) {
+            Some(seq) => Err(self.fail_poison(seq, msg)),
+            None => Ok(event),
+        }
+    }
+
+    /// Counts a handled event and records it in its partition's ledger.
+    fn record(&self, msg: &Message, event: &Event) {
+        match event {
+            Event::Order { .. } => self.orders.fetch_add(1, Relaxed),
+            Event::Click { .. } => self.clicks.fetch_add(1, Relaxed),
+        };
         let latency_us = msg.timestamp().map_or(0, |ts| {
             now_micros().saturating_sub(ts.saturating_mul(1_000)).max(0) as u64
         });
@@ -88,20 +119,20 @@ impl DemoState {
         }
         self.meter
             .record(msg.payload().map_or(0, <[u8]>::len) as u64);
-        Ok(())
     }
 }
 
 impl DemoState {
     /// Fails poison event `seq`, counting it as finished by the handler (in the meter, not the
-    /// ledger) at its last attempt, after which the runtime dead-letters it.
+    /// ledger) at its first attempt: the runtime retries it, then dead-letters it (a batch
+    /// holding it is bisected first, so it may be attempted more than `POISON_ATTEMPTS` times).
     fn fail_poison(&self, seq: u64, msg: &Message) -> HandlerError {
         let attempts = self.poison_attempts.lock().map_or(0, |mut a| {
             let n = a.entry(seq).or_insert(0);
             *n += 1;
             *n
         });
-        if attempts == POISON_ATTEMPTS {
+        if attempts == 1 {
             self.meter
                 .record(msg.payload().map_or(0, <[u8]>::len) as u64);
         }
@@ -126,6 +157,9 @@ pub struct DemoSummary {
     pub group: String,
     pub partitions: i32,
     pub ordering: &'static str,
+    /// The most events per batch handler call (`--batch`); absent for the one-message handler.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u64>,
     pub max_in_flight: u64,
     pub handler_sleep_ms: u64,
     pub keys: u64,
@@ -489,14 +523,24 @@ async fn pass(
         // default) even when data arrives meanwhile; a short wait keeps latency honest.
         builder = builder.set("fetch.wait.max.ms", "10");
     }
-    let consumer = builder
-        .build(handler_fn(move |msg: Message| {
-            let state = shared.clone();
-            async move { state.handle(msg).await }
-        }))
-        .context("cannot build the consumer")?
-        .spawn()
-        .context("cannot start the consumer")?;
+    let consumer = match args.batch {
+        None => builder
+            .build(handler_fn(move |msg: Message| {
+                let state = shared.clone();
+                async move { state.handle(msg).await }
+            }))
+            .context("cannot build the consumer")?
+            .spawn(),
+        Some(n) => builder
+            .batch_limits(BatchLimits::default().max_messages(n as usize))
+            .build_batch(batch_handler_fn(move |batch: Vec<Message>| {
+                let state = shared.clone();
+                async move { state.handle_batch(batch).await }
+            }))
+            .context("cannot build the consumer")?
+            .spawn(),
+    }
+    .context("cannot start the consumer")?;
     let mut status = consumer.status();
 
     // Join the group first, then produce: events are handled while they are being produced.
@@ -601,6 +645,7 @@ async fn pass(
         group,
         partitions,
         ordering: ordering.as_str(),
+        batch: args.batch,
         max_in_flight: args.max_in_flight,
         handler_sleep_ms: args.handler_sleep_ms,
         keys: args.keys,
@@ -655,6 +700,7 @@ mod tests {
             group: "g".into(),
             partitions: 8,
             ordering: "partition",
+            batch: None,
             max_in_flight: 1_000,
             handler_sleep_ms: 0,
             keys: 1_000,
