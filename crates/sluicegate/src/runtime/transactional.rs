@@ -176,7 +176,7 @@ impl<W: Work> Pipeline<W> {
             }
             while let Some(batch) = batcher.next_batch(Instant::now(), false) {
                 let mut next = first_offsets(&batch);
-                match self.settle(&consumer, &batch, &mut next, &mut counters)? {
+                match self.settle(&consumer, &batch, &mut next, &mut counters, false)? {
                     Flow::Next => {}
                     Flow::Stop => return Ok(()),
                     Flow::Rewind(from) => {
@@ -201,15 +201,17 @@ impl<W: Work> Pipeline<W> {
         }
     }
 
-    /// Runs `batch` in transactions until it is committed: retried as the policy says, then
-    /// bisected, with single records that still fail dead-lettered inside their transaction.
-    /// `next` holds, per partition, the first offset of the batch not yet committed.
+    /// Runs `batch` in transactions until it is committed: retried as the policy says (tried
+    /// `once` while isolating), then bisected, with single records that still fail after their
+    /// retries dead-lettered inside their transaction. `next` holds, per partition, the first
+    /// offset of the batch not yet committed.
     fn settle(
         &self,
         consumer: &BaseConsumer<PipelineContext>,
         batch: &[Message],
         next: &mut BTreeMap<TopicPartition, i64>,
         counters: &mut Counters,
+        once: bool,
     ) -> Result<Flow, Error> {
         let worker = &self.worker;
         let mut attempts = 0u32;
@@ -234,42 +236,45 @@ impl<W: Work> Pipeline<W> {
             let (first, first_at) =
                 *first_failure.get_or_insert_with(|| (Instant::now(), SystemTime::now()));
             let hold = batch.len() == 1 && worker.dead_letter.is_none();
-            let delay =
-                match worker
+            let decision = if once {
+                RetryDecision::GiveUp
+            } else {
+                worker
                     .retry
                     .decide(error.kind(), attempts, first.elapsed(), rand::random())
-                {
-                    RetryDecision::RetryAfter(delay) => {
-                        warn!(messages = batch.len(), attempts, ?delay, %error,
+            };
+            let delay = match decision {
+                RetryDecision::RetryAfter(delay) => {
+                    warn!(messages = batch.len(), attempts, ?delay, %error,
                           "handler failed; transaction aborted, retrying");
-                        delay
-                    }
-                    RetryDecision::GiveUp if hold => {
-                        error!(attempts, %error, "handler gave up and no dead-letter topic is \
+                    delay
+                }
+                RetryDecision::GiveUp if hold => {
+                    error!(attempts, %error, "handler gave up and no dead-letter topic is \
                            configured; holding the message and retrying");
-                        worker.retry.backoff.max
-                    }
-                    RetryDecision::GiveUp if batch.len() > 1 => {
-                        warn!(messages = batch.len(), %error,
+                    worker.retry.backoff.max
+                }
+                RetryDecision::GiveUp if batch.len() > 1 => {
+                    warn!(messages = batch.len(), %error,
                           "batch failed; bisecting it to isolate the failing records");
-                        for half in batch.chunks(batch.len().div_ceil(2)) {
-                            match self.settle(consumer, half, next, counters)? {
-                                Flow::Next => {}
-                                other => return Ok(other),
-                            }
+                    for half in batch.chunks(batch.len().div_ceil(2)) {
+                        match self.settle(consumer, half, next, counters, half.len() > 1)? {
+                            Flow::Next => {}
+                            other => return Ok(other),
                         }
-                        return Ok(Flow::Next);
                     }
-                    RetryDecision::GiveUp => {
-                        let failure = Failure {
-                            error,
-                            attempts,
-                            first: first_at,
-                            last: SystemTime::now(),
-                        };
-                        return self.dead_letter(consumer, &batch[0], &failure, next, counters);
-                    }
-                };
+                    return Ok(Flow::Next);
+                }
+                RetryDecision::GiveUp => {
+                    let failure = Failure {
+                        error,
+                        attempts,
+                        first: first_at,
+                        last: SystemTime::now(),
+                    };
+                    return self.dead_letter(consumer, &batch[0], &failure, next, counters);
+                }
+            };
             if self.until_aborted(tokio::time::sleep(delay)).is_none() {
                 return Ok(Flow::Stop);
             }
