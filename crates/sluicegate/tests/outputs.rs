@@ -1,6 +1,8 @@
 //! The output producer in at-least-once mode: an input is committed only after the broker has
 //! acknowledged its outputs. Needs the embedded broker's fault injection.
 
+// This file uses the embedded broker only, not the two-broker macro.
+#[allow(unused_macros)]
 mod common;
 
 use std::collections::BTreeSet;
