@@ -8,16 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{ensure, Context as _};
+use anyhow::ensure;
 use rdkafka::message::{Headers as _, Message as _};
 use sluicegate::dead_letter::{DeadLetter, DeadLetterRecord};
 use sluicegate::policy::{Backoff, RetryPolicy};
-use sluicegate::{
-    batch_handler_fn, BatchLimits, ConsumerHandle, ConsumerStatus, HandlerError, Header, Message,
-    Ordering,
-};
+use sluicegate::{batch_handler_fn, BatchLimits, HandlerError, Header, Message, Ordering};
 
-use common::{tp, unique, wait_status, Recorder, TestBroker};
+use common::{committed_to_end, stop, unique, wait_status, Recorder, TestBroker};
 
 const PHASE: Duration = Duration::from_secs(60);
 
@@ -45,19 +42,6 @@ impl Calls {
     fn all(&self) -> Vec<Call> {
         self.0.lock().unwrap().clone()
     }
-}
-
-fn committed_to_end(status: &ConsumerStatus, topic: &str, end: &BTreeMap<i32, i64>) -> bool {
-    end.iter()
-        .all(|(p, e)| *e == 0 || status.committed.get(&tp(topic, *p)) == Some(e))
-}
-
-async fn stop(handle: ConsumerHandle) -> anyhow::Result<()> {
-    handle.shutdown();
-    tokio::time::timeout(PHASE, handle.wait())
-        .await
-        .context("consumer did not stop after shutdown")?
-        .context("consumer ended with an error")
 }
 
 /// Consumes `topic` to its end with a batch handler that records each call; returns the calls.

@@ -9,7 +9,7 @@
 #[macro_use]
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,11 +20,11 @@ use serde::Deserialize;
 use sluicegate::dead_letter::{DeadLetter, DeadLetterRecord};
 use sluicegate::policy::{Backoff, CircuitBreaker, CircuitState, Reconnect, RetryPolicy};
 use sluicegate::{
-    handler_fn, json_handler, ApiKey, ConsumerHandle, ConsumerStatus, ErrorKind, HandlerError,
-    Header, Message, ResponseError,
+    handler_fn, json_handler, ApiKey, ConsumerStatus, ErrorKind, HandlerError, Header, Message,
+    ResponseError,
 };
 
-use common::{tp, unique, wait_status, Produced, Recorder, TestBroker};
+use common::{committed_to_end, stop, tp, unique, wait_status, Produced, Recorder, TestBroker};
 
 /// Bound on one phase of a test (a group join, consuming a few thousand messages, a shutdown).
 const PHASE: Duration = Duration::from_secs(60);
@@ -66,20 +66,6 @@ fn diagnosis(record: &OwnedMessage) -> anyhow::Result<DeadLetterRecord> {
 
 fn text(bytes: Option<&[u8]>) -> String {
     String::from_utf8_lossy(bytes.unwrap_or_default()).into_owned()
-}
-
-/// `true` when `status` shows, for every partition with data, a commit at its log end.
-fn committed_to_end(status: &ConsumerStatus, topic: &str, end: &BTreeMap<i32, i64>) -> bool {
-    end.iter()
-        .all(|(p, e)| *e == 0 || status.committed.get(&tp(topic, *p)) == Some(e))
-}
-
-async fn stop(handle: ConsumerHandle) -> anyhow::Result<()> {
-    handle.shutdown();
-    tokio::time::timeout(PHASE, handle.wait())
-        .await
-        .context("consumer did not stop after shutdown")?
-        .context("consumer ended with an error")
 }
 
 /// A handler that fails every message whose payload is in `poison` and records the rest.

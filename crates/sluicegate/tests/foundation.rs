@@ -18,7 +18,9 @@ use anyhow::{ensure, Context as _};
 use sluicegate::{handler_fn, ConsumerStatus, HandlerResult, Message, StatusWatch};
 use tokio::sync::{mpsc, watch};
 
-use common::{tp, unique, wait_status, Handled, Produced, Recorder, TestBroker};
+use common::{
+    committed_to_end, stop, tp, unique, wait_status, Handled, Produced, Recorder, TestBroker,
+};
 
 /// Bound on one phase of a test (a group join, consuming a few thousand messages, a shutdown).
 const PHASE: Duration = Duration::from_secs(60);
@@ -43,12 +45,6 @@ fn recording(recorder: &Recorder) -> impl Fn(Message) -> std::future::Ready<Hand
     }
 }
 
-/// `true` when `status` shows, for every partition with data, a commit at its log end.
-fn committed_to_end(status: &ConsumerStatus, topic: &str, high: &BTreeMap<i32, i64>) -> bool {
-    high.iter()
-        .all(|(p, h)| *h == 0 || status.committed.get(&tp(topic, *p)) == Some(h))
-}
-
 /// Log end offsets of the partitions that hold data.
 fn non_empty(high: &BTreeMap<i32, i64>) -> BTreeMap<i32, i64> {
     high.iter()
@@ -64,14 +60,6 @@ fn counts(handled: &[Handled]) -> HashMap<(i32, i64), usize> {
         *counts.entry((h.partition, h.offset)).or_default() += 1;
     }
     counts
-}
-
-async fn stop(handle: sluicegate::ConsumerHandle) -> anyhow::Result<()> {
-    handle.shutdown();
-    tokio::time::timeout(PHASE, handle.wait())
-        .await
-        .context("consumer did not stop after shutdown")?
-        .context("consumer ended with an error")
 }
 
 /// (a) In a run without faults every message is handled exactly once, each partition in offset

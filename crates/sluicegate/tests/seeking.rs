@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::ensure;
 use sluicegate::{handler_fn, Error, Message, SeekTo};
 
-use common::{tp, unique, wait_status, Recorder, TestBroker};
+use common::{stop, tp, unique, wait_status, Recorder, TestBroker};
 
 const PHASE: Duration = Duration::from_secs(60);
 
@@ -83,10 +83,4 @@ async fn seeks_move_a_partition_and_commit_the_new_position(
 
     ensure!(produced.len() == 300);
     stop(handle).await
-}
-
-async fn stop(handle: sluicegate::ConsumerHandle) -> anyhow::Result<()> {
-    handle.shutdown();
-    tokio::time::timeout(PHASE, handle.wait()).await??;
-    Ok(())
 }

@@ -123,25 +123,14 @@ impl<W: Work> Worker<W> {
         let mut batcher = Batcher::new(limits);
         let mut open = true;
         while open || !batcher.is_empty() {
-            let received = match batcher.deadline() {
-                _ if !open => None,
-                Some(deadline) => tokio::select! {
-                    r = queue.recv() => Some(r),
-                    _ = tokio::time::sleep_until(deadline.into()) => None,
-                },
-                None => Some(queue.recv().await),
-            };
-            match received {
-                Some(Ok(messages)) => {
-                    let now = Instant::now();
-                    for m in messages {
-                        let size = m.size();
-                        batcher.push(m, size, now);
-                    }
+            receive_into(&queue, &mut batcher, &mut open, |batcher, messages| {
+                let now = Instant::now();
+                for m in messages {
+                    let size = m.size();
+                    batcher.push(m, size, now);
                 }
-                Some(Err(_)) => open = false,
-                None => {}
-            }
+            })
+            .await;
             while let Some(batch) = batcher.next_batch(Instant::now(), !open) {
                 let outcomes = if revoked.is_cancelled() {
                     vec![None; batch.len()]
@@ -195,22 +184,16 @@ impl<W: Work> Worker<W> {
         let mut batcher = Batcher::new(limits);
         let mut open = true;
         while open || !batcher.is_empty() {
-            let received = match batcher.deadline() {
-                _ if !open => None,
-                Some(deadline) => tokio::select! {
-                    r = queue.recv() => Some(r),
-                    _ = tokio::time::sleep_until(deadline.into()) => None,
-                },
-                None => Some(queue.recv().await),
-            };
-            match received {
-                Some(Ok(routed)) => {
+            receive_into(
+                &queue,
+                &mut batcher,
+                &mut open,
+                |batcher, routed: Routed| {
                     let size = routed.message.size();
                     batcher.push(routed, size, Instant::now());
-                }
-                Some(Err(_)) => open = false,
-                None => {}
-            }
+                },
+            )
+            .await;
             while let Some(batch) = batcher.next_batch(Instant::now(), !open) {
                 // Messages of partitions revoked meanwhile are left to their next owner.
                 let (live, gone): (Vec<Routed>, Vec<Routed>) =
@@ -459,6 +442,31 @@ impl Drop for RetryingGuard<'_> {
                 waiting: false,
             });
         }
+    }
+}
+
+/// Waits for what `queue` brings next, but not past the batcher's deadline, and adds it with
+/// `add`; sets `open` to false once the queue is closed.
+async fn receive_into<T, I>(
+    queue: &async_channel::Receiver<T>,
+    batcher: &mut Batcher<I>,
+    open: &mut bool,
+    add: impl FnOnce(&mut Batcher<I>, T),
+) {
+    if !*open {
+        return;
+    }
+    let received = match batcher.deadline() {
+        Some(deadline) => tokio::select! {
+            r = queue.recv() => Some(r),
+            _ = tokio::time::sleep_until(deadline.into()) => None,
+        },
+        None => Some(queue.recv().await),
+    };
+    match received {
+        Some(Ok(item)) => add(batcher, item),
+        Some(Err(_)) => *open = false,
+        None => {}
     }
 }
 

@@ -503,6 +503,21 @@ pub fn tp(topic: &str, partition: i32) -> TopicPartition {
     TopicPartition::new(topic, partition)
 }
 
+/// `true` when `status` shows, for every partition with data, a commit at its log end.
+pub fn committed_to_end(status: &ConsumerStatus, topic: &str, end: &BTreeMap<i32, i64>) -> bool {
+    end.iter()
+        .all(|(p, e)| *e == 0 || status.committed.get(&tp(topic, *p)) == Some(e))
+}
+
+/// Shuts `handle` down gracefully and waits (at most a minute) for it to stop without error.
+pub async fn stop(handle: sluicegate::ConsumerHandle) -> anyhow::Result<()> {
+    handle.shutdown();
+    tokio::time::timeout(Duration::from_secs(60), handle.wait())
+        .await
+        .context("consumer did not stop after shutdown")?
+        .context("consumer ended with an error")
+}
+
 /// Waits until the status satisfies `done`, at most `limit`; the error names `what` and shows
 /// the last status seen.
 pub async fn wait_status(
