@@ -68,6 +68,25 @@ pub fn print_json_line(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a command's summary: as one JSON line (its `problems` on stderr) with `json`, else as
+/// `text` renders it.
+pub fn print_summary<S: Serialize>(
+    json: bool,
+    summary: &S,
+    problems: &[String],
+    text: impl FnOnce(&S) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        for p in problems {
+            eprintln!("FAILED: {p}");
+        }
+        print_json_line(summary)
+    } else {
+        print!("{}", text(summary));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

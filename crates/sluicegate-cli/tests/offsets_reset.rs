@@ -12,7 +12,7 @@
 //! - ListOffsets by timestamp is a FIXME: it answers offset -1 ("no record that recent") for
 //!   every time, so `offsets_for_times` gives the high watermark whatever the time.
 //!
-//! Those parts run against tansu 0.6 instead (started by this test binary; see [`Tansu`]),
+//! Those parts run against tansu 0.6 instead (started by this test binary; see [`shared_tansu`]),
 //! which lists and describes groups — but only groups with committed offsets: ListGroups
 //! leaves out a group whose members committed nothing. tansu has its own gap: it answers
 //! offset 0 to every ListOffsets by timestamp (checked: times before, between and after the
@@ -25,12 +25,10 @@
 //! records (the batch's base offset plus one), so records are produced one batch each.
 
 mod common;
+#[path = "../../sluicegate/tests/common/tansu.rs"]
+mod tansu;
 
-use std::fs::File;
-use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -42,6 +40,7 @@ use serde_json::Value;
 use sluicegate::EmbeddedKafka;
 
 use common::{last_json_line, run};
+use tansu::Tansu;
 
 /// How long one run of the command, or one wait of the test, may take.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -432,10 +431,10 @@ fn unknown_topics_and_partitions_are_clear_errors() {
 
 #[test]
 fn a_group_with_a_member_is_refused_with_its_state_and_members_until_it_stops() {
-    let Some(tansu) = Tansu::shared() else { return };
+    let Some(tansu) = shared_tansu() else { return };
     let bootstrap = tansu.bootstrap.as_str();
     let (topic, group) = (unique("orders"), unique("billing"));
-    tansu.create_topic(&topic, 2);
+    create_topic(tansu, &topic, 2);
     produce(bootstrap, &topic, &[3, 2], now_ms());
     // tansu lists (and so describes) only groups with committed offsets: the group has some,
     // as a group being reset usually does.
@@ -471,10 +470,10 @@ fn a_group_with_a_member_is_refused_with_its_state_and_members_until_it_stops() 
 fn a_time_before_every_record_moves_to_the_first_record() {
     // tansu answers offset 0 to every time look-up: right here, where the time is before every
     // record.
-    let Some(tansu) = Tansu::shared() else { return };
+    let Some(tansu) = shared_tansu() else { return };
     let bootstrap = tansu.bootstrap.as_str();
     let (topic, group) = (unique("orders"), unique("billing"));
-    tansu.create_topic(&topic, 2);
+    create_topic(tansu, &topic, 2);
     produce(bootstrap, &topic, &[3, 2], now_ms());
     commit(bootstrap, &group, &topic, &[(0, 3), (1, 2)]);
 
@@ -531,164 +530,71 @@ fn a_time_between_records_moves_to_the_first_record_at_or_after_it() {
 
 // ---- A tansu broker for this test binary ------------------------------------------------------
 
-/// A tansu broker process, shared by the tests of this binary, kept alive by an open pipe from
-/// this process.
-///
-/// It runs under a small `sh` watchdog: tansu in the background, and a reader of our pipe that
-/// kills tansu when the pipe closes, which happens when this process ends in any way (even a
-/// kill -9), so no tansu outlives the test binary.
-///
-/// The binary: `SLUICEGATE_TANSU`, else `.tools/bin/tansu` at the workspace root (where
-/// `scripts/install-tansu` puts it). Without one, the tansu tests fail and say how to install
-/// it, unless `SLUICEGATE_SKIP_TANSU=1` lets them pass without running.
-struct Tansu {
-    bootstrap: String,
-    bin: PathBuf,
-    _watchdog: Child,
-    _lifeline: ChildStdin,
-}
-
-const WATCHDOG: &str = r#"
-exec 3<&0 </dev/null
-"$0" broker --listener-url "$1" --advertised-listener-url "$1" --storage-engine memory://tansu/ &
-tansu=$!
-{ read -r _ <&3; kill -9 "$tansu" 2>/dev/null; } &
-exec 3<&-
-wait "$tansu"
-"#;
-
-impl Tansu {
-    /// The tansu of this test binary, started on first use; `None` when there is no tansu
-    /// binary and `SLUICEGATE_SKIP_TANSU=1`.
-    fn shared() -> Option<&'static Tansu> {
-        static SHARED: OnceLock<Option<Tansu>> = OnceLock::new();
-        SHARED
-            .get_or_init(|| {
-                let bin = match std::env::var("SLUICEGATE_TANSU") {
-                    Ok(path) if !path.trim().is_empty() => PathBuf::from(path),
-                    _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/tansu"),
-                };
-                if !bin.is_file() {
-                    if std::env::var("SLUICEGATE_SKIP_TANSU").as_deref() == Ok("1") {
-                        eprintln!(
-                            "no tansu at {}: skipped (SLUICEGATE_SKIP_TANSU=1)",
-                            bin.display()
-                        );
-                        return None;
-                    }
-                    panic!(
-                        "no tansu binary at {}: run scripts/install-tansu, or set \
-                         SLUICEGATE_TANSU=/path/to/tansu (or SLUICEGATE_SKIP_TANSU=1 to skip)",
+/// The tansu shared by the tests of this binary (see the library's `tests/common/tansu.rs`),
+/// started on first use. Without a tansu binary the tansu tests fail and say how to install it,
+/// unless `SLUICEGATE_SKIP_TANSU=1` lets them pass without running (`None`).
+fn shared_tansu() -> Option<&'static Tansu> {
+    static SHARED: OnceLock<Option<Tansu>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let bin = tansu::binary();
+            if !bin.is_file() {
+                if std::env::var("SLUICEGATE_SKIP_TANSU").as_deref() == Ok("1") {
+                    eprintln!(
+                        "no tansu at {}: skipped (SLUICEGATE_SKIP_TANSU=1)",
                         bin.display()
                     );
+                    return None;
                 }
-                // A free port may be taken between our check and tansu's bind: try a few.
-                let mut errors = Vec::new();
-                for _ in 0..3 {
-                    match Tansu::start(&bin) {
-                        Ok(t) => return Some(t),
-                        Err(e) => errors.push(e),
-                    }
-                }
-                panic!("could not start tansu:\n{}", errors.join("\n"));
-            })
-            .as_ref()
-    }
+                panic!(
+                    "no tansu binary at {}: run scripts/install-tansu, or set \
+                     SLUICEGATE_TANSU=/path/to/tansu (or SLUICEGATE_SKIP_TANSU=1 to skip)",
+                    bin.display()
+                );
+            }
+            Some(Tansu::start(&bin).unwrap_or_else(|e| panic!("{e}")))
+        })
+        .as_ref()
+}
 
-    fn start(bin: &Path) -> Result<Tansu, String> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free loopback port: {e}"))?
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "tansu-offsets-reset-{}-{port}.log",
-            std::process::id()
-        ));
-        let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let mut watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg(bin)
-            .arg(&url)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| format!("cannot run sh to start tansu: {e}"))?;
-        let lifeline = watchdog.stdin.take().expect("piped");
-        let tansu = Tansu {
-            bootstrap: format!("127.0.0.1:{port}"),
-            bin: bin.to_path_buf(),
-            _watchdog: watchdog,
-            _lifeline: lifeline,
-        };
-        // Waiting for another process to come up: polling is the only way to know.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &tansu.bootstrap)
-            .create()
-            .map_err(|e| e.to_string())?;
-        while Instant::now() < deadline {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
-                && client
-                    .fetch_metadata(None, Duration::from_secs(2))
-                    .is_ok_and(|m| !m.brokers().is_empty())
-            {
-                eprintln!("tansu on {} (log: {})", tansu.bootstrap, log_path.display());
-                return Ok(tansu);
-            }
-            std::thread::sleep(Duration::from_millis(100));
+/// Creates `topic` with `partitions` partitions, with tansu's own command.
+fn create_topic(tansu: &Tansu, topic: &str, partitions: i32) {
+    let mut child = Command::new(tansu::binary())
+        .args(["topic", "create", topic, "--partitions"])
+        .arg(partitions.to_string())
+        .arg("--broker")
+        .arg(format!("tcp://{}", tansu.bootstrap))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("tansu topic create runs");
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait works") {
+            break status;
         }
-        let mut text = String::new();
-        let _ = File::open(&log_path).and_then(|mut f| f.read_to_string(&mut text));
-        Err(format!(
-            "tansu on port {port} not ready within 30 s; its log:\n{text}"
-        ))
-    }
-
-    /// Creates `topic` with `partitions` partitions, with tansu's own command.
-    fn create_topic(&self, topic: &str, partitions: i32) {
-        let mut child = Command::new(&self.bin)
-            .args(["topic", "create", topic, "--partitions"])
-            .arg(partitions.to_string())
-            .arg("--broker")
-            .arg(format!("tcp://{}", self.bootstrap))
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("tansu topic create runs");
-        let deadline = Instant::now() + LIMIT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait works") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("tansu topic create {topic} did not finish within {LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "tansu topic create {topic}: {status}");
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .expect("client");
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let m = client.fetch_metadata(Some(topic), LIMIT).expect("metadata");
-            if m.topics()
-                .iter()
-                .any(|t| t.name() == topic && t.partitions().len() == partitions as usize)
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "topic {topic} did not appear");
-            std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tansu topic create {topic} did not finish within {LIMIT:?}");
         }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "tansu topic create {topic}: {status}");
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &tansu.bootstrap)
+        .create()
+        .expect("client");
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let m = client.fetch_metadata(Some(topic), LIMIT).expect("metadata");
+        if m.topics()
+            .iter()
+            .any(|t| t.name() == topic && t.partitions().len() == partitions as usize)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "topic {topic} did not appear");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -181,12 +181,11 @@ impl DeadLetterWriter {
         group: &str,
         shared: Option<Arc<Producer>>,
     ) -> Result<Self, Error> {
-        // A dead letter is awaited by its lane (and in ordered modes by its partition).
-        let linger = [("linger.ms".to_string(), "0".to_string())];
-        let client = producer_config(
-            consumer,
-            linger.iter().map(|(k, v)| (k, v)).chain(&config.producer),
-        );
+        let mut client = producer_config(consumer, &config.producer);
+        if !config.producer.contains_key("linger.ms") {
+            // A dead letter is awaited by its lane (and in ordered modes by its partition).
+            client.set("linger.ms", "0");
+        }
         let producer = match shared {
             Some(p) => p,
             None => Arc::new(

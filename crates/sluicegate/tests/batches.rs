@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::ensure;
-use rdkafka::message::{Headers as _, Message as _};
-use sluicegate::dead_letter::{DeadLetter, DeadLetterRecord};
+use rdkafka::message::Message as _;
+use sluicegate::dead_letter::DeadLetter;
 use sluicegate::policy::{Backoff, RetryPolicy};
-use sluicegate::{batch_handler_fn, BatchLimits, HandlerError, Header, Message, Ordering};
+use sluicegate::{batch_handler_fn, BatchLimits, HandlerError, Message, Ordering};
 
-use common::{committed_to_end, stop, unique, wait_status, Recorder, TestBroker};
+use common::{committed_to_end, diagnosis, stop, unique, wait_status, Recorder, TestBroker};
 
 const PHASE: Duration = Duration::from_secs(60);
 
@@ -281,11 +281,7 @@ async fn poison_record_in_a_batch_of_200_is_dead_lettered_alone(
         record.payload() == Some(poison.as_bytes()),
         "the dead letter is not the poison record"
     );
-    let headers: Vec<Header> = record
-        .headers()
-        .map(|h| h.iter().map(|h| Header::new(h.key, h.value)).collect())
-        .unwrap_or_default();
-    let diagnosis = DeadLetterRecord::from_headers(&headers).map_err(anyhow::Error::msg)?;
+    let diagnosis = diagnosis(record)?;
     ensure!(
         diagnosis.original_offset == produced[137].offset && diagnosis.attempts == 2,
         "{diagnosis:?}"

@@ -15,16 +15,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
-use rdkafka::message::{Headers as _, Message as _, OwnedMessage};
+use rdkafka::message::Message as _;
 use serde::Deserialize;
-use sluicegate::dead_letter::{DeadLetter, DeadLetterRecord};
+use sluicegate::dead_letter::DeadLetter;
 use sluicegate::policy::{Backoff, CircuitBreaker, CircuitState, Reconnect, RetryPolicy};
 use sluicegate::{
-    handler_fn, json_handler, ApiKey, ConsumerStatus, ErrorKind, HandlerError, Header, Message,
+    handler_fn, json_handler, ApiKey, ConsumerStatus, ErrorKind, HandlerError, Message,
     ResponseError,
 };
 
-use common::{committed_to_end, stop, tp, unique, wait_status, Produced, Recorder, TestBroker};
+use common::{
+    committed_to_end, diagnosis, stop, tp, unique, wait_status, Produced, Recorder, TestBroker,
+};
 
 /// Bound on one phase of a test (a group join, consuming a few thousand messages, a shutdown).
 const PHASE: Duration = Duration::from_secs(60);
@@ -53,15 +55,6 @@ fn quick_retries(attempts: u32) -> RetryPolicy {
             jitter: 0.2,
             ..backoff(5, 20)
         })
-}
-
-/// The diagnosis of a record read from a dead-letter topic.
-fn diagnosis(record: &OwnedMessage) -> anyhow::Result<DeadLetterRecord> {
-    let headers: Vec<Header> = record
-        .headers()
-        .map(|h| h.iter().map(|h| Header::new(h.key, h.value)).collect())
-        .unwrap_or_default();
-    DeadLetterRecord::from_headers(&headers).map_err(anyhow::Error::msg)
 }
 
 fn text(bytes: Option<&[u8]>) -> String {

@@ -15,7 +15,7 @@ use sluicegate::ErrorKind;
 
 use crate::produce::{send_waiting, DeliveryLog, Subject};
 use crate::read_back::{headers_of, read_to_end};
-use crate::report::{print_json_line, thousands};
+use crate::report::{print_summary, thousands};
 use crate::DlqReplayArgs;
 
 /// How long the final flush may wait for outstanding deliveries.
@@ -381,14 +381,12 @@ pub async fn replay(args: DlqReplayArgs) -> Result<bool> {
     })
     .await?;
     let summary = summary?;
-    if args.json {
-        for f in &summary.failures {
-            eprintln!("FAILED: {f}");
-        }
-        print_json_line(&summary)?;
-    } else {
-        print!("{}", summary.render());
-    }
+    print_summary(
+        args.json,
+        &summary,
+        &summary.failures,
+        ReplaySummary::render,
+    )?;
     Ok(summary.ok)
 }
 

@@ -12,7 +12,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::cluster::{self, GroupLookup, LOOKUP_TIMEOUT};
-use crate::report::print_json_line;
+use crate::report::print_summary;
 use crate::OffsetsResetArgs;
 
 /// Where `--to` moves each partition.
@@ -397,14 +397,12 @@ pub async fn reset(args: OffsetsResetArgs) -> Result<bool> {
     })
     .await?;
     let summary = summary?;
-    if args.json {
-        for m in &summary.mismatches {
-            eprintln!("FAILED: {m}");
-        }
-        print_json_line(&summary)?;
-    } else {
-        print!("{}", summary.render());
-    }
+    print_summary(
+        args.json,
+        &summary,
+        &summary.mismatches,
+        ResetSummary::render,
+    )?;
     Ok(summary.ok)
 }
 
