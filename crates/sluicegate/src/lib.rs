@@ -42,7 +42,10 @@ pub mod dispatch;
 mod embedded;
 mod error;
 mod handler;
+mod health;
+mod http;
 mod message;
+pub mod metrics;
 mod offsets;
 mod output;
 pub mod policy;
@@ -55,6 +58,7 @@ pub use handler::{
     batch_handler_fn, handler_fn, json_handler, BatchHandler, BatchHandlerFn, Batched, ErrorKind,
     Handler, HandlerError, HandlerFn, HandlerResult, JsonHandler, Work,
 };
+pub use health::{Check, Health, LIVENESS_STALL};
 pub use message::{Header, Message};
 pub use offsets::{offset_map, OffsetTracker};
 pub use output::{Delivered, Output, OutputRecord};

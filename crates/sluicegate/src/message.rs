@@ -131,6 +131,13 @@ impl Message {
         self.0.timestamp
     }
 
+    /// How long before `now` the record's timestamp was (zero if it is in the future).
+    pub(crate) fn age(&self, now: std::time::SystemTime) -> Option<std::time::Duration> {
+        let ms = u64::try_from(self.timestamp()?).ok()?;
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        Some(now.duration_since(at).unwrap_or_default())
+    }
+
     /// The record key, `None` for a null key.
     pub fn key(&self) -> Option<&[u8]> {
         let r = &self.0;

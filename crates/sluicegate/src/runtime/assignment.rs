@@ -2,15 +2,16 @@
 //! [`OffsetTracker`], its buffer and pause state; and what happens on assign, revoke,
 //! dispatch, completion and commit.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -18,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::commit::{partitions, read_list, CommitEntry};
 use crate::dispatch::{Backpressure, BufferLimits, Buffered, KeyGate, Ordering};
 use crate::message::Header;
+use crate::metrics::TopicMetrics;
 use crate::policy::{Breaker, CircuitState};
 use crate::{offset_map, Error, Message, OffsetTracker};
 
@@ -73,6 +75,14 @@ struct PartitionState {
     commit_requested: Option<(i64, usize)>,
     /// Offsets the group's offset map records as finished: skipped when they arrive.
     finished_before: BTreeSet<i64>,
+    /// The group's committed offset (next to consume) as last known: acknowledged to us, or
+    /// as librdkafka read it at assignment.
+    committed: Option<i64>,
+    /// The log start and end (low and high watermarks) librdkafka last saw, from its
+    /// statistics.
+    log_start: Option<i64>,
+    log_end: Option<i64>,
+    metrics: Option<Arc<TopicMetrics>>,
 }
 
 /// Every partition the consumer owns, and the channel lanes report on.
@@ -155,7 +165,7 @@ impl Assignment {
             .slot_of(&tp.topic, tp.partition)
             .ok_or_else(|| Error::NotAssigned(tp.to_string()))?;
         let offset = seek::resolve(consumer, tp, to)?;
-        self.release(&[i], false);
+        self.release(&[i], false, false);
         // A commit in flight may carry the old position: let it land first.
         let deadline = Instant::now() + self.routing.drain_timeout;
         while self.commit_in_flight.is_some() && self.wait_event(deadline) {}
@@ -170,11 +180,13 @@ impl Assignment {
         Ok(offset)
     }
 
+    /// Takes ownership of `list`: given by the group (`rebalance`: the offset maps are read
+    /// and a rebalance counted), or again after a seek.
     fn take<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         list: &TopicPartitionList,
-        load_offset_maps: bool,
+        rebalance: bool,
     ) {
         let mut added = Vec::new();
         for e in list.elements() {
@@ -215,10 +227,14 @@ impl Assignment {
                 paused: false,
                 commit_requested: None,
                 finished_before: BTreeSet::new(),
+                committed: None,
+                log_start: None,
+                log_end: None,
+                metrics: self.status.metrics().map(|m| m.topic(e.topic())),
             });
             added.push(tp);
         }
-        if load_offset_maps && self.routing.ordering != Ordering::Partition && !added.is_empty() {
+        if rebalance && self.routing.ordering != Ordering::Partition && !added.is_empty() {
             self.load_offset_maps(consumer, &added);
         }
         // A partition paused before an earlier revoke may come back still paused.
@@ -226,7 +242,7 @@ impl Assignment {
             warn!(error = %e, "could not resume newly assigned partitions");
         }
         info!(partitions = ?added, "partitions assigned");
-        self.status.assigned(added);
+        self.status.assigned(added, rebalance);
     }
 
     /// Reads the offset maps committed with the group, so that work finished out of order
@@ -274,7 +290,7 @@ impl Assignment {
             .iter()
             .filter_map(|e| self.slot_of(e.topic(), e.partition()))
             .collect();
-        self.release(&revoked, !consumer.assignment_lost());
+        self.release(&revoked, !consumer.assignment_lost(), true);
     }
 
     /// Gives up every partition: the graceful part of shutdown.
@@ -290,7 +306,7 @@ impl Assignment {
         );
         // Stop fetching while in-flight work drains.
         let _ = consumer.pause(&list);
-        self.release(&all, true);
+        self.release(&all, true, false);
     }
 
     /// Marks the consumer as crashed: from now on partitions are dropped without draining or
@@ -302,7 +318,9 @@ impl Assignment {
         }
     }
 
-    fn release(&mut self, which: &[usize], commit: bool) {
+    /// Gives up the partitions in `which`, committing what finished if `commit`; `rebalance`
+    /// says the group revoked them.
+    fn release(&mut self, which: &[usize], commit: bool, rebalance: bool) {
         for i in which {
             if let Some(p) = self.slots[*i].as_mut() {
                 p.revoked.cancel();
@@ -342,7 +360,7 @@ impl Assignment {
         if !removed.is_empty() {
             info!(partitions = ?removed, committed = commit && !self.aborted, "partitions released");
         }
-        self.status.revoked(&removed);
+        self.status.revoked(&removed, rebalance);
     }
 
     /// Routes one fetched message to its lane. Messages of partitions this consumer does not
@@ -377,8 +395,14 @@ impl Assignment {
             if known {
                 p.offsets.finish(m.offset());
                 self.skipped_as_finished += 1;
+                if let Some(t) = &p.metrics {
+                    t.skipped_as_finished.inc();
+                }
                 return;
             }
+        }
+        if let Some(t) = &p.metrics {
+            t.consumed.inc();
         }
         let message = to_message(p.topic.clone(), m);
         let must_pause = self.backpressure.admit(&mut p.buffered, message.size());
@@ -468,10 +492,14 @@ impl Assignment {
         if p.generation != slot.generation {
             return; // A report about an earlier assignment of this slot.
         }
+        let now = p.metrics.as_ref().map(|_| SystemTime::now());
         for Left { message, outcome } in left {
             self.backpressure.release(&mut p.buffered, message.size());
             if let Some(outcome) = outcome {
                 p.offsets.finish(message.offset());
+                if let (Some(t), Some(now)) = (&p.metrics, now) {
+                    t.finished(outcome, message.age(now));
+                }
                 match outcome {
                     Outcome::Handled { attempts } => self.retried += u64::from(attempts - 1),
                     Outcome::DeadLettered { attempts } => {
@@ -605,9 +633,20 @@ impl Assignment {
         if self.commit_in_flight == Some(id) {
             self.commit_in_flight = None;
         }
+        if let Some(m) = self.status.metrics() {
+            m.commit(result.is_ok(), latency);
+        }
         match result {
             Ok(()) => {
                 debug!(id, ?latency, "committed");
+                for e in &offsets {
+                    if let Some(i) = self.slot_of(&e.topic, e.partition) {
+                        self.slots[i]
+                            .as_mut()
+                            .expect("indexed slots exist")
+                            .committed = Some(e.next);
+                    }
+                }
                 self.status.committed(&offsets);
             }
             Err(e) => {
@@ -640,9 +679,41 @@ impl Assignment {
         }
     }
 
-    /// Publishes buffer figures to the status.
+    /// Takes the log ends (and, until this consumer commits, the committed offsets) of owned
+    /// partitions from librdkafka's statistics.
+    pub fn statistics(&mut self, stats: &Statistics) {
+        for p in self.slots.iter_mut().flatten() {
+            let Some(s) = stats
+                .topics
+                .get(&p.tp.topic)
+                .and_then(|t| t.partitions.get(&p.tp.partition))
+            else {
+                continue;
+            };
+            if s.hi_offset >= 0 {
+                p.log_end = Some(s.hi_offset);
+            }
+            if s.lo_offset >= 0 {
+                p.log_start = Some(s.lo_offset);
+            }
+            if p.committed.is_none() && s.committed_offset >= 0 {
+                p.committed = Some(s.committed_offset);
+            }
+        }
+    }
+
+    /// Publishes buffer, pause and lag figures to the status. A partition the group never
+    /// committed lags by its whole log.
     pub fn publish_figures(&self) {
+        let mut lag = BTreeMap::new();
+        for p in self.slots.iter().flatten() {
+            if let (Some(end), Some(committed)) = (p.log_end, p.committed.or(p.log_start)) {
+                lag.insert(p.tp.clone(), (end - committed).max(0));
+            }
+        }
         self.status.figures(Figures {
+            paused: self.slots.iter().flatten().filter(|p| p.paused).count(),
+            lag,
             buffered: self.backpressure.total(),
             peak: self.backpressure.peak(),
             skipped_as_finished: self.skipped_as_finished,

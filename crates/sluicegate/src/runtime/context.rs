@@ -7,6 +7,7 @@ use std::time::Instant;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::{error, warn};
 
@@ -48,6 +49,10 @@ impl RuntimeContext {
 }
 
 impl ClientContext for RuntimeContext {
+    fn stats(&self, statistics: Statistics) {
+        self.assignment().statistics(&statistics);
+    }
+
     fn error(&self, e: KafkaError, reason: &str) {
         if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
             error!(error = %e, reason, "fatal kafka client error");

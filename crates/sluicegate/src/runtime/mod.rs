@@ -13,10 +13,12 @@ mod status;
 mod transactional;
 mod worker;
 
+pub(crate) use event::Outcome;
 pub use seek::SeekTo;
 pub use status::{ConsumerStatus, StatusWatch, TopicPartition};
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,8 +31,10 @@ use tracing::{info, warn};
 use crate::dead_letter::{DeadLetter, DeadLetterWriter};
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::handler::{BatchHandler, Batched, Handler, Work};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::output::{producer_config, Output};
-use crate::policy::{Breaker, CircuitBreaker, Reconnect, RetryPolicy};
+use crate::policy::{Breaker, CircuitBreaker, CircuitState, Reconnect, RetryPolicy};
 use crate::Error;
 
 use assignment::{Assignment, LaneSpawner, Routing};
@@ -70,6 +74,8 @@ pub struct ConsumerBuilder {
     producer: BTreeMap<String, String>,
     output: Option<Output>,
     exactly_once: Option<String>,
+    metrics: Option<Metrics>,
+    http_endpoint: Option<SocketAddr>,
 }
 
 impl Default for ConsumerBuilder {
@@ -94,6 +100,8 @@ impl Default for ConsumerBuilder {
             producer: BTreeMap::new(),
             output: None,
             exactly_once: None,
+            metrics: None,
+            http_endpoint: None,
         }
     }
 }
@@ -265,6 +273,38 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Reports the consumer's metrics (see [`metrics`](crate::metrics) for the list) to
+    /// `metrics`, which several consumers and your own metrics may share. None by default,
+    /// unless an [`http_endpoint`](Self::http_endpoint) is set.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Serves `/metrics` (OpenMetrics text), `/health/live` and `/health/ready` (JSON with
+    /// each check's verdict; 200 when it passes, 503 when not; see [`Health`]) on `addr`
+    /// while the consumer runs. Off by default. Port 0 picks a free port: see
+    /// [`ConsumerHandle::http_addr`].
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), sluicegate::Error> {
+    /// use sluicegate::{handler_fn, Consumer, Message};
+    ///
+    /// Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .group_id("billing")
+    ///     .topic("orders")
+    ///     .http_endpoint(([0, 0, 0, 0], 9464).into())
+    ///     .build(handler_fn(|_: Message| async { Ok(()) }))?
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn http_endpoint(mut self, addr: SocketAddr) -> Self {
+        self.http_endpoint = Some(addr);
+        self
+    }
+
     /// Checks the settings and builds the consumer around `handler`. Nothing connects yet.
     pub fn build<H: Handler>(self, handler: H) -> Result<Consumer<H>, Error> {
         self.build_work(handler, None)
@@ -358,7 +398,9 @@ impl ConsumerBuilder {
             // The runtime lets librdkafka's bounded prefetch queue fill as a brake (see
             // `BufferLimits`); librdkafka's default 1 s back-off once it is full leaves the
             // consumer idle long after the handlers have caught up.
-            .set("fetch.queue.backoff.ms", "20");
+            .set("fetch.queue.backoff.ms", "20")
+            // The log ends behind the lag figures come from librdkafka's statistics.
+            .set("statistics.interval.ms", "5000");
         if self.exactly_once.is_some() {
             // Outputs of aborted transactions (and of open ones) stay invisible upstream too.
             client.set("isolation.level", "read_committed");
@@ -535,6 +577,27 @@ impl<W: Work> Consumer<W> {
             None => None,
         };
         let breaker = s.circuit_breaker.clone().map(Breaker::new);
+        let metrics = s
+            .metrics
+            .clone()
+            .or_else(|| s.http_endpoint.map(|_| Metrics::new()));
+        let endpoint = match s.http_endpoint {
+            Some(addr) => Some(crate::http::bind(addr)?),
+            None => None,
+        };
+        let (publisher, status) =
+            StatusPublisher::new(metrics.as_ref().map(|m| m.consumer(&group)));
+        if breaker.is_some() {
+            publisher.circuit(CircuitState::Closed);
+        }
+        let http_addr = match (endpoint, metrics) {
+            (Some(listener), Some(metrics)) => {
+                let addr = listener.local_addr().ok();
+                runtime.spawn(crate::http::serve(listener, metrics, status.clone()));
+                addr
+            }
+            _ => None,
+        };
         let max_in_flight = u32::try_from(s.max_in_flight).unwrap_or(u32::MAX);
         let worker = Arc::new(Worker {
             work: self.work,
@@ -547,13 +610,13 @@ impl<W: Work> Consumer<W> {
             in_flight: Arc::new(Semaphore::new(max_in_flight as usize)),
             max_in_flight,
             abort: control.abort.clone(),
+            metrics: publisher.metrics().cloned(),
         });
         if let Some(d) = &dead_letter {
             let (d, topics) = (d.clone(), s.topics.clone());
             runtime.spawn(async move { d.ensure_topics(&topics).await });
         }
         if let Some(output) = transactional {
-            let (publisher, status) = StatusPublisher::new();
             let pipeline = Pipeline {
                 worker,
                 producer: output.producer().clone(),
@@ -563,7 +626,7 @@ impl<W: Work> Consumer<W> {
                 control: control.clone(),
             };
             info!(topics = ?s.topics, group, "exactly-once consumer started");
-            return spawn_poll_thread(control, status, move || {
+            return spawn_poll_thread(control, status, http_addr, move || {
                 let result = pipeline.run(&self.client, &s.topics);
                 publisher.stopped();
                 result
@@ -591,7 +654,6 @@ impl<W: Work> Consumer<W> {
                 lane_runtime.spawn(worker.clone().run_lane(slot, queue, revoked, events));
             }),
         };
-        let (publisher, status) = StatusPublisher::new();
         let session = Session {
             client: self.client,
             topics: s.topics.clone(),
@@ -609,7 +671,7 @@ impl<W: Work> Consumer<W> {
         let first = session.start()?;
         info!(topics = ?s.topics, group, ordering = %s.ordering, "consumer started");
         let thread_control = control.clone();
-        spawn_poll_thread(control, status, move || {
+        spawn_poll_thread(control, status, http_addr, move || {
             let result = session.run(
                 first,
                 &thread_control,
@@ -687,6 +749,7 @@ impl Session {
                 commits,
                 events,
                 reconnect,
+                &self.status,
             )? {
                 SessionEnd::Stopped => return Ok(()),
                 SessionEnd::ClientLost(reason) => reason,
@@ -720,6 +783,7 @@ impl Session {
 fn spawn_poll_thread(
     control: Control,
     status: StatusWatch,
+    http_addr: Option<SocketAddr>,
     poll: impl FnOnce() -> Result<(), Error> + Send + 'static,
 ) -> Result<ConsumerHandle, Error> {
     let (done_tx, done_rx) = oneshot::channel();
@@ -735,6 +799,7 @@ fn spawn_poll_thread(
     Ok(ConsumerHandle {
         control,
         status,
+        http_addr,
         done: done_rx,
     })
 }
@@ -743,6 +808,7 @@ fn spawn_poll_thread(
 pub struct ConsumerHandle {
     control: Control,
     status: StatusWatch,
+    http_addr: Option<SocketAddr>,
     done: oneshot::Receiver<Result<(), Error>>,
 }
 
@@ -789,6 +855,18 @@ impl ConsumerHandle {
     /// assigned or an offset being committed.
     pub fn status(&self) -> StatusWatch {
         self.status.clone()
+    }
+
+    /// Whether the consumer is alive and ready, and why not: what `/health/live` and
+    /// `/health/ready` report.
+    pub fn health(&self) -> Health {
+        self.status.health()
+    }
+
+    /// The address the HTTP endpoint listens on, if one was asked for (with the port picked,
+    /// when port 0 was given).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Waits until the consumer has stopped, after [`shutdown`](Self::shutdown),

@@ -18,6 +18,7 @@ use super::committer::{self, CommitRequest};
 use super::context::RuntimeContext;
 use super::event::Event;
 use super::seek::SeekQueue;
+use super::status::StatusPublisher;
 
 /// At most this many messages are dispatched between two looks at lane reports.
 const POLL_BATCH: usize = 512;
@@ -60,13 +61,14 @@ pub(crate) fn run(
     commits: Receiver<CommitRequest>,
     events: Sender<Event>,
     reconnect: &Reconnect,
+    status: &StatusPublisher,
 ) -> Result<SessionEnd, Error> {
     let result = std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("sluicegate-commit".into())
             .spawn_scoped(scope, || committer::run(&consumer, commits, events))
             .map_err(|e| Error::Thread(e.to_string()))?;
-        let result = poll(&consumer, &control, commit_interval, reconnect);
+        let result = poll(&consumer, &control, commit_interval, reconnect, status);
         // Closing the request channel ends the committer once its last commit is done.
         consumer.context().assignment().close_commits();
         result
@@ -90,11 +92,14 @@ fn poll(
     control: &Control,
     commit_interval: Duration,
     reconnect: &Reconnect,
+    status: &StatusPublisher,
 ) -> Result<SessionEnd, Error> {
+    let mut reachable = true;
     let mut schedule = CommitSchedule::new(commit_interval);
     let mut held_since = None;
     let mut last_probe = Instant::now();
     loop {
+        status.heartbeat();
         if control.abort.is_cancelled() {
             consumer.context().assignment().abort();
             return Ok(SessionEnd::Stopped);
@@ -107,6 +112,11 @@ fn poll(
             // Uncommitted work is abandoned, as in a crash: the next client gets it again.
             consumer.context().assignment().abort();
             return Ok(end);
+        }
+        let now_reachable = consumer.context().health().unreachable_since.is_none();
+        if now_reachable != reachable {
+            reachable = now_reachable;
+            status.brokers_reachable(reachable);
         }
         let holding = hold(consumer, &mut held_since);
         // `poll` returns `None` both when nothing came and when it served a callback, so only

@@ -2,12 +2,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
 use crate::commit::CommitEntry;
 use crate::dispatch::Buffered;
+use crate::health::Health;
+use crate::metrics::ConsumerMetrics;
 use crate::policy::CircuitState;
 use crate::Error;
 
@@ -43,6 +47,15 @@ impl fmt::Display for TopicPartition {
 pub struct ConsumerStatus {
     /// The partitions this consumer owns now.
     pub assigned: BTreeSet<TopicPartition>,
+    /// In the group: an assignment arrived (possibly empty, when the group has more members
+    /// than partitions) and was not revoked since.
+    pub joined: bool,
+    /// No broker has been reachable since librdkafka said so (cleared once one answers).
+    pub brokers_unreachable: bool,
+    /// Per owned partition, messages between the committed offset and the log end (the high
+    /// watermark librdkafka last saw), as of the last commit interval. Partitions whose log
+    /// end is not known yet are missing.
+    pub lag: BTreeMap<TopicPartition, i64>,
     /// The last offset (next to consume) the broker acknowledged committing, per partition,
     /// over the consumer's whole life.
     pub committed: BTreeMap<TopicPartition, i64>,
@@ -84,6 +97,8 @@ pub struct ConsumerStatus {
 #[derive(Default)]
 pub(crate) struct Figures {
     pub buffered: Buffered,
+    pub paused: usize,
+    pub lag: BTreeMap<TopicPartition, i64>,
     pub peak: Buffered,
     pub skipped_as_finished: u64,
     pub dead_lettered: u64,
@@ -96,19 +111,35 @@ pub(crate) struct Figures {
 /// It hands out copies, never a borrow of the shared value, so nothing a caller holds can
 /// stall the poll thread that publishes it.
 #[derive(Clone, Debug)]
-pub struct StatusWatch(watch::Receiver<ConsumerStatus>);
+pub struct StatusWatch {
+    status: watch::Receiver<ConsumerStatus>,
+    last_poll: Arc<AtomicU64>,
+}
 
 impl StatusWatch {
+    /// Whether the consumer is alive and ready, and why (what `/health/*` serves).
+    pub fn health(&self) -> Health {
+        Health::of(&self.current(), self.last_poll(), SystemTime::now())
+    }
+
+    /// When the poll loop last turned.
+    pub fn last_poll(&self) -> Option<SystemTime> {
+        read_time(&self.last_poll)
+    }
+
     /// The status now.
     pub fn current(&self) -> ConsumerStatus {
-        self.0.borrow().clone()
+        self.status.borrow().clone()
     }
 
     /// Waits for the next change and returns the status after it. Fails with
     /// [`Error::ConsumerGone`] once the consumer is dropped.
     pub async fn changed(&mut self) -> Result<ConsumerStatus, Error> {
-        self.0.changed().await.map_err(|_| Error::ConsumerGone)?;
-        Ok(self.0.borrow_and_update().clone())
+        self.status
+            .changed()
+            .await
+            .map_err(|_| Error::ConsumerGone)?;
+        Ok(self.status.borrow_and_update().clone())
     }
 
     /// Waits until `done` holds for the status (checked now, and on every change) and returns
@@ -130,44 +161,106 @@ impl StatusWatch {
         &mut self,
         mut done: impl FnMut(&ConsumerStatus) -> bool,
     ) -> Result<ConsumerStatus, Error> {
-        match self.0.wait_for(|s| done(s)).await {
+        match self.status.wait_for(|s| done(s)).await {
             Ok(s) => Ok(s.clone()),
             Err(_) => Err(Error::ConsumerGone),
         }
     }
 }
 
-/// The poll loop's side of the status channel.
+/// The poll loop's side of the status channel, and of the consumer's metrics.
 #[derive(Clone)]
-pub(crate) struct StatusPublisher(Arc<watch::Sender<ConsumerStatus>>);
+pub(crate) struct StatusPublisher {
+    status: Arc<watch::Sender<ConsumerStatus>>,
+    last_poll: Arc<AtomicU64>,
+    metrics: Option<ConsumerMetrics>,
+}
 
 impl StatusPublisher {
-    pub fn new() -> (Self, StatusWatch) {
+    pub fn new(metrics: Option<ConsumerMetrics>) -> (Self, StatusWatch) {
         let (tx, rx) = watch::channel(ConsumerStatus::default());
-        (StatusPublisher(Arc::new(tx)), StatusWatch(rx))
+        let last_poll = Arc::new(AtomicU64::new(0));
+        let watch = StatusWatch {
+            status: rx,
+            last_poll: last_poll.clone(),
+        };
+        let publisher = StatusPublisher {
+            status: Arc::new(tx),
+            last_poll,
+            metrics,
+        };
+        (publisher, watch)
     }
 
-    pub fn assigned(&self, added: Vec<TopicPartition>) {
-        self.0.send_modify(|s| {
+    pub fn metrics(&self) -> Option<&ConsumerMetrics> {
+        self.metrics.as_ref()
+    }
+
+    /// The lag of each owned partition whose committed offset and log end (in `log_ends`)
+    /// are known.
+    pub fn lag(&self, log_ends: &BTreeMap<TopicPartition, i64>) -> BTreeMap<TopicPartition, i64> {
+        let s = self.status.borrow();
+        s.assigned
+            .iter()
+            .filter_map(|tp| {
+                let end = log_ends.get(tp)?;
+                let committed = s.committed.get(tp)?;
+                Some((tp.clone(), (end - committed).max(0)))
+            })
+            .collect()
+    }
+
+    /// The poll loop turned.
+    pub fn heartbeat(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_poll
+            .store(now.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Partitions were assigned: by the group (`rebalance`), or again after a seek.
+    pub fn assigned(&self, added: Vec<TopicPartition>, rebalance: bool) {
+        self.status.send_modify(|s| {
             s.assigned.extend(added);
-            s.rebalances += 1;
+            s.joined = true;
+            if rebalance {
+                s.rebalances += 1;
+            }
         });
+        if let Some(m) = self.metrics.as_ref().filter(|_| rebalance) {
+            m.rebalance(true);
+        }
     }
 
-    pub fn revoked(&self, removed: &[TopicPartition]) {
+    /// Partitions were given up: revoked by the group (`rebalance`), for a seek, or at
+    /// shutdown.
+    pub fn revoked(&self, removed: &[TopicPartition], rebalance: bool) {
         if removed.is_empty() {
             return;
         }
-        self.0.send_modify(|s| {
+        self.status.send_modify(|s| {
             for tp in removed {
                 s.assigned.remove(tp);
+                s.lag.remove(tp);
             }
-            s.rebalances += 1;
+            s.joined = !s.assigned.is_empty();
+            if rebalance {
+                s.rebalances += 1;
+            }
         });
+        if let Some(m) = &self.metrics {
+            for tp in removed {
+                m.lag(&tp.topic, tp.partition, None);
+            }
+            if rebalance {
+                m.rebalance(false);
+            }
+        }
     }
 
     pub fn committed(&self, offsets: &[CommitEntry]) {
-        self.0.send_modify(|s| {
+        self.status.send_modify(|s| {
             for e in offsets {
                 s.committed
                     .insert(TopicPartition::new(&e.topic, e.partition), e.next);
@@ -177,7 +270,7 @@ impl StatusPublisher {
 
     /// Publishes the figures that change with every message, once per commit interval.
     pub fn figures(&self, f: Figures) {
-        self.0.send_if_modified(|s| {
+        self.status.send_if_modified(|s| {
             let before = s.clone();
             s.buffered_messages = f.buffered.messages;
             s.buffered_bytes = f.buffered.bytes;
@@ -186,13 +279,35 @@ impl StatusPublisher {
             s.skipped_as_finished = f.skipped_as_finished;
             s.dead_lettered = f.dead_lettered;
             s.retried = f.retried;
+            s.lag = f.lag;
             *s != before
         });
+        if let Some(m) = &self.metrics {
+            let s = self.status.borrow();
+            m.buffered(s.buffered_messages);
+            m.partitions(s.assigned.len(), f.paused);
+            for (tp, lag) in &s.lag {
+                m.lag(&tp.topic, tp.partition, Some(*lag));
+            }
+        }
+        self.publish_readiness();
+    }
+
+    /// Sets the readiness gauge from the status now.
+    fn publish_readiness(&self) {
+        if let Some(m) = &self.metrics {
+            let last_poll = read_time(&self.last_poll);
+            let health = Health::of(&self.status.borrow(), last_poll, SystemTime::now());
+            m.ready(health.ready);
+            if let Some(t) = last_poll {
+                m.last_poll(t);
+            }
+        }
     }
 
     /// A transaction ended: committed with `offsets`, or aborted.
     pub fn transaction(&self, committed: Option<&[CommitEntry]>) {
-        self.0.send_modify(|s| match committed {
+        self.status.send_modify(|s| match committed {
             Some(offsets) => {
                 s.transactions_committed += 1;
                 for e in offsets {
@@ -202,17 +317,44 @@ impl StatusPublisher {
             }
             None => s.transactions_aborted += 1,
         });
+        if let Some(m) = &self.metrics {
+            m.transaction(committed.is_some());
+        }
     }
 
     pub fn circuit(&self, state: CircuitState) {
-        self.0.send_modify(|s| s.circuit = state);
+        self.status.send_modify(|s| s.circuit = state);
+        if let Some(m) = &self.metrics {
+            m.circuit(state);
+        }
+        self.publish_readiness();
+    }
+
+    /// librdkafka found no broker reachable (`false`), or one answers again.
+    pub fn brokers_reachable(&self, reachable: bool) {
+        self.status.send_if_modified(|s| {
+            std::mem::replace(&mut s.brokers_unreachable, !reachable) == reachable
+        });
+        self.publish_readiness();
     }
 
     pub fn client_restarted(&self) {
-        self.0.send_modify(|s| s.client_restarts += 1);
+        self.status.send_modify(|s| s.client_restarts += 1);
+        if let Some(m) = &self.metrics {
+            m.client_restarted();
+        }
     }
 
     pub fn stopped(&self) {
-        self.0.send_modify(|s| s.stopped = true);
+        self.status.send_modify(|s| s.stopped = true);
+        self.publish_readiness();
+    }
+}
+
+/// A time stored as milliseconds since the epoch, 0 for none.
+fn read_time(at: &AtomicU64) -> Option<SystemTime> {
+    match at.load(Ordering::Relaxed) {
+        0 => None,
+        ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
     }
 }

@@ -23,6 +23,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance}
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::producer::Producer as _;
+use rdkafka::statistics::Statistics;
 use rdkafka::Offset;
 use tracing::{error, info, warn};
 
@@ -35,6 +36,7 @@ use crate::policy::RetryDecision;
 use crate::{Error, Message};
 
 use super::assignment::to_message;
+use super::event::Outcome;
 use super::poll::Control;
 use super::seek::{self, SeekTo};
 use super::status::{Figures, StatusPublisher, TopicPartition};
@@ -61,9 +63,20 @@ pub(crate) struct Pipeline<W> {
 struct PipelineContext {
     revoked: Mutex<Vec<TopicPartition>>,
     status: StatusPublisher,
+    /// Log ends (high watermarks) from librdkafka's statistics, for the lag figures.
+    log_ends: Mutex<BTreeMap<TopicPartition, i64>>,
 }
 
-impl ClientContext for PipelineContext {}
+impl ClientContext for PipelineContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut ends = self.log_ends.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in t.partitions.iter().filter(|(_, p)| p.hi_offset >= 0) {
+                ends.insert(TopicPartition::new(topic, *partition), p.hi_offset);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for PipelineContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -74,7 +87,7 @@ impl ConsumerContext for PipelineContext {
                 .map(|e| TopicPartition::new(e.topic(), e.partition()))
                 .collect();
             info!(partitions = ?tps, "partitions revoked");
-            self.status.revoked(&tps);
+            self.status.revoked(&tps, true);
             self.revoked
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -90,7 +103,7 @@ impl ConsumerContext for PipelineContext {
                 .map(|e| TopicPartition::new(e.topic(), e.partition()))
                 .collect();
             info!(partitions = ?tps, "partitions assigned");
-            self.status.assigned(tps);
+            self.status.assigned(tps, true);
         }
     }
 }
@@ -114,6 +127,7 @@ impl<W: Work> Pipeline<W> {
         let context = PipelineContext {
             revoked: Mutex::new(Vec::new()),
             status: self.status.clone(),
+            log_ends: Mutex::new(BTreeMap::new()),
         };
         let consumer: BaseConsumer<PipelineContext> = client
             .create_with_context(context)
@@ -128,6 +142,7 @@ impl<W: Work> Pipeline<W> {
         let mut batcher: Batcher<Message> = Batcher::new(self.limits);
         let mut topic_names: Vec<Arc<str>> = Vec::new();
         loop {
+            self.status.heartbeat();
             if self.control.abort.is_cancelled() || self.control.shutdown.is_cancelled() {
                 // Between transactions nothing is open; what waits in the batcher was not
                 // committed and goes to the next owner.
@@ -146,6 +161,9 @@ impl<W: Work> Pipeline<W> {
                             topic_names[topic_names.len() - 1].clone()
                         }
                     };
+                    if let Some(metrics) = self.status.metrics() {
+                        metrics.topic(&topic).consumed.inc();
+                    }
                     let message = to_message(topic, &m);
                     let size = message.size();
                     batcher.push(message, size, Instant::now());
@@ -225,10 +243,11 @@ impl<W: Work> Pipeline<W> {
             let error = match result {
                 Ok(()) => {
                     counters.retried += u64::from(attempts - 1) * batch.len() as u64;
-                    return self.commit(consumer, batch, next, counters);
+                    let handled = Outcome::Handled { attempts };
+                    return self.commit(consumer, batch, handled, next, counters);
                 }
                 Err(e) if e.kind() == ErrorKind::Skip => {
-                    return self.commit(consumer, batch, next, counters)
+                    return self.commit(consumer, batch, Outcome::Skipped, next, counters)
                 }
                 Err(e) => e,
             };
@@ -308,7 +327,11 @@ impl<W: Work> Pipeline<W> {
                 Ok(()) => {
                     counters.dead_lettered += 1;
                     counters.retried += u64::from(failure.attempts - 1);
-                    return self.commit(consumer, std::slice::from_ref(message), next, counters);
+                    let outcome = Outcome::DeadLettered {
+                        attempts: failure.attempts,
+                    };
+                    let batch = std::slice::from_ref(message);
+                    return self.commit(consumer, batch, outcome, next, counters);
                 }
                 Err(e) => {
                     self.abort_transaction()?;
@@ -354,11 +377,13 @@ impl<W: Work> Pipeline<W> {
         result
     }
 
-    /// Commits the open transaction with the offsets after `batch`.
+    /// Commits the open transaction with the offsets after `batch`, whose messages ended with
+    /// `outcome`.
     fn commit(
         &self,
         consumer: &BaseConsumer<PipelineContext>,
         batch: &[Message],
+        outcome: Outcome,
         next: &mut BTreeMap<TopicPartition, i64>,
         counters: &mut Counters,
     ) -> Result<Flow, Error> {
@@ -387,9 +412,23 @@ impl<W: Work> Pipeline<W> {
                     next.insert(TopicPartition::new(&e.topic, e.partition), e.next);
                 }
                 self.status.transaction(Some(&offsets));
+                if let Some(metrics) = self.status.metrics() {
+                    let now = SystemTime::now();
+                    for m in batch {
+                        metrics.topic(m.topic()).finished(outcome, m.age(now));
+                    }
+                }
+                let lag = self.status.lag(
+                    &consumer
+                        .context()
+                        .log_ends
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()),
+                );
                 self.status.figures(Figures {
                     dead_lettered: counters.dead_lettered,
                     retried: counters.retried,
+                    lag,
                     ..Figures::default()
                 });
                 Ok(Flow::Next)

@@ -10,6 +10,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
@@ -17,6 +18,7 @@ use tracing::{error, warn};
 use crate::dead_letter::{DeadLetterWriter, Failure};
 use crate::dispatch::{BatchLimits, Batcher};
 use crate::handler::{ErrorKind, HandlerError, HandlerResult, Work};
+use crate::metrics::ConsumerMetrics;
 use crate::policy::{Breaker, RetryDecision, RetryPolicy};
 use crate::Message;
 
@@ -49,6 +51,7 @@ pub(crate) struct Worker<W> {
     pub max_in_flight: u32,
     /// Cancelled on abort: running handlers are dropped, as a crash would.
     pub abort: CancellationToken,
+    pub metrics: Option<ConsumerMetrics>,
 }
 
 impl<W: Work> Worker<W> {
@@ -377,15 +380,51 @@ impl<W: Work> Worker<W> {
         }
     }
 
-    /// One call of the handler, bounded by the timeout.
+    /// One call of the handler, bounded by the timeout, and measured.
     pub(crate) async fn attempt(&self, messages: &[Message]) -> HandlerResult {
         let call = invoke(&self.work, messages.to_vec());
-        match self.timeout {
-            Some(limit) => tokio::time::timeout(limit, call)
-                .await
-                .unwrap_or_else(|_| Err(HandlerError::timeout(limit))),
-            None => call.await,
+        let call = async {
+            match self.timeout {
+                Some(limit) => tokio::time::timeout(limit, call)
+                    .await
+                    .unwrap_or_else(|_| Err(HandlerError::timeout(limit))),
+                None => call.await,
+            }
+        };
+        let Some(metrics) = &self.metrics else {
+            return call.await;
+        };
+        let topic = metrics.topic(messages[0].topic());
+        let in_flight = InFlight::new(&metrics.in_flight, messages.len());
+        let started = Instant::now();
+        let result = call.await;
+        topic
+            .handler_duration
+            .observe(started.elapsed().as_secs_f64());
+        drop(in_flight);
+        if let Err(e) = &result {
+            if e.kind() != ErrorKind::Skip {
+                metrics.failed(&topic, e.kind(), messages.len());
+            }
         }
+        result
+    }
+}
+
+/// Counts messages in a handler call for as long as it lives, also when the call is dropped
+/// (aborted).
+struct InFlight<'a>(&'a Gauge, i64);
+
+impl<'a> InFlight<'a> {
+    fn new(gauge: &'a Gauge, messages: usize) -> Self {
+        gauge.inc_by(messages as i64);
+        InFlight(gauge, messages as i64)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec_by(self.1);
     }
 }
 

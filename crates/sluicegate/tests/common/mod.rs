@@ -41,6 +41,8 @@ use tokio::sync::watch;
 mod tansu;
 use tansu::{env_nonempty, Tansu};
 
+pub mod http;
+
 /// How long one request of the harness to a broker may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -1,0 +1,188 @@
+//! [`Health`]: whether a consumer is alive and ready, with the reasons, as the
+//! `/health/live` and `/health/ready` endpoints report them.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::policy::CircuitState;
+use crate::ConsumerStatus;
+
+/// The poll loop counts as stuck when it has not turned for this long. Its longest legitimate
+/// waits (draining revoked partitions, a final commit) are bounded by the drain timeout, 10 s
+/// by default; the margin keeps a slow rebalance from reading as a dead consumer.
+pub const LIVENESS_STALL: Duration = Duration::from_secs(60);
+
+/// A consumer's liveness and readiness.
+///
+/// *Live*: the poll loop is running and turned within [`LIVENESS_STALL`]. A consumer that is
+/// not live should be restarted.
+///
+/// *Ready*: live, in its group (it owns partitions, or the group gave it none and is stable),
+/// a broker is reachable, and the circuit breaker is not open. A consumer that is not ready is
+/// working on it (rebalancing, reconnecting, cooling down); traffic routing and alerts use it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// The poll loop is running and turned recently.
+    pub live: bool,
+    /// Every readiness check passes.
+    pub ready: bool,
+    /// Each check with its verdict, in a fixed order.
+    pub checks: Vec<Check>,
+}
+
+/// One health check's verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// `poll_loop`, `group`, `brokers` or `circuit_breaker`.
+    pub name: &'static str,
+    /// Whether it passes.
+    pub ok: bool,
+    /// What was seen, in a sentence.
+    pub detail: String,
+}
+
+impl Health {
+    /// Judges `status`, whose poll loop last turned at `last_poll`, as of `now`.
+    pub fn of(status: &ConsumerStatus, last_poll: Option<SystemTime>, now: SystemTime) -> Self {
+        let since_poll = last_poll.map(|t| now.duration_since(t).unwrap_or_default());
+        let poll_loop = match since_poll {
+            _ if status.stopped => Check::fail("poll_loop", "the consumer has stopped".into()),
+            None => Check::fail("poll_loop", "the poll loop has not started".into()),
+            Some(d) if d > LIVENESS_STALL => Check::fail(
+                "poll_loop",
+                format!("the poll loop has not turned for {} s", d.as_secs()),
+            ),
+            Some(d) => Check::pass(
+                "poll_loop",
+                format!("the poll loop turned {} ms ago", d.as_millis()),
+            ),
+        };
+        let group = if !status.assigned.is_empty() {
+            Check::pass(
+                "group",
+                format!("{} partitions assigned", status.assigned.len()),
+            )
+        } else if status.joined {
+            Check::pass(
+                "group",
+                "in the group with no partitions (more members than partitions)".into(),
+            )
+        } else {
+            Check::fail(
+                "group",
+                "no partitions assigned: joining the group or rebalancing".into(),
+            )
+        };
+        let brokers = if status.brokers_unreachable {
+            Check::fail("brokers", "no broker is reachable".into())
+        } else {
+            Check::pass("brokers", "a broker is reachable".into())
+        };
+        let circuit = match status.circuit {
+            CircuitState::Open => Check::fail(
+                "circuit_breaker",
+                "open: the handler failed too often; cooling down".into(),
+            ),
+            state => Check::pass("circuit_breaker", state.as_str().into()),
+        };
+        let live = poll_loop.ok;
+        let checks = vec![poll_loop, group, brokers, circuit];
+        Health {
+            live,
+            ready: checks.iter().all(|c| c.ok),
+            checks,
+        }
+    }
+
+    /// The failing checks' details, joined: why the consumer is not ready.
+    pub fn reasons(&self) -> String {
+        self.checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl Check {
+    fn pass(name: &'static str, detail: String) -> Self {
+        Check {
+            name,
+            ok: true,
+            detail,
+        }
+    }
+
+    fn fail(name: &'static str, detail: String) -> Self {
+        Check {
+            name,
+            ok: false,
+            detail,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TopicPartition;
+
+    fn running() -> ConsumerStatus {
+        let mut s = ConsumerStatus::default();
+        s.assigned.insert(TopicPartition::new("t", 0));
+        s
+    }
+
+    fn judge(s: &ConsumerStatus, polled_ago: Option<Duration>) -> Health {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        Health::of(s, polled_ago.map(|d| now - d), now)
+    }
+
+    #[test]
+    fn a_polling_assigned_consumer_is_live_and_ready() {
+        let h = judge(&running(), Some(Duration::from_millis(5)));
+        assert!(h.live && h.ready, "{h:?}");
+        assert_eq!(h.reasons(), "");
+    }
+
+    #[test]
+    fn each_failing_check_makes_it_unready_and_says_why() {
+        let mut unreachable = running();
+        unreachable.brokers_unreachable = true;
+        let mut open = running();
+        open.circuit = CircuitState::Open;
+        let alone = ConsumerStatus::default();
+        for (s, reason) in [
+            (&unreachable, "brokers: no broker is reachable"),
+            (&open, "circuit_breaker: open"),
+            (&alone, "group: no partitions assigned"),
+        ] {
+            let h = judge(s, Some(Duration::from_millis(5)));
+            assert!(h.live, "{h:?}");
+            assert!(!h.ready, "{h:?}");
+            assert!(h.reasons().starts_with(reason), "{}", h.reasons());
+        }
+    }
+
+    #[test]
+    fn a_member_without_partitions_is_ready_once_joined() {
+        let s = ConsumerStatus {
+            joined: true,
+            ..ConsumerStatus::default()
+        };
+        assert!(judge(&s, Some(Duration::ZERO)).ready);
+    }
+
+    #[test]
+    fn a_stalled_or_stopped_poll_loop_is_not_live() {
+        let stalled = judge(&running(), Some(LIVENESS_STALL + Duration::from_secs(1)));
+        assert!(!stalled.live && !stalled.ready);
+        assert!(stalled.reasons().contains("has not turned for 61 s"));
+        let mut stopped = running();
+        stopped.stopped = true;
+        assert!(!judge(&stopped, Some(Duration::ZERO)).live);
+        assert!(!judge(&running(), None).live);
+    }
+}

@@ -1,0 +1,644 @@
+//! [`Metrics`]: Prometheus metrics of running consumers, in one registry you can add your own
+//! metrics to, encoded as OpenMetrics text.
+//!
+//! Every family is named `sluicegate_*` and labelled with the consumer `group`, and with
+//! `topic` (and `partition`) where the figure is per topic (or partition):
+//!
+//! | family | type | labels | what it counts |
+//! |---|---|---|---|
+//! | `sluicegate_messages_consumed_total` | counter | group, topic | received from Kafka |
+//! | `sluicegate_messages_processed_total` | counter | group, topic | handled successfully |
+//! | `sluicegate_messages_failed_total` | counter | group, topic, kind | messages of failed handler attempts, by [`ErrorKind`](crate::ErrorKind) |
+//! | `sluicegate_messages_retried_total` | counter | group, topic | handler calls beyond the first, of finished messages |
+//! | `sluicegate_messages_dead_lettered_total` | counter | group, topic | written to the dead-letter topic and acknowledged |
+//! | `sluicegate_messages_skipped_total` | counter | group, topic, reason | skipped by the handler (`handler`) or finished before a restart (`already_finished`) |
+//! | `sluicegate_handler_duration_seconds` | histogram | group, topic | one handler call (a batch for batch handlers) |
+//! | `sluicegate_end_to_end_latency_seconds` | histogram | group, topic | record timestamp to finished |
+//! | `sluicegate_messages_in_flight` | gauge | group | messages in handler calls running |
+//! | `sluicegate_messages_buffered` | gauge | group | received and not finished |
+//! | `sluicegate_partitions_assigned` | gauge | group | partitions owned |
+//! | `sluicegate_partitions_paused` | gauge | group | partitions paused (backpressure, retries, circuit) |
+//! | `sluicegate_consumer_lag` | gauge | group, topic, partition | log end minus committed offset |
+//! | `sluicegate_commits_total` | counter | group, result | offset commits, `ok` or `failed` |
+//! | `sluicegate_commit_duration_seconds` | histogram | group | one offset commit |
+//! | `sluicegate_rebalances_total` | counter | group, kind | `assign` and `revoke` callbacks |
+//! | `sluicegate_circuit_breaker_state` | gauge | group, state | 1 for the current state (`closed`, `open`, `half_open`) |
+//! | `sluicegate_client_restarts_total` | counter | group | Kafka clients re-created |
+//! | `sluicegate_transactions_total` | counter | group, result | exactly-once transactions, `committed` or `aborted` |
+//! | `sluicegate_ready` | gauge | group | 1 while `/health/ready` says ready |
+//! | `sluicegate_last_poll_timestamp_seconds` | gauge | group | Unix time of the poll loop's last turn |
+//!
+//! Per-message figures are counted on the paths the messages take; the buffer, pause, lag and
+//! readiness gauges are refreshed once per commit interval.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::handler::ErrorKind;
+use crate::policy::CircuitState;
+
+pub use prometheus_client;
+
+/// A registry of consumer metrics. Clones share it: give one to each consumer
+/// ([`ConsumerBuilder::metrics`](crate::ConsumerBuilder::metrics)) and register your own
+/// metrics in it, so that one scrape returns everything.
+///
+/// ```
+/// use sluicegate::metrics::prometheus_client::metrics::counter::Counter;
+/// use sluicegate::metrics::Metrics;
+///
+/// let metrics = Metrics::new();
+/// let orders = Counter::<u64>::default();
+/// metrics.register("shop_orders", "Orders placed", orders.clone());
+/// orders.inc();
+/// assert!(metrics.encode().contains("shop_orders_total 1"));
+/// ```
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    families: Arc<Families>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A registry holding Sluicegate's metric families (empty until a consumer reports).
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let families = Families::default();
+        families.register(registry.sub_registry_with_prefix("sluicegate"));
+        Metrics {
+            registry: Arc::new(Mutex::new(registry)),
+            families: Arc::new(families),
+        }
+    }
+
+    /// Registers a metric of your own, exported with the name given (no prefix added).
+    pub fn register(
+        &self,
+        name: impl Into<String>,
+        help: impl Into<String>,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry().register(name, help, metric);
+    }
+
+    /// The registry itself, for what [`register`](Self::register) does not cover (units,
+    /// sub-registries, collectors). Hold the guard briefly: scrapes wait for it.
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every metric in the OpenMetrics text format (what `/metrics` serves).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry())
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Every metric in the Prometheus text format 0.0.4, for scrapers and tools that do not
+    /// read OpenMetrics (such as `promtool check metrics`): counter families are named with
+    /// their `_total` suffix, and the `# UNIT` and `# EOF` lines are left out.
+    pub fn encode_prometheus(&self) -> String {
+        openmetrics_to_prometheus(&self.encode())
+    }
+
+    /// The handles a consumer of `group` reports through.
+    pub(crate) fn consumer(&self, group: &str) -> ConsumerMetrics {
+        ConsumerMetrics {
+            group: group.to_owned(),
+            in_flight: self.families.in_flight.get_or_create_owned(&GroupLabels {
+                group: group.to_owned(),
+            }),
+            families: self.families.clone(),
+            topics: Arc::new(RwLock::new(HashMap::new())),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabels {
+    group: String,
+    topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    group: String,
+    topic: String,
+    partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailedLabels {
+    group: String,
+    topic: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SkippedLabels {
+    group: String,
+    topic: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    group: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    group: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    group: String,
+    state: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~105 s.
+    Histogram::new(exponential_buckets(0.0001, 4.0, 11))
+}
+
+/// The metric families, shared by every consumer reporting to one [`Metrics`].
+struct Families {
+    consumed: Family<TopicLabels, Counter>,
+    processed: Family<TopicLabels, Counter>,
+    failed: Family<FailedLabels, Counter>,
+    retried: Family<TopicLabels, Counter>,
+    dead_lettered: Family<TopicLabels, Counter>,
+    skipped: Family<SkippedLabels, Counter>,
+    handler_duration: Histograms<TopicLabels>,
+    end_to_end: Histograms<TopicLabels>,
+    in_flight: Family<GroupLabels, Gauge>,
+    buffered: Family<GroupLabels, Gauge>,
+    assigned: Family<GroupLabels, Gauge>,
+    paused: Family<GroupLabels, Gauge>,
+    lag: Family<PartitionLabels, Gauge>,
+    commits: Family<ResultLabels, Counter>,
+    commit_duration: Histograms<GroupLabels>,
+    rebalances: Family<KindLabels, Counter>,
+    circuit: Family<StateLabels, Gauge>,
+    client_restarts: Family<GroupLabels, Counter>,
+    transactions: Family<ResultLabels, Counter>,
+    ready: Family<GroupLabels, Gauge>,
+    last_poll: Family<GroupLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl Default for Families {
+    fn default() -> Self {
+        Families {
+            consumed: Family::default(),
+            processed: Family::default(),
+            failed: Family::default(),
+            retried: Family::default(),
+            dead_lettered: Family::default(),
+            skipped: Family::default(),
+            handler_duration: Family::new_with_constructor(latency_histogram),
+            end_to_end: Family::new_with_constructor(latency_histogram),
+            in_flight: Family::default(),
+            buffered: Family::default(),
+            assigned: Family::default(),
+            paused: Family::default(),
+            lag: Family::default(),
+            commits: Family::default(),
+            commit_duration: Family::new_with_constructor(latency_histogram),
+            rebalances: Family::default(),
+            circuit: Family::default(),
+            client_restarts: Family::default(),
+            transactions: Family::default(),
+            ready: Family::default(),
+            last_poll: Family::default(),
+        }
+    }
+}
+
+impl Families {
+    fn register(&self, r: &mut Registry) {
+        let f = self;
+        r.register(
+            "messages_consumed",
+            "Messages received from Kafka",
+            f.consumed.clone(),
+        );
+        r.register(
+            "messages_processed",
+            "Messages the handler finished successfully",
+            f.processed.clone(),
+        );
+        r.register(
+            "messages_failed",
+            "Messages of failed handler attempts, by error kind",
+            f.failed.clone(),
+        );
+        r.register(
+            "messages_retried",
+            "Handler calls beyond the first, of finished messages",
+            f.retried.clone(),
+        );
+        r.register(
+            "messages_dead_lettered",
+            "Messages written to the dead-letter topic and acknowledged by the broker",
+            f.dead_lettered.clone(),
+        );
+        r.register(
+            "messages_skipped",
+            "Messages not handled: skipped by the handler, or found finished in the group's offset map",
+            f.skipped.clone(),
+        );
+        r.register_with_unit(
+            "handler_duration",
+            "Duration of one handler call (one batch for batch handlers)",
+            Unit::Seconds,
+            f.handler_duration.clone(),
+        );
+        r.register_with_unit(
+            "end_to_end_latency",
+            "Time from a record's timestamp to its message being finished",
+            Unit::Seconds,
+            f.end_to_end.clone(),
+        );
+        r.register(
+            "messages_in_flight",
+            "Messages in handler calls running now",
+            f.in_flight.clone(),
+        );
+        r.register(
+            "messages_buffered",
+            "Messages received and not yet finished",
+            f.buffered.clone(),
+        );
+        r.register(
+            "partitions_assigned",
+            "Partitions this consumer owns",
+            f.assigned.clone(),
+        );
+        r.register(
+            "partitions_paused",
+            "Owned partitions paused (backpressure, retries or circuit breaker)",
+            f.paused.clone(),
+        );
+        r.register(
+            "consumer_lag",
+            "Messages between the committed offset and the log end",
+            f.lag.clone(),
+        );
+        r.register("commits", "Offset commits, by result", f.commits.clone());
+        r.register_with_unit(
+            "commit_duration",
+            "Duration of one offset commit",
+            Unit::Seconds,
+            f.commit_duration.clone(),
+        );
+        r.register(
+            "rebalances",
+            "Partitions assigned or revoked by the group",
+            f.rebalances.clone(),
+        );
+        r.register(
+            "circuit_breaker_state",
+            "1 for the circuit breaker's current state",
+            f.circuit.clone(),
+        );
+        r.register(
+            "client_restarts",
+            "Kafka clients re-created after a fatal error or unreachable brokers",
+            f.client_restarts.clone(),
+        );
+        r.register(
+            "transactions",
+            "Exactly-once transactions, by result",
+            f.transactions.clone(),
+        );
+        r.register(
+            "ready",
+            "1 while the consumer is ready (see /health/ready)",
+            f.ready.clone(),
+        );
+        r.register(
+            "last_poll_timestamp_seconds",
+            "Unix time of the poll loop's last turn",
+            f.last_poll.clone(),
+        );
+    }
+}
+
+/// The handles one consumer reports through: its group's label set, and per-topic handles
+/// made once, so that per-message counting is a few atomic additions.
+#[derive(Clone)]
+pub(crate) struct ConsumerMetrics {
+    group: String,
+    /// Messages in handler calls running now.
+    pub in_flight: Gauge,
+    families: Arc<Families>,
+    topics: Arc<RwLock<HashMap<String, Arc<TopicMetrics>>>>,
+}
+
+/// A consumer's counters of one topic.
+pub(crate) struct TopicMetrics {
+    pub consumed: Counter,
+    pub processed: Counter,
+    pub retried: Counter,
+    pub dead_lettered: Counter,
+    pub skipped: Counter,
+    pub skipped_as_finished: Counter,
+    pub handler_duration: Histogram,
+    pub end_to_end: Histogram,
+    labels: TopicLabels,
+}
+
+impl TopicMetrics {
+    /// Counts a finished message: its outcome, its retries and how long after its record's
+    /// timestamp (`age`) it finished.
+    pub fn finished(&self, outcome: crate::runtime::Outcome, age: Option<Duration>) {
+        use crate::runtime::Outcome;
+        let attempts = match outcome {
+            Outcome::Handled { attempts } => {
+                self.processed.inc();
+                attempts
+            }
+            Outcome::DeadLettered { attempts } => {
+                self.dead_lettered.inc();
+                attempts
+            }
+            Outcome::Skipped => {
+                self.skipped.inc();
+                1
+            }
+        };
+        if attempts > 1 {
+            self.retried.inc_by(u64::from(attempts - 1));
+        }
+        if let Some(age) = age {
+            self.end_to_end.observe(age.as_secs_f64());
+        }
+    }
+}
+
+impl ConsumerMetrics {
+    fn group(&self) -> GroupLabels {
+        GroupLabels {
+            group: self.group.clone(),
+        }
+    }
+
+    /// The handles of `topic`, made on first use.
+    pub fn topic(&self, topic: &str) -> Arc<TopicMetrics> {
+        if let Some(t) = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
+            return t.clone();
+        }
+        let f = &self.families;
+        let labels = TopicLabels {
+            group: self.group.clone(),
+            topic: topic.to_owned(),
+        };
+        let skipped = |reason| SkippedLabels {
+            group: self.group.clone(),
+            topic: topic.to_owned(),
+            reason,
+        };
+        let t = Arc::new(TopicMetrics {
+            consumed: f.consumed.get_or_create_owned(&labels),
+            processed: f.processed.get_or_create_owned(&labels),
+            retried: f.retried.get_or_create_owned(&labels),
+            dead_lettered: f.dead_lettered.get_or_create_owned(&labels),
+            skipped: f.skipped.get_or_create_owned(&skipped("handler")),
+            skipped_as_finished: f.skipped.get_or_create_owned(&skipped("already_finished")),
+            handler_duration: f.handler_duration.get_or_create_owned(&labels),
+            end_to_end: f.end_to_end.get_or_create_owned(&labels),
+            labels,
+        });
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(topic.to_owned())
+            .or_insert(t)
+            .clone()
+    }
+
+    /// Counts `messages` that failed a handler attempt with `kind`.
+    pub fn failed(&self, topic: &TopicMetrics, kind: ErrorKind, messages: usize) {
+        self.families
+            .failed
+            .get_or_create(&FailedLabels {
+                group: self.group.clone(),
+                topic: topic.labels.topic.clone(),
+                kind: kind.as_str(),
+            })
+            .inc_by(messages as u64);
+    }
+
+    pub fn buffered(&self, messages: usize) {
+        self.families
+            .buffered
+            .get_or_create(&self.group())
+            .set(messages as i64);
+    }
+
+    pub fn partitions(&self, assigned: usize, paused: usize) {
+        let g = self.group();
+        self.families
+            .assigned
+            .get_or_create(&g)
+            .set(assigned as i64);
+        self.families.paused.get_or_create(&g).set(paused as i64);
+    }
+
+    /// Sets a partition's lag, or forgets it (`None`) once the partition is not ours.
+    pub fn lag(&self, topic: &str, partition: i32, lag: Option<i64>) {
+        let labels = PartitionLabels {
+            group: self.group.clone(),
+            topic: topic.to_owned(),
+            partition,
+        };
+        match lag {
+            Some(lag) => {
+                self.families.lag.get_or_create(&labels).set(lag);
+            }
+            None => {
+                self.families.lag.remove(&labels);
+            }
+        }
+    }
+
+    pub fn commit(&self, ok: bool, took: Duration) {
+        self.families
+            .commits
+            .get_or_create(&ResultLabels {
+                group: self.group.clone(),
+                result: if ok { "ok" } else { "failed" },
+            })
+            .inc();
+        self.families
+            .commit_duration
+            .get_or_create(&self.group())
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn rebalance(&self, assign: bool) {
+        self.families
+            .rebalances
+            .get_or_create(&KindLabels {
+                group: self.group.clone(),
+                kind: if assign { "assign" } else { "revoke" },
+            })
+            .inc();
+    }
+
+    pub fn circuit(&self, state: CircuitState) {
+        for s in [
+            CircuitState::Closed,
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+        ] {
+            self.families
+                .circuit
+                .get_or_create(&StateLabels {
+                    group: self.group.clone(),
+                    state: s.as_str(),
+                })
+                .set(i64::from(s == state));
+        }
+    }
+
+    pub fn client_restarted(&self) {
+        self.families
+            .client_restarts
+            .get_or_create(&self.group())
+            .inc();
+    }
+
+    pub fn transaction(&self, committed: bool) {
+        self.families
+            .transactions
+            .get_or_create(&ResultLabels {
+                group: self.group.clone(),
+                result: if committed { "committed" } else { "aborted" },
+            })
+            .inc();
+    }
+
+    pub fn ready(&self, ready: bool) {
+        self.families
+            .ready
+            .get_or_create(&self.group())
+            .set(i64::from(ready));
+    }
+
+    pub fn last_poll(&self, at: SystemTime) {
+        let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.families
+            .last_poll
+            .get_or_create(&self.group())
+            .set(secs.as_secs_f64());
+    }
+}
+
+/// Rewrites OpenMetrics text (as `prometheus-client` writes it) in the Prometheus text format.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counters_with_their_suffix() {
+        let metrics = Metrics::new();
+        let c = metrics.consumer("g");
+        let t = c.topic("orders");
+        t.consumed.inc_by(3);
+        t.handler_duration.observe(0.2);
+        let text = metrics.encode_prometheus();
+        assert!(
+            text.contains(
+                "# HELP sluicegate_messages_consumed_total Messages received from Kafka."
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE sluicegate_messages_consumed_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluicegate_messages_consumed_total{group=\"g\",topic=\"orders\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE sluicegate_handler_duration_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# UNIT") && !text.contains("# EOF"),
+            "{text}"
+        );
+    }
+}
