@@ -111,6 +111,13 @@ pub struct DemoArgs {
     /// event fails as a whole, so the runtime bisects it to dead-letter that event alone.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: Option<u64>,
+    /// Serve `/metrics`, `/health/live` and `/health/ready` here while the events are handled
+    /// (port 0 picks a free port; the address is printed on stderr).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub http: std::net::SocketAddr,
+    /// Serve no HTTP endpoint.
+    #[arg(long)]
+    pub no_http: bool,
     /// Print the summary as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -232,6 +239,10 @@ pub struct BenchConsumeArgs {
     /// would take too long to be worth waiting for).
     #[arg(long)]
     pub skip_baseline: bool,
+    /// Also run the Sluicegate side with metrics and the HTTP endpoint on (scraped once a
+    /// second), and report what observing costs against the pass without them.
+    #[arg(long)]
+    pub observed: bool,
     /// Give up on one consume pass after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,

@@ -10,7 +10,14 @@ use common::{last_json_line, run};
 #[test]
 fn demo_loses_nothing_duplicates_nothing_commits_everything_and_keeps_order() {
     let (ok, out, err) = run(
-        &["demo", "--messages", "20000", "--json"],
+        &[
+            "demo",
+            "--messages",
+            "20000",
+            "--json",
+            "--http",
+            "127.0.0.1:0",
+        ],
         Duration::from_secs(180),
     );
     let v = last_json_line(&out, &err);
@@ -24,17 +31,28 @@ fn demo_loses_nothing_duplicates_nothing_commits_everything_and_keeps_order() {
     for key in ["msgs_per_sec", "p50_ms", "p99_ms"] {
         assert!(v[key].is_number(), "{key} missing: {v}");
     }
+    assert!(
+        err.contains("metrics and health: http://127.0.0.1:"),
+        "no endpoint announced:\n{err}"
+    );
 }
 
 #[test]
 fn bench_consume_runs_both_consumers_and_reports_a_ratio() {
     let (ok, out, err) = run(
-        &["bench", "consume", "--messages", "50000", "--json"],
+        &[
+            "bench",
+            "consume",
+            "--messages",
+            "50000",
+            "--observed",
+            "--json",
+        ],
         Duration::from_secs(300),
     );
     let v = last_json_line(&out, &err);
     assert!(ok, "bench failed: {v}\nstderr:\n{err}");
-    for side in ["raw", "runtime"] {
+    for side in ["raw", "runtime", "observed"] {
         assert_eq!(v[side]["messages"], 50_000, "{side}: {v}");
         assert_eq!(v[side]["complete"], true, "{side}: {v}");
         assert!(
@@ -43,6 +61,7 @@ fn bench_consume_runs_both_consumers_and_reports_a_ratio() {
         );
     }
     assert!(v["ratio"].as_f64().is_some_and(|r| r > 0.0), "{v}");
+    assert!(v["observed_ratio"].as_f64().is_some_and(|r| r > 0.0), "{v}");
 }
 
 #[test]
@@ -50,6 +69,8 @@ fn demo_with_a_fail_rate_dead_letters_exactly_the_poison_events_and_loses_nothin
     let (ok, out, err) = run(
         &[
             "demo",
+            "--http",
+            "127.0.0.1:0",
             "--messages",
             "20000",
             "--fail-rate",
@@ -87,6 +108,8 @@ fn demo_with_a_batch_handler_isolates_poison_events_and_loses_nothing() {
     let (ok, out, err) = run(
         &[
             "demo",
+            "--http",
+            "127.0.0.1:0",
             "--messages",
             "20000",
             "--batch",

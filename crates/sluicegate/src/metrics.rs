@@ -190,8 +190,8 @@ struct StateLabels {
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
-    // 100 µs to ~105 s.
-    Histogram::new(exponential_buckets(0.0001, 4.0, 11))
+    // 100 µs to ~7 min, so that minutes-long end-to-end latencies still land in a bucket.
+    Histogram::new(exponential_buckets(0.0001, 4.0, 12))
 }
 
 /// The metric families, shared by every consumer reporting to one [`Metrics`].

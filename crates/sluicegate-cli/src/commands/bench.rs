@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use sluicegate::metrics::Metrics;
 use sluicegate::{handler_fn, Consumer, HandlerError, Message, Ordering};
 
 use crate::cluster::{self, Cluster};
@@ -157,8 +158,12 @@ pub struct BenchReport {
     /// `None` with `--skip-baseline`.
     pub raw: Option<PassReport>,
     pub runtime: PassReport,
+    /// With `--observed`: the runtime with metrics and the HTTP endpoint on.
+    pub observed: Option<PassReport>,
     /// Runtime msg/s divided by baseline msg/s.
     pub ratio: Option<f64>,
+    /// Observed runtime msg/s divided by runtime msg/s (without metrics).
+    pub observed_ratio: Option<f64>,
     /// Runtime CPU per message divided by baseline CPU per message.
     pub cpu_ratio: Option<f64>,
 }
@@ -184,6 +189,7 @@ impl BenchReport {
         let passes = [
             ("raw rdkafka", self.raw.as_ref()),
             ("sluicegate", Some(&self.runtime)),
+            ("+ metrics", self.observed.as_ref()),
         ];
         for (name, p) in passes.into_iter().filter_map(|(n, p)| Some((n, p?))) {
             let opt = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
@@ -205,6 +211,11 @@ impl BenchReport {
             self.ratio.map_or("-".into(), |r| format!("{r:.2}x")),
             self.cpu_ratio.map_or("-".into(), |r| format!("{r:.2}x")),
         );
+        if let Some(r) = self.observed_ratio {
+            out += &format!(
+                "  with metrics and the HTTP endpoint on / off: {r:.3}x of the throughput\n"
+            );
+        }
         out += &format!(
             "  (time runs from the first message to the last; CPU is this whole process's{}; \
              MB = 10^6 payload bytes)\n",
@@ -291,9 +302,29 @@ pub async fn consume(args: BenchConsumeArgs) -> Result<bool> {
     let runtime_meter = Arc::new(Meter::new(expected));
     let progress = follow("sluicegate", expected, &runtime_meter);
     let memory = MemoryWatch::start();
-    runtime_pass(&args, &bootstrap, &topic, runtime_meter.clone(), timeout).await?;
+    runtime_pass(
+        &args,
+        &bootstrap,
+        &topic,
+        runtime_meter.clone(),
+        timeout,
+        false,
+    )
+    .await?;
     progress.finish();
     let runtime = memory.finish(PassReport::new(&runtime_meter.measurement(), expected));
+
+    // The same, observed.
+    let observed = if args.observed {
+        let meter = Arc::new(Meter::new(expected));
+        let progress = follow("observed", expected, &meter);
+        let memory = MemoryWatch::start();
+        runtime_pass(&args, &bootstrap, &topic, meter.clone(), timeout, true).await?;
+        progress.finish();
+        Some(memory.finish(PassReport::new(&meter.measurement(), expected)))
+    } else {
+        None
+    };
     let report = BenchReport {
         broker: if cluster.is_embedded() {
             "embedded"
@@ -321,15 +352,22 @@ pub async fn consume(args: BenchConsumeArgs) -> Result<bool> {
             (Some(a), Some(b)) => ratio(a, b).map(|r| round(r, 3)),
             _ => None,
         },
+        observed_ratio: observed
+            .as_ref()
+            .and_then(|o| ratio(o.msgs_per_sec, runtime.msgs_per_sec))
+            .map(|r| round(r, 3)),
         raw,
         runtime,
+        observed,
     };
     if args.json {
         print_json_line(&report)?;
     } else {
         print!("{}", report.render());
     }
-    Ok(report.raw.as_ref().is_none_or(|r| r.complete) && report.runtime.complete)
+    Ok(report.raw.as_ref().is_none_or(|r| r.complete)
+        && report.runtime.complete
+        && report.observed.as_ref().is_none_or(|o| o.complete))
 }
 
 /// Memory during one pass: the resident size at its start and the peak during it.
@@ -431,6 +469,7 @@ async fn runtime_pass(
     topic: &str,
     meter: Arc<Meter>,
     timeout: Duration,
+    observed: bool,
 ) -> Result<()> {
     let work = args.handler;
     let counter = meter.clone();
@@ -444,6 +483,12 @@ async fn runtime_pass(
         .set("heartbeat.interval.ms", "500");
     for (key, value) in &args.consumer_config {
         builder = builder.set(key, value);
+    }
+    let metrics = Metrics::new();
+    if observed {
+        builder = builder
+            .metrics(metrics.clone())
+            .http_endpoint(([127, 0, 0, 1], 0).into());
     }
     let consumer = builder
         .build(handler_fn(move |msg: Message| {
@@ -461,10 +506,23 @@ async fn runtime_pass(
         .spawn()
         .context("cannot start the Sluicegate consumer")?;
     let mut status = consumer.status();
+    // What a scraper costs: the whole text, once a second.
+    let scraper = observed.then(|| {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                std::hint::black_box(metrics.encode());
+            }
+        })
+    });
     tokio::select! {
         _ = meter.complete() => {}
         _ = status.wait_for(|s| s.stopped) => {}
         _ = tokio::time::sleep(timeout) => tracing::warn!(?timeout, "runtime pass timed out"),
+    }
+    if let Some(scraper) = scraper {
+        scraper.abort();
     }
     consumer.shutdown();
     match tokio::time::timeout(SHUTDOWN_TIMEOUT, consumer.wait()).await {
@@ -548,8 +606,10 @@ mod tests {
             dropped_by_broker: 0,
             raw: Some(pass(10.0)),
             runtime: pass(8.0),
+            observed: Some(pass(7.8)),
             ratio: ratio(8.0, 10.0),
             cpu_ratio: Some(1.0),
+            observed_ratio: ratio(7.8, 8.0),
         };
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["ratio"], 0.8);
@@ -557,5 +617,6 @@ mod tests {
         let table = r.render();
         assert!(table.contains("raw rdkafka") && table.contains("sluicegate"));
         assert!(table.contains("0.80x"), "{table}");
+        assert!(table.contains("on / off: 0.975x"), "{table}");
     }
 }

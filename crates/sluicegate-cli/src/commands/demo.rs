@@ -2,6 +2,7 @@
 //! prove it: nothing lost, duplicates counted, order kept, offsets committed, latency measured.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -428,9 +429,10 @@ fn check_dead_letters(
 /// pass of the same size runs first on the same broker, for the throughput ratio.
 pub async fn run(args: DemoArgs) -> Result<bool> {
     let cluster = Cluster::start(args.bootstrap.clone())?;
+    let endpoint = (!args.no_http).then_some(args.http);
     let summary = if args.fail_rate > 0.0 {
-        let fault_free = pass(&cluster, &args, 0.0, "fault-free").await?;
-        let faulty = pass(&cluster, &args, args.fail_rate, "processed").await?;
+        let fault_free = pass(&cluster, &args, 0.0, "fault-free", None).await?;
+        let faulty = pass(&cluster, &args, args.fail_rate, "processed", endpoint).await?;
         DemoSummary {
             fault_free_msgs_per_sec: Some(fault_free.msgs_per_sec),
             throughput_ratio: ratio(faulty.msgs_per_sec, fault_free.msgs_per_sec)
@@ -439,7 +441,7 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
             ..faulty
         }
     } else {
-        pass(&cluster, &args, 0.0, "processed").await?
+        pass(&cluster, &args, 0.0, "processed", endpoint).await?
     };
     let summary = DemoSummary {
         ok: summary.problems().is_empty(),
@@ -457,12 +459,13 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
 }
 
 /// One pass of the demo on a fresh topic and group, with a fraction `fail_rate` of poison
-/// events; `label` names its progress bar.
+/// events; `label` names its progress bar. The consumer serves its HTTP endpoint on `endpoint`.
 async fn pass(
     cluster: &Cluster,
     args: &DemoArgs,
     fail_rate: f64,
     label: &'static str,
+    endpoint: Option<SocketAddr>,
 ) -> Result<DemoSummary> {
     let ordering: Ordering = args.ordering.into();
     let topic = cluster::unique_name("sluicegate-demo");
@@ -523,6 +526,9 @@ async fn pass(
         // default) even when data arrives meanwhile; a short wait keeps latency honest.
         builder = builder.set("fetch.wait.max.ms", "10");
     }
+    if let Some(addr) = endpoint {
+        builder = builder.http_endpoint(addr);
+    }
     let consumer = match args.batch {
         None => builder
             .build(handler_fn(move |msg: Message| {
@@ -541,6 +547,9 @@ async fn pass(
             .spawn(),
     }
     .context("cannot start the consumer")?;
+    if let Some(addr) = consumer.http_addr() {
+        eprintln!("metrics and health: http://{addr}/metrics, /health/live, /health/ready");
+    }
     let mut status = consumer.status();
 
     // Join the group first, then produce: events are handled while they are being produced.
