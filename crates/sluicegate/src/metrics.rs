@@ -124,8 +124,32 @@ impl Metrics {
         openmetrics_to_prometheus(&self.encode())
     }
 
-    /// The handles a consumer of `group` reports through.
+    /// The handles a consumer of `group` reports through. Its counters start at 0, so that
+    /// rates and increases are defined from the first scrape on.
     pub(crate) fn consumer(&self, group: &str) -> ConsumerMetrics {
+        let f = &self.families;
+        let g = GroupLabels {
+            group: group.to_owned(),
+        };
+        for result in ["ok", "failed"] {
+            let labels = ResultLabels {
+                group: group.to_owned(),
+                result,
+            };
+            f.commits.get_or_create(&labels);
+        }
+        for kind in ["assign", "revoke"] {
+            let labels = KindLabels {
+                group: group.to_owned(),
+                kind,
+            };
+            f.rebalances.get_or_create(&labels);
+        }
+        f.client_restarts.get_or_create(&g);
+        f.ready.get_or_create(&g);
+        f.buffered.get_or_create(&g);
+        f.assigned.get_or_create(&g);
+        f.paused.get_or_create(&g);
         ConsumerMetrics {
             group: group.to_owned(),
             in_flight: self.families.in_flight.get_or_create_owned(&GroupLabels {
@@ -609,6 +633,31 @@ fn openmetrics_to_prometheus(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `deploy/metrics.txt` is what the alert rules and the dashboard are checked against.
+    #[test]
+    fn deploy_metrics_list_names_every_family_with_its_type() {
+        let listed: std::collections::BTreeSet<&str> =
+            include_str!("../../../deploy/metrics.txt")
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .collect();
+        let metrics = Metrics::new();
+        let c = metrics.consumer("g");
+        let t = c.topic("t");
+        c.failed(&t, ErrorKind::Retryable, 1);
+        c.lag("t", 0, Some(0));
+        c.transaction(true);
+        c.circuit(CircuitState::Closed);
+        c.last_poll(SystemTime::now());
+        c.commit(true, Duration::ZERO);
+        let text = metrics.encode();
+        let exported: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .collect();
+        assert_eq!(listed, exported);
+    }
 
     #[test]
     fn prometheus_text_names_counters_with_their_suffix() {
