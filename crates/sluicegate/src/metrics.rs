@@ -136,20 +136,20 @@ impl Metrics {
                 group: group.to_owned(),
                 result,
             };
-            f.commits.get_or_create(&labels);
+            drop(f.commits.get_or_create(&labels));
         }
         for kind in ["assign", "revoke"] {
             let labels = KindLabels {
                 group: group.to_owned(),
                 kind,
             };
-            f.rebalances.get_or_create(&labels);
+            drop(f.rebalances.get_or_create(&labels));
         }
-        f.client_restarts.get_or_create(&g);
-        f.ready.get_or_create(&g);
-        f.buffered.get_or_create(&g);
-        f.assigned.get_or_create(&g);
-        f.paused.get_or_create(&g);
+        drop(f.client_restarts.get_or_create(&g));
+        drop(f.ready.get_or_create(&g));
+        drop(f.buffered.get_or_create(&g));
+        drop(f.assigned.get_or_create(&g));
+        drop(f.paused.get_or_create(&g));
         ConsumerMetrics {
             group: group.to_owned(),
             in_flight: self.families.in_flight.get_or_create_owned(&GroupLabels {
@@ -637,11 +637,10 @@ mod tests {
     /// `deploy/metrics.txt` is what the alert rules and the dashboard are checked against.
     #[test]
     fn deploy_metrics_list_names_every_family_with_its_type() {
-        let listed: std::collections::BTreeSet<&str> =
-            include_str!("../../../deploy/metrics.txt")
-                .lines()
-                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-                .collect();
+        let listed: std::collections::BTreeSet<&str> = include_str!("../../../deploy/metrics.txt")
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .collect();
         let metrics = Metrics::new();
         let c = metrics.consumer("g");
         let t = c.topic("t");

@@ -141,6 +141,7 @@ impl ConsumerBuilder {
     /// misses nothing. Offset commits are the runtime's: `enable.auto.commit` and
     /// `enable.auto.offset.store` are refused. `fetch.queue.backoff.ms` defaults to 20 ms (librdkafka:
     /// 1 s), since the runtime uses librdkafka's prefetch queue as a brake.
+    /// `statistics.interval.ms` defaults to 5 s: how often the lag figures are refreshed.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.client.insert(key.into(), value.into());
         self
