@@ -28,9 +28,11 @@ use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use sluicegate::metrics::Metrics;
 use sluicegate::policy::{Backoff, RetryPolicy};
 use sluicegate::{handler_fn, BatchLimits, ConsumerHandle, HandlerError, Message, OutputRecord};
 
+use common::http::sample;
 use common::{unique, wait_status, Kind, TestBroker};
 
 const PHASE: Duration = Duration::from_secs(60);
@@ -50,9 +52,11 @@ fn pipeline(
     output_topic: &str,
     transactional_id: &str,
     fail_every: usize,
+    metrics: &Metrics,
 ) -> anyhow::Result<ConsumerHandle> {
     let mut builder = broker
         .consumer(group, input)
+        .metrics(metrics.clone())
         .exactly_once(transactional_id)
         .batch_limits(
             BatchLimits::default()
@@ -238,7 +242,16 @@ async fn outputs_and_offsets_commit_together(broker: TestBroker) -> anyhow::Resu
     let (input, output_topic, group) = (unique("eos-in"), unique("eos-out"), unique("eos"));
     let (produced, end) = broker.fill_topic(&input, 2, 300).await?;
     broker.create_topic(&output_topic, 2).await?;
-    let handle = pipeline(&broker, &group, &input, &output_topic, &unique("tx"), 97)?;
+    let metrics = Metrics::new();
+    let handle = pipeline(
+        &broker,
+        &group,
+        &input,
+        &output_topic,
+        &unique("tx"),
+        97,
+        &metrics,
+    )?;
     let status = wait_status(&mut handle.status(), PHASE, "commits at the log end", |s| {
         end.iter()
             .all(|(p, e)| s.committed.get(&common::tp(&input, *p)) == Some(e))
@@ -256,6 +269,33 @@ async fn outputs_and_offsets_commit_together(broker: TestBroker) -> anyhow::Resu
         "{} transactions for 600 inputs in batches of 50",
         status.transactions_committed
     );
+    // The metrics count what the status counts; each input is processed once, by the one
+    // transaction that committed it.
+    let text = metrics.encode_prometheus();
+    let by_group = ("group", group.as_str());
+    for (name, label, want) in [
+        (
+            "sluicegate_transactions_total",
+            ("result", "committed"),
+            status.transactions_committed,
+        ),
+        (
+            "sluicegate_transactions_total",
+            ("result", "aborted"),
+            status.transactions_aborted,
+        ),
+        (
+            "sluicegate_messages_processed_total",
+            ("topic", input.as_str()),
+            produced.len() as u64,
+        ),
+    ] {
+        let got = sample(&text, name, &[by_group, label]);
+        ensure!(
+            got == Some(want as f64),
+            "{name}{label:?} = {got:?}, want {want}\n{text}"
+        );
+    }
     check_group_offsets(&broker, &group, &input, &end).await?;
     check_outputs(&broker, &output_topic, &input_keys(&produced)).await
 }
@@ -273,7 +313,15 @@ async fn crashed_and_restarted_pipeline_commits_each_result_once(
     broker.create_topic(&output_topic, 2).await?;
     let mut rng = rand::rng();
     for round in 0..5 {
-        let handle = pipeline(&broker, &group, &input, &output_topic, &transactional_id, 0)?;
+        let handle = pipeline(
+            &broker,
+            &group,
+            &input,
+            &output_topic,
+            &transactional_id,
+            0,
+            &Metrics::new(),
+        )?;
         // Crash once the instance has committed something new, at a random moment after.
         let before = handle.status().current().transactions_committed;
         wait_status(&mut handle.status(), PHASE, "a transaction", |s| {
@@ -285,7 +333,15 @@ async fn crashed_and_restarted_pipeline_commits_each_result_once(
         handle.abort();
         tokio::time::timeout(PHASE, handle.wait()).await??;
     }
-    let handle = pipeline(&broker, &group, &input, &output_topic, &transactional_id, 0)?;
+    let handle = pipeline(
+        &broker,
+        &group,
+        &input,
+        &output_topic,
+        &transactional_id,
+        0,
+        &Metrics::new(),
+    )?;
     wait_status(&mut handle.status(), PHASE, "commits at the log end", |s| {
         end.iter()
             .all(|(p, e)| s.committed.get(&common::tp(&input, *p)) == Some(e))
