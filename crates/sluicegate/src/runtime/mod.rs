@@ -586,8 +586,11 @@ impl<W: Work> Consumer<W> {
             Some(addr) => Some(crate::http::bind(addr)?),
             None => None,
         };
+        let max_in_flight = u32::try_from(s.max_in_flight).unwrap_or(u32::MAX);
+        let in_flight = Arc::new(Semaphore::new(max_in_flight as usize));
         let (publisher, status) =
             StatusPublisher::new(metrics.as_ref().map(|m| m.consumer(&group)));
+        let publisher = publisher.with_in_flight(in_flight.clone(), max_in_flight as usize);
         if breaker.is_some() {
             publisher.circuit(CircuitState::Closed);
         }
@@ -599,7 +602,6 @@ impl<W: Work> Consumer<W> {
             }
             _ => None,
         };
-        let max_in_flight = u32::try_from(s.max_in_flight).unwrap_or(u32::MAX);
         let worker = Arc::new(Worker {
             work: self.work,
             batch: self.batch,
@@ -608,7 +610,7 @@ impl<W: Work> Consumer<W> {
             breaker: breaker.clone(),
             dead_letter: dead_letter.clone(),
             pause_while_retrying: s.ordering != Ordering::Unordered,
-            in_flight: Arc::new(Semaphore::new(max_in_flight as usize)),
+            in_flight,
             max_in_flight,
             abort: control.abort.clone(),
             metrics: publisher.metrics().cloned(),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::commit::CommitEntry;
 use crate::dispatch::Buffered;
@@ -174,6 +174,9 @@ pub(crate) struct StatusPublisher {
     status: Arc<watch::Sender<ConsumerStatus>>,
     last_poll: Arc<AtomicU64>,
     metrics: Option<ConsumerMetrics>,
+    /// The handlers' permits and how many there are: the in-flight gauge is sampled from
+    /// them, rather than counted on every call.
+    in_flight: Option<(Arc<Semaphore>, usize)>,
 }
 
 impl StatusPublisher {
@@ -188,8 +191,15 @@ impl StatusPublisher {
             status: Arc::new(tx),
             last_poll,
             metrics,
+            in_flight: None,
         };
         (publisher, watch)
+    }
+
+    /// Samples the in-flight gauge from `permits`, of which there are `max`.
+    pub fn with_in_flight(mut self, permits: Arc<Semaphore>, max: usize) -> Self {
+        self.in_flight = Some((permits, max));
+        self
     }
 
     pub fn metrics(&self) -> Option<&ConsumerMetrics> {
@@ -285,6 +295,9 @@ impl StatusPublisher {
         if let Some(m) = &self.metrics {
             let s = self.status.borrow();
             m.buffered(s.buffered_messages);
+            if let Some((permits, max)) = &self.in_flight {
+                m.in_flight(max.saturating_sub(permits.available_permits()));
+            }
             m.partitions(s.assigned.len(), f.paused);
             for (tp, lag) in &s.lag {
                 m.lag(&tp.topic, tp.partition, Some(*lag));

@@ -10,7 +10,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
@@ -394,37 +393,19 @@ impl<W: Work> Worker<W> {
         let Some(metrics) = &self.metrics else {
             return call.await;
         };
-        let topic = metrics.topic(messages[0].topic());
-        let in_flight = InFlight::new(&metrics.in_flight, messages.len());
         let started = Instant::now();
         let result = call.await;
-        topic
-            .handler_duration
-            .observe(started.elapsed().as_secs_f64());
-        drop(in_flight);
-        if let Err(e) = &result {
-            if e.kind() != ErrorKind::Skip {
-                metrics.failed(&topic, e.kind(), messages.len());
+        let took = started.elapsed();
+        metrics.with_topic(messages[0].topic(), |topic| {
+            topic.handler_duration.observe(took);
+            match &result {
+                Err(e) if e.kind() != ErrorKind::Skip => {
+                    metrics.failed(topic, e.kind(), messages.len())
+                }
+                _ => {}
             }
-        }
+        });
         result
-    }
-}
-
-/// Counts messages in a handler call for as long as it lives, also when the call is dropped
-/// (aborted).
-struct InFlight<'a>(&'a Gauge, i64);
-
-impl<'a> InFlight<'a> {
-    fn new(gauge: &'a Gauge, messages: usize) -> Self {
-        gauge.inc_by(messages as i64);
-        InFlight(gauge, messages as i64)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.dec_by(self.1);
     }
 }
 

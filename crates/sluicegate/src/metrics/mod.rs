@@ -14,7 +14,7 @@
 //! | `sluicegate_messages_skipped_total` | counter | group, topic, reason | skipped by the handler (`handler`) or finished before a restart (`already_finished`) |
 //! | `sluicegate_handler_duration_seconds` | histogram | group, topic | one handler call (a batch for batch handlers) |
 //! | `sluicegate_end_to_end_latency_seconds` | histogram | group, topic | record timestamp to finished |
-//! | `sluicegate_messages_in_flight` | gauge | group | messages in handler calls running |
+//! | `sluicegate_messages_in_flight` | gauge | group | messages taken by handlers, not yet finished (in a call, waiting to retry, being dead-lettered) |
 //! | `sluicegate_messages_buffered` | gauge | group | received and not finished |
 //! | `sluicegate_partitions_assigned` | gauge | group | partitions owned |
 //! | `sluicegate_partitions_paused` | gauge | group | partitions paused (backpressure, retries, circuit) |
@@ -34,18 +34,22 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+
+mod timings;
 
 use crate::handler::ErrorKind;
 use crate::policy::CircuitState;
+use timings::Timings;
 
 pub use prometheus_client;
 
@@ -156,7 +160,7 @@ impl Metrics {
                 group: group.to_owned(),
             }),
             families: self.families.clone(),
-            topics: Arc::new(RwLock::new(HashMap::new())),
+            topics: Arc::default(),
         }
     }
 }
@@ -211,14 +215,10 @@ struct StateLabels {
     state: &'static str,
 }
 
-type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
-
-fn latency_histogram() -> Histogram {
-    // 100 µs to ~7 min, so that minutes-long end-to-end latencies still land in a bucket.
-    Histogram::new(exponential_buckets(0.0001, 4.0, 12))
-}
+type Histograms<L> = Family<L, Timings>;
 
 /// The metric families, shared by every consumer reporting to one [`Metrics`].
+#[derive(Default)]
 struct Families {
     consumed: Family<TopicLabels, Counter>,
     processed: Family<TopicLabels, Counter>,
@@ -241,34 +241,6 @@ struct Families {
     transactions: Family<ResultLabels, Counter>,
     ready: Family<GroupLabels, Gauge>,
     last_poll: Family<GroupLabels, Gauge<f64, AtomicU64>>,
-}
-
-impl Default for Families {
-    fn default() -> Self {
-        Families {
-            consumed: Family::default(),
-            processed: Family::default(),
-            failed: Family::default(),
-            retried: Family::default(),
-            dead_lettered: Family::default(),
-            skipped: Family::default(),
-            handler_duration: Family::new_with_constructor(latency_histogram),
-            end_to_end: Family::new_with_constructor(latency_histogram),
-            in_flight: Family::default(),
-            buffered: Family::default(),
-            assigned: Family::default(),
-            paused: Family::default(),
-            lag: Family::default(),
-            commits: Family::default(),
-            commit_duration: Family::new_with_constructor(latency_histogram),
-            rebalances: Family::default(),
-            circuit: Family::default(),
-            client_restarts: Family::default(),
-            transactions: Family::default(),
-            ready: Family::default(),
-            last_poll: Family::default(),
-        }
-    }
 }
 
 impl Families {
@@ -318,7 +290,7 @@ impl Families {
         );
         r.register(
             "messages_in_flight",
-            "Messages in handler calls running now",
+            "Messages taken by handlers and not yet finished (in a call, waiting to retry, being dead-lettered)",
             f.in_flight.clone(),
         );
         r.register(
@@ -386,10 +358,11 @@ impl Families {
 #[derive(Clone)]
 pub(crate) struct ConsumerMetrics {
     group: String,
-    /// Messages in handler calls running now.
-    pub in_flight: Gauge,
+    in_flight: Gauge,
     families: Arc<Families>,
-    topics: Arc<RwLock<HashMap<String, Arc<TopicMetrics>>>>,
+    /// Read on every handler call, from every worker thread: an `ArcSwap` reads without
+    /// writing to shared memory, where a lock would bounce its cache line between cores.
+    topics: Arc<ArcSwap<HashMap<String, Arc<TopicMetrics>>>>,
 }
 
 /// A consumer's counters of one topic.
@@ -400,8 +373,8 @@ pub(crate) struct TopicMetrics {
     pub dead_lettered: Counter,
     pub skipped: Counter,
     pub skipped_as_finished: Counter,
-    pub handler_duration: Histogram,
-    pub end_to_end: Histogram,
+    pub handler_duration: Timings,
+    pub end_to_end: Timings,
     labels: TopicLabels,
 }
 
@@ -428,7 +401,7 @@ impl TopicMetrics {
             self.retried.inc_by(u64::from(attempts - 1));
         }
         if let Some(age) = age {
-            self.end_to_end.observe(age.as_secs_f64());
+            self.end_to_end.observe(age);
         }
     }
 }
@@ -440,14 +413,17 @@ impl ConsumerMetrics {
         }
     }
 
+    /// Runs `f` with the handles of `topic` (made on first use), without cloning them.
+    pub fn with_topic<R>(&self, topic: &str, f: impl FnOnce(&TopicMetrics) -> R) -> R {
+        if let Some(t) = self.topics.load().get(topic) {
+            return f(t);
+        }
+        f(&self.topic(topic))
+    }
+
     /// The handles of `topic`, made on first use.
     pub fn topic(&self, topic: &str) -> Arc<TopicMetrics> {
-        if let Some(t) = self
-            .topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(topic)
-        {
+        if let Some(t) = self.topics.load().get(topic) {
             return t.clone();
         }
         let f = &self.families;
@@ -471,12 +447,12 @@ impl ConsumerMetrics {
             end_to_end: f.end_to_end.get_or_create_owned(&labels),
             labels,
         });
-        self.topics
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(topic.to_owned())
-            .or_insert(t)
-            .clone()
+        self.topics.rcu(|topics| {
+            let mut topics = HashMap::clone(topics);
+            topics.entry(topic.to_owned()).or_insert_with(|| t.clone());
+            topics
+        });
+        self.topics.load()[topic].clone()
     }
 
     /// Counts `messages` that failed a handler attempt with `kind`.
@@ -489,6 +465,10 @@ impl ConsumerMetrics {
                 kind: kind.as_str(),
             })
             .inc_by(messages as u64);
+    }
+
+    pub fn in_flight(&self, messages: usize) {
+        self.in_flight.set(messages as i64);
     }
 
     pub fn buffered(&self, messages: usize) {
@@ -535,7 +515,7 @@ impl ConsumerMetrics {
         self.families
             .commit_duration
             .get_or_create(&self.group())
-            .observe(took.as_secs_f64());
+            .observe(took);
     }
 
     pub fn rebalance(&self, assign: bool) {
@@ -637,10 +617,11 @@ mod tests {
     /// `deploy/metrics.txt` is what the alert rules and the dashboard are checked against.
     #[test]
     fn deploy_metrics_list_names_every_family_with_its_type() {
-        let listed: std::collections::BTreeSet<&str> = include_str!("../../../deploy/metrics.txt")
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .collect();
+        let listed: std::collections::BTreeSet<&str> =
+            include_str!("../../../../deploy/metrics.txt")
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .collect();
         let metrics = Metrics::new();
         let c = metrics.consumer("g");
         let t = c.topic("t");
@@ -664,7 +645,7 @@ mod tests {
         let c = metrics.consumer("g");
         let t = c.topic("orders");
         t.consumed.inc_by(3);
-        t.handler_duration.observe(0.2);
+        t.handler_duration.observe(Duration::from_millis(200));
         let text = metrics.encode_prometheus();
         assert!(
             text.contains(
