@@ -7,23 +7,36 @@ mod commands;
 mod cpu;
 mod events;
 mod ledger;
+mod logging;
 mod mem;
 mod meter;
 mod produce;
 mod progress;
 mod read_back;
 mod report;
+mod settings;
 
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use commands::bench::Work;
+use logging::LogFormat;
 
 /// Run, benchmark and diagnose Kafka consumers built with Sluicegate.
 #[derive(Parser, Debug)]
 #[command(name = "sluicegate", version, about, long_about = None)]
 struct Cli {
+    /// How log lines (on stderr) look: `text` for people, `json` for one JSON object per line.
+    /// What is logged is chosen with RUST_LOG (default: warnings and errors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "SLUICEGATE_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -286,13 +299,7 @@ fn main() -> ExitCode {
         Command::Demo(args) if args.fail_rate > 0.0 => "warn,sluicegate::runtime::worker=off",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .init();
+    logging::init(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

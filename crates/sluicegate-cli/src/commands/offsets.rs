@@ -8,12 +8,12 @@ use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::cluster::{self, GroupLookup, LOOKUP_TIMEOUT};
 use crate::report::print_summary;
-use crate::OffsetsResetArgs;
+use crate::{settings, OffsetsResetArgs};
 
 /// Where `--to` moves each partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,11 +296,7 @@ fn refused_for_membership(error: &KafkaError) -> bool {
 /// Plans the reset, and unless a dry run, commits it and reads it back. Blocking.
 fn reset_blocking(args: &OffsetsResetArgs) -> Result<ResetSummary> {
     let (group, topic) = (args.group.as_str(), args.topic.as_str());
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &args.bootstrap);
-    for (key, value) in &args.config {
-        config.set(key, value);
-    }
+    let config = settings::client_config(&args.bootstrap, &args.config);
     let client = cluster::client(config, group)?;
 
     let Some(count) = cluster::partition_count(&client, topic)? else {
