@@ -4,6 +4,7 @@
 
 mod cluster;
 mod commands;
+mod consumer_protocol;
 mod cpu;
 mod events;
 mod ledger;
@@ -12,6 +13,7 @@ mod mem;
 mod meter;
 mod produce;
 mod progress;
+mod reach;
 mod read_back;
 mod report;
 mod settings;
@@ -29,13 +31,8 @@ use logging::LogFormat;
 struct Cli {
     /// How log lines (on stderr) look: `text` for people, `json` for one JSON object per line.
     /// What is logged is chosen with RUST_LOG (default: warnings and errors).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        env = "SLUICEGATE_LOG_FORMAT",
-        default_value_t = LogFormat::Text
-    )]
+    #[arg(long, global = true, value_enum, env = "SLUICEGATE_LOG_FORMAT",
+          default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -55,6 +52,16 @@ enum Command {
     /// Work with consumer groups' committed offsets.
     #[command(subcommand)]
     Offsets(OffsetsCommand),
+    /// Show how far a consumer group is behind: per partition, its committed offset, the log
+    /// end (high watermark) and the lag between them, and the total.
+    ///
+    /// Lag is the log end minus the committed offset (0 when the committed offset is at or past
+    /// the log end). Where the group has committed nothing, the lag is counted from the log
+    /// start (low watermark), and the output says so. Without --topic, the topics are those the
+    /// group has committed offsets on, and those its members are assigned where the broker
+    /// reports assignments. Exits non-zero when the group or a topic is unknown or the broker
+    /// cannot be reached within --timeout-secs.
+    Lag(LagArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,6 +216,31 @@ pub struct OffsetsResetArgs {
     pub json: bool,
 }
 
+/// Options of `sluicegate lag`.
+#[derive(Args, Debug, Clone)]
+pub struct LagArgs {
+    /// The Kafka cluster (`host:port,...`).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: String,
+    /// The consumer group.
+    #[arg(long, value_name = "GROUP")]
+    pub group: String,
+    /// Measure on this topic (repeatable, or comma-separated; default: the topics the group
+    /// has committed offsets on or is assigned).
+    #[arg(long = "topic", value_name = "TOPIC", value_delimiter = ',')]
+    pub topics: Vec<String>,
+    /// A librdkafka property for the client, as `KEY=VALUE` (repeatable), e.g.
+    /// `-X security.protocol=SSL`. Secret values are never printed or logged.
+    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// Give up when the broker has not answered everything within this many seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+    /// Print the result as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Options of `sluicegate bench consume`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchConsumeArgs {
@@ -316,6 +348,7 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Consume(args)) => commands::bench::consume(args).await,
             Command::Dlq(DlqCommand::Replay(args)) => commands::dlq::replay(args).await,
             Command::Offsets(OffsetsCommand::Reset(args)) => commands::offsets::reset(args).await,
+            Command::Lag(args) => commands::lag::run(args).await,
         }
     });
     match result {

@@ -257,6 +257,7 @@ fn refuse_if_active(group: &str, lookup: &GroupLookup) -> Result<()> {
             let listed = if members.is_empty() {
                 String::new()
             } else {
+                let members: Vec<String> = members.iter().map(ToString::to_string).collect();
                 format!(": {}", members.join(", "))
             };
             bail!(
@@ -303,11 +304,12 @@ fn reset_blocking(args: &OffsetsResetArgs) -> Result<ResetSummary> {
         bail!("topic `{topic}` does not exist (or has no partitions); nothing was changed");
     };
     let partitions = chosen_partitions(topic, count, &args.partitions)?;
-    let lookup = cluster::describe_group(&client, group)?;
+    let lookup = cluster::describe_group(&client, group, LOOKUP_TIMEOUT)?;
     refuse_if_active(group, &lookup)?;
 
-    let marks = cluster::watermarks_of(&client, topic, &partitions)?;
-    let current = cluster::committed_offsets_of(&client, group, topic, &partitions)?;
+    let marks = cluster::watermarks_of(&client, topic, &partitions, LOOKUP_TIMEOUT)?;
+    let current =
+        cluster::committed_offsets_of(&client, group, topic, &partitions, LOOKUP_TIMEOUT)?;
     let by_time = match args.to {
         Target::Time(ms) => offsets_for_time(&client, topic, &partitions, ms)?
             .into_iter()
@@ -354,7 +356,8 @@ fn reset_blocking(args: &OffsetsResetArgs) -> Result<ResetSummary> {
         list.add_partition_offset(topic, r.partition, Offset::Offset(r.new))?;
     }
     if let Err(e) = client.commit(&list, CommitMode::Sync) {
-        let after = cluster::committed_offsets_of(&client, group, topic, &partitions);
+        let after =
+            cluster::committed_offsets_of(&client, group, topic, &partitions, LOOKUP_TIMEOUT);
         let changed = match &after {
             Ok(after) if *after == current => "Nothing was changed (offsets read back).",
             Ok(_) => "Some committed offsets changed: check them with --dry-run.",
@@ -369,8 +372,9 @@ fn reset_blocking(args: &OffsetsResetArgs) -> Result<ResetSummary> {
         return Err(e).with_context(|| format!("cannot commit for group `{group}`. {changed}"));
     }
 
-    let read_back = cluster::committed_offsets_of(&client, group, topic, &partitions)
-        .context("the commit was accepted, but reading it back failed")?;
+    let read_back =
+        cluster::committed_offsets_of(&client, group, topic, &partitions, LOOKUP_TIMEOUT)
+            .context("the commit was accepted, but reading it back failed")?;
     for (r, committed) in summary.partitions.iter_mut().zip(read_back) {
         r.committed = committed;
         if committed != Some(r.new) {
@@ -405,6 +409,7 @@ pub async fn reset(args: OffsetsResetArgs) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::GroupMember;
 
     #[test]
     fn targets_parse_as_keywords_offsets_or_times() {
@@ -510,9 +515,15 @@ mod tests {
 
     #[test]
     fn an_active_group_is_refused_with_its_state_and_members() {
+        let member = |id: &str, client_id: &str, host: &str| GroupMember {
+            id: id.into(),
+            client_id: client_id.into(),
+            host: host.into(),
+            assignment: None,
+        };
         let lookup = GroupLookup::Described {
             state: "Stable".into(),
-            members: vec!["m-1 (client app, host /10.0.0.1)".into(), "m-2".into()],
+            members: vec![member("m-1", "app", "/10.0.0.1"), member("m-2", "", "")],
         };
         let err = refuse_if_active("billing", &lookup)
             .unwrap_err()
