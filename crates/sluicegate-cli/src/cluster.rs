@@ -181,6 +181,17 @@ pub struct Broker {
     pub port: i32,
 }
 
+impl Broker {
+    /// `host:port` (IPv6 hosts in brackets), to connect to.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// One partition of a topic, as the metadata lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PartitionLayout {
@@ -194,6 +205,13 @@ pub struct PartitionLayout {
     pub isr: Vec<i32>,
     /// The error the broker reported for the partition, if any.
     pub error: Option<String>,
+}
+
+impl PartitionLayout {
+    /// Whether some replica is out of sync (only where the broker lists replicas and ISR).
+    pub fn under_replicated(&self) -> bool {
+        self.isr.len() < self.replicas.len()
+    }
 }
 
 /// A topic, as the metadata lists it.
@@ -570,6 +588,17 @@ mod tests {
             member("m-1", "", "/10.0.0.1").to_string(),
             "m-1 (host /10.0.0.1)"
         );
+    }
+
+    #[test]
+    fn broker_addresses_bracket_ipv6_hosts() {
+        let broker = |host: &str| Broker {
+            id: 1,
+            host: host.into(),
+            port: 9092,
+        };
+        assert_eq!(broker("kafka-1").address(), "kafka-1:9092");
+        assert_eq!(broker("::1").address(), "[::1]:9092");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! This file holds the command-line definitions only; each command lives in `commands/`.
 
+mod api_versions;
 mod cluster;
 mod commands;
 mod consumer_protocol;
@@ -62,6 +63,13 @@ enum Command {
     /// reports assignments. Exits non-zero when the group or a topic is unknown or the broker
     /// cannot be reached within --timeout-secs.
     Lag(LagArgs),
+    /// Check a cluster from a client's side, one verdict (OK, WARN, FAIL or SKIP) per check:
+    /// bootstrap connectivity, each broker, the APIs the brokers support, topic metadata and,
+    /// with --group, the group's state, members and lag.
+    ///
+    /// WARN marks something a broker cannot tell or do (a broker without group listing, say);
+    /// FAIL marks something consumers need that is broken. Exits non-zero when a check fails.
+    Diagnose(DiagnoseArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -241,7 +249,32 @@ pub struct LagArgs {
     pub json: bool,
 }
 
-/// Options of `sluicegate bench consume`.
+/// Options of `sluicegate diagnose`.
+#[derive(Args, Debug, Clone)]
+pub struct DiagnoseArgs {
+    /// The Kafka cluster (`host:port,...`).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: String,
+    /// Also check this consumer group: its state, members, assignments and lag.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Check this topic's metadata (repeatable, or comma-separated; default: every topic, and
+    /// for the lag, the group's topics).
+    #[arg(long = "topic", value_name = "TOPIC", value_delimiter = ',')]
+    pub topics: Vec<String>,
+    /// A librdkafka property for the clients, as `KEY=VALUE` (repeatable), e.g.
+    /// `-X security.protocol=SSL`. Secret values are never printed or logged.
+    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// Stop waiting for the cluster after this many seconds in all (checks not answered by
+    /// then fail).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+    /// Print the checks as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct BenchConsumeArgs {
     /// How many messages to fill the topic with.
@@ -349,6 +382,7 @@ fn main() -> ExitCode {
             Command::Dlq(DlqCommand::Replay(args)) => commands::dlq::replay(args).await,
             Command::Offsets(OffsetsCommand::Reset(args)) => commands::offsets::reset(args).await,
             Command::Lag(args) => commands::lag::run(args).await,
+            Command::Diagnose(args) => commands::diagnose::run(args).await,
         }
     });
     match result {

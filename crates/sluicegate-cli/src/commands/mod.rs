@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod diagnose;
 pub mod dlq;
 pub mod lag;
 pub mod offsets;
