@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -225,6 +225,14 @@ pub struct TopicLayout {
     pub partitions: Vec<PartitionLayout>,
 }
 
+impl TopicLayout {
+    /// Whether the topic is one of Kafka's own (`__consumer_offsets`, ...), by the convention
+    /// that their names start with two underscores.
+    pub fn is_internal(&self) -> bool {
+        self.name.starts_with("__")
+    }
+}
+
 /// The brokers and topics of a cluster, from one metadata request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ClusterMetadata {
@@ -341,6 +349,51 @@ pub async fn create_topic(
         Some(Err((_, code))) => Ok(Err(code)),
         None => bail!("the broker did not answer for topic `{}`", spec.name),
     }
+}
+
+/// One config of a topic, as DescribeConfigs tells it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TopicConfig {
+    /// The config name, like `retention.ms`.
+    pub name: String,
+    /// Its value (`None`: sensitive, or not set).
+    pub value: Option<String>,
+    /// Whether it is the default (not set on the topic).
+    pub is_default: bool,
+}
+
+/// The configs of `topic` from DescribeConfigs with a client made from `config`, waiting at
+/// most `timeout`, in name order.
+pub async fn topic_configs(
+    config: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<TopicConfig>> {
+    let admin: AdminClient<DefaultClientContext> =
+        config.create().context("cannot create the admin client")?;
+    let opts = AdminOptions::new()
+        .request_timeout(Some(timeout))
+        .operation_timeout(Some(timeout));
+    let results = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
+        .await
+        .with_context(|| format!("the DescribeConfigs request for topic `{topic}` failed"))?;
+    let resource = results
+        .into_iter()
+        .next()
+        .with_context(|| format!("the broker did not answer for topic `{topic}`"))?
+        .map_err(|code| anyhow::anyhow!("the broker refused DescribeConfigs: {code}"))?;
+    let mut configs: Vec<TopicConfig> = resource
+        .entries
+        .into_iter()
+        .map(|e| TopicConfig {
+            is_default: e.is_default,
+            value: if e.is_sensitive { None } else { e.value },
+            name: e.name,
+        })
+        .collect();
+    configs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(configs)
 }
 
 /// The (low, high) watermarks of partitions `0..partitions` of `topic`.

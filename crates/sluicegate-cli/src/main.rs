@@ -70,6 +70,21 @@ enum Command {
     /// WARN marks something a broker cannot tell or do (a broker without group listing, say);
     /// FAIL marks something consumers need that is broken. Exits non-zero when a check fails.
     Diagnose(DiagnoseArgs),
+    /// List, describe and create topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TopicsCommand {
+    /// List topics with their partition counts (Kafka's own `__` topics only with --all).
+    List(TopicsListArgs),
+    /// Show a topic's partitions (leader, replicas, in-sync replicas, low and high watermarks)
+    /// and its configs, where the broker can describe them.
+    Describe(TopicsDescribeArgs),
+    /// Create a topic through the admin API (CreateTopics). Refused, changing nothing, when the
+    /// topic exists or the broker does not support CreateTopics.
+    Create(TopicsCreateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -275,6 +290,78 @@ pub struct DiagnoseArgs {
     pub json: bool,
 }
 
+/// Options of `sluicegate topics list`.
+#[derive(Args, Debug, Clone)]
+pub struct TopicsListArgs {
+    /// The Kafka cluster (`host:port,...`).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: String,
+    /// Also list internal topics (names starting with `__`).
+    #[arg(long)]
+    pub all: bool,
+    /// A librdkafka property for the client, as `KEY=VALUE` (repeatable).
+    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// Give up when the broker has not answered within this many seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+    /// Print the list as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `sluicegate topics describe`.
+#[derive(Args, Debug, Clone)]
+pub struct TopicsDescribeArgs {
+    /// The topic.
+    #[arg(value_name = "TOPIC")]
+    pub topic: String,
+    /// The Kafka cluster (`host:port,...`).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: String,
+    /// A librdkafka property for the clients, as `KEY=VALUE` (repeatable).
+    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// Give up when the broker has not answered everything within this many seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+    /// Print the description as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `sluicegate topics create`.
+#[derive(Args, Debug, Clone)]
+pub struct TopicsCreateArgs {
+    /// The topic to create.
+    #[arg(value_name = "TOPIC")]
+    pub topic: String,
+    /// The Kafka cluster (`host:port,...`).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: String,
+    /// How many partitions.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+    pub partitions: i32,
+    /// How many replicas of each partition (default: the broker's default).
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(i32).range(1..=32767))]
+    pub replication_factor: Option<i32>,
+    /// A topic config, as `KEY=VALUE` (repeatable), e.g. `--config retention.ms=86400000`.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub topic_config: Vec<(String, String)>,
+    /// A librdkafka property for the clients, as `KEY=VALUE` (repeatable). (Here `--config`
+    /// is the topic's, so the long form of -X is `--client-config`.)
+    #[arg(short = 'X', long = "client-config", value_name = "KEY=VALUE",
+          value_parser = parse_key_value)]
+    pub client_config: Vec<(String, String)>,
+    /// Give up when the broker has not answered everything within this many seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+    /// Print the outcome as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `sluicegate bench consume`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchConsumeArgs {
     /// How many messages to fill the topic with.
@@ -383,6 +470,11 @@ fn main() -> ExitCode {
             Command::Offsets(OffsetsCommand::Reset(args)) => commands::offsets::reset(args).await,
             Command::Lag(args) => commands::lag::run(args).await,
             Command::Diagnose(args) => commands::diagnose::run(args).await,
+            Command::Topics(TopicsCommand::List(args)) => commands::topics::list(args).await,
+            Command::Topics(TopicsCommand::Describe(args)) => {
+                commands::topics::describe(args).await
+            }
+            Command::Topics(TopicsCommand::Create(args)) => commands::topics::create(args).await,
         }
     });
     match result {

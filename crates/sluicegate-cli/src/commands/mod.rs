@@ -6,3 +6,4 @@ pub mod diagnose;
 pub mod dlq;
 pub mod lag;
 pub mod offsets;
+pub mod topics;
