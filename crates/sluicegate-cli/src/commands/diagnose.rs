@@ -371,9 +371,11 @@ fn all_topics_check(metadata: &ClusterMetadata) -> Check {
     let partitions: usize = metadata.topics.iter().map(|t| t.partitions.len()).sum();
     let message = match worst.0 {
         Verdict::Ok => format!(
-            "{} topics, {partitions} partitions: every partition has a leader and its replicas \
-             in sync",
-            metadata.topics.len()
+            "{} topic{}, {partitions} partition{}: every partition has a leader and its \
+             replicas in sync",
+            metadata.topics.len(),
+            if metadata.topics.len() == 1 { "" } else { "s" },
+            if partitions == 1 { "" } else { "s" }
         ),
         _ => worst.1,
     };
