@@ -1,20 +1,52 @@
-//! The broker a command talks to (embedded or external), and the few admin look-ups the
-//! commands need: topic creation, partition counts, watermarks, a group's committed offsets
-//! and its state.
+//! The broker a command talks to (embedded or external), and the admin look-ups the commands
+//! need: metadata, topic creation and configs, partition counts, watermarks, a group's
+//! committed offsets and its state, members and assignments.
 
+use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::Serialize;
 use sluicegate::EmbeddedKafka;
+
+use crate::consumer_protocol::{self, TopicPartitions};
 
 /// How long one admin look-up may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// When a command stops waiting for the broker: each look-up may wait only the time left, so
+/// a command that makes several ends within its `--timeout-secs` however they are spread.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    at: Instant,
+    total: Duration,
+}
+
+impl Deadline {
+    /// The deadline `total` from now.
+    pub fn after(total: Duration) -> Self {
+        Deadline {
+            at: Instant::now() + total,
+            total,
+        }
+    }
+
+    /// The time left (zero once passed).
+    pub fn left(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    /// The whole time given, for messages.
+    pub fn total(&self) -> Duration {
+        self.total
+    }
+}
 
 /// The cluster a command runs against.
 pub enum Cluster {
@@ -35,6 +67,7 @@ impl Cluster {
         })
     }
 
+    /// The `bootstrap.servers` list of the cluster.
     pub fn bootstrap(&self) -> &str {
         match self {
             Cluster::Embedded(k) => k.bootstrap_servers(),
@@ -42,6 +75,7 @@ impl Cluster {
         }
     }
 
+    /// Whether this is the embedded broker.
     pub fn is_embedded(&self) -> bool {
         matches!(self, Cluster::Embedded(_))
     }
@@ -54,22 +88,17 @@ impl Cluster {
                 .create_topic(topic, partitions)
                 .with_context(|| format!("cannot create topic `{topic}`"))?,
             Cluster::External(bootstrap) => {
-                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                    .set("bootstrap.servers", bootstrap)
-                    .create()
-                    .context("cannot create the admin client")?;
-                // -1: the broker's default replication factor (Kafka 2.4 and later).
-                let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
-                let opts = AdminOptions::new().operation_timeout(Some(LOOKUP_TIMEOUT));
-                for result in admin
-                    .create_topics([&new], &opts)
-                    .await
-                    .context("CreateTopics request failed")?
-                {
-                    match result {
-                        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                        Err((name, code)) => bail!("cannot create topic `{name}`: {code}"),
-                    }
+                let mut config = ClientConfig::new();
+                config.set("bootstrap.servers", bootstrap);
+                let spec = TopicSpec {
+                    name: topic.to_string(),
+                    partitions,
+                    replication_factor: None,
+                    configs: Vec::new(),
+                };
+                match create_topic(&config, &spec, LOOKUP_TIMEOUT).await? {
+                    Ok(()) | Err(RDKafkaErrorCode::TopicAlreadyExists) => {}
+                    Err(code) => bail!("cannot create topic `{topic}`: {code}"),
                 }
             }
         }
@@ -113,36 +142,280 @@ pub fn partition_count(client: &BaseConsumer, topic: &str) -> Result<Option<i32>
 /// Waits (bounded) until the metadata of `topic` lists its partitions; returns their count.
 pub fn wait_for_topic(bootstrap: &str, topic: &str) -> Result<i32> {
     let client = lookup_client(bootstrap, "sluicegate-cli-lookup")?;
-    let deadline = Instant::now() + LOOKUP_TIMEOUT;
+    await_topic(&client, topic, Deadline::after(LOOKUP_TIMEOUT))
+}
+
+/// Waits until the metadata `client` gets lists the partitions of `topic`, at most until
+/// `deadline`; returns their count.
+pub fn await_topic(client: &BaseConsumer, topic: &str, deadline: Deadline) -> Result<i32> {
     loop {
-        if let Some(partitions) = partition_count(&client, topic)? {
-            return Ok(partitions);
+        let found = client
+            .fetch_metadata(Some(topic), deadline.left())
+            .with_context(|| format!("cannot read the metadata of topic `{topic}`"))?;
+        if let Some(t) = found
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        {
+            return Ok(t.partitions().len() as i32);
         }
-        if Instant::now() > deadline {
-            bail!("topic `{topic}` did not appear in the metadata within {LOOKUP_TIMEOUT:?}");
+        if deadline.left().is_zero() {
+            bail!(
+                "topic `{topic}` did not appear in the metadata within {:?}",
+                deadline.total()
+            );
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Metadata changes announce themselves to no one: asking again is the only way.
+        std::thread::sleep(Duration::from_millis(100).min(deadline.left()));
     }
+}
+
+/// A broker, as the metadata lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Broker {
+    /// Its broker id.
+    pub id: i32,
+    /// The host it advertises.
+    pub host: String,
+    /// The port it advertises.
+    pub port: i32,
+}
+
+impl Broker {
+    /// `host:port` (IPv6 hosts in brackets), to connect to.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One partition of a topic, as the metadata lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PartitionLayout {
+    /// The partition number.
+    pub partition: i32,
+    /// The broker leading it (`None`: no leader).
+    pub leader: Option<i32>,
+    /// The brokers holding a replica.
+    pub replicas: Vec<i32>,
+    /// The replicas in sync with the leader.
+    pub isr: Vec<i32>,
+    /// The error the broker reported for the partition, if any.
+    pub error: Option<String>,
+}
+
+impl PartitionLayout {
+    /// Whether some replica is out of sync (only where the broker lists replicas and ISR).
+    pub fn under_replicated(&self) -> bool {
+        self.isr.len() < self.replicas.len()
+    }
+}
+
+/// A topic, as the metadata lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TopicLayout {
+    /// The topic name.
+    pub name: String,
+    /// The error the broker reported for the topic (an unknown topic has one), if any.
+    pub error: Option<String>,
+    /// Its partitions, in partition order.
+    pub partitions: Vec<PartitionLayout>,
+}
+
+impl TopicLayout {
+    /// Whether the topic is one of Kafka's own (`__consumer_offsets`, ...), by the convention
+    /// that their names start with two underscores.
+    pub fn is_internal(&self) -> bool {
+        self.name.starts_with("__")
+    }
+}
+
+/// The brokers and topics of a cluster, from one metadata request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClusterMetadata {
+    /// The brokers, in broker id order.
+    pub brokers: Vec<Broker>,
+    /// The topics asked for (every topic when none was named), in name order.
+    pub topics: Vec<TopicLayout>,
+}
+
+impl ClusterMetadata {
+    /// `name`, when the broker knows it: listed without an error and with partitions.
+    pub fn topic(&self, name: &str) -> Option<&TopicLayout> {
+        self.topics
+            .iter()
+            .find(|t| t.name == name && t.error.is_none() && !t.partitions.is_empty())
+    }
+}
+
+/// A broker's error code, for people ("Broker: Unknown topic or partition").
+fn error_text(code: RDKafkaRespErr) -> String {
+    RDKafkaErrorCode::from(code).to_string()
+}
+
+/// The metadata of `topic`, or of every topic when `None`, waiting at most `timeout`.
+pub fn metadata<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: Option<&str>,
+    timeout: Duration,
+) -> Result<ClusterMetadata> {
+    // The error's text already names its code: keep it, not its source, which repeats it.
+    let found = client
+        .fetch_metadata(topic, timeout)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| match topic {
+            Some(t) => format!("cannot read the metadata of topic `{t}`"),
+            None => "cannot read the cluster's metadata".to_string(),
+        })?;
+    let mut brokers: Vec<Broker> = found
+        .brokers()
+        .iter()
+        .map(|b| Broker {
+            id: b.id(),
+            host: b.host().to_string(),
+            port: b.port(),
+        })
+        .collect();
+    brokers.sort_by_key(|b| b.id);
+    let mut topics: Vec<TopicLayout> = found
+        .topics()
+        .iter()
+        .map(|t| {
+            let mut partitions: Vec<PartitionLayout> = t
+                .partitions()
+                .iter()
+                .map(|p| PartitionLayout {
+                    partition: p.id(),
+                    leader: (p.leader() >= 0).then_some(p.leader()),
+                    replicas: p.replicas().to_vec(),
+                    isr: p.isr().to_vec(),
+                    error: p.error().map(error_text),
+                })
+                .collect();
+            partitions.sort_by_key(|p| p.partition);
+            TopicLayout {
+                name: t.name().to_string(),
+                error: t.error().map(error_text),
+                partitions,
+            }
+        })
+        .collect();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(ClusterMetadata { brokers, topics })
+}
+
+/// A topic to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Its name.
+    pub name: String,
+    /// How many partitions.
+    pub partitions: i32,
+    /// How many replicas of each partition (`None`: the broker's default, on Kafka 2.4 and
+    /// later).
+    pub replication_factor: Option<i32>,
+    /// Topic configs, like `retention.ms`.
+    pub configs: Vec<(String, String)>,
+}
+
+/// Creates the topic `spec` describes through the CreateTopics admin API with a client made
+/// from `config`, waiting at most `timeout`. The outer error is a failed request; the inner one
+/// is the broker's refusal, like [`RDKafkaErrorCode::TopicAlreadyExists`].
+pub async fn create_topic(
+    config: &ClientConfig,
+    spec: &TopicSpec,
+    timeout: Duration,
+) -> Result<Result<(), RDKafkaErrorCode>> {
+    let admin: AdminClient<DefaultClientContext> =
+        config.create().context("cannot create the admin client")?;
+    // -1: the broker's default replication factor.
+    let replication = TopicReplication::Fixed(spec.replication_factor.unwrap_or(-1));
+    let mut new = NewTopic::new(&spec.name, spec.partitions, replication);
+    for (key, value) in &spec.configs {
+        new = new.set(key, value);
+    }
+    let opts = AdminOptions::new()
+        .request_timeout(Some(timeout))
+        .operation_timeout(Some(timeout));
+    let results = admin
+        .create_topics([&new], &opts)
+        .await
+        .context("the CreateTopics request failed")?;
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(Ok(())),
+        Some(Err((_, code))) => Ok(Err(code)),
+        None => bail!("the broker did not answer for topic `{}`", spec.name),
+    }
+}
+
+/// One config of a topic, as DescribeConfigs tells it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TopicConfig {
+    /// The config name, like `retention.ms`.
+    pub name: String,
+    /// Its value (`None`: sensitive, or not set).
+    pub value: Option<String>,
+    /// Whether it is the default (not set on the topic).
+    pub is_default: bool,
+}
+
+/// The configs of `topic` from DescribeConfigs with a client made from `config`, waiting at
+/// most `timeout`, in name order.
+pub async fn topic_configs(
+    config: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<TopicConfig>> {
+    let admin: AdminClient<DefaultClientContext> =
+        config.create().context("cannot create the admin client")?;
+    let opts = AdminOptions::new()
+        .request_timeout(Some(timeout))
+        .operation_timeout(Some(timeout));
+    let results = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
+        .await
+        .with_context(|| format!("the DescribeConfigs request for topic `{topic}` failed"))?;
+    let resource = results
+        .into_iter()
+        .next()
+        .with_context(|| format!("the broker did not answer for topic `{topic}`"))?
+        .map_err(|code| anyhow::anyhow!("the broker refused DescribeConfigs: {code}"))?;
+    let mut configs: Vec<TopicConfig> = resource
+        .entries
+        .into_iter()
+        .map(|e| TopicConfig {
+            is_default: e.is_default,
+            value: if e.is_sensitive { None } else { e.value },
+            name: e.name,
+        })
+        .collect();
+    configs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(configs)
 }
 
 /// The (low, high) watermarks of partitions `0..partitions` of `topic`.
 pub fn watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Result<Vec<(i64, i64)>> {
     let client = lookup_client(bootstrap, "sluicegate-cli-lookup")?;
     let all: Vec<i32> = (0..partitions).collect();
-    watermarks_of(&client, topic, &all)
+    watermarks_of(&client, topic, &all, LOOKUP_TIMEOUT)
 }
 
-/// The (low, high) watermarks of `partitions` of `topic`, in the order given.
+/// The (low, high) watermarks of `partitions` of `topic`, in the order given; each look-up
+/// waits at most `timeout`.
 pub fn watermarks_of(
     client: &BaseConsumer,
     topic: &str,
     partitions: &[i32],
+    timeout: Duration,
 ) -> Result<Vec<(i64, i64)>> {
     partitions
         .iter()
         .map(|&p| {
             client
-                .fetch_watermarks(topic, p, LOOKUP_TIMEOUT)
+                .fetch_watermarks(topic, p, timeout)
                 .with_context(|| format!("cannot read the watermarks of {topic}/{p}"))
         })
         .collect()
@@ -158,7 +431,7 @@ pub fn committed_offsets(
 ) -> Result<Vec<Option<i64>>> {
     let client = lookup_client(bootstrap, group)?;
     let all: Vec<i32> = (0..partitions).collect();
-    committed_offsets_of(&client, group, topic, &all)
+    committed_offsets_of(&client, group, topic, &all, LOOKUP_TIMEOUT)
 }
 
 /// The offsets committed for `partitions` of `topic` (in the order given) by the group of
@@ -168,18 +441,32 @@ pub fn committed_offsets_of(
     group: &str,
     topic: &str,
     partitions: &[i32],
+    timeout: Duration,
+) -> Result<Vec<Option<i64>>> {
+    let wanted: Vec<(&str, i32)> = partitions.iter().map(|&p| (topic, p)).collect();
+    committed_offsets_in(client, group, &wanted, timeout)
+}
+
+/// The offsets committed by `group` (the group of `client`) for `partitions`, given as (topic,
+/// partition) and answered in that order, from one request: next offset to consume, `None`
+/// where nothing is committed.
+pub fn committed_offsets_in(
+    client: &BaseConsumer,
+    group: &str,
+    partitions: &[(&str, i32)],
+    timeout: Duration,
 ) -> Result<Vec<Option<i64>>> {
     let mut list = TopicPartitionList::new();
-    for &p in partitions {
+    for &(topic, p) in partitions {
         list.add_partition(topic, p);
     }
     let committed = client
-        .committed_offsets(list, LOOKUP_TIMEOUT)
+        .committed_offsets(list, timeout)
         .with_context(|| format!("cannot read the offsets committed by group `{group}`"))?;
     Ok(partitions
         .iter()
         .map(
-            |&p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+            |&(topic, p)| match committed.find_partition(topic, p).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => Some(o),
                 _ => None,
             },
@@ -197,8 +484,8 @@ pub enum GroupLookup {
     Described {
         /// `Empty`, `Stable`, `PreparingRebalance`, `CompletingRebalance`, `Dead`, ...
         state: String,
-        /// Its members, each as `ID` plus the client id and host where the broker gives them.
-        members: Vec<String>,
+        /// Its members.
+        members: Vec<GroupMember>,
     },
     /// The broker does not answer group listings (ListGroups and DescribeGroups): librdkafka's
     /// mock cluster, and so [`EmbeddedKafka`], does not implement them.
@@ -218,9 +505,45 @@ impl GroupLookup {
     }
 }
 
+/// A member of a consumer group, as DescribeGroups tells it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupMember {
+    /// The member id the coordinator gave it.
+    pub id: String,
+    /// Its `client.id` (empty when the broker does not say).
+    pub client_id: String,
+    /// The host it connected from (empty when the broker does not say).
+    pub host: String,
+    /// The partitions assigned to it, by topic; `None` when the broker did not send an
+    /// assignment (tansu 0.6 never does) or the group does not use the consumer protocol.
+    pub assignment: Option<Vec<TopicPartitions>>,
+}
+
+impl fmt::Display for GroupMember {
+    /// `ID`, plus the client id and host where the broker gives them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut about = Vec::new();
+        if !self.client_id.is_empty() {
+            about.push(format!("client {}", self.client_id));
+        }
+        if !self.host.is_empty() {
+            about.push(format!("host {}", self.host));
+        }
+        if about.is_empty() {
+            write!(f, "{}", self.id)
+        } else {
+            write!(f, "{} ({})", self.id, about.join(", "))
+        }
+    }
+}
+
 /// The state and members of `group`, from ListGroups and DescribeGroups.
-pub fn describe_group(client: &BaseConsumer, group: &str) -> Result<GroupLookup> {
-    let list = match client.fetch_group_list(Some(group), LOOKUP_TIMEOUT) {
+pub fn describe_group(
+    client: &BaseConsumer,
+    group: &str,
+    timeout: Duration,
+) -> Result<GroupLookup> {
+    let list = match client.fetch_group_list(Some(group), timeout) {
         Ok(list) => list,
         Err(KafkaError::GroupListFetch(RDKafkaErrorCode::UnsupportedFeature)) => {
             return Ok(GroupLookup::Unsupported)
@@ -230,22 +553,19 @@ pub fn describe_group(client: &BaseConsumer, group: &str) -> Result<GroupLookup>
     let Some(info) = list.groups().iter().find(|g| g.name() == group) else {
         return Ok(GroupLookup::Unknown);
     };
+    // Only the consumer protocol's assignments have a known layout.
+    let consumer_protocol = info.protocol_type() == "consumer";
     let members = info
         .members()
         .iter()
-        .map(|m| {
-            let mut about = Vec::new();
-            if !m.client_id().is_empty() {
-                about.push(format!("client {}", m.client_id()));
-            }
-            if !m.client_host().is_empty() {
-                about.push(format!("host {}", m.client_host()));
-            }
-            if about.is_empty() {
-                m.id().to_string()
-            } else {
-                format!("{} ({})", m.id(), about.join(", "))
-            }
+        .map(|m| GroupMember {
+            id: m.id().to_string(),
+            client_id: m.client_id().to_string(),
+            host: m.client_host().to_string(),
+            assignment: m
+                .assignment()
+                .filter(|_| consumer_protocol)
+                .and_then(consumer_protocol::decode_assignment),
         })
         .collect();
     Ok(GroupLookup::Described {
@@ -287,7 +607,7 @@ mod tests {
     fn a_group_is_active_when_it_has_members_or_is_rebalancing() {
         let described = |state: &str, members: &[&str]| GroupLookup::Described {
             state: state.into(),
-            members: members.iter().map(|m| m.to_string()).collect(),
+            members: members.iter().map(|m| member(m, "", "")).collect(),
         };
         assert!(!GroupLookup::Unknown.is_active());
         assert!(!GroupLookup::Unsupported.is_active());
@@ -299,6 +619,39 @@ mod tests {
             described("", &[]).is_active(),
             "an unknown state is not taken as inactive"
         );
+    }
+
+    fn member(id: &str, client_id: &str, host: &str) -> GroupMember {
+        GroupMember {
+            id: id.into(),
+            client_id: client_id.into(),
+            host: host.into(),
+            assignment: None,
+        }
+    }
+
+    #[test]
+    fn members_show_their_client_and_host_where_known() {
+        assert_eq!(member("m-1", "", "").to_string(), "m-1");
+        assert_eq!(
+            member("m-1", "app", "/10.0.0.1").to_string(),
+            "m-1 (client app, host /10.0.0.1)"
+        );
+        assert_eq!(
+            member("m-1", "", "/10.0.0.1").to_string(),
+            "m-1 (host /10.0.0.1)"
+        );
+    }
+
+    #[test]
+    fn broker_addresses_bracket_ipv6_hosts() {
+        let broker = |host: &str| Broker {
+            id: 1,
+            host: host.into(),
+            port: 9092,
+        };
+        assert_eq!(broker("kafka-1").address(), "kafka-1:9092");
+        assert_eq!(broker("::1").address(), "[::1]:9092");
     }
 
     #[test]

@@ -2,28 +2,39 @@
 //!
 //! This file holds the command-line definitions only; each command lives in `commands/`.
 
+mod api_versions;
 mod cluster;
 mod commands;
+mod consumer_protocol;
 mod cpu;
 mod events;
 mod ledger;
+mod logging;
 mod mem;
 mod meter;
 mod produce;
 mod progress;
+mod reach;
 mod read_back;
 mod report;
+mod settings;
 
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use commands::bench::Work;
+use logging::LogFormat;
 
 /// Run, benchmark and diagnose Kafka consumers built with Sluicegate.
 #[derive(Parser, Debug)]
 #[command(name = "sluicegate", version, about, long_about = None)]
 struct Cli {
+    /// How log lines (on stderr) look: `text` for people, `json` for one JSON object per line.
+    /// What is logged is chosen with RUST_LOG (default: warnings and errors).
+    #[arg(long, global = true, value_enum, env = "SLUICEGATE_LOG_FORMAT",
+          default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +53,38 @@ enum Command {
     /// Work with consumer groups' committed offsets.
     #[command(subcommand)]
     Offsets(OffsetsCommand),
+    /// Show how far a consumer group is behind: per partition, its committed offset, the log
+    /// end (high watermark) and the lag between them, and the total.
+    ///
+    /// Lag is the log end minus the committed offset (0 when the committed offset is at or past
+    /// the log end). Where the group has committed nothing, the lag is counted from the log
+    /// start (low watermark), and the output says so. Without --topic, the topics are those the
+    /// group has committed offsets on, and those its members are assigned where the broker
+    /// reports assignments. Exits non-zero when the group or a topic is unknown or the broker
+    /// cannot be reached within --timeout-secs.
+    Lag(LagArgs),
+    /// Check a cluster from a client's side, one verdict (OK, WARN, FAIL or SKIP) per check:
+    /// bootstrap connectivity, each broker, the APIs the brokers support, topic metadata and,
+    /// with --group, the group's state, members and lag.
+    ///
+    /// WARN marks something a broker cannot tell or do (a broker without group listing, say);
+    /// FAIL marks something consumers need that is broken. Exits non-zero when a check fails.
+    Diagnose(DiagnoseArgs),
+    /// List, describe and create topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TopicsCommand {
+    /// List topics with their partition counts (Kafka's own `__` topics only with --all).
+    List(TopicsListArgs),
+    /// Show a topic's partitions (leader, replicas, in-sync replicas, low and high watermarks)
+    /// and its configs, where the broker can describe them.
+    Describe(TopicsDescribeArgs),
+    /// Create a topic through the admin API (CreateTopics). Refused, changing nothing, when the
+    /// topic exists or the broker does not support CreateTopics.
+    Create(TopicsCreateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +246,128 @@ pub struct OffsetsResetArgs {
     pub json: bool,
 }
 
+/// Options of `sluicegate lag`.
+#[derive(Args, Debug, Clone)]
+pub struct LagArgs {
+    /// The Kafka cluster (`host:port,...`).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: String,
+    /// The consumer group.
+    #[arg(long, value_name = "GROUP")]
+    pub group: String,
+    /// Measure on this topic (repeatable, or comma-separated; default: the topics the group
+    /// has committed offsets on or is assigned).
+    #[arg(long = "topic", value_name = "TOPIC", value_delimiter = ',')]
+    pub topics: Vec<String>,
+    /// A librdkafka property for the client, as `KEY=VALUE` (repeatable), e.g.
+    /// `-X security.protocol=SSL`. Secret values are never printed or logged.
+    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// Give up when the broker has not answered everything within this many seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+    /// Print the result as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `sluicegate diagnose`.
+#[derive(Args, Debug, Clone)]
+pub struct DiagnoseArgs {
+    /// The Kafka cluster (`host:port,...`).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: String,
+    /// Also check this consumer group: its state, members, assignments and lag.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Check this topic's metadata (repeatable, or comma-separated; default: every topic, and
+    /// for the lag, the group's topics).
+    #[arg(long = "topic", value_name = "TOPIC", value_delimiter = ',')]
+    pub topics: Vec<String>,
+    /// A librdkafka property for the clients, as `KEY=VALUE` (repeatable), e.g.
+    /// `-X security.protocol=SSL`. Secret values are never printed or logged.
+    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// Stop waiting for the cluster after this many seconds in all (checks not answered by
+    /// then fail).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+    /// Print the checks as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `sluicegate topics list`.
+#[derive(Args, Debug, Clone)]
+pub struct TopicsListArgs {
+    /// The Kafka cluster (`host:port,...`).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: String,
+    /// Also list internal topics (names starting with `__`).
+    #[arg(long)]
+    pub all: bool,
+    /// A librdkafka property for the client, as `KEY=VALUE` (repeatable).
+    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// Give up when the broker has not answered within this many seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+    /// Print the list as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `sluicegate topics describe`.
+#[derive(Args, Debug, Clone)]
+pub struct TopicsDescribeArgs {
+    /// The topic.
+    #[arg(value_name = "TOPIC")]
+    pub topic: String,
+    /// The Kafka cluster (`host:port,...`).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: String,
+    /// A librdkafka property for the clients, as `KEY=VALUE` (repeatable).
+    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// Give up when the broker has not answered everything within this many seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+    /// Print the description as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `sluicegate topics create`.
+#[derive(Args, Debug, Clone)]
+pub struct TopicsCreateArgs {
+    /// The topic to create.
+    #[arg(value_name = "TOPIC")]
+    pub topic: String,
+    /// The Kafka cluster (`host:port,...`).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: String,
+    /// How many partitions.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+    pub partitions: i32,
+    /// How many replicas of each partition (default: the broker's default).
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(i32).range(1..=32767))]
+    pub replication_factor: Option<i32>,
+    /// A topic config, as `KEY=VALUE` (repeatable), e.g. `--config retention.ms=86400000`.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub topic_config: Vec<(String, String)>,
+    /// A librdkafka property for the clients, as `KEY=VALUE` (repeatable). (Here `--config`
+    /// is the topic's, so the long form of -X is `--client-config`.)
+    #[arg(short = 'X', long = "client-config", value_name = "KEY=VALUE",
+          value_parser = parse_key_value)]
+    pub client_config: Vec<(String, String)>,
+    /// Give up when the broker has not answered everything within this many seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+    /// Print the outcome as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Options of `sluicegate bench consume`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchConsumeArgs {
@@ -297,13 +462,7 @@ fn main() -> ExitCode {
         Command::Demo(args) if args.fail_rate > 0.0 => "warn,sluicegate::runtime::worker=off",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .init();
+    logging::init(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -320,6 +479,13 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Consume(args)) => commands::bench::consume(args).await,
             Command::Dlq(DlqCommand::Replay(args)) => commands::dlq::replay(args).await,
             Command::Offsets(OffsetsCommand::Reset(args)) => commands::offsets::reset(args).await,
+            Command::Lag(args) => commands::lag::run(args).await,
+            Command::Diagnose(args) => commands::diagnose::run(args).await,
+            Command::Topics(TopicsCommand::List(args)) => commands::topics::list(args).await,
+            Command::Topics(TopicsCommand::Describe(args)) => {
+                commands::topics::describe(args).await
+            }
+            Command::Topics(TopicsCommand::Create(args)) => commands::topics::create(args).await,
         }
     });
     match result {

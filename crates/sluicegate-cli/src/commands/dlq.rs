@@ -16,7 +16,7 @@ use sluicegate::ErrorKind;
 use crate::produce::{send_waiting, DeliveryLog, Subject};
 use crate::read_back::{headers_of, read_to_end};
 use crate::report::{print_summary, thousands};
-use crate::DlqReplayArgs;
+use crate::{settings, DlqReplayArgs};
 
 /// How long the final flush may wait for outstanding deliveries.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -210,12 +210,7 @@ type ReplayLog = DeliveryLog<Box<Source>>;
 
 /// Connection settings for both clients: bootstrap servers and every `-X`.
 fn client_config(args: &DlqReplayArgs) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &args.bootstrap);
-    for (key, value) in &args.config {
-        config.set(key, value);
-    }
-    config
+    settings::client_config(&args.bootstrap, &args.config)
 }
 
 /// The producer of replayed records: idempotent, `acks=all`.

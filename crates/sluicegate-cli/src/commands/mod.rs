@@ -2,5 +2,8 @@
 
 pub mod bench;
 pub mod demo;
+pub mod diagnose;
 pub mod dlq;
+pub mod lag;
 pub mod offsets;
+pub mod topics;

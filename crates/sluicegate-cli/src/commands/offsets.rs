@@ -8,12 +8,12 @@ use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::cluster::{self, GroupLookup, LOOKUP_TIMEOUT};
 use crate::report::print_summary;
-use crate::OffsetsResetArgs;
+use crate::{settings, OffsetsResetArgs};
 
 /// Where `--to` moves each partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,6 +257,7 @@ fn refuse_if_active(group: &str, lookup: &GroupLookup) -> Result<()> {
             let listed = if members.is_empty() {
                 String::new()
             } else {
+                let members: Vec<String> = members.iter().map(ToString::to_string).collect();
                 format!(": {}", members.join(", "))
             };
             bail!(
@@ -296,22 +297,19 @@ fn refused_for_membership(error: &KafkaError) -> bool {
 /// Plans the reset, and unless a dry run, commits it and reads it back. Blocking.
 fn reset_blocking(args: &OffsetsResetArgs) -> Result<ResetSummary> {
     let (group, topic) = (args.group.as_str(), args.topic.as_str());
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &args.bootstrap);
-    for (key, value) in &args.config {
-        config.set(key, value);
-    }
+    let config = settings::client_config(&args.bootstrap, &args.config);
     let client = cluster::client(config, group)?;
 
     let Some(count) = cluster::partition_count(&client, topic)? else {
         bail!("topic `{topic}` does not exist (or has no partitions); nothing was changed");
     };
     let partitions = chosen_partitions(topic, count, &args.partitions)?;
-    let lookup = cluster::describe_group(&client, group)?;
+    let lookup = cluster::describe_group(&client, group, LOOKUP_TIMEOUT)?;
     refuse_if_active(group, &lookup)?;
 
-    let marks = cluster::watermarks_of(&client, topic, &partitions)?;
-    let current = cluster::committed_offsets_of(&client, group, topic, &partitions)?;
+    let marks = cluster::watermarks_of(&client, topic, &partitions, LOOKUP_TIMEOUT)?;
+    let current =
+        cluster::committed_offsets_of(&client, group, topic, &partitions, LOOKUP_TIMEOUT)?;
     let by_time = match args.to {
         Target::Time(ms) => offsets_for_time(&client, topic, &partitions, ms)?
             .into_iter()
@@ -358,7 +356,8 @@ fn reset_blocking(args: &OffsetsResetArgs) -> Result<ResetSummary> {
         list.add_partition_offset(topic, r.partition, Offset::Offset(r.new))?;
     }
     if let Err(e) = client.commit(&list, CommitMode::Sync) {
-        let after = cluster::committed_offsets_of(&client, group, topic, &partitions);
+        let after =
+            cluster::committed_offsets_of(&client, group, topic, &partitions, LOOKUP_TIMEOUT);
         let changed = match &after {
             Ok(after) if *after == current => "Nothing was changed (offsets read back).",
             Ok(_) => "Some committed offsets changed: check them with --dry-run.",
@@ -373,8 +372,9 @@ fn reset_blocking(args: &OffsetsResetArgs) -> Result<ResetSummary> {
         return Err(e).with_context(|| format!("cannot commit for group `{group}`. {changed}"));
     }
 
-    let read_back = cluster::committed_offsets_of(&client, group, topic, &partitions)
-        .context("the commit was accepted, but reading it back failed")?;
+    let read_back =
+        cluster::committed_offsets_of(&client, group, topic, &partitions, LOOKUP_TIMEOUT)
+            .context("the commit was accepted, but reading it back failed")?;
     for (r, committed) in summary.partitions.iter_mut().zip(read_back) {
         r.committed = committed;
         if committed != Some(r.new) {
@@ -409,6 +409,7 @@ pub async fn reset(args: OffsetsResetArgs) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::GroupMember;
 
     #[test]
     fn targets_parse_as_keywords_offsets_or_times() {
@@ -514,9 +515,15 @@ mod tests {
 
     #[test]
     fn an_active_group_is_refused_with_its_state_and_members() {
+        let member = |id: &str, client_id: &str, host: &str| GroupMember {
+            id: id.into(),
+            client_id: client_id.into(),
+            host: host.into(),
+            assignment: None,
+        };
         let lookup = GroupLookup::Described {
             state: "Stable".into(),
-            members: vec!["m-1 (client app, host /10.0.0.1)".into(), "m-2".into()],
+            members: vec![member("m-1", "app", "/10.0.0.1"), member("m-2", "", "")],
         };
         let err = refuse_if_active("billing", &lookup)
             .unwrap_err()

@@ -1,6 +1,11 @@
-//! Helpers shared by the end-to-end tests: run the built `sluicegate` binary, bounded in time.
+//! Helpers shared by the end-to-end tests: run the built `sluicegate` binary, bounded in time;
+//! brokers and clients ([`kafka`]); the tansu launcher shared with the library's tests ([`tansu`]).
 
 #![allow(dead_code)] // Each test binary uses its own part of this module.
+
+pub mod kafka;
+#[path = "../../../sluicegate/tests/common/tansu.rs"]
+pub mod tansu;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -10,9 +15,18 @@ use serde_json::Value;
 
 /// Runs `sluicegate ARGS`, killing it after `limit`; returns (exit success, stdout, stderr).
 pub fn run(args: &[&str], limit: Duration) -> (bool, String, String) {
+    run_with_env(args, &[("RUST_LOG", "warn")], limit)
+}
+
+/// [`run`] with environment variables `env` set for the command.
+pub fn run_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (bool, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
         .args(args)
-        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,0 +1,83 @@
+//! Client settings from the command line (`--bootstrap` and every `-X KEY=VALUE`): the
+//! librdkafka configuration they make, and how they are shown without their secrets.
+
+use rdkafka::ClientConfig;
+
+/// What is shown instead of a secret value.
+pub const REDACTED: &str = "[redacted]";
+
+/// Key fragments that mark a librdkafka setting as secret: passwords, SASL secrets, OAuth
+/// bearer settings (client secrets, tokens) and TLS private keys.
+const SECRET_KEY_PARTS: &[&str] = &["password", "secret", "sasl.oauthbearer", "ssl.key"];
+
+/// `value` as it may be printed or logged: [`REDACTED`] when `key` names a secret.
+pub fn shown_value<'a>(key: &str, value: &'a str) -> &'a str {
+    let key = key.to_ascii_lowercase();
+    if SECRET_KEY_PARTS.iter().any(|part| key.contains(part)) {
+        REDACTED
+    } else {
+        value
+    }
+}
+
+/// `KEY=VALUE, ...` with secrets redacted, for logs and messages.
+pub fn shown(settings: &[(String, String)]) -> String {
+    settings
+        .iter()
+        .map(|(k, v)| format!("{k}={}", shown_value(k, v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The configuration of a client of `bootstrap` with every `-X` setting applied (a setting
+/// given twice: the last wins). Logs the settings, secrets redacted, at debug level.
+pub fn client_config(bootstrap: &str, settings: &[(String, String)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (key, value) in settings {
+        config.set(key, value);
+    }
+    tracing::debug!(
+        bootstrap,
+        settings = %shown(settings),
+        "client settings"
+    );
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_and_other_values_shown() {
+        for key in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.key.pem",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.config",
+            "SASL.PASSWORD",
+            "my.secret.thing",
+        ] {
+            assert_eq!(shown_value(key, "hunter2"), REDACTED, "{key}");
+        }
+        for key in [
+            "security.protocol",
+            "sasl.username",
+            "sasl.mechanism",
+            "ssl.ca.location",
+        ] {
+            assert_eq!(shown_value(key, "plain"), "plain", "{key}");
+        }
+        let settings = vec![
+            ("sasl.username".to_string(), "app".to_string()),
+            ("sasl.password".to_string(), "hunter2".to_string()),
+        ];
+        assert_eq!(
+            shown(&settings),
+            "sasl.username=app, sasl.password=[redacted]"
+        );
+    }
+}

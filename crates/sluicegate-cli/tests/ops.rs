@@ -1,0 +1,671 @@
+//! End-to-end: `sluicegate lag`, `diagnose` and `topics` against the embedded broker
+//! (librdkafka's mock cluster, in this process) and tansu 0.6 (started by this test binary),
+//! and the log format and secret redaction of the CLI.
+//!
+//! What each broker can show, found by probing them (and asserted below):
+//! - the mock cluster lists no consumer groups (no ListGroups/DescribeGroups), creates no
+//!   topics through the admin API and describes no configs (no CreateTopics/DescribeConfigs in
+//!   its ApiVersions answer; asked anyway, librdkafka waits for a broker that supports them
+//!   until the request times out). So on it `lag` and `diagnose` say the group's state is
+//!   unknown, `topics create` is refused at once, and `topics describe` says why configs are
+//!   missing. Topics are made with `EmbeddedKafka::create_topic` there.
+//! - tansu lists and describes only groups with committed offsets, and reports members without
+//!   client id, host or assignment; it describes only the configs a topic was created with. Its
+//!   high watermark can be below the log end when the last batch holds several records, so
+//!   records are produced one batch each.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluicegate::EmbeddedKafka;
+
+use common::kafka::{
+    commit, create_topic, joined_consumer, now_ms, produce, shared_tansu, unique, LIMIT,
+};
+use common::tansu::Tansu;
+use common::{last_json_line, run, run_with_env};
+
+/// A broker the tests run against.
+enum Broker {
+    Embedded(EmbeddedKafka),
+    Tansu(&'static Tansu),
+}
+
+impl Broker {
+    fn embedded() -> Broker {
+        Broker::Embedded(EmbeddedKafka::start(1).expect("embedded broker"))
+    }
+
+    /// The shared tansu, or `None` when tansu tests are skipped.
+    fn tansu() -> Option<Broker> {
+        shared_tansu().map(Broker::Tansu)
+    }
+
+    fn bootstrap(&self) -> &str {
+        match self {
+            Broker::Embedded(kafka) => kafka.bootstrap_servers(),
+            Broker::Tansu(tansu) => &tansu.bootstrap,
+        }
+    }
+
+    /// Creates `topic` the way this broker allows (the mock has no CreateTopics).
+    fn create_topic(&self, topic: &str, partitions: i32) {
+        match self {
+            Broker::Embedded(kafka) => kafka.create_topic(topic, partitions).expect("topic"),
+            Broker::Tansu(tansu) => create_topic(tansu, topic, partitions),
+        }
+    }
+
+    fn is_embedded(&self) -> bool {
+        matches!(self, Broker::Embedded(_))
+    }
+}
+
+/// Runs `sluicegate ARGS --json`; returns (exit success, the JSON summary, stderr).
+fn run_json(args: &[&str]) -> (bool, Value, String) {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (ok, out, err) = run(&all, LIMIT);
+    (ok, last_json_line(&out, &err), err)
+}
+
+/// `field` of every partition in a JSON summary, in order.
+fn column(v: &Value, field: &str) -> Vec<Value> {
+    v["partitions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no partitions in {v}"))
+        .iter()
+        .map(|p| p[field].clone())
+        .collect()
+}
+
+/// The check named `name` of a diagnosis.
+fn check<'a>(diagnosis: &'a Value, name: &str) -> &'a Value {
+    diagnosis["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["check"] == name))
+        .unwrap_or_else(|| panic!("no check `{name}` in {diagnosis}"))
+}
+
+/// An address on which nothing listens.
+fn closed_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").to_string()
+}
+
+// ---- lag -------------------------------------------------------------------------------------
+
+/// A group that consumed part of a topic: committed offsets, log ends and lag per partition.
+fn lag_per_partition(broker: &Broker) {
+    let bootstrap = broker.bootstrap();
+    let (topic, other, group) = (unique("orders"), unique("payments"), unique("billing"));
+    broker.create_topic(&topic, 3);
+    broker.create_topic(&other, 1);
+    produce(bootstrap, &topic, &[5, 3, 2], now_ms());
+    produce(bootstrap, &other, &[4], now_ms());
+    // Partition 0 half read, partition 1 read to its end, partition 2 never committed.
+    commit(bootstrap, &group, &topic, &[(0, 2), (1, 3)]);
+
+    let (ok, v, err) = run_json(&["lag", "--bootstrap", bootstrap, "--group", &group]);
+    assert!(ok, "{v}\nstderr:\n{err}");
+    // Without --topic: only the topic the group has committed offsets on.
+    assert_eq!(v["topics"], serde_json::json!([topic]), "{v}");
+    assert_eq!(v["topics_from"], "group", "{v}");
+    assert_eq!(column(&v, "partition"), [0, 1, 2].map(Value::from));
+    assert_eq!(
+        column(&v, "committed"),
+        [Value::from(2), Value::from(3), Value::Null]
+    );
+    assert_eq!(column(&v, "log_start"), [0, 0, 0].map(Value::from));
+    assert_eq!(column(&v, "log_end"), [5, 3, 2].map(Value::from));
+    assert_eq!(column(&v, "lag"), [3, 0, 2].map(Value::from));
+    assert_eq!(
+        column(&v, "lag_from"),
+        ["committed", "committed", "log_start"].map(Value::from)
+    );
+    assert_eq!(v["total_lag"], 5, "{v}");
+    assert_eq!(v["partitions_without_commit"], 1, "{v}");
+    if broker.is_embedded() {
+        assert_eq!(v["group_state"], Value::Null, "{v}");
+        assert!(
+            v["group_note"]
+                .as_str()
+                .is_some_and(|n| n.contains("does not support listing consumer groups")),
+            "{v}"
+        );
+    } else {
+        // tansu lists the group (it has commits) and it has no members.
+        assert_eq!(v["group_state"], "Empty", "{v}");
+        assert_eq!(v["members"], 0, "{v}");
+    }
+
+    // The table, on the two topics named.
+    let (ok, out, err) = run(
+        &[
+            "lag",
+            "--bootstrap",
+            bootstrap,
+            "--group",
+            &group,
+            "--topic",
+            &format!("{topic},{other}"),
+        ],
+        LIMIT,
+    );
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("nothing committed: counted from the log start 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("total lag: 9 over 4 partitions (2 without a committed offset)\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn lag_shows_committed_offset_log_end_and_lag_per_partition_on_the_embedded_broker() {
+    lag_per_partition(&Broker::embedded());
+}
+
+#[test]
+fn lag_shows_committed_offset_log_end_and_lag_per_partition_on_tansu() {
+    let Some(broker) = Broker::tansu() else {
+        return;
+    };
+    lag_per_partition(&broker);
+}
+
+/// An unknown group, and an unknown topic of a known group, are clear errors.
+fn lag_refusals(broker: &Broker) {
+    let bootstrap = broker.bootstrap();
+    let (topic, group, stranger) = (unique("orders"), unique("billing"), unique("nobody"));
+    broker.create_topic(&topic, 1);
+    produce(bootstrap, &topic, &[2], now_ms());
+    commit(bootstrap, &group, &topic, &[(0, 1)]);
+
+    let (ok, out, err) = run(
+        &["lag", "--bootstrap", bootstrap, "--group", &stranger],
+        LIMIT,
+    );
+    assert!(!ok, "stdout:\n{out}");
+    assert!(
+        err.contains(&format!("group `{stranger}`"))
+            && err.contains("no committed offsets on any topic"),
+        "{err}"
+    );
+
+    let (ok, out, err) = run(
+        &[
+            "lag",
+            "--bootstrap",
+            bootstrap,
+            "--group",
+            &group,
+            "--topic",
+            "no-such-topic",
+        ],
+        LIMIT,
+    );
+    assert!(!ok, "stdout:\n{out}");
+    assert!(
+        err.contains("topic `no-such-topic` does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn lag_refuses_an_unknown_group_or_topic_on_the_embedded_broker() {
+    lag_refusals(&Broker::embedded());
+}
+
+#[test]
+fn lag_refuses_an_unknown_group_or_topic_on_tansu() {
+    let Some(broker) = Broker::tansu() else {
+        return;
+    };
+    lag_refusals(&broker);
+}
+
+// ---- diagnose --------------------------------------------------------------------------------
+
+#[test]
+fn diagnose_passes_a_healthy_embedded_broker_and_warns_what_it_cannot_tell() {
+    let broker = Broker::embedded();
+    let bootstrap = broker.bootstrap();
+    let (topic, group) = (unique("orders"), unique("billing"));
+    broker.create_topic(&topic, 2);
+    produce(bootstrap, &topic, &[3, 2], now_ms());
+    commit(bootstrap, &group, &topic, &[(0, 1), (1, 2)]);
+
+    let args = [
+        "diagnose",
+        "--bootstrap",
+        bootstrap,
+        "--group",
+        &group,
+        "--topic",
+        &topic,
+    ];
+    let (ok, v, err) = run_json(&args);
+    assert!(ok, "{v}\nstderr:\n{err}");
+    assert_eq!(
+        (v["ok"].clone(), v["failed"].clone()),
+        (true.into(), 0.into())
+    );
+    assert_eq!(check(&v, "bootstrap")["verdict"], "OK", "{v}");
+    assert_eq!(check(&v, "broker 1")["verdict"], "OK", "{v}");
+    let apis = check(&v, "api versions");
+    assert_eq!(apis["verdict"], "WARN", "{v}");
+    assert!(
+        apis["message"].as_str().is_some_and(|m| m.contains(
+            "but not ListGroups, DescribeGroups, CreateTopics, DescribeConfigs: consumers work"
+        )),
+        "{apis}"
+    );
+    let topic_check = check(&v, &format!("topic {topic}"));
+    assert_eq!(topic_check["verdict"], "OK", "{v}");
+    assert!(
+        topic_check["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("2 partitions, each with a leader")),
+        "{topic_check}"
+    );
+    let group_check = check(&v, &format!("group {group}"));
+    assert_eq!(group_check["verdict"], "WARN", "{v}");
+    assert!(
+        group_check["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not support ListGroups/DescribeGroups")),
+        "{group_check}"
+    );
+    let lag = check(&v, &format!("lag {group}"));
+    assert_eq!(lag["verdict"], "OK", "{v}");
+    assert_eq!(lag["details"]["total_lag"], 2, "{lag}");
+
+    let (ok, out, err) = run(&args, LIMIT);
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("\nOK    bootstrap "), "{out}");
+    assert!(
+        out.ends_with("result: OK (0 failed, 2 warnings, 4 OK)\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn diagnose_passes_a_healthy_tansu_with_a_running_member() {
+    let Some(broker) = Broker::tansu() else {
+        return;
+    };
+    let bootstrap = broker.bootstrap();
+    let (topic, group) = (unique("orders"), unique("billing"));
+    broker.create_topic(&topic, 2);
+    produce(bootstrap, &topic, &[3, 2], now_ms());
+    // tansu lists only groups with committed offsets.
+    commit(bootstrap, &group, &topic, &[(0, 3), (1, 1)]);
+    let _member = joined_consumer(bootstrap, &group, &topic, "ops-diagnose-member");
+
+    let (ok, v, err) = run_json(&[
+        "diagnose",
+        "--bootstrap",
+        bootstrap,
+        "--group",
+        &group,
+        "--topic",
+        &topic,
+    ]);
+    assert!(ok, "{v}\nstderr:\n{err}");
+    for c in v["checks"].as_array().expect("checks") {
+        assert_eq!(c["verdict"], "OK", "{c}");
+    }
+    let group_check = check(&v, &format!("group {group}"));
+    let message = group_check["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("state Stable, 1 member: ops-diagnose-member")
+            && message.ends_with("(the broker does not report assignments)"),
+        "{group_check}"
+    );
+    assert_eq!(
+        check(&v, &format!("lag {group}"))["details"]["total_lag"],
+        1,
+        "{v}"
+    );
+}
+
+/// A topic that does not exist fails its check and the command.
+fn diagnose_missing_topic(broker: &Broker) {
+    let (ok, v, err) = run_json(&[
+        "diagnose",
+        "--bootstrap",
+        broker.bootstrap(),
+        "--topic",
+        "no-such-topic",
+    ]);
+    assert!(!ok, "{v}");
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["failed"], 1, "{v}");
+    let topic = check(&v, "topic no-such-topic");
+    assert_eq!(topic["verdict"], "FAIL", "{v}");
+    assert!(
+        topic["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("topic `no-such-topic` does not exist")),
+        "{topic}"
+    );
+    assert!(
+        err.contains("FAILED: topic no-such-topic: topic `no-such-topic` does not exist"),
+        "{err}"
+    );
+    assert_eq!(check(&v, "bootstrap")["verdict"], "OK", "{v}");
+}
+
+#[test]
+fn diagnose_fails_for_a_missing_topic_on_the_embedded_broker() {
+    diagnose_missing_topic(&Broker::embedded());
+}
+
+#[test]
+fn diagnose_fails_for_a_missing_topic_on_tansu() {
+    let Some(broker) = Broker::tansu() else {
+        return;
+    };
+    diagnose_missing_topic(&broker);
+}
+
+// ---- unreachable brokers ---------------------------------------------------------------------
+
+/// Each command against `bootstrap`: fails, within `--timeout-secs 2` and a margin, saying
+/// `expected` (which names the address).
+fn every_command_fails_in_time(bootstrap: &str, expected: &str) {
+    let timeout = Duration::from_secs(2);
+    let margin = Duration::from_secs(3);
+    let commands: [&[&str]; 5] = [
+        &["lag", "--group", "billing"],
+        &["topics", "list"],
+        &["topics", "describe", "orders"],
+        &["topics", "create", "orders", "--partitions", "1"],
+        &["diagnose", "--group", "billing"],
+    ];
+    for command in commands {
+        let mut args = command.to_vec();
+        args.extend(["--bootstrap", bootstrap, "--timeout-secs", "2"]);
+        let started = Instant::now();
+        let (ok, out, err) = run(&args, LIMIT);
+        let took = started.elapsed();
+        assert!(!ok, "{command:?} succeeded:\n{out}");
+        assert!(
+            took < timeout + margin,
+            "{command:?} took {took:?}, more than --timeout-secs 2 and {margin:?}"
+        );
+        let said = if command[0] == "diagnose" { &out } else { &err };
+        assert!(
+            said.contains(expected),
+            "{command:?} does not say `{expected}`:\nstdout:\n{out}\nstderr:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn every_command_fails_fast_naming_a_closed_port() {
+    let bootstrap = closed_port();
+    every_command_fails_in_time(
+        &bootstrap,
+        &format!("no bootstrap server accepts a connection ({bootstrap}: "),
+    );
+    let (ok, v, _) = run_json(&["diagnose", "--bootstrap", &bootstrap]);
+    assert!(!ok);
+    assert_eq!(check(&v, "bootstrap")["verdict"], "FAIL", "{v}");
+    assert_eq!(check(&v, "brokers")["verdict"], "SKIP", "{v}");
+}
+
+#[test]
+fn every_command_gives_up_within_its_timeout_on_a_port_that_never_answers() {
+    // Connections are accepted (by the kernel, into the backlog), and nothing is ever read.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let bootstrap = silent.local_addr().expect("address").to_string();
+    every_command_fails_in_time(
+        &bootstrap,
+        &format!("{bootstrap} accepts connections but answered no metadata request within 2 s"),
+    );
+}
+
+// ---- topics ----------------------------------------------------------------------------------
+
+#[test]
+fn topics_create_then_describe_and_list_show_it_on_tansu() {
+    let Some(broker) = Broker::tansu() else {
+        return;
+    };
+    let bootstrap = broker.bootstrap();
+    let topic = unique("orders");
+
+    let (ok, v, err) = run_json(&[
+        "topics",
+        "create",
+        &topic,
+        "--bootstrap",
+        bootstrap,
+        "--partitions",
+        "3",
+        "--config",
+        "retention.ms=3600000",
+    ]);
+    assert!(ok, "{v}\nstderr:\n{err}");
+    assert_eq!(v["topic"], topic.as_str(), "{v}");
+    assert_eq!(v["partitions"], 3, "{v}");
+    assert_eq!(v["replication_factor"], Value::Null, "{v}");
+
+    produce(bootstrap, &topic, &[2, 0, 1], now_ms());
+    let (ok, v, err) = run_json(&["topics", "describe", &topic, "--bootstrap", bootstrap]);
+    assert!(ok, "{v}\nstderr:\n{err}");
+    assert_eq!(column(&v, "partition"), [0, 1, 2].map(Value::from), "{v}");
+    assert!(
+        column(&v, "leader").iter().all(Value::is_i64),
+        "every partition has a leader: {v}"
+    );
+    assert_eq!(column(&v, "log_start"), [0, 0, 0].map(Value::from), "{v}");
+    assert_eq!(column(&v, "log_end"), [2, 0, 1].map(Value::from), "{v}");
+    let configs = v["configs"].as_array().expect("tansu describes configs");
+    assert!(
+        configs
+            .iter()
+            .any(|c| c["name"] == "retention.ms" && c["value"] == "3600000"),
+        "{v}"
+    );
+
+    let (ok, out, err) = run(
+        &["topics", "describe", &topic, "--bootstrap", bootstrap],
+        LIMIT,
+    );
+    assert!(ok, "stderr:\n{err}");
+    assert!(
+        out.starts_with(&format!("topic `{topic}`: 3 partitions\n")),
+        "{out}"
+    );
+    assert!(out.contains("  retention.ms = 3600000"), "{out}");
+
+    let (ok, v, err) = run_json(&["topics", "list", "--bootstrap", bootstrap]);
+    assert!(ok, "{v}\nstderr:\n{err}");
+    let listed = v["topics"]
+        .as_array()
+        .and_then(|topics| topics.iter().find(|t| t["name"] == topic.as_str()))
+        .unwrap_or_else(|| panic!("`{topic}` is not listed: {v}"));
+    assert_eq!(listed["partitions"], 3, "{v}");
+
+    let (ok, out, err) = run(
+        &[
+            "topics",
+            "create",
+            &topic,
+            "--bootstrap",
+            bootstrap,
+            "--partitions",
+            "1",
+        ],
+        LIMIT,
+    );
+    assert!(!ok, "a second create succeeded:\n{out}");
+    assert!(
+        err.contains(&format!(
+            "topic `{topic}` already exists (3 partitions); nothing was changed"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn topics_on_the_embedded_broker_describe_and_list_but_cannot_create() {
+    let broker = Broker::embedded();
+    let bootstrap = broker.bootstrap();
+    let (topic, internal) = (unique("orders"), unique("__sluicegate-internal"));
+
+    let started = Instant::now();
+    let (ok, out, err) = run(
+        &[
+            "topics",
+            "create",
+            &topic,
+            "--bootstrap",
+            bootstrap,
+            "--partitions",
+            "2",
+        ],
+        LIMIT,
+    );
+    assert!(!ok, "the mock created a topic:\n{out}");
+    assert!(
+        err.contains(
+            "does not support creating topics (its ApiVersions answer lists no \
+                      CreateTopics"
+        ),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the refusal waited for a timeout: {:?}",
+        started.elapsed()
+    );
+
+    broker.create_topic(&topic, 2);
+    broker.create_topic(&internal, 1);
+    produce(bootstrap, &topic, &[2, 1], now_ms());
+    let (ok, v, err) = run_json(&["topics", "describe", &topic, "--bootstrap", bootstrap]);
+    assert!(ok, "{v}\nstderr:\n{err}");
+    assert_eq!(column(&v, "partition"), [0, 1].map(Value::from), "{v}");
+    assert_eq!(column(&v, "leader"), [1, 1].map(Value::from), "{v}");
+    assert_eq!(
+        column(&v, "replicas"),
+        [[1], [1]].map(|r| Value::from(r.to_vec()))
+    );
+    assert_eq!(
+        column(&v, "isr"),
+        [[1], [1]].map(|r| Value::from(r.to_vec()))
+    );
+    assert_eq!(column(&v, "log_end"), [2, 1].map(Value::from), "{v}");
+    assert_eq!(v["configs"], Value::Null, "{v}");
+    assert!(
+        v["configs_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("does not support DescribeConfigs")),
+        "{v}"
+    );
+
+    let names = |v: &Value| -> Vec<String> {
+        v["topics"]
+            .as_array()
+            .expect("topics")
+            .iter()
+            .map(|t| t["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (ok, v, err) = run_json(&["topics", "list", "--bootstrap", bootstrap]);
+    assert!(ok, "{v}\nstderr:\n{err}");
+    assert!(names(&v).contains(&topic), "{v}");
+    assert!(
+        !names(&v).contains(&internal),
+        "internal topics are hidden: {v}"
+    );
+    assert_eq!(v["hidden_internal"], 1, "{v}");
+    let (ok, v, _) = run_json(&["topics", "list", "--all", "--bootstrap", bootstrap]);
+    assert!(ok);
+    assert!(names(&v).contains(&internal), "--all shows them: {v}");
+
+    let (ok, _, err) = run(
+        &[
+            "topics",
+            "describe",
+            "no-such-topic",
+            "--bootstrap",
+            bootstrap,
+        ],
+        LIMIT,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("topic `no-such-topic` does not exist"),
+        "{err}"
+    );
+}
+
+// ---- logs ------------------------------------------------------------------------------------
+
+#[test]
+fn logs_are_json_when_asked_and_never_show_secret_settings() {
+    let broker = Broker::embedded();
+    let bootstrap = broker.bootstrap();
+    let args = [
+        "topics",
+        "list",
+        "--bootstrap",
+        bootstrap,
+        "-X",
+        "client.id=ops-log-test",
+        "-X",
+        "sasl.password=hunter2",
+    ];
+    let debug = ("RUST_LOG", "sluicegate=debug");
+
+    let mut with_flag = vec!["--log-format", "json"];
+    with_flag.extend(args);
+    for (args, env) in [
+        (with_flag, vec![debug]),
+        (
+            args.to_vec(),
+            vec![debug, ("SLUICEGATE_LOG_FORMAT", "json")],
+        ),
+    ] {
+        let (ok, out, err) = run_with_env(&args, &env, LIMIT);
+        assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+        let lines: Vec<Value> = err
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let settings = lines
+            .iter()
+            .find(|l| l["fields"]["message"] == "client settings")
+            .unwrap_or_else(|| panic!("no `client settings` log line:\n{err}"));
+        assert_eq!(
+            settings["fields"]["settings"], "client.id=ops-log-test, sasl.password=[redacted]",
+            "{settings}"
+        );
+        assert!(
+            !err.contains("hunter2") && !out.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    // Without the flag: lines for people, redacted the same way.
+    let (ok, out, err) = run_with_env(&args, &[debug], LIMIT);
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("client settings"))
+        .unwrap_or_else(|| panic!("no `client settings` log line:\n{err}"));
+    assert!(serde_json::from_str::<Value>(line).is_err(), "{line}");
+    assert!(line.contains("sasl.password=[redacted]"), "{line}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
