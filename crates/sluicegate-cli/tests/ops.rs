@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluicegate::EmbeddedKafka;
+use tokio::sync::Semaphore;
 
 use common::kafka::{
     commit, create_topic, joined_consumer, now_ms, produce, shared_tansu, unique, LIMIT,
@@ -97,6 +98,99 @@ fn closed_port() -> String {
 }
 
 // ---- lag -------------------------------------------------------------------------------------
+
+/// A running consumer's lag (its status, fed by librdkafka's statistics) and `sluicegate lag`
+/// agree: 0 on every partition once it has caught up; after more records arrive while it is
+/// stopped, the records it has yet to handle, and again the same figures in both.
+fn consumer_lag_matches_the_cli(broker: &Broker) {
+    let bootstrap = broker.bootstrap().to_string();
+    let (topic, group) = (unique("lag-match"), unique("lag-match-group"));
+    broker.create_topic(&topic, 2);
+    produce(&bootstrap, &topic, &[6, 4], now_ms());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(Semaphore::MAX_PERMITS));
+    let start = |gate: std::sync::Arc<Semaphore>| {
+        sluicegate::Consumer::builder()
+            .bootstrap_servers(&bootstrap)
+            .group_id(&group)
+            .topic(&topic)
+            .commit_interval(Duration::from_millis(200))
+            .set("statistics.interval.ms", "200")
+            .build(sluicegate::handler_fn(move |_: sluicegate::Message| {
+                let gate = gate.clone();
+                async move {
+                    gate.acquire().await.expect("never closed").forget();
+                    Ok(())
+                }
+            }))
+            .expect("consumer")
+            .spawn()
+            .expect("spawned")
+    };
+    let wait_lag = |handle: &sluicegate::ConsumerHandle, want: [i64; 2]| {
+        let want: std::collections::BTreeMap<_, _> = (0..2)
+            .map(|p| (sluicegate::TopicPartition::new(&topic, p), want[p as usize]))
+            .collect();
+        let mut status = handle.status();
+        runtime
+            .block_on(async {
+                tokio::time::timeout(LIMIT, status.wait_for(|s| s.lag == want)).await
+            })
+            .unwrap_or_else(|_| {
+                panic!("lag never became {want:?}: {:?}", handle.status().current())
+            })
+            .expect("consumer gone")
+    };
+    let cli_lag = || {
+        let (ok, v, err) = run_json(&[
+            "lag",
+            "--bootstrap",
+            &bootstrap,
+            "--group",
+            &group,
+            "--topic",
+            &topic,
+        ]);
+        assert!(ok, "{v}\nstderr:\n{err}");
+        v
+    };
+
+    let handle = runtime.block_on(async { start(gate.clone()) });
+    let status = wait_lag(&handle, [0, 0]);
+    let v = cli_lag();
+    assert_eq!(column(&v, "lag"), [0, 0].map(Value::from), "{v}");
+    assert_eq!(column(&v, "log_end"), [6, 4].map(Value::from), "{v}");
+    let committed: Vec<Value> = (0..2)
+        .map(|p| Value::from(status.committed[&sluicegate::TopicPartition::new(&topic, p)]))
+        .collect();
+    assert_eq!(column(&v, "committed"), committed, "{v}");
+    handle.shutdown();
+    runtime.block_on(handle.wait()).expect("stopped cleanly");
+
+    produce(&bootstrap, &topic, &[3, 0], now_ms());
+    let v = cli_lag();
+    assert_eq!(column(&v, "lag"), [3, 0].map(Value::from), "{v}");
+    // Restarted with its handler held back, the consumer reports the same backlog.
+    let held = std::sync::Arc::new(Semaphore::new(0));
+    let handle = runtime.block_on(async { start(held.clone()) });
+    wait_lag(&handle, [3, 0]);
+    held.add_permits(Semaphore::MAX_PERMITS);
+    wait_lag(&handle, [0, 0]);
+    handle.shutdown();
+    runtime.block_on(handle.wait()).expect("stopped cleanly");
+}
+
+#[test]
+fn consumer_lag_matches_the_cli_on_the_embedded_broker() {
+    consumer_lag_matches_the_cli(&Broker::embedded());
+}
+
+#[test]
+fn consumer_lag_matches_the_cli_on_tansu() {
+    if let Some(broker) = Broker::tansu() {
+        consumer_lag_matches_the_cli(&broker);
+    }
+}
 
 /// A group that consumed part of a topic: committed offsets, log ends and lag per partition.
 fn lag_per_partition(broker: &Broker) {
