@@ -246,12 +246,26 @@ pub struct OffsetsResetArgs {
     pub json: bool,
 }
 
-/// Options of `sluicegate lag`.
+/// How a command reaches a cluster: its address, client settings and time budget.
 #[derive(Args, Debug, Clone)]
-pub struct LagArgs {
+pub struct ClusterArgs {
     /// The Kafka cluster (`host:port,...`).
     #[arg(long, value_name = "ADDR")]
     pub bootstrap: String,
+    /// A librdkafka property for the client, as `KEY=VALUE` (repeatable), e.g.
+    /// `-X security.protocol=SSL`. Secret values are never printed or logged.
+    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// Give up when the cluster has not answered everything within this many seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+}
+
+/// Options of `sluicegate lag`.
+#[derive(Args, Debug, Clone)]
+pub struct LagArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// The consumer group.
     #[arg(long, value_name = "GROUP")]
     pub group: String,
@@ -259,13 +273,6 @@ pub struct LagArgs {
     /// has committed offsets on or is assigned).
     #[arg(long = "topic", value_name = "TOPIC", value_delimiter = ',')]
     pub topics: Vec<String>,
-    /// A librdkafka property for the client, as `KEY=VALUE` (repeatable), e.g.
-    /// `-X security.protocol=SSL`. Secret values are never printed or logged.
-    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub config: Vec<(String, String)>,
-    /// Give up when the broker has not answered everything within this many seconds.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout_secs: u64,
     /// Print the result as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -274,9 +281,8 @@ pub struct LagArgs {
 /// Options of `sluicegate diagnose`.
 #[derive(Args, Debug, Clone)]
 pub struct DiagnoseArgs {
-    /// The Kafka cluster (`host:port,...`).
-    #[arg(long, value_name = "ADDR")]
-    pub bootstrap: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Also check this consumer group: its state, members, assignments and lag.
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
@@ -284,14 +290,6 @@ pub struct DiagnoseArgs {
     /// for the lag, the group's topics).
     #[arg(long = "topic", value_name = "TOPIC", value_delimiter = ',')]
     pub topics: Vec<String>,
-    /// A librdkafka property for the clients, as `KEY=VALUE` (repeatable), e.g.
-    /// `-X security.protocol=SSL`. Secret values are never printed or logged.
-    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub config: Vec<(String, String)>,
-    /// Stop waiting for the cluster after this many seconds in all (checks not answered by
-    /// then fail).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout_secs: u64,
     /// Print the checks as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -300,18 +298,11 @@ pub struct DiagnoseArgs {
 /// Options of `sluicegate topics list`.
 #[derive(Args, Debug, Clone)]
 pub struct TopicsListArgs {
-    /// The Kafka cluster (`host:port,...`).
-    #[arg(long, value_name = "ADDR")]
-    pub bootstrap: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Also list internal topics (names starting with `__`).
     #[arg(long)]
     pub all: bool,
-    /// A librdkafka property for the client, as `KEY=VALUE` (repeatable).
-    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub config: Vec<(String, String)>,
-    /// Give up when the broker has not answered within this many seconds.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout_secs: u64,
     /// Print the list as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -320,18 +311,11 @@ pub struct TopicsListArgs {
 /// Options of `sluicegate topics describe`.
 #[derive(Args, Debug, Clone)]
 pub struct TopicsDescribeArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// The topic.
     #[arg(value_name = "TOPIC")]
     pub topic: String,
-    /// The Kafka cluster (`host:port,...`).
-    #[arg(long, value_name = "ADDR")]
-    pub bootstrap: String,
-    /// A librdkafka property for the clients, as `KEY=VALUE` (repeatable).
-    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub config: Vec<(String, String)>,
-    /// Give up when the broker has not answered everything within this many seconds.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout_secs: u64,
     /// Print the description as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -366,6 +350,18 @@ pub struct TopicsCreateArgs {
     /// Print the outcome as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+impl TopicsCreateArgs {
+    /// How this command reaches the cluster (its `-X` is `--client-config`, as `--config` sets
+    /// the topic's).
+    pub fn cluster(&self) -> ClusterArgs {
+        ClusterArgs {
+            bootstrap: self.bootstrap.clone(),
+            config: self.client_config.clone(),
+            timeout_secs: self.timeout_secs,
+        }
+    }
 }
 
 /// Options of `sluicegate bench consume`.

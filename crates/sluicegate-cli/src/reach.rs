@@ -6,7 +6,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use rdkafka::ClientConfig;
 use serde::Serialize;
+
+use crate::cluster::Deadline;
+use crate::{settings, ClusterArgs};
 
 /// The `host:port` addresses of a `bootstrap.servers` list, any `PROTOCOL://` prefix removed.
 pub fn bootstrap_addresses(bootstrap: &str) -> Vec<String> {
@@ -139,6 +143,30 @@ pub fn no_answer(bootstrap: &str, timeout_secs: u64) -> String {
          {timeout_secs} s (is it a Kafka listener, and do -X security.protocol and the other \
          security settings match it?)"
     )
+}
+
+impl ClusterArgs {
+    /// The command's time budget, starting now.
+    pub fn deadline(&self) -> Deadline {
+        Deadline::after(Duration::from_secs(self.timeout_secs))
+    }
+
+    /// The client settings: `--bootstrap` and every `-X`.
+    pub fn client_config(&self) -> ClientConfig {
+        settings::client_config(&self.bootstrap, &self.config)
+    }
+
+    /// Fails unless a bootstrap server accepts a connection before `deadline`; then the
+    /// client settings.
+    pub fn reach(&self, deadline: &Deadline) -> Result<ClientConfig> {
+        require_bootstrap(&self.bootstrap, deadline.left())?;
+        Ok(self.client_config())
+    }
+
+    /// See [`no_answer`].
+    pub fn no_answer(&self) -> String {
+        no_answer(&self.bootstrap, self.timeout_secs)
+    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use sluicegate::EmbeddedKafka;
 use common::kafka::{
     commit, committed, create_topic, joined_consumer, now_ms, produce, shared_tansu, unique, LIMIT,
 };
-use common::{last_json_line, run};
+use common::{column, last_json_line, run};
 
 /// Runs `sluicegate offsets reset --bootstrap B --group G --topic T ARGS...`.
 fn reset(bootstrap: &str, group: &str, topic: &str, args: &[&str]) -> (bool, String, String) {
@@ -60,16 +60,6 @@ fn reset_json(bootstrap: &str, group: &str, topic: &str, args: &[&str]) -> Value
     let v = last_json_line(&out, &err);
     assert!(ok, "reset {args:?} failed: {v}\nstderr:\n{err}");
     v
-}
-
-/// `field` of every partition in a JSON summary, in order.
-fn column(v: &Value, field: &str) -> Vec<Value> {
-    v["partitions"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no partitions in {v}"))
-        .iter()
-        .map(|p| p[field].clone())
-        .collect()
 }
 
 #[test]

@@ -27,7 +27,7 @@ use common::kafka::{
     commit, create_topic, joined_consumer, now_ms, produce, shared_tansu, unique, LIMIT,
 };
 use common::tansu::Tansu;
-use common::{last_json_line, run, run_with_env};
+use common::{column, last_json_line, run, run_with_env};
 
 /// A broker the tests run against.
 enum Broker {
@@ -65,22 +65,32 @@ impl Broker {
     }
 }
 
+/// Tests `check` on both brokers, as `NAME::embedded` and `NAME::tansu` (which passes without
+/// running when tansu tests are skipped).
+macro_rules! on_both_brokers {
+    ($check:ident => $name:ident) => {
+        mod $name {
+            #[test]
+            fn embedded() {
+                super::$check(&super::Broker::embedded());
+            }
+
+            #[test]
+            fn tansu() {
+                if let Some(broker) = super::Broker::tansu() {
+                    super::$check(&broker);
+                }
+            }
+        }
+    };
+}
+
 /// Runs `sluicegate ARGS --json`; returns (exit success, the JSON summary, stderr).
 fn run_json(args: &[&str]) -> (bool, Value, String) {
     let mut all = args.to_vec();
     all.push("--json");
     let (ok, out, err) = run(&all, LIMIT);
     (ok, last_json_line(&out, &err), err)
-}
-
-/// `field` of every partition in a JSON summary, in order.
-fn column(v: &Value, field: &str) -> Vec<Value> {
-    v["partitions"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no partitions in {v}"))
-        .iter()
-        .map(|p| p[field].clone())
-        .collect()
 }
 
 /// The check named `name` of a diagnosis.
@@ -102,7 +112,7 @@ fn closed_port() -> String {
 /// A running consumer's lag (its status, fed by librdkafka's statistics) and `sluicegate lag`
 /// agree: 0 on every partition once it has caught up; after more records arrive while it is
 /// stopped, the records it has yet to handle, and again the same figures in both.
-fn consumer_lag_matches_the_cli(broker: &Broker) {
+fn consumer_and_cli_lag(broker: &Broker) {
     let bootstrap = broker.bootstrap().to_string();
     let (topic, group) = (unique("lag-match"), unique("lag-match-group"));
     broker.create_topic(&topic, 2);
@@ -180,17 +190,7 @@ fn consumer_lag_matches_the_cli(broker: &Broker) {
     runtime.block_on(handle.wait()).expect("stopped cleanly");
 }
 
-#[test]
-fn consumer_lag_matches_the_cli_on_the_embedded_broker() {
-    consumer_lag_matches_the_cli(&Broker::embedded());
-}
-
-#[test]
-fn consumer_lag_matches_the_cli_on_tansu() {
-    if let Some(broker) = Broker::tansu() {
-        consumer_lag_matches_the_cli(&broker);
-    }
-}
+on_both_brokers!(consumer_and_cli_lag => consumer_lag_matches_the_cli);
 
 /// A group that consumed part of a topic: committed offsets, log ends and lag per partition.
 fn lag_per_partition(broker: &Broker) {
@@ -260,18 +260,7 @@ fn lag_per_partition(broker: &Broker) {
     );
 }
 
-#[test]
-fn lag_shows_committed_offset_log_end_and_lag_per_partition_on_the_embedded_broker() {
-    lag_per_partition(&Broker::embedded());
-}
-
-#[test]
-fn lag_shows_committed_offset_log_end_and_lag_per_partition_on_tansu() {
-    let Some(broker) = Broker::tansu() else {
-        return;
-    };
-    lag_per_partition(&broker);
-}
+on_both_brokers!(lag_per_partition => lag_shows_committed_offset_log_end_and_lag_per_partition);
 
 /// An unknown group, and an unknown topic of a known group, are clear errors.
 fn lag_refusals(broker: &Broker) {
@@ -311,18 +300,7 @@ fn lag_refusals(broker: &Broker) {
     );
 }
 
-#[test]
-fn lag_refuses_an_unknown_group_or_topic_on_the_embedded_broker() {
-    lag_refusals(&Broker::embedded());
-}
-
-#[test]
-fn lag_refuses_an_unknown_group_or_topic_on_tansu() {
-    let Some(broker) = Broker::tansu() else {
-        return;
-    };
-    lag_refusals(&broker);
-}
+on_both_brokers!(lag_refusals => lag_refuses_an_unknown_group_or_topic);
 
 // ---- diagnose --------------------------------------------------------------------------------
 
@@ -456,18 +434,7 @@ fn diagnose_missing_topic(broker: &Broker) {
     assert_eq!(check(&v, "bootstrap")["verdict"], "OK", "{v}");
 }
 
-#[test]
-fn diagnose_fails_for_a_missing_topic_on_the_embedded_broker() {
-    diagnose_missing_topic(&Broker::embedded());
-}
-
-#[test]
-fn diagnose_fails_for_a_missing_topic_on_tansu() {
-    let Some(broker) = Broker::tansu() else {
-        return;
-    };
-    diagnose_missing_topic(&broker);
-}
+on_both_brokers!(diagnose_missing_topic => diagnose_fails_for_a_missing_topic);
 
 // ---- unreachable brokers ---------------------------------------------------------------------
 

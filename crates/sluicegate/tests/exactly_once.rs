@@ -312,16 +312,20 @@ async fn crashed_and_restarted_pipeline_commits_each_result_once(
     let (produced, end) = broker.fill_topic(&input, 2, 500).await?;
     broker.create_topic(&output_topic, 2).await?;
     let mut rng = rand::rng();
-    for round in 0..5 {
-        let handle = pipeline(
+    let start = || {
+        let metrics = Metrics::new();
+        pipeline(
             &broker,
             &group,
             &input,
             &output_topic,
             &transactional_id,
             0,
-            &Metrics::new(),
-        )?;
+            &metrics,
+        )
+    };
+    for round in 0..5 {
+        let handle = start()?;
         // Crash once the instance has committed something new, at a random moment after.
         let before = handle.status().current().transactions_committed;
         wait_status(&mut handle.status(), PHASE, "a transaction", |s| {
@@ -333,15 +337,7 @@ async fn crashed_and_restarted_pipeline_commits_each_result_once(
         handle.abort();
         tokio::time::timeout(PHASE, handle.wait()).await??;
     }
-    let handle = pipeline(
-        &broker,
-        &group,
-        &input,
-        &output_topic,
-        &transactional_id,
-        0,
-        &Metrics::new(),
-    )?;
+    let handle = start()?;
     wait_status(&mut handle.status(), PHASE, "commits at the log end", |s| {
         end.iter()
             .all(|(p, e)| s.committed.get(&common::tp(&input, *p)) == Some(e))

@@ -15,10 +15,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::api_versions::{self, BrokerApis, ADMIN_APIS, CONSUMER_APIS};
-use crate::cluster::{self, ClusterMetadata, Deadline, GroupLookup, GroupMember, TopicLayout};
+use crate::cluster::{self, ClusterMetadata, GroupLookup, GroupMember, TopicLayout};
 use crate::commands::lag;
 use crate::report::print_summary;
-use crate::{reach, settings, DiagnoseArgs};
+use crate::{reach, DiagnoseArgs};
 
 /// What a check found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -492,7 +492,7 @@ fn lag_check(group: &str, report: &lag::LagReport) -> Check {
 
 /// Runs the checks, within `--timeout-secs`. Blocking.
 fn diagnose_blocking(args: &DiagnoseArgs) -> Vec<Check> {
-    let deadline = Deadline::after(Duration::from_secs(args.timeout_secs));
+    let deadline = args.cluster.deadline();
     let mut checks = Vec::new();
     let skip_rest = |checks: &mut Vec<Check>, why: &str| {
         let mut rest = vec!["brokers", "api versions", "topics"];
@@ -505,7 +505,7 @@ fn diagnose_blocking(args: &DiagnoseArgs) -> Vec<Check> {
     };
 
     let reached = reach::connect_all(
-        &reach::bootstrap_addresses(&args.bootstrap),
+        &reach::bootstrap_addresses(&args.cluster.bootstrap),
         deadline.left(),
     );
     if !reached.iter().any(reach::Reach::ok) {
@@ -513,7 +513,7 @@ fn diagnose_blocking(args: &DiagnoseArgs) -> Vec<Check> {
         skip_rest(&mut checks, "no broker can be reached");
         return checks;
     }
-    let config = settings::client_config(&args.bootstrap, &args.config);
+    let config = args.cluster.client_config();
     let probe = match api_versions::probe(&config, deadline) {
         Ok(probe) => probe,
         Err(e) => {
@@ -521,10 +521,7 @@ fn diagnose_blocking(args: &DiagnoseArgs) -> Vec<Check> {
                 Check::new(
                     "bootstrap",
                     Verdict::Fail,
-                    format!(
-                        "{}: {e:#}",
-                        reach::no_answer(&args.bootstrap, args.timeout_secs)
-                    ),
+                    format!("{}: {e:#}", args.cluster.no_answer()),
                 )
                 .with(json!({ "connections": reached })),
             );
@@ -539,7 +536,7 @@ fn diagnose_blocking(args: &DiagnoseArgs) -> Vec<Check> {
             Verdict::Ok,
             format!(
                 "metadata from {} in {:.1} ms: {} broker(s), {} topic(s)",
-                args.bootstrap,
+                args.cluster.bootstrap,
                 probe.metadata_time.as_secs_f64() * 1e3,
                 metadata.brokers.len(),
                 metadata.topics.len()
@@ -618,7 +615,7 @@ pub async fn run(args: DiagnoseArgs) -> Result<bool> {
         (args, checks)
     })
     .await?;
-    let diagnosis = Diagnosis::of(&args.bootstrap, args.timeout_secs, checks);
+    let diagnosis = Diagnosis::of(&args.cluster.bootstrap, args.cluster.timeout_secs, checks);
     print_summary(
         args.json,
         &diagnosis,

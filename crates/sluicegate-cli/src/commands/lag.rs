@@ -5,16 +5,14 @@
 //! still held is unread, as for a new consumer with `auto.offset.reset=earliest`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
 use crate::cluster::{self, ClusterMetadata, Deadline, GroupLookup};
-use crate::reach::{self, no_answer};
 use crate::report::{print_summary, thousands};
-use crate::{settings, LagArgs};
+use crate::LagArgs;
 
 /// Where a partition's lag is counted from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -285,12 +283,10 @@ pub fn measure(
 
 /// Measures for `sluicegate lag`, within `--timeout-secs`. Blocking.
 fn lag_blocking(args: &LagArgs) -> Result<LagReport> {
-    let deadline = Deadline::after(Duration::from_secs(args.timeout_secs));
-    reach::require_bootstrap(&args.bootstrap, deadline.left())?;
-    let config = settings::client_config(&args.bootstrap, &args.config);
-    let client = cluster::client(config, &args.group)?;
+    let deadline = args.cluster.deadline();
+    let client = cluster::client(args.cluster.reach(&deadline)?, &args.group)?;
     let metadata = cluster::metadata(&client, None, deadline.left())
-        .with_context(|| no_answer(&args.bootstrap, args.timeout_secs))?;
+        .with_context(|| args.cluster.no_answer())?;
     let lookup = cluster::describe_group(&client, &args.group, deadline.left())?;
     measure(
         &client,

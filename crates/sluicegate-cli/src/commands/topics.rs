@@ -1,17 +1,14 @@
 //! `sluicegate topics list|describe|create`: the topics of a cluster, one topic's partitions
 //! (leader, replicas, in-sync replicas, watermarks) and configs, and creating a topic.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context, Result};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 
 use crate::api_versions::{self, key, Probe};
 use crate::cluster::{self, Deadline, TopicConfig, TopicSpec};
-use crate::reach::{self, no_answer};
 use crate::report::print_summary;
-use crate::{settings, TopicsCreateArgs, TopicsDescribeArgs, TopicsListArgs};
+use crate::{TopicsCreateArgs, TopicsDescribeArgs, TopicsListArgs};
 
 /// A group id for look-ups that read no group's offsets.
 const LOOKUP_GROUP: &str = "sluicegate-cli-lookup";
@@ -77,14 +74,10 @@ impl TopicList {
 }
 
 fn list_blocking(args: &TopicsListArgs) -> Result<TopicList> {
-    let deadline = Deadline::after(Duration::from_secs(args.timeout_secs));
-    reach::require_bootstrap(&args.bootstrap, deadline.left())?;
-    let client = cluster::client(
-        settings::client_config(&args.bootstrap, &args.config),
-        LOOKUP_GROUP,
-    )?;
+    let deadline = args.cluster.deadline();
+    let client = cluster::client(args.cluster.reach(&deadline)?, LOOKUP_GROUP)?;
     let metadata = cluster::metadata(&client, None, deadline.left())
-        .with_context(|| no_answer(&args.bootstrap, args.timeout_secs))?;
+        .with_context(|| args.cluster.no_answer())?;
     let (shown, hidden): (Vec<_>, Vec<_>) = metadata
         .topics
         .into_iter()
@@ -199,12 +192,12 @@ impl TopicDescription {
 }
 
 /// Partitions and watermarks of `args.topic`, and whether the broker can describe configs.
-fn describe_partitions(args: &TopicsDescribeArgs) -> Result<(TopicDescription, Option<bool>)> {
-    let deadline = Deadline::after(Duration::from_secs(args.timeout_secs));
-    reach::require_bootstrap(&args.bootstrap, deadline.left())?;
-    let config = settings::client_config(&args.bootstrap, &args.config);
-    let probe = api_versions::probe(&config, deadline)
-        .with_context(|| no_answer(&args.bootstrap, args.timeout_secs))?;
+fn describe_partitions(
+    args: &TopicsDescribeArgs,
+    deadline: Deadline,
+) -> Result<(TopicDescription, Option<bool>)> {
+    let config = args.cluster.reach(&deadline)?;
+    let probe = api_versions::probe(&config, deadline).with_context(|| args.cluster.no_answer())?;
     let topic = &args.topic;
     let Some(layout) = probe.metadata.topic(topic) else {
         bail!("topic `{topic}` does not exist (or has no partitions)");
@@ -237,9 +230,9 @@ fn describe_partitions(args: &TopicsDescribeArgs) -> Result<(TopicDescription, O
 
 /// Runs `sluicegate topics describe`.
 pub async fn describe(args: TopicsDescribeArgs) -> Result<bool> {
-    let started = Deadline::after(Duration::from_secs(args.timeout_secs));
+    let started = args.cluster.deadline();
     let (args, found) = tokio::task::spawn_blocking(move || {
-        let found = describe_partitions(&args);
+        let found = describe_partitions(&args, started);
         (args, found)
     })
     .await?;
@@ -251,7 +244,7 @@ pub async fn describe(args: TopicsDescribeArgs) -> Result<bool> {
             .to_string(),
         );
     } else {
-        let config = settings::client_config(&args.bootstrap, &args.config);
+        let config = args.cluster.client_config();
         match cluster::topic_configs(&config, &args.topic, started.left()).await {
             Ok(configs) => description.configs = Some(configs),
             Err(e) => description.configs_note = Some(format!("{e:#}")),
@@ -301,10 +294,9 @@ impl CreatedTopic {
 
 /// Checks the broker can create topics and the topic does not exist yet. Blocking.
 fn check_creatable(args: &TopicsCreateArgs, deadline: Deadline) -> Result<Option<bool>> {
-    reach::require_bootstrap(&args.bootstrap, deadline.left())?;
-    let config = settings::client_config(&args.bootstrap, &args.client_config);
-    let probe = api_versions::probe(&config, deadline)
-        .with_context(|| no_answer(&args.bootstrap, args.timeout_secs))?;
+    let cluster = args.cluster();
+    let config = cluster.reach(&deadline)?;
+    let probe = api_versions::probe(&config, deadline).with_context(|| cluster.no_answer())?;
     let topic = &args.topic;
     if let Some(existing) = probe.metadata.topic(topic) {
         bail!(
@@ -326,7 +318,7 @@ fn check_creatable(args: &TopicsCreateArgs, deadline: Deadline) -> Result<Option
 
 /// Runs `sluicegate topics create`.
 pub async fn create(args: TopicsCreateArgs) -> Result<bool> {
-    let deadline = Deadline::after(Duration::from_secs(args.timeout_secs));
+    let deadline = args.cluster().deadline();
     let (args, creatable) = tokio::task::spawn_blocking(move || {
         let creatable = check_creatable(&args, deadline);
         (args, creatable)
@@ -334,7 +326,7 @@ pub async fn create(args: TopicsCreateArgs) -> Result<bool> {
     .await?;
     let creates = creatable?;
     let topic = args.topic.clone();
-    let config = settings::client_config(&args.bootstrap, &args.client_config);
+    let config = args.cluster().client_config();
     let spec = TopicSpec {
         name: topic.clone(),
         partitions: args.partitions,

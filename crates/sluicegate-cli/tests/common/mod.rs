@@ -72,3 +72,13 @@ pub fn last_json_line(stdout: &str, stderr: &str) -> Value {
     serde_json::from_str(line)
         .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line:?}\nstderr:\n{stderr}"))
 }
+
+/// `field` of every partition in a JSON summary, in order.
+pub fn column(v: &Value, field: &str) -> Vec<Value> {
+    v["partitions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no partitions in {v}"))
+        .iter()
+        .map(|p| p[field].clone())
+        .collect()
+}
