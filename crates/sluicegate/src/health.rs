@@ -10,7 +10,9 @@ use crate::ConsumerStatus;
 
 /// The poll loop counts as stuck when it has not turned for this long. Its longest legitimate
 /// waits (draining revoked partitions, a final commit) are bounded by the drain timeout, 10 s
-/// by default; the margin keeps a slow rebalance from reading as a dead consumer.
+/// by default; the margin keeps a slow rebalance from reading as a dead consumer. In
+/// exactly-once mode the loop turns between batches, so a batch handled for longer than this
+/// reads as stalled too.
 pub const LIVENESS_STALL: Duration = Duration::from_secs(60);
 
 /// A consumer's liveness and readiness.

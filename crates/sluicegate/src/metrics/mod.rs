@@ -55,7 +55,8 @@ pub use prometheus_client;
 
 /// A registry of consumer metrics. Clones share it: give one to each consumer
 /// ([`ConsumerBuilder::metrics`](crate::ConsumerBuilder::metrics)) and register your own
-/// metrics in it, so that one scrape returns everything.
+/// metrics in it, so that one scrape returns everything. Consumers are told apart by their
+/// `group` label: two consumers of one group in one registry add up.
 ///
 /// ```
 /// use sluicegate::metrics::prometheus_client::metrics::counter::Counter;
