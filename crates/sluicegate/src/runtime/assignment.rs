@@ -388,6 +388,9 @@ impl Assignment {
             );
             return;
         }
+        if let Some(t) = &p.metrics {
+            t.consumed.inc();
+        }
         if !p.finished_before.is_empty() {
             let known = p.finished_before.remove(&m.offset());
             // Offsets below this one can no longer arrive: forget them.
@@ -400,9 +403,6 @@ impl Assignment {
                 }
                 return;
             }
-        }
-        if let Some(t) = &p.metrics {
-            t.consumed.inc();
         }
         let message = to_message(p.topic.clone(), m);
         let must_pause = self.backpressure.admit(&mut p.buffered, message.size());
