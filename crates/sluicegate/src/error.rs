@@ -40,6 +40,9 @@ pub enum Error {
     /// The poll thread ended without reporting (it panicked).
     #[error("the consumer's poll thread ended unexpectedly")]
     PollThreadLost,
+    /// A configuration (file, environment) has problems; each is listed.
+    #[error("invalid configuration:\n{0}")]
+    InvalidConfig(#[from] crate::config::ConfigErrors),
 }
 
 impl Error {

@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 mod commit;
+pub mod config;
 pub mod dead_letter;
 pub mod dispatch;
 mod embedded;

@@ -17,7 +17,6 @@ pub(crate) use event::Outcome;
 pub use seek::SeekTo;
 pub use status::{ConsumerStatus, StatusWatch, TopicPartition};
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +27,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::config::{ConsumerConfig, Properties};
 use crate::dead_letter::{DeadLetter, DeadLetterWriter};
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::handler::{BatchHandler, Batched, Handler, Work};
@@ -45,7 +45,7 @@ use transactional::Pipeline;
 use worker::Worker;
 
 /// Settings the runtime manages itself; overriding them would break its guarantees.
-const MANAGED: &[&str] = &[
+pub(crate) const MANAGED: &[&str] = &[
     "enable.auto.commit",
     "enable.auto.offset.store",
     "group.id",
@@ -58,7 +58,8 @@ pub struct ConsumerBuilder {
     bootstrap_servers: Option<String>,
     group_id: Option<String>,
     topics: Vec<String>,
-    client: BTreeMap<String, String>,
+    /// librdkafka properties; secrets are redacted in `Debug`.
+    client: Properties,
     ordering: Ordering,
     max_in_flight: usize,
     max_in_flight_per_partition: Option<usize>,
@@ -71,7 +72,7 @@ pub struct ConsumerBuilder {
     reconnect: Reconnect,
     commit_interval: Duration,
     drain_timeout: Duration,
-    producer: BTreeMap<String, String>,
+    producer: Properties,
     output: Option<Output>,
     exactly_once: Option<String>,
     metrics: Option<Metrics>,
@@ -84,7 +85,7 @@ impl Default for ConsumerBuilder {
             bootstrap_servers: None,
             group_id: None,
             topics: Vec::new(),
-            client: BTreeMap::new(),
+            client: Properties::default(),
             ordering: Ordering::Partition,
             max_in_flight: 1_000,
             max_in_flight_per_partition: None,
@@ -97,7 +98,7 @@ impl Default for ConsumerBuilder {
             reconnect: Reconnect::default(),
             commit_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
-            producer: BTreeMap::new(),
+            producer: Properties::default(),
             output: None,
             exactly_once: None,
             metrics: None,
@@ -143,7 +144,7 @@ impl ConsumerBuilder {
     /// 1 s), since the runtime uses librdkafka's prefetch queue as a brake.
     /// `statistics.interval.ms` defaults to 5 s: how often the lag figures are refreshed.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.client.insert(key.into(), value.into());
+        self.client.0.insert(key.into(), value.into());
         self
     }
 
@@ -238,7 +239,7 @@ impl ConsumerBuilder {
     /// `linger.ms`). Connection and security settings come from the consumer's; the producer
     /// is idempotent with `acks=all`.
     pub fn producer_set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.producer.insert(key.into(), value.into());
+        self.producer.0.insert(key.into(), value.into());
         self
     }
 
@@ -304,6 +305,49 @@ impl ConsumerBuilder {
     pub fn http_endpoint(mut self, addr: SocketAddr) -> Self {
         self.http_endpoint = Some(addr);
         self
+    }
+
+    /// Starts from `config` (a [`ConsumerConfig`], usually loaded from a file and the
+    /// environment): every setting of it is applied. Calls made after it win over it
+    /// (precedence: file < environment < code), except that [`topic`](Self::topic) and
+    /// [`topics`](Self::topics) add to the configured topics.
+    ///
+    /// ```
+    /// use sluicegate::config::ConsumerConfig;
+    /// use sluicegate::ConsumerBuilder;
+    ///
+    /// let config = ConsumerConfig::from_yaml_str(
+    ///     "kafka: { bootstrap_servers: localhost:9092, group_id: g, topics: [t] }",
+    /// ).unwrap();
+    /// let builder = ConsumerBuilder::from_config(&config).max_in_flight(10);
+    /// # let _ = builder;
+    /// ```
+    pub fn from_config(config: &ConsumerConfig) -> Self {
+        Self::default().config(config)
+    }
+
+    /// Applies every setting of `config`; calls made after it win. See
+    /// [`from_config`](Self::from_config).
+    pub fn config(self, config: &ConsumerConfig) -> Self {
+        config.apply(self)
+    }
+
+    /// Removes a librdkafka property set with [`set`](Self::set).
+    pub(crate) fn unset(mut self, key: &str) -> Self {
+        self.client.0.remove(key);
+        self
+    }
+
+    /// Lets librdkafka judge the client settings, as [`build`](Self::build) does: creates a
+    /// consumer (which connects to nothing before it is polled; the bootstrap servers are
+    /// left out so that no connection is even tried) and drops it.
+    pub(crate) fn check_client(&self) -> Result<(), Error> {
+        let mut client = self.client_config()?;
+        client.remove("bootstrap.servers");
+        client
+            .create::<BaseConsumer>()
+            .map(drop)
+            .map_err(Error::from_client_creation)
     }
 
     /// Checks the settings and builds the consumer around `handler`. Nothing connects yet.
@@ -378,7 +422,7 @@ impl ConsumerBuilder {
             .group_id
             .clone()
             .ok_or(Error::MissingConfig("group id"))?;
-        for (key, value) in &self.client {
+        for (key, value) in &self.client.0 {
             if MANAGED.contains(&key.as_str()) {
                 return Err(Error::Config {
                     key: key.clone(),
@@ -406,7 +450,7 @@ impl ConsumerBuilder {
             // Outputs of aborted transactions (and of open ones) stay invisible upstream too.
             client.set("isolation.level", "read_committed");
         }
-        for (key, value) in &self.client {
+        for (key, value) in &self.client.0 {
             client.set(key, value);
         }
         Ok(client)
@@ -415,7 +459,7 @@ impl ConsumerBuilder {
     /// The producer settings of the [`Output`] (and, in exactly-once mode, of the dead-letter
     /// writes).
     fn producer_config(&self) -> Result<ClientConfig, Error> {
-        let mut config = producer_config(&self.client_config()?, &self.producer);
+        let mut config = producer_config(&self.client_config()?, &self.producer.0);
         if let Some(id) = &self.exactly_once {
             config.set("transactional.id", id);
         }

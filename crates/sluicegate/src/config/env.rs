@@ -1,0 +1,383 @@
+//! Environment overrides: one table of `KAFKA_*` variables, each mapped to one setting.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::load::{Source, Sources};
+use super::validate::ConfigError;
+use super::{ConsumerConfig, Secret};
+
+/// One environment variable that overrides a setting.
+#[derive(Clone, Copy, Debug)]
+pub struct EnvVar {
+    /// The variable's name.
+    pub name: &'static str,
+    /// The setting it overrides.
+    pub path: &'static str,
+    /// What its value looks like.
+    pub format: &'static str,
+    apply: fn(&mut ConsumerConfig, &str) -> Result<(), String>,
+}
+
+fn number<T: FromStr>(v: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| "expected a whole number".to_string())
+}
+
+fn millis(v: &str) -> Result<Duration, String> {
+    number::<u64>(v)
+        .map(Duration::from_millis)
+        .map_err(|_| "expected whole milliseconds, like 30000".to_string())
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+fn list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn some(v: &str) -> Option<String> {
+    Some(v.to_string())
+}
+
+macro_rules! var {
+    ($name:literal, $path:literal, $format:literal, |$c:ident, $v:ident| $body:expr) => {
+        EnvVar {
+            name: $name,
+            path: $path,
+            format: $format,
+            apply: |$c: &mut ConsumerConfig, $v: &str| -> Result<(), String> {
+                $body;
+                #[allow(unreachable_code)]
+                Ok(())
+            },
+        }
+    };
+}
+
+/// Every environment variable that overrides a setting, in the order they are applied (a
+/// later one wins over an earlier one for the same setting). Unlisted `KAFKA_*` variables are
+/// ignored (brokers' images use many), and so are empty values.
+///
+/// | Variable | Setting | Value |
+/// |---|---|---|
+/// | `KAFKA_BOOTSTRAP_SERVERS` | `kafka.bootstrap_servers` | `host:port,host:port` |
+/// | `KAFKA_GROUP_ID`, `KAFKA_CONSUMER_GROUP` | `kafka.group_id` | name (the second wins) |
+/// | `KAFKA_TOPIC` | `kafka.topics` | one topic |
+/// | `KAFKA_TOPICS` | `kafka.topics` | comma-separated topics (wins over `KAFKA_TOPIC`) |
+/// | `KAFKA_AUTO_OFFSET_RESET` | `kafka.auto_offset_reset` | `earliest`, `latest`, `error` |
+/// | `KAFKA_ORDERING` | `kafka.ordering` | `partition`, `key`, `unordered` |
+/// | `KAFKA_MAX_IN_FLIGHT` | `kafka.max_in_flight` | number |
+/// | `KAFKA_MAX_IN_FLIGHT_PER_PARTITION` | `kafka.max_in_flight_per_partition` | number |
+/// | `KAFKA_BATCH_SIZE` | `kafka.batch.max_messages` | number |
+/// | `KAFKA_BATCH_TIMEOUT_MS` | `kafka.batch.max_wait` | milliseconds |
+/// | `KAFKA_BATCH_MAX_BYTES` | `kafka.batch.max_bytes` | bytes |
+/// | `KAFKA_MAX_RETRIES` | `kafka.retry.max_attempts` | retries after the first attempt: N sets N+1 attempts |
+/// | `KAFKA_RETRY_MAX_ATTEMPTS` | `kafka.retry.max_attempts` | attempts in all (wins over `KAFKA_MAX_RETRIES`) |
+/// | `KAFKA_RETRY_BACKOFF_MS` | `kafka.retry.initial_backoff` | milliseconds |
+/// | `KAFKA_RETRY_BACKOFF_MAX_MS` | `kafka.retry.max_backoff` | milliseconds |
+/// | `KAFKA_DLQ_TOPIC` | `kafka.dead_letter.topic` | topic; also sets `enabled: true` |
+/// | `KAFKA_DLQ_ENABLED` | `kafka.dead_letter.enabled` | `true`/`false` (wins over `KAFKA_DLQ_TOPIC`) |
+/// | `KAFKA_PROCESSING_TIMEOUT_MS` | `kafka.processing_timeout` | milliseconds |
+/// | `KAFKA_COMMIT_INTERVAL_MS` | `kafka.commit_interval` | milliseconds |
+/// | `KAFKA_DRAIN_TIMEOUT_MS` | `kafka.drain_timeout` | milliseconds |
+/// | `KAFKA_SESSION_TIMEOUT_MS` | `kafka.session_timeout` | milliseconds |
+/// | `KAFKA_HEARTBEAT_INTERVAL_MS` | `kafka.heartbeat_interval` | milliseconds |
+/// | `KAFKA_MAX_POLL_INTERVAL_MS` | `kafka.max_poll_interval` | milliseconds |
+/// | `KAFKA_FETCH_MIN_BYTES` | `kafka.fetch.min_bytes` | bytes |
+/// | `KAFKA_FETCH_MAX_WAIT_MS` | `kafka.fetch.max_wait` | milliseconds |
+/// | `KAFKA_MAX_PARTITION_FETCH_BYTES` | `kafka.fetch.max_partition_bytes` | bytes |
+/// | `KAFKA_FETCH_MAX_BYTES` | `kafka.fetch.max_bytes` | bytes |
+/// | `KAFKA_METRICS_ADDR` | `kafka.metrics_addr` | `ip:port` |
+/// | `KAFKA_SECURITY_PROTOCOL` | `kafka.security.protocol` | `plaintext`, `ssl`, `sasl_plaintext`, `sasl_ssl` |
+/// | `KAFKA_SASL_MECHANISM` | `kafka.security.sasl_mechanism` | `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, `OAUTHBEARER`, `GSSAPI` |
+/// | `KAFKA_SASL_USERNAME` | `kafka.security.sasl_username` | text |
+/// | `KAFKA_SASL_PASSWORD` | `kafka.security.sasl_password` | text (secret) |
+/// | `KAFKA_SSL_CA_LOCATION` | `kafka.security.ssl_ca_location` | path |
+/// | `KAFKA_SSL_CERTIFICATE_LOCATION` | `kafka.security.ssl_certificate_location` | path |
+/// | `KAFKA_SSL_KEY_LOCATION` | `kafka.security.ssl_key_location` | path |
+/// | `KAFKA_SSL_KEY_PASSWORD` | `kafka.security.ssl_key_password` | text (secret) |
+pub const ENV_VARS: &[EnvVar] = &[
+    var!(
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "kafka.bootstrap_servers",
+        "host:port,host:port",
+        |c, v| c.bootstrap_servers = list(v).join(",")
+    ),
+    var!("KAFKA_GROUP_ID", "kafka.group_id", "name", |c, v| c
+        .group_id =
+        v.trim().into()),
+    var!("KAFKA_CONSUMER_GROUP", "kafka.group_id", "name", |c, v| c
+        .group_id =
+        v.trim().into()),
+    var!("KAFKA_TOPIC", "kafka.topics", "topic", |c, v| c.topics =
+        vec![v.trim().into()]),
+    var!("KAFKA_TOPICS", "kafka.topics", "topic,topic", |c, v| c
+        .topics =
+        list(v)),
+    var!(
+        "KAFKA_AUTO_OFFSET_RESET",
+        "kafka.auto_offset_reset",
+        "earliest|latest|error",
+        |c, v| c.auto_offset_reset = v.trim().parse()?
+    ),
+    var!(
+        "KAFKA_ORDERING",
+        "kafka.ordering",
+        "partition|key|unordered",
+        |c, v| c.ordering = v.trim().parse()?
+    ),
+    var!(
+        "KAFKA_MAX_IN_FLIGHT",
+        "kafka.max_in_flight",
+        "number",
+        |c, v| c.max_in_flight = number(v)?
+    ),
+    var!(
+        "KAFKA_MAX_IN_FLIGHT_PER_PARTITION",
+        "kafka.max_in_flight_per_partition",
+        "number",
+        |c, v| c.max_in_flight_per_partition = Some(number(v)?)
+    ),
+    var!(
+        "KAFKA_BATCH_SIZE",
+        "kafka.batch.max_messages",
+        "number",
+        |c, v| c.batch.max_messages = number(v)?
+    ),
+    var!(
+        "KAFKA_BATCH_TIMEOUT_MS",
+        "kafka.batch.max_wait",
+        "milliseconds",
+        |c, v| c.batch.max_wait = millis(v)?
+    ),
+    var!(
+        "KAFKA_BATCH_MAX_BYTES",
+        "kafka.batch.max_bytes",
+        "bytes",
+        |c, v| c.batch.max_bytes = number(v)?
+    ),
+    var!(
+        "KAFKA_MAX_RETRIES",
+        "kafka.retry.max_attempts",
+        "retries after the first attempt",
+        |c, v| c.retry.max_attempts = Some(number::<u32>(v)?.saturating_add(1))
+    ),
+    var!(
+        "KAFKA_RETRY_MAX_ATTEMPTS",
+        "kafka.retry.max_attempts",
+        "attempts in all",
+        |c, v| c.retry.max_attempts = Some(number(v)?)
+    ),
+    var!(
+        "KAFKA_RETRY_BACKOFF_MS",
+        "kafka.retry.initial_backoff",
+        "milliseconds",
+        |c, v| c.retry.initial_backoff = millis(v)?
+    ),
+    var!(
+        "KAFKA_RETRY_BACKOFF_MAX_MS",
+        "kafka.retry.max_backoff",
+        "milliseconds",
+        |c, v| c.retry.max_backoff = millis(v)?
+    ),
+    var!(
+        "KAFKA_DLQ_TOPIC",
+        "kafka.dead_letter.topic",
+        "topic",
+        |c, v| {
+            c.dead_letter.topic = some(v.trim());
+            c.dead_letter.enabled = true
+        }
+    ),
+    var!(
+        "KAFKA_DLQ_ENABLED",
+        "kafka.dead_letter.enabled",
+        "true|false",
+        |c, v| c.dead_letter.enabled = boolean(v)?
+    ),
+    var!(
+        "KAFKA_PROCESSING_TIMEOUT_MS",
+        "kafka.processing_timeout",
+        "milliseconds",
+        |c, v| c.processing_timeout = Some(millis(v)?)
+    ),
+    var!(
+        "KAFKA_COMMIT_INTERVAL_MS",
+        "kafka.commit_interval",
+        "milliseconds",
+        |c, v| c.commit_interval = millis(v)?
+    ),
+    var!(
+        "KAFKA_DRAIN_TIMEOUT_MS",
+        "kafka.drain_timeout",
+        "milliseconds",
+        |c, v| c.drain_timeout = millis(v)?
+    ),
+    var!(
+        "KAFKA_SESSION_TIMEOUT_MS",
+        "kafka.session_timeout",
+        "milliseconds",
+        |c, v| c.session_timeout = Some(millis(v)?)
+    ),
+    var!(
+        "KAFKA_HEARTBEAT_INTERVAL_MS",
+        "kafka.heartbeat_interval",
+        "milliseconds",
+        |c, v| c.heartbeat_interval = Some(millis(v)?)
+    ),
+    var!(
+        "KAFKA_MAX_POLL_INTERVAL_MS",
+        "kafka.max_poll_interval",
+        "milliseconds",
+        |c, v| c.max_poll_interval = Some(millis(v)?)
+    ),
+    var!(
+        "KAFKA_FETCH_MIN_BYTES",
+        "kafka.fetch.min_bytes",
+        "bytes",
+        |c, v| c.fetch.min_bytes = Some(number(v)?)
+    ),
+    var!(
+        "KAFKA_FETCH_MAX_WAIT_MS",
+        "kafka.fetch.max_wait",
+        "milliseconds",
+        |c, v| c.fetch.max_wait = Some(millis(v)?)
+    ),
+    var!(
+        "KAFKA_MAX_PARTITION_FETCH_BYTES",
+        "kafka.fetch.max_partition_bytes",
+        "bytes",
+        |c, v| c.fetch.max_partition_bytes = Some(number(v)?)
+    ),
+    var!(
+        "KAFKA_FETCH_MAX_BYTES",
+        "kafka.fetch.max_bytes",
+        "bytes",
+        |c, v| c.fetch.max_bytes = Some(number(v)?)
+    ),
+    var!(
+        "KAFKA_METRICS_ADDR",
+        "kafka.metrics_addr",
+        "ip:port",
+        |c, v| {
+            c.metrics_addr = Some(
+                v.trim()
+                    .parse()
+                    .map_err(|_| "expected an address like 0.0.0.0:9464".to_string())?,
+            )
+        }
+    ),
+    var!(
+        "KAFKA_SECURITY_PROTOCOL",
+        "kafka.security.protocol",
+        "plaintext|ssl|sasl_plaintext|sasl_ssl",
+        |c, v| c.security.protocol = Some(v.trim().parse()?)
+    ),
+    var!(
+        "KAFKA_SASL_MECHANISM",
+        "kafka.security.sasl_mechanism",
+        "PLAIN|SCRAM-SHA-256|SCRAM-SHA-512|OAUTHBEARER|GSSAPI",
+        |c, v| c.security.sasl_mechanism = Some(v.trim().parse()?)
+    ),
+    var!(
+        "KAFKA_SASL_USERNAME",
+        "kafka.security.sasl_username",
+        "text",
+        |c, v| c.security.sasl_username = some(v)
+    ),
+    var!(
+        "KAFKA_SASL_PASSWORD",
+        "kafka.security.sasl_password",
+        "text (secret)",
+        |c, v| c.security.sasl_password = Some(Secret::new(v))
+    ),
+    var!(
+        "KAFKA_SSL_CA_LOCATION",
+        "kafka.security.ssl_ca_location",
+        "path",
+        |c, v| c.security.ssl_ca_location = some(v)
+    ),
+    var!(
+        "KAFKA_SSL_CERTIFICATE_LOCATION",
+        "kafka.security.ssl_certificate_location",
+        "path",
+        |c, v| c.security.ssl_certificate_location = some(v)
+    ),
+    var!(
+        "KAFKA_SSL_KEY_LOCATION",
+        "kafka.security.ssl_key_location",
+        "path",
+        |c, v| c.security.ssl_key_location = some(v)
+    ),
+    var!(
+        "KAFKA_SSL_KEY_PASSWORD",
+        "kafka.security.ssl_key_password",
+        "text (secret)",
+        |c, v| c.security.ssl_key_password = Some(Secret::new(v))
+    ),
+];
+
+impl ConsumerConfig {
+    /// Overrides settings with the `KAFKA_*` variables among `env` (see [`ENV_VARS`]), in the
+    /// table's order whatever the order of `env`, recording each in `sources`. Returns the
+    /// variables whose values were refused (their settings are left as they were).
+    pub fn apply_env<K, V>(
+        &mut self,
+        env: impl IntoIterator<Item = (K, V)>,
+        sources: &mut Sources,
+    ) -> Vec<ConfigError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let given: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.as_ref().starts_with("KAFKA_"))
+            .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
+            .collect();
+        let mut errors = Vec::new();
+        for var in ENV_VARS {
+            let Some((_, value)) = given.iter().rev().find(|(k, _)| k == var.name) else {
+                continue;
+            };
+            if value.trim().is_empty() {
+                continue;
+            }
+            match (var.apply)(self, value) {
+                Ok(()) => {
+                    sources.set(var.path, Source::Env(var.name.into()));
+                    if var.name == "KAFKA_DLQ_TOPIC" {
+                        sources.set("kafka.dead_letter.enabled", Source::Env(var.name.into()));
+                    }
+                }
+                Err(reason) => {
+                    let shown = if var.path.contains("password") {
+                        super::REDACTED.to_string()
+                    } else {
+                        value.clone()
+                    };
+                    let mut e = ConfigError::new(
+                        var.path,
+                        shown,
+                        format!("{reason} (from {}: {})", var.name, var.format),
+                    );
+                    e.source = Some(Source::Env(var.name.into()));
+                    errors.push(e);
+                }
+            }
+        }
+        errors
+    }
+}

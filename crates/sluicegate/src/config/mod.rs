@@ -1,0 +1,813 @@
+//! [`ConsumerConfig`]: the one configuration type, loaded from a YAML file and the environment,
+//! validated, and applied to a [`ConsumerBuilder`](crate::ConsumerBuilder).
+//!
+//! # Precedence
+//!
+//! **file < environment < code.** [`ConsumerConfig::load`] reads the file, then overrides it
+//! with the `KAFKA_*` variables of the [environment table](ENV_VARS); what the program sets on
+//! the builder *after* [`ConsumerBuilder::config`](crate::ConsumerBuilder::config) wins over
+//! both (topics set in code are *added* to the configured ones).
+//!
+//! # The file
+//!
+//! Everything sits under a top-level `kafka:` key. Durations are human strings (`"30s"`,
+//! `"500ms"`, `"1m 30s"`, parsed by `humantime`); in the environment, the `*_MS` variables take
+//! whole milliseconds. Unknown keys are refused, with a suggestion when one is close.
+//!
+//! ```yaml
+//! kafka:
+//!   bootstrap_servers: "kafka-1:9092,kafka-2:9092"   # or a list
+//!   group_id: billing
+//!   topics: [orders]
+//!   ordering: key
+//!   retry: { max_attempts: 5, initial_backoff: 200ms, max_backoff: 10s }
+//!   dead_letter: { enabled: true }                   # to `<topic>.dlq`
+//!   session_timeout: 30s
+//!   librdkafka:                                      # passed through as is
+//!     partition.assignment.strategy: cooperative-sticky
+//! ```
+//!
+//! ```
+//! use sluicegate::config::ConsumerConfig;
+//! use sluicegate::Consumer;
+//!
+//! let yaml = "kafka:\n  bootstrap_servers: localhost:9092\n  group_id: billing\n  topics: [orders]\n";
+//! // No process environment here: the overrides are given as pairs.
+//! let config = ConsumerConfig::load_str(yaml, [("KAFKA_BATCH_SIZE", "500")]).unwrap();
+//! assert_eq!(config.batch.max_messages, 500);
+//! let builder = Consumer::builder()
+//!     .config(&config)
+//!     .max_in_flight(64); // code wins over file and environment
+//! # let _ = builder;
+//! ```
+//!
+//! Secrets ([`Secret`]: the SASL password and the TLS key password, and `librdkafka:` entries
+//! whose names mark a secret, see [`is_secret_key`]) print as `[redacted]` in `Debug`,
+//! `Display` and serialized output.
+
+mod env;
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::dead_letter::DeadLetter;
+use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
+use crate::policy::{Backoff, RetryPolicy};
+use crate::ConsumerBuilder;
+
+pub use env::{EnvVar, ENV_VARS};
+pub use load::{Source, Sources};
+pub use validate::{ConfigError, ConfigErrors};
+
+/// What is shown instead of a secret value.
+pub const REDACTED: &str = "[redacted]";
+
+/// Key fragments that mark a librdkafka property as secret: passwords, SASL secrets, OAuth
+/// bearer settings (client secrets, tokens) and TLS private keys.
+const SECRET_KEY_PARTS: &[&str] = &["password", "secret", "sasl.oauthbearer", "ssl.key"];
+
+/// Whether the librdkafka property `key` holds a secret (its value must never be shown).
+///
+/// ```
+/// use sluicegate::config::is_secret_key;
+/// assert!(is_secret_key("sasl.password"));
+/// assert!(is_secret_key("sasl.oauthbearer.client.secret"));
+/// assert!(!is_secret_key("sasl.username"));
+/// ```
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_KEY_PARTS.iter().any(|part| key.contains(part))
+}
+
+/// A secret setting (a password). Its `Debug`, `Display` and `Serialize` show [`REDACTED`];
+/// [`expose`](Self::expose) gives the value to whoever must use it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret value itself: hand it to the client that needs it, never to a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+/// librdkafka properties passed through as they are (the `librdkafka:` map). Values may be
+/// written as YAML strings, numbers or booleans. Entries whose names mark a secret (see
+/// [`is_secret_key`]) print and serialize as [`REDACTED`].
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Properties(pub BTreeMap<String, String>);
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, shown(k, v))))
+            .finish()
+    }
+}
+
+impl Serialize for Properties {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, shown(k, v))))
+    }
+}
+
+impl<'de> Deserialize<'de> for Properties {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            Bool(bool),
+            Int(i64),
+            UInt(u64),
+            Float(f64),
+            Str(String),
+        }
+        let map = BTreeMap::<String, Scalar>::deserialize(d)?;
+        Ok(Properties(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Scalar::Bool(b) => b.to_string(),
+                        Scalar::Int(i) => i.to_string(),
+                        Scalar::UInt(u) => u.to_string(),
+                        Scalar::Float(f) => f.to_string(),
+                        Scalar::Str(s) => s,
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ))
+    }
+}
+
+fn shown<'a>(key: &str, value: &'a str) -> &'a str {
+    if is_secret_key(key) {
+        REDACTED
+    } else {
+        value
+    }
+}
+
+/// Declares a configuration enum read and written as one of its names.
+macro_rules! named_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+
+        impl $name {
+            /// Every accepted name.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
+            /// The name used in configuration (and given to librdkafka).
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                $(if s.eq_ignore_ascii_case($text) { return Ok($name::$variant); })+
+                Err(format!("expected one of: {}", Self::NAMES.join(", ")))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(|e: String| serde::de::Error::custom(format!("`{s}`: {e}")))
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// Where a group starts on a partition it has no committed offset for
+    /// (`auto.offset.reset`).
+    OffsetReset {
+        /// The oldest retained message: nothing is missed (the default).
+        Earliest = "earliest",
+        /// Only messages produced from now on.
+        Latest = "latest",
+        /// Fail instead of choosing.
+        Error = "error",
+    }
+);
+
+named_enum!(
+    /// How the client talks to brokers (`security.protocol`).
+    SecurityProtocol {
+        /// No TLS, no authentication (the default).
+        Plaintext = "plaintext",
+        /// TLS.
+        Ssl = "ssl",
+        /// SASL authentication without TLS.
+        SaslPlaintext = "sasl_plaintext",
+        /// SASL authentication over TLS.
+        SaslSsl = "sasl_ssl",
+    }
+);
+
+impl SecurityProtocol {
+    /// Whether the protocol authenticates with SASL.
+    pub fn is_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    /// Whether the protocol uses TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+}
+
+named_enum!(
+    /// The SASL mechanism (`sasl.mechanism`).
+    SaslMechanism {
+        /// User name and password, in the clear (use with TLS).
+        Plain = "PLAIN",
+        /// SCRAM with SHA-256.
+        ScramSha256 = "SCRAM-SHA-256",
+        /// SCRAM with SHA-512.
+        ScramSha512 = "SCRAM-SHA-512",
+        /// OAuth bearer tokens (also what AWS MSK IAM uses).
+        OauthBearer = "OAUTHBEARER",
+        /// Kerberos.
+        Gssapi = "GSSAPI",
+    }
+);
+
+impl SaslMechanism {
+    /// Whether the mechanism authenticates with a user name and password.
+    pub fn needs_password(self) -> bool {
+        matches!(
+            self,
+            SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512
+        )
+    }
+}
+
+/// Serde glue: [`Ordering`] by its name.
+mod ordering_name {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(o: &Ordering, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(o.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Ordering, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serde glue: durations as human strings (`"30s"`, `"500ms"`).
+mod human {
+    use super::*;
+
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        humantime::parse_duration(s.trim())
+            .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 500ms, 30s or 5m"))
+    }
+
+    pub fn show(d: Duration) -> String {
+        humantime::format_duration(d).to_string()
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&show(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(s) => parse(&s).map_err(serde::de::Error::custom),
+            Raw::Number(n) => Err(serde::de::Error::custom(format!(
+                "`{n}` has no unit; write a duration with one, like {n}ms or {n}s"
+            ))),
+        }
+    }
+
+    /// The same for `Option<Duration>` (`null` for none).
+    pub mod opt {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrap(#[serde(deserialize_with = "super::deserialize")] Duration);
+            Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+        }
+    }
+}
+
+/// Serde glue: bootstrap servers as `"a:9092,b:9092"` or as a list.
+mod servers {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::One(s) => s,
+            Raw::Many(list) => list.join(","),
+        })
+    }
+}
+
+/// A consumer's whole configuration: what the seeds' `kafka:` sections hold. Every field has
+/// a default (that of [`ConsumerBuilder`](crate::ConsumerBuilder), or librdkafka's where the
+/// field is `None`), except the three required ones: `bootstrap_servers`, `group_id`, `topics`.
+///
+/// See the [module documentation](self) for the file format and precedence, and
+/// [`ENV_VARS`] for the environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// The brokers to bootstrap from, `host:port[,host:port...]` (a YAML list is joined).
+    #[serde(deserialize_with = "servers::deserialize")]
+    pub bootstrap_servers: String,
+    /// The consumer group.
+    pub group_id: String,
+    /// The topics to subscribe to.
+    pub topics: Vec<String>,
+    /// Where a new group starts (`earliest` by default).
+    pub auto_offset_reset: OffsetReset,
+    /// How messages of a partition may run in parallel (`partition`, `key`, `unordered`).
+    #[serde(with = "ordering_name")]
+    pub ordering: Ordering,
+    /// The most handler calls running at once (1000).
+    pub max_in_flight: usize,
+    /// The most handler calls at once within one partition, in key and unordered modes.
+    pub max_in_flight_per_partition: Option<usize>,
+    /// How batches of a batch handler are cut.
+    pub batch: BatchConfig,
+    /// Retries of failed messages.
+    pub retry: RetryConfig,
+    /// The dead-letter topic.
+    pub dead_letter: DeadLetterConfig,
+    /// Cancel a handler call running longer than this (counts as a failed attempt); none by
+    /// default.
+    #[serde(with = "human::opt")]
+    pub processing_timeout: Option<Duration>,
+    /// How often finished offsets are committed (1s).
+    #[serde(with = "human")]
+    pub commit_interval: Duration,
+    /// How long revocation and shutdown wait for handlers in flight (10s).
+    #[serde(with = "human")]
+    pub drain_timeout: Duration,
+    /// `session.timeout.ms` (librdkafka: 45s).
+    #[serde(with = "human::opt")]
+    pub session_timeout: Option<Duration>,
+    /// `heartbeat.interval.ms` (librdkafka: 3s); at most a third of the session timeout.
+    #[serde(with = "human::opt")]
+    pub heartbeat_interval: Option<Duration>,
+    /// `max.poll.interval.ms` (librdkafka: 5m).
+    #[serde(with = "human::opt")]
+    pub max_poll_interval: Option<Duration>,
+    /// Fetch settings.
+    pub fetch: FetchConfig,
+    /// Bounds on buffered messages; partitions over them pause.
+    pub buffer: BufferConfig,
+    /// Serve `/metrics`, `/health/live` and `/health/ready` here (off by default).
+    pub metrics_addr: Option<SocketAddr>,
+    /// TLS and SASL settings.
+    pub security: SecurityConfig,
+    /// Other librdkafka properties, passed through as they are.
+    pub librdkafka: Properties,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            bootstrap_servers: String::new(),
+            group_id: String::new(),
+            topics: Vec::new(),
+            auto_offset_reset: OffsetReset::Earliest,
+            ordering: Ordering::Partition,
+            max_in_flight: 1_000,
+            max_in_flight_per_partition: None,
+            batch: BatchConfig::default(),
+            retry: RetryConfig::default(),
+            dead_letter: DeadLetterConfig::default(),
+            processing_timeout: None,
+            commit_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(10),
+            session_timeout: None,
+            heartbeat_interval: None,
+            max_poll_interval: None,
+            fetch: FetchConfig::default(),
+            buffer: BufferConfig::default(),
+            metrics_addr: None,
+            security: SecurityConfig::default(),
+            librdkafka: Properties::default(),
+        }
+    }
+}
+
+/// How batches are cut ([`BatchLimits`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// The most messages in a batch (200).
+    pub max_messages: usize,
+    /// How long a batch's first message waits for more (100ms); above zero.
+    #[serde(with = "human")]
+    pub max_wait: Duration,
+    /// The most bytes in a batch (16 MiB).
+    pub max_bytes: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        let d = BatchLimits::default();
+        BatchConfig {
+            max_messages: d.max_messages,
+            max_wait: d.max_wait,
+            max_bytes: d.max_bytes,
+        }
+    }
+}
+
+/// Retries of failed messages ([`RetryPolicy`] with its [`Backoff`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included; `null` (the default) retries without limit.
+    pub max_attempts: Option<u32>,
+    /// Stop retrying this long after the first failure; none by default.
+    #[serde(with = "human::opt")]
+    pub max_elapsed: Option<Duration>,
+    /// The first delay (100ms).
+    #[serde(with = "human")]
+    pub initial_backoff: Duration,
+    /// The longest delay (30s); at least `initial_backoff`.
+    #[serde(with = "human")]
+    pub max_backoff: Duration,
+    /// The growth factor between delays (2.0); at least 1.
+    pub multiplier: f64,
+    /// The randomized fraction of each delay (0.2); from 0 to 1.
+    pub jitter: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        let b = Backoff::default();
+        RetryConfig {
+            max_attempts: None,
+            max_elapsed: None,
+            initial_backoff: b.initial,
+            max_backoff: b.max,
+            multiplier: b.multiplier,
+            jitter: b.jitter,
+        }
+    }
+}
+
+/// The dead-letter topic ([`DeadLetter`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// Whether messages the handler gave up on are dead-lettered (off by default: then they
+    /// are retried until they succeed).
+    pub enabled: bool,
+    /// The dead-letter topic for every source topic; by default `<topic>.dlq` per topic.
+    pub topic: Option<String>,
+}
+
+/// Fetch settings, each a librdkafka property; `null` leaves librdkafka's default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetchConfig {
+    /// `fetch.min.bytes`: the least data a fetch answer waits for.
+    pub min_bytes: Option<u64>,
+    /// `fetch.wait.max.ms`: how long a fetch waits for `min_bytes`.
+    #[serde(with = "human::opt")]
+    pub max_wait: Option<Duration>,
+    /// `max.partition.fetch.bytes`: the most data per partition in one fetch.
+    pub max_partition_bytes: Option<u64>,
+    /// `fetch.max.bytes`: the most data in one fetch answer.
+    pub max_bytes: Option<u64>,
+    /// `queued.max.messages.kbytes`: the most prefetched data per client, in KiB.
+    pub queued_max_kbytes: Option<u64>,
+}
+
+/// Bounds on buffered messages ([`BufferLimits`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Messages per partition (15000).
+    pub partition_messages: usize,
+    /// Bytes per partition (24 MiB).
+    pub partition_bytes: usize,
+    /// Messages over all partitions (20000).
+    pub total_messages: usize,
+    /// Bytes over all partitions (32 MiB).
+    pub total_bytes: usize,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        let d = BufferLimits::default();
+        BufferConfig {
+            partition_messages: d.partition_messages,
+            partition_bytes: d.partition_bytes,
+            total_messages: d.total_messages,
+            total_bytes: d.total_bytes,
+        }
+    }
+}
+
+/// TLS and SASL settings, each a librdkafka property. The passwords are [`Secret`]s.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// `security.protocol` (librdkafka: plaintext).
+    pub protocol: Option<SecurityProtocol>,
+    /// `sasl.mechanism`; needs a `sasl_*` protocol.
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// `sasl.username`.
+    pub sasl_username: Option<String>,
+    /// `sasl.password` (secret).
+    pub sasl_password: Option<Secret>,
+    /// `ssl.ca.location`: the CA certificates to trust (a file or directory).
+    pub ssl_ca_location: Option<String>,
+    /// `ssl.certificate.location`: the client certificate.
+    pub ssl_certificate_location: Option<String>,
+    /// `ssl.key.location`: the client's private key.
+    pub ssl_key_location: Option<String>,
+    /// `ssl.key.password` (secret): the private key's passphrase.
+    pub ssl_key_password: Option<Secret>,
+}
+
+/// A librdkafka property derived from a typed setting: the property, the setting's path and
+/// its value (with secrets exposed).
+pub(crate) type Derived = (&'static str, &'static str, String);
+
+fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+impl ConsumerConfig {
+    /// The librdkafka properties the typed settings stand for, with the path of each.
+    pub(crate) fn derived(&self) -> Vec<Derived> {
+        let mut out: Vec<Derived> = vec![(
+            "auto.offset.reset",
+            "kafka.auto_offset_reset",
+            self.auto_offset_reset.as_str().into(),
+        )];
+        let mut opt = |key, path, value: Option<String>| {
+            if let Some(v) = value {
+                out.push((key, path, v));
+            }
+        };
+        opt(
+            "session.timeout.ms",
+            "kafka.session_timeout",
+            self.session_timeout.map(ms),
+        );
+        opt(
+            "heartbeat.interval.ms",
+            "kafka.heartbeat_interval",
+            self.heartbeat_interval.map(ms),
+        );
+        opt(
+            "max.poll.interval.ms",
+            "kafka.max_poll_interval",
+            self.max_poll_interval.map(ms),
+        );
+        let f = &self.fetch;
+        opt(
+            "fetch.min.bytes",
+            "kafka.fetch.min_bytes",
+            f.min_bytes.map(|v| v.to_string()),
+        );
+        opt(
+            "fetch.wait.max.ms",
+            "kafka.fetch.max_wait",
+            f.max_wait.map(ms),
+        );
+        opt(
+            "max.partition.fetch.bytes",
+            "kafka.fetch.max_partition_bytes",
+            f.max_partition_bytes.map(|v| v.to_string()),
+        );
+        opt(
+            "fetch.max.bytes",
+            "kafka.fetch.max_bytes",
+            f.max_bytes.map(|v| v.to_string()),
+        );
+        opt(
+            "queued.max.messages.kbytes",
+            "kafka.fetch.queued_max_kbytes",
+            f.queued_max_kbytes.map(|v| v.to_string()),
+        );
+        let s = &self.security;
+        opt(
+            "security.protocol",
+            "kafka.security.protocol",
+            s.protocol.map(|p| p.as_str().into()),
+        );
+        opt(
+            "sasl.mechanism",
+            "kafka.security.sasl_mechanism",
+            s.sasl_mechanism.map(|m| m.as_str().into()),
+        );
+        opt(
+            "sasl.username",
+            "kafka.security.sasl_username",
+            s.sasl_username.clone(),
+        );
+        opt(
+            "sasl.password",
+            "kafka.security.sasl_password",
+            s.sasl_password.as_ref().map(|p| p.expose().into()),
+        );
+        opt(
+            "ssl.ca.location",
+            "kafka.security.ssl_ca_location",
+            s.ssl_ca_location.clone(),
+        );
+        opt(
+            "ssl.certificate.location",
+            "kafka.security.ssl_certificate_location",
+            s.ssl_certificate_location.clone(),
+        );
+        opt(
+            "ssl.key.location",
+            "kafka.security.ssl_key_location",
+            s.ssl_key_location.clone(),
+        );
+        opt(
+            "ssl.key.password",
+            "kafka.security.ssl_key_password",
+            s.ssl_key_password.as_ref().map(|p| p.expose().into()),
+        );
+        out
+    }
+
+    /// Every librdkafka property this configuration sets, derived from typed settings and
+    /// passed through from `librdkafka:`, with **secrets exposed** (for building your own
+    /// client; show them with [`is_secret_key`] in mind). The runtime's own properties (such
+    /// as `enable.auto.commit=false`) are not included.
+    pub fn client_properties(&self) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = self
+            .derived()
+            .into_iter()
+            .map(|(k, _, v)| (k.to_string(), v))
+            .collect();
+        out.insert("bootstrap.servers".into(), self.bootstrap_servers.clone());
+        out.insert("group.id".into(), self.group_id.clone());
+        for (k, v) in &self.librdkafka.0 {
+            out.insert(k.clone(), v.clone());
+        }
+        out
+    }
+
+    /// The retry policy these settings describe.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        let r = &self.retry;
+        RetryPolicy {
+            max_attempts: r.max_attempts.map(|n| n.max(1)),
+            max_elapsed: r.max_elapsed,
+            backoff: Backoff {
+                initial: r.initial_backoff,
+                max: r.max_backoff,
+                multiplier: r.multiplier,
+                jitter: r.jitter,
+            },
+        }
+    }
+
+    /// The dead-letter settings, when dead-lettering is enabled.
+    pub fn dead_letter(&self) -> Option<DeadLetter> {
+        let d = &self.dead_letter;
+        d.enabled.then(|| match &d.topic {
+            Some(topic) => DeadLetter::to_topic(topic.clone()),
+            None => DeadLetter::default(),
+        })
+    }
+
+    /// The configuration as YAML (under `kafka:`), secrets redacted.
+    pub fn to_yaml(&self) -> String {
+        #[derive(Serialize)]
+        struct File<'a> {
+            kafka: &'a ConsumerConfig,
+        }
+        serde_saphyr::to_string(&File { kafka: self })
+            .unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
+    }
+
+    /// Applies these settings to `builder`; see [`ConsumerBuilder::config`].
+    pub(crate) fn apply(&self, mut b: ConsumerBuilder) -> ConsumerBuilder {
+        if !self.bootstrap_servers.is_empty() {
+            b = b.bootstrap_servers(self.bootstrap_servers.clone());
+        }
+        if !self.group_id.is_empty() {
+            b = b.group_id(self.group_id.clone());
+        }
+        b = b
+            .topics(self.topics.iter().cloned())
+            .ordering(self.ordering)
+            .max_in_flight(self.max_in_flight)
+            .batch_limits(
+                BatchLimits::default()
+                    .max_messages(self.batch.max_messages)
+                    .max_wait(self.batch.max_wait)
+                    .max_bytes(self.batch.max_bytes),
+            )
+            .buffer_limits(BufferLimits {
+                partition_messages: self.buffer.partition_messages,
+                partition_bytes: self.buffer.partition_bytes,
+                total_messages: self.buffer.total_messages,
+                total_bytes: self.buffer.total_bytes,
+            })
+            .retry_policy(self.retry_policy())
+            .commit_interval(self.commit_interval)
+            .drain_timeout(self.drain_timeout);
+        if let Some(n) = self.max_in_flight_per_partition {
+            b = b.max_in_flight_per_partition(n);
+        }
+        if let Some(t) = self.processing_timeout {
+            b = b.handler_timeout(t);
+        }
+        if let Some(d) = self.dead_letter() {
+            b = b.dead_letter(d);
+        }
+        if let Some(addr) = self.metrics_addr {
+            b = b.http_endpoint(addr);
+        }
+        for (key, _, value) in self.derived() {
+            b = b.set(key, value);
+        }
+        for (key, value) in &self.librdkafka.0 {
+            b = b.set(key.clone(), value.clone());
+        }
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests;

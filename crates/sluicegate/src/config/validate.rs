@@ -1,0 +1,565 @@
+//! Validation: every rule on single settings and between settings, pure; and librdkafka's
+//! own view of the properties, asked by creating (not connecting) a client.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::runtime::MANAGED;
+use crate::{ConsumerBuilder, Error};
+
+use super::load::{property_path, Source};
+use super::{human, ConsumerConfig, SaslMechanism, SecurityProtocol, REDACTED};
+
+/// One problem with one setting: its path (like `kafka.retry.max_attempts`), the value given
+/// (secrets redacted), what is wrong and what is allowed, and where the value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The setting, as a path from the file's root.
+    pub path: String,
+    /// The value given, as written (empty where there is none); secrets are redacted.
+    pub value: String,
+    /// What is wrong, and what is allowed.
+    pub reason: String,
+    /// Where the value came from, when known.
+    pub source: Option<Source>,
+}
+
+impl ConfigError {
+    pub(crate) fn new(
+        path: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        ConfigError {
+            path: path.into(),
+            value: value.into(),
+            reason: reason.into(),
+            source: None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path)?;
+        if !self.value.is_empty() {
+            write!(f, " = `{}`", self.value)?;
+        }
+        match &self.source {
+            Some(Source::File { line, column }) => write!(f, " (line {line}, column {column})")?,
+            Some(Source::Env(var)) => write!(f, " (from {var})")?,
+            _ => {}
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// Every problem found in a configuration, one per line when displayed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    /// The errors about the setting at `path`.
+    pub fn at<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a ConfigError> + 'a {
+        self.0.iter().filter(move |e| e.path == path)
+    }
+}
+
+/// Kafka brokers' default bounds on the session timeout (`group.min.session.timeout.ms`,
+/// `group.max.session.timeout.ms`); a group join with a timeout outside them is refused.
+pub const BROKER_SESSION_TIMEOUT: (Duration, Duration) =
+    (Duration::from_secs(6), Duration::from_secs(30 * 60));
+
+/// librdkafka's defaults for the timeouts the rules compare.
+const SESSION_DEFAULT: Duration = Duration::from_secs(45);
+const HEARTBEAT_DEFAULT: Duration = Duration::from_secs(3);
+const MAX_POLL_DEFAULT: Duration = Duration::from_secs(300);
+
+/// Whether `name` is a legal Kafka topic name.
+fn topic_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("a topic name cannot be empty")
+    } else if name.len() > 249 {
+        Some("a topic name has at most 249 characters")
+    } else if name == "." || name == ".." {
+        Some("`.` and `..` are not topic names")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        Some("a topic name may hold only ASCII letters, digits, `.`, `_` and `-`")
+    } else {
+        None
+    }
+}
+
+impl ConsumerConfig {
+    /// Checks every rule (no I/O) and returns every problem; see also
+    /// [`check_client`](Self::check_client) for librdkafka's view.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    /// Warnings: settings that are legal but probably not what is meant.
+    pub fn warnings(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        if let Some(s) = self.session_timeout {
+            let (lo, hi) = BROKER_SESSION_TIMEOUT;
+            if s < lo || s > hi {
+                out.push(ConfigError::new(
+                    "kafka.session_timeout",
+                    human::show(s),
+                    format!(
+                        "outside Kafka brokers' default bounds ({} to {}): the broker refuses \
+                         the group join unless its group.min/max.session.timeout.ms allow it",
+                        human::show(lo),
+                        human::show(hi)
+                    ),
+                ));
+            }
+        }
+        if !self.dead_letter.enabled {
+            if let Some(t) = &self.dead_letter.topic {
+                out.push(ConfigError::new(
+                    "kafka.dead_letter.topic",
+                    t.clone(),
+                    "ignored: kafka.dead_letter.enabled is false",
+                ));
+            }
+        }
+        out
+    }
+
+    pub(crate) fn problems(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        let mut err = |path: &str, value: String, reason: &str| {
+            out.push(ConfigError::new(path, value, reason));
+        };
+
+        // Required settings.
+        if self.bootstrap_servers.trim().is_empty() {
+            err(
+                "kafka.bootstrap_servers",
+                String::new(),
+                "required: the brokers to bootstrap from, as host:port[,host:port...] \
+                 (or KAFKA_BOOTSTRAP_SERVERS)",
+            );
+        } else if self
+            .bootstrap_servers
+            .split(',')
+            .any(|s| s.trim().is_empty())
+        {
+            err(
+                "kafka.bootstrap_servers",
+                self.bootstrap_servers.clone(),
+                "an empty entry: expected host:port[,host:port...]",
+            );
+        }
+        if self.group_id.trim().is_empty() {
+            err(
+                "kafka.group_id",
+                String::new(),
+                "required: the consumer group (or KAFKA_GROUP_ID / KAFKA_CONSUMER_GROUP)",
+            );
+        }
+        if self.topics.is_empty() {
+            err(
+                "kafka.topics",
+                String::new(),
+                "required: at least one topic (or KAFKA_TOPICS, comma-separated)",
+            );
+        }
+        for (i, topic) in self.topics.iter().enumerate() {
+            if let Some(problem) = topic_problem(topic) {
+                err(&format!("kafka.topics[{i}]"), topic.clone(), problem);
+            } else if self.topics[..i].contains(topic) {
+                err(
+                    &format!("kafka.topics[{i}]"),
+                    topic.clone(),
+                    "listed twice: each topic once",
+                );
+            }
+        }
+
+        // Counts that must be at least 1.
+        let counts = [
+            ("kafka.max_in_flight", Some(self.max_in_flight as u64)),
+            (
+                "kafka.max_in_flight_per_partition",
+                self.max_in_flight_per_partition.map(|n| n as u64),
+            ),
+            (
+                "kafka.batch.max_messages",
+                Some(self.batch.max_messages as u64),
+            ),
+            ("kafka.batch.max_bytes", Some(self.batch.max_bytes as u64)),
+            (
+                "kafka.buffer.partition_messages",
+                Some(self.buffer.partition_messages as u64),
+            ),
+            (
+                "kafka.buffer.partition_bytes",
+                Some(self.buffer.partition_bytes as u64),
+            ),
+            (
+                "kafka.buffer.total_messages",
+                Some(self.buffer.total_messages as u64),
+            ),
+            (
+                "kafka.buffer.total_bytes",
+                Some(self.buffer.total_bytes as u64),
+            ),
+            (
+                "kafka.retry.max_attempts",
+                self.retry.max_attempts.map(u64::from),
+            ),
+            ("kafka.fetch.min_bytes", self.fetch.min_bytes),
+            (
+                "kafka.fetch.max_partition_bytes",
+                self.fetch.max_partition_bytes,
+            ),
+            ("kafka.fetch.max_bytes", self.fetch.max_bytes),
+            (
+                "kafka.fetch.queued_max_kbytes",
+                self.fetch.queued_max_kbytes,
+            ),
+        ];
+        for (path, value) in counts {
+            if value == Some(0) {
+                err(path, "0".into(), "must be at least 1");
+            }
+        }
+
+        // Durations that must be above zero.
+        let durations = [
+            ("kafka.batch.max_wait", Some(self.batch.max_wait)),
+            ("kafka.commit_interval", Some(self.commit_interval)),
+            ("kafka.processing_timeout", self.processing_timeout),
+            ("kafka.retry.max_elapsed", self.retry.max_elapsed),
+            ("kafka.session_timeout", self.session_timeout),
+            ("kafka.heartbeat_interval", self.heartbeat_interval),
+            ("kafka.max_poll_interval", self.max_poll_interval),
+        ];
+        for (path, value) in durations {
+            if value == Some(Duration::ZERO) {
+                err(path, "0s".into(), "must be above zero, like 100ms or 5s");
+            }
+        }
+
+        // Retry and backoff.
+        let r = &self.retry;
+        if r.initial_backoff > r.max_backoff {
+            err(
+                "kafka.retry.initial_backoff",
+                human::show(r.initial_backoff),
+                &format!(
+                    "must be at most kafka.retry.max_backoff ({})",
+                    human::show(r.max_backoff)
+                ),
+            );
+        }
+        if !(r.multiplier.is_finite() && r.multiplier >= 1.0) {
+            err(
+                "kafka.retry.multiplier",
+                r.multiplier.to_string(),
+                "must be a number of at least 1 (1 keeps the delay constant)",
+            );
+        }
+        if !(0.0..=1.0).contains(&r.jitter) {
+            err(
+                "kafka.retry.jitter",
+                r.jitter.to_string(),
+                "must be from 0 to 1 (the randomized fraction of each delay)",
+            );
+        }
+
+        // Dead letters.
+        if let Some(topic) = &self.dead_letter.topic {
+            if let Some(problem) = topic_problem(topic) {
+                err("kafka.dead_letter.topic", topic.clone(), problem);
+            } else if self.dead_letter.enabled && self.topics.contains(topic) {
+                err(
+                    "kafka.dead_letter.topic",
+                    topic.clone(),
+                    "is one of kafka.topics: dead letters would be consumed again; pick \
+                     another topic, or leave it unset for `<topic>.dlq`",
+                );
+            }
+        }
+
+        // Group timeouts (librdkafka's defaults where unset).
+        let session = self.session_timeout.unwrap_or(SESSION_DEFAULT);
+        let heartbeat = self.heartbeat_interval.unwrap_or(HEARTBEAT_DEFAULT);
+        let max_poll = self.max_poll_interval.unwrap_or(MAX_POLL_DEFAULT);
+        if let Some(s) = self.session_timeout {
+            if s > Duration::from_secs(3600) {
+                err(
+                    "kafka.session_timeout",
+                    human::show(s),
+                    "must be at most 1h (librdkafka's limit); brokers allow up to 30m by default",
+                );
+            }
+        }
+        if !heartbeat.is_zero() && !session.is_zero() && heartbeat * 3 > session {
+            let (path, value) = match self.heartbeat_interval {
+                Some(h) => ("kafka.heartbeat_interval", human::show(h)),
+                None => ("kafka.session_timeout", human::show(session)),
+            };
+            err(
+                path,
+                value,
+                &format!(
+                    "the heartbeat interval ({}) must be at most a third of the session \
+                     timeout ({}), so that a missed heartbeat or two do not evict the consumer",
+                    human::show(heartbeat),
+                    human::show(session)
+                ),
+            );
+        }
+        if !max_poll.is_zero() && max_poll < session {
+            err(
+                "kafka.max_poll_interval",
+                human::show(max_poll),
+                &format!(
+                    "must be at least the session timeout ({})",
+                    human::show(session)
+                ),
+            );
+        }
+
+        // Security.
+        let s = &self.security;
+        let protocol = s.protocol;
+        let sasl = protocol.is_some_and(SecurityProtocol::is_sasl);
+        let tls = protocol.is_some_and(SecurityProtocol::is_tls);
+        match (s.sasl_mechanism, sasl) {
+            (Some(m), false) => err(
+                "kafka.security.sasl_mechanism",
+                m.as_str().into(),
+                &format!(
+                    "needs a SASL protocol: set kafka.security.protocol to sasl_ssl or \
+                     sasl_plaintext (it is {})",
+                    protocol.map_or("plaintext, the default", SecurityProtocol::as_str)
+                ),
+            ),
+            (None, true) => err(
+                "kafka.security.sasl_mechanism",
+                String::new(),
+                &format!(
+                    "required with protocol {}: one of {}",
+                    protocol.map_or("", SecurityProtocol::as_str),
+                    SaslMechanism::NAMES.join(", ")
+                ),
+            ),
+            _ => {}
+        }
+        if let Some(m) = s.sasl_mechanism.filter(|m| m.needs_password()) {
+            if s.sasl_username.as_deref().is_none_or(str::is_empty) {
+                err(
+                    "kafka.security.sasl_username",
+                    String::new(),
+                    &format!("required with SASL mechanism {m} (or KAFKA_SASL_USERNAME)"),
+                );
+            }
+            if s.sasl_password
+                .as_ref()
+                .is_none_or(|p| p.expose().is_empty())
+            {
+                err(
+                    "kafka.security.sasl_password",
+                    String::new(),
+                    &format!("required with SASL mechanism {m} (or KAFKA_SASL_PASSWORD)"),
+                );
+            }
+        }
+        if s.sasl_mechanism.is_none_or(|m| !m.needs_password()) {
+            for (path, set) in [
+                ("kafka.security.sasl_username", s.sasl_username.is_some()),
+                ("kafka.security.sasl_password", s.sasl_password.is_some()),
+            ] {
+                if set && s.sasl_mechanism.is_some() {
+                    err(
+                        path,
+                        String::new(),
+                        "only used by SASL mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512",
+                    );
+                } else if set && sasl {
+                    // Reported above as a missing mechanism.
+                } else if set {
+                    err(
+                        path,
+                        String::new(),
+                        "needs kafka.security.sasl_mechanism and a SASL protocol (sasl_ssl \
+                         or sasl_plaintext)",
+                    );
+                }
+            }
+        }
+        for (path, secret) in [
+            ("kafka.security.sasl_password", &s.sasl_password),
+            ("kafka.security.ssl_key_password", &s.ssl_key_password),
+        ] {
+            if secret.as_ref().is_some_and(|p| p.expose() == REDACTED) {
+                err(
+                    path,
+                    REDACTED.into(),
+                    "is the placeholder printed in place of a secret; give the real value",
+                );
+            }
+        }
+        let ssl_files = [
+            ("kafka.security.ssl_ca_location", &s.ssl_ca_location),
+            (
+                "kafka.security.ssl_certificate_location",
+                &s.ssl_certificate_location,
+            ),
+            ("kafka.security.ssl_key_location", &s.ssl_key_location),
+        ];
+        for (path, value) in ssl_files {
+            if let Some(v) = value {
+                if !tls {
+                    err(
+                        path,
+                        v.clone(),
+                        &format!(
+                            "only used over TLS: set kafka.security.protocol to ssl or \
+                             sasl_ssl (it is {})",
+                            protocol.map_or("plaintext, the default", SecurityProtocol::as_str)
+                        ),
+                    );
+                }
+            }
+        }
+        if s.ssl_key_password.is_some() && s.ssl_key_location.is_none() {
+            err(
+                "kafka.security.ssl_key_password",
+                REDACTED.into(),
+                "a key password without kafka.security.ssl_key_location: set the key it opens",
+            );
+        }
+        match (&s.ssl_certificate_location, &s.ssl_key_location) {
+            (Some(_), None) => err(
+                "kafka.security.ssl_key_location",
+                String::new(),
+                "required with kafka.security.ssl_certificate_location: a client certificate \
+                 needs its private key",
+            ),
+            (None, Some(_)) => err(
+                "kafka.security.ssl_certificate_location",
+                String::new(),
+                "required with kafka.security.ssl_key_location: a private key needs its \
+                 client certificate",
+            ),
+            _ => {}
+        }
+
+        // Pass-through properties.
+        let derived = self.derived();
+        for (key, value) in &self.librdkafka.0 {
+            let path = property_path(key);
+            let shown = super::shown(key, value).to_string();
+            if MANAGED.contains(&key.as_str()) {
+                err(
+                    &path,
+                    shown,
+                    "managed by Sluicegate: set kafka.bootstrap_servers and kafka.group_id, \
+                     and leave offset commits to the runtime",
+                );
+            } else if let Some((_, owner, _)) = derived.iter().find(|(k, _, _)| k == key) {
+                err(
+                    &path,
+                    shown,
+                    &format!("also set by {owner}: set it in one place only"),
+                );
+            } else if let Some((_, owner)) = TYPED.iter().find(|(k, _)| k == key) {
+                err(
+                    &path,
+                    shown,
+                    &format!("has a typed setting: use {owner} instead"),
+                );
+            }
+        }
+        out
+    }
+
+    /// librdkafka's view: creates (without connecting) a consumer from the effective client
+    /// settings, as [`ConsumerBuilder::build`](crate::ConsumerBuilder::build) does, and reports
+    /// each property it refuses with the property's path and librdkafka's reason. librdkafka
+    /// stops at the first refusal, so each refused property is taken out and the check runs
+    /// again, until it passes.
+    pub fn check_client(&self) -> Result<(), ConfigErrors> {
+        let mut builder = ConsumerBuilder::default().config(self);
+        // These are checked by the rules; placeholders keep librdkafka's check going.
+        if self.bootstrap_servers.trim().is_empty() {
+            builder = builder.bootstrap_servers("localhost:9092");
+        }
+        if self.group_id.trim().is_empty() {
+            builder = builder.group_id("sluicegate-config-check");
+        }
+        let derived = self.derived();
+        let mut errors = Vec::new();
+        for _ in 0..=derived.len() + self.librdkafka.0.len() + MANAGED.len() {
+            match builder.check_client() {
+                Ok(()) => break,
+                Err(Error::Config { key, value, reason }) => {
+                    let path = derived
+                        .iter()
+                        .find(|(k, _, _)| *k == key)
+                        .map(|(_, p, _)| p.to_string())
+                        .unwrap_or_else(|| property_path(&key));
+                    let value = super::shown(&key, &value).to_string();
+                    errors.push(ConfigError::new(
+                        path,
+                        value,
+                        format!("librdkafka: {reason}"),
+                    ));
+                    builder = builder.unset(&key);
+                }
+                Err(other) => {
+                    errors.push(ConfigError::new(
+                        "kafka",
+                        String::new(),
+                        format!("librdkafka cannot create a client: {other}"),
+                    ));
+                    break;
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// librdkafka properties with a typed setting, which `librdkafka:` must not set.
+const TYPED: &[(&str, &str)] = &[
+    ("auto.offset.reset", "kafka.auto_offset_reset"),
+    ("session.timeout.ms", "kafka.session_timeout"),
+    ("heartbeat.interval.ms", "kafka.heartbeat_interval"),
+    ("max.poll.interval.ms", "kafka.max_poll_interval"),
+    ("security.protocol", "kafka.security.protocol"),
+    ("sasl.mechanism", "kafka.security.sasl_mechanism"),
+    ("sasl.mechanisms", "kafka.security.sasl_mechanism"),
+    ("sasl.username", "kafka.security.sasl_username"),
+    ("sasl.password", "kafka.security.sasl_password"),
+    ("ssl.key.password", "kafka.security.ssl_key_password"),
+];
