@@ -73,6 +73,35 @@ enum Command {
     /// List, describe and create topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// Work with consumer configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Check a consumer configuration file (a `kafka:` section; see the README's
+    /// "Configuration" section): load it, apply the KAFKA_* environment variables over it,
+    /// check every rule and librdkafka's view of its properties (no broker is contacted), and
+    /// print the effective configuration with secrets redacted and, for each value, where it
+    /// came from (file line and column, environment variable, or default). Exits non-zero
+    /// listing every error, one per line, when there is any.
+    Check(ConfigCheckArgs),
+}
+
+/// Options of `sluicegate config check`.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigCheckArgs {
+    /// The YAML configuration file.
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    /// Check the file alone: do not apply the KAFKA_* environment variables (which are
+    /// applied by default, as the library's `ConsumerConfig::load_from_env` does).
+    #[arg(long)]
+    pub no_env: bool,
+    /// Print the result as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -482,6 +511,7 @@ fn main() -> ExitCode {
                 commands::topics::describe(args).await
             }
             Command::Topics(TopicsCommand::Create(args)) => commands::topics::create(args).await,
+            Command::Config(ConfigCommand::Check(args)) => commands::config::check(args),
         }
     });
     match result {

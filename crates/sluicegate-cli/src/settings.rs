@@ -3,17 +3,12 @@
 
 use rdkafka::ClientConfig;
 
-/// What is shown instead of a secret value.
-pub const REDACTED: &str = "[redacted]";
+pub use sluicegate::config::REDACTED;
 
-/// Key fragments that mark a librdkafka setting as secret: passwords, SASL secrets, OAuth
-/// bearer settings (client secrets, tokens) and TLS private keys.
-const SECRET_KEY_PARTS: &[&str] = &["password", "secret", "sasl.oauthbearer", "ssl.key"];
-
-/// `value` as it may be printed or logged: [`REDACTED`] when `key` names a secret.
+/// `value` as it may be printed or logged: [`REDACTED`] when `key` names a secret (the
+/// library's rule, [`sluicegate::config::is_secret_key`], which also redacts its own output).
 pub fn shown_value<'a>(key: &str, value: &'a str) -> &'a str {
-    let key = key.to_ascii_lowercase();
-    if SECRET_KEY_PARTS.iter().any(|part| key.contains(part)) {
+    if sluicegate::config::is_secret_key(key) {
         REDACTED
     } else {
         value

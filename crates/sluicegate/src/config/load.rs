@@ -558,36 +558,95 @@ impl ConsumerConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let (config, mut sources, mut errors) = match yaml {
-            Some(yaml) => parse(yaml),
-            None => (
-                Some(ConsumerConfig::default()),
-                Sources::default(),
-                Vec::new(),
-            ),
-        };
-        let Some(mut config) = config else {
-            // Unreadable YAML: the rules would only report everything as missing.
-            return Err(ConfigErrors(errors));
-        };
-        errors.extend(config.apply_env(env, &mut sources));
-        let failed: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
-        // Rules on settings that already failed to load would only repeat the news.
-        errors.extend(
-            config
-                .problems()
-                .into_iter()
-                .filter(|e| !failed.contains(&e.path)),
-        );
-        for e in &mut errors {
-            sources.annotate(e);
-        }
-        if errors.is_empty() {
-            Ok(Loaded { config, sources })
-        } else {
-            Err(ConfigErrors(errors))
+        let (config, sources, errors) = gather(yaml, env);
+        match config {
+            Some(config) if errors.is_empty() => Ok(Loaded { config, sources }),
+            _ => Err(ConfigErrors(errors)),
         }
     }
+
+    /// Checks everything about a configuration and reports it all, for tools like
+    /// `sluicegate config check`: the YAML (none: defaults) overridden by `env`, every rule,
+    /// and librdkafka's view of the properties (see [`check_client`](Self::check_client)).
+    pub fn check<K, V>(yaml: Option<&str>, env: impl IntoIterator<Item = (K, V)>) -> Report
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let (config, sources, mut errors) = gather(yaml, env);
+        let Some(config) = config else {
+            return Report {
+                config: None,
+                sources,
+                errors,
+                warnings: Vec::new(),
+            };
+        };
+        if let Err(refused) = config.check_client() {
+            let known: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+            errors.extend(refused.0.into_iter().filter(|e| !known.contains(&e.path)));
+        }
+        let mut warnings = config.warnings();
+        for e in errors.iter_mut().chain(warnings.iter_mut()) {
+            sources.annotate(e);
+        }
+        Report {
+            config: Some(config),
+            sources,
+            errors,
+            warnings,
+        }
+    }
+}
+
+/// Everything known about a configuration: the effective settings (when the YAML could be
+/// read), where each came from, every error (rules and librdkafka's view) and warnings.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The effective configuration; `None` when the YAML itself could not be read.
+    pub config: Option<ConsumerConfig>,
+    /// Where each setting came from.
+    pub sources: Sources,
+    /// Every problem, each with its place where known. Empty when the configuration is valid.
+    pub errors: Vec<ConfigError>,
+    /// Settings that are legal but probably not what is meant.
+    pub warnings: Vec<ConfigError>,
+}
+
+/// The configuration from `yaml` and `env` with every problem the rules find (`None` when
+/// the YAML cannot be read: then the rules would only report everything as missing).
+fn gather<K, V>(
+    yaml: Option<&str>,
+    env: impl IntoIterator<Item = (K, V)>,
+) -> (Option<ConsumerConfig>, Sources, Vec<ConfigError>)
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let (config, mut sources, mut errors) = match yaml {
+        Some(yaml) => parse(yaml),
+        None => (
+            Some(ConsumerConfig::default()),
+            Sources::default(),
+            Vec::new(),
+        ),
+    };
+    let Some(mut config) = config else {
+        return (None, sources, errors);
+    };
+    errors.extend(config.apply_env(env, &mut sources));
+    let failed: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+    // Rules on settings that already failed to load would only repeat the news.
+    errors.extend(
+        config
+            .problems()
+            .into_iter()
+            .filter(|e| !failed.contains(&e.path)),
+    );
+    for e in &mut errors {
+        sources.annotate(e);
+    }
+    (Some(config), sources, errors)
 }
 
 /// Reads a configuration file.

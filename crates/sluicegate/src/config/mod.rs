@@ -63,8 +63,8 @@ use crate::policy::{Backoff, RetryPolicy};
 use crate::ConsumerBuilder;
 
 pub use env::{EnvVar, ENV_VARS};
-pub use load::{Source, Sources};
-pub use validate::{ConfigError, ConfigErrors};
+pub use load::{Loaded, Report, Source, Sources};
+pub use validate::{ConfigError, ConfigErrors, BROKER_SESSION_TIMEOUT};
 
 /// What is shown instead of a secret value.
 pub const REDACTED: &str = "[redacted]";
