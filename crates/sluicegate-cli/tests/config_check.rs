@@ -1,0 +1,202 @@
+//! End-to-end: `sluicegate config check` on the shipped example, on a file with secrets, and
+//! on a file with many errors.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{last_json_line, run_with_env};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn example() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/sluicegate.yaml")
+        .display()
+        .to_string()
+}
+
+/// Writes `yaml` to a file of its own and returns its path.
+fn file(name: &str, yaml: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("{name}-{}.yaml", std::process::id()));
+    std::fs::write(&path, yaml).expect("the test file is written");
+    path.display().to_string()
+}
+
+#[test]
+fn the_example_configuration_passes() {
+    let (ok, out, err) = run_with_env(&["config", "check", "--no-env", &example()], &[], LIMIT);
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("valid (environment ignored)"), "{out}");
+    assert!(
+        out.contains("group_id: \"orders-billing\"  # file, line"),
+        "{out}"
+    );
+    assert!(out.contains("drain_timeout: \"10s\"  # file"), "{out}");
+    assert!(
+        out.contains("buffer:\n    partition_bytes: 25165824  # default"),
+        "{out}"
+    );
+    assert!(out.contains("#   session.timeout.ms=30000"), "{out}");
+    // Its output is YAML, too.
+    let body: String = out
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(body.starts_with("kafka:\n"), "{body}");
+}
+
+const WITH_SECRETS: &str = "kafka:
+  bootstrap_servers: localhost:9092
+  group_id: billing
+  topics: [orders]
+  security:
+    protocol: sasl_ssl
+    sasl_mechanism: SCRAM-SHA-512
+    sasl_username: billing
+  librdkafka:
+    sasl.oauthbearer.config: principal=file-secret-1
+";
+
+#[test]
+fn secrets_are_redacted_and_the_environment_wins_and_is_named() {
+    let path = file("secrets", WITH_SECRETS);
+    let env = [
+        ("KAFKA_SASL_PASSWORD", "env-secret-2"),
+        ("KAFKA_BATCH_SIZE", "77"),
+        ("RUST_LOG", "warn"),
+    ];
+    let (ok, out, err) = run_with_env(&["config", "check", &path], &env, LIMIT);
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    for secret in ["file-secret-1", "env-secret-2"] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "{out}\n{err}"
+        );
+    }
+    assert!(
+        out.contains("sasl_password: \"[redacted]\"  # env KAFKA_SASL_PASSWORD"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sasl.oauthbearer.config: \"[redacted]\""),
+        "{out}"
+    );
+    assert!(out.contains("#   sasl.password=[redacted]"), "{out}");
+    assert!(
+        out.contains("max_messages: 77  # env KAFKA_BATCH_SIZE"),
+        "{out}"
+    );
+
+    let (ok, out, err) = run_with_env(&["config", "check", "--json", &path], &env, LIMIT);
+    assert!(ok, "{err}");
+    let v = last_json_line(&out, &err);
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["config"]["security"]["sasl_password"], "[redacted]");
+    assert_eq!(v["librdkafka"]["sasl.password"], "[redacted]");
+    assert_eq!(
+        v["sources"]["kafka.batch.max_messages"],
+        "env:KAFKA_BATCH_SIZE"
+    );
+    assert_eq!(v["sources"]["kafka.group_id"], "file:3:13");
+    assert_eq!(v["sources"]["kafka.drain_timeout"], "default");
+    assert!(!out.contains("env-secret-2") && !out.contains("file-secret-1"));
+
+    // --no-env: the file alone, which lacks the password.
+    let (ok, _, err) = run_with_env(&["config", "check", "--no-env", &path], &env, LIMIT);
+    assert!(!ok);
+    assert!(
+        err.contains("kafka.security.sasl_password: required with SASL mechanism SCRAM-SHA-512"),
+        "{err}"
+    );
+}
+
+const BAD: &str = "kafka:
+  bootstrap_servers: localhost:9092
+  group_id: billing
+  topics: [orders]
+  retyr: { max_attempts: 3 }
+  max_in_flight: many
+  heartbeat_interval: 20s
+  batch: { max_wait: 0s }
+  security:
+    ssl_key_password: hunter2
+  librdkafka:
+    no.such.property: 1
+";
+
+#[test]
+fn a_bad_file_fails_listing_every_error_with_its_place() {
+    let path = file("bad", BAD);
+    let (ok, out, err) = run_with_env(&["config", "check", "--no-env", &path], &[], LIMIT);
+    assert!(!ok, "stdout:\n{out}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    let expect = [
+        "error: kafka.retyr (line 5, column 3): unknown key `retyr`; did you mean `retry`?",
+        "error: kafka.max_in_flight = `many` (line 6, column 18): invalid type",
+        "error: kafka.heartbeat_interval = `20s` (line 7, column 23): the heartbeat interval (20s) must be at most a third of the session timeout (45s)",
+        "error: kafka.batch.max_wait = `0s` (line 8, column 22): must be above zero",
+        "error: kafka.security.ssl_key_password = `[redacted]` (line 10, column 23): a key password without kafka.security.ssl_key_location",
+        "error: kafka.librdkafka[\"no.such.property\"] = `1` (line 12, column 23): librdkafka: No such configuration property",
+    ];
+    for e in expect {
+        assert!(
+            errors.iter().any(|l| l.starts_with(e)),
+            "missing `{e}` in:\n{err}"
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "{err}");
+    assert!(err.contains(&format!("{path}: 6 errors")), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+
+    let (ok, out, err) = run_with_env(
+        &["config", "check", "--no-env", "--json", &path],
+        &[],
+        LIMIT,
+    );
+    assert!(!ok);
+    let v = last_json_line(&out, &err);
+    assert_eq!(v["ok"], false);
+    let errors = v["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 6, "{v}");
+    let retyr = errors
+        .iter()
+        .find(|e| e["path"] == "kafka.retyr")
+        .expect("kafka.retyr");
+    assert_eq!(
+        (retyr["line"].clone(), retyr["column"].clone()),
+        (5.into(), 3.into())
+    );
+}
+
+#[test]
+fn environment_errors_name_the_variable() {
+    let (ok, _, err) = run_with_env(
+        &["config", "check", &example()],
+        &[
+            ("KAFKA_MAX_IN_FLIGHT", "lots"),
+            ("KAFKA_SECURITY_PROTOCOL", "tls"),
+        ],
+        LIMIT,
+    );
+    assert!(!ok);
+    assert!(err.contains("error: kafka.max_in_flight = `lots` (from KAFKA_MAX_IN_FLIGHT): expected a whole number"), "{err}");
+    assert!(err.contains("error: kafka.security.protocol = `tls` (from KAFKA_SECURITY_PROTOCOL): expected one of: plaintext, ssl, sasl_plaintext, sasl_ssl"), "{err}");
+}
+
+#[test]
+fn a_missing_file_is_an_error() {
+    let (ok, _, err) = run_with_env(
+        &["config", "check", "/nonexistent/sluicegate.yaml"],
+        &[],
+        LIMIT,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("cannot read /nonexistent/sluicegate.yaml"),
+        "{err}"
+    );
+}
