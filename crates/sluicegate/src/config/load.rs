@@ -385,7 +385,7 @@ fn walk(
 fn properties(
     path: &str,
     node: &Node,
-    trail: &mut Vec<String>,
+    trail: &mut [String],
     out: &mut Map<String, Value>,
     sources: &mut Sources,
     errors: &mut Vec<ConfigError>,

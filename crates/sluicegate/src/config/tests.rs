@@ -289,12 +289,11 @@ fn required_settings_are_named() {
 
 #[test]
 fn single_setting_rules() {
-    let yaml = format!(
-        "kafka:\n  bootstrap_servers: k:9092\n  group_id: g\n  topics: [orders, 'bad topic', orders]\n  retry: {{ multiplier: 0.5, jitter: 2 }}\n  \
+    let yaml =
+        "kafka:\n  bootstrap_servers: k:9092\n  group_id: g\n  topics: [orders, 'bad topic', orders]\n  retry: { multiplier: 0.5, jitter: 2 }\n  \
          ordering: sideways\n  auto_offset_reset: newest\n  max_in_flight_per_partition: 0\n  \
-         buffer: {{ total_bytes: 0 }}\n  session_timeout: 2h\n"
-    );
-    let errors = errors_of(&yaml, &[]);
+         buffer: { total_bytes: 0 }\n  session_timeout: 2h\n";
+    let errors = errors_of(yaml, &[]);
     assert_error(
         &errors,
         "kafka.topics[1]",
