@@ -65,7 +65,7 @@ pub fn event(seq: u64, keys: u64, ts: i64) -> Event {
     let r = mix(seq ^ 0x5eed);
     let event_id = format!("evt-{seq:010}");
     let user_id = user_key(seq, keys);
-    if r % 4 == 0 {
+    if r.is_multiple_of(4) {
         Event::Order {
             event_id,
             user_id,

@@ -63,6 +63,7 @@ mod tests {
             "sasl.username",
             "sasl.mechanism",
             "ssl.ca.location",
+            "ssl.key.location",
         ] {
             assert_eq!(shown_value(key, "plain"), "plain", "{key}");
         }

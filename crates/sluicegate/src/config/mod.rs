@@ -71,7 +71,8 @@ pub const REDACTED: &str = "[redacted]";
 
 /// Key fragments that mark a librdkafka property as secret: passwords, SASL secrets, OAuth
 /// bearer settings (client secrets, tokens) and TLS private keys.
-const SECRET_KEY_PARTS: &[&str] = &["password", "secret", "sasl.oauthbearer", "ssl.key"];
+// `ssl.key.pem` is a private key itself; `ssl.key.location` is only a path.
+const SECRET_KEY_PARTS: &[&str] = &["password", "secret", "sasl.oauthbearer", "ssl.key.pem"];
 
 /// Whether the librdkafka property `key` holds a secret (its value must never be shown).
 ///
@@ -80,6 +81,7 @@ const SECRET_KEY_PARTS: &[&str] = &["password", "secret", "sasl.oauthbearer", "s
 /// assert!(is_secret_key("sasl.password"));
 /// assert!(is_secret_key("sasl.oauthbearer.client.secret"));
 /// assert!(!is_secret_key("sasl.username"));
+/// assert!(is_secret_key("ssl.key.pem") && !is_secret_key("ssl.key.location"));
 /// ```
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
