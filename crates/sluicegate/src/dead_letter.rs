@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
@@ -23,6 +22,7 @@ use tracing::{info, warn};
 use crate::handler::{ErrorKind, HandlerError};
 use crate::output::{producer_config, Producer, ProducerLog};
 use crate::policy::Backoff;
+use crate::security::OAuth;
 use crate::{Error, Header, Message};
 
 /// The names of the diagnostic headers added to every dead-lettered message. Times are
@@ -170,6 +170,7 @@ pub(crate) struct DeadLetterWriter {
     /// The producer's settings, also used for the admin client that creates topics.
     client: ClientConfig,
     producer: Arc<Producer>,
+    oauth: Option<OAuth>,
 }
 
 impl DeadLetterWriter {
@@ -180,6 +181,7 @@ impl DeadLetterWriter {
         consumer: &ClientConfig,
         group: &str,
         shared: Option<Arc<Producer>>,
+        oauth: Option<OAuth>,
     ) -> Result<Self, Error> {
         let mut client = producer_config(consumer, &config.producer);
         if !config.producer.contains_key("linger.ms") {
@@ -190,7 +192,9 @@ impl DeadLetterWriter {
             Some(p) => p,
             None => Arc::new(
                 client
-                    .create_with_context(ProducerLog)
+                    .create_with_context(ProducerLog {
+                        oauth: oauth.clone(),
+                    })
                     .map_err(Error::from_client_creation)?,
             ),
         };
@@ -199,6 +203,7 @@ impl DeadLetterWriter {
             group: group.to_owned(),
             client,
             producer,
+            oauth,
         })
     }
 
@@ -216,8 +221,12 @@ impl DeadLetterWriter {
         if !self.config.create_missing {
             return Ok(());
         }
-        let admin: AdminClient<DefaultClientContext> =
-            self.client.create().map_err(Error::from_client_creation)?;
+        let admin: AdminClient<ProducerLog> = self
+            .client
+            .create_with_context(ProducerLog {
+                oauth: self.oauth.clone(),
+            })
+            .map_err(Error::from_client_creation)?;
         let timeout = Duration::from_secs(10);
         let metadata = self
             .producer

@@ -37,6 +37,21 @@ pub enum Error {
     /// A partition this consumer does not own was asked to seek.
     #[error("partition {0} is not assigned to this consumer")]
     NotAssigned(String),
+    /// The TLS handshake with the brokers failed in a way retrying cannot fix (see
+    /// [`security`](crate::security) for the rule): an untrusted or invalid broker
+    /// certificate, or a broker that wants a client certificate.
+    #[error("TLS handshake with the brokers failed: {0}")]
+    Tls(String),
+    /// The brokers refused the credentials (see [`security`](crate::security)).
+    #[error("authentication failed (SASL mechanism {mechanism}, user {user}): {reason}")]
+    Authentication {
+        /// The SASL mechanism (`sasl.mechanism`).
+        mechanism: String,
+        /// The user (`sasl.username`), quoted, or `not set`.
+        user: String,
+        /// librdkafka's reason, with any secret setting's value removed.
+        reason: String,
+    },
     /// The poll thread ended without reporting (it panicked).
     #[error("the consumer's poll thread ended unexpectedly")]
     PollThreadLost,
@@ -50,7 +65,14 @@ impl Error {
     /// the value and librdkafka's reason.
     pub(crate) fn from_client_creation(e: KafkaError) -> Self {
         match e {
-            KafkaError::ClientConfig(_, reason, key, value) => Error::Config { key, value, reason },
+            KafkaError::ClientConfig(_, reason, key, value) => {
+                let value = if crate::config::is_secret_key(&key) {
+                    "[redacted]".to_owned()
+                } else {
+                    value
+                };
+                Error::Config { key, value, reason }
+            }
             other => Error::Kafka(other),
         }
     }

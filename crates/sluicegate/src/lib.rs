@@ -51,6 +51,7 @@ mod offsets;
 mod output;
 pub mod policy;
 mod runtime;
+pub mod security;
 
 pub use dispatch::{BatchLimits, BufferLimits, Ordering};
 pub use embedded::{ApiKey, EmbeddedKafka, ResponseError};

@@ -14,18 +14,32 @@ use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tracing::warn;
 
+use crate::security::OAuth;
 use crate::{Error, HandlerError, Header};
 
 /// The producer behind [`Output`] and the dead-letter writer.
 pub(crate) type Producer = FutureProducer<ProducerLog>;
 
-/// Reports a producer's client errors as warnings: sends are retried or fail where they are
-/// awaited, which is where it matters.
-pub(crate) struct ProducerLog;
+/// Reports a producer's client errors as warnings (sends are retried or fail where they are
+/// awaited, which is where it matters), and gets OAUTHBEARER tokens from the consumer's
+/// provider.
+#[derive(Clone, Default)]
+pub(crate) struct ProducerLog {
+    pub oauth: Option<OAuth>,
+}
 
 impl ClientContext for ProducerLog {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn error(&self, error: KafkaError, reason: &str) {
         warn!(error = %error, reason, "producer");
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        crate::runtime::generate_oauth_token(self.oauth.as_ref())
     }
 }
 
@@ -54,9 +68,13 @@ pub(crate) fn producer_config<'a>(
     overrides: impl IntoIterator<Item = (&'a String, &'a String)>,
 ) -> ClientConfig {
     let mut client = ClientConfig::new();
-    for (key, value) in consumer.config_map() {
+    // `config_map` shows secrets (such as `sasl.password`) as a placeholder: copy each value
+    // through `get`, or the producers would authenticate with the placeholder.
+    for key in consumer.config_map().keys() {
         if !CONSUMER_ONLY.iter().any(|p| key.starts_with(p)) {
-            client.set(key, value);
+            if let Some(value) = consumer.get(key) {
+                client.set(*key, value);
+            }
         }
     }
     client
@@ -189,9 +207,13 @@ impl std::fmt::Debug for Output {
 const QUEUE_WAIT: Duration = Duration::from_secs(30);
 
 impl Output {
-    pub(crate) fn new(config: &ClientConfig, transactional: bool) -> Result<Self, Error> {
+    pub(crate) fn new(
+        config: &ClientConfig,
+        transactional: bool,
+        oauth: Option<OAuth>,
+    ) -> Result<Self, Error> {
         let producer = config
-            .create_with_context(ProducerLog)
+            .create_with_context(ProducerLog { oauth })
             .map_err(Error::from_client_creation)?;
         Ok(Output {
             producer: Arc::new(producer),
@@ -245,4 +267,22 @@ impl Output {
 struct OutputError {
     topic: String,
     source: KafkaError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producers_get_the_consumers_secrets_not_placeholders() {
+        let mut consumer = ClientConfig::new();
+        consumer
+            .set("sasl.password", "pw-123")
+            .set("ssl.key.password", "kp-456")
+            .set("group.id", "g");
+        let producer = producer_config(&consumer, []);
+        assert_eq!(producer.get("sasl.password"), Some("pw-123"));
+        assert_eq!(producer.get("ssl.key.password"), Some("kp-456"));
+        assert_eq!(producer.get("group.id"), None);
+    }
 }

@@ -71,8 +71,7 @@ pub const REDACTED: &str = "[redacted]";
 
 /// Key fragments that mark a librdkafka property as secret: passwords, SASL secrets, OAuth
 /// bearer settings (client secrets, tokens) and TLS private keys.
-// `ssl.key.pem` is a private key itself; `ssl.key.location` is only a path.
-const SECRET_KEY_PARTS: &[&str] = &["password", "secret", "sasl.oauthbearer", "ssl.key.pem"];
+const SECRET_KEY_PARTS: &[&str] = &["password", "secret", "sasl.oauthbearer"];
 
 /// Whether the librdkafka property `key` holds a secret (its value must never be shown).
 ///
@@ -85,7 +84,8 @@ const SECRET_KEY_PARTS: &[&str] = &["password", "secret", "sasl.oauthbearer", "s
 /// ```
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    SECRET_KEY_PARTS.iter().any(|part| key.contains(part))
+    // A `*.pem` setting is a key or certificate itself; `*.location` only a path.
+    SECRET_KEY_PARTS.iter().any(|part| key.contains(part)) || key.ends_with(".pem")
 }
 
 /// A secret setting (a password). Its `Debug`, `Display` and `Serialize` show [`REDACTED`];

@@ -11,6 +11,8 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::{error, warn};
 
+use crate::security::{OAuth, SecurityFailure, SecurityWatch};
+
 use super::assignment::Assignment;
 
 /// Holds the poll thread's state so that librdkafka's callbacks can reach it. Only the poll
@@ -18,6 +20,8 @@ use super::assignment::Assignment;
 pub(crate) struct RuntimeContext {
     assignment: Mutex<Assignment>,
     health: Mutex<ClientHealth>,
+    security: Mutex<SecurityWatch>,
+    oauth: Option<OAuth>,
 }
 
 /// What librdkafka's error callback said about the client's connections.
@@ -27,13 +31,17 @@ pub(crate) struct ClientHealth {
     pub unreachable_since: Option<Instant>,
     /// A fatal error: the client cannot go on.
     pub fatal: Option<KafkaError>,
+    /// A TLS or authentication failure that retrying cannot fix: the consumer stops with it.
+    pub security: Option<SecurityFailure>,
 }
 
 impl RuntimeContext {
-    pub fn new(assignment: Assignment) -> Self {
+    pub fn new(assignment: Assignment, security: SecurityWatch, oauth: Option<OAuth>) -> Self {
         RuntimeContext {
             assignment: Mutex::new(assignment),
             health: Mutex::new(ClientHealth::default()),
+            security: Mutex::new(security),
+            oauth,
         }
     }
 
@@ -49,11 +57,21 @@ impl RuntimeContext {
 }
 
 impl ClientContext for RuntimeContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        generate_oauth_token(self.oauth.as_ref())
+    }
+
     fn stats(&self, statistics: Statistics) {
         self.assignment().statistics(&statistics);
     }
 
     fn error(&self, e: KafkaError, reason: &str) {
+        let code = e.rdkafka_error_code();
         if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
             error!(error = %e, reason, "fatal kafka client error");
             self.health().fatal.get_or_insert(e);
@@ -65,6 +83,32 @@ impl ClientContext for RuntimeContext {
         } else {
             warn!(error = %e, reason, "kafka client error");
         }
+        if let Some(code) = code {
+            let stop = self
+                .security
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .observe(code, reason, Instant::now());
+            if let Some(stop) = stop {
+                error!(error = %crate::Error::from(stop.clone()), "cannot connect securely; stopping");
+                self.health().security.get_or_insert(stop);
+            }
+        }
+    }
+}
+
+/// The token callback of every client the runtime creates: the provider's token, or an error
+/// that says none was set.
+pub(crate) fn generate_oauth_token(
+    oauth: Option<&OAuth>,
+) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+    match oauth {
+        Some(oauth) => oauth.generate(),
+        None => Err(
+            "sasl.mechanism is OAUTHBEARER but no token provider is set \
+                     (ConsumerBuilder::oauth_token_provider)"
+                .into(),
+        ),
     }
 }
 

@@ -13,6 +13,7 @@ mod status;
 mod transactional;
 mod worker;
 
+pub(crate) use context::generate_oauth_token;
 pub(crate) use event::Outcome;
 pub use seek::SeekTo;
 pub use status::{ConsumerStatus, StatusWatch, TopicPartition};
@@ -35,6 +36,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::output::{producer_config, Output};
 use crate::policy::{Breaker, CircuitBreaker, CircuitState, Reconnect, RetryPolicy};
+use crate::security::{OAuth, SecurityWatch, TokenProvider};
 use crate::Error;
 
 use assignment::{Assignment, LaneSpawner, Routing};
@@ -52,8 +54,9 @@ pub(crate) const MANAGED: &[&str] = &[
     "bootstrap.servers",
 ];
 
-/// Builds a [`Consumer`]. Start with [`Consumer::builder`].
-#[derive(Clone, Debug)]
+/// Builds a [`Consumer`]. Start with [`Consumer::builder`]. Its `Debug` output hides the
+/// values of secret settings (passwords, secrets, PEM keys).
+#[derive(Clone)]
 pub struct ConsumerBuilder {
     bootstrap_servers: Option<String>,
     group_id: Option<String>,
@@ -77,6 +80,39 @@ pub struct ConsumerBuilder {
     exactly_once: Option<String>,
     metrics: Option<Metrics>,
     http_endpoint: Option<SocketAddr>,
+    oauth: Option<OAuth>,
+}
+
+impl std::fmt::Debug for ConsumerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerBuilder")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("client", &self.client)
+            .field("ordering", &self.ordering)
+            .field("max_in_flight", &self.max_in_flight)
+            .field(
+                "max_in_flight_per_partition",
+                &self.max_in_flight_per_partition,
+            )
+            .field("limits", &self.limits)
+            .field("batch", &self.batch)
+            .field("retry", &self.retry)
+            .field("handler_timeout", &self.handler_timeout)
+            .field("circuit_breaker", &self.circuit_breaker)
+            .field("dead_letter", &self.dead_letter)
+            .field("reconnect", &self.reconnect)
+            .field("commit_interval", &self.commit_interval)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("producer", &self.producer)
+            .field("output", &self.output)
+            .field("exactly_once", &self.exactly_once)
+            .field("metrics", &self.metrics.is_some())
+            .field("http_endpoint", &self.http_endpoint)
+            .field("oauth_token_provider", &self.oauth.is_some())
+            .finish()
+    }
 }
 
 impl Default for ConsumerBuilder {
@@ -103,6 +139,7 @@ impl Default for ConsumerBuilder {
             exactly_once: None,
             metrics: None,
             http_endpoint: None,
+            oauth: None,
         }
     }
 }
@@ -250,7 +287,11 @@ impl ConsumerBuilder {
         if let Some(output) = &self.output {
             return Ok(output.clone());
         }
-        let output = Output::new(&self.producer_config()?, self.exactly_once.is_some())?;
+        let output = Output::new(
+            &self.producer_config()?,
+            self.exactly_once.is_some(),
+            self.current_oauth(),
+        )?;
         self.output = Some(output.clone());
         Ok(output)
     }
@@ -348,6 +389,41 @@ impl ConsumerBuilder {
             .create::<BaseConsumer>()
             .map(drop)
             .map_err(Error::from_client_creation)
+    }
+
+    /// Gets OAUTHBEARER tokens from `provider` for the consumer and for the producers the
+    /// runtime creates (output, dead letters); see [`TokenProvider`]. Use it with
+    /// `security.protocol` = `SASL_SSL` (or `SASL_PLAINTEXT`) and `sasl.mechanism` =
+    /// `OAUTHBEARER`. Set it before taking the [`output`](Self::output).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), sluicegate::Error> {
+    /// use std::time::Duration;
+    /// use sluicegate::security::{OAuthToken, TokenError, TokenProvider};
+    /// use sluicegate::{handler_fn, Consumer, Message};
+    ///
+    /// struct Tokens;
+    /// impl TokenProvider for Tokens {
+    ///     async fn token(&self) -> Result<OAuthToken, TokenError> {
+    ///         Ok(OAuthToken::new("eyJ...", "billing", Duration::from_secs(900)))
+    ///     }
+    /// }
+    ///
+    /// Consumer::builder()
+    ///     .bootstrap_servers("broker.example.com:9093")
+    ///     .group_id("billing")
+    ///     .topic("orders")
+    ///     .set("security.protocol", "SASL_SSL")
+    ///     .set("sasl.mechanism", "OAUTHBEARER")
+    ///     .oauth_token_provider(Tokens)
+    ///     .build(handler_fn(|_: Message| async { Ok(()) }))?
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn oauth_token_provider<P: TokenProvider>(mut self, provider: P) -> Self {
+        self.oauth = Some(OAuth::new(provider));
+        self
     }
 
     /// Checks the settings and builds the consumer around `handler`. Nothing connects yet.
@@ -466,6 +542,11 @@ impl ConsumerBuilder {
         Ok(config)
     }
 
+    /// The token provider, on the current Tokio runtime if any.
+    fn current_oauth(&self) -> Option<OAuth> {
+        self.oauth.as_ref().map(OAuth::on_current_runtime)
+    }
+
     fn build_work<W: Work>(
         mut self,
         work: W,
@@ -513,7 +594,13 @@ impl ConsumerBuilder {
                     })
                 }
                 Some(_) => {}
-                None => self.output = Some(Output::new(&self.producer_config()?, true)?),
+                None => {
+                    self.output = Some(Output::new(
+                        &self.producer_config()?,
+                        true,
+                        self.current_oauth(),
+                    )?)
+                }
             }
         }
         // Let librdkafka judge every property now, so a typo fails at build, not at run.
@@ -607,6 +694,7 @@ impl<W: Work> Consumer<W> {
                 .unwrap_or(s.max_in_flight.min(1024)),
         };
         let group = s.group_id.clone().unwrap_or_default();
+        let oauth = s.current_oauth();
         // Exactly-once mode writes outputs and dead letters with the transactional producer.
         let transactional = match &s.exactly_once {
             Some(_) => s.output.clone(),
@@ -618,6 +706,7 @@ impl<W: Work> Consumer<W> {
                 &self.client,
                 &group,
                 transactional.as_ref().map(|o| o.producer().clone()),
+                oauth.clone(),
             )?)),
             None => None,
         };
@@ -671,6 +760,7 @@ impl<W: Work> Consumer<W> {
                 status: publisher.clone(),
                 runtime,
                 control: control.clone(),
+                oauth,
             };
             info!(topics = ?s.topics, group, "exactly-once consumer started");
             return spawn_poll_thread(control, status, http_addr, move || {
@@ -713,6 +803,7 @@ impl<W: Work> Consumer<W> {
             },
             spawn_lane,
             status: publisher.clone(),
+            oauth,
         };
         // The first client is made here, so that a bad setting fails the call.
         let first = session.start()?;
@@ -739,6 +830,7 @@ struct Session {
     routing: Routing,
     spawn_lane: LaneSpawner,
     status: StatusPublisher,
+    oauth: Option<OAuth>,
 }
 
 /// A created, subscribed client and the channels of its poll loop.
@@ -764,7 +856,11 @@ impl Session {
         );
         let consumer: BaseConsumer<RuntimeContext> = self
             .client
-            .create_with_context(RuntimeContext::new(assignment))
+            .create_with_context(RuntimeContext::new(
+                assignment,
+                SecurityWatch::new(&self.client),
+                self.oauth.clone(),
+            ))
             .map_err(Error::from_client_creation)?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;

@@ -161,6 +161,12 @@ fn check_client(
     last_probe: &mut Instant,
 ) -> Result<Option<SessionEnd>, Error> {
     let health = consumer.context().health().clone();
+    if let Some(failure) = health.security {
+        // Retrying cannot fix a rejected certificate or credential; re-creating the client
+        // would not either.
+        consumer.context().assignment().abort();
+        return Err(failure.into());
+    }
     if let Some(e) = health.fatal {
         return if reconnect.on_fatal {
             Ok(Some(SessionEnd::ClientLost(e.to_string())))

@@ -57,6 +57,7 @@ pub(crate) struct Pipeline<W> {
     pub status: StatusPublisher,
     pub runtime: tokio::runtime::Handle,
     pub control: Control,
+    pub oauth: Option<crate::security::OAuth>,
 }
 
 /// What the rebalance callbacks tell the loop.
@@ -65,9 +66,19 @@ struct PipelineContext {
     status: StatusPublisher,
     /// Log ends (high watermarks) from librdkafka's statistics, for the lag figures.
     log_ends: Mutex<BTreeMap<TopicPartition, i64>>,
+    oauth: Option<crate::security::OAuth>,
 }
 
 impl ClientContext for PipelineContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        super::context::generate_oauth_token(self.oauth.as_ref())
+    }
+
     fn stats(&self, statistics: Statistics) {
         let mut ends = self.log_ends.lock().unwrap_or_else(|p| p.into_inner());
         for (topic, t) in &statistics.topics {
@@ -128,6 +139,7 @@ impl<W: Work> Pipeline<W> {
             revoked: Mutex::new(Vec::new()),
             status: self.status.clone(),
             log_ends: Mutex::new(BTreeMap::new()),
+            oauth: self.oauth.clone(),
         };
         let consumer: BaseConsumer<PipelineContext> = client
             .create_with_context(context)

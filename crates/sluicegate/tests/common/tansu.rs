@@ -43,7 +43,8 @@ pub struct Tansu {
 
 const WATCHDOG: &str = r#"
 exec 3<&0 </dev/null
-"$0" broker --listener-url "$1" --advertised-listener-url "$1" --storage-engine memory://tansu/ &
+url="$1"; shift
+"$0" broker --listener-url "$url" --advertised-listener-url "$url" --storage-engine memory://tansu/ "$@" &
 tansu=$!
 { read -r _ <&3; kill -9 "$tansu" 2>/dev/null; } &
 exec 3<&-
@@ -53,10 +54,21 @@ wait "$tansu"
 impl Tansu {
     /// Starts tansu from `bin`, trying a few free ports.
     pub fn start(bin: &Path) -> Result<Tansu, String> {
+        Self::start_with(bin, &[], Some(&[]))
+    }
+
+    /// Starts tansu from `bin` with extra `broker_args` (such as `--authentication`). Ready
+    /// means: a client with `client` settings gets metadata, or with `None`, the port accepts
+    /// connections (for a broker no client can yet authenticate to).
+    pub fn start_with(
+        bin: &Path,
+        broker_args: &[&str],
+        client: Option<&[(&str, &str)]>,
+    ) -> Result<Tansu, String> {
         let mut errors = Vec::new();
         // A free port may be taken between our check and tansu's bind: try a few.
         for _ in 0..3 {
-            match Self::start_once(bin) {
+            match Self::start_once(bin, broker_args, client) {
                 Ok(t) => return Ok(t),
                 Err(e) => errors.push(e),
             }
@@ -68,7 +80,11 @@ impl Tansu {
         ))
     }
 
-    fn start_once(bin: &Path) -> Result<Tansu, String> {
+    fn start_once(
+        bin: &Path,
+        broker_args: &[&str],
+        client: Option<&[(&str, &str)]>,
+    ) -> Result<Tansu, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free loopback port: {e}"))?
@@ -84,6 +100,7 @@ impl Tansu {
             .arg(WATCHDOG)
             .arg(bin)
             .arg(&url)
+            .args(broker_args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::piped())
             .stdout(log)
@@ -96,7 +113,7 @@ impl Tansu {
             watchdog,
             lifeline,
         };
-        match tansu.wait_ready(port) {
+        match tansu.wait_ready(port, client) {
             Ok(()) => {
                 eprintln!(
                     "tansu listening on {} (log: {})",
@@ -121,19 +138,24 @@ impl Tansu {
     }
 
     /// Waits until tansu accepts connections and answers a metadata request.
-    fn wait_ready(&mut self, port: u16) -> Result<(), String> {
+    fn wait_ready(&mut self, port: u16, settings: Option<&[(&str, &str)]>) -> Result<(), String> {
         let deadline = Instant::now() + TANSU_START_TIMEOUT;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .map_err(|e| e.to_string())?;
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in settings.unwrap_or_default() {
+            config.set(*k, *v);
+        }
+        let client: BaseConsumer = config.create().map_err(|e| e.to_string())?;
         let mut last = String::from("no attempt");
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.watchdog.try_wait() {
                 return Err(format!("tansu exited early ({status})"));
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+                if settings.is_none() {
+                    return Ok(());
+                }
                 match client.fetch_metadata(None, Duration::from_secs(2)) {
                     Ok(m) if !m.brokers().is_empty() => return Ok(()),
                     Ok(_) => last = "metadata lists no broker".into(),
