@@ -425,7 +425,11 @@ mod tests {
                       routines::tlsv13 alert certificate required: SSL alert number 116 \
                       (after 0ms in state APIVERSION_QUERY)";
         let e = watch()
-            .observe(RDKafkaErrorCode::BrokerTransportFailure, reason, Instant::now())
+            .observe(
+                RDKafkaErrorCode::BrokerTransportFailure,
+                reason,
+                Instant::now(),
+            )
             .map(Error::from);
         assert!(
             matches!(&e, Some(Error::Tls(r)) if r.contains("certificate required")
@@ -434,12 +438,20 @@ mod tests {
         );
         let reason = "Receive failed: error:0A000418:SSL routines::tlsv1 alert unknown ca";
         assert!(watch()
-            .observe(RDKafkaErrorCode::BrokerTransportFailure, reason, Instant::now())
+            .observe(
+                RDKafkaErrorCode::BrokerTransportFailure,
+                reason,
+                Instant::now()
+            )
             .is_some());
         // Other TLS alerts on an established connection are not about configuration.
         let reason = "Receive failed: error:0A000126:SSL routines::unexpected eof while reading";
         assert!(watch()
-            .observe(RDKafkaErrorCode::BrokerTransportFailure, reason, Instant::now())
+            .observe(
+                RDKafkaErrorCode::BrokerTransportFailure,
+                reason,
+                Instant::now()
+            )
             .is_none());
     }
 

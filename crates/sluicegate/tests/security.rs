@@ -32,7 +32,7 @@ use rdkafka::ClientConfig;
 use sluicegate::security::{OAuthToken, TokenError, TokenProvider};
 use sluicegate::{handler_fn, Consumer, Error, Message, TopicPartition};
 use tansu::Tansu;
-use tls_proxy::{Handshake, Pki, TlsProxy};
+use tls_proxy::{Handshake, Pki, TlsProxy, CLIENT_KEY_PASSWORD};
 
 /// How long a test waits for a consumer to stop after a rejected credential.
 const FAIL_FAST: Duration = Duration::from_secs(15);
@@ -246,6 +246,17 @@ const TLS_ROUND_TRIP: Duration = Duration::from_secs(60);
 
 /// A plaintext tansu of its own that advertises the address of a TLS proxy in front of it,
 /// and the certificates; clients bootstrap from `proxy.addr`, over TLS.
+/// How a client identifies itself in the TLS handshake.
+#[derive(Clone, Copy, Debug)]
+enum Identity {
+    /// No client certificate.
+    Anonymous,
+    /// The client certificate, with its key unencrypted.
+    Certificate,
+    /// The client certificate, with its key encrypted and `ssl.key.password`.
+    EncryptedKey,
+}
+
 struct TlsBroker {
     // Declared first: stops before the broker it forwards to.
     proxy: TlsProxy,
@@ -279,13 +290,18 @@ impl TlsBroker {
             _tansu: tansu,
             pki,
         };
-        broker.wait_ready(require_client_cert).await?;
+        let identity = if require_client_cert {
+            Identity::Certificate
+        } else {
+            Identity::Anonymous
+        };
+        broker.wait_ready(identity).await?;
         Ok(Some(broker))
     }
 
     /// Waits until a metadata request through the proxy, over TLS, is answered.
-    async fn wait_ready(&self, client_cert: bool) -> anyhow::Result<()> {
-        let config = self.client_config(client_cert);
+    async fn wait_ready(&self, identity: Identity) -> anyhow::Result<()> {
+        let config = self.client_config(identity);
         tokio::task::spawn_blocking(move || {
             let client: BaseConsumer = config.create()?;
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -307,26 +323,34 @@ impl TlsBroker {
         self.proxy.addr.to_string()
     }
 
-    /// librdkafka settings for TLS through the proxy, trusting `ca`, with the client
-    /// certificate if `client_cert`. Hostname verification stays at librdkafka's default
+    /// librdkafka settings for TLS through the proxy, trusting `ca`, as `identity`.
+    /// Hostname verification stays at librdkafka's default
     /// (`ssl.endpoint.identification.algorithm=https`).
-    fn settings(&self, ca: &Path, client_cert: bool) -> Vec<(&'static str, String)> {
+    fn settings(&self, ca: &Path, identity: Identity) -> Vec<(&'static str, String)> {
         let path = |p: &Path| p.display().to_string();
         let mut settings = vec![
             ("security.protocol", "SSL".to_owned()),
             ("ssl.ca.location", path(ca)),
         ];
-        if client_cert {
-            settings.push(("ssl.certificate.location", path(&self.pki.client_cert)));
-            settings.push(("ssl.key.location", path(&self.pki.client_key)));
+        match identity {
+            Identity::Anonymous => {}
+            Identity::Certificate => {
+                settings.push(("ssl.certificate.location", path(&self.pki.client_cert)));
+                settings.push(("ssl.key.location", path(&self.pki.client_key)));
+            }
+            Identity::EncryptedKey => {
+                settings.push(("ssl.certificate.location", path(&self.pki.client_cert)));
+                settings.push(("ssl.key.location", path(&self.pki.client_key_encrypted)));
+                settings.push(("ssl.key.password", CLIENT_KEY_PASSWORD.to_owned()));
+            }
         }
         settings
     }
 
-    fn client_config(&self, client_cert: bool) -> ClientConfig {
+    fn client_config(&self, identity: Identity) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", self.bootstrap());
-        for (k, v) in self.settings(&self.pki.ca, client_cert) {
+        for (k, v) in self.settings(&self.pki.ca, identity) {
             config.set(k, v);
         }
         config
@@ -339,16 +363,16 @@ impl TlsBroker {
         topic: &str,
         partitions: i32,
         per_partition: usize,
-        client_cert: bool,
+        identity: Identity,
     ) -> anyhow::Result<BTreeMap<i32, i64>> {
-        let admin: AdminClient<DefaultClientContext> = self.client_config(client_cert).create()?;
+        let admin: AdminClient<DefaultClientContext> = self.client_config(identity).create()?;
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
         for result in admin.create_topics([&new], &options).await? {
             result.map_err(|(t, e)| anyhow!("create topic {t}: {e}"))?;
         }
         let producer: FutureProducer = self
-            .client_config(client_cert)
+            .client_config(identity)
             .set("message.timeout.ms", "30000")
             .create()?;
         let mut end = BTreeMap::new();
@@ -378,7 +402,7 @@ impl TlsBroker {
         &self,
         topic: &str,
         end: &BTreeMap<i32, i64>,
-        client_cert: bool,
+        identity: Identity,
     ) -> anyhow::Result<usize> {
         let handled = Arc::new(AtomicUsize::new(0));
         let counter = handled.clone();
@@ -388,7 +412,7 @@ impl TlsBroker {
             .topic(topic)
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "500");
-        for (k, v) in self.settings(&self.pki.ca, client_cert) {
+        for (k, v) in self.settings(&self.pki.ca, identity) {
             builder = builder.set(k, v);
         }
         let handle = builder
@@ -405,9 +429,9 @@ impl TlsBroker {
             TLS_ROUND_TRIP,
             status.wait_for(|s| {
                 s.stopped
-                    || end.iter().all(|(p, e)| {
-                        s.committed.get(&TopicPartition::new(topic, *p)) == Some(e)
-                    })
+                    || end
+                        .iter()
+                        .all(|(p, e)| s.committed.get(&TopicPartition::new(topic, *p)) == Some(e))
             }),
         )
         .await;
@@ -443,9 +467,13 @@ async fn consumes_over_tls_with_the_ca_trusted() -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let topic = unique("tls");
-    let end = broker.fill_topic(&topic, 2, 10, false).await?;
+    let end = broker
+        .fill_topic(&topic, 2, 10, Identity::Anonymous)
+        .await?;
     ensure!(end.values().sum::<i64>() == 20, "log ends {end:?}");
-    let handled = broker.consume_to_end(&topic, &end, false).await?;
+    let handled = broker
+        .consume_to_end(&topic, &end, Identity::Anonymous)
+        .await?;
     eprintln!(
         "TLS: produced, consumed and committed 20 records in {:?}",
         started.elapsed()
@@ -465,7 +493,7 @@ async fn mutual_tls_with_a_client_certificate() -> anyhow::Result<()> {
         return Ok(());
     };
     // Without a client certificate: the proxy refuses the handshake and the consumer stops.
-    let settings = broker.settings(&broker.pki.ca, false);
+    let settings = broker.settings(&broker.pki.ca, Identity::Anonymous);
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
     let reason = tls_error(result)?;
@@ -487,13 +515,49 @@ async fn mutual_tls_with_a_client_certificate() -> anyhow::Result<()> {
     let started = Instant::now();
     let before = refused.len();
     let topic = unique("mtls");
-    let end = broker.fill_topic(&topic, 1, 10, true).await?;
-    let handled = broker.consume_to_end(&topic, &end, true).await?;
+    let end = broker
+        .fill_topic(&topic, 1, 10, Identity::Certificate)
+        .await?;
+    let handled = broker
+        .consume_to_end(&topic, &end, Identity::Certificate)
+        .await?;
     eprintln!(
         "mTLS: produced, consumed and committed 10 records in {:?}",
         started.elapsed()
     );
     assert!(handled >= 10, "{handled} messages handled");
+
+    // The same key encrypted (PKCS#8, AES-256-CBC), with `ssl.key.password`: another group
+    // consumes the same records.
+    let started = Instant::now();
+    let handled = broker
+        .consume_to_end(&topic, &end, Identity::EncryptedKey)
+        .await?;
+    eprintln!(
+        "mTLS with an encrypted key: consumed and committed 10 records in {:?}",
+        started.elapsed()
+    );
+    assert!(handled >= 10, "{handled} messages handled");
+
+    // With a wrong password the key cannot be read: the consumer is not created, and the
+    // error does not show the password.
+    let wrong = "wrong-key-password-Q9";
+    let mut builder = Consumer::builder()
+        .bootstrap_servers(broker.bootstrap())
+        .group_id(unique("g"))
+        .topic(&topic);
+    for (k, v) in broker.settings(&broker.pki.ca, Identity::EncryptedKey) {
+        builder = builder.set(k, if k == "ssl.key.password" { wrong } else { &v });
+    }
+    let err = match builder.build(handler_fn(|_: Message| async { Ok(()) })) {
+        Ok(consumer) => consumer.spawn().err(),
+        Err(e) => Some(e),
+    }
+    .context("a consumer with a wrong ssl.key.password was created")?;
+    let (text, debug) = (err.to_string(), format!("{err:?}"));
+    eprintln!("wrong ssl.key.password: {text}");
+    assert!(text.contains("ssl.key"), "{text}");
+    assert!(!text.contains(wrong) && !debug.contains(wrong), "{debug}");
     let handshakes = broker.proxy.handshakes()[before..].to_vec();
     assert!(
         !handshakes.is_empty() && handshakes.iter().all(|h| *h == Handshake::Accepted),
@@ -507,7 +571,7 @@ async fn an_untrusted_server_certificate_stops_the_consumer_fast() -> anyhow::Re
     let Some(broker) = TlsBroker::start(false).await? else {
         return Ok(());
     };
-    let settings = broker.settings(&broker.pki.other_ca, false);
+    let settings = broker.settings(&broker.pki.other_ca, Identity::Anonymous);
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
     let reason = tls_error(result)?;

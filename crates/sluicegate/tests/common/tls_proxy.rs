@@ -36,10 +36,37 @@ pub struct Pki {
     pub client_cert: PathBuf,
     /// Its key (unencrypted PKCS#8 PEM), for `ssl.key.location`.
     pub client_key: PathBuf,
+    /// The same key, encrypted (PKCS#8 PBES2: PBKDF2-SHA256, AES-256-CBC) with
+    /// [`CLIENT_KEY_PASSWORD`], for `ssl.key.location` with `ssl.key.password`.
+    pub client_key_encrypted: PathBuf,
     ca_der: CertificateDer<'static>,
     server_cert: CertificateDer<'static>,
     server_key: Vec<u8>,
     _dir: tempfile::TempDir,
+}
+
+/// The password of [`Pki::client_key_encrypted`].
+pub const CLIENT_KEY_PASSWORD: &str = "client-key-Pa55word";
+
+/// `key` (PKCS#8 DER) encrypted with `password`, as an `ENCRYPTED PRIVATE KEY` PEM (what
+/// `openssl pkcs8 -topk8 -v2 aes-256-cbc -v2prf hmacWithSHA256` writes). rcgen writes
+/// unencrypted keys only.
+fn encrypt_key(key: &[u8], password: &str) -> anyhow::Result<String> {
+    use pkcs8::der::pem::LineEnding;
+    use pkcs8::pkcs5::pbes2;
+    let salt: [u8; 16] = rand::random();
+    let iv: [u8; 16] = rand::random();
+    let params = pbes2::Parameters::pbkdf2_sha256_aes256cbc(2048, &salt, &iv)
+        .map_err(|e| anyhow::anyhow!("PBES2 parameters: {e}"))?;
+    let info = pkcs8::PrivateKeyInfo::try_from(key)
+        .map_err(|e| anyhow::anyhow!("parse the PKCS#8 key: {e}"))?;
+    let encrypted = info
+        .encrypt_with_params(params, password)
+        .map_err(|e| anyhow::anyhow!("encrypt the key: {e}"))?;
+    let pem = encrypted
+        .to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+        .map_err(|e| anyhow::anyhow!("PEM: {e}"))?;
+    Ok(pem.to_string())
 }
 
 fn new_ca(name: &str) -> anyhow::Result<(rcgen::Certificate, Issuer<'static, KeyPair>)> {
@@ -103,6 +130,10 @@ impl Pki {
             other_ca: write("other-ca.pem", other_cert.pem())?,
             client_cert: write("client.pem", client.pem())?,
             client_key: write("client.key", client_key.serialize_pem())?,
+            client_key_encrypted: write(
+                "client-encrypted.key",
+                encrypt_key(client_key.serialized_der(), CLIENT_KEY_PASSWORD)?,
+            )?,
             ca_der: ca_cert.der().clone(),
             server_cert: server.der().clone(),
             server_key: server_key.serialize_der(),
