@@ -32,7 +32,7 @@ use rdkafka::ClientConfig;
 use sluicegate::security::{OAuthToken, TokenError, TokenProvider};
 use sluicegate::{handler_fn, Consumer, Error, Message, TopicPartition};
 use tansu::Tansu;
-use tls_proxy::{Handshake, Pki, TlsProxy, CLIENT_KEY_PASSWORD};
+use tls_proxy::{Handshake, Pki, ProxyMode, TlsProxy, CLIENT_KEY_PASSWORD};
 
 /// How long a test waits for a consumer to stop after a rejected credential.
 const FAIL_FAST: Duration = Duration::from_secs(15);
@@ -265,7 +265,7 @@ struct TlsBroker {
 }
 
 impl TlsBroker {
-    async fn start(require_client_cert: bool) -> anyhow::Result<Option<TlsBroker>> {
+    async fn start(mode: ProxyMode) -> anyhow::Result<Option<TlsBroker>> {
         // The library's logs (`RUST_LOG=sluicegate=debug`), shown for failing tests.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -284,24 +284,29 @@ impl TlsBroker {
         })
         .map_err(|e| anyhow!("{e}"))?;
         let backend = tansu.bootstrap.parse().context("tansu's address")?;
-        let proxy = TlsProxy::serve(listener, &pki, require_client_cert, backend)?;
+        let proxy = TlsProxy::serve(listener, &pki, mode, backend)?;
         let broker = TlsBroker {
             proxy,
             _tansu: tansu,
             pki,
         };
-        let identity = if require_client_cert {
-            Identity::Certificate
-        } else {
-            Identity::Anonymous
+        let identity = match mode {
+            ProxyMode::MutualTls => Identity::Certificate,
+            _ => Identity::Anonymous,
         };
-        broker.wait_ready(identity).await?;
+        broker
+            .wait_ready(identity, mode != ProxyMode::MisnamedCertificate)
+            .await?;
         Ok(Some(broker))
     }
 
-    /// Waits until a metadata request through the proxy, over TLS, is answered.
-    async fn wait_ready(&self, identity: Identity) -> anyhow::Result<()> {
-        let config = self.client_config(identity);
+    /// Waits until a metadata request through the proxy, over TLS, is answered; without
+    /// hostname verification unless `verify_hostname`.
+    async fn wait_ready(&self, identity: Identity, verify_hostname: bool) -> anyhow::Result<()> {
+        let mut config = self.client_config(identity);
+        if !verify_hostname {
+            config.set("ssl.endpoint.identification.algorithm", "none");
+        }
         tokio::task::spawn_blocking(move || {
             let client: BaseConsumer = config.create()?;
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -462,7 +467,7 @@ fn tls_error(result: Result<(), Error>) -> anyhow::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumes_over_tls_with_the_ca_trusted() -> anyhow::Result<()> {
-    let Some(broker) = TlsBroker::start(false).await? else {
+    let Some(broker) = TlsBroker::start(ProxyMode::Tls).await? else {
         return Ok(());
     };
     let started = Instant::now();
@@ -489,7 +494,7 @@ async fn consumes_over_tls_with_the_ca_trusted() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_with_a_client_certificate() -> anyhow::Result<()> {
-    let Some(broker) = TlsBroker::start(true).await? else {
+    let Some(broker) = TlsBroker::start(ProxyMode::MutualTls).await? else {
         return Ok(());
     };
     // Without a client certificate: the proxy refuses the handshake and the consumer stops.
@@ -568,7 +573,7 @@ async fn mutual_tls_with_a_client_certificate() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_server_certificate_stops_the_consumer_fast() -> anyhow::Result<()> {
-    let Some(broker) = TlsBroker::start(false).await? else {
+    let Some(broker) = TlsBroker::start(ProxyMode::Tls).await? else {
         return Ok(());
     };
     let settings = broker.settings(&broker.pki.other_ca, Identity::Anonymous);
@@ -576,6 +581,26 @@ async fn an_untrusted_server_certificate_stops_the_consumer_fast() -> anyhow::Re
     let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
     let reason = tls_error(result)?;
     eprintln!("untrusted broker certificate: stopped after {took:?} with: {reason}");
+    assert!(
+        reason.contains("certificate verify failed"),
+        "the reason names the verification: {reason}"
+    );
+    assert!(took < FAIL_FAST, "took {took:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_certificate_for_another_name_stops_the_consumer_fast() -> anyhow::Result<()> {
+    // Signed by the trusted CA, but for `broker.invalid`, not 127.0.0.1: hostname
+    // verification (on by default) rejects it. The proxy was checked ready with it off.
+    let Some(broker) = TlsBroker::start(ProxyMode::MisnamedCertificate).await? else {
+        return Ok(());
+    };
+    let settings = broker.settings(&broker.pki.ca, Identity::Anonymous);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
+    let reason = tls_error(result)?;
+    eprintln!("broker certificate for another name: stopped after {took:?} with: {reason}");
     assert!(
         reason.contains("certificate verify failed"),
         "the reason names the verification: {reason}"

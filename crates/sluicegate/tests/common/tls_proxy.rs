@@ -42,6 +42,9 @@ pub struct Pki {
     ca_der: CertificateDer<'static>,
     server_cert: CertificateDer<'static>,
     server_key: Vec<u8>,
+    /// Signed by the CA, but for `broker.invalid` only: fails hostname verification.
+    misnamed_cert: CertificateDer<'static>,
+    misnamed_key: Vec<u8>,
     _dir: tempfile::TempDir,
 }
 
@@ -114,6 +117,12 @@ impl Pki {
             ExtendedKeyUsagePurpose::ServerAuth,
             &ca,
         )?;
+        let (misnamed, misnamed_key) = leaf(
+            "broker.invalid",
+            &["broker.invalid"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            &ca,
+        )?;
         let (client, client_key) = leaf(
             "sluicegate-test-client",
             &[],
@@ -137,15 +146,17 @@ impl Pki {
             ca_der: ca_cert.der().clone(),
             server_cert: server.der().clone(),
             server_key: server_key.serialize_der(),
+            misnamed_cert: misnamed.der().clone(),
+            misnamed_key: misnamed_key.serialize_der(),
             _dir: dir,
         })
     }
 
-    fn server_config(&self, require_client_cert: bool) -> anyhow::Result<ServerConfig> {
+    fn server_config(&self, mode: ProxyMode) -> anyhow::Result<ServerConfig> {
         let provider = Arc::new(ring::default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?;
-        let builder = if require_client_cert {
+        let builder = if mode == ProxyMode::MutualTls {
             let mut roots = RootCertStore::empty();
             roots.add(self.ca_der.clone())?;
             builder.with_client_cert_verifier(
@@ -154,9 +165,24 @@ impl Pki {
         } else {
             builder.with_no_client_auth()
         };
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone()));
-        Ok(builder.with_single_cert(vec![self.server_cert.clone()], key)?)
+        let (cert, key) = match mode {
+            ProxyMode::MisnamedCertificate => (&self.misnamed_cert, &self.misnamed_key),
+            _ => (&self.server_cert, &self.server_key),
+        };
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.clone()));
+        Ok(builder.with_single_cert(vec![cert.clone()], key)?)
     }
+}
+
+/// How the proxy serves TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// With the server certificate (for `127.0.0.1` and `localhost`), no client certificate.
+    Tls,
+    /// Also requires a client certificate signed by the test CA.
+    MutualTls,
+    /// With a certificate the test CA signed for another name (`broker.invalid`).
+    MisnamedCertificate,
 }
 
 /// What the proxy saw of one incoming connection.
@@ -183,15 +209,15 @@ impl TlsProxy {
     }
 
     /// Serves TLS with the server certificate of `pki` on `listener` (requiring a client
-    /// certificate signed by its CA if `require_client_cert`), forwarding to `backend`.
+    /// certificate signed by its CA with [`ProxyMode::MutualTls`]), forwarding to `backend`.
     pub fn serve(
         listener: TcpListener,
         pki: &Pki,
-        require_client_cert: bool,
+        mode: ProxyMode,
         backend: SocketAddr,
     ) -> anyhow::Result<TlsProxy> {
         let addr = listener.local_addr()?;
-        let acceptor = TlsAcceptor::from(Arc::new(pki.server_config(require_client_cert)?));
+        let acceptor = TlsAcceptor::from(Arc::new(pki.server_config(mode)?));
         let handshakes = Arc::new(Mutex::new(Vec::new()));
         let seen = handshakes.clone();
         let task = tokio::spawn(async move {
