@@ -19,7 +19,12 @@
 //! - **TLS** (`_SSL`) fails: at once, with [`Error::Tls`], when the reason is about a
 //!   certificate (the broker's did not verify, or the broker wants ours); any other TLS
 //!   error when it is the [`TLS_FAILURES`]th within [`TLS_FAILURE_WINDOW`] (a handshake cut
-//!   off by a restarting broker is not a configuration error).
+//!   off by a restarting broker is not a configuration error);
+//! - **the broker refuses our certificate** after the handshake: at once, with [`Error::Tls`].
+//!   With TLS 1.3 the client's side of the handshake is over before the broker checks the
+//!   client certificate, so a broker that wants one (and got none, or one it does not trust)
+//!   answers the first request with a TLS alert, which librdkafka reports as a transport
+//!   failure (`Receive failed: ... tlsv13 alert certificate required`), not as a TLS error.
 //!
 //! [`ConsumerBuilder::set`]: crate::ConsumerBuilder::set
 //! [`ConsumerHandle::wait`]: crate::ConsumerHandle::wait
@@ -303,6 +308,16 @@ impl SecurityWatch {
                     reason: self.scrub(reason),
                 })
             }
+            RDKafkaErrorCode::BrokerTransportFailure if is_certificate_alert(reason) => {
+                let mut reason = self.scrub(reason);
+                if reason.contains("alert certificate required") {
+                    reason.push_str(
+                        " (the broker wants a client certificate: set ssl.certificate.location \
+                         and ssl.key.location)",
+                    );
+                }
+                Some(SecurityFailure::Tls(reason))
+            }
             RDKafkaErrorCode::SSL => {
                 if reason.to_ascii_lowercase().contains("certificate") {
                     return Some(SecurityFailure::Tls(self.scrub(reason)));
@@ -326,6 +341,16 @@ impl SecurityWatch {
         self.secrets.iter().fold(reason.to_owned(), |r, s| {
             r.replace(s.as_str(), "[redacted]")
         })
+    }
+}
+
+/// `true` when `reason` (of a transport failure) is a TLS alert from the broker about a
+/// certificate, as OpenSSL words it: `tlsv13 alert certificate required`, `sslv3 alert bad
+/// certificate`, `tlsv1 alert unknown ca`, `sslv3 alert certificate expired`...
+fn is_certificate_alert(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.contains("ssl routines") && r.contains(" alert ") && {
+        r.contains("certificate") || r.contains("unknown ca")
     }
 }
 
@@ -391,6 +416,43 @@ mod tests {
         assert!(w.observe(RDKafkaErrorCode::SSL, reason, later).is_none());
         assert!(w.observe(RDKafkaErrorCode::SSL, reason, later).is_none());
         assert!(w.observe(RDKafkaErrorCode::SSL, reason, later).is_some());
+    }
+
+    #[test]
+    fn a_certificate_alert_after_the_handshake_stops_at_once() {
+        // TLS 1.3, broker wants a client certificate: librdkafka's words (2.x).
+        let reason = "ssl://127.0.0.1:1/bootstrap: Receive failed: error:0A00045C:SSL \
+                      routines::tlsv13 alert certificate required: SSL alert number 116 \
+                      (after 0ms in state APIVERSION_QUERY)";
+        let e = watch()
+            .observe(
+                RDKafkaErrorCode::BrokerTransportFailure,
+                reason,
+                Instant::now(),
+            )
+            .map(Error::from);
+        assert!(
+            matches!(&e, Some(Error::Tls(r)) if r.contains("certificate required")
+                && r.contains("ssl.certificate.location")),
+            "{e:?}"
+        );
+        let reason = "Receive failed: error:0A000418:SSL routines::tlsv1 alert unknown ca";
+        assert!(watch()
+            .observe(
+                RDKafkaErrorCode::BrokerTransportFailure,
+                reason,
+                Instant::now()
+            )
+            .is_some());
+        // Other TLS alerts on an established connection are not about configuration.
+        let reason = "Receive failed: error:0A000126:SSL routines::unexpected eof while reading";
+        assert!(watch()
+            .observe(
+                RDKafkaErrorCode::BrokerTransportFailure,
+                reason,
+                Instant::now()
+            )
+            .is_none());
     }
 
     #[test]

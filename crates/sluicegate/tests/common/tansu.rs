@@ -43,8 +43,8 @@ pub struct Tansu {
 
 const WATCHDOG: &str = r#"
 exec 3<&0 </dev/null
-url="$1"; shift
-"$0" broker --listener-url "$url" --advertised-listener-url "$url" --storage-engine memory://tansu/ "$@" &
+url="$1"; advertised="${2:-$1}"; shift 2
+"$0" broker --listener-url "$url" --advertised-listener-url "$advertised" --storage-engine memory://tansu/ "$@" &
 tansu=$!
 { read -r _ <&3; kill -9 "$tansu" 2>/dev/null; } &
 exec 3<&-
@@ -65,10 +65,22 @@ impl Tansu {
         broker_args: &[&str],
         client: Option<&[(&str, &str)]>,
     ) -> Result<Tansu, String> {
+        Self::start_advertising(bin, None, broker_args, client)
+    }
+
+    /// Like [`start_with`](Self::start_with), but tansu tells clients (in metadata) to connect
+    /// to `advertised` (`tcp://host:port`, such as a proxy in front of it) instead of to its
+    /// own listener. `bootstrap` is still tansu's own address, which `client` must reach.
+    pub fn start_advertising(
+        bin: &Path,
+        advertised: Option<&str>,
+        broker_args: &[&str],
+        client: Option<&[(&str, &str)]>,
+    ) -> Result<Tansu, String> {
         let mut errors = Vec::new();
         // A free port may be taken between our check and tansu's bind: try a few.
         for _ in 0..3 {
-            match Self::start_once(bin, broker_args, client) {
+            match Self::start_once(bin, advertised, broker_args, client) {
                 Ok(t) => return Ok(t),
                 Err(e) => errors.push(e),
             }
@@ -82,6 +94,7 @@ impl Tansu {
 
     fn start_once(
         bin: &Path,
+        advertised: Option<&str>,
         broker_args: &[&str],
         client: Option<&[(&str, &str)]>,
     ) -> Result<Tansu, String> {
@@ -100,6 +113,7 @@ impl Tansu {
             .arg(WATCHDOG)
             .arg(bin)
             .arg(&url)
+            .arg(advertised.unwrap_or(""))
             .args(broker_args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::piped())
