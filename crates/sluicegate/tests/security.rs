@@ -70,15 +70,27 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>())
 }
 
+/// Which consumer a test runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    AtLeastOnce,
+    /// `.exactly_once(..)`: the transactional loop, which waits on `init_transactions` first.
+    ExactlyOnce,
+}
+
 /// Runs a consumer with `settings` and returns how it stopped and how long it took.
 async fn run_until_stopped(
     bootstrap: &str,
     settings: &[(&str, &str)],
+    mode: Mode,
 ) -> anyhow::Result<(Result<(), Error>, Duration)> {
     let mut builder = Consumer::builder()
         .bootstrap_servers(bootstrap)
         .group_id(unique("g"))
         .topic(unique("never-read"));
+    if mode == Mode::ExactlyOnce {
+        builder = builder.exactly_once(unique("txn"));
+    }
     for (k, v) in settings {
         builder = builder.set(*k, *v);
     }
@@ -95,7 +107,10 @@ async fn run_until_stopped(
     }
 }
 
-async fn rejected_scram_stops_with_authentication_error(mechanism: &str) -> anyhow::Result<()> {
+async fn rejected_scram_stops_with_authentication_error(
+    mechanism: &str,
+    mode: Mode,
+) -> anyhow::Result<()> {
     let Some(tansu) = sasl_tansu()? else {
         return Ok(());
     };
@@ -108,13 +123,14 @@ async fn rejected_scram_stops_with_authentication_error(mechanism: &str) -> anyh
             ("sasl.username", "mallory"),
             ("sasl.password", password),
         ],
+        mode,
     )
     .await?;
     let err = result
         .err()
         .context("the consumer stopped without an error")?;
     let (text, debug) = (err.to_string(), format!("{err:?}"));
-    eprintln!("{mechanism}: stopped after {took:?} with: {text}");
+    eprintln!("{mechanism} ({mode:?}): stopped after {took:?} with: {text}");
     assert!(
         matches!(&err, Error::Authentication { mechanism: m, .. } if m == mechanism),
         "{debug}"
@@ -132,12 +148,19 @@ async fn rejected_scram_stops_with_authentication_error(mechanism: &str) -> anyh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_scram_sha_256_credentials_stop_the_consumer() -> anyhow::Result<()> {
-    rejected_scram_stops_with_authentication_error("SCRAM-SHA-256").await
+    rejected_scram_stops_with_authentication_error("SCRAM-SHA-256", Mode::AtLeastOnce).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_scram_sha_512_credentials_stop_the_consumer() -> anyhow::Result<()> {
-    rejected_scram_stops_with_authentication_error("SCRAM-SHA-512").await
+    rejected_scram_stops_with_authentication_error("SCRAM-SHA-512", Mode::AtLeastOnce).await
+}
+
+/// The exactly-once consumer stops too, and fast: not after `init_transactions` (which the
+/// rejected credentials keep from ever answering) times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_scram_credentials_stop_the_exactly_once_consumer() -> anyhow::Result<()> {
+    rejected_scram_stops_with_authentication_error("SCRAM-SHA-256", Mode::ExactlyOnce).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -500,7 +523,8 @@ async fn mutual_tls_with_a_client_certificate() -> anyhow::Result<()> {
     // Without a client certificate: the proxy refuses the handshake and the consumer stops.
     let settings = broker.settings(&broker.pki.ca, Identity::Anonymous);
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
+    let (result, took) =
+        run_until_stopped(&broker.bootstrap(), &settings, Mode::AtLeastOnce).await?;
     let reason = tls_error(result)?;
     eprintln!("mTLS without a client certificate: stopped after {took:?} with: {reason}");
     assert!(
@@ -578,7 +602,8 @@ async fn an_untrusted_server_certificate_stops_the_consumer_fast() -> anyhow::Re
     };
     let settings = broker.settings(&broker.pki.other_ca, Identity::Anonymous);
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
+    let (result, took) =
+        run_until_stopped(&broker.bootstrap(), &settings, Mode::AtLeastOnce).await?;
     let reason = tls_error(result)?;
     eprintln!("untrusted broker certificate: stopped after {took:?} with: {reason}");
     assert!(
@@ -598,7 +623,8 @@ async fn a_broker_certificate_for_another_name_stops_the_consumer_fast() -> anyh
     };
     let settings = broker.settings(&broker.pki.ca, Identity::Anonymous);
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
+    let (result, took) =
+        run_until_stopped(&broker.bootstrap(), &settings, Mode::AtLeastOnce).await?;
     let reason = tls_error(result)?;
     eprintln!("broker certificate for another name: stopped after {took:?} with: {reason}");
     assert!(
