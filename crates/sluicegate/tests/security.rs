@@ -634,3 +634,96 @@ async fn a_broker_certificate_for_another_name_stops_the_consumer_fast() -> anyh
     assert!(took < FAIL_FAST, "took {took:?}");
     Ok(())
 }
+
+/// AWS MSK IAM tokens, made offline with fixed credentials (no AWS account or MSK cluster
+/// here: that the broker accepts them is not tested). Run with `--features msk-iam`.
+#[cfg(feature = "msk-iam")]
+mod msk_iam {
+    use std::time::{Duration, SystemTime};
+
+    use anyhow::{ensure, Context as _};
+    use sluicegate::security::aws_credential_types::Credentials;
+    use sluicegate::security::{MskIamTokenProvider, TokenProvider};
+
+    const ACCESS_KEY_ID: &str = "AKIDSLUICEGATETEST01";
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSLUICEGATE";
+
+    /// Decodes unpadded base64url, refusing any other alphabet.
+    fn base64url_decode(text: &str) -> anyhow::Result<Vec<u8>> {
+        let mut bits = 0u32;
+        let mut n = 0;
+        let mut out = Vec::new();
+        for c in text.bytes() {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'-' => 62,
+                b'_' => 63,
+                _ => anyhow::bail!("not unpadded base64url: {:?}", c as char),
+            };
+            bits = (bits << 6) | u32::from(v);
+            n += 6;
+            if n >= 8 {
+                n -= 8;
+                out.push((bits >> n) as u8);
+                bits &= (1 << n) - 1;
+            }
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn token_is_a_presigned_kafka_cluster_connect_url_for_the_region() -> anyhow::Result<()> {
+        let credentials = Credentials::new(ACCESS_KEY_ID, SECRET, None, None, "test");
+        let provider = MskIamTokenProvider::with_credentials("eu-west-1", credentials);
+        assert_eq!(provider.region(), "eu-west-1");
+        let before = SystemTime::now();
+        let token = provider.token().await?;
+        let url = String::from_utf8(base64url_decode(token.token())?)?;
+        eprintln!("MSK IAM token URL: {url}");
+        ensure!(
+            url.starts_with(
+                "https://kafka.eu-west-1.amazonaws.com/?Action=kafka-cluster%3AConnect&"
+            ),
+            "{url}"
+        );
+        let query: Vec<(&str, &str)> = url
+            .split_once('?')
+            .context("no query")?
+            .1
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .collect();
+        let param = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| *v)
+                .with_context(|| format!("no {name} in {url}"))
+        };
+        assert_eq!(param("X-Amz-Algorithm")?, "AWS4-HMAC-SHA256");
+        let scope = param("X-Amz-Credential")?;
+        assert!(
+            scope.starts_with(&format!("{ACCESS_KEY_ID}%2F"))
+                && scope.ends_with("%2Feu-west-1%2Fkafka-cluster%2Faws4_request"),
+            "{scope}"
+        );
+        assert_eq!(param("X-Amz-Expires")?, "900");
+        assert!(param("X-Amz-Date")?.len() == 16, "{url}");
+        assert!(param("X-Amz-Signature")?.len() == 64, "{url}");
+        assert!(
+            !url.contains(SECRET) && !url.contains("wJalrXUtnFEMI"),
+            "{url}"
+        );
+        assert_eq!(token.principal(), ACCESS_KEY_ID);
+        // Valid for the signer's 15 minutes from signing (X-Amz-Date has whole seconds).
+        let lifetime = token.expires_at().duration_since(before)?;
+        assert!(
+            lifetime > Duration::from_secs(890) && lifetime <= Duration::from_secs(900),
+            "{lifetime:?}"
+        );
+        assert!(!format!("{token:?}").contains(token.token()));
+        Ok(())
+    }
+}
