@@ -194,6 +194,7 @@ impl DeadLetterWriter {
                 client
                     .create_with_context(ProducerLog {
                         oauth: oauth.clone(),
+                        errors: None,
                     })
                     .map_err(Error::from_client_creation)?,
             ),
@@ -225,6 +226,7 @@ impl DeadLetterWriter {
             .client
             .create_with_context(ProducerLog {
                 oauth: self.oauth.clone(),
+                errors: None,
             })
             .map_err(Error::from_client_creation)?;
         let timeout = Duration::from_secs(10);

@@ -14,7 +14,8 @@ use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tracing::warn;
 
-use crate::security::OAuth;
+use crate::runtime::ClientErrors;
+use crate::security::{OAuth, SecurityWatch};
 use crate::{Error, HandlerError, Header};
 
 /// The producer behind [`Output`] and the dead-letter writer.
@@ -22,17 +23,22 @@ pub(crate) type Producer = FutureProducer<ProducerLog>;
 
 /// Reports a producer's client errors as warnings (sends are retried or fail where they are
 /// awaited, which is where it matters), and gets OAUTHBEARER tokens from the consumer's
-/// provider.
+/// provider. The transactional producer of exactly-once mode also keeps its TLS and
+/// authentication failures, which stop the consumer (see [`crate::security`]).
 #[derive(Clone, Default)]
 pub(crate) struct ProducerLog {
     pub oauth: Option<OAuth>,
+    pub errors: Option<Arc<ClientErrors>>,
 }
 
 impl ClientContext for ProducerLog {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(error = %error, reason, "producer");
+        match &self.errors {
+            Some(errors) => errors.error(error, reason),
+            None => warn!(error = %error, reason, "producer"),
+        }
     }
 
     fn generate_oauth_token(
@@ -193,6 +199,8 @@ pub struct Delivered {
 pub struct Output {
     producer: Arc<Producer>,
     transactional: bool,
+    /// The transactional producer's TLS and authentication failures.
+    errors: Option<Arc<ClientErrors>>,
 }
 
 impl std::fmt::Debug for Output {
@@ -212,13 +220,25 @@ impl Output {
         transactional: bool,
         oauth: Option<OAuth>,
     ) -> Result<Self, Error> {
+        // The exactly-once loop waits on this producer (`init_transactions`, commits): it must
+        // learn when the producer cannot connect.
+        let errors = transactional.then(|| Arc::new(ClientErrors::new(SecurityWatch::new(config))));
         let producer = config
-            .create_with_context(ProducerLog { oauth })
+            .create_with_context(ProducerLog {
+                oauth,
+                errors: errors.clone(),
+            })
             .map_err(Error::from_client_creation)?;
         Ok(Output {
             producer: Arc::new(producer),
             transactional,
+            errors,
         })
+    }
+
+    /// What the error callback of a transactional producer saw; `None` for another one.
+    pub(crate) fn errors(&self) -> Option<&Arc<ClientErrors>> {
+        self.errors.as_ref()
     }
 
     pub(crate) fn producer(&self) -> &Arc<Producer> {

@@ -26,6 +26,9 @@
 //!   answers the first request with a TLS alert, which librdkafka reports as a transport
 //!   failure (`Receive failed: ... tlsv13 alert certificate required`), not as a TLS error.
 //!
+//! AWS MSK IAM: `MskIamTokenProvider`, with the `msk-iam` cargo feature (off by default: it
+//! brings in the AWS SDK).
+//!
 //! [`ConsumerBuilder::set`]: crate::ConsumerBuilder::set
 //! [`ConsumerHandle::wait`]: crate::ConsumerHandle::wait
 
@@ -40,6 +43,15 @@ use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::Error;
+
+#[cfg(feature = "msk-iam")]
+mod msk_iam;
+/// The AWS credentials types [`MskIamTokenProvider::with_credentials`] takes (`msk-iam`
+/// feature).
+#[cfg(feature = "msk-iam")]
+pub use aws_credential_types;
+#[cfg(feature = "msk-iam")]
+pub use msk_iam::MskIamTokenProvider;
 
 /// TLS errors (other than certificate errors) within [`TLS_FAILURE_WINDOW`] that stop the
 /// consumer.

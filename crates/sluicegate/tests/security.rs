@@ -70,15 +70,27 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>())
 }
 
+/// Which consumer a test runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    AtLeastOnce,
+    /// `.exactly_once(..)`: the transactional loop, which waits on `init_transactions` first.
+    ExactlyOnce,
+}
+
 /// Runs a consumer with `settings` and returns how it stopped and how long it took.
 async fn run_until_stopped(
     bootstrap: &str,
     settings: &[(&str, &str)],
+    mode: Mode,
 ) -> anyhow::Result<(Result<(), Error>, Duration)> {
     let mut builder = Consumer::builder()
         .bootstrap_servers(bootstrap)
         .group_id(unique("g"))
         .topic(unique("never-read"));
+    if mode == Mode::ExactlyOnce {
+        builder = builder.exactly_once(unique("txn"));
+    }
     for (k, v) in settings {
         builder = builder.set(*k, *v);
     }
@@ -95,7 +107,10 @@ async fn run_until_stopped(
     }
 }
 
-async fn rejected_scram_stops_with_authentication_error(mechanism: &str) -> anyhow::Result<()> {
+async fn rejected_scram_stops_with_authentication_error(
+    mechanism: &str,
+    mode: Mode,
+) -> anyhow::Result<()> {
     let Some(tansu) = sasl_tansu()? else {
         return Ok(());
     };
@@ -108,13 +123,14 @@ async fn rejected_scram_stops_with_authentication_error(mechanism: &str) -> anyh
             ("sasl.username", "mallory"),
             ("sasl.password", password),
         ],
+        mode,
     )
     .await?;
     let err = result
         .err()
         .context("the consumer stopped without an error")?;
     let (text, debug) = (err.to_string(), format!("{err:?}"));
-    eprintln!("{mechanism}: stopped after {took:?} with: {text}");
+    eprintln!("{mechanism} ({mode:?}): stopped after {took:?} with: {text}");
     assert!(
         matches!(&err, Error::Authentication { mechanism: m, .. } if m == mechanism),
         "{debug}"
@@ -132,12 +148,19 @@ async fn rejected_scram_stops_with_authentication_error(mechanism: &str) -> anyh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_scram_sha_256_credentials_stop_the_consumer() -> anyhow::Result<()> {
-    rejected_scram_stops_with_authentication_error("SCRAM-SHA-256").await
+    rejected_scram_stops_with_authentication_error("SCRAM-SHA-256", Mode::AtLeastOnce).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_scram_sha_512_credentials_stop_the_consumer() -> anyhow::Result<()> {
-    rejected_scram_stops_with_authentication_error("SCRAM-SHA-512").await
+    rejected_scram_stops_with_authentication_error("SCRAM-SHA-512", Mode::AtLeastOnce).await
+}
+
+/// The exactly-once consumer stops too, and fast: not after `init_transactions` (which the
+/// rejected credentials keep from ever answering) times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_scram_credentials_stop_the_exactly_once_consumer() -> anyhow::Result<()> {
+    rejected_scram_stops_with_authentication_error("SCRAM-SHA-256", Mode::ExactlyOnce).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,6 +480,17 @@ impl TlsBroker {
     }
 }
 
+/// Some handshakes succeeded and the proxy refused none. A client closed while one of its
+/// connections was still in the handshake (a test's client dropped under load) shows as
+/// `tls handshake eof`: the client hung up, nothing was refused.
+fn none_refused(handshakes: &[Handshake]) -> bool {
+    handshakes.contains(&Handshake::Accepted)
+        && handshakes.iter().all(|h| match h {
+            Handshake::Accepted => true,
+            Handshake::Failed(reason) => reason.contains("handshake eof"),
+        })
+}
+
 fn tls_error(result: Result<(), Error>) -> anyhow::Result<String> {
     match result {
         Err(Error::Tls(reason)) => Ok(reason),
@@ -486,7 +520,7 @@ async fn consumes_over_tls_with_the_ca_trusted() -> anyhow::Result<()> {
     assert!(handled >= 20, "{handled} messages handled");
     let handshakes = broker.proxy.handshakes();
     assert!(
-        !handshakes.is_empty() && handshakes.iter().all(|h| *h == Handshake::Accepted),
+        none_refused(&handshakes),
         "every connection went through a TLS handshake that succeeded: {handshakes:?}"
     );
     Ok(())
@@ -500,7 +534,8 @@ async fn mutual_tls_with_a_client_certificate() -> anyhow::Result<()> {
     // Without a client certificate: the proxy refuses the handshake and the consumer stops.
     let settings = broker.settings(&broker.pki.ca, Identity::Anonymous);
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
+    let (result, took) =
+        run_until_stopped(&broker.bootstrap(), &settings, Mode::AtLeastOnce).await?;
     let reason = tls_error(result)?;
     eprintln!("mTLS without a client certificate: stopped after {took:?} with: {reason}");
     assert!(
@@ -565,7 +600,7 @@ async fn mutual_tls_with_a_client_certificate() -> anyhow::Result<()> {
     assert!(!text.contains(wrong) && !debug.contains(wrong), "{debug}");
     let handshakes = broker.proxy.handshakes()[before..].to_vec();
     assert!(
-        !handshakes.is_empty() && handshakes.iter().all(|h| *h == Handshake::Accepted),
+        none_refused(&handshakes),
         "with the client certificate every handshake succeeded: {handshakes:?}"
     );
     Ok(())
@@ -578,7 +613,8 @@ async fn an_untrusted_server_certificate_stops_the_consumer_fast() -> anyhow::Re
     };
     let settings = broker.settings(&broker.pki.other_ca, Identity::Anonymous);
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
+    let (result, took) =
+        run_until_stopped(&broker.bootstrap(), &settings, Mode::AtLeastOnce).await?;
     let reason = tls_error(result)?;
     eprintln!("untrusted broker certificate: stopped after {took:?} with: {reason}");
     assert!(
@@ -598,7 +634,8 @@ async fn a_broker_certificate_for_another_name_stops_the_consumer_fast() -> anyh
     };
     let settings = broker.settings(&broker.pki.ca, Identity::Anonymous);
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (result, took) = run_until_stopped(&broker.bootstrap(), &settings).await?;
+    let (result, took) =
+        run_until_stopped(&broker.bootstrap(), &settings, Mode::AtLeastOnce).await?;
     let reason = tls_error(result)?;
     eprintln!("broker certificate for another name: stopped after {took:?} with: {reason}");
     assert!(
@@ -607,4 +644,97 @@ async fn a_broker_certificate_for_another_name_stops_the_consumer_fast() -> anyh
     );
     assert!(took < FAIL_FAST, "took {took:?}");
     Ok(())
+}
+
+/// AWS MSK IAM tokens, made offline with fixed credentials (no AWS account or MSK cluster
+/// here: that the broker accepts them is not tested). Run with `--features msk-iam`.
+#[cfg(feature = "msk-iam")]
+mod msk_iam {
+    use std::time::{Duration, SystemTime};
+
+    use anyhow::{ensure, Context as _};
+    use sluicegate::security::aws_credential_types::Credentials;
+    use sluicegate::security::{MskIamTokenProvider, TokenProvider};
+
+    const ACCESS_KEY_ID: &str = "AKIDSLUICEGATETEST01";
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSLUICEGATE";
+
+    /// Decodes unpadded base64url, refusing any other alphabet.
+    fn base64url_decode(text: &str) -> anyhow::Result<Vec<u8>> {
+        let mut bits = 0u32;
+        let mut n = 0;
+        let mut out = Vec::new();
+        for c in text.bytes() {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'-' => 62,
+                b'_' => 63,
+                _ => anyhow::bail!("not unpadded base64url: {:?}", c as char),
+            };
+            bits = (bits << 6) | u32::from(v);
+            n += 6;
+            if n >= 8 {
+                n -= 8;
+                out.push((bits >> n) as u8);
+                bits &= (1 << n) - 1;
+            }
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn token_is_a_presigned_kafka_cluster_connect_url_for_the_region() -> anyhow::Result<()> {
+        let credentials = Credentials::new(ACCESS_KEY_ID, SECRET, None, None, "test");
+        let provider = MskIamTokenProvider::with_credentials("eu-west-1", credentials);
+        assert_eq!(provider.region(), "eu-west-1");
+        let before = SystemTime::now();
+        let token = provider.token().await?;
+        let url = String::from_utf8(base64url_decode(token.token())?)?;
+        eprintln!("MSK IAM token URL: {url}");
+        ensure!(
+            url.starts_with(
+                "https://kafka.eu-west-1.amazonaws.com/?Action=kafka-cluster%3AConnect&"
+            ),
+            "{url}"
+        );
+        let query: Vec<(&str, &str)> = url
+            .split_once('?')
+            .context("no query")?
+            .1
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .collect();
+        let param = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| *v)
+                .with_context(|| format!("no {name} in {url}"))
+        };
+        assert_eq!(param("X-Amz-Algorithm")?, "AWS4-HMAC-SHA256");
+        let scope = param("X-Amz-Credential")?;
+        assert!(
+            scope.starts_with(&format!("{ACCESS_KEY_ID}%2F"))
+                && scope.ends_with("%2Feu-west-1%2Fkafka-cluster%2Faws4_request"),
+            "{scope}"
+        );
+        assert_eq!(param("X-Amz-Expires")?, "900");
+        assert!(param("X-Amz-Date")?.len() == 16, "{url}");
+        assert!(param("X-Amz-Signature")?.len() == 64, "{url}");
+        assert!(
+            !url.contains(SECRET) && !url.contains("wJalrXUtnFEMI"),
+            "{url}"
+        );
+        assert_eq!(token.principal(), ACCESS_KEY_ID);
+        // Valid for the signer's 15 minutes from signing (X-Amz-Date has whole seconds).
+        let lifetime = token.expires_at().duration_since(before)?;
+        assert!(
+            lifetime > Duration::from_secs(890) && lifetime <= Duration::from_secs(900),
+            "{lifetime:?}"
+        );
+        assert!(!format!("{token:?}").contains(token.token()));
+        Ok(())
+    }
 }

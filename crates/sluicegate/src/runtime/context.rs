@@ -19,9 +19,61 @@ use super::assignment::Assignment;
 /// thread ever locks it, and never across a call to `poll`, so the lock is never contended.
 pub(crate) struct RuntimeContext {
     assignment: Mutex<Assignment>,
+    errors: ClientErrors,
+    oauth: Option<OAuth>,
+}
+
+/// What librdkafka's error callback said about a client, kept for the loop that polls it: the
+/// error callback of every client context that must stop on TLS and authentication failures.
+pub(crate) struct ClientErrors {
     health: Mutex<ClientHealth>,
     security: Mutex<SecurityWatch>,
-    oauth: Option<OAuth>,
+}
+
+impl ClientErrors {
+    pub fn new(security: SecurityWatch) -> Self {
+        ClientErrors {
+            health: Mutex::new(ClientHealth::default()),
+            security: Mutex::new(security),
+        }
+    }
+
+    pub fn health(&self) -> MutexGuard<'_, ClientHealth> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The TLS or authentication failure the client must stop with, if one happened.
+    pub fn security_failure(&self) -> Option<SecurityFailure> {
+        self.health().security.clone()
+    }
+
+    /// Records one error of librdkafka's error callback (see [`crate::security`] for which
+    /// ones stop the consumer).
+    pub fn error(&self, e: KafkaError, reason: &str) {
+        let code = e.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::Fatal) {
+            error!(error = %e, reason, "fatal kafka client error");
+            self.health().fatal.get_or_insert(e);
+        } else if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+            warn!(reason, "no broker is reachable");
+            self.health()
+                .unreachable_since
+                .get_or_insert_with(Instant::now);
+        } else {
+            warn!(error = %e, reason, "kafka client error");
+        }
+        if let Some(code) = code {
+            let stop = self
+                .security
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .observe(code, reason, Instant::now());
+            if let Some(stop) = stop {
+                error!(error = %crate::Error::from(stop.clone()), "cannot connect securely; stopping");
+                self.health().security.get_or_insert(stop);
+            }
+        }
+    }
 }
 
 /// What librdkafka's error callback said about the client's connections.
@@ -39,14 +91,13 @@ impl RuntimeContext {
     pub fn new(assignment: Assignment, security: SecurityWatch, oauth: Option<OAuth>) -> Self {
         RuntimeContext {
             assignment: Mutex::new(assignment),
-            health: Mutex::new(ClientHealth::default()),
-            security: Mutex::new(security),
+            errors: ClientErrors::new(security),
             oauth,
         }
     }
 
     pub fn health(&self) -> MutexGuard<'_, ClientHealth> {
-        self.health.lock().unwrap_or_else(|p| p.into_inner())
+        self.errors.health()
     }
 
     pub fn assignment(&self) -> MutexGuard<'_, Assignment> {
@@ -71,29 +122,7 @@ impl ClientContext for RuntimeContext {
     }
 
     fn error(&self, e: KafkaError, reason: &str) {
-        let code = e.rdkafka_error_code();
-        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            error!(error = %e, reason, "fatal kafka client error");
-            self.health().fatal.get_or_insert(e);
-        } else if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            warn!(reason, "no broker is reachable");
-            self.health()
-                .unreachable_since
-                .get_or_insert_with(Instant::now);
-        } else {
-            warn!(error = %e, reason, "kafka client error");
-        }
-        if let Some(code) = code {
-            let stop = self
-                .security
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .observe(code, reason, Instant::now());
-            if let Some(stop) = stop {
-                error!(error = %crate::Error::from(stop.clone()), "cannot connect securely; stopping");
-                self.health().security.get_or_insert(stop);
-            }
-        }
+        self.errors.error(e, reason);
     }
 }
 

@@ -13,7 +13,7 @@ mod status;
 mod transactional;
 mod worker;
 
-pub(crate) use context::generate_oauth_token;
+pub(crate) use context::{generate_oauth_token, ClientErrors};
 pub(crate) use event::Outcome;
 pub use seek::SeekTo;
 pub use status::{ConsumerStatus, StatusWatch, TopicPartition};
@@ -756,6 +756,7 @@ impl<W: Work> Consumer<W> {
             let pipeline = Pipeline {
                 worker,
                 producer: output.producer().clone(),
+                producer_errors: output.errors().cloned(),
                 limits: s.batch,
                 status: publisher.clone(),
                 runtime,

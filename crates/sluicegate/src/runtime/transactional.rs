@@ -14,6 +14,7 @@
 //! the partitions are still ours).
 
 use std::collections::BTreeMap;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,9 +34,11 @@ use crate::dispatch::{BatchLimits, Batcher};
 use crate::handler::{ErrorKind, HandlerResult, Work};
 use crate::output::Producer;
 use crate::policy::RetryDecision;
+use crate::security::SecurityWatch;
 use crate::{Error, Message};
 
 use super::assignment::to_message;
+use super::context::ClientErrors;
 use super::event::Outcome;
 use super::poll::Control;
 use super::seek::{self, SeekTo};
@@ -53,6 +56,8 @@ const COMMIT_TRIES: u32 = 3;
 pub(crate) struct Pipeline<W> {
     pub worker: Arc<Worker<W>>,
     pub producer: Arc<Producer>,
+    /// TLS and authentication failures of the producer's connections.
+    pub producer_errors: Option<Arc<ClientErrors>>,
     pub limits: BatchLimits,
     pub status: StatusPublisher,
     pub runtime: tokio::runtime::Handle,
@@ -60,8 +65,10 @@ pub(crate) struct Pipeline<W> {
     pub oauth: Option<crate::security::OAuth>,
 }
 
-/// What the rebalance callbacks tell the loop.
+/// What the rebalance and error callbacks tell the loop.
 struct PipelineContext {
+    /// TLS and authentication failures stop the loop, as in at-least-once mode.
+    errors: ClientErrors,
     revoked: Mutex<Vec<TopicPartition>>,
     status: StatusPublisher,
     /// Log ends (high watermarks) from librdkafka's statistics, for the lag figures.
@@ -77,6 +84,10 @@ impl ClientContext for PipelineContext {
         _config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
         super::context::generate_oauth_token(self.oauth.as_ref())
+    }
+
+    fn error(&self, e: KafkaError, reason: &str) {
+        self.errors.error(e, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -136,6 +147,7 @@ impl<W: Work> Pipeline<W> {
         // Timers made on this thread (retry back-offs) belong to the handlers' runtime.
         let _runtime = self.runtime.enter();
         let context = PipelineContext {
+            errors: ClientErrors::new(SecurityWatch::new(client)),
             revoked: Mutex::new(Vec::new()),
             status: self.status.clone(),
             log_ends: Mutex::new(BTreeMap::new()),
@@ -144,12 +156,12 @@ impl<W: Work> Pipeline<W> {
         let consumer: BaseConsumer<PipelineContext> = client
             .create_with_context(context)
             .map_err(Error::from_client_creation)?;
+        if !self.init_transactions(&consumer)? {
+            return Ok(());
+        }
+        // Subscribed only now, so that nothing is fetched before transactions can run.
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
-        // Fences earlier producers with this transactional id and aborts what they left open.
-        self.producer
-            .init_transactions(TXN_TIMEOUT)
-            .map_err(Error::Fatal)?;
         let mut counters = Counters::default();
         let mut batcher: Batcher<Message> = Batcher::new(self.limits);
         let mut topic_names: Vec<Arc<str>> = Vec::new();
@@ -160,6 +172,7 @@ impl<W: Work> Pipeline<W> {
                 // committed and goes to the next owner.
                 return Ok(());
             }
+            self.check_security(&consumer)?;
             let now = Instant::now();
             let wait = batcher.deadline().map_or(POLL_WAIT, |d| {
                 d.saturating_duration_since(now).min(POLL_WAIT)
@@ -228,6 +241,60 @@ impl<W: Work> Pipeline<W> {
                     }
                 }
             }
+        }
+    }
+
+    /// Fences earlier producers with this transactional id and aborts what they left open.
+    /// `init_transactions` blocks until the transaction coordinator answers (at most
+    /// [`TXN_TIMEOUT`]), which a broker that refuses our certificate or credentials never
+    /// does: it runs on a thread of its own while this one serves the consumer's callbacks and
+    /// watches both clients' errors, so that such a failure stops the consumer at once (the
+    /// thread ends by itself when the call times out). `false` when stopped while waiting.
+    fn init_transactions(&self, consumer: &BaseConsumer<PipelineContext>) -> Result<bool, Error> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let producer = self.producer.clone();
+        std::thread::Builder::new()
+            .name("sluicegate-init-txn".into())
+            .spawn(move || {
+                let _ = tx.send(producer.init_transactions(TXN_TIMEOUT));
+            })
+            .map_err(|e| Error::Thread(e.to_string()))?;
+        loop {
+            self.status.heartbeat();
+            if self.control.abort.is_cancelled() || self.control.shutdown.is_cancelled() {
+                return Ok(false);
+            }
+            // Not subscribed yet: this serves callbacks (errors) and returns no message.
+            let _ = consumer.poll(Duration::ZERO);
+            self.check_security(consumer)?;
+            match rx.recv_timeout(POLL_WAIT) {
+                Ok(Ok(())) => return Ok(true),
+                Ok(Err(e)) => {
+                    // A security failure explains a failed init better than its timeout.
+                    self.check_security(consumer)?;
+                    return Err(Error::Fatal(e));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Thread(
+                        "init_transactions ended without an answer".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The TLS or authentication failure, of the consumer or of the producer, that stops the
+    /// loop (see [`crate::security`]).
+    fn check_security(&self, consumer: &BaseConsumer<PipelineContext>) -> Result<(), Error> {
+        let failure = consumer.context().errors.security_failure().or_else(|| {
+            self.producer_errors
+                .as_ref()
+                .and_then(|e| e.security_failure())
+        });
+        match failure {
+            Some(failure) => Err(failure.into()),
+            None => Ok(()),
         }
     }
 
