@@ -375,6 +375,20 @@ impl TlsBroker {
         settings
     }
 
+    /// Runs a consumer that trusts `ca` and presents `identity` until it stops, which must be
+    /// with [`Error::Tls`]: its text, and how long the consumer ran.
+    async fn stopped_by_tls(
+        &self,
+        ca: &Path,
+        identity: Identity,
+    ) -> anyhow::Result<(String, Duration)> {
+        let settings = self.settings(ca, identity);
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (result, took) =
+            run_until_stopped(&self.bootstrap(), &settings, Mode::AtLeastOnce).await?;
+        Ok((tls_error(result)?, took))
+    }
+
     fn client_config(&self, identity: Identity) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", self.bootstrap());
@@ -532,11 +546,9 @@ async fn mutual_tls_with_a_client_certificate() -> anyhow::Result<()> {
         return Ok(());
     };
     // Without a client certificate: the proxy refuses the handshake and the consumer stops.
-    let settings = broker.settings(&broker.pki.ca, Identity::Anonymous);
-    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (result, took) =
-        run_until_stopped(&broker.bootstrap(), &settings, Mode::AtLeastOnce).await?;
-    let reason = tls_error(result)?;
+    let (reason, took) = broker
+        .stopped_by_tls(&broker.pki.ca, Identity::Anonymous)
+        .await?;
     eprintln!("mTLS without a client certificate: stopped after {took:?} with: {reason}");
     assert!(
         reason.contains("alert certificate required") && reason.contains("ssl.certificate"),
@@ -611,11 +623,9 @@ async fn an_untrusted_server_certificate_stops_the_consumer_fast() -> anyhow::Re
     let Some(broker) = TlsBroker::start(ProxyMode::Tls).await? else {
         return Ok(());
     };
-    let settings = broker.settings(&broker.pki.other_ca, Identity::Anonymous);
-    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (result, took) =
-        run_until_stopped(&broker.bootstrap(), &settings, Mode::AtLeastOnce).await?;
-    let reason = tls_error(result)?;
+    let (reason, took) = broker
+        .stopped_by_tls(&broker.pki.other_ca, Identity::Anonymous)
+        .await?;
     eprintln!("untrusted broker certificate: stopped after {took:?} with: {reason}");
     assert!(
         reason.contains("certificate verify failed"),
@@ -632,11 +642,9 @@ async fn a_broker_certificate_for_another_name_stops_the_consumer_fast() -> anyh
     let Some(broker) = TlsBroker::start(ProxyMode::MisnamedCertificate).await? else {
         return Ok(());
     };
-    let settings = broker.settings(&broker.pki.ca, Identity::Anonymous);
-    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (result, took) =
-        run_until_stopped(&broker.bootstrap(), &settings, Mode::AtLeastOnce).await?;
-    let reason = tls_error(result)?;
+    let (reason, took) = broker
+        .stopped_by_tls(&broker.pki.ca, Identity::Anonymous)
+        .await?;
     eprintln!("broker certificate for another name: stopped after {took:?} with: {reason}");
     assert!(
         reason.contains("certificate verify failed"),
