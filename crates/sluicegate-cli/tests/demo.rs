@@ -9,19 +9,7 @@ use common::{last_json_line, run};
 
 #[test]
 fn demo_loses_nothing_duplicates_nothing_commits_everything_and_keeps_order() {
-    let (ok, out, err) = run(
-        &[
-            "demo",
-            "--messages",
-            "20000",
-            "--json",
-            "--http",
-            "127.0.0.1:0",
-        ],
-        Duration::from_secs(180),
-    );
-    let v = last_json_line(&out, &err);
-    assert!(ok, "demo failed: {v}\nstderr:\n{err}");
+    let (v, err) = run_demo(&["--messages", "20000"], Duration::from_secs(180));
     assert_eq!(v["produced"], 20_000, "{v}");
     assert_eq!(v["lost"], 0, "{v}");
     assert_eq!(v["duplicates"], 0, "{v}");
@@ -66,21 +54,10 @@ fn bench_consume_runs_both_consumers_and_reports_a_ratio() {
 
 #[test]
 fn demo_with_a_fail_rate_dead_letters_exactly_the_poison_events_and_loses_nothing() {
-    let (ok, out, err) = run(
-        &[
-            "demo",
-            "--http",
-            "127.0.0.1:0",
-            "--messages",
-            "20000",
-            "--fail-rate",
-            "0.01",
-            "--json",
-        ],
+    let (v, _) = run_demo(
+        &["--messages", "20000", "--fail-rate", "0.01"],
         Duration::from_secs(300),
     );
-    let v = last_json_line(&out, &err);
-    assert!(ok, "demo failed: {v}\nstderr:\n{err}");
     let poison = v["poison"].as_u64().expect("poison is a count");
     assert!(poison > 0, "{v}");
     assert_eq!(v["dead_lettered"], poison, "{v}");
@@ -105,23 +82,17 @@ fn demo_with_a_fail_rate_dead_letters_exactly_the_poison_events_and_loses_nothin
 
 #[test]
 fn demo_with_a_batch_handler_isolates_poison_events_and_loses_nothing() {
-    let (ok, out, err) = run(
+    let (v, _) = run_demo(
         &[
-            "demo",
-            "--http",
-            "127.0.0.1:0",
             "--messages",
             "20000",
             "--batch",
             "200",
             "--fail-rate",
             "0.002",
-            "--json",
         ],
         Duration::from_secs(300),
     );
-    let v = last_json_line(&out, &err);
-    assert!(ok, "demo failed: {v}\nstderr:\n{err}");
     assert_eq!(v["batch"], 200, "{v}");
     let poison = v["poison"].as_u64().expect("poison is a count");
     assert!(poison > 0, "{v}");
@@ -141,4 +112,15 @@ fn a_fail_rate_outside_0_to_1_is_refused_naming_the_flag() {
         assert!(!ok, "--fail-rate {bad} was accepted");
         assert!(err.contains("--fail-rate"), "{err}");
     }
+}
+
+/// Runs `sluicegate demo ARGS --json` with its endpoint on a free port, within `limit`; asserts
+/// it succeeded and returns its JSON summary and its stderr.
+fn run_demo(args: &[&str], limit: Duration) -> (serde_json::Value, String) {
+    let mut all = vec!["demo", "--http", "127.0.0.1:0", "--json"];
+    all.extend_from_slice(args);
+    let (ok, out, err) = run(&all, limit);
+    let v = last_json_line(&out, &err);
+    assert!(ok, "demo failed: {v}\nstderr:\n{err}");
+    (v, err)
 }
