@@ -529,6 +529,35 @@ async fn commit_and_fetch_errors_lose_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A final commit the broker refuses at shutdown is sent again, so a graceful stop still leaves
+/// the group committed at the end of what was handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_final_commit_is_sent_again() -> anyhow::Result<()> {
+    let broker = TestBroker::embedded()?;
+    let kafka = broker.embedded_kafka().expect("embedded");
+    let topic = unique("final-commit");
+    let group = unique("final-commit-group");
+    let (produced, end) = broker.fill_topic(&topic, 1, 200).await?;
+
+    let recorder = Recorder::default();
+    let handle = broker
+        .consumer(&group, &topic)
+        // No periodic commit: the final one is the only one.
+        .commit_interval(Duration::from_secs(3_600))
+        .build(handler_fn(failing_on(BTreeSet::new(), &recorder)))?
+        .spawn()?;
+    recorder.wait_for(produced.len(), PHASE).await?;
+    // Errors librdkafka hands back to the application instead of retrying itself.
+    kafka.request_errors(
+        ApiKey::OffsetCommit,
+        &[ResponseError::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE; 2],
+    )?;
+    stop(handle).await?;
+    let committed = broker.committed_offsets(&group, &topic).await?;
+    assert_eq!(committed, end, "broker's committed offsets vs log end");
+    Ok(())
+}
+
 /// While the dead-letter topic refuses writes, the poison message's partition commits nothing
 /// past it, though everything after it was handled; once writes succeed it is dead-lettered
 /// and the group commits to the end.

@@ -33,6 +33,9 @@ use super::status::{Figures, StatusPublisher, TopicPartition};
 const OFFSET_MAP_MAX_LEN: usize = 3_000;
 /// How long an assignment waits to read the committed offset maps.
 const OFFSET_MAP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before re-sending a refused final commit, and how many times to send it.
+const FINAL_COMMIT_RETRY: Duration = Duration::from_millis(200);
+const FINAL_COMMIT_ATTEMPTS: usize = 5;
 
 /// Starts a lane task: `(slot, queue, revoked, events)`.
 pub(crate) type LaneSpawner = Arc<
@@ -596,17 +599,35 @@ impl Assignment {
                 return;
             }
         }
-        let Some(id) = self.request_commit(Some(which)) else {
-            return;
-        };
-        while self.commit_in_flight == Some(id) {
-            if !self.wait_event(deadline) {
-                warn!(
-                    "final commit did not complete in time; uncommitted work will be re-delivered"
-                );
+        // A refused commit (e.g. mid-rebalance) clears its request, so asking again resends it;
+        // nothing left to request means every offset is acknowledged.
+        for _ in 0..FINAL_COMMIT_ATTEMPTS {
+            let Some(id) = self.request_commit(Some(which)) else {
+                return;
+            };
+            while self.commit_in_flight == Some(id) {
+                if !self.wait_event(deadline) {
+                    warn!(
+                        "final commit did not complete in time; uncommitted work will be re-delivered"
+                    );
+                    return;
+                }
+            }
+            if Instant::now() >= deadline {
                 return;
             }
+            let failed = which.iter().any(|i| {
+                self.slots[*i].as_ref().is_some_and(|p| {
+                    p.commit_requested.is_none() && p.offsets.watermark().is_some()
+                })
+            });
+            if !failed {
+                return;
+            }
+            // Back off before asking again, still applying any late lane reports.
+            self.wait_event(deadline.min(Instant::now() + FINAL_COMMIT_RETRY));
         }
+        warn!("final commit refused repeatedly; uncommitted work will be re-delivered");
     }
 
     /// Waits until `deadline` for one event and applies it; `false` if none came.
