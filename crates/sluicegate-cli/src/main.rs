@@ -133,8 +133,12 @@ enum OffsetsCommand {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
-    /// Fill a topic, then consume all of it twice: with a plain rdkafka loop and with the
-    /// Sluicegate runtime, and compare.
+    /// Write records to a topic, as fast as possible or at a target rate, and report the rate
+    /// achieved.
+    Produce(BenchProduceArgs),
+    /// Consume the same records twice, with a plain rdkafka loop and with the Sluicegate
+    /// runtime, and compare: a backlog (filled first, or an existing topic with --no-fill), or
+    /// with --rate a live stream written while it is read.
     Consume(BenchConsumeArgs),
 }
 
@@ -393,18 +397,69 @@ impl TopicsCreateArgs {
     }
 }
 
-/// Options of `sluicegate bench consume`.
+/// What bench records look like: size and key spread.
 #[derive(Args, Debug, Clone)]
-pub struct BenchConsumeArgs {
-    /// How many messages to fill the topic with.
-    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub messages: u64,
+pub struct BenchRecordArgs {
     /// Payload size in bytes (a JSON document padded to this size).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(32..=1_000_000))]
     pub size: u64,
+    /// Distinct record keys, spread round-robin over the records.
+    #[arg(long, default_value_t = commands::bench::DEFAULT_KEYS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
     /// Partitions of the topic, when the bench creates it.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub partitions: i32,
+}
+
+/// Options of `sluicegate bench produce`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchProduceArgs {
+    /// How many records to write (default 1,000,000 unless --duration is given).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "duration_secs")]
+    pub messages: Option<u64>,
+    /// Write for this many seconds instead of a number of records.
+    #[arg(long = "duration", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration_secs: Option<u64>,
+    /// Write at most this many records per second (default: as fast as possible).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+    #[command(flatten)]
+    pub record: BenchRecordArgs,
+    /// Use this Kafka cluster (`host:port,...`) instead of the embedded broker (which lives
+    /// only as long as the command: there the run measures the producer alone).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: Option<String>,
+    /// Topic to write (default: a new topic unique to the run). Created if missing.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// A librdkafka producer property, as `KEY=VALUE` (repeatable), e.g. `-X linger.ms=0`.
+    #[arg(short = 'X', long = "producer-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub producer_config: Vec<(String, String)>,
+    /// Print the result as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `sluicegate bench consume`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchConsumeArgs {
+    /// How many messages to read: the fill's size (default 1,000,000); with --no-fill at most
+    /// what the topic holds (default: all of it).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: Option<u64>,
+    #[command(flatten)]
+    pub record: BenchRecordArgs,
+    /// Read the topic named by --topic as it is (filled by `bench produce` or another tool)
+    /// instead of filling it first.
+    #[arg(long, requires = "topic", conflicts_with = "rate")]
+    pub no_fill: bool,
+    /// Live: instead of a backlog, give each pass a fresh topic and write it at this many
+    /// records per second for --duration while the pass reads it (for end-to-end latency).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), requires = "duration_secs", conflicts_with = "topic")]
+    pub rate: Option<u64>,
+    /// With --rate: how long each pass's stream lasts, in seconds.
+    #[arg(long = "duration", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), requires = "rate")]
+    pub duration_secs: Option<u64>,
     /// What the handler does with each message: `noop`, `json` (decode the payload) or
     /// `sleep:MS`. The raw baseline does the same work, one message at a time.
     #[arg(long, default_value = "noop")]
@@ -415,10 +470,19 @@ pub struct BenchConsumeArgs {
     /// The most handler calls running at once in the Sluicegate runtime.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_in_flight: u64,
+    /// Run the Sluicegate side through a batch handler of at most this many messages (the
+    /// work is done per message inside the batch).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: Option<u64>,
+    /// Run the Sluicegate side without a consumer group: every partition assigned to it
+    /// directly (no join, no rebalances), offsets still committed.
+    #[arg(long)]
+    pub assign: bool,
     /// Use this Kafka cluster (`host:port,...`) instead of the embedded broker.
     #[arg(long, value_name = "ADDR")]
     pub bootstrap: Option<String>,
-    /// Topic to fill and read (default: a new topic unique to the run). Created if missing.
+    /// Topic to read (default: a new topic unique to the run). Created and filled unless
+    /// --no-fill.
     #[arg(long)]
     pub topic: Option<String>,
     /// A librdkafka consumer property for both consumers, as `KEY=VALUE` (repeatable), e.g.
@@ -433,7 +497,8 @@ pub struct BenchConsumeArgs {
     /// second), and report what observing costs against the pass without them.
     #[arg(long)]
     pub observed: bool,
-    /// Give up on one consume pass after this many seconds.
+    /// Give up on one consume pass after this many seconds (a live pass: after its stream
+    /// ended).
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
     /// Print the result as one JSON object on the last line of stdout.
@@ -501,6 +566,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => commands::demo::run(args).await,
+            Command::Bench(BenchCommand::Produce(args)) => commands::bench::produce(args).await,
             Command::Bench(BenchCommand::Consume(args)) => commands::bench::consume(args).await,
             Command::Dlq(DlqCommand::Replay(args)) => commands::dlq::replay(args).await,
             Command::Offsets(OffsetsCommand::Reset(args)) => commands::offsets::reset(args).await,

@@ -35,6 +35,8 @@ pub fn producer_config(bootstrap: &str) -> ClientConfig {
 /// What a produce run achieved, by delivery report.
 #[derive(Debug, Default, Clone)]
 pub struct Produced {
+    /// Records handed to the producer.
+    pub sent: u64,
     /// Records the broker acknowledged.
     pub delivered: u64,
     /// Records that failed for good.
@@ -144,33 +146,122 @@ where
     }
 }
 
+/// How far record `seq` is ahead of a steady `rate` per second, `elapsed` after the start;
+/// `None` unless it is at least a millisecond ahead (finer sleeps cost more than they pace, so
+/// records go out in bursts of at most a millisecond's worth).
+pub fn pace(seq: u64, rate: u64, elapsed: Duration) -> Option<Duration> {
+    let due = Duration::from_secs_f64(seq as f64 / rate.max(1) as f64);
+    due.checked_sub(elapsed)
+        .filter(|ahead| *ahead >= Duration::from_millis(1))
+}
+
+/// How much a produce run writes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Amount {
+    /// This many records.
+    Count(u64),
+    /// As many as fit in this long (with a rate: `rate * duration`).
+    For(Duration),
+}
+
 /// Produces `count` records to `topic`, record `i` being `record(i)` = (key, value), and waits
 /// for every delivery report (bounded). Blocking: call it from a thread of its own.
-pub fn produce_all<F>(bootstrap: &str, topic: &str, count: u64, mut record: F) -> Result<Produced>
+pub fn produce_all<F>(bootstrap: &str, topic: &str, count: u64, record: F) -> Result<Produced>
+where
+    F: FnMut(u64) -> (String, Vec<u8>),
+{
+    produce_paced(
+        &producer_config(bootstrap),
+        topic,
+        Amount::Count(count),
+        None,
+        record,
+    )
+}
+
+/// Produces records `record(0)`, `record(1)`, ... to `topic` with a producer of `config`, at
+/// most `rate` per second, until `amount` is reached, and waits for every delivery report
+/// (bounded). Blocking: call it from a thread of its own.
+pub fn produce_paced<F>(
+    config: &ClientConfig,
+    topic: &str,
+    amount: Amount,
+    rate: Option<u64>,
+    mut record: F,
+) -> Result<Produced>
 where
     F: FnMut(u64) -> (String, Vec<u8>),
 {
     let context = DeliveryLog::<()>::default();
-    let producer: BaseProducer<DeliveryLog<()>> = producer_config(bootstrap)
+    let producer: BaseProducer<DeliveryLog<()>> = config
         .create_with_context(context.clone())
         .context("cannot create the producer")?;
     let started = Instant::now();
-    for i in 0..count {
+    let mut i = 0;
+    loop {
+        let more = match amount {
+            Amount::Count(n) => i < n,
+            Amount::For(d) => started.elapsed() < d,
+        };
+        if !more {
+            break;
+        }
+        if let Some(ahead) = rate.and_then(|r| pace(i, r, started.elapsed())) {
+            std::thread::sleep(ahead);
+        }
         let (key, value) = record(i);
         send_waiting(&producer, BaseRecord::to(topic).key(&key).payload(&value))
             .with_context(|| format!("cannot produce record {i} to {topic}"))?;
         if i % 1024 == 0 {
             producer.poll(Duration::ZERO);
         }
+        i += 1;
     }
     producer
         .flush(FLUSH_TIMEOUT)
         .with_context(|| format!("not every record was delivered within {FLUSH_TIMEOUT:?}"))?;
     let d = &context.0;
     Ok(Produced {
+        sent: i,
         delivered: d.delivered(),
         failed: d.failed(),
         first_error: d.failures().into_iter().next(),
         secs: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn pacing_holds_back_only_records_ahead_of_the_rate() {
+        let ms = Duration::from_millis;
+        assert_eq!(pace(100, 1_000, ms(50)), Some(ms(50)));
+        assert_eq!(pace(100, 1_000, ms(100)), None);
+        assert_eq!(pace(100, 1_000, ms(150)), None);
+        assert_eq!(pace(0, 1_000, ms(0)), None);
+    }
+
+    proptest! {
+        /// A producer that sleeps whenever `pace` says so never runs more than a millisecond's
+        /// worth of records ahead of the rate, and never waits once it is behind.
+        #[test]
+        fn paced_records_never_run_ahead_of_the_rate(
+            rate in 1u64..1_000_000,
+            seq in 0u64..10_000_000,
+            elapsed_us in 0u64..100_000_000,
+        ) {
+            let elapsed = Duration::from_micros(elapsed_us);
+            let due = Duration::from_secs_f64(seq as f64 / rate as f64);
+            match pace(seq, rate, elapsed) {
+                Some(wait) => {
+                    prop_assert!(wait >= Duration::from_millis(1));
+                    prop_assert_eq!(elapsed + wait, due);
+                }
+                None => prop_assert!(due < elapsed + Duration::from_millis(1)),
+            }
+        }
+    }
 }

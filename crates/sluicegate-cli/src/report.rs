@@ -8,6 +8,7 @@ use serde::Serialize;
 pub struct Latency {
     pub p50_ms: f64,
     pub p99_ms: f64,
+    pub p999_ms: f64,
     pub max_ms: f64,
 }
 
@@ -20,6 +21,7 @@ pub fn latency_ms(micros: &Histogram<u64>) -> Option<Latency> {
     Some(Latency {
         p50_ms: ms(micros.value_at_quantile(0.50)),
         p99_ms: ms(micros.value_at_quantile(0.99)),
+        p999_ms: ms(micros.value_at_quantile(0.999)),
         max_ms: ms(micros.max()),
     })
 }
@@ -95,13 +97,14 @@ mod tests {
     #[test]
     fn percentiles_of_a_uniform_spread() {
         let mut h = latency_histogram();
-        for ms in 1..=100u64 {
-            h.record(ms * 1_000).unwrap();
+        for us in 1..=10_000u64 {
+            h.record(us * 100).unwrap();
         }
         let l = latency_ms(&h).unwrap();
-        assert!((l.p50_ms - 50.0).abs() < 0.1, "{l:?}");
-        assert!((l.p99_ms - 99.0).abs() < 0.1, "{l:?}");
-        assert!((l.max_ms - 100.0).abs() < 0.1, "{l:?}");
+        assert!((l.p50_ms - 500.0).abs() < 0.5, "{l:?}");
+        assert!((l.p99_ms - 990.0).abs() < 1.0, "{l:?}");
+        assert!((l.p999_ms - 999.0).abs() < 1.0, "{l:?}");
+        assert!((l.max_ms - 1_000.0).abs() < 1.0, "{l:?}");
         assert_eq!(latency_ms(&latency_histogram()), None);
     }
 

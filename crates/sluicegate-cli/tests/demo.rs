@@ -26,33 +26,6 @@ fn demo_loses_nothing_duplicates_nothing_commits_everything_and_keeps_order() {
 }
 
 #[test]
-fn bench_consume_runs_both_consumers_and_reports_a_ratio() {
-    let (ok, out, err) = run(
-        &[
-            "bench",
-            "consume",
-            "--messages",
-            "50000",
-            "--observed",
-            "--json",
-        ],
-        Duration::from_secs(300),
-    );
-    let v = last_json_line(&out, &err);
-    assert!(ok, "bench failed: {v}\nstderr:\n{err}");
-    for side in ["raw", "runtime", "observed"] {
-        assert_eq!(v[side]["messages"], 50_000, "{side}: {v}");
-        assert_eq!(v[side]["complete"], true, "{side}: {v}");
-        assert!(
-            v[side]["msgs_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
-            "{side}: {v}"
-        );
-    }
-    assert!(v["ratio"].as_f64().is_some_and(|r| r > 0.0), "{v}");
-    assert!(v["observed_ratio"].as_f64().is_some_and(|r| r > 0.0), "{v}");
-}
-
-#[test]
 fn demo_with_a_fail_rate_dead_letters_exactly_the_poison_events_and_loses_nothing() {
     let (v, _) = run_demo(
         &["--messages", "20000", "--fail-rate", "0.01"],

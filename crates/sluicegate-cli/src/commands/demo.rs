@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rdkafka::{ClientConfig, Message as _};
@@ -20,8 +20,8 @@ use sluicegate::{
 use crate::cluster::{self, Cluster};
 use crate::events::{event, is_poison, Event};
 use crate::ledger::{OrderCheck, PartitionLedger, Totals};
-use crate::meter::Meter;
-use crate::produce::produce_all;
+use crate::meter::{micros_since, now_micros, Meter};
+use crate::produce::{pace, produce_all};
 use crate::progress::Progress;
 use crate::read_back::{headers_of, read_to_end};
 use crate::report::{latency_ms, per_sec, print_json_line, ratio, round, thousands};
@@ -107,9 +107,7 @@ impl DemoState {
             Event::Order { .. } => self.orders.fetch_add(1, Relaxed),
             Event::Click { .. } => self.clicks.fetch_add(1, Relaxed),
         };
-        let latency_us = msg.timestamp().map_or(0, |ts| {
-            now_micros().saturating_sub(ts.saturating_mul(1_000)).max(0) as u64
-        });
+        let latency_us = msg.timestamp().map_or(0, micros_since);
         if let Some(ledger) = usize::try_from(msg.partition())
             .ok()
             .and_then(|p| self.ledgers.get(p))
@@ -141,12 +139,6 @@ impl DemoState {
             "poison event {seq}: the demo handler always fails it (attempt {attempts})"
         ))
     }
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// The demo's result, as printed with `--json`.
@@ -364,14 +356,6 @@ impl DemoSummary {
 pub fn default_timeout(messages: u64, sleep_ms: u64, parallelism: u64) -> Duration {
     let sleeping = messages.saturating_mul(sleep_ms) / 1_000 / parallelism.max(1);
     Duration::from_secs(60 + messages / 2_000 + 2 * sleeping)
-}
-
-/// How far event `seq` is ahead of a steady `rate` per second, `elapsed` after the start;
-/// `None` unless it is at least a millisecond ahead (finer sleeps cost more than they pace).
-pub fn pace(seq: u64, rate: u64, elapsed: Duration) -> Option<Duration> {
-    let due = Duration::from_secs_f64(seq as f64 / rate.max(1) as f64);
-    due.checked_sub(elapsed)
-        .filter(|ahead| *ahead >= Duration::from_millis(1))
 }
 
 fn committed_sum(status: &ConsumerStatus, topic: &str) -> i64 {
@@ -867,15 +851,6 @@ mod tests {
             "{:?}",
             ff.problems()
         );
-    }
-
-    #[test]
-    fn pacing_holds_back_only_events_ahead_of_the_rate() {
-        let ms = Duration::from_millis;
-        assert_eq!(pace(100, 1_000, ms(50)), Some(ms(50)));
-        assert_eq!(pace(100, 1_000, ms(100)), None);
-        assert_eq!(pace(100, 1_000, ms(150)), None);
-        assert_eq!(pace(0, 1_000, ms(0)), None);
     }
 
     #[test]

@@ -395,6 +395,9 @@ pub struct ConsumerConfig {
     pub group_id: String,
     /// The topics to subscribe to.
     pub topics: Vec<String>,
+    /// Read every partition of the topics directly instead of joining the group (see
+    /// [`ConsumerBuilder::static_assignment`]); `false` by default.
+    pub static_assignment: bool,
     /// Where a new group starts (`earliest` by default).
     pub auto_offset_reset: OffsetReset,
     /// How messages of a partition may run in parallel (`partition`, `key`, `unordered`).
@@ -447,6 +450,7 @@ impl Default for ConsumerConfig {
             bootstrap_servers: String::new(),
             group_id: String::new(),
             topics: Vec::new(),
+            static_assignment: false,
             auto_offset_reset: OffsetReset::Earliest,
             ordering: Ordering::Partition,
             max_in_flight: 1_000,
@@ -791,6 +795,9 @@ impl ConsumerConfig {
             .drain_timeout(self.drain_timeout);
         if let Some(n) = self.max_in_flight_per_partition {
             b = b.max_in_flight_per_partition(n);
+        }
+        if self.static_assignment {
+            b = b.static_assignment();
         }
         if let Some(t) = self.processing_timeout {
             b = b.handler_timeout(t);

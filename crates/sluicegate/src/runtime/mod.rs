@@ -23,7 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -47,6 +48,9 @@ use transactional::Pipeline;
 use worker::Worker;
 
 /// Settings the runtime manages itself; overriding them would break its guarantees.
+/// How long a static assignment waits for the topics' partitions.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub(crate) const MANAGED: &[&str] = &[
     "enable.auto.commit",
     "enable.auto.offset.store",
@@ -61,6 +65,7 @@ pub struct ConsumerBuilder {
     bootstrap_servers: Option<String>,
     group_id: Option<String>,
     topics: Vec<String>,
+    static_assignment: bool,
     /// librdkafka properties; secrets are redacted in `Debug`.
     client: Properties,
     ordering: Ordering,
@@ -89,6 +94,7 @@ impl std::fmt::Debug for ConsumerBuilder {
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("group_id", &self.group_id)
             .field("topics", &self.topics)
+            .field("static_assignment", &self.static_assignment)
             .field("client", &self.client)
             .field("ordering", &self.ordering)
             .field("max_in_flight", &self.max_in_flight)
@@ -121,6 +127,7 @@ impl Default for ConsumerBuilder {
             bootstrap_servers: None,
             group_id: None,
             topics: Vec::new(),
+            static_assignment: false,
             client: Properties::default(),
             ordering: Ordering::Partition,
             max_in_flight: 1_000,
@@ -170,6 +177,17 @@ impl ConsumerBuilder {
         S: Into<String>,
     {
         self.topics.extend(topics.into_iter().map(Into::into));
+        self
+    }
+
+    /// Reads every partition of the topics directly instead of joining the group: no group
+    /// join, no rebalances, no sharing of partitions with other instances (librdkafka's
+    /// `assign` in place of `subscribe`). The group id still names where offsets are committed
+    /// and read from. Partitions are looked up once when the client starts (again after a
+    /// reconnect); a topic that does not exist then is an error. Not with
+    /// [`exactly_once`](Self::exactly_once), whose transactions need a group generation.
+    pub fn static_assignment(mut self) -> Self {
+        self.static_assignment = true;
         self
     }
 
@@ -582,6 +600,15 @@ impl ConsumerBuilder {
             }
         }
         let client = self.client_config()?;
+        if self.static_assignment && self.exactly_once.is_some() {
+            return Err(Error::Config {
+                key: "static_assignment".into(),
+                value: "true".into(),
+                reason: "exactly-once mode needs group membership: its transactions commit \
+                         offsets with the group's generation"
+                    .into(),
+            });
+        }
         if self.exactly_once.is_some() {
             match &self.output {
                 Some(o) if !o.is_transactional() => {
@@ -795,6 +822,7 @@ impl<W: Work> Consumer<W> {
         let session = Session {
             client: self.client,
             topics: s.topics.clone(),
+            static_assignment: s.static_assignment,
             routing: Routing {
                 ordering: s.ordering,
                 width,
@@ -824,10 +852,43 @@ impl<W: Work> Consumer<W> {
     }
 }
 
+/// Every partition of `topics`, each from its committed offset (else `auto.offset.reset`).
+fn all_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topics: &[String],
+) -> Result<TopicPartitionList, Error> {
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions())
+            .map(|p| p.id())
+            .collect::<Vec<_>>();
+        if partitions.is_empty() {
+            return Err(Error::Config {
+                key: "topics".into(),
+                value: topic.clone(),
+                reason: "static assignment needs the topic's partitions, and the cluster \
+                         reports none (does the topic exist?)"
+                    .into(),
+            });
+        }
+        for p in partitions {
+            list.add_partition_offset(topic, p, Offset::Stored)?;
+        }
+    }
+    Ok(list)
+}
+
 /// A client with its poll loop's state: started, and once lost started again.
 struct Session {
     client: ClientConfig,
     topics: Vec<String>,
+    /// Assign every partition instead of subscribing.
+    static_assignment: bool,
     routing: Routing,
     spawn_lane: LaneSpawner,
     status: StatusPublisher,
@@ -863,8 +924,15 @@ impl Session {
                 self.oauth.clone(),
             ))
             .map_err(Error::from_client_creation)?;
-        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics)?;
+        if self.static_assignment {
+            let list = all_partitions(&consumer, &self.topics)?;
+            consumer.assign(&list)?;
+            // What a rebalance would do: take the partitions over.
+            consumer.context().assignment().assign(&consumer, &list);
+        } else {
+            let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&topics)?;
+        }
         Ok((consumer, events_tx, commits_rx))
     }
 

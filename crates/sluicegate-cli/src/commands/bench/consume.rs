@@ -1,0 +1,778 @@
+//! `sluicegate bench consume`: the same records read by a plain rdkafka poll loop (the
+//! baseline) and by the Sluicegate runtime, one pass after the other in the same run, each
+//! doing the same work per message.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::Serialize;
+use sluicegate::metrics::Metrics;
+use sluicegate::{
+    batch_handler_fn, handler_fn, BatchLimits, Consumer, ConsumerBuilder, ConsumerHandle,
+    HandlerError, Message, Ordering,
+};
+
+use super::{bench_key, bench_payload, follow, MemoryWatch, PassReport, Work};
+use crate::cluster::{self, Cluster};
+use crate::meter::{now_micros, Meter};
+use crate::produce::{produce_all, produce_paced, producer_config, Amount};
+use crate::report::{print_json_line, ratio, round, thousands};
+use crate::BenchConsumeArgs;
+
+/// How long a graceful shutdown of the runtime may take.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Records filled when no count is given.
+const DEFAULT_MESSAGES: u64 = 1_000_000;
+
+/// What the passes read.
+enum Feed {
+    /// A topic holding the records before the passes start; each pass reads it from `marks`'
+    /// low watermarks.
+    Backlog(Backlog),
+    /// A fresh topic per pass, written at `rate` per second for `secs` while the pass reads it.
+    Live { rate: u64, secs: u64 },
+}
+
+struct Backlog {
+    topic: String,
+    partitions: i32,
+    /// (low, high) watermark per partition.
+    marks: Vec<(i64, i64)>,
+    /// Messages each pass reads.
+    expected: u64,
+    /// How long filling took (`None`: found as it was).
+    fill_secs: Option<f64>,
+    dropped_by_broker: i64,
+}
+
+/// Which consumer a pass runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Raw,
+    Runtime,
+    /// The runtime with metrics and the HTTP endpoint on.
+    Observed,
+}
+
+impl Side {
+    fn label(self) -> &'static str {
+        match self {
+            Side::Raw => "raw",
+            Side::Runtime => "sluicegate",
+            Side::Observed => "observed",
+        }
+    }
+}
+
+/// The bench's result, as printed with `--json`.
+#[derive(Serialize, Debug)]
+pub struct BenchReport {
+    pub broker: &'static str,
+    /// `backlog` (read what is there) or `live` (read while writing at `rate`).
+    pub mode: &'static str,
+    /// The topic read (live: one fresh topic per pass, named after this one).
+    pub topic: String,
+    /// Messages each pass reads.
+    pub messages: u64,
+    /// Payload size and distinct keys written (`None` for a topic read as it was found).
+    pub size: Option<u64>,
+    pub keys: Option<u64>,
+    pub partitions: i32,
+    pub handler: String,
+    pub ordering: &'static str,
+    pub max_in_flight: u64,
+    /// Messages per batch handler call, if the runtime ran a batch handler.
+    pub batch: Option<u64>,
+    /// Whether the runtime read without a consumer group.
+    pub assign: bool,
+    /// Live: records per second written during each pass, and for how long.
+    pub rate: Option<u64>,
+    pub duration_secs: Option<u64>,
+    /// Backlog: how long filling took (`None` with `--no-fill`).
+    pub fill_secs: Option<f64>,
+    pub dropped_by_broker: i64,
+    /// `None` with `--skip-baseline`.
+    pub raw: Option<PassReport>,
+    pub runtime: PassReport,
+    /// With `--observed`: the runtime with metrics and the HTTP endpoint on.
+    pub observed: Option<PassReport>,
+    /// Runtime msg/s divided by baseline msg/s.
+    pub ratio: Option<f64>,
+    /// Runtime CPU per message divided by baseline CPU per message.
+    pub cpu_ratio: Option<f64>,
+    /// Runtime p99 latency divided by the baseline's.
+    pub p99_ratio: Option<f64>,
+    /// Observed runtime msg/s divided by runtime msg/s (without metrics).
+    pub observed_ratio: Option<f64>,
+}
+
+impl BenchReport {
+    pub fn render(&self) -> String {
+        let source = match (self.rate, self.duration_secs) {
+            (Some(rate), Some(secs)) => format!(
+                "a live stream of {} msg/s for {secs} s per pass",
+                thousands(rate)
+            ),
+            _ if self.fill_secs.is_none() => format!("topic {} as it was", self.topic),
+            _ => "a backlog".to_string(),
+        };
+        let shape = match (self.size, self.keys) {
+            (Some(size), Some(keys)) => format!(" of {size} B over {} keys", thousands(keys)),
+            _ => String::new(),
+        };
+        let mut out = format!(
+            "bench consume: {} messages{shape} in {} partitions, from {source} ({} broker)\n  \
+             runtime: handler {}, ordering {}, max in flight {}{}{}\n\n",
+            thousands(self.messages),
+            self.partitions,
+            self.broker,
+            self.handler,
+            self.ordering,
+            self.max_in_flight,
+            self.batch
+                .map_or(String::new(), |b| format!(", batches of {b}")),
+            if self.assign {
+                ", no group (assigned)"
+            } else {
+                ""
+            },
+        );
+        out += &format!(
+            "  {:<11} {:>10} {:>10} {:>7} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8}\n",
+            "consumer",
+            "messages",
+            "msg/s",
+            "MB/s",
+            "CPU s",
+            "µs/msg",
+            "join s",
+            "p50 ms",
+            "p99 ms",
+            "p999 ms",
+            "peak RSS"
+        );
+        let passes = [
+            ("raw rdkafka", self.raw.as_ref()),
+            ("sluicegate", Some(&self.runtime)),
+            ("+ metrics", self.observed.as_ref()),
+        ];
+        let opt = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
+        for (name, p) in passes.into_iter().filter_map(|(n, p)| Some((n, p?))) {
+            out += &format!(
+                "  {:<11} {:>10} {:>10} {:>7.1} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>5} MB{}\n",
+                name,
+                thousands(p.messages),
+                thousands(p.msgs_per_sec as u64),
+                p.mb_per_sec,
+                opt(p.cpu_secs, 2),
+                opt(p.cpu_us_per_msg, 2),
+                opt(p.join_secs, 2),
+                opt(p.latency.map(|l| l.p50_ms), 1),
+                opt(p.latency.map(|l| l.p99_ms), 1),
+                opt(p.latency.map(|l| l.p999_ms), 1),
+                opt(p.peak_rss_mb, 0),
+                if p.complete { "" } else { "  (timed out)" }
+            );
+            if p.decode_errors > 0 {
+                out += &format!(
+                    "  {:<11} {} payloads were not bench JSON\n",
+                    "",
+                    thousands(p.decode_errors)
+                );
+            }
+        }
+        let x = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
+        out += &format!(
+            "\n  sluicegate / raw: {} of the throughput, {} of the CPU per message, {} of the p99 \
+             latency\n",
+            x(self.ratio),
+            x(self.cpu_ratio),
+            x(self.p99_ratio),
+        );
+        if let Some(r) = self.observed_ratio {
+            out += &format!(
+                "  with metrics and the HTTP endpoint on / off: {r:.3}x of the throughput\n"
+            );
+        }
+        out += &format!(
+            "  (msg/s from the first message to the last; latency from the record's timestamp to \
+             the handler's end{}; CPU is this whole process's{}; MB = 10^6 payload bytes)\n",
+            if self.mode == "backlog" {
+                ", so in a backlog mostly the time spent waiting in it"
+            } else {
+                ", the stream's first tenth (at most 2 s) left out as warm-up"
+            },
+            if self.broker == "embedded" {
+                ", the embedded broker's included"
+            } else {
+                ""
+            }
+        );
+        out
+    }
+}
+
+/// Runs `bench consume`; `Ok(false)` when a pass did not read everything.
+pub async fn consume(args: BenchConsumeArgs) -> Result<bool> {
+    let cluster = Cluster::start(args.bootstrap.clone())?;
+    let feed = match (args.rate, args.duration_secs) {
+        (Some(rate), Some(secs)) => Feed::Live { rate, secs },
+        _ => Feed::Backlog(backlog(&cluster, &args).await?),
+    };
+    let raw = match args.skip_baseline {
+        true => None,
+        false => Some(run_pass(Side::Raw, &cluster, &args, &feed).await?),
+    };
+    let runtime = run_pass(Side::Runtime, &cluster, &args, &feed).await?;
+    let observed = match args.observed {
+        true => Some(run_pass(Side::Observed, &cluster, &args, &feed).await?),
+        false => None,
+    };
+    let (topic, messages, partitions, fill_secs, dropped) = match &feed {
+        Feed::Backlog(b) => (
+            b.topic.clone(),
+            b.expected,
+            b.partitions,
+            b.fill_secs,
+            b.dropped_by_broker,
+        ),
+        Feed::Live { rate, secs } => (
+            "(one fresh topic per pass)".into(),
+            rate * secs,
+            args.record.partitions,
+            None,
+            0,
+        ),
+    };
+    let against_raw = |f: fn(&PassReport) -> Option<f64>| {
+        let raw = raw.as_ref().and_then(f)?;
+        ratio(f(&runtime)?, raw).map(|r| round(r, 3))
+    };
+    let report = BenchReport {
+        broker: if cluster.is_embedded() {
+            "embedded"
+        } else {
+            "external"
+        },
+        mode: match feed {
+            Feed::Backlog(_) => "backlog",
+            Feed::Live { .. } => "live",
+        },
+        topic,
+        messages,
+        size: (!args.no_fill).then_some(args.record.size),
+        keys: (!args.no_fill).then_some(args.record.keys),
+        partitions,
+        handler: args.handler.to_string(),
+        ordering: Ordering::from(args.ordering).as_str(),
+        max_in_flight: args.max_in_flight,
+        batch: args.batch,
+        assign: args.assign,
+        rate: args.rate,
+        duration_secs: args.duration_secs,
+        fill_secs,
+        dropped_by_broker: dropped,
+        ratio: against_raw(|p| Some(p.msgs_per_sec)),
+        cpu_ratio: against_raw(|p| p.cpu_us_per_msg),
+        p99_ratio: against_raw(|p| p.latency.map(|l| l.p99_ms)),
+        observed_ratio: observed
+            .as_ref()
+            .and_then(|o| ratio(o.msgs_per_sec, runtime.msgs_per_sec))
+            .map(|r| round(r, 3)),
+        raw,
+        runtime,
+        observed,
+    };
+    if args.json {
+        print_json_line(&report)?;
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(report.raw.as_ref().is_none_or(|r| r.complete)
+        && report.runtime.complete
+        && report.observed.as_ref().is_none_or(|o| o.complete))
+}
+
+/// The topic every pass reads: filled now, or (`--no-fill`) as it is.
+async fn backlog(cluster: &Cluster, args: &BenchConsumeArgs) -> Result<Backlog> {
+    let topic = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| cluster::unique_name("sluicegate-bench"));
+    let bootstrap = cluster.bootstrap().to_string();
+    if args.no_fill {
+        let (b, t) = (bootstrap.clone(), topic.clone());
+        let (partitions, marks) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let partitions = cluster::wait_for_topic(&b, &t)?;
+            Ok((partitions, cluster::watermarks(&b, &t, partitions)?))
+        })
+        .await??;
+        let held = messages_in(&marks);
+        let expected = match args.messages {
+            Some(n) if n > held => {
+                bail!("--messages {n}: topic `{topic}` holds only {held} messages")
+            }
+            Some(n) => n,
+            None if held == 0 => bail!("topic `{topic}` is empty: nothing to read"),
+            None => held,
+        };
+        return Ok(Backlog {
+            topic,
+            partitions,
+            marks,
+            expected,
+            fill_secs: None,
+            dropped_by_broker: 0,
+        });
+    }
+    let partitions = cluster.ensure_topic(&topic, args.record.partitions).await?;
+    let n = args.messages.unwrap_or(DEFAULT_MESSAGES);
+    let (b, t, size, keys) = (
+        bootstrap,
+        topic.clone(),
+        args.record.size as usize,
+        args.record.keys,
+    );
+    if !args.json {
+        eprintln!("filling {topic} with {} messages...", thousands(n));
+    }
+    let (before, produced, marks) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let before = cluster::watermarks(&b, &t, partitions)?;
+        let produced = produce_all(&b, &t, n, |i| (bench_key(i, keys), bench_payload(i, size)))?;
+        let after = cluster::watermarks(&b, &t, partitions)?;
+        Ok((before, produced, after))
+    })
+    .await??;
+    if produced.failed > 0 {
+        bail!(
+            "{} of {n} messages could not be produced: {}",
+            produced.failed,
+            produced.first_error.unwrap_or_default()
+        );
+    }
+    let dropped = cluster::dropped_by_broker(&before, &marks);
+    if dropped > 0 {
+        bail!(
+            "BROKER RETENTION DROP: the broker discarded {dropped} messages of the topic while it \
+             was being filled (low watermark moved), so a full read is impossible. The embedded \
+             broker keeps at most 5 MiB and 100,000 batches per partition: use more --partitions, \
+             a smaller --size or fewer --messages."
+        );
+    }
+    Ok(Backlog {
+        topic,
+        partitions,
+        marks: marks.clone(),
+        // What was there before plus what was delivered: some brokers (tansu) report high
+        // watermarks that lag behind acknowledged writes for a moment.
+        expected: messages_in(&before) + produced.delivered,
+        fill_secs: Some(round(produced.secs, 3)),
+        dropped_by_broker: dropped,
+    })
+}
+
+/// Messages between the low and high watermarks of every partition.
+fn messages_in(marks: &[(i64, i64)]) -> u64 {
+    marks
+        .iter()
+        .map(|(low, high)| (high - low).max(0) as u64)
+        .sum()
+}
+
+/// Where a pass starts reading each partition of its topic.
+fn start_offsets(topic: &str, starts: &[Offset]) -> Result<TopicPartitionList> {
+    let mut list = TopicPartitionList::new();
+    for (p, offset) in starts.iter().enumerate() {
+        list.add_partition_offset(topic, p as i32, *offset)?;
+    }
+    Ok(list)
+}
+
+/// Runs one pass of `side` over `feed` and measures it.
+async fn run_pass(
+    side: Side,
+    cluster: &Cluster,
+    args: &BenchConsumeArgs,
+    feed: &Feed,
+) -> Result<PassReport> {
+    let (topic, starts, expected, live) = match feed {
+        Feed::Backlog(b) => (
+            b.topic.clone(),
+            b.marks
+                .iter()
+                .map(|(low, _)| Offset::Offset(*low))
+                .collect(),
+            b.expected,
+            None,
+        ),
+        Feed::Live { rate, secs } => {
+            let topic = cluster::unique_name(&format!("sluicegate-bench-{}", side.label()));
+            let partitions = cluster.ensure_topic(&topic, args.record.partitions).await?;
+            let starts = vec![Offset::Beginning; partitions as usize];
+            (topic, starts, rate * secs, Some((*rate, *secs)))
+        }
+    };
+    let stream = live.map_or(Duration::ZERO, |(_, secs)| Duration::from_secs(secs));
+    let timeout = Duration::from_secs(args.timeout_secs) + stream;
+    let mut consumer_config = args.consumer_config.clone();
+    if cluster.is_embedded()
+        && !consumer_config
+            .iter()
+            .any(|(k, _)| k == "fetch.wait.max.ms")
+    {
+        // The mock broker answers an empty fetch only after the full fetch wait (500 ms by
+        // default) even when data arrives meanwhile; a short wait keeps latency honest.
+        consumer_config.push(("fetch.wait.max.ms".into(), "10".into()));
+    }
+
+    let meter = Arc::new(Meter::new(expected));
+    let progress = follow(side.label(), expected, &meter);
+    let memory = MemoryWatch::start();
+    let started = Instant::now();
+    let running = match side {
+        Side::Raw => {
+            let (list, m, work) = (start_offsets(&topic, &starts)?, meter.clone(), args.handler);
+            let (b, config) = (cluster.bootstrap().to_string(), consumer_config.clone());
+            Running::Raw(tokio::task::spawn_blocking(move || {
+                raw_pass(&b, &config, list, work, &m, timeout)
+            }))
+        }
+        Side::Runtime | Side::Observed => Running::Runtime(Box::new(start_runtime(
+            args,
+            &consumer_config,
+            cluster.bootstrap(),
+            &topic,
+            meter.clone(),
+            side == Side::Observed,
+        )?)),
+    };
+    let join_secs = running.joined(started, timeout).await?;
+
+    // Live: write the stream now that the consumer is in place.
+    let writer = live.map(|(rate, secs)| {
+        meter.measure_latency_from(now_micros() / 1_000 + warm_up(secs).as_millis() as i64);
+        let mut config = producer_config(cluster.bootstrap());
+        // Latency counts from the record's timestamp, taken when it is handed to the producer:
+        // no lingering to fill batches.
+        config.set("linger.ms", "0");
+        let (t, size, keys) = (topic.clone(), args.record.size as usize, args.record.keys);
+        tokio::task::spawn_blocking(move || {
+            produce_paced(&config, &t, Amount::Count(expected), Some(rate), |i| {
+                (bench_key(i, keys), bench_payload(i, size))
+            })
+        })
+    });
+    let decode_errors = running.finish(&meter, timeout).await?;
+    if let Some(writer) = writer {
+        let produced = writer.await??;
+        if produced.delivered < expected {
+            tracing::warn!(
+                delivered = produced.delivered,
+                expected,
+                first_error = ?produced.first_error,
+                "the live stream was not fully written"
+            );
+        }
+    }
+    progress.finish();
+    let mut report = memory.finish(PassReport::new(&meter, expected));
+    report.join_secs = join_secs.map(|s| round(s, 3));
+    report.decode_errors = decode_errors;
+    Ok(report)
+}
+
+/// The start of a live stream left out of its latencies: the consumer's first fetches (offset
+/// look-ups, connections to partition leaders) are startup, not steady state.
+fn warm_up(stream_secs: u64) -> Duration {
+    Duration::from_secs(stream_secs)
+        .div_f64(10.0)
+        .min(Duration::from_secs(2))
+}
+
+/// A pass under way.
+enum Running {
+    /// The baseline's poll loop, on a thread of its own; returns its decode errors.
+    Raw(tokio::task::JoinHandle<Result<u64>>),
+    Runtime(Box<RuntimePass>),
+}
+
+impl Running {
+    /// Waits (within `timeout`) until the consumer has partitions; the seconds since `started`.
+    /// The baseline assigns itself at once: `None`.
+    async fn joined(&self, started: Instant, timeout: Duration) -> Result<Option<f64>> {
+        let Running::Runtime(pass) = self else {
+            return Ok(None);
+        };
+        let mut status = pass.handle.status();
+        match tokio::time::timeout(timeout, status.wait_for(|s| !s.assigned.is_empty())).await {
+            Ok(Ok(_)) => Ok(Some(started.elapsed().as_secs_f64())),
+            Ok(Err(_)) => bail!("the Sluicegate consumer stopped before it was assigned"),
+            Err(_) => bail!("the Sluicegate consumer was not assigned within {timeout:?}"),
+        }
+    }
+
+    /// Waits until the meter is complete (or `timeout`), stops the consumer; its decode errors.
+    async fn finish(self, meter: &Meter, timeout: Duration) -> Result<u64> {
+        match self {
+            Running::Raw(thread) => thread.await?,
+            Running::Runtime(pass) => pass.finish(meter, timeout).await,
+        }
+    }
+}
+
+/// The baseline: one thread polls a `BaseConsumer` assigned to `list` and does the work
+/// inline, as a hand-written consumer would. Stops when the meter has counted everything or at
+/// `timeout`; returns how many payloads the work could not decode.
+fn raw_pass(
+    bootstrap: &str,
+    overrides: &[(String, String)],
+    list: TopicPartitionList,
+    work: Work,
+    meter: &Meter,
+    timeout: Duration,
+) -> Result<u64> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", cluster::unique_name("sluicegate-bench-raw"))
+        .set("enable.auto.commit", "false")
+        // The runtime's own default (see `ConsumerBuilder::set`): the baseline gets the same
+        // fetch settings, so the ratio compares the loops, not librdkafka's configuration.
+        .set("fetch.queue.backoff.ms", "20");
+    for (key, value) in overrides {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config
+        .create()
+        .context("cannot create the baseline consumer")?;
+    consumer.assign(&list)?;
+    let deadline = Instant::now() + timeout;
+    let mut decode_errors = 0u64;
+    while !meter.is_complete() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let payload = rdkafka::Message::payload(&m).unwrap_or_default();
+                match work.compute(payload) {
+                    Ok(Some(wait)) => std::thread::sleep(wait),
+                    Ok(None) => {}
+                    Err(_) => decode_errors += 1,
+                }
+                meter.record_at(
+                    payload.len() as u64,
+                    rdkafka::Message::timestamp(&m).to_millis(),
+                );
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "baseline consumer error"),
+            None => {}
+        }
+    }
+    Ok(decode_errors)
+}
+
+/// The runtime under measurement.
+struct RuntimePass {
+    handle: ConsumerHandle,
+    decode_errors: Arc<AtomicU64>,
+    /// With metrics on: what a scraper costs, the whole text once a second.
+    scraper: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the Sluicegate runtime, with the chosen handler, in a fresh group.
+fn start_runtime(
+    args: &BenchConsumeArgs,
+    overrides: &[(String, String)],
+    bootstrap: &str,
+    topic: &str,
+    meter: Arc<Meter>,
+    observed: bool,
+) -> Result<RuntimePass> {
+    let work = args.handler;
+    let mut builder: ConsumerBuilder = Consumer::builder()
+        .bootstrap_servers(bootstrap)
+        .group_id(cluster::unique_name("sluicegate-bench"))
+        .topic(topic)
+        .ordering(args.ordering.into())
+        .max_in_flight(args.max_in_flight as usize)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    if args.assign {
+        builder = builder.static_assignment();
+    }
+    for (key, value) in overrides {
+        builder = builder.set(key, value);
+    }
+    let metrics = Metrics::new();
+    if observed {
+        builder = builder
+            .metrics(metrics.clone())
+            .http_endpoint(([127, 0, 0, 1], 0).into());
+    }
+    let decode_errors = Arc::new(AtomicU64::new(0));
+    let handle = move |msg: &Message, errors: &AtomicU64| {
+        let payload = msg.payload().unwrap_or_default();
+        let wait = work.compute(payload).unwrap_or_else(|_| {
+            errors.fetch_add(1, Relaxed);
+            None
+        });
+        (wait, payload.len() as u64, msg.timestamp())
+    };
+    let consumer = match args.batch {
+        None => {
+            let errors = decode_errors.clone();
+            builder.build(handler_fn(move |msg: Message| {
+                let (meter, (wait, bytes, ts)) = (meter.clone(), handle(&msg, &errors));
+                async move {
+                    if let Some(wait) = wait {
+                        tokio::time::sleep(wait).await;
+                    }
+                    meter.record_at(bytes, ts);
+                    Ok::<_, HandlerError>(())
+                }
+            }))
+        }
+        .context("cannot build the Sluicegate consumer")?
+        .spawn(),
+        Some(n) => {
+            let errors = decode_errors.clone();
+            builder
+                .batch_limits(BatchLimits::default().max_messages(n as usize))
+                .build_batch(batch_handler_fn(move |batch: Vec<Message>| {
+                    let meter = meter.clone();
+                    let done: Vec<_> = batch.iter().map(|m| handle(m, &errors)).collect();
+                    async move {
+                        for (wait, bytes, ts) in done {
+                            if let Some(wait) = wait {
+                                tokio::time::sleep(wait).await;
+                            }
+                            meter.record_at(bytes, ts);
+                        }
+                        Ok::<_, HandlerError>(())
+                    }
+                }))
+                .context("cannot build the Sluicegate consumer")?
+                .spawn()
+        }
+    }
+    .context("cannot start the Sluicegate consumer")?;
+    let scraper = observed.then(|| {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                std::hint::black_box(metrics.encode());
+            }
+        })
+    });
+    Ok(RuntimePass {
+        handle: consumer,
+        decode_errors,
+        scraper,
+    })
+}
+
+impl RuntimePass {
+    async fn finish(self, meter: &Meter, timeout: Duration) -> Result<u64> {
+        let mut status = self.handle.status();
+        tokio::select! {
+            _ = meter.complete() => {}
+            _ = status.wait_for(|s| s.stopped) => {}
+            _ = tokio::time::sleep(timeout) => tracing::warn!(?timeout, "runtime pass timed out"),
+        }
+        if let Some(scraper) = self.scraper {
+            scraper.abort();
+        }
+        self.handle.shutdown();
+        match tokio::time::timeout(SHUTDOWN_TIMEOUT, self.handle.wait()).await {
+            Ok(r) => r.context("the Sluicegate consumer failed")?,
+            Err(_) => bail!("the Sluicegate consumer did not stop within {SHUTDOWN_TIMEOUT:?}"),
+        }
+        Ok(self.decode_errors.load(Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Latency;
+
+    fn pass(rate: f64, p99_ms: f64) -> PassReport {
+        PassReport {
+            messages: 10,
+            bytes: 1_000,
+            secs: 1.0,
+            msgs_per_sec: rate,
+            mb_per_sec: 0.001,
+            cpu_secs: Some(0.5),
+            cpu_us_per_msg: Some(50_000.0),
+            complete: true,
+            join_secs: Some(0.2),
+            first_message_secs: Some(0.3),
+            latency: Some(Latency {
+                p50_ms: 1.0,
+                p99_ms,
+                p999_ms: p99_ms * 2.0,
+                max_ms: 10.0,
+            }),
+            decode_errors: 0,
+            rss_start_mb: Some(10.0),
+            peak_rss_mb: Some(20.0),
+        }
+    }
+
+    #[test]
+    fn report_json_and_table_show_every_pass_and_the_ratios() {
+        let r = BenchReport {
+            broker: "embedded",
+            mode: "live",
+            topic: "t".into(),
+            messages: 10,
+            size: Some(100),
+            keys: Some(1_024),
+            partitions: 8,
+            handler: "noop".into(),
+            ordering: "partition",
+            max_in_flight: 1_000,
+            batch: None,
+            assign: false,
+            rate: Some(10_000),
+            duration_secs: Some(60),
+            fill_secs: None,
+            dropped_by_broker: 0,
+            raw: Some(pass(10.0, 2.0)),
+            runtime: pass(8.0, 3.0),
+            observed: Some(pass(7.8, 3.0)),
+            ratio: ratio(8.0, 10.0),
+            cpu_ratio: Some(1.0),
+            p99_ratio: ratio(3.0, 2.0),
+            observed_ratio: ratio(7.8, 8.0),
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["ratio"], 0.8);
+        assert_eq!(v["p99_ratio"], 1.5);
+        assert_eq!(v["raw"]["msgs_per_sec"], 10.0);
+        assert_eq!(v["runtime"]["latency"]["p999_ms"], 6.0);
+        assert_eq!(v["runtime"]["join_secs"], 0.2);
+        let table = r.render();
+        assert!(table.contains("raw rdkafka") && table.contains("sluicegate"));
+        assert!(table.contains("0.80x of the throughput"), "{table}");
+        assert!(table.contains("1.50x of the p99"), "{table}");
+        assert!(table.contains("on / off: 0.975x"), "{table}");
+        assert!(table.contains("10,000 msg/s for 60 s"), "{table}");
+    }
+
+    #[test]
+    fn warm_up_is_a_tenth_of_the_stream_up_to_two_seconds() {
+        assert_eq!(warm_up(5), Duration::from_millis(500));
+        assert_eq!(warm_up(60), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn backlog_size_is_what_lies_between_the_watermarks() {
+        assert_eq!(messages_in(&[(0, 10), (5, 7), (3, 3)]), 12);
+        assert_eq!(messages_in(&[(9, 4)]), 0);
+    }
+}

@@ -1,0 +1,249 @@
+//! `sluicegate bench`: load and measure.
+//!
+//! - `bench produce` writes records of a chosen size and key spread, as fast as it can or at a
+//!   target rate, and reports the rate achieved ([`produce`]).
+//! - `bench consume` reads the same records twice in one run, with a plain rdkafka poll loop
+//!   (the baseline) and with the Sluicegate runtime, doing the same work per message, and
+//!   reports each side's rates, CPU, memory and end-to-end latency next to the baseline's
+//!   ([`consume`]). It reads a backlog (filled first, or found in an existing topic), or, with
+//!   `--rate`, a live stream that it writes while it reads.
+
+mod consume;
+mod produce;
+
+pub use consume::consume;
+pub use produce::produce;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::meter::{Measurement, Meter};
+use crate::progress::Progress;
+use crate::report::{latency_ms, mb_per_sec, per_sec, round, Latency};
+
+/// Distinct record keys the bench writes unless told otherwise (what key ordering spreads
+/// over).
+pub const DEFAULT_KEYS: u64 = 1_024;
+
+/// The work done per message, by the baseline and by the runtime's handler alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    /// Look at the payload, nothing more.
+    Noop,
+    /// Decode the payload as the bench's JSON record.
+    Json,
+    /// Wait this long (a slow downstream call): the baseline blocks, the runtime awaits.
+    Sleep(Duration),
+}
+
+impl FromStr for Work {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "noop" => Ok(Work::Noop),
+            "json" => Ok(Work::Json),
+            _ => s
+                .strip_prefix("sleep:")
+                .and_then(|ms| ms.parse().ok())
+                .map(|ms| Work::Sleep(Duration::from_millis(ms)))
+                .ok_or_else(|| format!("unknown handler `{s}`; expected noop, json or sleep:MS")),
+        }
+    }
+}
+
+impl std::fmt::Display for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Work::Noop => f.write_str("noop"),
+            Work::Json => f.write_str("json"),
+            Work::Sleep(d) => write!(f, "sleep:{}", d.as_millis()),
+        }
+    }
+}
+
+/// The record the bench writes: a JSON object padded to the requested size.
+#[derive(Deserialize)]
+struct BenchRecord<'a> {
+    #[allow(dead_code)]
+    id: u64,
+    #[serde(borrow)]
+    #[allow(dead_code)]
+    pad: &'a str,
+}
+
+impl Work {
+    /// The CPU part of the work; what is left to wait is returned.
+    fn compute(self, payload: &[u8]) -> Result<Option<Duration>, serde_json::Error> {
+        match self {
+            Work::Noop => {
+                std::hint::black_box(payload);
+                Ok(None)
+            }
+            Work::Json => {
+                std::hint::black_box(serde_json::from_slice::<BenchRecord>(payload)?);
+                Ok(None)
+            }
+            Work::Sleep(d) => Ok(Some(d)),
+        }
+    }
+}
+
+/// Record `seq` of the bench: `{"id":SEQ,"pad":"..."}`, padded to `size` bytes when the
+/// envelope fits in it.
+pub fn bench_payload(seq: u64, size: usize) -> Vec<u8> {
+    const PAD: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let head = format!(r#"{{"id":{seq},"pad":""#);
+    let mut out = Vec::with_capacity(size.max(head.len() + 2));
+    out.extend_from_slice(head.as_bytes());
+    let pad = size.saturating_sub(head.len() + 2);
+    out.extend(PAD.iter().cycle().take(pad));
+    out.extend_from_slice(b"\"}");
+    out
+}
+
+/// The key of record `seq` among `keys` distinct keys.
+pub fn bench_key(seq: u64, keys: u64) -> String {
+    format!("key-{:04}", seq % keys.max(1))
+}
+
+/// One consume pass, as reported.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct PassReport {
+    pub messages: u64,
+    pub bytes: u64,
+    /// From the first message to the last.
+    pub secs: f64,
+    pub msgs_per_sec: f64,
+    pub mb_per_sec: f64,
+    pub cpu_secs: Option<f64>,
+    pub cpu_us_per_msg: Option<f64>,
+    /// `false` if the pass timed out before reading everything.
+    pub complete: bool,
+    /// From starting the consumer to its first assignment (the runtime's group join).
+    pub join_secs: Option<f64>,
+    /// From starting the consumer to its first finished message.
+    pub first_message_secs: Option<f64>,
+    /// Record timestamp to finished, over every message.
+    pub latency: Option<Latency>,
+    /// Payloads the `json` handler could not decode (counted, not retried).
+    pub decode_errors: u64,
+    /// Resident memory when the pass started, in MB (the embedded broker's data included).
+    pub rss_start_mb: Option<f64>,
+    /// The highest resident memory during the pass, in MB.
+    pub peak_rss_mb: Option<f64>,
+}
+
+impl PassReport {
+    pub fn new(meter: &Meter, expected: u64) -> Self {
+        let m: Measurement = meter.measurement();
+        PassReport {
+            messages: m.messages,
+            bytes: m.bytes,
+            secs: round(m.secs, 4),
+            msgs_per_sec: round(per_sec(m.messages, m.secs), 1),
+            mb_per_sec: round(mb_per_sec(m.bytes, m.secs), 2),
+            cpu_secs: m.cpu_secs.map(|c| round(c, 2)),
+            cpu_us_per_msg: m
+                .cpu_secs
+                .filter(|_| m.messages > 0)
+                .map(|c| round(c * 1e6 / m.messages as f64, 2)),
+            complete: m.messages >= expected,
+            join_secs: None,
+            first_message_secs: m.first_message_secs.map(|s| round(s, 3)),
+            latency: latency_ms(&meter.latency_us()),
+            decode_errors: 0,
+            rss_start_mb: None,
+            peak_rss_mb: None,
+        }
+    }
+}
+
+/// Memory during one pass: the resident size at its start and the peak during it.
+struct MemoryWatch {
+    start_mb: Option<f64>,
+    peak_reset: bool,
+}
+
+impl MemoryWatch {
+    fn start() -> Self {
+        MemoryWatch {
+            peak_reset: crate::mem::reset_peak_rss(),
+            start_mb: crate::mem::rss_mb(),
+        }
+    }
+
+    fn finish(self, mut pass: PassReport) -> PassReport {
+        pass.rss_start_mb = self.start_mb.map(|m| round(m, 1));
+        // Without a reset the kernel's peak would include the fill: better none than wrong.
+        pass.peak_rss_mb = crate::mem::peak_rss_mb()
+            .filter(|_| self.peak_reset)
+            .map(|m| round(m, 1));
+        pass
+    }
+}
+
+fn follow(label: &'static str, total: u64, meter: &Arc<Meter>) -> Progress {
+    let meter = meter.clone();
+    Progress::follow(label, total, move || meter.count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_parses_its_forms_and_names_the_choices() {
+        assert_eq!("noop".parse::<Work>(), Ok(Work::Noop));
+        assert_eq!("json".parse::<Work>(), Ok(Work::Json));
+        assert_eq!(
+            "sleep:5".parse::<Work>(),
+            Ok(Work::Sleep(Duration::from_millis(5)))
+        );
+        assert!("sleep:x"
+            .parse::<Work>()
+            .unwrap_err()
+            .contains("noop, json or sleep:MS"));
+        assert_eq!(Work::Sleep(Duration::from_millis(5)).to_string(), "sleep:5");
+    }
+
+    #[test]
+    fn payloads_have_the_requested_size_and_decode() {
+        for size in [32, 100, 1_000] {
+            let p = bench_payload(123_456, size);
+            assert_eq!(p.len(), size);
+            assert_eq!(Work::Json.compute(&p).unwrap(), None);
+        }
+        // Too small for the envelope: still valid JSON, just longer.
+        let p = bench_payload(1, 4);
+        assert!(serde_json::from_slice::<serde_json::Value>(&p).is_ok());
+        assert!(Work::Json.compute(b"not json").is_err());
+    }
+
+    #[test]
+    fn keys_spread_over_the_requested_count() {
+        let keys: std::collections::BTreeSet<_> = (0..10_000).map(|i| bench_key(i, 7)).collect();
+        assert_eq!(keys.len(), 7);
+        assert_eq!(bench_key(5, 0), "key-0000");
+    }
+
+    #[test]
+    fn pass_report_computes_rates_cpu_per_message_and_latency() {
+        let meter = Meter::new(3);
+        let ts = crate::meter::now_micros() / 1_000 - 1_000;
+        for _ in 0..3 {
+            meter.record_at(100, Some(ts));
+        }
+        let r = PassReport::new(&meter, 3);
+        assert_eq!((r.messages, r.bytes), (3, 300));
+        assert!(r.complete);
+        assert!(!PassReport::new(&meter, 4).complete);
+        let l = r.latency.expect("latencies recorded");
+        assert!(l.p50_ms >= 1_000.0 && l.p50_ms <= l.p99_ms && l.p99_ms <= l.p999_ms);
+        assert!(r.first_message_secs.is_some());
+        assert_eq!(PassReport::new(&Meter::new(1), 1).latency, None);
+    }
+}

@@ -1,0 +1,233 @@
+//! End-to-end: `sluicegate bench` produces and consumes on the embedded broker and on tansu,
+//! and reports every figure with the baseline beside it. No timing is asserted: only that
+//! each pass ran, read everything and reported complete figures.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::kafka::{shared_tansu, unique, watermarks};
+use common::{last_json_line, run};
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// Asserts that pass `side` of a `bench consume` report read `messages` and measured it.
+fn assert_pass_complete(v: &Value, side: &str, messages: u64) {
+    let p = &v[side];
+    assert_eq!(p["messages"], messages, "{side}: {v}");
+    assert_eq!(p["complete"], true, "{side}: {v}");
+    assert!(
+        p["msgs_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
+        "{side}: {v}"
+    );
+    assert!(p["first_message_secs"].is_number(), "{side}: {v}");
+    let l = &p["latency"];
+    let (p50, p99, p999) = (
+        l["p50_ms"].as_f64().unwrap_or(-1.0),
+        l["p99_ms"].as_f64().unwrap_or(-1.0),
+        l["p999_ms"].as_f64().unwrap_or(-1.0),
+    );
+    assert!(
+        0.0 <= p50 && p50 <= p99 && p99 <= p999,
+        "{side} latency: {v}"
+    );
+    if cfg!(target_os = "linux") {
+        assert!(p["cpu_secs"].is_number(), "{side}: {v}");
+        assert!(
+            p["peak_rss_mb"].as_f64().unwrap_or(0.0) > 0.0,
+            "{side}: {v}"
+        );
+    }
+}
+
+#[test]
+fn bench_consume_runs_both_consumers_and_reports_a_ratio() {
+    let (ok, out, err) = run(
+        &[
+            "bench",
+            "consume",
+            "--messages",
+            "50000",
+            "--observed",
+            "--json",
+        ],
+        LIMIT,
+    );
+    let v = last_json_line(&out, &err);
+    assert!(ok, "bench failed: {v}\nstderr:\n{err}");
+    assert_eq!(v["mode"], "backlog", "{v}");
+    for side in ["raw", "runtime", "observed"] {
+        assert_pass_complete(&v, side, 50_000);
+    }
+    assert!(v["runtime"]["join_secs"].is_number(), "{v}");
+    assert!(
+        v["raw"]["join_secs"].is_null(),
+        "the baseline has no group: {v}"
+    );
+    for ratio in ["ratio", "cpu_ratio", "p99_ratio", "observed_ratio"] {
+        assert!(v[ratio].as_f64().is_some_and(|r| r > 0.0), "{ratio}: {v}");
+    }
+}
+
+/// A live stream at a fixed rate, read by a batch handler without a group: every record of
+/// each pass's stream arrives, with latencies.
+#[test]
+fn bench_consume_reads_a_live_stream_at_a_fixed_rate() {
+    let (ok, out, err) = run(
+        &[
+            "bench",
+            "consume",
+            "--rate",
+            "2000",
+            "--duration",
+            "3",
+            "--partitions",
+            "4",
+            "--batch",
+            "50",
+            "--assign",
+            "--handler",
+            "json",
+            "--json",
+        ],
+        LIMIT,
+    );
+    let v = last_json_line(&out, &err);
+    assert!(ok, "bench failed: {v}\nstderr:\n{err}");
+    assert_eq!(v["mode"], "live", "{v}");
+    assert_eq!(
+        (v["rate"].clone(), v["duration_secs"].clone()),
+        (2000.into(), 3.into())
+    );
+    for side in ["raw", "runtime"] {
+        assert_pass_complete(&v, side, 6_000);
+        assert_eq!(v[side]["decode_errors"], 0, "{side}: {v}");
+    }
+    assert_eq!(
+        (v["batch"].clone(), v["assign"].clone()),
+        (50.into(), true.into())
+    );
+    assert!(v["p99_ratio"].as_f64().is_some_and(|r| r > 0.0), "{v}");
+}
+
+/// `bench produce` fills a topic on a real broker; `bench consume --no-fill` reads it as it is.
+#[test]
+fn bench_produce_then_consume_an_existing_topic_on_tansu() {
+    let Some(tansu) = shared_tansu() else {
+        return;
+    };
+    let topic = unique("bench-existing");
+    let (ok, out, err) = run(
+        &[
+            "bench",
+            "produce",
+            "--bootstrap",
+            &tansu.bootstrap,
+            "--topic",
+            &topic,
+            "--messages",
+            "4000",
+            "--partitions",
+            "2",
+            "--keys",
+            "10",
+            "--size",
+            "200",
+            // tansu 0.6 reports a partition's log end as its last record batch's first offset
+            // + 1: one record per batch makes that the true end.
+            "-X",
+            "batch.num.messages=1",
+            "--json",
+        ],
+        LIMIT,
+    );
+    let p = last_json_line(&out, &err);
+    assert!(ok, "bench produce failed: {p}\nstderr:\n{err}");
+    assert_eq!(
+        (
+            p["sent"].clone(),
+            p["delivered"].clone(),
+            p["failed"].clone()
+        ),
+        (4000.into(), 4000.into(), 0.into()),
+        "{p}"
+    );
+    assert!(p["msgs_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{p}");
+    // tansu's log ends trail acknowledged writes for a moment; the bench reads what the topic
+    // holds when it starts.
+    let deadline = std::time::Instant::now() + LIMIT;
+    while (0..2)
+        .map(|p| watermarks(&tansu.bootstrap, &topic, p).1)
+        .sum::<i64>()
+        < 4_000
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watermarks never reached 4000"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (ok, out, err) = run(
+        &[
+            "bench",
+            "consume",
+            "--bootstrap",
+            &tansu.bootstrap,
+            "--topic",
+            &topic,
+            "--no-fill",
+            "--json",
+        ],
+        LIMIT,
+    );
+    let v = last_json_line(&out, &err);
+    assert!(ok, "bench consume failed: {v}\nstderr:\n{err}");
+    assert!(v["fill_secs"].is_null(), "nothing was filled: {v}");
+    for side in ["raw", "runtime"] {
+        assert_pass_complete(&v, side, 4_000);
+        assert_eq!(v[side]["bytes"], 4_000 * 200, "{side}: {v}");
+    }
+
+    // Asking for more than the topic holds is refused, naming both figures.
+    let (ok, _, err) = run(
+        &[
+            "bench",
+            "consume",
+            "--bootstrap",
+            &tansu.bootstrap,
+            "--topic",
+            &topic,
+            "--no-fill",
+            "--messages",
+            "5000",
+        ],
+        LIMIT,
+    );
+    assert!(
+        !ok && err.contains("--messages 5000") && err.contains("holds only 4000"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_flags_that_do_not_go_together_are_refused() {
+    for (args, says) in [
+        (&["bench", "consume", "--no-fill"][..], "--topic"),
+        (&["bench", "consume", "--rate", "10"][..], "--duration"),
+        (
+            &["bench", "produce", "--messages", "5", "--duration", "5"][..],
+            "cannot be used with",
+        ),
+        (
+            &["bench", "consume", "--handler", "fast"][..],
+            "noop, json or sleep:MS",
+        ),
+    ] {
+        let (ok, _, err) = run(args, Duration::from_secs(30));
+        assert!(!ok, "{args:?} was accepted");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
