@@ -34,6 +34,7 @@ on_both_brokers!(
     handler_slower_than_max_poll_interval_is_not_evicted,
     shutdown_commits_finished_work_and_nothing_unfinished,
     shutdown_lets_running_handlers_finish_within_drain_timeout,
+    static_assignment_reads_every_partition_without_joining_the_group,
 );
 
 /// A handler that records every message it is given and succeeds.
@@ -669,6 +670,95 @@ async fn shutdown_lets_running_handlers_finish_within_drain_timeout(
         broker.committed_offsets(&group, &topic).await?,
         expected,
         "broker's committed offsets: through the handler that finished during the drain"
+    );
+    Ok(())
+}
+
+/// With a static assignment there is no group to share partitions in: two instances with the
+/// same group id each read every partition, and commit. A restart resumes from the committed
+/// offsets and handles only what came after.
+async fn static_assignment_reads_every_partition_without_joining_the_group(
+    broker: TestBroker,
+) -> anyhow::Result<()> {
+    const PARTITIONS: i32 = 3;
+    let topic = unique("static");
+    let group = unique("static-group");
+    let (first, end) = broker.fill_topic(&topic, PARTITIONS, 200).await?;
+    let all: BTreeSet<_> = (0..PARTITIONS).map(|p| tp(&topic, p)).collect();
+    let keys = |produced: &[Produced]| -> BTreeSet<(i32, i64)> {
+        produced.iter().map(|p| (p.partition, p.offset)).collect()
+    };
+    let handled = |recorder: &Recorder| -> BTreeSet<(i32, i64)> {
+        counts(&recorder.handled()).into_keys().collect()
+    };
+    let start = |recorder: &Recorder| {
+        broker
+            .consumer(&group, &topic)
+            .static_assignment()
+            .commit_interval(Duration::from_millis(100))
+            .build(handler_fn(recording(recorder)))?
+            .spawn()
+    };
+
+    // Transactions commit offsets with a group generation, which a static assignment lacks.
+    let refused = broker
+        .consumer(&group, &topic)
+        .static_assignment()
+        .exactly_once("static")
+        .build(handler_fn(recording(&Recorder::default())));
+    ensure!(
+        matches!(&refused, Err(sluicegate::Error::Config { key, .. }) if key == "static_assignment"),
+        "exactly-once with a static assignment was not refused: {:?}",
+        refused.err()
+    );
+
+    let (rec_a, rec_b) = (Recorder::default(), Recorder::default());
+    let (a, b) = (start(&rec_a)?, start(&rec_b)?);
+    for handle in [&a, &b] {
+        let mut status = handle.status();
+        let s = wait_status(
+            &mut status,
+            PHASE,
+            "every partition, committed at the end",
+            |s| s.assigned == all && committed_to_end(s, &topic, &end),
+        )
+        .await?;
+        ensure!(s.rebalances == 0, "a static assignment rebalanced: {s:?}");
+    }
+    stop(a).await?;
+    stop(b).await?;
+    ensure!(
+        handled(&rec_a) == keys(&first),
+        "first instance did not read everything"
+    );
+    ensure!(
+        handled(&rec_b) == keys(&first),
+        "second instance did not read everything"
+    );
+    assert_eq!(broker.committed_offsets(&group, &topic).await?, end);
+
+    let more = broker
+        .produce_records(
+            &topic,
+            (0..PARTITIONS).flat_map(|p| {
+                (0..50).map(move |i| (Some(p), format!("more-{p}-{i}"), format!("more:{p}:{i}")))
+            }),
+        )
+        .await?;
+    let end: BTreeMap<i32, i64> = end.iter().map(|(p, e)| (*p, e + 50)).collect();
+    ensure!(more.iter().all(|m| m.offset < end[&m.partition]));
+    let rec_c = Recorder::default();
+    let c = start(&rec_c)?;
+    let mut status = c.status();
+    wait_status(&mut status, PHASE, "the new records committed", |s| {
+        committed_to_end(s, &topic, &end)
+    })
+    .await?;
+    stop(c).await?;
+    assert_eq!(
+        handled(&rec_c),
+        keys(&more),
+        "a restart handles only what came after"
     );
     Ok(())
 }

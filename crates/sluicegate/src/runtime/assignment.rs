@@ -33,6 +33,17 @@ use super::status::{Figures, StatusPublisher, TopicPartition};
 const OFFSET_MAP_MAX_LEN: usize = 3_000;
 /// How long an assignment waits to read the committed offset maps.
 const OFFSET_MAP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How partitions came to be owned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    /// Assigned by the group: a rebalance.
+    FromGroup,
+    /// Assigned without a group, when the client starts.
+    Static,
+    /// Taken back after a seek moved it.
+    AfterSeek,
+}
+
 /// Pause before re-sending a refused final commit, and how many times to send it.
 const FINAL_COMMIT_RETRY: Duration = Duration::from_millis(200);
 const FINAL_COMMIT_ATTEMPTS: usize = 5;
@@ -145,13 +156,22 @@ impl Assignment {
         }
     }
 
-    /// Takes ownership of newly assigned partitions and starts their lanes.
+    /// Takes ownership of partitions the group assigned and starts their lanes.
     pub fn assign<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         list: &TopicPartitionList,
     ) {
-        self.take(consumer, list, true);
+        self.take(consumer, list, Taken::FromGroup);
+    }
+
+    /// Takes ownership of partitions assigned without a group (a static assignment).
+    pub fn assign_static<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        list: &TopicPartitionList,
+    ) {
+        self.take(consumer, list, Taken::Static);
     }
 
     /// Moves an owned partition to `to` and returns the offset it now starts from. Work of the
@@ -177,19 +197,18 @@ impl Assignment {
         self.take(
             consumer,
             &partitions([(tp.topic.as_str(), tp.partition)]),
-            false,
+            Taken::AfterSeek,
         );
         info!(topic = %tp.topic, partition = tp.partition, offset, "partition moved");
         Ok(offset)
     }
 
-    /// Takes ownership of `list`: given by the group (`rebalance`: the offset maps are read
-    /// and a rebalance counted), or again after a seek.
+    /// Takes ownership of `list`, as `how` says it came.
     fn take<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         list: &TopicPartitionList,
-        rebalance: bool,
+        how: Taken,
     ) {
         let mut added = Vec::new();
         for e in list.elements() {
@@ -237,7 +256,11 @@ impl Assignment {
             });
             added.push(tp);
         }
-        if rebalance && self.routing.ordering != Ordering::Partition && !added.is_empty() {
+        // After a seek the old position's offset map no longer applies.
+        if how != Taken::AfterSeek
+            && self.routing.ordering != Ordering::Partition
+            && !added.is_empty()
+        {
             self.load_offset_maps(consumer, &added);
         }
         // A partition paused before an earlier revoke may come back still paused.
@@ -245,7 +268,7 @@ impl Assignment {
             warn!(error = %e, "could not resume newly assigned partitions");
         }
         info!(partitions = ?added, "partitions assigned");
-        self.status.assigned(added, rebalance);
+        self.status.assigned(added, how == Taken::FromGroup);
     }
 
     /// Reads the offset maps committed with the group, so that work finished out of order

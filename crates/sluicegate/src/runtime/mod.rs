@@ -927,8 +927,10 @@ impl Session {
         if self.static_assignment {
             let list = all_partitions(&consumer, &self.topics)?;
             consumer.assign(&list)?;
-            // What a rebalance would do: take the partitions over.
-            consumer.context().assignment().assign(&consumer, &list);
+            consumer
+                .context()
+                .assignment()
+                .assign_static(&consumer, &list);
         } else {
             let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
             consumer.subscribe(&topics)?;
