@@ -41,6 +41,7 @@ use tokio::sync::watch;
 mod tansu;
 use tansu::{env_nonempty, Tansu};
 
+pub mod checker;
 pub mod http;
 
 /// How long one request of the harness to a broker may take.
@@ -100,8 +101,13 @@ pub struct Produced {
 impl TestBroker {
     /// A fresh mock cluster of one broker.
     pub fn embedded() -> anyhow::Result<Self> {
+        Self::embedded_cluster(1)
+    }
+
+    /// A fresh mock cluster of `brokers` brokers (ids 1..=brokers).
+    pub fn embedded_cluster(brokers: i32) -> anyhow::Result<Self> {
         init_logs();
-        let kafka = EmbeddedKafka::start(1).context("start the embedded broker")?;
+        let kafka = EmbeddedKafka::start(brokers).context("start the embedded broker")?;
         let bootstrap = kafka.bootstrap_servers().to_string();
         Self::new(Kind::Embedded, bootstrap, Some(kafka))
     }
@@ -555,6 +561,8 @@ pub struct Handled {
     pub partition: i32,
     pub offset: i64,
     pub payload: String,
+    /// When the handler finished it.
+    pub at: std::time::Instant,
 }
 
 /// Records what a handler was given, in order, and lets a test wait for a count.
@@ -579,6 +587,7 @@ impl Recorder {
             partition: msg.partition(),
             offset: msg.offset(),
             payload: String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned(),
+            at: std::time::Instant::now(),
         };
         self.handled.lock().unwrap().push(h);
         self.count.send_modify(|n| *n += 1);

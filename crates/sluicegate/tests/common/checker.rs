@@ -1,0 +1,223 @@
+//! The reliability checker: what a scenario wrote, what its handlers finished, what went to
+//! the dead-letter topic and what the group committed, compared record by record.
+//!
+//! Every scenario record carries a unique id and a per-key sequence number in its payload
+//! (`r:ID:KEY:SEQ`, see [`payload`]); records are identified by partition and offset, dead
+//! letters by the original partition and offset in their diagnosis headers. The checker counts:
+//! - **lost**: written, never finished and not dead-lettered (must be 0);
+//! - **duplicates**: finishes beyond a record's first (bounded by what was in flight or not yet
+//!   committed at each crash or rebalance: reported, and bounded by each scenario);
+//! - **order violations**: a record finished for the first time after a later record of its
+//!   key (key order) or partition (partition order) had finished; a re-delivery is a duplicate,
+//!   never a violation (must be 0 in the ordered modes);
+//! - **committed past unfinished**: records below a partition's committed offset that were
+//!   never finished nor dead-lettered (must be 0);
+//! - **recovery**: for each fault, from its end to the first record finished after it.
+
+#![allow(dead_code)] // Each test binary uses its own part of this module.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::{Handled, Produced};
+
+/// The payload of scenario record `id`, the `seq`-th of key `key`.
+pub fn payload(id: u64, key: &str, seq: u64) -> String {
+    format!("r:{id}:{key}:{seq}")
+}
+
+/// `(id, key, seq)` of a scenario payload; `None` for anything else (hostile records).
+pub fn parse(payload: &str) -> Option<(u64, &str, u64)> {
+    let rest = payload.strip_prefix("r:")?;
+    let (id, rest) = rest.split_once(':')?;
+    let (key, seq) = rest.rsplit_once(':')?;
+    Some((id.parse().ok()?, key, seq.parse().ok()?))
+}
+
+/// `count` scenario records spread round-robin over `keys` keys: (key, payload), with ids
+/// `first..first + count` and each key's sequence numbers counting up.
+pub fn records(first: u64, count: u64, keys: u64) -> Vec<(String, String)> {
+    (first..first + count)
+        .map(|id| {
+            let key = format!("k{}", id % keys);
+            let seq = id / keys;
+            let payload = payload(id, &key, seq);
+            (key, payload)
+        })
+        .collect()
+}
+
+/// Which order the checker holds a scenario to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderCheck {
+    /// Unordered: nothing to check.
+    None,
+    /// Within each partition, in offset order.
+    Partition,
+    /// Within each key, in sequence order.
+    Key,
+}
+
+/// What the checker found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Verdict {
+    pub written: usize,
+    /// Distinct records finished.
+    pub finished: usize,
+    pub dead_lettered: usize,
+    pub lost: usize,
+    pub duplicates: usize,
+    pub order_violations: usize,
+    pub committed_past_unfinished: usize,
+    /// From the end of each fault to the first record finished after it (`None`: none was).
+    pub recovery: Vec<Option<Duration>>,
+    /// A few lost records, as `partition@offset`, for the failure message.
+    pub lost_examples: Vec<String>,
+}
+
+impl Verdict {
+    /// The longest recovery; `None` if any fault was never recovered from.
+    pub fn worst_recovery(&self) -> Option<Duration> {
+        self.recovery
+            .iter()
+            .try_fold(Duration::ZERO, |worst, r| r.map(|r| worst.max(r)))
+    }
+
+    /// Fails unless nothing was lost, nothing committed past unfinished work, order held (if
+    /// checked), duplicates stayed within `max_duplicates`, and every fault was recovered from.
+    pub fn assert_sound(&self, max_duplicates: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(self.lost == 0, "LOST {} records: {self}", self.lost);
+        anyhow::ensure!(
+            self.committed_past_unfinished == 0,
+            "committed past {} unfinished records: {self}",
+            self.committed_past_unfinished
+        );
+        anyhow::ensure!(
+            self.order_violations == 0,
+            "{} order violations: {self}",
+            self.order_violations
+        );
+        anyhow::ensure!(
+            self.duplicates <= max_duplicates,
+            "{} duplicates, more than the {max_duplicates} the in-flight and uncommitted window \
+             allows: {self}",
+            self.duplicates
+        );
+        anyhow::ensure!(
+            self.recovery.iter().all(Option::is_some),
+            "a fault was never recovered from: {self}"
+        );
+        Ok(())
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "written {}, finished {}, dead-lettered {}, lost {}, duplicates {}, order violations \
+             {}, committed past unfinished {}, worst recovery {}",
+            self.written,
+            self.finished,
+            self.dead_lettered,
+            self.lost,
+            self.duplicates,
+            self.order_violations,
+            self.committed_past_unfinished,
+            match self.worst_recovery() {
+                Some(d) => format!("{:.2} s", d.as_secs_f64()),
+                None => "never".into(),
+            }
+        )?;
+        if !self.lost_examples.is_empty() {
+            write!(f, " (lost e.g. {})", self.lost_examples.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a scenario produced and observed, for [`check`].
+pub struct Evidence<'a> {
+    /// Every record written, with where it landed.
+    pub written: &'a [Produced],
+    /// Every handler finish, in the order they happened.
+    pub finished: &'a [Handled],
+    /// Where the records read back from the dead-letter topic came from: (partition, offset),
+    /// from their diagnosis headers.
+    pub dead_lettered: &'a BTreeSet<(i32, i64)>,
+    /// The group's committed offsets per partition, read back from the broker.
+    pub committed: &'a BTreeMap<i32, i64>,
+    /// When each fault ended.
+    pub faults_ended: &'a [Instant],
+}
+
+/// Compares the evidence record by record.
+pub fn check(e: &Evidence<'_>, order: OrderCheck) -> Verdict {
+    let mut v = Verdict {
+        written: e.written.len(),
+        dead_lettered: e.dead_lettered.len(),
+        ..Verdict::default()
+    };
+    // First finishes: a record's place is its partition and offset.
+    let mut seen: HashMap<(i32, i64), usize> = HashMap::new();
+    // Highest first-finished position so far, per key (sequence) or partition (offset).
+    let mut key_high: HashMap<&str, u64> = HashMap::new();
+    let mut partition_high: HashMap<i32, i64> = HashMap::new();
+    for h in e.finished {
+        let n = seen.entry((h.partition, h.offset)).or_default();
+        *n += 1;
+        if *n > 1 {
+            v.duplicates += 1;
+            continue;
+        }
+        match order {
+            OrderCheck::None => {}
+            OrderCheck::Partition => {
+                let high = partition_high.entry(h.partition).or_insert(i64::MIN);
+                if h.offset < *high {
+                    v.order_violations += 1;
+                }
+                *high = (*high).max(h.offset);
+            }
+            OrderCheck::Key => {
+                if let Some((_, key, seq)) = parse(&h.payload) {
+                    match key_high.get_mut(key) {
+                        Some(high) if seq < *high => v.order_violations += 1,
+                        Some(high) => *high = seq,
+                        None => {
+                            key_high.insert(key, seq);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    v.finished = seen.len();
+    for w in e.written {
+        let place = (w.partition, w.offset);
+        if seen.contains_key(&place) || e.dead_lettered.contains(&place) {
+            continue;
+        }
+        v.lost += 1;
+        if v.lost_examples.len() < 5 {
+            v.lost_examples
+                .push(format!("{}@{}", w.partition, w.offset));
+        }
+        if e.committed.get(&w.partition).is_some_and(|c| w.offset < *c) {
+            v.committed_past_unfinished += 1;
+        }
+    }
+    v.recovery = e
+        .faults_ended
+        .iter()
+        .map(|end| {
+            e.finished
+                .iter()
+                .filter(|h| h.at >= *end)
+                .map(|h| h.at - *end)
+                .min()
+        })
+        .collect();
+    v
+}
