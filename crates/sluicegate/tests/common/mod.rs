@@ -321,6 +321,47 @@ impl TestBroker {
         Ok(produced)
     }
 
+    /// Produces records with any key, value and headers (hostile input); waits until the broker
+    /// acknowledged every one. `payload` of each result is the value, lossily as text.
+    pub async fn produce_raw(
+        &self,
+        topic: &str,
+        records: &[RawRecord],
+    ) -> anyhow::Result<Vec<Produced>> {
+        let mut produced = Vec::with_capacity(records.len());
+        for r in records {
+            let mut headers = rdkafka::message::OwnedHeaders::new();
+            for (key, value) in &r.headers {
+                headers = headers.insert(rdkafka::message::Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+                .partition(r.partition)
+                .headers(headers);
+            if let Some(k) = &r.key {
+                record = record.key(k);
+            }
+            if let Some(v) = &r.payload {
+                record = record.payload(v);
+            }
+            let d = self
+                .producer
+                .send(record, Duration::from_secs(60))
+                .await
+                .map_err(|(e, _)| anyhow!("produce to {topic}: {e}"))?;
+            produced.push(Produced {
+                partition: d.partition,
+                offset: d.offset,
+                key: String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
+                payload: String::from_utf8_lossy(r.payload.as_deref().unwrap_or_default())
+                    .into_owned(),
+            });
+        }
+        Ok(produced)
+    }
+
     /// The offsets (next to consume) that `group` has committed for each partition of `topic`,
     /// as the broker reports them; partitions without a commit are left out.
     pub async fn committed_offsets(
@@ -563,6 +604,15 @@ pub struct Handled {
     pub payload: String,
     /// When the handler finished it.
     pub at: std::time::Instant,
+}
+
+/// A record of any shape, for [`TestBroker::produce_raw`].
+#[derive(Clone, Debug, Default)]
+pub struct RawRecord {
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// Records what a handler was given, in order, and lets a test wait for a count.
