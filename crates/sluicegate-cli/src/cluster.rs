@@ -57,10 +57,16 @@ pub enum Cluster {
 }
 
 impl Cluster {
-    /// Connects to `bootstrap`, or starts an embedded single-broker cluster when it is `None`.
+    /// Connects to `bootstrap` (failing within [`LOOKUP_TIMEOUT`] when it cannot be reached),
+    /// or starts an embedded single-broker cluster when it is `None`.
     pub fn start(bootstrap: Option<String>) -> Result<Self> {
         Ok(match bootstrap {
-            Some(b) => Cluster::External(b),
+            Some(b) => {
+                let mut config = ClientConfig::new();
+                config.set("bootstrap.servers", &b);
+                crate::reach::require_kafka(&config, &b, LOOKUP_TIMEOUT)?;
+                Cluster::External(b)
+            }
             None => Cluster::Embedded(
                 EmbeddedKafka::start(1).context("cannot start the embedded broker")?,
             ),

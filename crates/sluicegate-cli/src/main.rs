@@ -173,7 +173,7 @@ pub struct DemoArgs {
     pub bootstrap: Option<String>,
     /// Give up waiting for the consumer after this many seconds (default: from the
     /// message count and handler sleep).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_secs: Option<u64>,
     /// Make this fraction of the events (0 <= F < 1, chosen by hashing their sequence numbers)
     /// poison: the handler always fails them with a retryable error, and after 3 attempts
@@ -223,10 +223,12 @@ pub struct DlqReplayArgs {
     #[arg(long, value_name = "TIME", value_parser = commands::dlq::parse_time)]
     pub until: Option<i64>,
     /// Replay only records whose original offset is at least N.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(0..))]
     pub from_offset: Option<i64>,
     /// Replay only records whose original offset is at most N.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(0..))]
     pub to_offset: Option<i64>,
     /// List what would be sent (one line per record) and send nothing.
     #[arg(long)]
@@ -236,7 +238,7 @@ pub struct DlqReplayArgs {
     #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub config: Vec<(String, String)>,
     /// Give up reading the dead-letter topic after this many seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_secs: u64,
     /// Print the summary as one JSON object on the last line of stdout.
     #[arg(long)]
@@ -261,7 +263,8 @@ pub struct OffsetsResetArgs {
     /// `2024-05-01T12:00:00Z` or milliseconds since the epoch like `ms:1714564800000`: the
     /// first record at or after it (the high watermark where there is none). A plain integer
     /// is always an offset.
-    #[arg(long, value_name = "WHERE", value_parser = commands::offsets::parse_target)]
+    #[arg(long, value_name = "WHERE", value_parser = commands::offsets::parse_target,
+          allow_negative_numbers = true)]
     pub to: commands::offsets::Target,
     /// Move only this partition (repeatable, or comma-separated; default: every partition).
     #[arg(long = "partition", value_name = "P", value_delimiter = ',')]
@@ -529,7 +532,10 @@ impl From<OrderingArg> for sluicegate::Ordering {
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        Some((k, v)) if !k.is_empty() => {
+            settings::check_file_setting(k, v)?;
+            Ok((k.to_string(), v.to_string()))
+        }
         _ => Err(format!("expected KEY=VALUE, got `{s}`")),
     }
 }

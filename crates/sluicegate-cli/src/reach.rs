@@ -5,11 +5,11 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rdkafka::ClientConfig;
 use serde::Serialize;
 
-use crate::cluster::Deadline;
+use crate::cluster::{self, Deadline};
 use crate::{settings, ClusterArgs};
 
 /// The `host:port` addresses of a `bootstrap.servers` list, any `PROTOCOL://` prefix removed.
@@ -90,6 +90,12 @@ fn connect(address: &str, deadline: Instant) -> Reach {
         connect_ms: None,
         error: Some(error),
     };
+    let port = address
+        .rsplit_once(':')
+        .map(|(_, port)| port.parse::<u16>());
+    if !matches!(port, Some(Ok(_))) {
+        return failed("not host:port (give the port, like 9092)".to_string());
+    }
     let resolved: Vec<SocketAddr> = match address.to_socket_addrs() {
         Ok(found) => found.collect(),
         Err(e) => return failed(format!("cannot resolve the address: {e}")),
@@ -145,6 +151,19 @@ pub fn no_answer(bootstrap: &str, timeout_secs: u64) -> String {
     )
 }
 
+/// Fails, naming the bootstrap addresses and what is wrong, unless the cluster accepts a TCP
+/// connection and answers a metadata request from a client made from `config` within
+/// `timeout`. For commands whose first requests would otherwise wait for librdkafka's own
+/// timeouts (and fail with its bare error) when the cluster cannot be reached.
+pub fn require_kafka(config: &ClientConfig, bootstrap: &str, timeout: Duration) -> Result<()> {
+    let deadline = Deadline::after(timeout);
+    require_bootstrap(bootstrap, deadline.left())?;
+    let client = cluster::client(config.clone(), "sluicegate-cli-probe")?;
+    cluster::metadata(&client, None, deadline.left())
+        .with_context(|| no_answer(bootstrap, timeout.as_secs()))?;
+    Ok(())
+}
+
 impl ClusterArgs {
     /// The command's time budget, starting now.
     pub fn deadline(&self) -> Deadline {
@@ -182,6 +201,15 @@ mod tests {
             ["a:9092", "b:9093", "[::1]:9094"]
         );
         assert!(bootstrap_addresses(" ").is_empty());
+    }
+
+    #[test]
+    fn an_address_without_a_port_is_named_as_such() {
+        let reached = connect_all(&["kafka".to_string()], Duration::from_secs(5));
+        assert_eq!(
+            reached[0].describe(),
+            "kafka: not host:port (give the port, like 9092)"
+        );
     }
 
     #[test]

@@ -40,9 +40,46 @@ pub fn client_config(bootstrap: &str, settings: &[(String, String)]) -> ClientCo
     config
 }
 
+/// Fails, naming the setting and the path, when `key` names a file librdkafka reads (its
+/// `*.location` settings and `sasl.kerberos.keytab`) and `value` is not a file this process can
+/// open (`ssl.ca.location` may also be a directory, or `probe`): librdkafka's own error, given
+/// only when a client is created, names neither.
+pub fn check_file_setting(key: &str, value: &str) -> Result<(), String> {
+    let names_a_file = key.ends_with(".location") || key == "sasl.kerberos.keytab";
+    let ca = key == "ssl.ca.location";
+    if !names_a_file || (ca && value == "probe") {
+        return Ok(());
+    }
+    let cannot = |e: std::io::Error| format!("{key}: cannot read `{value}`: {e}");
+    let meta = std::fs::metadata(value).map_err(cannot)?;
+    if meta.is_dir() {
+        return match ca {
+            true => std::fs::read_dir(value).map(drop).map_err(cannot),
+            false => Err(format!("{key}: `{value}` is a directory, not a file")),
+        };
+    }
+    std::fs::File::open(value).map(drop).map_err(cannot)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_settings_must_name_a_readable_file() {
+        assert_eq!(check_file_setting("linger.ms", "/nonexistent"), Ok(()));
+        assert_eq!(check_file_setting("ssl.ca.location", "probe"), Ok(()));
+        assert_eq!(check_file_setting("ssl.ca.location", "/"), Ok(()));
+        let missing = check_file_setting("ssl.key.location", "/nonexistent/k.pem").unwrap_err();
+        assert!(
+            missing.starts_with("ssl.key.location: cannot read `/nonexistent/k.pem`: "),
+            "{missing}"
+        );
+        assert_eq!(
+            check_file_setting("sasl.kerberos.keytab", "/"),
+            Err("sasl.kerberos.keytab: `/` is a directory, not a file".to_string())
+        );
+    }
 
     #[test]
     fn secrets_are_redacted_and_other_values_shown() {

@@ -195,9 +195,14 @@ pub fn check(args: ConfigCheckArgs) -> Result<bool> {
             eprintln!("error: {e}");
         }
         eprintln!(
-            "{file}: {} error{}",
+            "{file}: {} error{}{}",
             report.errors.len(),
-            if report.errors.len() == 1 { "" } else { "s" }
+            if report.errors.len() == 1 { "" } else { "s" },
+            if yaml.trim().is_empty() {
+                " (the file is empty)"
+            } else {
+                ""
+            }
         );
         return Ok(false);
     }

@@ -141,15 +141,15 @@ impl Diagnosis {
 /// The bootstrap check when no bootstrap server accepts a connection.
 fn unreachable_bootstrap(reached: &[reach::Reach]) -> Check {
     let why: Vec<String> = reached.iter().map(reach::Reach::describe).collect();
-    Check::new(
-        "bootstrap",
-        Verdict::Fail,
+    let message = if why.is_empty() {
+        "--bootstrap is empty: give host:port[,host:port...]".to_string()
+    } else {
         format!(
             "no bootstrap server accepts a connection ({}): no Kafka request can be made",
             why.join("; ")
-        ),
-    )
-    .with(json!({ "connections": reached }))
+        )
+    };
+    Check::new("bootstrap", Verdict::Fail, message).with(json!({ "connections": reached }))
 }
 
 /// One check per broker listed in the metadata: does it accept a TCP connection?

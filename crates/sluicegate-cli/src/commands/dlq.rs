@@ -13,7 +13,9 @@ use serde::Serialize;
 use sluicegate::dead_letter::DeadLetterRecord;
 use sluicegate::ErrorKind;
 
+use crate::cluster;
 use crate::produce::{send_waiting, DeliveryLog, Subject};
+use crate::reach;
 use crate::read_back::{headers_of, read_to_end};
 use crate::report::{print_summary, thousands};
 use crate::{settings, DlqReplayArgs};
@@ -269,6 +271,8 @@ fn send(
 
 /// Reads, filters and (unless a dry run) re-publishes. Blocking.
 fn replay_blocking(args: &DlqReplayArgs, filter: &Filter) -> Result<ReplaySummary> {
+    let probe_timeout = Duration::from_secs(args.timeout_secs).min(cluster::LOOKUP_TIMEOUT);
+    reach::require_kafka(&client_config(args), &args.bootstrap, probe_timeout)?;
     let log = ReplayLog::default();
     let producer = if args.dry_run {
         None

@@ -12,6 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::cluster::{self, GroupLookup, LOOKUP_TIMEOUT};
+use crate::reach;
 use crate::report::print_summary;
 use crate::{settings, OffsetsResetArgs};
 
@@ -298,6 +299,7 @@ fn refused_for_membership(error: &KafkaError) -> bool {
 fn reset_blocking(args: &OffsetsResetArgs) -> Result<ResetSummary> {
     let (group, topic) = (args.group.as_str(), args.topic.as_str());
     let config = settings::client_config(&args.bootstrap, &args.config);
+    reach::require_kafka(&config, &args.bootstrap, LOOKUP_TIMEOUT)?;
     let client = cluster::client(config, group)?;
 
     let Some(count) = cluster::partition_count(&client, topic)? else {
