@@ -12,7 +12,8 @@
 //!   never a violation (must be 0 in the ordered modes);
 //! - **committed past unfinished**: records below a partition's committed offset that were
 //!   never finished nor dead-lettered (must be 0);
-//! - **recovery**: for each fault, from its end to the first record finished after it.
+//! - **recovery**: for each fault, from its end to the first record finished after it (none if
+//!   nothing was finished after it: the stream had drained; a record never finished is lost).
 
 #![allow(dead_code)] // Each test binary uses its own part of this module.
 
@@ -70,22 +71,21 @@ pub struct Verdict {
     pub duplicates: usize,
     pub order_violations: usize,
     pub committed_past_unfinished: usize,
-    /// From the end of each fault to the first record finished after it (`None`: none was).
+    /// From the end of each fault to the first record finished after it (`None`: none was,
+    /// the stream having drained).
     pub recovery: Vec<Option<Duration>>,
     /// A few lost records, as `partition@offset`, for the failure message.
     pub lost_examples: Vec<String>,
 }
 
 impl Verdict {
-    /// The longest recovery; `None` if any fault was never recovered from.
+    /// The longest recovery, over the faults with something left to finish after them.
     pub fn worst_recovery(&self) -> Option<Duration> {
-        self.recovery
-            .iter()
-            .try_fold(Duration::ZERO, |worst, r| r.map(|r| worst.max(r)))
+        self.recovery.iter().flatten().max().copied()
     }
 
     /// Fails unless nothing was lost, nothing committed past unfinished work, order held (if
-    /// checked), duplicates stayed within `max_duplicates`, and every fault was recovered from.
+    /// checked), and duplicates stayed within `max_duplicates`.
     pub fn assert_sound(&self, max_duplicates: usize) -> anyhow::Result<()> {
         anyhow::ensure!(self.lost == 0, "LOST {} records: {self}", self.lost);
         anyhow::ensure!(
@@ -103,10 +103,6 @@ impl Verdict {
             "{} duplicates, more than the {max_duplicates} the in-flight and uncommitted window \
              allows: {self}",
             self.duplicates
-        );
-        anyhow::ensure!(
-            self.recovery.iter().all(Option::is_some),
-            "a fault was never recovered from: {self}"
         );
         Ok(())
     }
@@ -127,7 +123,7 @@ impl fmt::Display for Verdict {
             self.committed_past_unfinished,
             match self.worst_recovery() {
                 Some(d) => format!("{:.2} s", d.as_secs_f64()),
-                None => "never".into(),
+                None => "-".into(),
             }
         )?;
         if !self.lost_examples.is_empty() {
