@@ -779,7 +779,7 @@ async fn hostile_records_are_handled_or_dead_lettered(broker: TestBroker) -> any
         },
     ];
     good.extend((0..200).map(|i| healthy(i % 2, Some(b"k"), json(100 + i as u64))));
-    let bad = vec![
+    let bad = [
         healthy(0, Some(b"k"), None),
         healthy(1, None, Some(Vec::new())),
         healthy(0, Some(b"k"), Some(b"{not json".to_vec())),

@@ -142,7 +142,7 @@ impl BenchReport {
             },
         );
         out += &format!(
-            "  {:<11} {:>10} {:>10} {:>7} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8}\n",
+            "  {:<11} {:>10} {:>10} {:>7} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>15}\n",
             "consumer",
             "messages",
             "msg/s",
@@ -153,7 +153,7 @@ impl BenchReport {
             "p50 ms",
             "p99 ms",
             "p999 ms",
-            "peak RSS"
+            "RSS start→peak"
         );
         let passes = [
             ("raw rdkafka", self.raw.as_ref()),
@@ -163,7 +163,7 @@ impl BenchReport {
         let opt = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
         for (name, p) in passes.into_iter().filter_map(|(n, p)| Some((n, p?))) {
             out += &format!(
-                "  {:<11} {:>10} {:>10} {:>7.1} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>5} MB{}\n",
+                "  {:<11} {:>10} {:>10} {:>7.1} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>12} MB{}\n",
                 name,
                 thousands(p.messages),
                 thousands(p.msgs_per_sec as u64),
@@ -174,7 +174,7 @@ impl BenchReport {
                 opt(p.latency.map(|l| l.p50_ms), 1),
                 opt(p.latency.map(|l| l.p99_ms), 1),
                 opt(p.latency.map(|l| l.p999_ms), 1),
-                opt(p.peak_rss_mb, 0),
+                format!("{}→{}", opt(p.rss_start_mb, 0), opt(p.peak_rss_mb, 0)),
                 if p.complete { "" } else { "  (timed out)" }
             );
             if p.decode_errors > 0 {
@@ -186,13 +186,15 @@ impl BenchReport {
             }
         }
         let x = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
-        out += &format!(
-            "\n  sluicegate / raw: {} of the throughput, {} of the CPU per message, {} of the p99 \
-             latency\n",
-            x(self.ratio),
-            x(self.cpu_ratio),
-            x(self.p99_ratio),
-        );
+        if self.raw.is_some() {
+            out += &format!(
+                "\n  sluicegate / raw: {} of the throughput, {} of the CPU per message, {} of the \
+                 p99 latency\n",
+                x(self.ratio),
+                x(self.cpu_ratio),
+                x(self.p99_ratio),
+            );
+        }
         if let Some(r) = self.observed_ratio {
             out += &format!(
                 "  with metrics and the HTTP endpoint on / off: {r:.3}x of the throughput\n"
@@ -437,9 +439,13 @@ async fn run_pass(
         Side::Raw => {
             let (list, m, work) = (start_offsets(&topic, &starts)?, meter.clone(), args.handler);
             let (b, config) = (cluster.bootstrap().to_string(), consumer_config.clone());
-            Running::Raw(tokio::task::spawn_blocking(move || {
-                raw_pass(&b, &config, list, work, &m, timeout)
-            }))
+            let (ready_tx, ready) = tokio::sync::oneshot::channel();
+            Running::Raw {
+                thread: tokio::task::spawn_blocking(move || {
+                    raw_pass(&b, &config, list, work, &m, timeout, ready_tx)
+                }),
+                ready,
+            }
         }
         Side::Runtime | Side::Observed => Running::Runtime(Box::new(start_runtime(
             args,
@@ -450,6 +456,7 @@ async fn run_pass(
             side == Side::Observed,
         )?)),
     };
+    let mut running = running;
     let join_secs = running.joined(started, timeout).await?;
 
     // Live: write the stream now that the consumer is in place.
@@ -457,8 +464,10 @@ async fn run_pass(
         meter.measure_latency_from(now_micros() / 1_000 + warm_up(secs).as_millis() as i64);
         let mut config = producer_config(cluster.bootstrap());
         // Latency counts from the record's timestamp, taken when it is handed to the producer:
-        // no lingering to fill batches.
-        config.set("linger.ms", "0");
+        // little lingering. (None at all makes nearly every record a message set of its own,
+        // and the embedded broker scans a partition's message sets from the start on every
+        // fetch: at 10,000 msg/s it falls behind.)
+        config.set("linger.ms", "1");
         let (t, size, keys) = (topic.clone(), args.record.size as usize, args.record.keys);
         tokio::task::spawn_blocking(move || {
             produce_paced(&config, &t, Amount::Count(expected), Some(rate), |i| {
@@ -495,17 +504,29 @@ fn warm_up(stream_secs: u64) -> Duration {
 
 /// A pass under way.
 enum Running {
-    /// The baseline's poll loop, on a thread of its own; returns its decode errors.
-    Raw(tokio::task::JoinHandle<Result<u64>>),
+    /// The baseline's poll loop, on a thread of its own; returns its decode errors. `ready`
+    /// fires once it is assigned and connected to the partitions' leaders.
+    Raw {
+        thread: tokio::task::JoinHandle<Result<u64>>,
+        ready: tokio::sync::oneshot::Receiver<()>,
+    },
     Runtime(Box<RuntimePass>),
 }
 
 impl Running {
-    /// Waits (within `timeout`) until the consumer has partitions; the seconds since `started`.
-    /// The baseline assigns itself at once: `None`.
-    async fn joined(&self, started: Instant, timeout: Duration) -> Result<Option<f64>> {
-        let Running::Runtime(pass) = self else {
-            return Ok(None);
+    /// Waits (within `timeout`) until the consumer has partitions; the seconds since `started`
+    /// (`None` for the baseline, which assigns itself and has no group to join).
+    async fn joined(&mut self, started: Instant, timeout: Duration) -> Result<Option<f64>> {
+        let pass = match self {
+            Running::Raw { ready, .. } => {
+                return match tokio::time::timeout(timeout, ready).await {
+                    Ok(Ok(())) => Ok(None),
+                    // The thread ended early: `finish` reports why.
+                    Ok(Err(_)) => Ok(None),
+                    Err(_) => bail!("the baseline consumer was not ready within {timeout:?}"),
+                };
+            }
+            Running::Runtime(pass) => pass,
         };
         let mut status = pass.handle.status();
         match tokio::time::timeout(timeout, status.wait_for(|s| !s.assigned.is_empty())).await {
@@ -518,7 +539,7 @@ impl Running {
     /// Waits until the meter is complete (or `timeout`), stops the consumer; its decode errors.
     async fn finish(self, meter: &Meter, timeout: Duration) -> Result<u64> {
         match self {
-            Running::Raw(thread) => thread.await?,
+            Running::Raw { thread, .. } => thread.await?,
             Running::Runtime(pass) => pass.finish(meter, timeout).await,
         }
     }
@@ -534,6 +555,7 @@ fn raw_pass(
     work: Work,
     meter: &Meter,
     timeout: Duration,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<u64> {
     let mut config = ClientConfig::new();
     config
@@ -550,6 +572,14 @@ fn raw_pass(
         .create()
         .context("cannot create the baseline consumer")?;
     consumer.assign(&list)?;
+    // Connected to the leaders before a live stream starts, as the runtime is once assigned:
+    // startup is not latency.
+    for e in list.elements() {
+        consumer
+            .fetch_watermarks(e.topic(), e.partition(), timeout)
+            .context("the baseline consumer cannot reach the partition leaders")?;
+    }
+    let _ = ready.send(());
     let deadline = Instant::now() + timeout;
     let mut decode_errors = 0u64;
     while !meter.is_complete() && Instant::now() < deadline {
