@@ -383,7 +383,11 @@ async fn run(
         },
         scenario.mode.order(),
     );
-    report(&scenario.name, &verdict, faults.len());
+    report(
+        &format!("{} | {:?}", scenario.name, broker.kind()).to_lowercase(),
+        &verdict,
+        faults.len(),
+    );
     caught_up.with_context(|| format!("{verdict}"))?;
     // Each fault may cost what was in flight or finished but not yet committed when it struck.
     let longest = faults
@@ -849,7 +853,11 @@ async fn hostile_records_are_handled_or_dead_lettered(broker: TestBroker) -> any
         },
         OrderCheck::None,
     );
-    report("hostile-records", &verdict, 0);
+    report(
+        &format!("hostile-records | {:?}", broker.kind()).to_lowercase(),
+        &verdict,
+        0,
+    );
     verdict.assert_sound(0)?;
     ensure!(
         dead_lettered == bad_places.iter().map(|(p, _)| *p).collect(),
