@@ -217,3 +217,107 @@ pub fn check(e: &Evidence<'_>, order: OrderCheck) -> Verdict {
         .collect();
     v
 }
+
+/// A wall-clock reading paired with an [`Instant`], to place times another process wrote as
+/// Unix microseconds (a ledger's, see [`parse_ledger`]) on this process's `Instant` line.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    instant: Instant,
+    unix_micros: u64,
+}
+
+impl WallClock {
+    pub fn now() -> WallClock {
+        let unix_micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64;
+        WallClock {
+            instant: Instant::now(),
+            unix_micros,
+        }
+    }
+
+    /// The `Instant` of a Unix time in microseconds (clamped to this reading for earlier ones).
+    pub fn instant(&self, unix_micros: u64) -> Instant {
+        self.instant + Duration::from_micros(unix_micros.saturating_sub(self.unix_micros))
+    }
+
+    /// The Unix time in microseconds of `at` (clamped to this reading for earlier instants).
+    pub fn unix_micros(&self, at: Instant) -> u64 {
+        self.unix_micros + at.saturating_duration_since(self.instant).as_micros() as u64
+    }
+}
+
+/// One line of a ledger written by `examples/ledger.rs`: a message its handler finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerLine {
+    pub partition: i32,
+    pub offset: i64,
+    /// When the handler finished it, in Unix microseconds.
+    pub finished_at: u64,
+    pub payload: String,
+}
+
+/// Parses ledger lines, `PARTITION OFFSET FINISHED_AT_UNIX_MICROS PAYLOAD` (payload with `\`
+/// and newlines escaped as `\\` and `\n`). Every line must be complete: a torn or garbled line
+/// is an error naming it (a line is written with one `write` before its handler returns, so
+/// even a SIGKILL must not leave one).
+pub fn parse_ledger(text: &str) -> anyhow::Result<Vec<LedgerLine>> {
+    let Some(body) = text.strip_suffix('\n').or(text.is_empty().then_some("")) else {
+        anyhow::bail!(
+            "the ledger ends in a torn line: {:?}",
+            text.rsplit('\n').next().unwrap_or_default()
+        );
+    };
+    if body.is_empty() {
+        return Ok(Vec::new());
+    }
+    body.split('\n')
+        .enumerate()
+        .map(|(i, line)| {
+            parse_ledger_line(line)
+                .ok_or_else(|| anyhow::anyhow!("ledger line {}: garbled: {line:?}", i + 1))
+        })
+        .collect()
+}
+
+fn parse_ledger_line(line: &str) -> Option<LedgerLine> {
+    let mut fields = line.splitn(4, ' ');
+    let partition = fields.next()?.parse().ok()?;
+    let offset = fields.next()?.parse().ok()?;
+    let finished_at = fields.next()?.parse().ok()?;
+    let escaped = fields.next()?;
+    let mut payload = String::with_capacity(escaped.len());
+    let mut chars = escaped.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                'n' => payload.push('\n'),
+                '\\' => payload.push('\\'),
+                _ => return None,
+            },
+            c => payload.push(c),
+        }
+    }
+    Some(LedgerLine {
+        partition,
+        offset,
+        finished_at,
+        payload,
+    })
+}
+
+/// Ledger lines as handler finishes for [`Evidence::finished`], in ledger order (the order
+/// they were written), with their times placed by `clock`.
+pub fn ledger_handled(lines: &[LedgerLine], clock: &WallClock) -> Vec<Handled> {
+    lines
+        .iter()
+        .map(|l| Handled {
+            partition: l.partition,
+            offset: l.offset,
+            payload: l.payload.clone(),
+            at: clock.instant(l.finished_at),
+        })
+        .collect()
+}
