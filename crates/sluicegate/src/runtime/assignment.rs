@@ -33,6 +33,7 @@ use super::status::{Figures, StatusPublisher, TopicPartition};
 const OFFSET_MAP_MAX_LEN: usize = 3_000;
 /// How long an assignment waits to read the committed offset maps.
 const OFFSET_MAP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How partitions came to be owned.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Taken {

@@ -47,10 +47,10 @@ use status::StatusPublisher;
 use transactional::Pipeline;
 use worker::Worker;
 
-/// Settings the runtime manages itself; overriding them would break its guarantees.
 /// How long a static assignment waits for the topics' partitions.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Settings the runtime manages itself; overriding them would break its guarantees.
 pub(crate) const MANAGED: &[&str] = &[
     "enable.auto.commit",
     "enable.auto.offset.store",
