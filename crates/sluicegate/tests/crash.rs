@@ -37,7 +37,7 @@ use rand::Rng as _;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
-use common::checker::{self, Evidence, LedgerLine, OrderCheck, WallClock};
+use common::checker::{self, Evidence, LedgerLine, Mode, WallClock};
 use common::{unique, Kind, Produced, TestBroker};
 
 const PARTITIONS: i32 = 4;
@@ -67,7 +67,7 @@ mod killed_and_restarted {
     /// Every ordering mode, and batches.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn embedded() -> anyhow::Result<()> {
-        let modes = [Mode::Partition, Mode::Key, Mode::Unordered, Mode::Batch];
+        let modes = Mode::ALL;
         let mut brokers = Vec::new();
         for _ in modes {
             brokers.push(TestBroker::embedded()?);
@@ -105,25 +105,8 @@ async fn every_mode<'a>(
     Ok(())
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    Partition,
-    Key,
-    Unordered,
-    /// A batch handler, in partition order.
-    Batch,
-}
-
+/// The ledger consumer's flags, and what each mode lets it hold at once.
 impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Partition => "partition",
-            Mode::Key => "key",
-            Mode::Unordered => "unordered",
-            Mode::Batch => "batch",
-        }
-    }
-
     fn args(self) -> Vec<String> {
         let (ordering, batch) = match self {
             Mode::Partition => ("partition", None),
@@ -146,14 +129,6 @@ impl Mode {
             args.extend(["--batch".into(), n.to_string()]);
         }
         args
-    }
-
-    fn order_check(self) -> OrderCheck {
-        match self {
-            Mode::Partition | Mode::Batch => OrderCheck::Partition,
-            Mode::Key => OrderCheck::Key,
-            Mode::Unordered => OrderCheck::None,
-        }
     }
 
     /// Messages the consumer can have in its handlers at once.
@@ -334,7 +309,7 @@ async fn scenario(broker: &TestBroker, mode: Mode, bin: &Path, dir: &Path) -> an
             committed: &committed,
             faults_ended: &restarts,
         },
-        mode.order_check(),
+        mode.order(),
     );
     let broker_name = match broker.kind() {
         Kind::Embedded => "embedded",

@@ -27,7 +27,7 @@ use sluicegate::{
     HandlerError, Message, ResponseError,
 };
 
-use common::checker::{check, parse, payload, records, Evidence, OrderCheck, Verdict};
+use common::checker::{check, parse, payload, records, Evidence, Mode, OrderCheck, Verdict};
 use common::{diagnosis, stop, unique, wait_status, Handled, Produced, Recorder, TestBroker};
 
 /// Bound on one phase of a scenario (a join, catching up, a shutdown).
@@ -48,34 +48,6 @@ fn scaled(short: u64, long_form: u64) -> u64 {
         long_form
     } else {
         short
-    }
-}
-
-/// How a scenario's consumer runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    Partition,
-    Key,
-    Unordered,
-    /// A batch handler (partition order, batches of up to 20).
-    Batch,
-}
-
-impl Mode {
-    fn order(self) -> OrderCheck {
-        match self {
-            Mode::Partition | Mode::Batch => OrderCheck::Partition,
-            Mode::Key => OrderCheck::Key,
-            Mode::Unordered => OrderCheck::None,
-        }
-    }
-
-    fn ordering(self) -> sluicegate::Ordering {
-        match self {
-            Mode::Partition | Mode::Batch => sluicegate::Ordering::Partition,
-            Mode::Key => sluicegate::Ordering::Key,
-            Mode::Unordered => sluicegate::Ordering::Unordered,
-        }
     }
 }
 

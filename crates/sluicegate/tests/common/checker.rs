@@ -60,6 +60,48 @@ pub enum OrderCheck {
     Key,
 }
 
+/// How a scenario's consumer runs: an ordering mode, or a batch handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Partition,
+    Key,
+    Unordered,
+    /// A batch handler, in partition order.
+    Batch,
+}
+
+impl Mode {
+    /// Every mode, for scenarios that run in each.
+    pub const ALL: [Mode; 4] = [Mode::Partition, Mode::Key, Mode::Unordered, Mode::Batch];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Partition => "partition",
+            Mode::Key => "key",
+            Mode::Unordered => "unordered",
+            Mode::Batch => "batch",
+        }
+    }
+
+    /// The runtime's ordering for this mode.
+    pub fn ordering(self) -> sluicegate::Ordering {
+        match self {
+            Mode::Partition | Mode::Batch => sluicegate::Ordering::Partition,
+            Mode::Key => sluicegate::Ordering::Key,
+            Mode::Unordered => sluicegate::Ordering::Unordered,
+        }
+    }
+
+    /// The order the checker holds this mode to.
+    pub fn order(self) -> OrderCheck {
+        match self {
+            Mode::Partition | Mode::Batch => OrderCheck::Partition,
+            Mode::Key => OrderCheck::Key,
+            Mode::Unordered => OrderCheck::None,
+        }
+    }
+}
+
 /// What the checker found.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Verdict {
