@@ -75,10 +75,17 @@ mod killed_and_restarted {
         every_mode(brokers.iter().zip(modes)).await
     }
 
+    /// Every ordering mode, and batches, on the one Apache Kafka of this test binary.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka() -> anyhow::Result<()> {
+        let broker = TestBroker::kafka()?;
+        every_mode(Mode::ALL.into_iter().map(|mode| (&broker, mode))).await
+    }
+
     /// Partition order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tansu() -> anyhow::Result<()> {
-        match TestBroker::real()? {
+        match TestBroker::tansu()? {
             Some(broker) => every_mode([(&broker, Mode::Partition)]).await,
             None => Ok(()),
         }
@@ -311,11 +318,7 @@ async fn scenario(broker: &TestBroker, mode: Mode, bin: &Path, dir: &Path) -> an
         },
         mode.order(),
     );
-    let broker_name = match broker.kind() {
-        Kind::Embedded => "embedded",
-        Kind::Tansu => "tansu",
-        Kind::External => "external",
-    };
+    let broker_name = broker.kind().name();
     eprintln!(
         "RELIABILITY | crash-restart | {broker_name} | {} | written {} | lost {} | duplicates {} \
          | order violations {} | worst recovery {} | kills {kills}",

@@ -1028,7 +1028,8 @@ async fn soak() -> anyhow::Result<()> {
     // (the embedded broker's log lives in this process), and the only fault is a member
     // joining and leaving.
     let broker = match std::env::var("SLUICEGATE_SOAK_BROKER").as_deref() {
-        Ok("tansu") => TestBroker::real()?.context("no tansu to soak against")?,
+        Ok("tansu") => TestBroker::tansu()?.context("no tansu to soak against")?,
+        Ok("kafka") => TestBroker::kafka()?,
         _ => TestBroker::embedded()?,
     };
     let kafka = broker.embedded_kafka();

@@ -20,6 +20,8 @@
 //!
 //! Not tested: a Kafka broker's own SASL server and SCRAM credential store.
 
+#[path = "common/pki.rs"]
+mod pki;
 #[path = "common/sasl_proxy.rs"]
 mod sasl_proxy;
 #[path = "common/tansu.rs"]

@@ -1,9 +1,14 @@
 //! Helpers shared by the end-to-end tests: run the built `sluicegate` binary, bounded in time;
-//! brokers and clients ([`kafka`]); the tansu launcher shared with the library's tests ([`tansu`]).
+//! brokers and clients ([`kafka`]); the Apache Kafka and tansu launchers and the test certificates
+//! shared with the library's tests ([`kafka_broker`], [`tansu`], [`pki`]).
 
 #![allow(dead_code)] // Each test binary uses its own part of this module.
 
 pub mod kafka;
+#[path = "../../../sluicegate/tests/common/kafka_broker.rs"]
+pub mod kafka_broker;
+#[path = "../../../sluicegate/tests/common/pki.rs"]
+pub mod pki;
 #[path = "../../../sluicegate/tests/common/tansu.rs"]
 pub mod tansu;
 

@@ -1,24 +1,31 @@
 //! Brokers for the integration tests, and helpers that produce data and read back, straight
 //! from the broker, what a consumer group committed.
 //!
-//! Each behaviour is tested against two brokers (see [`on_both_brokers!`]):
+//! Each behaviour is tested against three brokers (see [`on_both_brokers!`]):
 //! - **embedded**: `sluicegate::EmbeddedKafka` (librdkafka's mock cluster), one per test;
-//! - **real**: an independent Kafka implementation, by default tansu, started once per test
-//!   binary on a free loopback port and stopped when the test binary exits (even after a panic
-//!   or a kill: it watches a pipe from this process).
+//! - **kafka**: Apache Kafka, the reference (`common/kafka_broker.rs`), a single-node KRaft
+//!   broker started once per test binary on free loopback ports;
+//! - **tansu**: an independent Kafka implementation, started once per test binary.
+//!
+//! Both real brokers are stopped when the test binary exits (even after a panic or a kill: each
+//! watches a pipe from this process).
 //!
 //! Environment variables:
-//! - `SLUICEGATE_TEST_BOOTSTRAP=host:port[,host:port...]`: run the real-broker tests against
-//!   this broker (Apache Kafka, Redpanda, MSK, a tansu started by hand...) instead of starting
-//!   tansu. Topics and groups get unique names and are left behind.
+//! - `SLUICEGATE_TEST_BOOTSTRAP=host:port[,host:port...]`: run the `kafka` tests against this
+//!   broker (a Kafka cluster of your own, Redpanda, MSK...) instead of starting Apache Kafka.
+//!   Topics and groups get unique names and are left behind.
+//! - `SLUICEGATE_KAFKA_HOME=/path`: the Apache Kafka jars (`libs/`) to start. Default:
+//!   `.tools/kafka` at the workspace root, where `scripts/install-kafka` puts them. A test that
+//!   needs Kafka fails (not skips) when it cannot start.
 //! - `SLUICEGATE_TANSU=/path/to/tansu`: the tansu binary to start. Default: `.tools/bin/tansu`
 //!   at the workspace root, where `scripts/install-tansu` puts it.
-//! - `SLUICEGATE_SKIP_TANSU=1`: when no tansu binary is found and no broker is given, let the
-//!   real-broker tests pass without running. Without it, they fail and say how to install tansu.
+//! - `SLUICEGATE_SKIP_TANSU=1`: when no tansu binary is found, let the tansu tests pass
+//!   without running. Without it, they fail and say how to install tansu.
 //! - `RUST_LOG` (e.g. `sluicegate=debug`): logs of the library under test, shown for failing
 //!   tests.
 //!
-//! Tansu's own output goes to `target/tmp/tansu-<pid>-<port>.log`.
+//! The brokers' own output goes to `target/tmp/kafka-<pid>-<port>.log` and
+//! `target/tmp/tansu-<pid>-<port>.log`.
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,7 +45,10 @@ use sluicegate::{
 };
 use tokio::sync::watch;
 
+pub mod kafka_broker;
+pub mod pki;
 mod tansu;
+use kafka_broker::KafkaBroker;
 use tansu::{env_nonempty, Tansu};
 
 pub mod checker;
@@ -48,8 +58,9 @@ pub mod http;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Defines, for an `async fn NAME(broker: TestBroker) -> anyhow::Result<()>`, a module `NAME`
-/// with two tests: `NAME::embedded` and `NAME::tansu` (the real broker). Declare the harness
-/// with `#[macro_use] mod common;` to use it.
+/// with three tests: `NAME::embedded`, `NAME::kafka` (Apache Kafka) and `NAME::tansu`. Declare
+/// the harness with `#[macro_use] mod common;` to use it. [`on_embedded_and_kafka!`] leaves
+/// tansu out, for tests too long to run on both real brokers in CI.
 macro_rules! on_both_brokers {
     ($($name:ident),+ $(,)?) => {$(
         mod $name {
@@ -59,11 +70,34 @@ macro_rules! on_both_brokers {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kafka() -> anyhow::Result<()> {
+                super::$name($crate::common::TestBroker::kafka()?).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn tansu() -> anyhow::Result<()> {
-                match $crate::common::TestBroker::real()? {
+                match $crate::common::TestBroker::tansu()? {
                     Some(broker) => super::$name(broker).await,
                     None => Ok(()),
                 }
+            }
+        }
+    )+};
+}
+
+/// Like [`on_both_brokers!`], without tansu: `NAME::embedded` and `NAME::kafka`.
+#[allow(unused_macros)] // Not every test file has such tests.
+macro_rules! on_embedded_and_kafka {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() -> anyhow::Result<()> {
+                super::$name($crate::common::TestBroker::embedded()?).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kafka() -> anyhow::Result<()> {
+                super::$name($crate::common::TestBroker::kafka()?).await
             }
         }
     )+};
@@ -74,10 +108,24 @@ macro_rules! on_both_brokers {
 pub enum Kind {
     /// librdkafka's mock cluster in this process.
     Embedded,
+    /// The Apache Kafka started by this test binary.
+    Kafka,
     /// The tansu started by this test binary.
     Tansu,
-    /// A broker given by `SLUICEGATE_TEST_BOOTSTRAP`.
+    /// A broker given by `SLUICEGATE_TEST_BOOTSTRAP`, in place of Apache Kafka.
     External,
+}
+
+impl Kind {
+    /// The broker's name in reports: `embedded`, `kafka`, `tansu` or `external`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Embedded => "embedded",
+            Kind::Kafka => "kafka",
+            Kind::Tansu => "tansu",
+            Kind::External => "external",
+        }
+    }
 }
 
 /// A broker for one test: its address, and clients to create topics, produce and inspect.
@@ -112,13 +160,21 @@ impl TestBroker {
         Self::new(Kind::Embedded, bootstrap, Some(kafka))
     }
 
-    /// The real broker: `SLUICEGATE_TEST_BOOTSTRAP` if set, else the shared tansu. `None` when
-    /// neither is available and `SLUICEGATE_SKIP_TANSU=1` allows skipping.
-    pub fn real() -> anyhow::Result<Option<Self>> {
+    /// The reference broker: `SLUICEGATE_TEST_BOOTSTRAP` if set, else the Apache Kafka shared
+    /// by this test binary (started on first use; an error if it cannot start).
+    pub fn kafka() -> anyhow::Result<Self> {
         init_logs();
         if let Some(bootstrap) = env_nonempty("SLUICEGATE_TEST_BOOTSTRAP") {
-            return Self::new(Kind::External, bootstrap, None).map(Some);
+            return Self::new(Kind::External, bootstrap, None);
         }
+        let bootstrap = shared_kafka()?.bootstrap.clone();
+        Self::new(Kind::Kafka, bootstrap, None)
+    }
+
+    /// The tansu shared by this test binary. `None` when no tansu binary is installed and
+    /// `SLUICEGATE_SKIP_TANSU=1` allows skipping.
+    pub fn tansu() -> anyhow::Result<Option<Self>> {
+        init_logs();
         let bin = tansu::binary();
         if !bin.is_file() {
             if env_nonempty("SLUICEGATE_SKIP_TANSU").as_deref() == Some("1") {
@@ -130,8 +186,7 @@ impl TestBroker {
             }
             bail!(
                 "no tansu binary at {}: run scripts/install-tansu (or set SLUICEGATE_TANSU to a \
-                 tansu binary, SLUICEGATE_TEST_BOOTSTRAP=host:port to use another broker, or \
-                 SLUICEGATE_SKIP_TANSU=1 to skip the real-broker tests)",
+                 tansu binary, or SLUICEGATE_SKIP_TANSU=1 to skip the tansu tests)",
                 bin.display()
             );
         }
@@ -187,9 +242,10 @@ impl TestBroker {
                 .with_context(|| format!("create topic {name}"))?,
             None => {
                 let admin: AdminClient<DefaultClientContext> = self.config().create()?;
-                // tansu has one broker; elsewhere let the broker pick its default replication.
+                // tansu and the test Kafka have one broker; elsewhere let the broker pick its
+                // default replication.
                 let replication = match self.kind {
-                    Kind::Tansu => TopicReplication::Fixed(1),
+                    Kind::Tansu | Kind::Kafka => TopicReplication::Fixed(1),
                     _ => TopicReplication::Fixed(-1),
                 };
                 let topic = NewTopic::new(name, partitions, replication);
@@ -510,6 +566,18 @@ impl TestBroker {
         config.set("bootstrap.servers", &self.bootstrap);
         config
     }
+}
+
+/// The Apache Kafka shared by the tests of this binary, started on first use.
+pub fn shared_kafka() -> anyhow::Result<&'static KafkaBroker> {
+    static KAFKA: OnceLock<Result<KafkaBroker, String>> = OnceLock::new();
+    let start = || KAFKA.get_or_init(KafkaBroker::start);
+    // On a runtime thread, starting (seconds) must not stall the runtime's other tasks.
+    let kafka = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(start),
+        _ => start(),
+    };
+    kafka.as_ref().map_err(|e| anyhow!("{e}"))
 }
 
 fn partitions_of(client: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<i32>> {
