@@ -280,6 +280,17 @@ impl StatusPublisher {
 
     /// Publishes the figures that change with every message, once per commit interval.
     pub fn figures(&self, f: Figures) {
+        // Metrics first: a watcher woken by the status may scrape them at once.
+        if let Some(m) = &self.metrics {
+            m.buffered(f.buffered.messages);
+            if let Some((permits, max)) = &self.in_flight {
+                m.in_flight(max.saturating_sub(permits.available_permits()));
+            }
+            m.partitions(self.status.borrow().assigned.len(), f.paused);
+            for (tp, lag) in &f.lag {
+                m.lag(&tp.topic, tp.partition, Some(*lag));
+            }
+        }
         self.status.send_if_modified(|s| {
             let before = s.clone();
             s.buffered_messages = f.buffered.messages;
@@ -292,17 +303,6 @@ impl StatusPublisher {
             s.lag = f.lag;
             *s != before
         });
-        if let Some(m) = &self.metrics {
-            let s = self.status.borrow();
-            m.buffered(s.buffered_messages);
-            if let Some((permits, max)) = &self.in_flight {
-                m.in_flight(max.saturating_sub(permits.available_permits()));
-            }
-            m.partitions(s.assigned.len(), f.paused);
-            for (tp, lag) in &s.lag {
-                m.lag(&tp.topic, tp.partition, Some(*lag));
-            }
-        }
         self.publish_readiness();
     }
 

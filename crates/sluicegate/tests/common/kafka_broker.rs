@@ -239,6 +239,7 @@ transaction.state.log.num.partitions=4
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
 group.consumer.min.session.timeout.ms=3000
 group.consumer.session.timeout.ms=6000
 group.consumer.min.heartbeat.interval.ms=500
@@ -360,10 +361,7 @@ ssl.endpoint.identification.algorithm=
             .spawn()
             .map_err(|e| format!("cannot run sh to start Kafka: {e}"))?;
         let lifeline = watchdog.stdin.take();
-        self.process = Some(Process {
-            watchdog,
-            lifeline,
-        });
+        self.process = Some(Process { watchdog, lifeline });
         match self.wait_ready() {
             Ok(()) => {
                 eprintln!(
@@ -491,8 +489,7 @@ fn remove_stale_dirs(tmp: &Path) {
 }
 
 fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
         let n = chunk
