@@ -450,6 +450,7 @@ macro_rules! in_every_mode {
 in_every_mode!(
     broker_down_and_up_repeatedly => broker_down_and_up,
     rebalance_storm_cooperative => storm_cooperative,
+    rebalance_storm_cooperative_on_kafka => storm_cooperative_on_kafka,
 );
 
 async fn broker_down_and_up(mode: Mode) -> anyhow::Result<()> {
@@ -658,7 +659,14 @@ async fn storm(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Fault>> {
 }
 
 async fn storm_cooperative(mode: Mode) -> anyhow::Result<()> {
-    let broker = TestBroker::embedded()?;
+    storm_cooperative_on(TestBroker::embedded()?, mode).await
+}
+
+async fn storm_cooperative_on_kafka(mode: Mode) -> anyhow::Result<()> {
+    storm_cooperative_on(TestBroker::kafka()?, mode).await
+}
+
+async fn storm_cooperative_on(broker: TestBroker, mode: Mode) -> anyhow::Result<()> {
     let mut scenario = Scenario::new("storm-cooperative", mode);
     scenario.configure = |b| b.set("partition.assignment.strategy", "cooperative-sticky");
     run(&broker, scenario, async |ctx| storm(ctx).await).await?;
