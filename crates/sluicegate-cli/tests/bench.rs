@@ -1,14 +1,16 @@
-//! End-to-end: `sluicegate bench` produces and consumes on the embedded broker and on tansu,
-//! and reports every figure with the baseline beside it. No timing is asserted: only that
-//! each pass ran, read everything and reported complete figures.
+//! End-to-end: `sluicegate bench` produces and consumes on the embedded broker, Apache Kafka
+//! 4.4 and tansu 0.6 (both started by this test binary), and reports every figure with the
+//! baseline beside it. No timing is asserted: only that each pass ran, read everything and
+//! reported complete figures, and (on the real brokers) that the topic holds what was written.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use common::kafka::{shared_tansu, unique, watermarks};
+use common::kafka::{unique, watermarks, Broker};
 use common::{last_json_line, run};
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -113,36 +115,32 @@ fn bench_consume_reads_a_live_stream_at_a_fixed_rate() {
 }
 
 /// `bench produce` fills a topic on a real broker; `bench consume --no-fill` reads it as it is.
-#[test]
-fn bench_produce_then_consume_an_existing_topic_on_tansu() {
-    let Some(tansu) = shared_tansu() else {
-        return;
-    };
+fn produce_then_consume(broker: &Broker) {
+    let bootstrap = broker.bootstrap();
     let topic = unique("bench-existing");
-    let (ok, out, err) = run(
-        &[
-            "bench",
-            "produce",
-            "--bootstrap",
-            &tansu.bootstrap,
-            "--topic",
-            &topic,
-            "--messages",
-            "4000",
-            "--partitions",
-            "2",
-            "--keys",
-            "10",
-            "--size",
-            "200",
-            // tansu 0.6 reports a partition's log end as its last record batch's first offset
-            // + 1: one record per batch makes that the true end.
-            "-X",
-            "batch.num.messages=1",
-            "--json",
-        ],
-        LIMIT,
-    );
+    let mut args = vec![
+        "bench",
+        "produce",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        &topic,
+        "--messages",
+        "4000",
+        "--partitions",
+        "2",
+        "--keys",
+        "10",
+        "--size",
+        "200",
+        "--json",
+    ];
+    if broker.is_tansu() {
+        // tansu 0.6 reports a partition's log end as its last record batch's first offset + 1:
+        // one record per batch makes that the true end. Kafka gets the producer's batches.
+        args.extend(["-X", "batch.num.messages=1"]);
+    }
+    let (ok, out, err) = run(&args, LIMIT);
     let p = last_json_line(&out, &err);
     assert!(ok, "bench produce failed: {p}\nstderr:\n{err}");
     assert_eq!(
@@ -155,27 +153,32 @@ fn bench_produce_then_consume_an_existing_topic_on_tansu() {
         "{p}"
     );
     assert!(p["msgs_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{p}");
-    // tansu's log ends trail acknowledged writes for a moment; the bench reads what the topic
-    // holds when it starts.
-    let deadline = std::time::Instant::now() + LIMIT;
-    while (0..2)
-        .map(|p| watermarks(&tansu.bootstrap, &topic, p).1)
-        .sum::<i64>()
-        < 4_000
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "watermarks never reached 4000"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    let log_end = || {
+        (0..2)
+            .map(|p| watermarks(bootstrap, &topic, p).1)
+            .sum::<i64>()
+    };
+    if broker.is_tansu() {
+        // tansu's log ends trail acknowledged writes for a moment; the bench reads what the
+        // topic holds when it starts.
+        let deadline = std::time::Instant::now() + LIMIT;
+        while log_end() < 4_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "watermarks never reached 4000"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
+    // Once acknowledged, every record is in the log: no more, no fewer.
+    assert_eq!(log_end(), 4_000, "{p}");
 
     let (ok, out, err) = run(
         &[
             "bench",
             "consume",
             "--bootstrap",
-            &tansu.bootstrap,
+            bootstrap,
             "--topic",
             &topic,
             "--no-fill",
@@ -197,7 +200,7 @@ fn bench_produce_then_consume_an_existing_topic_on_tansu() {
             "bench",
             "consume",
             "--bootstrap",
-            &tansu.bootstrap,
+            bootstrap,
             "--topic",
             &topic,
             "--no-fill",
@@ -210,6 +213,54 @@ fn bench_produce_then_consume_an_existing_topic_on_tansu() {
         !ok && err.contains("--messages 5000") && err.contains("holds only 4000"),
         "{err}"
     );
+}
+
+on_brokers!(produce_then_consume => bench_produce_then_consume_an_existing_topic: kafka, tansu);
+
+/// `bench consume` against Kafka fills a fresh topic and reads it twice, the runtime in a group.
+#[test]
+fn bench_consume_fills_a_topic_on_kafka_and_reads_all_of_it_in_a_group() {
+    let broker = Broker::kafka();
+    let (ok, out, err) = run(
+        &[
+            "bench",
+            "consume",
+            "--bootstrap",
+            broker.bootstrap(),
+            "--messages",
+            "3000",
+            "--partitions",
+            "3",
+            "--size",
+            "100",
+            "--ordering",
+            "key",
+            "--json",
+        ],
+        LIMIT,
+    );
+    let v = last_json_line(&out, &err);
+    assert!(ok, "bench failed: {v}\nstderr:\n{err}");
+    assert_eq!(
+        (
+            v["mode"].clone(),
+            v["broker"].clone(),
+            v["partitions"].clone()
+        ),
+        ("backlog".into(), "external".into(), 3.into()),
+        "{v}"
+    );
+    assert!(v["fill_secs"].is_number(), "{v}");
+    for side in ["raw", "runtime"] {
+        assert_pass_complete(&v, side, 3_000);
+        assert_eq!(v[side]["bytes"], 3_000 * 100, "{side}: {v}");
+    }
+    assert!(v["runtime"]["join_secs"].is_number(), "joined a group: {v}");
+    let topic = v["topic"].as_str().expect("the topic read");
+    let held: i64 = (0..3)
+        .map(|p| watermarks(broker.bootstrap(), topic, p).1)
+        .sum();
+    assert_eq!(held, 3_000, "the topic holds what was filled: {v}");
 }
 
 #[test]

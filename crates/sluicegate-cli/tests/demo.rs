@@ -1,10 +1,12 @@
-//! End-to-end: run the built `sluicegate` binary against its embedded broker and check the
-//! JSON line it prints.
+//! End-to-end: run the built `sluicegate` binary against its embedded broker, and with
+//! `--bootstrap` against Apache Kafka 4.4 (started by this test binary), and check the JSON line
+//! it prints (on Kafka, also against what the broker holds).
 
 mod common;
 
 use std::time::Duration;
 
+use common::kafka::{committed, watermarks, Broker};
 use common::{last_json_line, run};
 
 #[test]
@@ -76,6 +78,60 @@ fn demo_with_a_batch_handler_isolates_poison_events_and_loses_nothing() {
     assert_eq!(v["committed"], v["produced"], "{v}");
     assert_eq!(v["distinct"], 20_000 - poison, "{v}");
     assert_eq!(v["order_violations"], 0, "{v}");
+}
+
+/// Against a real broker the demo's figures are what the broker holds: every event in the topic,
+/// the group committed to each partition's log end, each poison event once in the dead-letter
+/// topic.
+#[test]
+fn demo_on_kafka_commits_every_partition_to_its_end_and_dead_letters_the_poison_events() {
+    let broker = Broker::kafka();
+    let bootstrap = broker.bootstrap();
+    let (v, _) = run_demo(
+        &[
+            "--bootstrap",
+            bootstrap,
+            "--messages",
+            "3000",
+            "--partitions",
+            "3",
+            "--fail-rate",
+            "0.01",
+        ],
+        Duration::from_secs(180),
+    );
+    assert_eq!(v["broker"], "external", "{v}");
+    let poison = v["poison"].as_u64().expect("poison is a count");
+    assert!(poison > 0, "{v}");
+    assert_eq!(
+        [
+            &v["produced"],
+            &v["lost"],
+            &v["duplicates"],
+            &v["dlq_unexpected"]
+        ],
+        [3_000, 0, 0, 0],
+        "{v}"
+    );
+    assert_eq!(v["dead_lettered"], poison, "{v}");
+    assert_eq!(v["distinct"], 3_000 - poison, "{v}");
+    assert_eq!(v["order_violations"], 0, "{v}");
+
+    let (topic, group) = (
+        v["topic"].as_str().expect("topic"),
+        v["group"].as_str().expect("group"),
+    );
+    let ends: Vec<i64> = (0..3).map(|p| watermarks(bootstrap, topic, p).1).collect();
+    assert_eq!(ends.iter().sum::<i64>(), 3_000, "{v}");
+    assert_eq!(
+        committed(bootstrap, group, topic, 3),
+        ends.iter().copied().map(Some).collect::<Vec<_>>(),
+        "the group committed each partition to its end"
+    );
+    assert_eq!(v["committed"], 3_000, "{v}");
+    let dlq = v["dlq_topic"].as_str().expect("a dead-letter topic");
+    let dead: i64 = (0..3).map(|p| watermarks(bootstrap, dlq, p).1).sum();
+    assert_eq!(dead as u64, poison, "{v}");
 }
 
 #[test]

@@ -1,38 +1,38 @@
-//! End-to-end: `sluicegate offsets reset` against brokers run by the test.
+//! End-to-end: `sluicegate offsets reset` against brokers run by the test: the embedded broker
+//! (librdkafka's mock cluster), Apache Kafka 4.4 and tansu 0.6 (both started by this test
+//! binary; see `common::kafka`).
 //!
-//! Most of it runs against the embedded broker (librdkafka's mock cluster). What the mock
-//! cluster does not do, found in librdkafka 2.12.1's `rdkafka_mock_handlers.c` and checked
-//! here with a client:
-//! - it does not implement ListGroups or DescribeGroups: `fetch_group_list` fails at once with
-//!   `UnsupportedFeature`, so the command cannot see a group's state or members there;
+//! Moving to watermarks and offsets runs on the embedded broker and on Kafka. Kafka is the only
+//! one that looks offsets up by time, so the time tests that matter run there: a time before,
+//! at, between and after records, each partition landing on its first record at or after the
+//! time. What the other brokers do instead, checked here with a client:
+//! - the mock cluster (librdkafka 2.12.1's `rdkafka_mock_handlers.c`) does not implement
+//!   ListGroups or DescribeGroups: `fetch_group_list` fails at once with `UnsupportedFeature`,
+//!   so the command cannot see a group's state or members there;
 //! - it never forgets a classic group: once a subscribed consumer joined a group, every commit
 //!   from a client that is not a current member fails with `UnknownMemberId`, even after all
 //!   members left. So on the mock a reset works only for groups no subscribed consumer ever
 //!   joined, and the refusal it shows is the broker's, not the command's;
-//! - ListOffsets by timestamp is a FIXME: it answers offset -1 ("no record that recent") for
-//!   every time, so `offsets_for_times` gives the high watermark whatever the time.
+//! - its ListOffsets by timestamp is a FIXME: it answers offset -1 ("no record that recent")
+//!   for every time, so `offsets_for_times` gives the high watermark whatever the time (the one
+//!   time test there asks for a time after every record, where that answer is right);
+//! - tansu lists and describes groups, but only those with committed offsets (ListGroups leaves
+//!   out a group whose members committed nothing), and answers offset 0 to every ListOffsets by
+//!   timestamp, so no time test runs on it. It also misreports the high watermark of a
+//!   partition whose last batch holds several records (the batch's base offset plus one), so
+//!   records are produced one batch each.
 //!
-//! Those parts run against tansu 0.6 instead (started by this test binary; see `common::kafka::shared_tansu`),
-//! which lists and describes groups — but only groups with committed offsets: ListGroups
-//! leaves out a group whose members committed nothing. tansu has its own gap: it answers
-//! offset 0 to every ListOffsets by timestamp (checked: times before, between and after the
-//! records all gave 0). So neither broker here can place a time *between* records; that test
-//! needs a real Kafka given with `SLUICEGATE_TEST_BOOTSTRAP` and is ignored by default.
-//! Each broker is used only where its answer is the right one: the mock for a time after
-//! every record, tansu for a time before every record.
-//!
-//! tansu also misreports the high watermark of a partition whose last batch holds several
-//! records (the batch's base offset plus one), so records are produced one batch each.
+//! A group with a member is refused on Kafka and on tansu, which list groups.
 
+#[macro_use]
 mod common;
 
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::ClientConfig;
 use serde_json::Value;
-use sluicegate::EmbeddedKafka;
 
 use common::kafka::{
-    commit, committed, create_topic, joined_consumer, now_ms, produce, shared_tansu, unique, LIMIT,
+    commit, committed, joined_consumer, now_ms, produce, unique, watermarks, Broker, LIMIT,
 };
 use common::{column, last_json_line, run};
 
@@ -62,12 +62,10 @@ fn reset_json(bootstrap: &str, group: &str, topic: &str, args: &[&str]) -> Value
     v
 }
 
-#[test]
-fn earliest_and_latest_move_every_partition_to_its_watermarks() {
-    let kafka = EmbeddedKafka::start(1).expect("embedded broker");
-    let bootstrap = kafka.bootstrap_servers();
+fn earliest_and_latest(broker: &Broker) {
+    let bootstrap = broker.bootstrap();
     let (topic, group) = (unique("orders"), unique("billing"));
-    kafka.create_topic(&topic, 3).expect("topic");
+    broker.create_topic(&topic, 3);
     produce(bootstrap, &topic, &[5, 3, 0], now_ms());
     commit(bootstrap, &group, &topic, &[(0, 2), (1, 1)]);
 
@@ -98,12 +96,13 @@ fn earliest_and_latest_move_every_partition_to_its_watermarks() {
     );
 }
 
-#[test]
-fn an_offset_moves_only_the_chosen_partitions_and_is_clamped_to_their_watermarks() {
-    let kafka = EmbeddedKafka::start(1).expect("embedded broker");
-    let bootstrap = kafka.bootstrap_servers();
+on_brokers!(earliest_and_latest =>
+    earliest_and_latest_move_every_partition_to_its_watermarks: embedded, kafka);
+
+fn to_an_offset(broker: &Broker) {
+    let bootstrap = broker.bootstrap();
     let (topic, group) = (unique("orders"), unique("billing"));
-    kafka.create_topic(&topic, 3).expect("topic");
+    broker.create_topic(&topic, 3);
     produce(bootstrap, &topic, &[5, 3, 2], now_ms());
     commit(bootstrap, &group, &topic, &[(0, 1), (1, 1), (2, 1)]);
 
@@ -151,14 +150,18 @@ fn an_offset_moves_only_the_chosen_partitions_and_is_clamped_to_their_watermarks
     );
 }
 
+on_brokers!(to_an_offset =>
+    an_offset_moves_only_the_chosen_partitions_and_is_clamped_to_their_watermarks:
+    embedded, kafka);
+
 #[test]
 fn a_time_after_every_record_moves_to_the_high_watermark() {
     // The mock answers every time look-up with "no record that recent": right here, where the
     // time is after every record.
-    let kafka = EmbeddedKafka::start(1).expect("embedded broker");
-    let bootstrap = kafka.bootstrap_servers();
+    let broker = Broker::embedded();
+    let bootstrap = broker.bootstrap();
     let (topic, group) = (unique("orders"), unique("billing"));
-    kafka.create_topic(&topic, 2).expect("topic");
+    broker.create_topic(&topic, 2);
     let written = now_ms();
     produce(bootstrap, &topic, &[4, 2], written);
     commit(bootstrap, &group, &topic, &[(0, 0), (1, 0)]);
@@ -175,12 +178,10 @@ fn a_time_after_every_record_moves_to_the_high_watermark() {
     assert_eq!(committed(bootstrap, &group, &topic, 2), [Some(4), Some(2)]);
 }
 
-#[test]
-fn dry_run_prints_current_and_new_offsets_and_changes_nothing() {
-    let kafka = EmbeddedKafka::start(1).expect("embedded broker");
-    let bootstrap = kafka.bootstrap_servers();
+fn dry_run(broker: &Broker) {
+    let bootstrap = broker.bootstrap();
     let (topic, group) = (unique("orders"), unique("billing"));
-    kafka.create_topic(&topic, 2).expect("topic");
+    broker.create_topic(&topic, 2);
     produce(bootstrap, &topic, &[6, 3], now_ms());
     commit(bootstrap, &group, &topic, &[(0, 2)]);
 
@@ -218,14 +219,16 @@ fn dry_run_prints_current_and_new_offsets_and_changes_nothing() {
     assert_eq!(committed(bootstrap, &group, &topic, 2), [Some(2), None]);
 }
 
+on_brokers!(dry_run => dry_run_prints_current_and_new_offsets_and_changes_nothing: embedded, kafka);
+
 #[test]
 fn a_commit_the_broker_refuses_for_an_active_group_changes_nothing() {
     // The mock cannot list groups, so the command cannot see the member: it warns, and the
     // broker's refusal of the commit (UnknownMemberId) is what stops the reset.
-    let kafka = EmbeddedKafka::start(1).expect("embedded broker");
-    let bootstrap = kafka.bootstrap_servers();
+    let broker = Broker::embedded();
+    let bootstrap = broker.bootstrap();
     let (topic, group) = (unique("orders"), unique("billing"));
-    kafka.create_topic(&topic, 2).expect("topic");
+    broker.create_topic(&topic, 2);
     produce(bootstrap, &topic, &[3, 3], now_ms());
     commit(bootstrap, &group, &topic, &[(0, 1), (1, 2)]);
     let _member = joined_consumer(bootstrap, &group, &topic, "offsets-reset-test-member");
@@ -246,10 +249,8 @@ fn a_commit_the_broker_refuses_for_an_active_group_changes_nothing() {
     assert_eq!(committed(bootstrap, &group, &topic, 2), [Some(1), Some(2)]);
 }
 
-#[test]
-fn unknown_topics_and_partitions_are_clear_errors() {
-    let kafka = EmbeddedKafka::start(1).expect("embedded broker");
-    let bootstrap = kafka.bootstrap_servers();
+fn refusals(broker: &Broker) {
+    let bootstrap = broker.bootstrap();
     let group = unique("billing");
     let (ok, _, err) = reset(bootstrap, &group, "no-such-topic", &["--to", "earliest"]);
     assert!(!ok);
@@ -260,7 +261,7 @@ fn unknown_topics_and_partitions_are_clear_errors() {
     assert_eq!(committed(bootstrap, &group, "no-such-topic", 1), [None]);
 
     let topic = unique("orders");
-    kafka.create_topic(&topic, 2).expect("topic");
+    broker.create_topic(&topic, 2);
     let (ok, _, err) = reset(
         bootstrap,
         &group,
@@ -280,14 +281,14 @@ fn unknown_topics_and_partitions_are_clear_errors() {
     assert_eq!(committed(bootstrap, &group, &topic, 2), [None, None]);
 }
 
-// ---- tansu: group state and members, a time before every record -----------------------------
+on_brokers!(refusals => unknown_topics_and_partitions_are_clear_errors: embedded, kafka);
 
-#[test]
-fn a_group_with_a_member_is_refused_with_its_state_and_members_until_it_stops() {
-    let Some(tansu) = shared_tansu() else { return };
-    let bootstrap = tansu.bootstrap.as_str();
+// ---- groups with members: Kafka and tansu list them ----------------------------------------
+
+fn active_group(broker: &Broker) {
+    let bootstrap = broker.bootstrap();
     let (topic, group) = (unique("orders"), unique("billing"));
-    create_topic(tansu, &topic, 2);
+    broker.create_topic(&topic, 2);
     produce(bootstrap, &topic, &[3, 2], now_ms());
     // tansu lists (and so describes) only groups with committed offsets: the group has some,
     // as a group being reset usually does.
@@ -309,6 +310,13 @@ fn a_group_with_a_member_is_refused_with_its_state_and_members_until_it_stops() 
                 && err.contains("stop its consumers first"),
             "{err}"
         );
+        if broker.is_kafka() {
+            // Kafka names the member's client id and host.
+            assert!(
+                err.contains("(client offsets-reset-test-member, host "),
+                "{err}"
+            );
+        }
         assert_eq!(committed(bootstrap, &group, &topic, 2), [Some(1), Some(1)]);
     }
 
@@ -319,64 +327,108 @@ fn a_group_with_a_member_is_refused_with_its_state_and_members_until_it_stops() 
     assert_eq!(committed(bootstrap, &group, &topic, 2), [Some(3), Some(2)]);
 }
 
-#[test]
-fn a_time_before_every_record_moves_to_the_first_record() {
-    // tansu answers offset 0 to every time look-up: right here, where the time is before every
-    // record.
-    let Some(tansu) = shared_tansu() else { return };
-    let bootstrap = tansu.bootstrap.as_str();
-    let (topic, group) = (unique("orders"), unique("billing"));
-    create_topic(tansu, &topic, 2);
-    produce(bootstrap, &topic, &[3, 2], now_ms());
-    commit(bootstrap, &group, &topic, &[(0, 3), (1, 2)]);
+on_brokers!(active_group =>
+    a_group_with_a_member_is_refused_with_its_state_and_members_until_it_stops: kafka, tansu);
 
-    let v = reset_json(bootstrap, &group, &topic, &["--to", "2020-01-01T00:00:00Z"]);
-    assert_eq!(
-        v["to"], "time 2020-01-01T00:00:00.000Z (ms:1577836800000)",
-        "{v}"
-    );
-    assert_eq!(column(&v, "new"), [0, 0].map(Value::from), "{v}");
-    assert_eq!(
-        column(&v, "clamped"),
-        [false, false].map(Value::from),
-        "{v}"
-    );
-    assert_eq!(committed(bootstrap, &group, &topic, 2), [Some(0), Some(0)]);
+// ---- Kafka: times between records ------------------------------------------------------------
+
+/// Produces one record to `topic` for each `(partition, timestamp)`, in that order, and waits
+/// for every acknowledgement.
+fn produce_at(bootstrap: &str, topic: &str, records: &[(i32, i64)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for (i, &(partition, timestamp)) in records.iter().enumerate() {
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .partition(partition)
+                    .key("k")
+                    .payload(&format!("record {i}"))
+                    .timestamp(timestamp),
+            )
+            .expect("queued");
+    }
+    producer.flush(LIMIT).expect("every record acknowledged");
 }
 
 #[test]
-#[ignore = "neither the mock cluster nor tansu 0.6 looks offsets up by time; run with \
-            SLUICEGATE_TEST_BOOTSTRAP=host:port of a Kafka that does (topics are auto-created)"]
 fn a_time_between_records_moves_to_the_first_record_at_or_after_it() {
-    let bootstrap = std::env::var("SLUICEGATE_TEST_BOOTSTRAP")
-        .expect("SLUICEGATE_TEST_BOOTSTRAP=host:port of a Kafka broker");
+    let broker = Broker::kafka();
+    let bootstrap = broker.bootstrap();
     let (topic, group) = (unique("orders"), unique("billing"));
-    // Partition 0 gets records at t and t + 10 s; the reset asks for t + 5 s.
-    let t = now_ms() - 60_000;
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("acks", "all")
-        .create()
-        .expect("producer");
-    for (i, ts) in [t, t, t + 10_000, t + 10_000].into_iter().enumerate() {
-        producer
-            .send(
-                BaseRecord::to(&topic)
-                    .partition(0)
-                    .key("k")
-                    .payload(&format!("{i}"))
-                    .timestamp(ts),
-            )
-            .expect("queued");
-        producer.flush(LIMIT).expect("record acknowledged");
-    }
-    commit(&bootstrap, &group, &topic, &[(0, 0)]);
-    let v = reset_json(
-        &bootstrap,
-        &group,
+    broker.create_topic(&topic, 2);
+    // Partition 0: offsets 0-1 at t, 2-3 at t + 10 s, 4 at t + 20 s.
+    // Partition 1: offset 0 at t + 30 s, 1 at t + 40 s.
+    let t = now_ms() - 120_000;
+    let s = |secs: i64| t + secs * 1_000;
+    produce_at(
+        bootstrap,
         &topic,
-        &["--to", &format!("ms:{}", t + 5_000), "--partition", "0"],
+        &[
+            (0, t),
+            (0, t),
+            (0, s(10)),
+            (0, s(10)),
+            (0, s(20)),
+            (1, s(30)),
+            (1, s(40)),
+        ],
     );
+    assert_eq!(
+        [0, 1].map(|p| watermarks(bootstrap, &topic, p)),
+        [(0, 5), (0, 2)]
+    );
+    commit(bootstrap, &group, &topic, &[(0, 5), (1, 2)]);
+    let to_time = |to: &str, extra: &[&str]| -> Value {
+        let mut args = vec!["--to", to];
+        args.extend_from_slice(extra);
+        let v = reset_json(bootstrap, &group, &topic, &args);
+        assert_eq!(
+            column(&v, "clamped"),
+            vec![Value::from(false); column(&v, "new").len()],
+            "{v}"
+        );
+        v
+    };
+
+    // Between the records of partition 0 (on the first of two at t + 10 s), before those of
+    // partition 1.
+    let v = to_time(&format!("ms:{}", s(5)), &[]);
+    assert_eq!(
+        v["to"],
+        format!("time {} (ms:{})", rfc3339(s(5)), s(5)),
+        "{v}"
+    );
+    assert_eq!(column(&v, "current"), [5, 2].map(Value::from), "{v}");
+    assert_eq!(column(&v, "new"), [2, 0].map(Value::from), "{v}");
+    assert_eq!(committed(bootstrap, &group, &topic, 2), [Some(2), Some(0)]);
+
+    // After every record of partition 0: its high watermark; between those of partition 1,
+    // given in RFC 3339.
+    let v = to_time(&rfc3339(s(35)), &[]);
+    assert_eq!(column(&v, "new"), [5, 1].map(Value::from), "{v}");
+    assert_eq!(committed(bootstrap, &group, &topic, 2), [Some(5), Some(1)]);
+
+    // Exactly at a record's time: that record (the first of the two), on partition 0 only.
+    let v = to_time(&format!("ms:{}", s(10)), &["--partition", "0"]);
+    assert_eq!(column(&v, "partition"), [Value::from(0)], "{v}");
     assert_eq!(column(&v, "new"), [Value::from(2)], "{v}");
-    assert_eq!(committed(&bootstrap, &group, &topic, 1), [Some(2)]);
+    assert_eq!(committed(bootstrap, &group, &topic, 2), [Some(2), Some(1)]);
+
+    // Before every record: each partition's first record; after every record: the log ends.
+    to_time("2020-01-01T00:00:00Z", &[]);
+    assert_eq!(committed(bootstrap, &group, &topic, 2), [Some(0), Some(0)]);
+    to_time(&format!("ms:{}", s(41)), &[]);
+    assert_eq!(committed(bootstrap, &group, &topic, 2), [Some(5), Some(2)]);
+}
+
+/// `ms` as the command prints a time: RFC 3339 in UTC with milliseconds.
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .expect("a time in range")
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

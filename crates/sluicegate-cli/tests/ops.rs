@@ -1,8 +1,12 @@
 //! End-to-end: `sluicegate lag`, `diagnose` and `topics` against the embedded broker
-//! (librdkafka's mock cluster, in this process) and tansu 0.6 (started by this test binary),
-//! and the log format and secret redaction of the CLI.
+//! (librdkafka's mock cluster, in this process), Apache Kafka 4.4 and tansu 0.6 (both started
+//! by this test binary), and the log format and secret redaction of the CLI.
 //!
 //! What each broker can show, found by probing them (and asserted below):
+//! - Apache Kafka answers everything the commands ask: it lists and describes groups (also
+//!   those with only committed offsets) with each member's client id, host and assignment,
+//!   creates topics and describes every config (its defaults marked as such). Its high
+//!   watermarks are exact, so nothing here works around it.
 //! - the mock cluster lists no consumer groups (no ListGroups/DescribeGroups), creates no
 //!   topics through the admin API and describes no configs (no CreateTopics/DescribeConfigs in
 //!   its ApiVersions answer; asked anyway, librdkafka waits for a broker that supports them
@@ -12,78 +16,19 @@
 //! - tansu lists and describes only groups with committed offsets, and reports members without
 //!   client id, host or assignment; it describes only the configs a topic was created with. Its
 //!   high watermark can be below the log end when the last batch holds several records, so
-//!   records are produced one batch each.
+//!   records are produced one batch each (on every broker: the helper is shared).
 
+#[macro_use]
 mod common;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluicegate::EmbeddedKafka;
 use tokio::sync::Semaphore;
 
-use common::kafka::{
-    commit, create_topic, joined_consumer, now_ms, produce, shared_tansu, unique, LIMIT,
-};
-use common::tansu::Tansu;
+use common::kafka::{commit, joined_consumer, now_ms, produce, unique, Broker, LIMIT};
 use common::{column, last_json_line, run, run_with_env};
-
-/// A broker the tests run against.
-enum Broker {
-    Embedded(EmbeddedKafka),
-    Tansu(&'static Tansu),
-}
-
-impl Broker {
-    fn embedded() -> Broker {
-        Broker::Embedded(EmbeddedKafka::start(1).expect("embedded broker"))
-    }
-
-    /// The shared tansu, or `None` when tansu tests are skipped.
-    fn tansu() -> Option<Broker> {
-        shared_tansu().map(Broker::Tansu)
-    }
-
-    fn bootstrap(&self) -> &str {
-        match self {
-            Broker::Embedded(kafka) => kafka.bootstrap_servers(),
-            Broker::Tansu(tansu) => &tansu.bootstrap,
-        }
-    }
-
-    /// Creates `topic` the way this broker allows (the mock has no CreateTopics).
-    fn create_topic(&self, topic: &str, partitions: i32) {
-        match self {
-            Broker::Embedded(kafka) => kafka.create_topic(topic, partitions).expect("topic"),
-            Broker::Tansu(tansu) => create_topic(tansu, topic, partitions),
-        }
-    }
-
-    fn is_embedded(&self) -> bool {
-        matches!(self, Broker::Embedded(_))
-    }
-}
-
-/// Tests `check` on both brokers, as `NAME::embedded` and `NAME::tansu` (which passes without
-/// running when tansu tests are skipped).
-macro_rules! on_both_brokers {
-    ($check:ident => $name:ident) => {
-        mod $name {
-            #[test]
-            fn embedded() {
-                super::$check(&super::Broker::embedded());
-            }
-
-            #[test]
-            fn tansu() {
-                if let Some(broker) = super::Broker::tansu() {
-                    super::$check(&broker);
-                }
-            }
-        }
-    };
-}
 
 /// Runs `sluicegate ARGS --json`; returns (exit success, the JSON summary, stderr).
 fn run_json(args: &[&str]) -> (bool, Value, String) {
@@ -249,7 +194,7 @@ fn lag_per_partition(broker: &Broker) {
             "{v}"
         );
     } else {
-        // tansu lists the group (it has commits) and it has no members.
+        // Kafka and tansu list the group (it has commits) and it has no members.
         assert_eq!(v["group_state"], "Empty", "{v}");
         assert_eq!(v["members"], 0, "{v}");
     }
@@ -319,6 +264,61 @@ fn lag_refusals(broker: &Broker) {
 }
 
 on_both_brokers!(lag_refusals => lag_refuses_an_unknown_group_or_topic);
+
+/// Without `--topic`, lag also covers the topics the group's members are assigned, counted from
+/// the log start where nothing is committed: only Apache Kafka reports assignments.
+#[test]
+fn lag_covers_the_topics_members_are_assigned_on_kafka() {
+    let broker = Broker::kafka();
+    let bootstrap = broker.bootstrap();
+    let (assigned, committed_on, group) =
+        (unique("assigned"), unique("committed"), unique("billing"));
+    broker.create_topic(&assigned, 2);
+    broker.create_topic(&committed_on, 1);
+    produce(bootstrap, &assigned, &[2, 1], now_ms());
+    produce(bootstrap, &committed_on, &[4], now_ms());
+    commit(bootstrap, &group, &committed_on, &[(0, 1)]);
+    let _member = joined_consumer(bootstrap, &group, &assigned, "ops-lag-member");
+
+    let (ok, v, err) = run_json(&["lag", "--bootstrap", bootstrap, "--group", &group]);
+    assert!(ok, "{v}\nstderr:\n{err}");
+    assert_eq!(v["topics_from"], "group", "{v}");
+    let mut topics = vec![assigned.clone(), committed_on.clone()];
+    topics.sort();
+    assert_eq!(v["topics"], serde_json::json!(topics), "{v}");
+    assert_eq!(
+        (v["group_state"].clone(), v["members"].clone()),
+        ("Stable".into(), 1.into())
+    );
+    let rows: Vec<(String, i64, Value, i64, String)> = v["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| {
+            (
+                p["topic"].as_str().unwrap_or_default().to_string(),
+                p["partition"].as_i64().unwrap_or(-1),
+                p["committed"].clone(),
+                p["lag"].as_i64().unwrap_or(-1),
+                p["lag_from"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for row in [
+        (assigned.clone(), 0, Value::Null, 2, "log_start".to_string()),
+        (assigned.clone(), 1, Value::Null, 1, "log_start".to_string()),
+        (
+            committed_on.clone(),
+            0,
+            Value::from(1),
+            3,
+            "committed".to_string(),
+        ),
+    ] {
+        assert!(rows.contains(&row), "no {row:?} in {v}");
+    }
+    assert_eq!(v["total_lag"], 6, "{v}");
+}
 
 // ---- diagnose --------------------------------------------------------------------------------
 
@@ -418,6 +418,77 @@ fn diagnose_passes_a_healthy_tansu_with_a_running_member() {
         check(&v, &format!("lag {group}"))["details"]["total_lag"],
         1,
         "{v}"
+    );
+}
+
+#[test]
+fn diagnose_passes_a_healthy_kafka_and_shows_each_member_with_its_assignment() {
+    let broker = Broker::kafka();
+    let bootstrap = broker.bootstrap();
+    let (topic, group) = (unique("orders"), unique("billing"));
+    broker.create_topic(&topic, 2);
+    produce(bootstrap, &topic, &[3, 2], now_ms());
+    commit(bootstrap, &group, &topic, &[(0, 3), (1, 1)]);
+    let _member = joined_consumer(bootstrap, &group, &topic, "ops-diagnose-member");
+
+    let args = [
+        "diagnose",
+        "--bootstrap",
+        bootstrap,
+        "--group",
+        &group,
+        "--topic",
+        &topic,
+    ];
+    let (ok, v, err) = run_json(&args);
+    assert!(ok, "{v}\nstderr:\n{err}");
+    for c in v["checks"].as_array().expect("checks") {
+        assert_eq!(c["verdict"], "OK", "{c}");
+    }
+    // Every API the commands use, the admin ones too.
+    let apis = check(&v, "api versions")["message"]
+        .as_str()
+        .unwrap_or_default();
+    for api in [
+        "OffsetCommit v",
+        ", and ListGroups v",
+        "DescribeGroups v",
+        "CreateTopics v",
+        "DescribeConfigs v",
+    ] {
+        assert!(apis.contains(api), "no `{api}` in {apis}");
+    }
+    expect_check(
+        &v,
+        &format!("topic {topic}"),
+        "OK",
+        Message::StartsWith("2 partitions, each with a leader and its "),
+    );
+    // The member with its client id, its host and the partitions it was assigned.
+    let group_check = check(&v, &format!("group {group}"));
+    let message = group_check["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("state Stable, 1 member: ")
+            && message.contains(" (client ops-diagnose-member, host ")
+            && message.ends_with(&format!(" assigned {topic}[0, 1]")),
+        "{group_check}"
+    );
+    let member = &group_check["details"]["members"][0];
+    assert_eq!(member["client_id"], "ops-diagnose-member", "{group_check}");
+    assert_eq!(
+        member["assignment"],
+        serde_json::json!([{ "topic": topic, "partitions": [0, 1] }]),
+        "{group_check}"
+    );
+    let lag = check(&v, &format!("lag {group}"));
+    assert_eq!(lag["details"]["total_lag"], 1, "{lag}");
+    assert_eq!(lag["details"]["group_state"], "Stable", "{lag}");
+
+    let (ok, out, err) = run(&args, LIMIT);
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.ends_with("result: OK (0 failed, 0 warnings, 6 OK)\n"),
+        "{out}"
     );
 }
 
@@ -567,6 +638,137 @@ fn topics_create_then_describe_and_list_show_it_on_tansu() {
         .and_then(|topics| topics.iter().find(|t| t["name"] == topic.as_str()))
         .unwrap_or_else(|| panic!("`{topic}` is not listed: {v}"));
     assert_eq!(listed["partitions"], 3, "{v}");
+
+    let (ok, out, err) = run(
+        &[
+            "topics",
+            "create",
+            &topic,
+            "--bootstrap",
+            bootstrap,
+            "--partitions",
+            "1",
+        ],
+        LIMIT,
+    );
+    assert!(!ok, "a second create succeeded:\n{out}");
+    assert!(
+        err.contains(&format!(
+            "topic `{topic}` already exists (3 partitions); nothing was changed"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn topics_create_then_describe_and_list_show_it_on_kafka() {
+    let Broker::Kafka(kafka) = Broker::kafka() else {
+        unreachable!()
+    };
+    let bootstrap = kafka.bootstrap.as_str();
+    let (topic, group) = (unique("orders"), unique("billing"));
+
+    let (ok, v, err) = run_json(&[
+        "topics",
+        "create",
+        &topic,
+        "--bootstrap",
+        bootstrap,
+        "--partitions",
+        "3",
+        "--replication-factor",
+        "1",
+        "--config",
+        "retention.ms=3600000",
+    ]);
+    assert!(ok, "{v}\nstderr:\n{err}");
+    assert_eq!(v["topic"], topic.as_str(), "{v}");
+    assert_eq!(v["partitions"], 3, "{v}");
+    assert_eq!(v["replication_factor"], 1, "{v}");
+
+    produce(bootstrap, &topic, &[2, 0, 1], now_ms());
+    let (ok, v, err) = run_json(&["topics", "describe", &topic, "--bootstrap", bootstrap]);
+    assert!(ok, "{v}\nstderr:\n{err}");
+    assert_eq!(column(&v, "partition"), [0, 1, 2].map(Value::from), "{v}");
+    for p in v["partitions"].as_array().expect("partitions") {
+        let leader = p["leader"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no leader: {v}"));
+        // One replica (as asked), the leader, in sync.
+        assert_eq!(p["replicas"], serde_json::json!([leader]), "{v}");
+        assert_eq!(p["isr"], serde_json::json!([leader]), "{v}");
+    }
+    if kafka.is_ours() {
+        assert_eq!(column(&v, "leader"), [1, 1, 1].map(Value::from), "{v}");
+    }
+    assert_eq!(column(&v, "log_start"), [0, 0, 0].map(Value::from), "{v}");
+    assert_eq!(column(&v, "log_end"), [2, 0, 1].map(Value::from), "{v}");
+    // The config set at creation, and the broker's defaults marked as such.
+    let configs = v["configs"].as_array().expect("Kafka describes configs");
+    let config = |name: &str| {
+        configs
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no config {name}: {v}"))
+    };
+    assert_eq!(
+        (
+            config("retention.ms")["value"].clone(),
+            config("retention.ms")["is_default"].clone()
+        ),
+        ("3600000".into(), false.into()),
+        "{v}"
+    );
+    assert_eq!(
+        (
+            config("cleanup.policy")["value"].clone(),
+            config("cleanup.policy")["is_default"].clone()
+        ),
+        ("delete".into(), true.into()),
+        "{v}"
+    );
+
+    let (ok, out, err) = run(
+        &["topics", "describe", &topic, "--bootstrap", bootstrap],
+        LIMIT,
+    );
+    assert!(ok, "stderr:\n{err}");
+    assert!(
+        out.starts_with(&format!("topic `{topic}`: 3 partitions\n")),
+        "{out}"
+    );
+    assert!(out.contains("\n  retention.ms = 3600000\n"), "{out}");
+    assert!(
+        out.contains("\n  cleanup.policy = delete  (default)\n"),
+        "{out}"
+    );
+
+    // A group commit makes sure the internal offsets topic exists: hidden unless --all.
+    commit(bootstrap, &group, &topic, &[(0, 1)]);
+    let listed = |all: bool| {
+        let mut args = vec!["topics", "list", "--bootstrap", bootstrap];
+        if all {
+            args.push("--all");
+        }
+        let (ok, v, err) = run_json(&args);
+        assert!(ok, "{v}\nstderr:\n{err}");
+        v
+    };
+    let v = listed(false);
+    let find = |v: &Value, name: &str| {
+        v["topics"]
+            .as_array()
+            .and_then(|topics| topics.iter().find(|t| t["name"] == name).cloned())
+    };
+    let ours = find(&v, &topic).unwrap_or_else(|| panic!("`{topic}` is not listed: {v}"));
+    assert_eq!(ours["partitions"], 3, "{v}");
+    assert!(find(&v, "__consumer_offsets").is_none(), "{v}");
+    assert!(v["hidden_internal"].as_u64().unwrap_or(0) >= 1, "{v}");
+    let v = listed(true);
+    assert!(
+        find(&v, "__consumer_offsets").is_some(),
+        "--all shows it: {v}"
+    );
 
     let (ok, out, err) = run(
         &[

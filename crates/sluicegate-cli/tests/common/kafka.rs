@@ -1,17 +1,22 @@
-//! Brokers and plain-rdkafka clients for the end-to-end tests: names unique to a run,
-//! producing records one batch each, committing and reading a group's offsets as a client
-//! outside the group, a consumer that has joined its group, and the tansu broker shared by the
-//! tests of a binary (started on first use).
+//! Brokers and plain-rdkafka clients for the end-to-end tests: the brokers a test runs against
+//! ([`Broker`]: embedded, or the Apache Kafka and the tansu shared by the tests of a binary,
+//! each started on first use), names unique to a run, producing records one batch each,
+//! committing and reading a group's offsets as a client outside the group, and a consumer that
+//! has joined its group.
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sluicegate::EmbeddedKafka;
 
+use super::kafka_broker::KafkaBroker;
 use super::tansu::{self, Tansu};
 
 /// How long one run of the command, or one wait of the test, may take.
@@ -146,6 +151,102 @@ pub fn joined_consumer(bootstrap: &str, group: &str, topic: &str, client_id: &st
     consumer
 }
 
+/// A broker the tests run against.
+pub enum Broker {
+    /// librdkafka's mock cluster, in this process, one per test.
+    Embedded(EmbeddedKafka),
+    /// Apache Kafka (or the broker given by `SLUICEGATE_TEST_BOOTSTRAP`), shared by the tests
+    /// of the binary.
+    Kafka(&'static SharedKafka),
+    /// tansu 0.6, shared by the tests of the binary.
+    Tansu(&'static Tansu),
+}
+
+impl Broker {
+    /// A fresh embedded broker.
+    pub fn embedded() -> Broker {
+        Broker::Embedded(EmbeddedKafka::start(1).expect("embedded broker"))
+    }
+
+    /// The Apache Kafka shared by this test binary (see [`shared_kafka`]).
+    pub fn kafka() -> Broker {
+        Broker::Kafka(shared_kafka())
+    }
+
+    /// The shared tansu, or `None` when tansu tests are skipped (see [`shared_tansu`]).
+    pub fn tansu() -> Option<Broker> {
+        shared_tansu().map(Broker::Tansu)
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        match self {
+            Broker::Embedded(kafka) => kafka.bootstrap_servers(),
+            Broker::Kafka(kafka) => &kafka.bootstrap,
+            Broker::Tansu(tansu) => &tansu.bootstrap,
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions the way this broker allows (the mock has no
+    /// CreateTopics; tansu with its own command) and waits until the metadata shows each
+    /// partition with a leader.
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        match self {
+            Broker::Embedded(kafka) => kafka.create_topic(topic, partitions).expect("topic"),
+            Broker::Kafka(kafka) => create_topic_with_admin(&kafka.bootstrap, topic, partitions),
+            Broker::Tansu(tansu) => create_topic(tansu, topic, partitions),
+        }
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        matches!(self, Broker::Embedded(_))
+    }
+
+    pub fn is_kafka(&self) -> bool {
+        matches!(self, Broker::Kafka(_))
+    }
+
+    pub fn is_tansu(&self) -> bool {
+        matches!(self, Broker::Tansu(_))
+    }
+}
+
+/// The Apache Kafka the `kafka` tests of one test binary run against.
+pub struct SharedKafka {
+    pub bootstrap: String,
+    /// The broker this test binary started; `None` for one given by `SLUICEGATE_TEST_BOOTSTRAP`.
+    pub started: Option<KafkaBroker>,
+}
+
+impl SharedKafka {
+    /// Whether it is a broker of this test binary (node id 1, one replica per partition), not
+    /// one given by `SLUICEGATE_TEST_BOOTSTRAP`.
+    pub fn is_ours(&self) -> bool {
+        self.started.is_some()
+    }
+}
+
+/// The Apache Kafka shared by the tests of one test binary (see the library's
+/// `tests/common/kafka_broker.rs`), started on first use and stopped when the binary exits; or,
+/// when `SLUICEGATE_TEST_BOOTSTRAP=host:port[,...]` is set, that broker instead (topics and
+/// groups get unique names and are left behind). A test that needs it fails when it cannot
+/// start, and so does every later one, with the same error, without trying again.
+pub fn shared_kafka() -> &'static SharedKafka {
+    static SHARED: OnceLock<Result<SharedKafka, String>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| match tansu::env_nonempty("SLUICEGATE_TEST_BOOTSTRAP") {
+            Some(bootstrap) => Ok(SharedKafka {
+                bootstrap,
+                started: None,
+            }),
+            None => KafkaBroker::start().map(|broker| SharedKafka {
+                bootstrap: broker.bootstrap.clone(),
+                started: Some(broker),
+            }),
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The tansu shared by the tests of one test binary (see the library's `tests/common/tansu.rs`),
 /// started on first use. Without a tansu binary the tansu tests fail and say how to install it,
 /// unless `SLUICEGATE_SKIP_TANSU=1` lets them pass without running (`None`).
@@ -173,6 +274,28 @@ pub fn shared_tansu() -> Option<&'static Tansu> {
         .as_ref()
 }
 
+/// Creates `topic` with `partitions` partitions through the admin API (CreateTopics), with the
+/// broker's default replication, and waits until the metadata shows them.
+pub fn create_topic_with_admin(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+    let options = AdminOptions::new()
+        .request_timeout(Some(LIMIT))
+        .operation_timeout(Some(LIMIT));
+    // The admin client's own thread completes the future: no async runtime is needed.
+    let results = futures::executor::block_on(admin.create_topics([&new], &options))
+        .unwrap_or_else(|e| panic!("create topic {topic}: {e}"));
+    for result in results {
+        if let Err((name, e)) = result {
+            panic!("create topic {name}: {e}");
+        }
+    }
+    await_topic(bootstrap, topic, partitions);
+}
+
 /// Creates `topic` with `partitions` partitions, with tansu's own command.
 pub fn create_topic(tansu: &Tansu, topic: &str, partitions: i32) {
     let mut child = Command::new(tansu::binary())
@@ -197,20 +320,29 @@ pub fn create_topic(tansu: &Tansu, topic: &str, partitions: i32) {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "tansu topic create {topic}: {status}");
+    await_topic(&tansu.bootstrap, topic, partitions);
+}
+
+/// Waits (bounded by `LIMIT`) until the metadata shows `topic` with `partitions` partitions,
+/// each with a leader.
+pub fn await_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &tansu.bootstrap)
+        .set("bootstrap.servers", bootstrap)
         .create()
         .expect("client");
     let deadline = Instant::now() + LIMIT;
     loop {
         let m = client.fetch_metadata(Some(topic), LIMIT).expect("metadata");
-        if m.topics()
-            .iter()
-            .any(|t| t.name() == topic && t.partitions().len() == partitions as usize)
-        {
+        if m.topics().iter().any(|t| {
+            t.name() == topic
+                && t.error().is_none()
+                && t.partitions().len() == partitions as usize
+                && t.partitions().iter().all(|p| p.leader() >= 0)
+        }) {
             return;
         }
         assert!(Instant::now() < deadline, "topic {topic} did not appear");
+        // Polling the broker's metadata: there is no event to wait on.
         std::thread::sleep(Duration::from_millis(100));
     }
 }

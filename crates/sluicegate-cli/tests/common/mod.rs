@@ -1,8 +1,45 @@
 //! Helpers shared by the end-to-end tests: run the built `sluicegate` binary, bounded in time;
 //! brokers and clients ([`kafka`]); the Apache Kafka and tansu launchers and the test certificates
-//! shared with the library's tests ([`kafka_broker`], [`tansu`], [`pki`]).
+//! shared with the library's tests ([`kafka_broker`], [`tansu`], [`pki`]); [`on_brokers!`] and
+//! [`on_both_brokers!`] (declare the module with `#[macro_use] mod common;` to use them).
+//!
+//! Environment variables: `SLUICEGATE_TEST_BOOTSTRAP=host:port[,...]` runs the `kafka` tests
+//! against that broker instead of starting Apache Kafka; `SLUICEGATE_KAFKA_HOME`,
+//! `SLUICEGATE_TANSU` and `SLUICEGATE_SKIP_TANSU=1` as for the library's tests (see its
+//! `tests/common/mod.rs`).
 
 #![allow(dead_code)] // Each test binary uses its own part of this module.
+
+/// Tests `check` (a `fn(&Broker)`) on each broker named (`embedded`, `kafka`, `tansu`), as
+/// `NAME::embedded`, `NAME::kafka` and `NAME::tansu`. A tansu test passes without running when
+/// tansu tests are skipped.
+#[allow(unused_macros)] // Not every test file has such tests.
+macro_rules! on_brokers {
+    ($check:ident => $name:ident: $($broker:ident),+ $(,)?) => {
+        mod $name {
+            $(
+                #[test]
+                fn $broker() {
+                    // `Broker::tansu()` is an `Option`, the others a `Broker`: `into` takes both.
+                    let broker: Option<$crate::common::kafka::Broker> =
+                        $crate::common::kafka::Broker::$broker().into();
+                    if let Some(broker) = broker {
+                        super::$check(&broker);
+                    }
+                }
+            )+
+        }
+    };
+}
+
+/// [`on_brokers!`] on all three: `NAME::embedded`, `NAME::kafka` (Apache Kafka) and
+/// `NAME::tansu`.
+#[allow(unused_macros)] // Not every test file has such tests.
+macro_rules! on_both_brokers {
+    ($check:ident => $name:ident) => {
+        on_brokers!($check => $name: embedded, kafka, tansu);
+    };
+}
 
 pub mod kafka;
 #[path = "../../../sluicegate/tests/common/kafka_broker.rs"]
