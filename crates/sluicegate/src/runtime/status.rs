@@ -278,8 +278,20 @@ impl StatusPublisher {
         });
     }
 
-    /// Publishes the figures that change with every message, once per commit interval.
+    /// Publishes the figures that change with every message, once per commit interval: the
+    /// gauges first, so that whoever the status change wakes reads gauges as new as the status
+    /// (a scrape right after seeing a lag in the status shows that lag).
     pub fn figures(&self, f: Figures) {
+        if let Some(m) = &self.metrics {
+            m.buffered(f.buffered.messages);
+            if let Some((permits, max)) = &self.in_flight {
+                m.in_flight(max.saturating_sub(permits.available_permits()));
+            }
+            m.partitions(self.status.borrow().assigned.len(), f.paused);
+            for (tp, lag) in &f.lag {
+                m.lag(&tp.topic, tp.partition, Some(*lag));
+            }
+        }
         self.status.send_if_modified(|s| {
             let before = s.clone();
             s.buffered_messages = f.buffered.messages;
@@ -292,17 +304,6 @@ impl StatusPublisher {
             s.lag = f.lag;
             *s != before
         });
-        if let Some(m) = &self.metrics {
-            let s = self.status.borrow();
-            m.buffered(s.buffered_messages);
-            if let Some((permits, max)) = &self.in_flight {
-                m.in_flight(max.saturating_sub(permits.available_permits()));
-            }
-            m.partitions(s.assigned.len(), f.paused);
-            for (tp, lag) in &s.lag {
-                m.lag(&tp.topic, tp.partition, Some(*lag));
-            }
-        }
         self.publish_readiness();
     }
 
