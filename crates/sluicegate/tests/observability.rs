@@ -298,12 +298,18 @@ async fn lag_is_the_log_end_minus_the_committed_offset_as_the_broker_says(
         let partition = tp.partition.to_string();
         let labels = [("topic", topic.as_str()), ("partition", partition.as_str())];
         let scraped = sample(&text, "sluicegate_consumer_lag", &labels);
-        ensure!(scraped == Some(*lag as f64), "{tp:?}: scraped {scraped:?}, expected {lag}");
+        ensure!(
+            scraped == Some(*lag as f64),
+            "{tp:?}: scraped {scraped:?}, expected {lag}"
+        );
     }
 
     gate.add_permits(Semaphore::MAX_PERMITS);
     let zero: BTreeMap<_, _> = expected.keys().map(|tp| (tp.clone(), 0)).collect();
-    wait_status(&mut status, PHASE, "lag 0 at the log end", |s| s.lag == zero).await?;
+    wait_status(&mut status, PHASE, "lag 0 at the log end", |s| {
+        s.lag == zero
+    })
+    .await?;
     stop(handle).await
 }
 

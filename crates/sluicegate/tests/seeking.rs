@@ -105,7 +105,10 @@ async fn produce_timed(
         .set("linger.ms", "5")
         .create()?;
     let mut offsets = Vec::new();
-    for slice in (0..count).collect::<Vec<_>>().chunks((count as usize / 4).max(1)) {
+    for slice in (0..count)
+        .collect::<Vec<_>>()
+        .chunks((count as usize / 4).max(1))
+    {
         let mut pending = Vec::new();
         for &i in slice {
             let payload = format!("{topic}:0:{i}");
@@ -142,7 +145,10 @@ async fn seek_lands_on(
     expected: i64,
 ) -> anyhow::Result<()> {
     let landed = handle.seek(topic, 0, to).await?;
-    ensure!(landed == expected, "{to:?} landed on {landed}, not {expected}");
+    ensure!(
+        landed == expected,
+        "{to:?} landed on {landed}, not {expected}"
+    );
     let committed = broker.committed_offsets(group, topic).await?;
     ensure!(
         committed.get(&0) == Some(&expected),
@@ -153,7 +159,10 @@ async fn seek_lands_on(
 
 /// Offsets the recorder saw from the `from`-th handled message on.
 fn handled_since(recorder: &Recorder, from: usize) -> Vec<i64> {
-    recorder.handled()[from..].iter().map(|h| h.offset).collect()
+    recorder.handled()[from..]
+        .iter()
+        .map(|h| h.offset)
+        .collect()
 }
 
 /// Apache Kafka (or `SLUICEGATE_TEST_BOOTSTRAP`) only: the other test brokers cannot look up
@@ -285,8 +294,14 @@ async fn end_seek_lands_on_the_log_end_while_the_consumer_is_behind() -> anyhow:
         .await?;
     let handled: Vec<i64> = recorder.handled().iter().map(|h| h.offset).collect();
     let (before, after): (Vec<i64>, Vec<i64>) = handled.iter().partition(|o| **o < end);
-    ensure!(before.iter().all(|o| *o == 0), "handled before the end: {before:?}");
-    ensure!(after == wanted, "handled after the seek {after:?}, written {wanted:?}");
+    ensure!(
+        before.iter().all(|o| *o == 0),
+        "handled before the end: {before:?}"
+    );
+    ensure!(
+        after == wanted,
+        "handled after the seek {after:?}, written {wanted:?}"
+    );
     wait_status(&mut status, PHASE, "commits at the new log end", |s| {
         s.committed.get(&tp(&topic, 0)) == Some(&(end + 10))
     })
