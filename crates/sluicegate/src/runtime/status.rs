@@ -278,9 +278,10 @@ impl StatusPublisher {
         });
     }
 
-    /// Publishes the figures that change with every message, once per commit interval.
+    /// Publishes the figures that change with every message, once per commit interval: the
+    /// gauges first, so that whoever the status change wakes reads gauges as new as the status
+    /// (a scrape right after seeing a lag in the status shows that lag).
     pub fn figures(&self, f: Figures) {
-        // Metrics first: a watcher woken by the status may scrape them at once.
         if let Some(m) = &self.metrics {
             m.buffered(f.buffered.messages);
             if let Some((permits, max)) = &self.in_flight {

@@ -171,6 +171,13 @@ impl TestBroker {
         Self::new(Kind::Kafka, bootstrap, None)
     }
 
+    /// The Apache Kafka `kafka`, which the test started itself (to kill and restart it, say)
+    /// in place of the shared one.
+    pub fn on_kafka(kafka: &KafkaBroker) -> anyhow::Result<Self> {
+        init_logs();
+        Self::new(Kind::Kafka, kafka.bootstrap.clone(), None)
+    }
+
     /// The tansu shared by this test binary. `None` when no tansu binary is installed and
     /// `SLUICEGATE_SKIP_TANSU=1` allows skipping.
     pub fn tansu() -> anyhow::Result<Option<Self>> {
