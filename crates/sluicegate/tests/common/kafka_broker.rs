@@ -360,10 +360,7 @@ ssl.endpoint.identification.algorithm=
             .spawn()
             .map_err(|e| format!("cannot run sh to start Kafka: {e}"))?;
         let lifeline = watchdog.stdin.take();
-        self.process = Some(Process {
-            watchdog,
-            lifeline,
-        });
+        self.process = Some(Process { watchdog, lifeline });
         match self.wait_ready() {
             Ok(()) => {
                 eprintln!(
@@ -491,8 +488,7 @@ fn remove_stale_dirs(tmp: &Path) {
 }
 
 fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
         let n = chunk
