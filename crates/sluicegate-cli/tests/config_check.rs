@@ -192,7 +192,10 @@ fn the_group_protocol_is_listed_and_the_consumer_protocol_refuses_classic_settin
     // The example, with the classic protocol it names.
     let (ok, out, err) = run_with_env(&["config", "check", "--no-env", &example()], &[], LIMIT);
     assert!(ok, "{err}");
-    assert!(out.contains("group_protocol: \"classic\"  # file, line"), "{out}");
+    assert!(
+        out.contains("group_protocol: \"classic\"  # file, line"),
+        "{out}"
+    );
     assert!(out.contains("#   group.protocol=classic"), "{out}");
 
     // Switched to the consumer protocol from the environment, the example's session timeout,
@@ -227,7 +230,8 @@ fn the_group_protocol_is_listed_and_the_consumer_protocol_refuses_classic_settin
     assert_eq!(errors.len(), 3, "{err}");
 
     // Without them it passes, and the source of the protocol is named.
-    let yaml = "kafka:\n  bootstrap_servers: localhost:9092\n  group_id: billing\n  topics: [orders]\n";
+    let yaml =
+        "kafka:\n  bootstrap_servers: localhost:9092\n  group_id: billing\n  topics: [orders]\n";
     let path = file("consumer-protocol", yaml);
     let (ok, out, err) = run_with_env(&["config", "check", &path], &env, LIMIT);
     assert!(ok, "{err}");

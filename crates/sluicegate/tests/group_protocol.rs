@@ -16,6 +16,7 @@
 //! range assignor, 3 s heartbeats): one run there, in partition mode. tansu 0.6 does not.
 
 #[macro_use]
+#[allow(unused_macros)] // on_both_brokers!: these tests choose their brokers per protocol.
 mod common;
 
 use std::collections::BTreeSet;
@@ -176,7 +177,7 @@ async fn wait_members(
             .await
             .is_err()
         {
-            let owned: Vec<_> = now.iter().map(|s| owned(s)).collect();
+            let owned: Vec<_> = now.iter().map(owned).collect();
             anyhow::bail!("timed out after {PHASE:?} waiting for {what}; members own {owned:?}");
         }
     }
@@ -257,7 +258,9 @@ fn check_protocol(protocol: GroupProtocol, seen: &Option<Described>) -> anyhow::
         GroupProtocol::Classic => {
             d.protocol_type == "consumer" && d.state == "Stable" && d.members == 3
         }
-        GroupProtocol::Consumer => d.protocol_type.is_empty() && d.state == "Dead" && d.members == 0,
+        GroupProtocol::Consumer => {
+            d.protocol_type.is_empty() && d.state == "Dead" && d.members == 0
+        }
     };
     ensure!(
         as_asked,

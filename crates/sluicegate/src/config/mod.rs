@@ -315,6 +315,8 @@ named_enum!(
     }
 );
 
+// `named_enum!` derives no `Default` (its other enums have none).
+#[allow(clippy::derivable_impls)]
 impl Default for GroupProtocol {
     fn default() -> Self {
         GroupProtocol::Classic

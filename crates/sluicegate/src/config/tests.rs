@@ -375,9 +375,8 @@ fn group_protocol_comes_from_file_or_environment_and_reaches_librdkafka() {
     assert!(c.warnings().is_empty(), "{:?}", c.warnings());
     // librdkafka accepts what the configuration sets.
     c.check_client().unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        format!("{:?}", ConsumerBuilder::from_config(&c)).contains(r#""group.protocol": "consumer""#)
-    );
+    assert!(format!("{:?}", ConsumerBuilder::from_config(&c))
+        .contains(r#""group.protocol": "consumer""#));
 
     // The environment wins over the file; names are taken in any case.
     let loaded = ConsumerConfig::resolve(
@@ -508,10 +507,26 @@ fn the_builder_refuses_classic_settings_with_the_consumer_protocol() {
     };
     let handler = || crate::handler_fn(|_: crate::Message| async { Ok(()) });
     for (key, value, words) in [
-        ("session.timeout.ms", "6000", "group.consumer.session.timeout.ms"),
-        ("heartbeat.interval.ms", "500", "group.consumer.heartbeat.interval.ms"),
-        ("partition.assignment.strategy", "range", "group.remote.assignor"),
-        ("group.protocol.type", "consumer", "classic group protocol only"),
+        (
+            "session.timeout.ms",
+            "6000",
+            "group.consumer.session.timeout.ms",
+        ),
+        (
+            "heartbeat.interval.ms",
+            "500",
+            "group.consumer.heartbeat.interval.ms",
+        ),
+        (
+            "partition.assignment.strategy",
+            "range",
+            "group.remote.assignor",
+        ),
+        (
+            "group.protocol.type",
+            "consumer",
+            "classic group protocol only",
+        ),
     ] {
         // Whichever comes first: the protocol or the property.
         for consumer_first in [true, false] {
