@@ -188,6 +188,71 @@ fn environment_errors_name_the_variable() {
 }
 
 #[test]
+fn the_group_protocol_is_listed_and_the_consumer_protocol_refuses_classic_settings() {
+    // The example, with the classic protocol it names.
+    let (ok, out, err) = run_with_env(&["config", "check", "--no-env", &example()], &[], LIMIT);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("group_protocol: \"classic\"  # file, line"),
+        "{out}"
+    );
+    assert!(out.contains("#   group.protocol=classic"), "{out}");
+
+    // Switched to the consumer protocol from the environment, the example's session timeout,
+    // heartbeat and assignment strategy are refused, each saying what replaces it.
+    let env = [("KAFKA_GROUP_PROTOCOL", "consumer")];
+    let (ok, _, err) = run_with_env(&["config", "check", &example()], &env, LIMIT);
+    assert!(!ok, "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    for (start, words) in [
+        (
+            "error: kafka.session_timeout = `30s` (line ",
+            "group.consumer.session.timeout.ms",
+        ),
+        (
+            "error: kafka.heartbeat_interval = `3s` (line ",
+            "group.consumer.heartbeat.interval.ms",
+        ),
+        (
+            "error: kafka.librdkafka[\"partition.assignment.strategy\"] = `cooperative-sticky` (line ",
+            "group.remote.assignor",
+        ),
+    ] {
+        assert!(
+            errors
+                .iter()
+                .any(|l| l.starts_with(start)
+                    && l.contains("not used with kafka.group_protocol consumer")
+                    && l.contains(words)),
+            "missing `{start}` ... `{words}` in:\n{err}"
+        );
+    }
+    assert_eq!(errors.len(), 3, "{err}");
+
+    // Without them it passes, and the source of the protocol is named.
+    let yaml =
+        "kafka:\n  bootstrap_servers: localhost:9092\n  group_id: billing\n  topics: [orders]\n";
+    let path = file("consumer-protocol", yaml);
+    let (ok, out, err) = run_with_env(&["config", "check", &path], &env, LIMIT);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("group_protocol: \"consumer\"  # env KAFKA_GROUP_PROTOCOL"),
+        "{out}"
+    );
+    assert!(out.contains("#   group.protocol=consumer"), "{out}");
+    let (ok, _, err) = run_with_env(
+        &["config", "check", &path],
+        &[("KAFKA_GROUP_PROTOCOL", "kip848")],
+        LIMIT,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("error: kafka.group_protocol = `kip848` (from KAFKA_GROUP_PROTOCOL): expected one of: classic, consumer"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_missing_file_is_an_error() {
     let (ok, _, err) = run_with_env(
         &["config", "check", "/nonexistent/sluicegate.yaml"],

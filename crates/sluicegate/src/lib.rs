@@ -53,6 +53,7 @@ pub mod policy;
 mod runtime;
 pub mod security;
 
+pub use config::GroupProtocol;
 pub use dispatch::{BatchLimits, BufferLimits, Ordering};
 pub use embedded::{ApiKey, EmbeddedKafka, ResponseError};
 pub use error::Error;

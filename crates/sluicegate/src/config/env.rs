@@ -92,6 +92,7 @@ macro_rules! var {
 /// | `KAFKA_PROCESSING_TIMEOUT_MS` | `kafka.processing_timeout` | milliseconds |
 /// | `KAFKA_COMMIT_INTERVAL_MS` | `kafka.commit_interval` | milliseconds |
 /// | `KAFKA_DRAIN_TIMEOUT_MS` | `kafka.drain_timeout` | milliseconds |
+/// | `KAFKA_GROUP_PROTOCOL` | `kafka.group_protocol` | `classic`, `consumer` |
 /// | `KAFKA_SESSION_TIMEOUT_MS` | `kafka.session_timeout` | milliseconds |
 /// | `KAFKA_HEARTBEAT_INTERVAL_MS` | `kafka.heartbeat_interval` | milliseconds |
 /// | `KAFKA_MAX_POLL_INTERVAL_MS` | `kafka.max_poll_interval` | milliseconds |
@@ -224,6 +225,12 @@ pub const ENV_VARS: &[EnvVar] = &[
         "kafka.drain_timeout",
         "milliseconds",
         |c, v| c.drain_timeout = millis(v)?
+    ),
+    var!(
+        "KAFKA_GROUP_PROTOCOL",
+        "kafka.group_protocol",
+        "classic|consumer",
+        |c, v| c.group_protocol = v.trim().parse()?
     ),
     var!(
         "KAFKA_SESSION_TIMEOUT_MS",

@@ -22,7 +22,7 @@
 //!   ordering: key
 //!   retry: { max_attempts: 5, initial_backoff: 200ms, max_backoff: 10s }
 //!   dead_letter: { enabled: true }                   # to `<topic>.dlq`
-//!   session_timeout: 30s
+//!   session_timeout: 30s                             # classic group protocol only
 //!   librdkafka:                                      # passed through as is
 //!     partition.assignment.strategy: cooperative-sticky
 //! ```
@@ -295,6 +295,78 @@ impl SaslMechanism {
     }
 }
 
+named_enum!(
+    /// The consumer group protocol (`group.protocol`): how members join a group and get their
+    /// partitions. The same on every member of a group is simplest; Kafka converts a group
+    /// between the two as members come and go.
+    GroupProtocol {
+        /// The original protocol (the default): the members agree on a leader, which assigns
+        /// the partitions with `partition.assignment.strategy`; the client sets
+        /// `session.timeout.ms` and `heartbeat.interval.ms`. Every Kafka-compatible broker.
+        Classic = "classic",
+        /// KIP-848, the next-generation protocol: the broker assigns the partitions (its
+        /// assignor can be chosen with `group.remote.assignor`, `uniform` or `range`), moves
+        /// only those that change owner (incremental rebalances, no stop-the-world), and sets
+        /// the session timeout and heartbeat interval itself (`group.consumer.*` broker
+        /// settings), so `session.timeout.ms`, `heartbeat.interval.ms`,
+        /// `partition.assignment.strategy` and `group.protocol.type` are refused with it.
+        /// Needs Apache Kafka 4.0 or later.
+        Consumer = "consumer",
+    }
+);
+
+// `named_enum!` derives no `Default` (its other enums have none).
+#[allow(clippy::derivable_impls)]
+impl Default for GroupProtocol {
+    fn default() -> Self {
+        GroupProtocol::Classic
+    }
+}
+
+impl GroupProtocol {
+    /// Why the librdkafka property `key` cannot be set with this protocol (librdkafka refuses
+    /// it, or it would do nothing); `None` when it can.
+    ///
+    /// ```
+    /// use sluicegate::GroupProtocol;
+    /// assert!(GroupProtocol::Consumer.refuses("session.timeout.ms").is_some());
+    /// assert!(GroupProtocol::Classic.refuses("session.timeout.ms").is_none());
+    /// ```
+    pub fn refuses(self, key: &str) -> Option<&'static str> {
+        if self == GroupProtocol::Classic {
+            return None;
+        }
+        CLASSIC_ONLY
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, why)| *why)
+    }
+}
+
+/// librdkafka properties of the classic group protocol only, and what takes their place with
+/// the consumer protocol.
+pub(crate) const CLASSIC_ONLY: &[(&str, &str)] = &[
+    (
+        "session.timeout.ms",
+        "the broker sets the session timeout with the consumer group protocol (its \
+         group.consumer.session.timeout.ms, 45s by default)",
+    ),
+    (
+        "heartbeat.interval.ms",
+        "the broker sets the heartbeat interval with the consumer group protocol (its \
+         group.consumer.heartbeat.interval.ms, 5s by default)",
+    ),
+    (
+        "partition.assignment.strategy",
+        "the broker assigns partitions with the consumer group protocol; choose its assignor \
+         with group.remote.assignor (uniform or range) instead",
+    ),
+    (
+        "group.protocol.type",
+        "applies to the classic group protocol only",
+    ),
+];
+
 /// Serde glue: [`Ordering`] by its name.
 mod ordering_name {
     use super::*;
@@ -423,10 +495,15 @@ pub struct ConsumerConfig {
     /// How long revocation and shutdown wait for handlers in flight (10s).
     #[serde(with = "human")]
     pub drain_timeout: Duration,
-    /// `session.timeout.ms` (librdkafka: 45s).
+    /// The consumer group protocol, `classic` (the default) or `consumer` (KIP-848: the
+    /// broker assigns partitions incrementally and sets the session timeout and heartbeat
+    /// interval; Apache Kafka 4.0 or later). See [`GroupProtocol`].
+    pub group_protocol: GroupProtocol,
+    /// `session.timeout.ms` (librdkafka: 45s). Classic group protocol only.
     #[serde(with = "human::opt")]
     pub session_timeout: Option<Duration>,
     /// `heartbeat.interval.ms` (librdkafka: 3s); at most a third of the session timeout.
+    /// Classic group protocol only.
     #[serde(with = "human::opt")]
     pub heartbeat_interval: Option<Duration>,
     /// `max.poll.interval.ms` (librdkafka: 5m).
@@ -461,6 +538,7 @@ impl Default for ConsumerConfig {
             processing_timeout: None,
             commit_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
+            group_protocol: GroupProtocol::Classic,
             session_timeout: None,
             heartbeat_interval: None,
             max_poll_interval: None,
@@ -619,11 +697,18 @@ fn ms(d: Duration) -> String {
 impl ConsumerConfig {
     /// The librdkafka properties the typed settings stand for, with the path of each.
     pub(crate) fn derived(&self) -> Vec<Derived> {
-        let mut out: Vec<Derived> = vec![(
-            "auto.offset.reset",
-            "kafka.auto_offset_reset",
-            self.auto_offset_reset.as_str().into(),
-        )];
+        let mut out: Vec<Derived> = vec![
+            (
+                "auto.offset.reset",
+                "kafka.auto_offset_reset",
+                self.auto_offset_reset.as_str().into(),
+            ),
+            (
+                "group.protocol",
+                "kafka.group_protocol",
+                self.group_protocol.as_str().into(),
+            ),
+        ];
         let mut opt = |key, path, value: Option<String>| {
             if let Some(v) = value {
                 out.push((key, path, v));

@@ -358,6 +358,231 @@ fn group_timeout_rules_use_librdkafka_defaults_where_unset() {
 }
 
 #[test]
+fn group_protocol_comes_from_file_or_environment_and_reaches_librdkafka() {
+    // Classic by default, and said so to librdkafka (whose default may change).
+    let c = ConsumerConfig::from_yaml_str(BASE).unwrap();
+    assert_eq!(c.group_protocol, GroupProtocol::Classic);
+    assert_eq!(c.client_properties()["group.protocol"], "classic");
+
+    let c = ConsumerConfig::from_yaml_str(&format!(
+        "{BASE}  group_protocol: consumer\n  librdkafka:\n    group.remote.assignor: uniform\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.group_protocol, GroupProtocol::Consumer);
+    let props = c.client_properties();
+    assert_eq!(props["group.protocol"], "consumer");
+    assert!(!props.contains_key("session.timeout.ms"), "{props:?}");
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    // librdkafka accepts what the configuration sets.
+    c.check_client().unwrap_or_else(|e| panic!("{e}"));
+    assert!(format!("{:?}", ConsumerBuilder::from_config(&c))
+        .contains(r#""group.protocol": "consumer""#));
+
+    // The environment wins over the file; names are taken in any case.
+    let loaded = ConsumerConfig::resolve(
+        Some(&format!("{BASE}  group_protocol: classic\n")),
+        [("KAFKA_GROUP_PROTOCOL", " Consumer ")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.config.group_protocol, GroupProtocol::Consumer);
+    assert_eq!(
+        loaded.sources.of("kafka.group_protocol"),
+        Source::Env("KAFKA_GROUP_PROTOCOL".into())
+    );
+    // It round-trips through the YAML shown by `config check`.
+    let back = ConsumerConfig::from_yaml_str(&loaded.config.to_yaml()).unwrap();
+    assert_eq!(back.group_protocol, GroupProtocol::Consumer);
+}
+
+#[test]
+fn a_bad_group_protocol_names_the_value_and_the_choices() {
+    let errors = errors_of(&format!("{BASE}  group_protocol: kip848\n"), &[]);
+    assert_error(
+        &errors,
+        "kafka.group_protocol",
+        "kip848",
+        &["line 5", "expected one of: classic, consumer"],
+    );
+    let errors = errors_of(BASE, &[("KAFKA_GROUP_PROTOCOL", "new")]);
+    assert_error(
+        &errors,
+        "kafka.group_protocol",
+        "new",
+        &["from KAFKA_GROUP_PROTOCOL", "classic, consumer"],
+    );
+}
+
+#[test]
+fn the_consumer_protocol_refuses_the_classic_protocols_settings() {
+    let yaml = format!(
+        "{BASE}  group_protocol: consumer\n  session_timeout: 6s\n  heartbeat_interval: 5s\n  \
+         librdkafka:\n    partition.assignment.strategy: cooperative-sticky\n    \
+         group.protocol.type: consumer\n    group.protocol: classic\n"
+    );
+    let errors = errors_of(&yaml, &[]);
+    assert_error(
+        &errors,
+        "kafka.session_timeout",
+        "6s",
+        &[
+            "line 6",
+            "not used with kafka.group_protocol consumer",
+            "group.consumer.session.timeout.ms",
+            "set kafka.group_protocol to classic",
+        ],
+    );
+    // Refused for the protocol, not measured against a session timeout it does not use.
+    assert_eq!(errors.at("kafka.heartbeat_interval").count(), 1, "{errors}");
+    assert_error(
+        &errors,
+        "kafka.heartbeat_interval",
+        "5s",
+        &["group.consumer.heartbeat.interval.ms"],
+    );
+    assert_error(
+        &errors,
+        "kafka.librdkafka[\"partition.assignment.strategy\"]",
+        "cooperative-sticky",
+        &["group.remote.assignor (uniform or range)"],
+    );
+    assert_error(
+        &errors,
+        "kafka.librdkafka[\"group.protocol.type\"]",
+        "consumer",
+        &["classic group protocol only"],
+    );
+    assert_error(
+        &errors,
+        "kafka.librdkafka[\"group.protocol\"]",
+        "classic",
+        &["also set by kafka.group_protocol"],
+    );
+    assert_eq!(errors.0.len(), 5, "{errors}");
+    // The pass-through session timeout is refused for the protocol, not as a typed setting.
+    let errors = errors_of(
+        &format!("{BASE}  group_protocol: consumer\n  librdkafka:\n    session.timeout.ms: 6000\n"),
+        &[],
+    );
+    assert_error(
+        &errors,
+        "kafka.librdkafka[\"session.timeout.ms\"]",
+        "6000",
+        &["group.consumer.session.timeout.ms"],
+    );
+
+    // The same settings are fine with the classic protocol.
+    let classic = format!(
+        "{BASE}  session_timeout: 6s\n  heartbeat_interval: 2s\n  librdkafka:\n    \
+         partition.assignment.strategy: cooperative-sticky\n"
+    );
+    ConsumerConfig::from_yaml_str(&classic).unwrap_or_else(|e| panic!("{e}"));
+    // A max.poll.interval.ms below librdkafka's default session timeout (45s) is refused with
+    // the classic protocol only: with the consumer protocol there is no client session.
+    let short_poll = "  max_poll_interval: 10s\n";
+    let errors = errors_of(&format!("{BASE}{short_poll}"), &[]);
+    assert_error(&errors, "kafka.max_poll_interval", "10s", &["(45s)"]);
+    ConsumerConfig::from_yaml_str(&format!("{BASE}{short_poll}  group_protocol: consumer\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The broker's assignor does nothing with the classic protocol: a warning.
+    let c = ConsumerConfig::from_yaml_str(&format!(
+        "{BASE}  librdkafka:\n    group.remote.assignor: range\n"
+    ))
+    .unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string()
+            .starts_with("kafka.librdkafka[\"group.remote.assignor\"] = `range`: ignored"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn the_builder_refuses_classic_settings_with_the_consumer_protocol() {
+    let builder = || {
+        crate::Consumer::builder()
+            .bootstrap_servers("localhost:9092")
+            .group_id("g")
+            .topic("t")
+    };
+    let handler = || crate::handler_fn(|_: crate::Message| async { Ok(()) });
+    for (key, value, words) in [
+        (
+            "session.timeout.ms",
+            "6000",
+            "group.consumer.session.timeout.ms",
+        ),
+        (
+            "heartbeat.interval.ms",
+            "500",
+            "group.consumer.heartbeat.interval.ms",
+        ),
+        (
+            "partition.assignment.strategy",
+            "range",
+            "group.remote.assignor",
+        ),
+        (
+            "group.protocol.type",
+            "consumer",
+            "classic group protocol only",
+        ),
+    ] {
+        // Whichever comes first: the protocol or the property.
+        for consumer_first in [true, false] {
+            let b = if consumer_first {
+                builder()
+                    .group_protocol(GroupProtocol::Consumer)
+                    .set(key, value)
+            } else {
+                builder()
+                    .set(key, value)
+                    .group_protocol(GroupProtocol::Consumer)
+            };
+            match b.build(handler()) {
+                Err(crate::Error::Config {
+                    key: k,
+                    value: v,
+                    reason,
+                }) => {
+                    assert_eq!((k.as_str(), v.as_str()), (key, value));
+                    assert!(reason.contains("group.protocol=consumer"), "{reason}");
+                    assert!(reason.contains(words), "{reason}");
+                }
+                Err(other) => panic!("{key}: unexpected error {other}"),
+                Ok(_) => panic!("{key}={value} was accepted with the consumer protocol"),
+            }
+        }
+        // The classic protocol takes it.
+        builder()
+            .group_protocol(GroupProtocol::Classic)
+            .set(key, value)
+            .build(handler())
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+    }
+    builder()
+        .group_protocol(GroupProtocol::Consumer)
+        .set("group.remote.assignor", "uniform")
+        .build(handler())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The raw property is checked as well.
+    match builder().set("group.protocol", "kip848").build(handler()) {
+        Err(crate::Error::Config { key, reason, .. }) => {
+            assert_eq!(key, "group.protocol");
+            assert!(reason.contains("classic, consumer"), "{reason}");
+        }
+        other => panic!("expected a config error, got {:?}", other.err()),
+    }
+    // A later call wins over the configuration, as for every setting.
+    let c = ConsumerConfig::from_yaml_str(&format!("{BASE}  group_protocol: consumer\n")).unwrap();
+    ConsumerBuilder::from_config(&c)
+        .group_protocol(GroupProtocol::Classic)
+        .set("session.timeout.ms", "6000")
+        .build(handler())
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
 fn dead_letter_rules() {
     let c = ConsumerConfig::from_yaml_str(&format!("{BASE}  dead_letter: {{ enabled: true }}\n"))
         .unwrap();
@@ -638,6 +863,7 @@ fn valid_config() -> impl Strategy<Value = ConsumerConfig> {
         ]),
         prop::option::of("[a-z]{1,10}"),
         prop::collection::btree_map("[a-z]{1,8}\\.[a-z]{1,8}", "[a-z0-9]{1,8}", 0..3),
+        prop::sample::select(vec![GroupProtocol::Classic, GroupProtocol::Consumer]),
     )
         .prop_map(
             |(
@@ -650,6 +876,7 @@ fn valid_config() -> impl Strategy<Value = ConsumerConfig> {
                 ordering,
                 dlq,
                 props,
+                group_protocol,
             )| {
                 let mut topics = topics;
                 topics.dedup();
@@ -658,6 +885,7 @@ fn valid_config() -> impl Strategy<Value = ConsumerConfig> {
                     group_id: "g".into(),
                     max_in_flight: in_flight,
                     ordering,
+                    group_protocol,
                     ..ConsumerConfig::default()
                 };
                 c.topics = topics.clone();

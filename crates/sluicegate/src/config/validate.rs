@@ -8,7 +8,7 @@ use crate::runtime::MANAGED;
 use crate::{ConsumerBuilder, Error};
 
 use super::load::{property_path, Source};
-use super::{human, ConsumerConfig, SaslMechanism, SecurityProtocol, REDACTED};
+use super::{human, ConsumerConfig, GroupProtocol, SaslMechanism, SecurityProtocol, REDACTED};
 
 /// One problem with one setting: its path (like `kafka.retry.max_attempts`), the value given
 /// (secrets redacted), what is wrong and what is allowed, and where the value came from.
@@ -120,7 +120,10 @@ impl ConsumerConfig {
     /// Warnings: settings that are legal but probably not what is meant.
     pub fn warnings(&self) -> Vec<ConfigError> {
         let mut out = Vec::new();
-        if let Some(s) = self.session_timeout {
+        if let Some(s) = self
+            .session_timeout
+            .filter(|_| self.group_protocol == GroupProtocol::Classic)
+        {
             let (lo, hi) = BROKER_SESSION_TIMEOUT;
             if s < lo || s > hi {
                 out.push(ConfigError::new(
@@ -132,6 +135,16 @@ impl ConsumerConfig {
                         human::show(lo),
                         human::show(hi)
                     ),
+                ));
+            }
+        }
+        if self.group_protocol == GroupProtocol::Classic {
+            if let Some(v) = self.librdkafka.0.get("group.remote.assignor") {
+                out.push(ConfigError::new(
+                    property_path("group.remote.assignor"),
+                    v.clone(),
+                    "ignored with kafka.group_protocol classic: it chooses the broker's assignor \
+                     with kafka.group_protocol consumer",
                 ));
             }
         }
@@ -304,45 +317,31 @@ impl ConsumerConfig {
             }
         }
 
-        // Group timeouts (librdkafka's defaults where unset).
-        let session = self.session_timeout.unwrap_or(SESSION_DEFAULT);
-        let heartbeat = self.heartbeat_interval.unwrap_or(HEARTBEAT_DEFAULT);
-        let max_poll = self.max_poll_interval.unwrap_or(MAX_POLL_DEFAULT);
-        if let Some(s) = self.session_timeout {
-            if s > Duration::from_secs(3600) {
-                err(
+        // Group timeouts (librdkafka's defaults where unset); the broker's with the consumer
+        // group protocol.
+        if self.group_protocol == GroupProtocol::Consumer {
+            for (path, value, key) in [
+                (
                     "kafka.session_timeout",
-                    human::show(s),
-                    "must be at most 1h (librdkafka's limit); brokers allow up to 30m by default",
-                );
+                    self.session_timeout,
+                    "session.timeout.ms",
+                ),
+                (
+                    "kafka.heartbeat_interval",
+                    self.heartbeat_interval,
+                    "heartbeat.interval.ms",
+                ),
+            ] {
+                if let Some(v) = value {
+                    err(path, human::show(v), &not_with_consumer(key));
+                }
             }
+        } else {
+            self.classic_timeout_problems(&mut out);
         }
-        if !heartbeat.is_zero() && !session.is_zero() && heartbeat * 3 > session {
-            let (path, value) = match self.heartbeat_interval {
-                Some(h) => ("kafka.heartbeat_interval", human::show(h)),
-                None => ("kafka.session_timeout", human::show(session)),
-            };
-            err(
-                path,
-                value,
-                &format!(
-                    "the heartbeat interval ({}) must be at most a third of the session \
-                     timeout ({}), so that a missed heartbeat or two do not evict the consumer",
-                    human::show(heartbeat),
-                    human::show(session)
-                ),
-            );
-        }
-        if !max_poll.is_zero() && max_poll < session {
-            err(
-                "kafka.max_poll_interval",
-                human::show(max_poll),
-                &format!(
-                    "must be at least the session timeout ({})",
-                    human::show(session)
-                ),
-            );
-        }
+        let mut err = |path: &str, value: String, reason: &str| {
+            out.push(ConfigError::new(path, value, reason));
+        };
 
         // Security.
         let s = &self.security;
@@ -482,6 +481,8 @@ impl ConsumerConfig {
                     "managed by Sluicegate: set kafka.bootstrap_servers and kafka.group_id, \
                      and leave offset commits to the runtime",
                 );
+            } else if self.group_protocol.refuses(key).is_some() {
+                err(&path, shown, &not_with_consumer(key));
             } else if let Some((_, owner, _)) = derived.iter().find(|(k, _, _)| k == key) {
                 err(
                     &path,
@@ -497,6 +498,52 @@ impl ConsumerConfig {
             }
         }
         out
+    }
+
+    /// The rules between the classic group protocol's timeouts (librdkafka's defaults where
+    /// unset).
+    fn classic_timeout_problems(&self, out: &mut Vec<ConfigError>) {
+        let mut err = |path: &str, value: String, reason: &str| {
+            out.push(ConfigError::new(path, value, reason));
+        };
+        let session = self.session_timeout.unwrap_or(SESSION_DEFAULT);
+        let heartbeat = self.heartbeat_interval.unwrap_or(HEARTBEAT_DEFAULT);
+        let max_poll = self.max_poll_interval.unwrap_or(MAX_POLL_DEFAULT);
+        if let Some(s) = self.session_timeout {
+            if s > Duration::from_secs(3600) {
+                err(
+                    "kafka.session_timeout",
+                    human::show(s),
+                    "must be at most 1h (librdkafka's limit); brokers allow up to 30m by default",
+                );
+            }
+        }
+        if !heartbeat.is_zero() && !session.is_zero() && heartbeat * 3 > session {
+            let (path, value) = match self.heartbeat_interval {
+                Some(h) => ("kafka.heartbeat_interval", human::show(h)),
+                None => ("kafka.session_timeout", human::show(session)),
+            };
+            err(
+                path,
+                value,
+                &format!(
+                    "the heartbeat interval ({}) must be at most a third of the session \
+                     timeout ({}), so that a missed heartbeat or two do not evict the consumer",
+                    human::show(heartbeat),
+                    human::show(session)
+                ),
+            );
+        }
+        if !max_poll.is_zero() && max_poll < session {
+            err(
+                "kafka.max_poll_interval",
+                human::show(max_poll),
+                &format!(
+                    "must be at least the session timeout ({})",
+                    human::show(session)
+                ),
+            );
+        }
     }
 
     /// librdkafka's view: creates (without connecting) a consumer from the effective client
@@ -548,6 +595,15 @@ impl ConsumerConfig {
             Err(ConfigErrors(errors))
         }
     }
+}
+
+/// Why the classic group protocol's property `key` is refused with the consumer protocol.
+fn not_with_consumer(key: &str) -> String {
+    format!(
+        "not used with kafka.group_protocol consumer (KIP-848): {}; remove it, or set \
+         kafka.group_protocol to classic",
+        GroupProtocol::Consumer.refuses(key).unwrap_or_default()
+    )
 }
 
 /// librdkafka properties with a typed setting, which `librdkafka:` must not set.

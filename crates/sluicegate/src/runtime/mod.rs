@@ -29,7 +29,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{ConsumerConfig, Properties};
+use crate::config::{ConsumerConfig, GroupProtocol, Properties};
 use crate::dead_letter::{DeadLetter, DeadLetterWriter};
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::handler::{BatchHandler, Batched, Handler, Work};
@@ -193,7 +193,8 @@ impl ConsumerBuilder {
 
     /// Sets a librdkafka property, passed through as is (for example `session.timeout.ms`,
     /// `security.protocol`, `partition.assignment.strategy`). librdkafka validates it when the
-    /// consumer is built. `auto.offset.reset` defaults to `earliest` here, so that a new group
+    /// consumer is built; properties of the classic group protocol are refused with
+    /// [`GroupProtocol::Consumer`] (see [`group_protocol`](Self::group_protocol)). `auto.offset.reset` defaults to `earliest` here, so that a new group
     /// misses nothing. Offset commits are the runtime's: `enable.auto.commit` and
     /// `enable.auto.offset.store` are refused. `fetch.queue.backoff.ms` defaults to 20 ms (librdkafka:
     /// 1 s), since the runtime uses librdkafka's prefetch queue as a brake.
@@ -204,6 +205,41 @@ impl ConsumerBuilder {
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.client.0.insert(key.into(), value.into());
         self
+    }
+
+    /// The consumer group protocol; [`GroupProtocol::Classic`] by default (librdkafka's
+    /// `group.protocol`, which [`set`](Self::set) may give as well).
+    ///
+    /// [`GroupProtocol::Consumer`] (KIP-848, Apache Kafka 4.0 or later) lets the broker assign
+    /// partitions and move only those that change owner, and takes the session timeout and
+    /// heartbeat interval from the broker: `session.timeout.ms`, `heartbeat.interval.ms`,
+    /// `partition.assignment.strategy` and `group.protocol.type` are then refused at
+    /// [`build`](Self::build); the broker's assignor may be chosen with
+    /// `.set("group.remote.assignor", "uniform")` (or `range`). The runtime's guarantees are
+    /// the same with both: revoked partitions are drained and committed before they move.
+    ///
+    /// ```
+    /// use sluicegate::{handler_fn, Consumer, GroupProtocol, Message};
+    ///
+    /// let consumer = Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .group_id("billing")
+    ///     .topic("orders")
+    ///     .group_protocol(GroupProtocol::Consumer)
+    ///     .build(handler_fn(|_: Message| async { Ok(()) }));
+    /// assert!(consumer.is_ok());
+    ///
+    /// let refused = Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .group_id("billing")
+    ///     .topic("orders")
+    ///     .group_protocol(GroupProtocol::Consumer)
+    ///     .set("session.timeout.ms", "6000")
+    ///     .build(handler_fn(|_: Message| async { Ok(()) }));
+    /// assert!(refused.is_err());
+    /// ```
+    pub fn group_protocol(self, protocol: GroupProtocol) -> Self {
+        self.set("group.protocol", protocol.as_str())
     }
 
     /// How messages of a partition may run in parallel; [`Ordering::Partition`] by default.
@@ -530,6 +566,7 @@ impl ConsumerBuilder {
                 });
             }
         }
+        self.check_group_protocol()?;
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &bootstrap)
@@ -557,6 +594,32 @@ impl ConsumerBuilder {
             client.set(key, value);
         }
         Ok(client)
+    }
+
+    /// The group protocol `group.protocol` asks for (classic when unset), after checking that
+    /// no property of the other protocol is set with it.
+    fn check_group_protocol(&self) -> Result<GroupProtocol, Error> {
+        let protocol = match self.client.0.get("group.protocol") {
+            None => GroupProtocol::Classic,
+            Some(value) => value.trim().parse().map_err(|reason| Error::Config {
+                key: "group.protocol".into(),
+                value: value.clone(),
+                reason,
+            })?,
+        };
+        for (key, value) in &self.client.0 {
+            if let Some(why) = protocol.refuses(key) {
+                return Err(Error::Config {
+                    key: key.clone(),
+                    value: value.clone(),
+                    reason: format!(
+                        "not used with group.protocol=consumer (KIP-848): {why}; remove it, or \
+                         use the classic group protocol"
+                    ),
+                });
+            }
+        }
+        Ok(protocol)
     }
 
     /// The producer settings of the [`Output`] (and, in exactly-once mode, of the dead-letter

@@ -240,6 +240,27 @@ impl TestBroker {
             .set("heartbeat.interval.ms", "500")
     }
 
+    /// A consumer builder for this broker with the group protocol `protocol`: with the classic
+    /// protocol that of [`consumer`](Self::consumer) (short session); with the consumer protocol
+    /// (KIP-848) the session and heartbeat are the broker's, and the client may not set them
+    /// (the test Kafka sets `group.consumer.session.timeout.ms=6000` and
+    /// `group.consumer.heartbeat.interval.ms=500`; the mock cluster 30 s and 3 s).
+    pub fn consumer_with(
+        &self,
+        group: &str,
+        topic: &str,
+        protocol: sluicegate::GroupProtocol,
+    ) -> ConsumerBuilder {
+        match protocol {
+            sluicegate::GroupProtocol::Classic => self.consumer(group, topic),
+            sluicegate::GroupProtocol::Consumer => sluicegate::Consumer::builder()
+                .bootstrap_servers(&self.bootstrap)
+                .group_id(group)
+                .topic(topic),
+        }
+        .group_protocol(protocol)
+    }
+
     /// Creates `name` with `partitions` partitions and waits until its metadata shows them all
     /// with a leader.
     pub async fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
