@@ -32,9 +32,10 @@ use rdkafka::ClientConfig;
 
 use super::pki::Pki;
 
-/// How long the broker may take to answer metadata after it is started (about 10 s on 2 busy
-/// cores).
-const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the broker may take to answer metadata after it is started: about 10 s on 2 quiet
+/// cores, 30 to more than 90 s on 2 cores under a load average above 20 (then a shorter bound
+/// kills a broker about to be ready, and the next attempt starts from nothing).
+const START_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// SASL users known to the broker: `(mechanism, user, password)`. PLAIN users are in the
 /// listener's JAAS configuration; SCRAM users were added when the storage was formatted.
