@@ -39,7 +39,7 @@ pub enum Error {
     NotAssigned(String),
     /// The TLS handshake with the brokers failed in a way retrying cannot fix (see
     /// [`security`](crate::security) for the rule): an untrusted or invalid broker
-    /// certificate, or a broker that wants a client certificate.
+    /// certificate, or a broker that wants a client certificate or refuses ours.
     #[error("TLS handshake with the brokers failed: {0}")]
     Tls(String),
     /// The brokers refused the credentials (see [`security`](crate::security)).

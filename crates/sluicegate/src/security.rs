@@ -24,7 +24,14 @@
 //!   With TLS 1.3 the client's side of the handshake is over before the broker checks the
 //!   client certificate, so a broker that wants one (and got none, or one it does not trust)
 //!   answers the first request with a TLS alert, which librdkafka reports as a transport
-//!   failure (`Receive failed: ... tlsv13 alert certificate required`), not as a TLS error.
+//!   failure, not as a TLS error: `tlsv13 alert certificate required` (OpenSSL, rustls) or
+//!   `ssl/tls alert bad certificate` (Apache Kafka, for a missing certificate too),
+//!   `certificate unknown`, `unknown ca`... The error then says which of the two it is likely
+//!   to be: no client certificate is configured, or the broker refused the configured one.
+//!   librdkafka does not send a client certificate whose issuer is not among the CAs the broker
+//!   lists (it logs `No matching issuer found in server trusted certificate authorities`): a
+//!   broker that requires one then sees none, and one that only requests one lets the client
+//!   in without it.
 //!
 //! AWS MSK IAM: `MskIamTokenProvider`, with the `msk-iam` cargo feature (off by default: it
 //! brings in the AWS SDK).
@@ -273,6 +280,8 @@ pub(crate) struct SecurityWatch {
     user: String,
     /// Secret values of the settings, scrubbed from reasons before they are shown.
     secrets: Vec<String>,
+    /// A client certificate is configured (`ssl.certificate.*`, `ssl.keystore.location`).
+    client_certificate: bool,
     tls_errors: VecDeque<Instant>,
 }
 
@@ -298,6 +307,13 @@ impl SecurityWatch {
                 .map(|u| format!("`{u}`"))
                 .unwrap_or_else(|| "not set".to_owned()),
             secrets,
+            client_certificate: [
+                "ssl.certificate.location",
+                "ssl.certificate.pem",
+                "ssl.keystore.location",
+            ]
+            .iter()
+            .any(|k| config.get(k).is_some_and(|v| !v.trim().is_empty())),
             tls_errors: VecDeque::new(),
         }
     }
@@ -322,12 +338,14 @@ impl SecurityWatch {
             }
             RDKafkaErrorCode::BrokerTransportFailure if is_certificate_alert(reason) => {
                 let mut reason = self.scrub(reason);
-                if reason.contains("alert certificate required") {
-                    reason.push_str(
-                        " (the broker wants a client certificate: set ssl.certificate.location \
-                         and ssl.key.location)",
-                    );
-                }
+                reason.push_str(if self.client_certificate {
+                    " (the broker refused the client certificate: is it expired, or not signed \
+                     by a CA the broker trusts? librdkafka sends none whose issuer the broker \
+                     does not list; see ssl.certificate.location)"
+                } else {
+                    " (the broker wants a client certificate: set ssl.certificate.location and \
+                     ssl.key.location)"
+                });
                 Some(SecurityFailure::Tls(reason))
             }
             RDKafkaErrorCode::SSL => {
@@ -448,14 +466,35 @@ mod tests {
                 && r.contains("ssl.certificate.location")),
             "{e:?}"
         );
-        let reason = "Receive failed: error:0A000418:SSL routines::tlsv1 alert unknown ca";
-        assert!(watch()
+        // Apache Kafka answers a missing client certificate with `bad certificate`.
+        let reason = "ssl://127.0.0.1:1/bootstrap: Receive failed: error:0A000412:SSL \
+                      routines::ssl/tls alert bad certificate: SSL alert number 42";
+        let e = watch()
             .observe(
                 RDKafkaErrorCode::BrokerTransportFailure,
                 reason,
-                Instant::now()
+                Instant::now(),
             )
-            .is_some());
+            .map(Error::from);
+        assert!(
+            matches!(&e, Some(Error::Tls(r)) if r.contains("wants a client certificate")),
+            "{e:?}"
+        );
+        // With a client certificate configured, the broker refused it.
+        let mut config = ClientConfig::new();
+        config.set("ssl.certificate.location", "/etc/kafka/client.pem");
+        let reason = "Receive failed: error:0A000418:SSL routines::tlsv1 alert unknown ca";
+        let e = SecurityWatch::new(&config)
+            .observe(
+                RDKafkaErrorCode::BrokerTransportFailure,
+                reason,
+                Instant::now(),
+            )
+            .map(Error::from);
+        assert!(
+            matches!(&e, Some(Error::Tls(r)) if r.contains("refused the client certificate")),
+            "{e:?}"
+        );
         // Other TLS alerts on an established connection are not about configuration.
         let reason = "Receive failed: error:0A000126:SSL routines::unexpected eof while reading";
         assert!(watch()

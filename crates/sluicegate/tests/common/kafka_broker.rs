@@ -11,7 +11,10 @@
 //! - SSL with the certificates of [`KafkaBroker::pki`], a client certificate requested
 //!   (verified against the test CA when one is presented) ([`KafkaBroker::ssl`]);
 //! - SASL_SSL with the same mechanisms and certificates ([`KafkaBroker::sasl_ssl`]);
-//! - SASL_PLAINTEXT with OAUTHBEARER and Kafka's unsecured JWT validator ([`KafkaBroker::oauth`]).
+//! - SASL_PLAINTEXT with OAUTHBEARER and Kafka's unsecured JWT validator ([`KafkaBroker::oauth`]);
+//! - SSL that requires a client certificate signed by the test CA ([`KafkaBroker::mtls`]);
+//! - SSL with a server certificate signed by the test CA for another name, `broker.invalid`
+//!   ([`KafkaBroker::misnamed`]), which hostname verification rejects.
 //!
 //! The jars come from `SLUICEGATE_KAFKA_HOME` or `.tools/kafka` at the workspace root, where
 //! `scripts/install-kafka` puts them; Java from `SLUICEGATE_JAVA`, `JAVA_HOME` or the `PATH`.
@@ -29,9 +32,10 @@ use rdkafka::ClientConfig;
 
 use super::pki::Pki;
 
-/// How long the broker may take to answer metadata after it is started (about 10 s on 2 busy
-/// cores).
-const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the broker may take to answer metadata after it is started: about 10 s on 2 quiet
+/// cores, 30 to more than 90 s on 2 cores under a load average above 20 (then a shorter bound
+/// kills a broker about to be ready, and the next attempt starts from nothing).
+const START_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// SASL users known to the broker: `(mechanism, user, password)`. PLAIN users are in the
 /// listener's JAAS configuration; SCRAM users were added when the storage was formatted.
@@ -83,13 +87,15 @@ struct Ports {
     ssl: u16,
     sasl_ssl: u16,
     oauth: u16,
+    mtls: u16,
+    misnamed: u16,
     controller: u16,
 }
 
 impl Ports {
     fn free() -> Result<Ports, String> {
         // Held together so that no two are the same; released just before the broker binds.
-        let listeners: Vec<TcpListener> = (0..6)
+        let listeners: Vec<TcpListener> = (0..8)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
             .collect::<Result<_, _>>()
             .map_err(|e| format!("no free loopback port: {e}"))?;
@@ -100,7 +106,9 @@ impl Ports {
             ssl: port(2),
             sasl_ssl: port(3),
             oauth: port(4),
-            controller: port(5),
+            mtls: port(5),
+            misnamed: port(6),
+            controller: port(7),
         })
     }
 }
@@ -122,6 +130,11 @@ pub struct KafkaBroker {
     pub sasl_ssl: String,
     /// The SASL_PLAINTEXT listener with OAUTHBEARER (unsecured JWT validator).
     pub oauth: String,
+    /// The SSL listener that requires a client certificate signed by the test CA.
+    pub mtls: String,
+    /// The SSL listener whose certificate ([`Pki::misnamed_keystore`]) is signed by the test CA
+    /// but for `broker.invalid`, not `127.0.0.1`: hostname verification rejects it.
+    pub misnamed: String,
     /// The certificates of the SSL listeners; [`Pki::ca`] signed the broker's.
     pub pki: Pki,
     /// The broker's own log.
@@ -190,6 +203,8 @@ impl KafkaBroker {
             ssl: addr(ports.ssl),
             sasl_ssl: addr(ports.sasl_ssl),
             oauth: addr(ports.oauth),
+            mtls: addr(ports.mtls),
+            misnamed: addr(ports.misnamed),
             pki,
             log,
             ports,
@@ -222,9 +237,9 @@ impl KafkaBroker {
             "process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{plaintext},SASL://127.0.0.1:{sasl},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl_ssl},OAUTH://127.0.0.1:{oauth},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{plaintext},SASL://127.0.0.1:{sasl},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl_ssl},OAUTH://127.0.0.1:{oauth}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,OAUTH:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:{plaintext},SASL://127.0.0.1:{sasl},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl_ssl},OAUTH://127.0.0.1:{oauth},MTLS://127.0.0.1:{mtls},MISNAMED://127.0.0.1:{misnamed},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{plaintext},SASL://127.0.0.1:{sasl},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl_ssl},OAUTH://127.0.0.1:{oauth},MTLS://127.0.0.1:{mtls},MISNAMED://127.0.0.1:{misnamed}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,OAUTH:SASL_PLAINTEXT,MTLS:SSL,MISNAMED:SSL,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data}
@@ -265,6 +280,8 @@ ssl.truststore.type=PEM
 ssl.truststore.location={ca}
 ssl.client.auth=requested
 ssl.endpoint.identification.algorithm=
+listener.name.mtls.ssl.client.auth=required
+listener.name.misnamed.ssl.keystore.location={misnamed_keystore}
 ",
             controller = p.controller,
             plaintext = p.plaintext,
@@ -272,9 +289,12 @@ ssl.endpoint.identification.algorithm=
             ssl = p.ssl,
             sasl_ssl = p.sasl_ssl,
             oauth = p.oauth,
+            mtls = p.mtls,
+            misnamed = p.misnamed,
             data = self.data().display(),
             keystore = self.pki.server_keystore.display(),
             ca = self.pki.ca.display(),
+            misnamed_keystore = self.pki.misnamed_keystore.display(),
         );
         // Extra broker settings for a test run (`key=value` lines), e.g. to try a setting.
         if let Some(extra) = env_nonempty("SLUICEGATE_KAFKA_SERVER_PROPERTIES") {

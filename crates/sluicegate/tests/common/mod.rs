@@ -167,6 +167,14 @@ impl TestBroker {
         if let Some(bootstrap) = env_nonempty("SLUICEGATE_TEST_BOOTSTRAP") {
             return Self::new(Kind::External, bootstrap, None);
         }
+        Self::started_kafka()
+    }
+
+    /// The Apache Kafka shared by this test binary (its PLAINTEXT listener), even when
+    /// `SLUICEGATE_TEST_BOOTSTRAP` is set: for tests that need its other listeners and users
+    /// ([`shared_kafka`]).
+    pub fn started_kafka() -> anyhow::Result<Self> {
+        init_logs();
         let bootstrap = shared_kafka()?.bootstrap.clone();
         Self::new(Kind::Kafka, bootstrap, None)
     }
@@ -787,7 +795,8 @@ impl Recorder {
     }
 }
 
-fn init_logs() {
+/// Sends the library's logs (`RUST_LOG`) to the test's output, shown for failing tests.
+pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()

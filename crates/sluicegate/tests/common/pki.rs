@@ -1,8 +1,8 @@
 //! Certificates for the TLS tests, made with rcgen and written as PEM files: a test CA, a
 //! server certificate for `127.0.0.1` and `localhost`, a client certificate, and certificates
-//! a TLS peer must refuse (another CA, a client certificate that CA signed, a server
-//! certificate for another name). Shared by the TLS proxy (`tls_proxy.rs`) and the Apache
-//! Kafka broker's SSL listeners (`kafka_broker.rs`), in the library's tests and the CLI's.
+//! a TLS peer must refuse (another CA, a client certificate that CA signed, an expired client
+//! certificate, a server certificate for another name). Used by the Apache Kafka broker's SSL listeners
+//! (`kafka_broker.rs`), in the library's tests and the CLI's.
 #![allow(dead_code)] // Each includer uses its own part.
 
 use std::path::{Path, PathBuf};
@@ -13,8 +13,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-/// Certificates for one test or one broker, as files (for librdkafka and Kafka) and as DER (for
-/// rustls).
+/// Certificates for one broker, as PEM files for librdkafka and Kafka.
 pub struct Pki {
     /// The test CA, which signed the server and client certificates (PEM).
     pub ca: PathBuf,
@@ -32,16 +31,15 @@ pub struct Pki {
     /// refuses, and its key.
     pub rogue_client_cert: PathBuf,
     pub rogue_client_key: PathBuf,
+    /// A client certificate signed by the test CA that expired in 2021 (PEM), and its key.
+    pub expired_client_cert: PathBuf,
+    pub expired_client_key: PathBuf,
     /// The server's key (unencrypted PKCS#8 PEM) followed by its certificate and the CA's: a
     /// Kafka `ssl.keystore.type=PEM` keystore file.
     pub server_keystore: PathBuf,
-    pub ca_der: Vec<u8>,
-    pub server_cert_der: Vec<u8>,
-    pub server_key_der: Vec<u8>,
-    /// Signed by the CA, but for `broker.invalid` only: fails hostname verification.
-    pub misnamed_cert_der: Vec<u8>,
-    pub misnamed_key_der: Vec<u8>,
-    _dir: Option<tempfile::TempDir>,
+    /// Like [`server_keystore`](Self::server_keystore), with a server certificate signed by the
+    /// test CA but for `broker.invalid` only: it fails hostname verification.
+    pub misnamed_keystore: PathBuf,
 }
 
 /// The password of [`Pki::client_key_encrypted`].
@@ -88,6 +86,17 @@ fn leaf(
     usage: &[ExtendedKeyUsagePurpose],
     issuer: &Issuer<'static, KeyPair>,
 ) -> anyhow::Result<(rcgen::Certificate, KeyPair)> {
+    leaf_with(name, sans, usage, issuer, |_| {})
+}
+
+/// Like [`leaf`], with `adjust` applied to the parameters before signing.
+fn leaf_with(
+    name: &str,
+    sans: &[&str],
+    usage: &[ExtendedKeyUsagePurpose],
+    issuer: &Issuer<'static, KeyPair>,
+    adjust: impl FnOnce(&mut CertificateParams),
+) -> anyhow::Result<(rcgen::Certificate, KeyPair)> {
     let key = KeyPair::generate()?;
     // rcgen makes an IP address SAN of a name that parses as one (127.0.0.1).
     let mut params =
@@ -98,19 +107,12 @@ fn leaf(
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = usage.to_vec();
+    adjust(&mut params);
     let cert = params.signed_by(&key, issuer)?;
     Ok((cert, key))
 }
 
 impl Pki {
-    /// Certificates in a temporary directory that lives as long as this value.
-    pub fn generate() -> anyhow::Result<Pki> {
-        let dir = tempfile::tempdir().context("temporary directory for certificates")?;
-        let mut pki = Self::generate_in(dir.path())?;
-        pki._dir = Some(dir);
-        Ok(pki)
-    }
-
     /// Certificates written to `dir`, which the caller keeps.
     pub fn generate_in(dir: &Path) -> anyhow::Result<Pki> {
         let (ca_cert, ca) = new_ca("Sluicegate test CA")?;
@@ -143,6 +145,16 @@ impl Pki {
             &[ExtendedKeyUsagePurpose::ClientAuth],
             &other,
         )?;
+        let (expired, expired_key) = leaf_with(
+            "expired-client",
+            &[],
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+            &ca,
+            |params| {
+                params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            },
+        )?;
         let write = |name: &str, pem: String| -> anyhow::Result<PathBuf> {
             let path = dir.join(name);
             std::fs::write(&path, pem).with_context(|| format!("write {}", path.display()))?;
@@ -159,6 +171,8 @@ impl Pki {
             )?,
             rogue_client_cert: write("rogue-client.pem", rogue.pem())?,
             rogue_client_key: write("rogue-client.key", rogue_key.serialize_pem())?,
+            expired_client_cert: write("expired-client.pem", expired.pem())?,
+            expired_client_key: write("expired-client.key", expired_key.serialize_pem())?,
             server_keystore: write(
                 "server-keystore.pem",
                 format!(
@@ -168,12 +182,15 @@ impl Pki {
                     ca_cert.pem()
                 ),
             )?,
-            ca_der: ca_cert.der().to_vec(),
-            server_cert_der: server.der().to_vec(),
-            server_key_der: server_key.serialize_der(),
-            misnamed_cert_der: misnamed.der().to_vec(),
-            misnamed_key_der: misnamed_key.serialize_der(),
-            _dir: None,
+            misnamed_keystore: write(
+                "misnamed-keystore.pem",
+                format!(
+                    "{}{}{}",
+                    misnamed_key.serialize_pem(),
+                    misnamed.pem(),
+                    ca_cert.pem()
+                ),
+            )?,
         })
     }
 }
