@@ -25,19 +25,16 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context as _};
+use anyhow::{ensure, Context as _};
 use rand::Rng as _;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
 
 use common::checker::{self, Evidence, LedgerLine, Mode, WallClock};
+use common::process::{example_binary, tail, ExampleProcess};
 use common::{unique, Kind, Produced, TestBroker};
 
 const PARTITIONS: i32 = 4;
@@ -434,76 +431,20 @@ fn duplicate_bound(lines: &[LedgerLine], runs: &[usize], killed_at: &[u64]) -> u
         .count()
 }
 
-/// One ledger consumer process, under a small `sh` watchdog (as tansu is, see
-/// `common/tansu.rs`) that kills it when our pipe to the watchdog closes: when this value is
-/// dropped, or when the test process ends in any way, even by SIGKILL. No consumer outlives
-/// its test.
+/// One ledger consumer process (see [`ExampleProcess`]), and what it wrote.
 struct LedgerProcess {
-    pid: u32,
-    watchdog: Child,
-    _lifeline: ChildStdin,
+    process: ExampleProcess,
 }
-
-const WATCHDOG: &str = r#"
-exec 3<&0 </dev/null
-"$0" "$@" >&2 3<&- &
-child=$!
-echo "$child"
-{ read -r _ <&3; kill -9 "$child" 2>/dev/null; } &
-exec 3<&-
-wait "$child"
-"#;
 
 impl LedgerProcess {
     async fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<LedgerProcess> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .context("open the consumer log")?;
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg(bin)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true);
         // Only the command line configures it.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("LEDGER_") {
-                command.env_remove(name);
-            }
-        }
-        let mut watchdog = command.spawn().context("start sh")?;
-        let lifeline = watchdog.stdin.take().context("watchdog stdin")?;
-        let stdout = watchdog.stdout.take().context("watchdog stdout")?;
-        let mut line = String::new();
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            BufReader::new(stdout).read_line(&mut line),
-        )
-        .await
-        .context("the watchdog did not report the consumer's pid")??;
-        let pid = line
-            .trim()
-            .parse()
-            .with_context(|| format!("the watchdog reported {line:?} as the consumer's pid"))?;
-        Ok(LedgerProcess {
-            pid,
-            watchdog,
-            _lifeline: lifeline,
-        })
+        let process = ExampleProcess::spawn(bin, args, log, "LEDGER_").await?;
+        Ok(LedgerProcess { process })
     }
 
-    /// Fails if the consumer has exited.
     fn ensure_running(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.watchdog.try_wait()? {
-            bail!("the consumer exited unexpectedly ({})", describe(status));
-        }
-        Ok(())
+        self.process.ensure_running()
     }
 
     /// Waits until the ledger is longer than `from` bytes: the consumer finished something.
@@ -563,57 +504,14 @@ impl LedgerProcess {
         }
     }
 
-    async fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid.to_string())
-            .status()
-            .await
-            .context("run kill")?;
-        ensure!(status.success(), "kill -{signal} {}: {status}", self.pid);
-        Ok(())
-    }
-
-    async fn exit(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
-        tokio::time::timeout(limit, self.watchdog.wait())
-            .await
-            .with_context(|| format!("the consumer did not exit within {limit:?}"))?
-            .context("wait for the consumer")
-    }
-
     /// SIGKILL, and wait until it is gone.
     async fn kill(&mut self) -> anyhow::Result<()> {
-        self.ensure_running()?;
-        self.signal("KILL").await?;
-        let status = self.exit(Duration::from_secs(10)).await?;
-        // The watchdog exits as `wait` reports its child: 128 + 9 for a SIGKILL.
-        ensure!(
-            status.code() == Some(128 + 9),
-            "the consumer was killed but exited {}",
-            describe(status)
-        );
-        Ok(())
+        self.process.kill().await
     }
 
     /// SIGTERM, and wait for a clean exit: the consumer drains and commits.
     async fn terminate(&mut self, limit: Duration) -> anyhow::Result<()> {
-        self.ensure_running()?;
-        self.signal("TERM").await?;
-        let status = self.exit(limit).await?;
-        ensure!(
-            status.success(),
-            "the consumer ended {} after SIGTERM",
-            describe(status)
-        );
-        Ok(())
-    }
-}
-
-fn describe(status: ExitStatus) -> String {
-    match status.code() {
-        Some(c) if c > 128 => format!("by signal {}", c - 128),
-        Some(c) => format!("with status {c}"),
-        None => status.to_string(),
+        self.process.terminate(limit).await
     }
 }
 
@@ -623,68 +521,7 @@ fn file_len(path: &Path) -> anyhow::Result<u64> {
         .len())
 }
 
-/// The last lines of a log, for failure messages.
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// The ledger example, built once per test binary: `SLUICEGATE_LEDGER_BIN` if set, else
-/// `cargo build --example ledger` into the target directory this test binary was built in.
+/// The ledger example: `SLUICEGATE_LEDGER_BIN` if set, else built with cargo.
 fn ledger_binary() -> anyhow::Result<PathBuf> {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    tokio::task::block_in_place(|| {
-        BIN.get_or_init(|| build_ledger().map_err(|e| format!("{e:#}")))
-            .clone()
-            .map_err(anyhow::Error::msg)
-    })
-}
-
-fn build_ledger() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("SLUICEGATE_LEDGER_BIN").filter(|b| !b.is_empty()) {
-        return Ok(bin.into());
-    }
-    // This test binary is target/<profile>/deps/crash-<hash>; examples go to
-    // target/<profile>/examples.
-    let exe = std::env::current_exe().context("locate the test binary")?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the test binary is not in target/<profile>/deps")?;
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("ledger{}", std::env::consts::EXE_SUFFIX));
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev".to_string(),
-        Some(other) => other.to_string(),
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let how = "build it with `cargo build --example ledger -p sluicegate`, or give one with \
-               SLUICEGATE_LEDGER_BIN";
-    let out = std::process::Command::new(cargo)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "build",
-            "--example",
-            "ledger",
-            "-p",
-            "sluicegate",
-            "--profile",
-        ])
-        .arg(&profile)
-        .output()
-        .with_context(|| format!("run cargo to build the ledger example; {how}"))?;
-    ensure!(
-        out.status.success(),
-        "cargo build --example ledger failed ({}); {how}:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ensure!(
-        bin.is_file(),
-        "built the ledger example, but it is not at {}; {how}",
-        bin.display()
-    );
-    Ok(bin)
+    example_binary("ledger", "SLUICEGATE_LEDGER_BIN")
 }

@@ -18,24 +18,29 @@
 #[macro_use]
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
 use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
-use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message as _, TopicPartitionList};
 use sluicegate::metrics::Metrics;
 use sluicegate::policy::{Backoff, RetryPolicy};
 use sluicegate::{handler_fn, BatchLimits, ConsumerHandle, HandlerError, Message, OutputRecord};
+use tokio::task::block_in_place;
 
 use common::http::sample;
-use common::{unique, wait_status, Kind, TestBroker};
+use common::process::{example_binary, tail, ExampleProcess};
+use common::{unique, wait_status, Isolation, Kind, TestBroker};
 
 const PHASE: Duration = Duration::from_secs(60);
+/// How long one request of the watch to the broker may take.
+const REQUEST: Duration = Duration::from_secs(10);
 
 on_both_brokers!(
     outputs_and_offsets_commit_together,
@@ -99,45 +104,52 @@ fn pipeline(
         .spawn()?)
 }
 
-/// Every record of `topic` read `read_committed`, as key -> times seen.
-async fn outputs(broker: &TestBroker, topic: &str) -> anyhow::Result<BTreeMap<String, usize>> {
-    let end = broker.high_watermarks(topic).await?;
-    let bootstrap = broker.bootstrap().to_string();
-    let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<BTreeMap<String, usize>> {
-        let reader: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", unique("reader"))
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            .create()?;
-        let mut list = TopicPartitionList::new();
-        for p in end.keys() {
-            list.add_partition_offset(&topic, *p, Offset::Beginning)?;
+/// An output topic read back twice: by a `read_committed` reader, which a pipeline's downstream
+/// uses, and by a `read_uncommitted` one, which also sees the records of aborted transactions.
+struct ReadBack {
+    /// Output keys as the `read_committed` reader saw them, with how often.
+    committed: BTreeMap<String, usize>,
+    /// The records the `read_uncommitted` reader saw and the `read_committed` one did not (by
+    /// partition and offset): outputs of aborted transactions, as (partition, offset, key,
+    /// value).
+    aborted: Vec<(i32, i64, String, String)>,
+    /// Records the `read_uncommitted` reader saw.
+    uncommitted: usize,
+}
+
+impl ReadBack {
+    /// Reads `topic` both ways, to its end.
+    async fn read(broker: &TestBroker, topic: &str) -> anyhow::Result<ReadBack> {
+        let committed = broker
+            .read_to_end(topic, Isolation::ReadCommitted, PHASE)
+            .await?;
+        let all = broker
+            .read_to_end(topic, Isolation::ReadUncommitted, PHASE)
+            .await?;
+        let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+        let place = |m: &OwnedMessage| (m.partition(), m.offset());
+        let seen: BTreeSet<(i32, i64)> = all.iter().map(place).collect();
+        let visible: BTreeSet<(i32, i64)> = committed.iter().map(place).collect();
+        let unknown: Vec<_> = visible.difference(&seen).collect();
+        ensure!(
+            unknown.is_empty(),
+            "the read_committed reader saw records the read_uncommitted one did not: {:?}",
+            &unknown[..unknown.len().min(5)]
+        );
+        let mut keys = BTreeMap::new();
+        for m in &committed {
+            *keys.entry(text(m.key())).or_insert(0) += 1;
         }
-        reader.assign(&list)?;
-        let mut seen = BTreeMap::new();
-        let mut at_end = std::collections::BTreeSet::new();
-        let deadline = std::time::Instant::now() + PHASE;
-        while at_end.len() < end.len() {
-            ensure!(
-                std::time::Instant::now() < deadline,
-                "reading {topic} timed out"
-            );
-            match reader.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                    *seen.entry(key).or_insert(0) += 1;
-                }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                    at_end.insert(p);
-                }
-                _ => {}
-            }
-        }
-        Ok(seen)
-    })
-    .await?
+        Ok(ReadBack {
+            committed: keys,
+            aborted: all
+                .iter()
+                .filter(|m| !visible.contains(&place(m)))
+                .map(|m| (m.partition(), m.offset(), text(m.key()), text(m.payload())))
+                .collect(),
+            uncommitted: all.len(),
+        })
+    }
 }
 
 /// Whether a `read_committed` reader of this broker skips records of aborted transactions:
@@ -168,21 +180,28 @@ async fn hides_aborted_records(broker: &TestBroker) -> anyhow::Result<bool> {
         Ok(())
     })
     .await??;
-    Ok(!outputs(broker, &topic).await?.contains_key("aborted"))
+    Ok(!ReadBack::read(broker, &topic)
+        .await?
+        .committed
+        .contains_key("aborted"))
 }
 
 fn input_keys(produced: &[common::Produced]) -> Vec<String> {
     produced.iter().map(|p| p.payload.clone()).collect()
 }
 
-/// Checks the outputs against the inputs: each input's output at least once, and exactly once
-/// when the broker hides aborted records from `read_committed` readers.
+/// Checks the outputs against the inputs, read back `read_committed`: each input's output at
+/// least once, and exactly once (no other record either) where `read_committed` readers are
+/// known to hide aborted records: on Apache Kafka and an external broker always, elsewhere when
+/// [`hides_aborted_records`] finds they do. Returns the read-back and whether exactly-once was
+/// checked.
 async fn check_outputs(
     broker: &TestBroker,
     output_topic: &str,
     inputs: &[String],
-) -> anyhow::Result<()> {
-    let seen = outputs(broker, output_topic).await?;
+) -> anyhow::Result<(ReadBack, bool)> {
+    let back = ReadBack::read(broker, output_topic).await?;
+    let seen = &back.committed;
     let missing: Vec<&String> = inputs.iter().filter(|k| !seen.contains_key(*k)).collect();
     ensure!(
         missing.is_empty(),
@@ -190,7 +209,11 @@ async fn check_outputs(
         missing.len(),
         &missing[..missing.len().min(3)]
     );
-    if hides_aborted_records(broker).await? {
+    let exact = match broker.kind() {
+        Kind::Kafka | Kind::External => true,
+        Kind::Embedded | Kind::Tansu => hides_aborted_records(broker).await?,
+    };
+    if exact {
         let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
         ensure!(
             twice.is_empty(),
@@ -213,7 +236,7 @@ async fn check_outputs(
             seen.values().sum::<usize>()
         );
     }
-    Ok(())
+    Ok((back, exact))
 }
 
 /// The group's offsets, as the broker stores them, reach the log end: the transactions
@@ -297,7 +320,65 @@ async fn outputs_and_offsets_commit_together(broker: TestBroker) -> anyhow::Resu
         );
     }
     check_group_offsets(&broker, &group, &input, &end).await?;
-    check_outputs(&broker, &output_topic, &input_keys(&produced)).await
+    let (back, exact) = check_outputs(&broker, &output_topic, &input_keys(&produced)).await?;
+    if exact {
+        // Each aborted transaction holds the output of the input that failed (sent before the
+        // failure) and those of the inputs before it in the batch: the read_uncommitted reader
+        // sees them, the read_committed reader does not, and the retry committed each once.
+        ensure!(
+            back.aborted.len() as u64 >= status.transactions_aborted,
+            "{} aborted transactions, but the read_uncommitted reader sees only {} records the \
+             read_committed reader does not",
+            status.transactions_aborted,
+            back.aborted.len()
+        );
+        for (partition, offset, key, _) in &back.aborted {
+            ensure!(
+                back.committed.get(key) == Some(&1),
+                "aborted output {partition}@{offset} (input {key}) has {:?} committed outputs",
+                back.committed.get(key)
+            );
+        }
+    }
+    report(
+        &broker,
+        "handler failure aborts, retry commits",
+        produced.len(),
+        &back,
+        exact,
+        &format!(
+            "transactions {} committed, {} aborted",
+            status.transactions_committed, status.transactions_aborted
+        ),
+    );
+    Ok(())
+}
+
+/// Prints the `RELIABILITY |` line of an exactly-once scenario (RELIABILITY.md collects them).
+fn report(
+    broker: &TestBroker,
+    scenario: &str,
+    inputs: usize,
+    back: &ReadBack,
+    exact: bool,
+    more: &str,
+) {
+    let outputs: usize = back.committed.values().sum();
+    let duplicates: usize = back.committed.values().map(|n| n - 1).sum();
+    eprintln!(
+        "RELIABILITY | exactly-once | {scenario} | {} | inputs {inputs} | committed outputs \
+         {outputs} (read_committed) | missing {} | duplicates {} | aborted records {} (seen \
+         read_uncommitted only; {} records in all) | {more}",
+        broker.kind().name(),
+        inputs.saturating_sub(back.committed.len()),
+        if exact {
+            duplicates.to_string()
+        } else {
+            format!("{duplicates} (not checkable)")
+        },
+        back.aborted.len(),
+        back.uncommitted,
+    );
 }
 
 /// The pipeline is aborted (as a crash: no commit, no abort, transaction left open) at random
@@ -346,5 +427,299 @@ async fn crashed_and_restarted_pipeline_commits_each_result_once(
     handle.shutdown();
     tokio::time::timeout(PHASE, handle.wait()).await??;
     check_group_offsets(&broker, &group, &input, &end).await?;
-    check_outputs(&broker, &output_topic, &input_keys(&produced)).await
+    let (back, exact) = check_outputs(&broker, &output_topic, &input_keys(&produced)).await?;
+    report(
+        &broker,
+        "pipeline aborted 5 times in-process",
+        produced.len(),
+        &back,
+        exact,
+        "",
+    );
+    Ok(())
+}
+
+/// Partitions of the SIGKILL scenario's topics, and inputs written before each run.
+const KILL_PARTITIONS: i32 = 2;
+const KILL_SLICE: usize = 200;
+/// SIGKILLs before the last run.
+const KILLS: usize = 4;
+/// A kill comes this long (ms, at random) after the run's first commit, as soon as a
+/// transaction is open.
+const KILL_DELAY_MS: std::ops::Range<u64> = 0..800;
+
+mod process_killed_mid_transaction_commits_each_output_once {
+    /// On Apache Kafka only: the other test brokers cannot show exactly-once delivery (see the
+    /// module's docs).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka() -> anyhow::Result<()> {
+        super::process_killed_mid_transaction_commits_each_output_once(
+            crate::common::TestBroker::kafka()?,
+        )
+        .await
+    }
+}
+
+/// The `transform` example (an exactly-once consumer process writing one output per input) is
+/// killed with SIGKILL [`KILLS`] times, each time at a random moment after its first commit
+/// while a transaction of it is open (records written, not yet committed), and restarted with
+/// the same transactional id, which fences the dead producer and aborts what it left open. The
+/// last run finishes every input and is stopped with SIGTERM. Read back `read_committed`, the
+/// output topic holds each input's output exactly once; a `read_uncommitted` reader also sees
+/// the killed runs' aborted outputs.
+async fn process_killed_mid_transaction_commits_each_output_once(
+    broker: TestBroker,
+) -> anyhow::Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("eos-kill"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let log = dir.join("transform.log");
+    let result = killed_mid_transaction(&broker, &log).await;
+    match &result {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Err(_) => eprintln!("the consumer's log is kept in {}", log.display()),
+    }
+    result
+}
+
+async fn killed_mid_transaction(broker: &TestBroker, log: &std::path::Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let bin = example_binary("transform", "SLUICEGATE_TRANSFORM_BIN")?;
+    let (input, output_topic, group) = (unique("kill-in"), unique("kill-out"), unique("kill"));
+    broker.create_topic(&input, KILL_PARTITIONS).await?;
+    broker.create_topic(&output_topic, KILL_PARTITIONS).await?;
+    let args: Vec<String> = [
+        "--bootstrap",
+        broker.bootstrap(),
+        "--group",
+        &group,
+        "--topic",
+        &input,
+        "--output",
+        &output_topic,
+        "--transactional-id",
+        &unique("transform"),
+        "--batch",
+        "20",
+        // At most 200 inputs a second: each run's slice of inputs outlasts its kill.
+        "--work-ms",
+        "5",
+        // Kafka's smallest session timeout by default: a restart's join waits for the killed
+        // member's session to run out.
+        "--set",
+        "session.timeout.ms=6000",
+        "--set",
+        "heartbeat.interval.ms=500",
+    ]
+    .map(String::from)
+    .to_vec();
+    let watch = block_in_place(|| Watch::new(broker, &group, &input, &output_topic))?;
+    let delays: Vec<Duration> = {
+        let mut rng = rand::rng();
+        (0..KILLS)
+            .map(|_| Duration::from_millis(rng.random_range(KILL_DELAY_MS)))
+            .collect()
+    };
+    let mut written = Vec::new();
+    let mut killed = Vec::new();
+    let mut kills_mid_transaction = 0;
+    let mut runs = Vec::new();
+    let mut run = 0;
+    let mut last = loop {
+        // Each run gets new inputs, so that it has work to be killed in.
+        let slice = (0..KILL_SLICE).map(|i| {
+            let p = i as i32 % KILL_PARTITIONS;
+            (
+                Some(p),
+                format!("key-{run}-{i}"),
+                format!("{input}:{run}:{i}"),
+            )
+        });
+        written.extend(broker.produce_records(&input, slice).await?);
+        let before = block_in_place(|| watch.committed())?;
+        let started_run = Instant::now();
+        let mut consumer = ExampleProcess::spawn(&bin, &args, log, "").await?;
+        if run == KILLS {
+            break consumer;
+        }
+        let what = || format!("run {run}; consumer log:\n{}", tail(log));
+        // The run's first commit: it got the partitions and finished a batch.
+        until(&mut consumer, PHASE, "commit of this run", || {
+            Ok(watch.committed()? > before)
+        })
+        .await
+        .with_context(what)?;
+        let first_commit = started_run.elapsed();
+        tokio::time::sleep(delays[run]).await;
+        // Then the first moment a transaction is open (records in the log, not committed):
+        // batches follow each other at once, so that is nearly always. Killed anyway if none
+        // shows within a few seconds; the check below tells.
+        let _ = until(
+            &mut consumer,
+            Duration::from_secs(5),
+            "open transaction",
+            || watch.open(),
+        )
+        .await;
+        consumer.kill().await.with_context(what)?;
+        killed.push(consumer.pid);
+        // Nothing writes now: a transaction still open was left open by the kill.
+        let open = block_in_place(|| watch.open())?;
+        kills_mid_transaction += usize::from(open);
+        runs.push(format!(
+            "run {run}: first commit after {:.1} s, killed {} ms later {}",
+            first_commit.as_secs_f64(),
+            (started_run.elapsed() - first_commit).as_millis(),
+            if open {
+                "with a transaction open"
+            } else {
+                "between transactions"
+            }
+        ));
+        run += 1;
+    };
+    let last_run = Instant::now();
+    let end = broker.log_end(&input, &written).await?;
+    let total: i64 = end.values().sum();
+    until(&mut last, PHASE, "commits at the log end", || {
+        Ok(watch.committed()? == total)
+    })
+    .await
+    .with_context(|| format!("last run; consumer log:\n{}", tail(log)))?;
+    last.terminate(PHASE)
+        .await
+        .with_context(|| format!("last run; consumer log:\n{}", tail(log)))?;
+    let last_run = last_run.elapsed();
+
+    check_group_offsets(broker, &group, &input, &end).await?;
+    let (back, exact) = check_outputs(broker, &output_topic, &input_keys(&written)).await?;
+    ensure!(
+        exact,
+        "exactly-once delivery is always checked on {:?}",
+        broker.kind()
+    );
+    ensure!(
+        kills_mid_transaction > 0,
+        "none of the {KILLS} kills came while a transaction was open: {runs:#?}"
+    );
+    // Each transaction a kill left open held records; the restart aborted them.
+    ensure!(
+        back.aborted.len() >= kills_mid_transaction,
+        "{kills_mid_transaction} kills left a transaction open, but the read_uncommitted reader \
+         sees only {} records the read_committed reader does not",
+        back.aborted.len()
+    );
+    let by_killed = back
+        .aborted
+        .iter()
+        .filter(|(_, _, _, value)| {
+            killed
+                .iter()
+                .any(|pid| value.ends_with(&format!(" by {pid}")))
+        })
+        .count();
+    report(
+        broker,
+        "consumer process killed (SIGKILL) mid-transaction and restarted",
+        written.len(),
+        &back,
+        exact,
+        &format!(
+            "kills {KILLS}, {kills_mid_transaction} with a transaction open; {by_killed} aborted \
+             records written by killed processes"
+        ),
+    );
+    eprintln!(
+        "  {}; the last run {:.1} s; {:.1} s in all",
+        runs.join("; "),
+        last_run.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Waits until `done` holds, at most `limit`, failing as soon as the consumer exits.
+async fn until(
+    consumer: &mut ExampleProcess,
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if block_in_place(&mut done)? {
+            return Ok(());
+        }
+        consumer.ensure_running()?;
+        ensure!(Instant::now() < deadline, "no {what} within {limit:?}");
+        // Another process's progress, seen through the broker: there is no event to await.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What the broker shows of a pipeline running in another process: its group's committed
+/// offsets on the input topic, and the output topic's log ends as a `read_committed` reader
+/// sees them (last stable offsets) and as a `read_uncommitted` one does (high watermarks).
+struct Watch {
+    group: BaseConsumer,
+    inputs: TopicPartitionList,
+    stable: BaseConsumer,
+    high: BaseConsumer,
+    output: String,
+    partitions: Vec<i32>,
+}
+
+impl Watch {
+    fn new(broker: &TestBroker, group: &str, input: &str, output: &str) -> anyhow::Result<Watch> {
+        let client = |isolation: Isolation| {
+            ClientConfig::new()
+                .set("bootstrap.servers", broker.bootstrap())
+                .set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", isolation.as_str())
+                .create::<BaseConsumer>()
+        };
+        let mut inputs = TopicPartitionList::new();
+        for p in 0..KILL_PARTITIONS {
+            inputs.add_partition(input, p);
+        }
+        Ok(Watch {
+            group: client(Isolation::ReadUncommitted)?,
+            inputs,
+            stable: client(Isolation::ReadCommitted)?,
+            high: client(Isolation::ReadUncommitted)?,
+            output: output.to_string(),
+            partitions: (0..KILL_PARTITIONS).collect(),
+        })
+    }
+
+    /// The inputs the group has committed, over all partitions.
+    fn committed(&self) -> anyhow::Result<i64> {
+        let list = self
+            .group
+            .committed_offsets(self.inputs.clone(), REQUEST)
+            .context("read the group's committed offsets")?;
+        Ok(list
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum())
+    }
+
+    /// Whether a transaction is open on the output topic: a partition's last stable offset is
+    /// below its high watermark.
+    fn open(&self) -> anyhow::Result<bool> {
+        for p in &self.partitions {
+            let (_, stable) = self.stable.fetch_watermarks(&self.output, *p, REQUEST)?;
+            let (_, high) = self.high.fetch_watermarks(&self.output, *p, REQUEST)?;
+            if stable < high {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }

@@ -53,6 +53,7 @@ use tansu::{env_nonempty, Tansu};
 
 pub mod checker;
 pub mod http;
+pub mod process;
 
 /// How long one request of the harness to a broker may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -597,10 +598,84 @@ impl TestBroker {
         .await
     }
 
+    /// Reads every partition of `topic` from its beginning to its end, in no group, as a
+    /// reader with `isolation` sees it; at most `limit`. The end is where the broker reports
+    /// it (librdkafka's partition EOF): the last stable offset for [`Isolation::ReadCommitted`]
+    /// (so records after a transaction still open are not read), the high watermark for
+    /// [`Isolation::ReadUncommitted`]. Unlike [`read_records`](Self::read_records), it needs
+    /// no count.
+    pub async fn read_to_end(
+        &self,
+        topic: &str,
+        isolation: Isolation,
+        limit: Duration,
+    ) -> anyhow::Result<Vec<OwnedMessage>> {
+        let mut config = self.config();
+        config
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", isolation.as_str());
+        let topic = topic.to_string();
+        blocking(move || {
+            let client: BaseConsumer = config.create()?;
+            let partitions = partitions_of(&client, &topic)?;
+            let mut list = TopicPartitionList::new();
+            for p in &partitions {
+                list.add_partition_offset(&topic, *p, Offset::Beginning)?;
+            }
+            client.assign(&list)?;
+            let deadline = Instant::now() + limit;
+            let mut records = Vec::new();
+            let mut at_end = BTreeSet::new();
+            while at_end.len() < partitions.len() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                ensure!(
+                    !left.is_zero(),
+                    "timed out after {limit:?} reading {topic} {}: {} records, partitions {at_end:?} \
+                     of {partitions:?} at their end",
+                    isolation.as_str(),
+                    records.len()
+                );
+                match client.poll(left.min(Duration::from_millis(200))) {
+                    Some(Ok(m)) => records.push(m.detach()),
+                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                        at_end.insert(p);
+                    }
+                    Some(Err(e)) => bail!("reading {topic}: {e}"),
+                    None => {}
+                }
+            }
+            Ok(records)
+        })
+        .await
+    }
+
     fn config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap);
         config
+    }
+}
+
+/// What a reader sees of transactions (its `isolation.level`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// Records of committed transactions and records written outside transactions, up to the
+    /// last stable offset: what readers of an exactly-once pipeline's outputs use.
+    ReadCommitted,
+    /// Every record, also those of aborted and of open transactions, up to the high watermark
+    /// (librdkafka's default).
+    ReadUncommitted,
+}
+
+impl Isolation {
+    /// The value of `isolation.level`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read_committed",
+            Isolation::ReadUncommitted => "read_uncommitted",
+        }
     }
 }
 
