@@ -402,11 +402,23 @@ pub async fn topic_configs(
     Ok(configs)
 }
 
-/// The (low, high) watermarks of partitions `0..partitions` of `topic`.
+/// The (low, high) watermarks of partitions `0..partitions` of `topic`, retried for up to
+/// [`LOOKUP_TIMEOUT`]: on Apache Kafka a topic just created can answer "not leader for
+/// partition" for a moment after its metadata is visible.
 pub fn watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Result<Vec<(i64, i64)>> {
     let client = lookup_client(bootstrap, "sluicegate-cli-lookup")?;
     let all: Vec<i32> = (0..partitions).collect();
-    watermarks_of(&client, topic, &all, LOOKUP_TIMEOUT)
+    let deadline = Deadline::after(LOOKUP_TIMEOUT);
+    loop {
+        match watermarks_of(&client, topic, &all, LOOKUP_TIMEOUT) {
+            Err(e) if !deadline.left().is_zero() => {
+                tracing::debug!(error = %format!("{e:#}"), "watermarks not readable yet; retrying");
+                // Waiting for the broker to elect the leaders: polling is the only way to know.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            done => return done,
+        }
+    }
 }
 
 /// The (low, high) watermarks of `partitions` of `topic`, in the order given; each look-up
