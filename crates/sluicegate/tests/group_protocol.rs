@@ -3,14 +3,15 @@
 //! change owner) in every ordering mode and with a batch handler, and the `classic` protocol on
 //! the same scenario, on Apache Kafka (the reference: KIP-848 needs Kafka 4.0 or later).
 //!
-//! The scenario: a first member joins; a stream of keyed records (`r:ID:KEY:SEQ`) is written
-//! while a second and a third member join and the second then leaves gracefully; the members
-//! left catch up and stop. The checker (`common/checker.rs`) then requires nothing lost, no
-//! order violation in the ordered modes, nothing committed past unfinished work, duplicates
-//! within the in-flight and uncommitted window, and the group's commits at each partition's log
-//! end. The broker's view of the group must show the protocol asked for. Each run prints one
-//! `RELIABILITY |` line (run with `--nocapture`), with the rebalance count and the join and
-//! hand-over times.
+//! The scenario: a first member joins; a stream of keyed records (`r:ID:KEY:SEQ`, 300 a
+//! second) is written while a second and a third member join and the second then leaves
+//! gracefully, records finishing between each step; the stream ends with the last step, and
+//! the members left catch up and stop. The checker (`common/checker.rs`) then requires nothing
+//! lost, no order violation in the ordered modes, nothing committed past unfinished work,
+//! duplicates within the in-flight and uncommitted window, and the group's commits at each
+//! partition's log end. The broker's view of the group must show the protocol asked for. Each
+//! run prints one `RELIABILITY |` line (run with `--nocapture`), with the rebalance count and
+//! the join and hand-over times.
 //!
 //! librdkafka's mock cluster speaks KIP-848 too (its `ConsumerGroupHeartbeat`, with its own
 //! range assignor, 3 s heartbeats): one run there, in partition mode. tansu 0.6 does not.
@@ -20,6 +21,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
@@ -39,9 +41,12 @@ const PHASE: Duration = Duration::from_secs(60);
 /// Partitions of the topic: two per member with three members.
 const PARTITIONS: i32 = 6;
 const KEYS: u64 = 50;
-/// Records per second, and for how long.
+/// Records per second while the members come and go; the stream runs until they are done.
 const RATE: u64 = 300;
-const SECS: u64 = 8;
+/// Records finished between two steps of the scenario (half a second of the stream).
+const FLOW: usize = RATE as usize / 2;
+/// The longest the stream may run (beyond the script's own bounds, which fail first).
+const MAX_STREAM: Duration = Duration::from_secs(180);
 /// Handler calls at once, per member, and how often members commit: the duplicate window.
 const MAX_IN_FLIGHT: usize = 64;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
@@ -136,26 +141,39 @@ fn member(
     Ok(handle)
 }
 
-/// Writes `count` scenario records at [`RATE`] per second, in chunks every 50 ms (the pacing
-/// of a stream, not a synchronization); returns them as delivered.
-async fn stream(broker: &TestBroker, topic: &str, count: u64) -> anyhow::Result<Vec<Produced>> {
-    let all = records(0, count, KEYS);
-    let chunk = (RATE / 20).max(1) as usize;
+/// Writes scenario records at [`RATE`] per second, in chunks every 50 ms (the pacing of a
+/// stream, not a synchronization), until `done` is set (at most [`MAX_STREAM`]); returns them
+/// as delivered.
+async fn stream(
+    broker: &TestBroker,
+    topic: &str,
+    done: &AtomicBool,
+) -> anyhow::Result<Vec<Produced>> {
+    let chunk = RATE / 20;
     let start = tokio::time::Instant::now();
-    let mut written = Vec::with_capacity(all.len());
-    for (i, c) in all.chunks(chunk).enumerate() {
-        tokio::time::sleep_until(start + Duration::from_millis(50 * i as u64)).await;
-        let c = c.iter().map(|(k, p)| (None, k.clone(), p.clone()));
+    let mut written = Vec::new();
+    for i in 0.. {
+        if done.load(AtomicOrdering::Relaxed) {
+            break;
+        }
+        let at = Duration::from_millis(50 * i);
+        ensure!(
+            at < MAX_STREAM,
+            "the members did not finish coming and going within {MAX_STREAM:?}"
+        );
+        tokio::time::sleep_until(start + at).await;
+        let c = records(i * chunk, chunk, KEYS)
+            .into_iter()
+            .map(|(k, p)| (None, k, p));
         written.extend(broker.produce_records(topic, c).await?);
     }
     Ok(written)
 }
 
-/// Waits until `more` records beyond those finished now are finished (the stream is flowing),
-/// or all `total` are.
-async fn flowing(recorder: &Recorder, more: usize, total: usize) -> anyhow::Result<()> {
+/// Waits until `more` records beyond those finished now are finished: the stream is flowing.
+async fn flowing(recorder: &Recorder, more: usize) -> anyhow::Result<()> {
     let now = recorder.count();
-    recorder.wait_for((now + more).min(total), PHASE).await
+    recorder.wait_for(now + more, PHASE).await
 }
 
 /// Waits until the members' statuses together satisfy `done`, at most [`PHASE`]; the error
@@ -281,8 +299,7 @@ async fn members_join_and_leave(
     let group = unique(&format!("gp-{name}-group"));
     let recorder = Recorder::default();
     let start = || member(broker, &group, &topic, protocol, mode, &recorder);
-    let count = RATE * SECS;
-    let total = count as usize;
+    let done = AtomicBool::new(false);
 
     let started = Instant::now();
     let a = start()?;
@@ -296,7 +313,7 @@ async fn members_join_and_leave(
     let mut joins = vec![started.elapsed()];
 
     let script = async {
-        flowing(&recorder, 30, total).await?;
+        flowing(&recorder, FLOW).await?;
         // A second member joins, then a third.
         let mut members = vec![a];
         for n in 2..=3 {
@@ -310,7 +327,7 @@ async fn members_join_and_leave(
             )
             .await?;
             joins.push(started.elapsed());
-            flowing(&recorder, 30, total).await?;
+            flowing(&recorder, FLOW).await?;
         }
         let group_seen = describe_group(broker, &group).await?;
         // The second member leaves gracefully: it drains, commits and leaves the group.
@@ -326,11 +343,19 @@ async fn members_join_and_leave(
         )
         .await?;
         let handover = left.elapsed();
-        flowing(&recorder, 30, total).await?;
+        flowing(&recorder, FLOW).await?;
         anyhow::Ok((members, b_status, group_seen, handover))
     };
-    let (written, script) = tokio::join!(stream(broker, &topic, count), script);
-    let (written, (members, b_status, group_seen, handover)) = (written?, script?);
+    let script = async {
+        // Whatever happens, the stream ends with the script.
+        let result = script.await;
+        done.store(true, AtomicOrdering::Relaxed);
+        result
+    };
+    let (written, script) = tokio::join!(stream(broker, &topic, &done), script);
+    // The script's error says more than the stream's.
+    let (members, b_status, group_seen, handover) = script?;
+    let written = written?;
 
     // Catch up, then stop: the final commits.
     let places: BTreeSet<(i32, i64)> = written.iter().map(|w| (w.partition, w.offset)).collect();
