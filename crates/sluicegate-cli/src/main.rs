@@ -84,8 +84,10 @@ enum ConfigCommand {
     /// "Configuration" section): load it, apply the KAFKA_* environment variables over it,
     /// check every rule and librdkafka's view of its properties (no broker is contacted), and
     /// print the effective configuration with secrets redacted and, for each value, where it
-    /// came from (file line and column, environment variable, or default). Exits non-zero
-    /// listing every error, one per line, when there is any.
+    /// came from (file line and column, environment variable, or default). Warnings (such as
+    /// KAFKA_* and SLUICEGATE_* variables it does not know, with the closest known name) are
+    /// listed and do not fail the check. Exits non-zero listing every error, one per line,
+    /// when there is any.
     Check(ConfigCheckArgs),
 }
 
@@ -96,7 +98,8 @@ pub struct ConfigCheckArgs {
     #[arg(value_name = "FILE")]
     pub file: std::path::PathBuf,
     /// Check the file alone: do not apply the KAFKA_* environment variables (which are
-    /// applied by default, as the library's `ConsumerConfig::load_from_env` does).
+    /// applied by default, as the library's `ConsumerConfig::load_from_env` does), nor warn
+    /// about unknown ones.
     #[arg(long)]
     pub no_env: bool,
     /// Print the result as one JSON object on the last line of stdout.
