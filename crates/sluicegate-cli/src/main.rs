@@ -84,8 +84,10 @@ enum ConfigCommand {
     /// "Configuration" section): load it, apply the KAFKA_* environment variables over it,
     /// check every rule and librdkafka's view of its properties (no broker is contacted), and
     /// print the effective configuration with secrets redacted and, for each value, where it
-    /// came from (file line and column, environment variable, or default). Exits non-zero
-    /// listing every error, one per line, when there is any.
+    /// came from (file line and column, environment variable, or default). Warnings (such as
+    /// KAFKA_* and SLUICEGATE_* variables it does not know, with the closest known name) are
+    /// listed and do not fail the check. Exits non-zero listing every error, one per line,
+    /// when there is any.
     Check(ConfigCheckArgs),
 }
 
@@ -96,7 +98,8 @@ pub struct ConfigCheckArgs {
     #[arg(value_name = "FILE")]
     pub file: std::path::PathBuf,
     /// Check the file alone: do not apply the KAFKA_* environment variables (which are
-    /// applied by default, as the library's `ConsumerConfig::load_from_env` does).
+    /// applied by default, as the library's `ConsumerConfig::load_from_env` does), nor warn
+    /// about unknown ones.
     #[arg(long)]
     pub no_env: bool,
     /// Print the result as one JSON object on the last line of stdout.
@@ -119,7 +122,9 @@ enum TopicsCommand {
 #[derive(Subcommand, Debug)]
 enum DlqCommand {
     /// Re-publish dead-lettered messages (original key, value and headers) to the topic they
-    /// came from, or to `--to`, picked by error kind, failure time and original offset.
+    /// came from, or to `--to`, picked by error kind or exception class, failure time and
+    /// original topic, partition and offset. Reads the dead letters of Sluicegate and of
+    /// Spring Kafka's DeadLetterPublishingRecoverer.
     Replay(DlqReplayArgs),
 }
 
@@ -212,14 +217,30 @@ pub struct DlqReplayArgs {
     #[arg(long, value_name = "TOPIC")]
     pub to: Option<String>,
     /// Replay only records that failed with this kind of error (repeatable): retryable,
-    /// permanent, skip, panic, timeout or decode.
+    /// permanent, skip, panic, timeout or decode. Spring Kafka's records have no kind: they
+    /// never match.
     #[arg(long = "error-kind", value_name = "KIND")]
     pub error_kinds: Vec<sluicegate::ErrorKind>,
+    /// Replay only Spring Kafka's records whose exception, or its cause, is of this Java class
+    /// (repeatable): its full name (java.lang.IllegalStateException) or its simple name
+    /// (IllegalStateException). Sluicegate's records have no class: they never match.
+    #[arg(long = "exception-class", value_name = "CLASS",
+          value_parser = commands::dlq::parse_class)]
+    pub exception_classes: Vec<String>,
+    /// Replay only records consumed from this topic (repeatable).
+    #[arg(long = "original-topic", value_name = "TOPIC",
+          value_parser = commands::dlq::parse_topic)]
+    pub original_topics: Vec<String>,
+    /// Replay only records consumed from this partition (repeatable).
+    #[arg(long = "original-partition", value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(0..))]
+    pub original_partitions: Vec<i32>,
     /// Replay only records whose last failure was at or after TIME (RFC 3339, like
-    /// 2024-05-01T12:00:00Z, or milliseconds since the epoch).
+    /// 2024-05-01T12:00:00Z, or milliseconds since the epoch). For Spring Kafka's records,
+    /// which do not record it, the time the dead letter was written (its timestamp).
     #[arg(long, value_name = "TIME", value_parser = commands::dlq::parse_time)]
     pub since: Option<i64>,
-    /// Replay only records whose last failure was at or before TIME.
+    /// Replay only records whose last failure was at or before TIME (see --since).
     #[arg(long, value_name = "TIME", value_parser = commands::dlq::parse_time)]
     pub until: Option<i64>,
     /// Replay only records whose original offset is at least N.

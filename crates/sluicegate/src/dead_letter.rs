@@ -5,6 +5,9 @@
 //! [`headers`] below. Its offset is finished (and so may be committed) only once the broker
 //! acknowledged the dead-letter write; until then the write is retried and nothing after it
 //! in its partition is committed.
+//!
+//! Reading back: [`DeadLetterRecord`] reads Sluicegate's headers, [`spring::SpringDeadLetter`]
+//! those of Spring Kafka's `DeadLetterPublishingRecoverer`, and [`AnyDeadLetter`] either.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +27,10 @@ use crate::output::{producer_config, Producer, ProducerLog};
 use crate::policy::Backoff;
 use crate::security::OAuth;
 use crate::{Error, Header, Message};
+
+pub mod spring;
+
+use spring::SpringDeadLetter;
 
 /// The names of the diagnostic headers added to every dead-lettered message. Times are
 /// milliseconds since the Unix epoch, numbers are decimal text.
@@ -445,5 +452,174 @@ impl DeadLetterRecord {
                 .cloned()
                 .collect(),
         })
+    }
+}
+
+/// A dead letter read back, written by Sluicegate or by Spring Kafka.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnyDeadLetter {
+    /// Written by Sluicegate (its `sluicegate.*` [`headers`]).
+    Sluicegate(DeadLetterRecord),
+    /// Written by Spring Kafka's `DeadLetterPublishingRecoverer` (its `kafka_dlt-*`
+    /// [`spring::headers`]).
+    Spring(SpringDeadLetter),
+}
+
+impl AnyDeadLetter {
+    /// Reads the diagnostic headers of a message from a dead-letter topic: Sluicegate's when
+    /// it has `sluicegate.original.topic`, otherwise Spring Kafka's when it has any
+    /// `kafka_dlt-*` header. The error names the header that is missing or malformed.
+    ///
+    /// ```
+    /// use sluicegate::dead_letter::AnyDeadLetter;
+    /// use sluicegate::Header;
+    ///
+    /// let record = AnyDeadLetter::from_headers(&[
+    ///     Header::new("kafka_dlt-original-topic", Some(b"orders")),
+    ///     Header::new("kafka_dlt-original-partition", Some(&2i32.to_be_bytes())),
+    ///     Header::new("kafka_dlt-original-offset", Some(&42i64.to_be_bytes())),
+    /// ]).unwrap();
+    /// assert_eq!(record.original_topic(), "orders");
+    /// assert_eq!((record.original_partition(), record.original_offset()), (Some(2), Some(42)));
+    /// assert!(AnyDeadLetter::from_headers(&[]).is_err());
+    /// ```
+    pub fn from_headers(message_headers: &[Header]) -> Result<Self, String> {
+        if message_headers
+            .iter()
+            .any(|h| h.key == headers::ORIGINAL_TOPIC)
+        {
+            DeadLetterRecord::from_headers(message_headers).map(AnyDeadLetter::Sluicegate)
+        } else if SpringDeadLetter::is_spring(message_headers) {
+            SpringDeadLetter::from_headers(message_headers).map(AnyDeadLetter::Spring)
+        } else {
+            Err(format!(
+                "no dead-letter headers: neither Sluicegate's (`{}`, ...) nor Spring Kafka's \
+                 (`{}`, ...)",
+                headers::ORIGINAL_TOPIC,
+                spring::headers::ORIGINAL_TOPIC
+            ))
+        }
+    }
+
+    /// Who wrote it: `sluicegate` or `spring-kafka`.
+    pub fn writer(&self) -> &'static str {
+        match self {
+            AnyDeadLetter::Sluicegate(_) => "sluicegate",
+            AnyDeadLetter::Spring(_) => "spring-kafka",
+        }
+    }
+
+    /// The topic it was consumed from.
+    pub fn original_topic(&self) -> &str {
+        match self {
+            AnyDeadLetter::Sluicegate(r) => &r.original_topic,
+            AnyDeadLetter::Spring(r) => &r.original_topic,
+        }
+    }
+
+    /// Its partition there, when known.
+    pub fn original_partition(&self) -> Option<i32> {
+        match self {
+            AnyDeadLetter::Sluicegate(r) => Some(r.original_partition),
+            AnyDeadLetter::Spring(r) => r.original_partition,
+        }
+    }
+
+    /// Its offset there, when known.
+    pub fn original_offset(&self) -> Option<i64> {
+        match self {
+            AnyDeadLetter::Sluicegate(r) => Some(r.original_offset),
+            AnyDeadLetter::Spring(r) => r.original_offset,
+        }
+    }
+
+    /// The last error's kind (Sluicegate's records only).
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        match self {
+            AnyDeadLetter::Sluicegate(r) => Some(r.error_kind),
+            AnyDeadLetter::Spring(_) => None,
+        }
+    }
+
+    /// The last error's message (empty when Spring recorded none).
+    pub fn error_message(&self) -> &str {
+        match self {
+            AnyDeadLetter::Sluicegate(r) => &r.error_message,
+            AnyDeadLetter::Spring(r) => r.exception_message.as_deref().unwrap_or_default(),
+        }
+    }
+
+    /// When the last attempt failed, ms since the epoch (Sluicegate's records only; Spring
+    /// Kafka does not record it, the dead-letter record's own timestamp stands in for it).
+    pub fn last_failure(&self) -> Option<i64> {
+        match self {
+            AnyDeadLetter::Sluicegate(r) => Some(r.last_failure),
+            AnyDeadLetter::Spring(_) => None,
+        }
+    }
+
+    /// The message's own headers, without the diagnostic ones.
+    pub fn original_headers(&self) -> &[Header] {
+        match self {
+            AnyDeadLetter::Sluicegate(r) => &r.original_headers,
+            AnyDeadLetter::Spring(r) => &r.original_headers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sluicegate_headers() -> Vec<Header> {
+        [
+            (headers::ORIGINAL_TOPIC, "orders"),
+            (headers::ORIGINAL_PARTITION, "1"),
+            (headers::ORIGINAL_OFFSET, "9"),
+            (headers::ERROR_MESSAGE, "boom"),
+            (headers::ERROR_KIND, "timeout"),
+            (headers::ATTEMPTS, "3"),
+            (headers::GROUP, "billing"),
+            (headers::FIRST_FAILURE, "10"),
+            (headers::LAST_FAILURE, "20"),
+        ]
+        .into_iter()
+        .map(|(k, v)| Header::new(k, Some(v.as_bytes())))
+        .collect()
+    }
+
+    #[test]
+    fn sluicegate_headers_win_over_spring_ones_left_from_an_earlier_hop() {
+        let mut hs = vec![Header::new(
+            spring::headers::ORIGINAL_TOPIC,
+            Some(b"elsewhere"),
+        )];
+        hs.extend(sluicegate_headers());
+        let r = AnyDeadLetter::from_headers(&hs).unwrap();
+        assert_eq!(r.writer(), "sluicegate");
+        assert_eq!(r.original_topic(), "orders");
+        assert_eq!(r.error_kind(), Some(ErrorKind::Timeout));
+        assert_eq!(r.last_failure(), Some(20));
+        assert_eq!(r.original_headers(), &hs[..1]);
+    }
+
+    #[test]
+    fn a_record_without_dead_letter_headers_names_both_writers_headers() {
+        let err = AnyDeadLetter::from_headers(&[Header::new("trace-id", Some(b"x"))]).unwrap_err();
+        assert!(err.contains("`sluicegate.original.topic`"), "{err}");
+        assert!(err.contains("`kafka_dlt-original-topic`"), "{err}");
+    }
+
+    #[test]
+    fn a_spring_record_has_no_kind_nor_failure_time() {
+        let r = AnyDeadLetter::from_headers(&[
+            Header::new(spring::headers::ORIGINAL_TOPIC, Some(b"orders")),
+            Header::new(spring::headers::EXCEPTION_MESSAGE, Some(b"boom")),
+        ])
+        .unwrap();
+        assert_eq!(r.writer(), "spring-kafka");
+        assert_eq!((r.error_kind(), r.last_failure()), (None, None));
+        assert_eq!((r.original_partition(), r.original_offset()), (None, None));
+        assert_eq!(r.error_message(), "boom");
     }
 }

@@ -1,6 +1,7 @@
-//! `sluicegate dlq replay`: read a dead-letter topic back, pick records by error kind, failure
-//! time and original offset, and re-publish their original key, value and headers to the
-//! topic they came from (or another), acknowledged by the broker.
+//! `sluicegate dlq replay`: read a dead-letter topic back (written by Sluicegate or by Spring
+//! Kafka), pick records by error kind or exception class, failure time and original topic,
+//! partition and offset, and re-publish their original key, value and headers to the topic
+//! they came from (or another), acknowledged by the broker.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::{ClientConfig, Message as _};
 use serde::Serialize;
-use sluicegate::dead_letter::DeadLetterRecord;
+use sluicegate::dead_letter::AnyDeadLetter;
 use sluicegate::ErrorKind;
 
 use crate::cluster;
@@ -42,11 +43,40 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
         })
 }
 
-/// Which dead-lettered records to replay. Every bound is optional; all given must hold.
+/// Parses `--exception-class`: a Java class name, full or simple.
+pub fn parse_class(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() || s.contains(char::is_whitespace) || s.starts_with('.') || s.ends_with('.') {
+        return Err(format!(
+            "`{s}` is not a Java class name: give it in full (java.lang.IllegalStateException) \
+             or by its simple name (IllegalStateException)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// Parses `--original-topic`: a non-empty topic name.
+pub fn parse_topic(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("a topic name cannot be empty".into());
+    }
+    Ok(s.to_string())
+}
+
+/// Which dead-lettered records to replay. Every bound is optional; all given must hold. A
+/// record that does not carry what a bound is about (a Spring Kafka record and an error kind,
+/// a Sluicegate record and an exception class, a partition or offset Spring was told not to
+/// write) does not match it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Filter {
     /// The error kinds to take (any, when empty).
     pub kinds: Vec<ErrorKind>,
+    /// The exception classes to take, full or simple names (any, when empty).
+    pub exception_classes: Vec<String>,
+    /// The original topics to take (any, when empty).
+    pub original_topics: Vec<String>,
+    /// The original partitions to take (any, when empty).
+    pub original_partitions: Vec<i32>,
     /// The last failure at or after this time (ms since the epoch).
     pub since_ms: Option<i64>,
     /// The last failure at or before this time (ms since the epoch).
@@ -58,10 +88,14 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// The filter of `args`; fails on an empty time or offset range.
+    /// The filter of `args`; fails on an empty time or offset range, and on error kinds given
+    /// with exception classes (no record has both).
     pub fn of(args: &DlqReplayArgs) -> Result<Self> {
         let filter = Filter {
             kinds: args.error_kinds.clone(),
+            exception_classes: args.exception_classes.clone(),
+            original_topics: args.original_topics.clone(),
+            original_partitions: args.original_partitions.clone(),
             since_ms: args.since,
             until_ms: args.until,
             from_offset: args.from_offset,
@@ -77,16 +111,44 @@ impl Filter {
                 bail!("--from-offset {from} is above --to-offset {to}: nothing could match");
             }
         }
+        if !filter.kinds.is_empty() && !filter.exception_classes.is_empty() {
+            bail!(
+                "--error-kind and --exception-class together match nothing: error kinds are \
+                 Sluicegate's, exception classes Spring Kafka's; replay each in a run of its own"
+            );
+        }
         Ok(filter)
     }
 
-    /// Whether `record` is to be replayed.
-    pub fn matches(&self, record: &DeadLetterRecord) -> bool {
-        (self.kinds.is_empty() || self.kinds.contains(&record.error_kind))
-            && self.since_ms.is_none_or(|t| record.last_failure >= t)
-            && self.until_ms.is_none_or(|t| record.last_failure <= t)
-            && self.from_offset.is_none_or(|o| record.original_offset >= o)
-            && self.to_offset.is_none_or(|o| record.original_offset <= o)
+    /// Whether `record` is to be replayed; `written_at` is the dead-letter record's own
+    /// timestamp, the failure time of records that do not carry one (Spring Kafka's).
+    pub fn matches(&self, record: &AnyDeadLetter, written_at: Option<i64>) -> bool {
+        let failed_at = record.last_failure().or(written_at);
+        let offset = record.original_offset();
+        let within = |bound: Option<i64>, value: Option<i64>, holds: fn(i64, i64) -> bool| {
+            bound.is_none_or(|b| value.is_some_and(|v| holds(v, b)))
+        };
+        (self.kinds.is_empty() || record.error_kind().is_some_and(|k| self.kinds.contains(&k)))
+            && (self.exception_classes.is_empty()
+                || match record {
+                    AnyDeadLetter::Spring(r) => {
+                        self.exception_classes.iter().any(|c| r.failed_with(c))
+                    }
+                    AnyDeadLetter::Sluicegate(_) => false,
+                })
+            && (self.original_topics.is_empty()
+                || self
+                    .original_topics
+                    .iter()
+                    .any(|t| t == record.original_topic()))
+            && (self.original_partitions.is_empty()
+                || record
+                    .original_partition()
+                    .is_some_and(|p| self.original_partitions.contains(&p)))
+            && within(self.since_ms, failed_at, |v, b| v >= b)
+            && within(self.until_ms, failed_at, |v, b| v <= b)
+            && within(self.from_offset, offset, |v, b| v >= b)
+            && within(self.to_offset, offset, |v, b| v <= b)
     }
 }
 
@@ -96,25 +158,68 @@ pub struct Listed {
     pub dlq_partition: i32,
     pub dlq_offset: i64,
     pub target: String,
+    /// Who wrote the dead letter: `sluicegate` or `spring-kafka`.
+    pub writer: &'static str,
     pub original_topic: String,
-    pub original_partition: i32,
-    pub original_offset: i64,
-    pub error_kind: &'static str,
+    /// Absent when Spring Kafka was told not to write it.
+    pub original_partition: Option<i32>,
+    /// Absent when Spring Kafka was told not to write it.
+    pub original_offset: Option<i64>,
+    /// Sluicegate's records only.
+    pub error_kind: Option<&'static str>,
+    /// Spring Kafka's records only.
+    pub exception_class: Option<String>,
+    /// Spring Kafka's records only, when the exception had a cause.
+    pub exception_cause_class: Option<String>,
     pub error_message: String,
 }
 
 impl Listed {
-    /// The record as one line: where it is, where it would go, where it came from and why.
+    /// What `record`, read at `dlq_partition`/`dlq_offset`, would be sent to `target` as.
+    pub fn of(record: &AnyDeadLetter, dlq_partition: i32, dlq_offset: i64, target: &str) -> Self {
+        let (exception_class, exception_cause_class) = match record {
+            AnyDeadLetter::Spring(r) => {
+                (r.exception_class.clone(), r.exception_cause_class.clone())
+            }
+            AnyDeadLetter::Sluicegate(_) => (None, None),
+        };
+        Listed {
+            dlq_partition,
+            dlq_offset,
+            target: target.to_string(),
+            writer: record.writer(),
+            original_topic: record.original_topic().to_string(),
+            original_partition: record.original_partition(),
+            original_offset: record.original_offset(),
+            error_kind: record.error_kind().map(ErrorKind::as_str),
+            exception_class,
+            exception_cause_class,
+            error_message: record.error_message().to_string(),
+        }
+    }
+
+    /// The record as one line: where it is, where it would go, where it came from and why
+    /// (`?` for what the dead letter does not say).
     pub fn line(&self) -> String {
+        let known = |v: Option<String>| v.unwrap_or_else(|| "?".into());
+        let why = match (&self.error_kind, &self.exception_class) {
+            (Some(kind), _) => kind.to_string(),
+            (None, class) => {
+                let mut why = known(class.clone());
+                if let Some(cause) = &self.exception_cause_class {
+                    why += &format!(" (cause {cause})");
+                }
+                why
+            }
+        };
         format!(
-            "dlq {}/{} -> {}   original {}/{}/{}   {}: {}",
+            "dlq {}/{} -> {}   original {}/{}/{}   {why}: {}",
             self.dlq_partition,
             self.dlq_offset,
             self.target,
             self.original_topic,
-            self.original_partition,
-            self.original_offset,
-            self.error_kind,
+            known(self.original_partition.map(|p| p.to_string())),
+            known(self.original_offset.map(|o| o.to_string())),
             self.error_message.escape_debug()
         )
     }
@@ -292,7 +397,7 @@ fn replay_blocking(args: &DlqReplayArgs, filter: &Filter) -> Result<ReplaySummar
         Duration::from_secs(args.timeout_secs),
         |message| {
             let headers = headers_of(message);
-            let record = match DeadLetterRecord::from_headers(&headers) {
+            let record = match AnyDeadLetter::from_headers(&headers) {
                 Ok(r) => r,
                 Err(reason) => {
                     eprintln!(
@@ -308,27 +413,18 @@ fn replay_blocking(args: &DlqReplayArgs, filter: &Filter) -> Result<ReplaySummar
                     return Ok(());
                 }
             };
-            if !filter.matches(&record) {
+            if !filter.matches(&record, message.timestamp().to_millis()) {
                 return Ok(());
             }
             summary.matched += 1;
-            let target = args.to.as_deref().unwrap_or(&record.original_topic);
+            let target = args.to.as_deref().unwrap_or(record.original_topic());
             match &producer {
                 Some(producer) => {
-                    send(producer, message, &record.original_headers, target)?;
+                    send(producer, message, record.original_headers(), target)?;
                     producer.poll(Duration::ZERO);
                 }
                 None => {
-                    let listed = Listed {
-                        dlq_partition: message.partition(),
-                        dlq_offset: message.offset(),
-                        target: target.to_string(),
-                        original_topic: record.original_topic.clone(),
-                        original_partition: record.original_partition,
-                        original_offset: record.original_offset,
-                        error_kind: record.error_kind.as_str(),
-                        error_message: record.error_message.clone(),
-                    };
+                    let listed = Listed::of(&record, message.partition(), message.offset(), target);
                     if !args.json {
                         println!("{}", listed.line());
                     }
@@ -392,9 +488,11 @@ pub async fn replay(args: DlqReplayArgs) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluicegate::dead_letter::spring::SpringDeadLetter;
+    use sluicegate::dead_letter::DeadLetterRecord;
 
-    fn record(kind: ErrorKind, offset: i64, last_failure: i64) -> DeadLetterRecord {
-        DeadLetterRecord {
+    fn record(kind: ErrorKind, offset: i64, last_failure: i64) -> AnyDeadLetter {
+        AnyDeadLetter::Sluicegate(DeadLetterRecord {
             original_topic: "orders".into(),
             original_partition: 0,
             original_offset: offset,
@@ -406,14 +504,37 @@ mod tests {
             first_failure: last_failure - 10,
             last_failure,
             original_headers: Vec::new(),
-        }
+        })
+    }
+
+    /// A Spring Kafka dead letter of `topic`/`partition`/`offset` that failed with `class`
+    /// (wrapped in Spring's ListenerExecutionFailedException).
+    fn spring(
+        topic: &str,
+        partition: Option<i32>,
+        offset: Option<i64>,
+        class: &str,
+    ) -> AnyDeadLetter {
+        AnyDeadLetter::Spring(SpringDeadLetter {
+            original_topic: topic.into(),
+            original_partition: partition,
+            original_offset: offset,
+            original_timestamp: None,
+            group: None,
+            exception_class: Some(
+                "org.springframework.kafka.listener.ListenerExecutionFailedException".into(),
+            ),
+            exception_cause_class: Some(class.into()),
+            exception_message: Some("boom".into()),
+            original_headers: Vec::new(),
+        })
     }
 
     #[test]
     fn an_empty_filter_matches_everything() {
         let f = Filter::default();
-        assert!(f.matches(&record(ErrorKind::Retryable, 0, 0)));
-        assert!(f.matches(&record(ErrorKind::Decode, i64::MAX, i64::MIN + 10)));
+        assert!(f.matches(&record(ErrorKind::Retryable, 0, 0), None));
+        assert!(f.matches(&record(ErrorKind::Decode, i64::MAX, i64::MIN + 10), None));
     }
 
     #[test]
@@ -422,9 +543,9 @@ mod tests {
             kinds: vec![ErrorKind::Timeout, ErrorKind::Panic],
             ..Filter::default()
         };
-        assert!(f.matches(&record(ErrorKind::Timeout, 0, 0)));
-        assert!(f.matches(&record(ErrorKind::Panic, 0, 0)));
-        assert!(!f.matches(&record(ErrorKind::Retryable, 0, 0)));
+        assert!(f.matches(&record(ErrorKind::Timeout, 0, 0), None));
+        assert!(f.matches(&record(ErrorKind::Panic, 0, 0), None));
+        assert!(!f.matches(&record(ErrorKind::Retryable, 0, 0), None));
     }
 
     #[test]
@@ -435,14 +556,113 @@ mod tests {
             ..Filter::default()
         };
         let kind = ErrorKind::Retryable;
-        assert!(!f.matches(&record(kind, 0, 999)));
-        assert!(f.matches(&record(kind, 0, 1_000)));
-        assert!(f.matches(&record(kind, 0, 2_000)));
-        assert!(!f.matches(&record(kind, 0, 2_001)));
+        assert!(!f.matches(&record(kind, 0, 999), None));
+        assert!(f.matches(&record(kind, 0, 1_000), None));
+        assert!(f.matches(&record(kind, 0, 2_000), None));
+        assert!(!f.matches(&record(kind, 0, 2_001), None));
         // First failure before --since, last failure inside: taken.
         let mut r = record(kind, 0, 1_005);
-        r.first_failure = 500;
-        assert!(f.matches(&r));
+        if let AnyDeadLetter::Sluicegate(r) = &mut r {
+            r.first_failure = 500;
+        }
+        assert!(f.matches(&r, None));
+        // The dead letter's own timestamp is not the failure time of a Sluicegate record.
+        assert!(!f.matches(&record(kind, 0, 999), Some(1_500)));
+    }
+
+    #[test]
+    fn spring_records_are_timed_by_when_the_dead_letter_was_written() {
+        let f = Filter {
+            since_ms: Some(1_000),
+            until_ms: Some(2_000),
+            ..Filter::default()
+        };
+        let r = spring("orders", Some(0), Some(1), "x.Y");
+        assert!(!f.matches(&r, Some(999)));
+        assert!(f.matches(&r, Some(1_000)));
+        assert!(f.matches(&r, Some(2_000)));
+        assert!(!f.matches(&r, Some(2_001)));
+        assert!(
+            !f.matches(&r, None),
+            "no time at all: outside any time bound"
+        );
+        assert!(Filter::default().matches(&r, None));
+    }
+
+    #[test]
+    fn exception_classes_match_spring_records_by_exception_or_cause() {
+        let f = Filter {
+            exception_classes: vec!["IllegalStateException".into(), "com.acme.Declined".into()],
+            ..Filter::default()
+        };
+        assert!(f.matches(
+            &spring(
+                "orders",
+                Some(0),
+                Some(1),
+                "java.lang.IllegalStateException"
+            ),
+            None
+        ));
+        assert!(f.matches(
+            &spring("orders", Some(0), Some(1), "com.acme.Declined"),
+            None
+        ));
+        assert!(!f.matches(
+            &spring("orders", Some(0), Some(1), "org.acme.Declined"),
+            None
+        ));
+        let wrapper = Filter {
+            exception_classes: vec!["ListenerExecutionFailedException".into()],
+            ..Filter::default()
+        };
+        assert!(wrapper.matches(&spring("orders", Some(0), Some(1), "x.Y"), None));
+        // Sluicegate's records have no class; Spring's have no kind.
+        assert!(!f.matches(&record(ErrorKind::Retryable, 0, 0), None));
+        let kinds = Filter {
+            kinds: vec![ErrorKind::Retryable],
+            ..Filter::default()
+        };
+        assert!(!kinds.matches(&spring("orders", Some(0), Some(1), "x.Y"), None));
+    }
+
+    #[test]
+    fn original_topics_partitions_and_offsets_apply_to_both_writers() {
+        let f = Filter {
+            original_topics: vec!["orders".into(), "refunds".into()],
+            original_partitions: vec![1],
+            from_offset: Some(10),
+            to_offset: Some(20),
+            ..Filter::default()
+        };
+        assert!(f.matches(&spring("orders", Some(1), Some(10), "x.Y"), None));
+        assert!(f.matches(&spring("refunds", Some(1), Some(20), "x.Y"), None));
+        assert!(!f.matches(&spring("payments", Some(1), Some(10), "x.Y"), None));
+        assert!(!f.matches(&spring("orders", Some(0), Some(10), "x.Y"), None));
+        assert!(!f.matches(&spring("orders", Some(1), Some(21), "x.Y"), None));
+        // Not written: outside the bounds on it.
+        assert!(!f.matches(&spring("orders", None, Some(10), "x.Y"), None));
+        assert!(!f.matches(&spring("orders", Some(1), None, "x.Y"), None));
+        let mut r = record(ErrorKind::Retryable, 15, 0);
+        assert!(!f.matches(&r, None), "partition 0");
+        if let AnyDeadLetter::Sluicegate(r) = &mut r {
+            r.original_partition = 1;
+        }
+        assert!(f.matches(&r, None));
+    }
+
+    #[test]
+    fn class_and_topic_arguments_are_checked() {
+        assert_eq!(
+            parse_class(" java.lang.Error "),
+            Ok("java.lang.Error".into())
+        );
+        for bad in ["", " ", "java.lang.", "Illegal State"] {
+            let err = parse_class(bad).unwrap_err();
+            assert!(err.contains("not a Java class name"), "{bad:?}: {err}");
+        }
+        assert!(parse_topic("").is_err());
+        assert_eq!(parse_topic("orders"), Ok("orders".into()));
     }
 
     #[test]
@@ -453,10 +673,10 @@ mod tests {
             ..Filter::default()
         };
         let kind = ErrorKind::Permanent;
-        assert!(!f.matches(&record(kind, 9, 0)));
-        assert!(f.matches(&record(kind, 10, 0)));
-        assert!(f.matches(&record(kind, 20, 0)));
-        assert!(!f.matches(&record(kind, 21, 0)));
+        assert!(!f.matches(&record(kind, 9, 0), None));
+        assert!(f.matches(&record(kind, 10, 0), None));
+        assert!(f.matches(&record(kind, 20, 0), None));
+        assert!(!f.matches(&record(kind, 21, 0), None));
     }
 
     #[test]
@@ -467,10 +687,10 @@ mod tests {
             since_ms: Some(100),
             ..Filter::default()
         };
-        assert!(f.matches(&record(ErrorKind::Decode, 5, 100)));
-        assert!(!f.matches(&record(ErrorKind::Retryable, 5, 100)));
-        assert!(!f.matches(&record(ErrorKind::Decode, 4, 100)));
-        assert!(!f.matches(&record(ErrorKind::Decode, 5, 99)));
+        assert!(f.matches(&record(ErrorKind::Decode, 5, 100), None));
+        assert!(!f.matches(&record(ErrorKind::Retryable, 5, 100), None));
+        assert!(!f.matches(&record(ErrorKind::Decode, 4, 100), None));
+        assert!(!f.matches(&record(ErrorKind::Decode, 5, 99), None));
     }
 
     #[test]
@@ -485,20 +705,28 @@ mod tests {
 
     #[test]
     fn a_listed_record_names_both_places_and_the_reason_on_one_line() {
-        let l = Listed {
-            dlq_partition: 1,
-            dlq_offset: 7,
-            target: "orders".into(),
-            original_topic: "orders".into(),
-            original_partition: 3,
-            original_offset: 1042,
-            error_kind: "retryable",
-            error_message: "line one\nline two".into(),
-        };
-        let line = l.line();
+        let mut r = record(ErrorKind::Retryable, 1042, 0);
+        if let AnyDeadLetter::Sluicegate(r) = &mut r {
+            r.original_partition = 3;
+            r.error_message = "line one\nline two".into();
+        }
+        let line = Listed::of(&r, 1, 7, "orders").line();
         assert_eq!(
             line,
             "dlq 1/7 -> orders   original orders/3/1042   retryable: line one\\nline two"
+        );
+        let line = Listed::of(
+            &spring("orders", Some(2), None, "com.acme.Declined"),
+            0,
+            4,
+            "x",
+        )
+        .line();
+        assert_eq!(
+            line,
+            "dlq 0/4 -> x   original orders/2/?   \
+             org.springframework.kafka.listener.ListenerExecutionFailedException \
+             (cause com.acme.Declined): boom"
         );
     }
 

@@ -1,5 +1,6 @@
 //! Environment overrides: one table of `KAFKA_*` variables, each mapped to one setting.
 
+use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -67,8 +68,9 @@ macro_rules! var {
 }
 
 /// Every environment variable that overrides a setting, in the order they are applied (a
-/// later one wins over an earlier one for the same setting). Unlisted `KAFKA_*` variables are
-/// ignored (brokers' images use many), and so are empty values.
+/// later one wins over an earlier one for the same setting). Empty values are ignored. Other
+/// `KAFKA_*` and `SLUICEGATE_*` variables are ignored with a warning naming the closest known
+/// one, except those of [`OTHER_VARS`].
 ///
 /// | Variable | Setting | Value |
 /// |---|---|---|
@@ -102,7 +104,7 @@ macro_rules! var {
 /// | `KAFKA_FETCH_MAX_BYTES` | `kafka.fetch.max_bytes` | bytes |
 /// | `KAFKA_METRICS_ADDR` | `kafka.metrics_addr` | `ip:port` |
 /// | `KAFKA_SECURITY_PROTOCOL` | `kafka.security.protocol` | `plaintext`, `ssl`, `sasl_plaintext`, `sasl_ssl` |
-/// | `KAFKA_SASL_MECHANISM` | `kafka.security.sasl_mechanism` | `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, `OAUTHBEARER`, `GSSAPI` |
+/// | `KAFKA_SASL_MECHANISM` | `kafka.security.sasl_mechanism` | `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, `OAUTHBEARER` |
 /// | `KAFKA_SASL_USERNAME` | `kafka.security.sasl_username` | text |
 /// | `KAFKA_SASL_PASSWORD` | `kafka.security.sasl_password` | text (secret) |
 /// | `KAFKA_SSL_CA_LOCATION` | `kafka.security.ssl_ca_location` | path |
@@ -295,7 +297,7 @@ pub const ENV_VARS: &[EnvVar] = &[
     var!(
         "KAFKA_SASL_MECHANISM",
         "kafka.security.sasl_mechanism",
-        "PLAIN|SCRAM-SHA-256|SCRAM-SHA-512|OAUTHBEARER|GSSAPI",
+        "PLAIN|SCRAM-SHA-256|SCRAM-SHA-512|OAUTHBEARER",
         |c, v| c.security.sasl_mechanism = Some(v.trim().parse()?)
     ),
     var!(
@@ -387,4 +389,107 @@ impl ConsumerConfig {
         }
         errors
     }
+}
+
+/// Variables that share the prefixes Sluicegate reads but belong to other programs, or to
+/// Sluicegate's tools rather than to a consumer: never applied, never warned about.
+///
+/// - Apache Kafka's scripts and container images (`kafka-run-class.sh`, `kafka-storage.sh`):
+///   the installation, JVM and logging options and the KRaft cluster id;
+/// - the `sluicegate` CLI's `SLUICEGATE_LOG_FORMAT`, and the variables of Sluicegate's own
+///   tests and scripts (`SLUICEGATE_TEST_BOOTSTRAP`, ...).
+///
+/// Broker settings given as variables by broker images (`KAFKA_ADVERTISED_LISTENERS`,
+/// `KAFKA_CFG_*`) are not listed: they have no effect on a consumer, and are warned about.
+pub const OTHER_VARS: &[&str] = &[
+    "KAFKA_HOME",
+    "KAFKA_OPTS",
+    "KAFKA_HEAP_OPTS",
+    "KAFKA_JVM_PERFORMANCE_OPTS",
+    "KAFKA_LOG4J_OPTS",
+    "KAFKA_GC_LOG_OPTS",
+    "KAFKA_JMX_OPTS",
+    "KAFKA_DEBUG",
+    "KAFKA_CLUSTER_ID",
+    "KAFKA_VERSION",
+    "KAFKA_JMX_PORT",
+    "KAFKA_JMX_HOSTNAME",
+    "KAFKA_LOG4J_ROOT_LOGLEVEL",
+    "KAFKA_LOG4J_LOGGERS",
+    "KAFKA_TOOLS_LOG4J_LOGLEVEL",
+    "SLUICEGATE_LOG_FORMAT",
+    "SLUICEGATE_TEST_BOOTSTRAP",
+    "SLUICEGATE_KAFKA_HOME",
+    "SLUICEGATE_KAFKA_SERVER_PROPERTIES",
+    "SLUICEGATE_JAVA",
+    "SLUICEGATE_TANSU",
+    "SLUICEGATE_SKIP_TANSU",
+    "SLUICEGATE_PROMTOOL",
+    "SLUICEGATE_LEDGER_BIN",
+    "SLUICEGATE_LONG",
+    "SLUICEGATE_SOAK_SECS",
+    "SLUICEGATE_SOAK_BROKER",
+];
+
+/// The prefixes of the variables whose names are checked.
+const CHECKED_PREFIXES: [&str; 2] = ["KAFKA_", "SLUICEGATE_"];
+
+/// One warning for each variable among `env` that starts with `KAFKA_` or `SLUICEGATE_`, has a
+/// value, and is neither in [`ENV_VARS`] nor in [`OTHER_VARS`]: it is ignored, and the warning
+/// says so and names the closest known variable when one is close (compared without the
+/// prefix, so `SLUICEGATE_GROUP_ID` suggests `KAFKA_GROUP_ID`). Values are never shown: a
+/// misspelled secret must not reach a log.
+pub(crate) fn unknown_vars<K, V>(env: impl IntoIterator<Item = (K, V)>) -> Vec<ConfigError>
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let known = || {
+        ENV_VARS
+            .iter()
+            .map(|v| v.name)
+            .chain(OTHER_VARS.iter().copied())
+    };
+    let unknown: BTreeSet<String> = env
+        .into_iter()
+        .filter(|(k, v)| {
+            let k = k.as_ref();
+            CHECKED_PREFIXES.iter().any(|p| k.starts_with(p))
+                && !v.as_ref().trim().is_empty()
+                && !known().any(|n| n == k)
+        })
+        .map(|(k, _)| k.as_ref().to_string())
+        .collect();
+    unknown
+        .into_iter()
+        .map(|name| {
+            let reason = match closest(&name, known()) {
+                Some(best) => format!("unknown variable, ignored; did you mean `{best}`?"),
+                None => "unknown variable, ignored (the variables Sluicegate reads are listed in \
+                         its README, \"Configuration: file, environment, code\")"
+                    .to_string(),
+            };
+            let mut warning = ConfigError::new(name.clone(), "", reason);
+            warning.source = Some(Source::Env(name));
+            warning
+        })
+        .collect()
+}
+
+/// The name among `known` closest to `name`, compared without their prefixes, when it is
+/// close enough to be a likely slip.
+fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let tail = |n: &str| {
+        CHECKED_PREFIXES
+            .iter()
+            .find_map(|p| n.strip_prefix(p))
+            .unwrap_or(n)
+            .to_ascii_lowercase()
+    };
+    let given = tail(name);
+    known
+        .map(|k| (strsim::jaro_winkler(&given, &tail(k)), k))
+        .filter(|(score, _)| *score >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
 }

@@ -500,6 +500,16 @@ pub struct Loaded {
     pub config: ConsumerConfig,
     /// Where each setting came from.
     pub sources: Sources,
+    /// What was ignored or is probably not meant: unknown `KAFKA_*` and `SLUICEGATE_*`
+    /// variables, and the [configuration's warnings](ConsumerConfig::warnings).
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Logs each of `warnings` (a loaded configuration's) as a warning.
+fn log_warnings(warnings: &[ConfigError]) {
+    for w in warnings {
+        tracing::warn!("configuration: {w}");
+    }
 }
 
 impl ConsumerConfig {
@@ -515,7 +525,8 @@ impl ConsumerConfig {
     }
 
     /// Parses a YAML document, overrides it with the `KAFKA_*` variables among `env` (see
-    /// [`ENV_VARS`](super::ENV_VARS)), and validates the result.
+    /// [`ENV_VARS`](super::ENV_VARS)), and validates the result. Warnings (unknown variables,
+    /// settings probably not meant; see [`Loaded::warnings`]) are logged.
     pub fn load_str<K, V>(
         yaml: &str,
         env: impl IntoIterator<Item = (K, V)>,
@@ -524,12 +535,14 @@ impl ConsumerConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        Ok(Self::resolve(Some(yaml), env)?.config)
+        let loaded = Self::resolve(Some(yaml), env)?;
+        log_warnings(&loaded.warnings);
+        Ok(loaded.config)
     }
 
     /// Reads a YAML file, overrides it with the `KAFKA_*` variables among `env`, and
-    /// validates the result. [`load_from_env`](Self::load_from_env) takes the process's
-    /// environment.
+    /// validates the result; warnings are logged. [`load_from_env`](Self::load_from_env)
+    /// takes the process's environment.
     pub fn load<K, V>(
         path: impl AsRef<Path>,
         env: impl IntoIterator<Item = (K, V)>,
@@ -539,7 +552,7 @@ impl ConsumerConfig {
         V: AsRef<str>,
     {
         let yaml = read(path.as_ref())?;
-        Ok(Self::resolve(Some(&yaml), env)?.config)
+        Self::load_str(&yaml, env)
     }
 
     /// [`load`](Self::load) with the process's environment: file < environment.
@@ -548,8 +561,9 @@ impl ConsumerConfig {
     }
 
     /// The configuration from `yaml` (none: defaults) overridden by the `KAFKA_*` variables
-    /// among `env`, validated, with where each setting came from. Errors carry their place.
-    /// librdkafka's own view is not asked: see [`check_client`](Self::check_client).
+    /// among `env`, validated, with where each setting came from and the warnings (nothing is
+    /// logged). Errors carry their place. librdkafka's own view is not asked: see
+    /// [`check_client`](Self::check_client).
     pub fn resolve<K, V>(
         yaml: Option<&str>,
         env: impl IntoIterator<Item = (K, V)>,
@@ -558,9 +572,20 @@ impl ConsumerConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let (config, sources, errors) = gather(yaml, env);
+        let (config, sources, errors, unknown_vars) = gather(yaml, env);
         match config {
-            Some(config) if errors.is_empty() => Ok(Loaded { config, sources }),
+            Some(config) if errors.is_empty() => {
+                let mut warnings = config.warnings();
+                for w in &mut warnings {
+                    sources.annotate(w);
+                }
+                warnings.extend(unknown_vars);
+                Ok(Loaded {
+                    config,
+                    sources,
+                    warnings,
+                })
+            }
             _ => Err(ConfigErrors(errors)),
         }
     }
@@ -573,13 +598,13 @@ impl ConsumerConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let (config, sources, mut errors) = gather(yaml, env);
+        let (config, sources, mut errors, unknown_vars) = gather(yaml, env);
         let Some(config) = config else {
             return Report {
                 config: None,
                 sources,
                 errors,
-                warnings: Vec::new(),
+                warnings: unknown_vars,
             };
         };
         if let Err(refused) = config.check_client() {
@@ -590,6 +615,7 @@ impl ConsumerConfig {
         for e in errors.iter_mut().chain(warnings.iter_mut()) {
             sources.annotate(e);
         }
+        warnings.extend(unknown_vars);
         Report {
             config: Some(config),
             sources,
@@ -609,20 +635,29 @@ pub struct Report {
     pub sources: Sources,
     /// Every problem, each with its place where known. Empty when the configuration is valid.
     pub errors: Vec<ConfigError>,
-    /// Settings that are legal but probably not what is meant.
+    /// Settings that are legal but probably not what is meant, and unknown `KAFKA_*` and
+    /// `SLUICEGATE_*` variables (ignored).
     pub warnings: Vec<ConfigError>,
 }
 
 /// The configuration from `yaml` and `env` with every problem the rules find (`None` when
-/// the YAML cannot be read: then the rules would only report everything as missing).
+/// the YAML cannot be read: then the rules would only report everything as missing), and the
+/// warnings about unknown variables among `env`.
 fn gather<K, V>(
     yaml: Option<&str>,
     env: impl IntoIterator<Item = (K, V)>,
-) -> (Option<ConsumerConfig>, Sources, Vec<ConfigError>)
+) -> (
+    Option<ConsumerConfig>,
+    Sources,
+    Vec<ConfigError>,
+    Vec<ConfigError>,
+)
 where
     K: AsRef<str>,
     V: AsRef<str>,
 {
+    let env: Vec<(K, V)> = env.into_iter().collect();
+    let unknown_vars = super::env::unknown_vars(env.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
     let (config, mut sources, mut errors) = match yaml {
         Some(yaml) => parse(yaml),
         None => (
@@ -632,7 +667,7 @@ where
         ),
     };
     let Some(mut config) = config else {
-        return (None, sources, errors);
+        return (None, sources, errors, unknown_vars);
     };
     errors.extend(config.apply_env(env, &mut sources));
     let failed: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
@@ -646,7 +681,7 @@ where
     for e in &mut errors {
         sources.annotate(e);
     }
-    (Some(config), sources, errors)
+    (Some(config), sources, errors, unknown_vars)
 }
 
 /// Reads a configuration file.

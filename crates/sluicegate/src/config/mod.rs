@@ -62,7 +62,7 @@ use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::policy::{Backoff, RetryPolicy};
 use crate::ConsumerBuilder;
 
-pub use env::{EnvVar, ENV_VARS};
+pub use env::{EnvVar, ENV_VARS, OTHER_VARS};
 pub use load::{Loaded, Report, Source, Sources};
 pub use validate::{ConfigError, ConfigErrors, BROKER_SESSION_TIMEOUT};
 
@@ -181,9 +181,11 @@ fn shown<'a>(key: &str, value: &'a str) -> &'a str {
     }
 }
 
-/// Declares a configuration enum read and written as one of its names.
+/// Declares a configuration enum read and written as one of its names; the names after
+/// `refused` are refused with their own reasons (what a user may expect but the build lacks).
 macro_rules! named_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }
+     $(refused { $($refused:literal => $reason:expr),+ $(,)? })?) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum $name { $($(#[$vdoc])* $variant),+ }
@@ -202,6 +204,7 @@ macro_rules! named_enum {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
                 $(if s.eq_ignore_ascii_case($text) { return Ok($name::$variant); })+
+                $($(if s.eq_ignore_ascii_case($refused) { return Err($reason.to_string()); })+)?
                 Err(format!("expected one of: {}", Self::NAMES.join(", ")))
             }
         }
@@ -280,10 +283,16 @@ named_enum!(
         ScramSha512 = "SCRAM-SHA-512",
         /// OAuth bearer tokens (also what AWS MSK IAM uses).
         OauthBearer = "OAUTHBEARER",
-        /// Kerberos.
-        Gssapi = "GSSAPI",
+    }
+    refused {
+        "GSSAPI" => NO_KERBEROS,
     }
 );
+
+/// Why `GSSAPI` is refused as a SASL mechanism.
+const NO_KERBEROS: &str = "GSSAPI (Kerberos) is not supported: Sluicegate is built without \
+    Kerberos (librdkafka without libsasl2); use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or \
+    OAUTHBEARER";
 
 impl SaslMechanism {
     /// Whether the mechanism authenticates with a user name and password.

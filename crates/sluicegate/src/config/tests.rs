@@ -105,7 +105,7 @@ fn environment_overrides_the_file_and_records_the_source() {
         ("KAFKA_MAX_RETRIES", "3"),
         ("KAFKA_PROCESSING_TIMEOUT_MS", "1500"),
         ("KAFKA_SASL_PASSWORD", "from-env"),
-        ("KAFKA_BROKER_ID", "1"), // not ours: ignored
+        ("KAFKA_BROKER_ID", "1"), // not ours: ignored (with a warning)
         ("PATH", "/bin"),
     ];
     let loaded = ConsumerConfig::resolve(
@@ -806,6 +806,140 @@ fn environment_values_are_checked_and_named() {
         "0",
         &["(from KAFKA_MAX_IN_FLIGHT)", "at least 1"],
     );
+}
+
+/// The warnings about variables of `env` loaded over [`BASE`], as displayed.
+fn variable_warnings(env: &[(&str, &str)]) -> Vec<String> {
+    let loaded =
+        ConsumerConfig::resolve(Some(BASE), env.iter().copied()).unwrap_or_else(|e| panic!("{e}"));
+    loaded.warnings.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn unknown_variables_are_warned_about_with_the_closest_known_name() {
+    let warnings = variable_warnings(&[
+        ("KAFKA_GRUOP_ID", "billing"),
+        ("KAFKA_MAX_INFLIGHT", "10"),
+        ("SLUICEGATE_GROUP_ID", "billing"),
+        ("SLUICEGATE_LOG_FROMAT", "json"),
+        ("KAFKA_SASL_PASSWRD", "hunter2"),
+        ("KAFKA_ADVERTISED_LISTENERS", "PLAINTEXT://k:9092"),
+        ("KAFKA_BATCH_SIZE", "5"),
+        ("PATH", "/bin"),
+    ]);
+    assert_eq!(
+        warnings,
+        [
+            "KAFKA_ADVERTISED_LISTENERS: unknown variable, ignored (the variables Sluicegate \
+             reads are listed in its README, \"Configuration: file, environment, code\")",
+            "KAFKA_GRUOP_ID: unknown variable, ignored; did you mean `KAFKA_GROUP_ID`?",
+            "KAFKA_MAX_INFLIGHT: unknown variable, ignored; did you mean `KAFKA_MAX_IN_FLIGHT`?",
+            "KAFKA_SASL_PASSWRD: unknown variable, ignored; did you mean `KAFKA_SASL_PASSWORD`?",
+            "SLUICEGATE_GROUP_ID: unknown variable, ignored; did you mean `KAFKA_GROUP_ID`?",
+            "SLUICEGATE_LOG_FROMAT: unknown variable, ignored; did you mean \
+             `SLUICEGATE_LOG_FORMAT`?",
+        ]
+    );
+    assert!(!warnings.concat().contains("hunter2"), "a value was shown");
+    let loaded = ConsumerConfig::resolve(Some(BASE), [("KAFKA_GRUOP_ID", "x")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        loaded.config.group_id, "billing",
+        "an unknown variable changed nothing"
+    );
+    assert_eq!(
+        loaded.warnings[0].source,
+        Some(Source::Env("KAFKA_GRUOP_ID".into()))
+    );
+}
+
+#[test]
+fn known_other_and_empty_variables_are_not_warned_about() {
+    let mut env: Vec<(&str, &str)> = OTHER_VARS.iter().map(|name| (*name, "x")).collect();
+    env.extend([
+        ("KAFKA_BATCH_SIZE", "5"),
+        ("KAFKA_GRUOP_ID", ""),
+        ("KAFKA_GRUOP_ID", "  "),
+        ("KAFKA", "x"),
+        ("SLUICEGATE", "x"),
+        ("kafka_gruop_id", "x"),
+        ("MY_KAFKA_THING", "x"),
+    ]);
+    assert_eq!(variable_warnings(&env), Vec::<String>::new());
+    for name in [
+        "KAFKA_HOME",
+        "KAFKA_OPTS",
+        "KAFKA_HEAP_OPTS",
+        "KAFKA_JVM_PERFORMANCE_OPTS",
+        "KAFKA_LOG4J_OPTS",
+        "KAFKA_DEBUG",
+        "KAFKA_GC_LOG_OPTS",
+        "KAFKA_JMX_OPTS",
+        "KAFKA_CLUSTER_ID",
+        "SLUICEGATE_LOG_FORMAT",
+        "SLUICEGATE_TEST_BOOTSTRAP",
+    ] {
+        assert!(OTHER_VARS.contains(&name), "{name}");
+    }
+    for var in ENV_VARS {
+        assert!(!OTHER_VARS.contains(&var.name), "{} is both", var.name);
+    }
+}
+
+#[test]
+fn config_check_reports_unknown_variables_as_warnings_not_errors() {
+    let report = ConsumerConfig::check(Some(BASE), [("KAFKA_SESION_TIMEOUT_MS", "10000")]);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let shown: Vec<String> = report.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "KAFKA_SESION_TIMEOUT_MS: unknown variable, ignored; did you mean \
+          `KAFKA_SESSION_TIMEOUT_MS`?"
+        ]
+    );
+    // Even when the file cannot be read.
+    let report = ConsumerConfig::check(Some("kafka: ["), [("KAFKA_SESION_TIMEOUT_MS", "1")]);
+    assert!(!report.errors.is_empty());
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+}
+
+#[test]
+fn gssapi_is_refused_because_the_build_has_no_kerberos() {
+    let yaml = format!("{BASE}  security:\n    protocol: sasl_ssl\n    sasl_mechanism: GSSAPI\n");
+    let errors = errors_of(&yaml, &[]);
+    assert_error(
+        &errors,
+        "kafka.security.sasl_mechanism",
+        "GSSAPI",
+        &[
+            "GSSAPI (Kerberos) is not supported",
+            "built without Kerberos",
+            "SCRAM-SHA-512",
+        ],
+    );
+    let errors = errors_of(
+        &format!("{BASE}  security:\n    protocol: sasl_ssl\n"),
+        &[("KAFKA_SASL_MECHANISM", "gssapi")],
+    );
+    assert_error(
+        &errors,
+        "kafka.security.sasl_mechanism",
+        "gssapi",
+        &["(from KAFKA_SASL_MECHANISM)", "built without Kerberos"],
+    );
+    assert!(!SaslMechanism::NAMES.contains(&"GSSAPI"));
+    assert_eq!("PLAIN".parse(), Ok(SaslMechanism::Plain));
+    // Past the configuration, librdkafka itself refuses it when the client is built.
+    let refused = crate::ConsumerBuilder::default()
+        .bootstrap_servers("localhost:9092")
+        .group_id("g")
+        .set("security.protocol", "sasl_plaintext")
+        .set("sasl.mechanism", "GSSAPI")
+        .check_client()
+        .expect_err("GSSAPI accepted by librdkafka");
+    let shown = refused.to_string();
+    assert!(shown.contains("GSSAPI"), "{shown}");
 }
 
 #[test]

@@ -47,7 +47,8 @@ impl fmt::Display for ConfigError {
         }
         match &self.source {
             Some(Source::File { line, column }) => write!(f, " (line {line}, column {column})")?,
-            Some(Source::Env(var)) => write!(f, " (from {var})")?,
+            // A variable's own problem (an unknown variable) is already named by its path.
+            Some(Source::Env(var)) if *var != self.path => write!(f, " (from {var})")?,
             _ => {}
         }
         write!(f, ": {}", self.reason)
