@@ -423,6 +423,10 @@ pub fn watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Result<Vec<(
 
 /// The (low, high) watermarks of `partitions` of `topic`, in the order given; each look-up
 /// waits at most `timeout`.
+///
+/// A partition whose leadership is still moving (NotLeaderForPartition, LeaderNotAvailable) is
+/// asked again until `timeout`: right after a topic is created, Apache Kafka lists the leader in
+/// its metadata a moment before that leader answers ListOffsets for the partition.
 pub fn watermarks_of(
     client: &BaseConsumer,
     topic: &str,
@@ -432,11 +436,30 @@ pub fn watermarks_of(
     partitions
         .iter()
         .map(|&p| {
-            client
-                .fetch_watermarks(topic, p, timeout)
-                .with_context(|| format!("cannot read the watermarks of {topic}/{p}"))
+            let deadline = Deadline::after(timeout);
+            loop {
+                match client.fetch_watermarks(topic, p, deadline.left()) {
+                    Err(e) if leader_moving(&e) && !deadline.left().is_zero() => {
+                        // Leadership changes announce themselves to no one: asking again is
+                        // the only way.
+                        std::thread::sleep(Duration::from_millis(100).min(deadline.left()));
+                    }
+                    found => {
+                        return found
+                            .with_context(|| format!("cannot read the watermarks of {topic}/{p}"))
+                    }
+                }
+            }
         })
         .collect()
+}
+
+/// Whether `e` says a partition's leader is not (yet) known or not (yet) leading.
+fn leader_moving(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::NotLeaderForPartition | RDKafkaErrorCode::LeaderNotAvailable)
+    )
 }
 
 /// The offsets `group` has committed for partitions `0..partitions` of `topic`, as the broker

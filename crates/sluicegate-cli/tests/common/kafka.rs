@@ -13,6 +13,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluicegate::EmbeddedKafka;
 
@@ -71,14 +72,31 @@ pub fn produce(bootstrap: &str, topic: &str, counts: &[i64], timestamp: i64) {
     assert_eq!(high, want, "the broker holds other records than produced");
 }
 
+/// The (low, high) watermarks of `topic`/`partition`. Asked again (bounded by `LIMIT`) while the
+/// partition's leader is not leading yet: right after a topic is created, Apache Kafka lists
+/// the leader in its metadata a moment before that leader answers ListOffsets.
 pub fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
     let client: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("client");
-    client
-        .fetch_watermarks(topic, partition, LIMIT)
-        .expect("watermarks")
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        match client.fetch_watermarks(topic, partition, LIMIT) {
+            Ok(marks) => return marks,
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::NotLeaderForPartition)
+                        | Some(RDKafkaErrorCode::LeaderNotAvailable)
+                ) && Instant::now() < deadline =>
+            {
+                // Leadership changes announce themselves to no one: asking again is the only way.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("watermarks of {topic}/{partition}: {e}"),
+        }
+    }
 }
 
 /// A client of `group` that never subscribes: it reads and commits the group's offsets.
@@ -119,9 +137,28 @@ pub fn commit(bootstrap: &str, group: &str, topic: &str, offsets: &[(i32, i64)])
         list.add_partition_offset(topic, p, Offset::Offset(o))
             .expect("partition");
     }
-    group_client(bootstrap, group)
-        .commit(&list, CommitMode::Sync)
-        .expect("starting offsets committed");
+    let client = group_client(bootstrap, group);
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        match client.commit(&list, CommitMode::Sync) {
+            Ok(()) => return,
+            // The first commit to a fresh Apache Kafka creates the offsets topic, and its
+            // coordinator answers "loading" until that topic is loaded.
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::CoordinatorLoadInProgress)
+                        | Some(RDKafkaErrorCode::CoordinatorNotAvailable)
+                        | Some(RDKafkaErrorCode::NotCoordinator)
+                ) && Instant::now() < deadline =>
+            {
+                // Coordinator readiness announces itself to no one: asking again is the only
+                // way.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("starting offsets of group `{group}` not committed: {e}"),
+        }
+    }
 }
 
 /// A consumer of `group` subscribed to `topic`, once it has joined: polled (bounded by
@@ -238,13 +275,27 @@ pub fn shared_kafka() -> &'static SharedKafka {
                 bootstrap,
                 started: None,
             }),
-            None => KafkaBroker::start().map(|broker| SharedKafka {
-                bootstrap: broker.bootstrap.clone(),
-                started: Some(broker),
+            None => KafkaBroker::start().map(|broker| {
+                warm_up(&broker.bootstrap);
+                SharedKafka {
+                    bootstrap: broker.bootstrap.clone(),
+                    started: Some(broker),
+                }
             }),
         })
         .as_ref()
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Has a freshly started broker serve once each kind of request the tests make: CreateTopics,
+/// Produce, ListOffsets and a group commit (which creates the offsets topic). On 2 busy cores a
+/// fresh broker takes seconds to do each the first time; done here, within `LIMIT`, that time
+/// is not charged to the command under test, whose own look-ups wait at most 10 s.
+fn warm_up(bootstrap: &str) {
+    let topic = unique("sluicegate-cli-warm-up");
+    create_topic_with_admin(bootstrap, &topic, 1);
+    produce(bootstrap, &topic, &[1], now_ms());
+    commit(bootstrap, &topic, &topic, &[(0, 1)]);
 }
 
 /// The tansu shared by the tests of one test binary (see the library's `tests/common/tansu.rs`),
