@@ -250,6 +250,27 @@ fn log_end(written: &[Produced]) -> BTreeMap<i32, i64> {
     end
 }
 
+/// The offsets `group` committed on `topic`, read back as soon as the restarted broker's group
+/// coordinator answers (while it loads the groups it refuses, for seconds on a busy machine).
+async fn committed_once_loaded(
+    broker: &TestBroker,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let deadline = Instant::now() + PHASE;
+    loop {
+        match broker.committed_offsets(group, topic).await {
+            Ok(committed) => return Ok(committed),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("committed offsets of {group} not readable yet: {e:#}");
+            }
+            Err(e) => return Err(e.context("the restarted broker never gave the commits back")),
+        }
+        // Polling the broker: there is no event to wait on.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn is_poison(w: &Produced) -> bool {
     parse(&w.payload).is_some_and(|(id, _, _)| poison(id))
 }
@@ -295,7 +316,7 @@ async fn broker_killed_and_restarted_mid_stream_loses_nothing() -> anyhow::Resul
     // The commits survived the crash (read before any member could commit again, or at
     // least before they could move backwards).
     for (g, before) in groups.iter().zip(&before) {
-        let after = broker.committed_offsets(&g.name, &topic).await?;
+        let after = committed_once_loaded(&broker, &g.name, &topic).await?;
         for (p, offset) in before {
             ensure!(
                 after.get(p).is_some_and(|a| a >= offset),
