@@ -441,7 +441,7 @@ async fn crashed_and_restarted_pipeline_commits_each_result_once(
 
 /// Partitions of the SIGKILL scenario's topics, and inputs written before each run.
 const KILL_PARTITIONS: i32 = 2;
-const KILL_SLICE: usize = 200;
+const KILL_SLICE: usize = 100;
 /// SIGKILLs before the last run.
 const KILLS: usize = 4;
 /// A kill comes this long (ms, at random) after the run's first commit, as soon as a
@@ -502,15 +502,15 @@ async fn killed_mid_transaction(broker: &TestBroker, log: &std::path::Path) -> a
         &unique("transform"),
         "--batch",
         "20",
-        // At most 200 inputs a second: each run's slice of inputs outlasts its kill.
+        // At most 200 inputs a second, so that a run rarely runs out of work before its kill.
         "--work-ms",
         "5",
-        // Kafka's smallest session timeout by default: a restart's join waits for the killed
-        // member's session to run out.
+        // A restart's join waits for the killed member's session to run out: keep it short
+        // (the test Kafka allows 1 s).
         "--set",
-        "session.timeout.ms=6000",
+        "session.timeout.ms=2000",
         "--set",
-        "heartbeat.interval.ms=500",
+        "heartbeat.interval.ms=300",
     ]
     .map(String::from)
     .to_vec();
