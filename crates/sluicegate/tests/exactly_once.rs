@@ -2,6 +2,10 @@
 //! a failing handler aborts its transaction, and a pipeline crashed at random points and
 //! restarted leaves each input's output committed once.
 //!
+//! Outputs are read back twice (`ReadBack`): with `isolation.level=read_committed`, as the
+//! pipeline's downstream must read them, and with `read_uncommitted`, which also shows the
+//! records of aborted transactions, so that a test sees the aborts happen and stay hidden.
+//!
 //! What the test brokers lack (found by these tests; see also the crate's docs):
 //! - librdkafka's mock cluster (embedded) answers the transaction requests but implements none
 //!   of their effects: `TxnOffsetCommit` stores no offset, `EndTxn` writes no commit or abort
@@ -10,10 +14,15 @@
 //!   reports no aborted transactions and no last stable offset, so a `read_committed` reader
 //!   also sees aborted records and records of open transactions.
 //!
-//! So where a test needs a reader that hides aborted records, it first checks that the broker
-//! does ([`hides_aborted_records`]); on these two brokers that part is reported as not
-//! checkable and the rest (no loss, offsets committed with the transactions, aborts happening)
-//! is asserted. Against a real Kafka (`SLUICEGATE_TEST_BOOTSTRAP`) everything is asserted.
+//! So on these two brokers the tests assert what they can (no loss, offsets committed with the
+//! transactions, aborts happening) and report exactly-once delivery as not checkable, unless
+//! [`hides_aborted_records`] finds the broker does hide them. On Apache Kafka (the one the tests
+//! start, or `SLUICEGATE_TEST_BOOTSTRAP`) everything is asserted, and two scenarios run there
+//! only: a consumer process killed with SIGKILL mid-transaction and restarted
+//! (`examples/transform.rs`), and a zombie instance fenced by its replacement.
+//!
+//! Each scenario prints a `RELIABILITY | exactly-once | ...` line (run with `--nocapture`;
+//! RELIABILITY.md collects them).
 
 #[macro_use]
 mod common;
@@ -365,10 +374,15 @@ fn report(
 ) {
     let outputs: usize = back.committed.values().sum();
     let duplicates: usize = back.committed.values().map(|n| n - 1).sum();
+    let more = if more.is_empty() {
+        String::new()
+    } else {
+        format!(" | {more}")
+    };
     eprintln!(
         "RELIABILITY | exactly-once | {scenario} | {} | inputs {inputs} | committed outputs \
          {outputs} (read_committed) | missing {} | duplicates {} | aborted records {} (seen \
-         read_uncommitted only; {} records in all) | {more}",
+         read_uncommitted only; {} records in all){more}",
         broker.kind().name(),
         inputs.saturating_sub(back.committed.len()),
         if exact {
