@@ -2,6 +2,10 @@
 //! a failing handler aborts its transaction, and a pipeline crashed at random points and
 //! restarted leaves each input's output committed once.
 //!
+//! Outputs are read back twice (`ReadBack`): with `isolation.level=read_committed`, as the
+//! pipeline's downstream must read them, and with `read_uncommitted`, which also shows the
+//! records of aborted transactions, so that a test sees the aborts happen and stay hidden.
+//!
 //! What the test brokers lack (found by these tests; see also the crate's docs):
 //! - librdkafka's mock cluster (embedded) answers the transaction requests but implements none
 //!   of their effects: `TxnOffsetCommit` stores no offset, `EndTxn` writes no commit or abort
@@ -10,10 +14,15 @@
 //!   reports no aborted transactions and no last stable offset, so a `read_committed` reader
 //!   also sees aborted records and records of open transactions.
 //!
-//! So where a test needs a reader that hides aborted records, it first checks that the broker
-//! does ([`hides_aborted_records`]); on these two brokers that part is reported as not
-//! checkable and the rest (no loss, offsets committed with the transactions, aborts happening)
-//! is asserted. Against a real Kafka (`SLUICEGATE_TEST_BOOTSTRAP`) everything is asserted.
+//! So on these two brokers the tests assert what they can (no loss, offsets committed with the
+//! transactions, aborts happening) and report exactly-once delivery as not checkable, unless
+//! [`hides_aborted_records`] finds the broker does hide them. On Apache Kafka (the one the tests
+//! start, or `SLUICEGATE_TEST_BOOTSTRAP`) everything is asserted, and two scenarios run there
+//! only: a consumer process killed with SIGKILL mid-transaction and restarted
+//! (`examples/transform.rs`), and a zombie instance fenced by its replacement.
+//!
+//! Each scenario prints a `RELIABILITY | exactly-once | ...` line (run with `--nocapture`;
+//! RELIABILITY.md collects them).
 
 #[macro_use]
 mod common;
@@ -365,10 +374,15 @@ fn report(
 ) {
     let outputs: usize = back.committed.values().sum();
     let duplicates: usize = back.committed.values().map(|n| n - 1).sum();
+    let more = if more.is_empty() {
+        String::new()
+    } else {
+        format!(" | {more}")
+    };
     eprintln!(
         "RELIABILITY | exactly-once | {scenario} | {} | inputs {inputs} | committed outputs \
          {outputs} (read_committed) | missing {} | duplicates {} | aborted records {} (seen \
-         read_uncommitted only; {} records in all) | {more}",
+         read_uncommitted only; {} records in all){more}",
         broker.kind().name(),
         inputs.saturating_sub(back.committed.len()),
         if exact {
@@ -439,9 +453,130 @@ async fn crashed_and_restarted_pipeline_commits_each_result_once(
     Ok(())
 }
 
+mod zombie_with_the_same_transactional_id_is_fenced {
+    /// On Apache Kafka only: the other test brokers cannot show exactly-once delivery (see the
+    /// module's docs).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka() -> anyhow::Result<()> {
+        super::zombie_with_the_same_transactional_id_is_fenced(crate::common::TestBroker::kafka()?)
+            .await
+    }
+}
+
+/// A zombie: instance A stalls in its handler, its transaction open, and a second instance B
+/// starts with the same transactional id (as a replacement started while the old one seems
+/// dead). B's start fences A's producer and aborts A's transaction; when A wakes up its
+/// transaction cannot go on and A stops with the fencing error. B does all the work, and each
+/// input's output is committed once: A's stalled output is seen `read_uncommitted` only.
+async fn zombie_with_the_same_transactional_id_is_fenced(broker: TestBroker) -> anyhow::Result<()> {
+    let (input, output_topic, group) =
+        (unique("zombie-in"), unique("zombie-out"), unique("zombie"));
+    let transactional_id = unique("tx");
+    let (produced, end) = broker.fill_topic(&input, 2, 100).await?;
+    broker.create_topic(&output_topic, 2).await?;
+    let watch = block_in_place(|| Watch::new(&broker, &group, &input, &output_topic, 2))?;
+
+    // A sends the output of its first input, then stalls until released.
+    let (stalled_tx, mut stalled) = tokio::sync::watch::channel(false);
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let mut builder = broker
+        .consumer(&group, &input)
+        .exactly_once(&transactional_id);
+    let output = builder.output()?;
+    let topic = output_topic.clone();
+    let zombie = builder
+        .build(handler_fn(move |msg: Message| {
+            let (output, topic, stalled_tx, mut gate) = (
+                output.clone(),
+                topic.clone(),
+                stalled_tx.clone(),
+                gate.clone(),
+            );
+            async move {
+                let key = msg.payload().unwrap_or_default().to_vec();
+                output
+                    .send(OutputRecord::to(topic).key(key.clone()).payload(key))
+                    .await?;
+                stalled_tx.send_replace(true);
+                let _ = gate.wait_for(|released| *released).await;
+                Ok(())
+            }
+        }))?
+        .spawn()?;
+    tokio::time::timeout(PHASE, stalled.wait_for(|s| *s))
+        .await
+        .context("A never handled an input")??;
+    ensure!(
+        block_in_place(|| watch.open())?,
+        "A's output is written and its transaction open"
+    );
+
+    let metrics = Metrics::new();
+    let replacement = pipeline(
+        &broker,
+        &group,
+        &input,
+        &output_topic,
+        &transactional_id,
+        0,
+        &metrics,
+    )?;
+    // B's init_transactions fences A and aborts A's open transaction (its abort markers close it).
+    let deadline = Instant::now() + PHASE;
+    while block_in_place(|| watch.open())? {
+        ensure!(
+            Instant::now() < deadline,
+            "A's transaction still open {PHASE:?} after B started"
+        );
+        // The broker's state: there is no event to await.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    release.send_replace(true);
+    let ended = tokio::time::timeout(PHASE, zombie.wait())
+        .await
+        .context("the fenced instance did not stop")?;
+    let error = match ended {
+        Ok(()) => anyhow::bail!("the fenced instance A ended without an error"),
+        Err(e) => e.to_string(),
+    };
+    ensure!(
+        error.to_lowercase().contains("fenced"),
+        "A ended with an error, but not for being fenced: {error}"
+    );
+
+    wait_status(
+        &mut replacement.status(),
+        PHASE,
+        "commits at the log end",
+        |s| {
+            end.iter()
+                .all(|(p, e)| s.committed.get(&common::tp(&input, *p)) == Some(e))
+        },
+    )
+    .await?;
+    common::stop(replacement).await?;
+    check_group_offsets(&broker, &group, &input, &end).await?;
+    let (back, exact) = check_outputs(&broker, &output_topic, &input_keys(&produced)).await?;
+    ensure!(
+        exact && !back.aborted.is_empty(),
+        "A's output was written in a transaction that B aborted: the read_uncommitted reader \
+         should see it, the read_committed one not; {} aborted records",
+        back.aborted.len()
+    );
+    report(
+        &broker,
+        "zombie with the same transactional id fenced",
+        produced.len(),
+        &back,
+        exact,
+        &format!("the zombie stopped with: {error}"),
+    );
+    Ok(())
+}
+
 /// Partitions of the SIGKILL scenario's topics, and inputs written before each run.
 const KILL_PARTITIONS: i32 = 2;
-const KILL_SLICE: usize = 200;
+const KILL_SLICE: usize = 100;
 /// SIGKILLs before the last run.
 const KILLS: usize = 4;
 /// A kill comes this long (ms, at random) after the run's first commit, as soon as a
@@ -502,19 +637,20 @@ async fn killed_mid_transaction(broker: &TestBroker, log: &std::path::Path) -> a
         &unique("transform"),
         "--batch",
         "20",
-        // At most 200 inputs a second: each run's slice of inputs outlasts its kill.
+        // At most 200 inputs a second, so that a run rarely runs out of work before its kill.
         "--work-ms",
         "5",
-        // Kafka's smallest session timeout by default: a restart's join waits for the killed
-        // member's session to run out.
+        // A restart's join waits for the killed member's session to run out: keep it short
+        // (the test Kafka allows 1 s).
         "--set",
-        "session.timeout.ms=6000",
+        "session.timeout.ms=2000",
         "--set",
-        "heartbeat.interval.ms=500",
+        "heartbeat.interval.ms=300",
     ]
     .map(String::from)
     .to_vec();
-    let watch = block_in_place(|| Watch::new(broker, &group, &input, &output_topic))?;
+    let watch =
+        block_in_place(|| Watch::new(broker, &group, &input, &output_topic, KILL_PARTITIONS))?;
     let delays: Vec<Duration> = {
         let mut rng = rand::rng();
         (0..KILLS)
@@ -671,7 +807,14 @@ struct Watch {
 }
 
 impl Watch {
-    fn new(broker: &TestBroker, group: &str, input: &str, output: &str) -> anyhow::Result<Watch> {
+    /// For `input` and `output`, of `partitions` partitions each.
+    fn new(
+        broker: &TestBroker,
+        group: &str,
+        input: &str,
+        output: &str,
+        partitions: i32,
+    ) -> anyhow::Result<Watch> {
         let client = |isolation: Isolation| {
             ClientConfig::new()
                 .set("bootstrap.servers", broker.bootstrap())
@@ -681,7 +824,7 @@ impl Watch {
                 .create::<BaseConsumer>()
         };
         let mut inputs = TopicPartitionList::new();
-        for p in 0..KILL_PARTITIONS {
+        for p in 0..partitions {
             inputs.add_partition(input, p);
         }
         Ok(Watch {
@@ -690,7 +833,7 @@ impl Watch {
             stable: client(Isolation::ReadCommitted)?,
             high: client(Isolation::ReadUncommitted)?,
             output: output.to_string(),
-            partitions: (0..KILL_PARTITIONS).collect(),
+            partitions: (0..partitions).collect(),
         })
     }
 
