@@ -22,15 +22,13 @@ use sluicegate::EmbeddedKafka;
 
 use common::kafka::{now_ms, unique};
 use common::kafka_broker::KafkaBroker;
+use common::records::{high_watermarks, produce_records, read_all, Record};
 use common::{last_json_line, run};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// The wrapper Spring Kafka puts around a listener's exception.
 const LEFE: &str = "org.springframework.kafka.listener.ListenerExecutionFailedException";
-
-/// One record as it travels: key, value and headers (name, value).
-type Record = (Vec<u8>, Vec<u8>, Vec<(String, Option<Vec<u8>>)>);
 
 /// The Apache Kafka of this test binary, started on first use.
 fn kafka() -> &'static KafkaBroker {
@@ -182,92 +180,11 @@ impl Broker {
     }
 }
 
-/// Produces `records` to `topic` partition 0 and waits (bounded) for every acknowledgement.
-fn produce(bootstrap: &str, topic: &str, records: &[Record]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "all")
-        .create()
-        .expect("producer");
-    for (key, value, hs) in records {
-        let mut owned = OwnedHeaders::new();
-        for (name, v) in hs {
-            owned = owned.insert(Header {
-                key: name,
-                value: v.as_deref(),
-            });
-        }
-        producer
-            .send(
-                BaseRecord::to(topic)
-                    .partition(0)
-                    .key(key)
-                    .payload(value)
-                    .headers(owned),
-            )
-            .expect("queued");
-    }
-    producer.flush(LIMIT).expect("every record acknowledged");
-    assert_eq!(
-        high_watermarks(bootstrap, topic, 1),
-        vec![records.len() as i64]
-    );
-}
-
-fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("client");
-    (0..partitions)
-        .map(|p| {
-            client
-                .fetch_watermarks(topic, p, LIMIT)
-                .expect("watermarks")
-                .1
-        })
+/// [`read_all`] as a set: what arrived, in any order.
+fn read_set(bootstrap: &str, topic: &str, partitions: i32, count: usize) -> BTreeSet<Record> {
+    read_all(bootstrap, topic, partitions, count)
+        .into_iter()
         .collect()
-}
-
-/// Every record of `topic` (all `partitions`), read from the start until `count` arrived;
-/// bounded by `LIMIT`.
-fn read_all(bootstrap: &str, topic: &str, partitions: i32, count: usize) -> BTreeSet<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("dlq-spring-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&list).expect("assign");
-    let deadline = Instant::now() + LIMIT;
-    let mut out = BTreeSet::new();
-    while out.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {count} records arrived at {topic} within {LIMIT:?}",
-            out.len()
-        );
-        let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let m = polled.expect("a record");
-        let hs = m.headers().map_or_else(Vec::new, |hs| {
-            hs.iter()
-                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                .collect()
-        });
-        out.insert((
-            m.key().unwrap_or_default().to_vec(),
-            m.payload().unwrap_or_default().to_vec(),
-            hs,
-        ));
-    }
-    out
 }
 
 /// Runs `sluicegate dlq replay --bootstrap BOOTSTRAP --topic DLT ARGS...`.
@@ -329,7 +246,7 @@ fn spring_dead_letters_are_listed_filtered_and_replayed(broker: Broker) {
     let mut all = records.clone();
     all.push(malformed);
     let written_from = now_ms();
-    produce(&bootstrap, &dlt, &all);
+    produce_records(&bootstrap, &dlt, &all);
 
     // 1. Dry run: each record is listed with where it came from and why it failed.
     let (ok, out, err) = replay(&bootstrap, &dlt, &["--dry-run"]);
@@ -379,7 +296,7 @@ fn spring_dead_letters_are_listed_filtered_and_replayed(broker: Broker) {
         (2, 2)
     );
     let expected: BTreeSet<Record> = [0, 3].iter().map(|&i| replayed(&records[i])).collect();
-    assert_eq!(read_all(&bootstrap, &orders, 2, 2), expected);
+    assert_eq!(read_set(&bootstrap, &orders, 2, 2), expected);
     assert_eq!(
         high_watermarks(&bootstrap, &orders, 2).iter().sum::<i64>(),
         2,
@@ -403,7 +320,7 @@ fn spring_dead_letters_are_listed_filtered_and_replayed(broker: Broker) {
         (1, 1)
     );
     assert_eq!(
-        read_all(&bootstrap, &elsewhere, 1, 1),
+        read_set(&bootstrap, &elsewhere, 1, 1),
         BTreeSet::from([replayed(&records[1])])
     );
 
@@ -427,7 +344,7 @@ fn spring_dead_letters_are_listed_filtered_and_replayed(broker: Broker) {
         (1, 1)
     );
     let expected: BTreeSet<Record> = [0, 2, 3].iter().map(|&i| replayed(&records[i])).collect();
-    assert_eq!(read_all(&bootstrap, &orders, 2, 3), expected);
+    assert_eq!(read_set(&bootstrap, &orders, 2, 3), expected);
     assert_eq!(
         high_watermarks(&bootstrap, &orders, 2).iter().sum::<i64>(),
         3

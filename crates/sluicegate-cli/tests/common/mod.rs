@@ -44,6 +44,7 @@ macro_rules! on_both_brokers {
 pub mod kafka;
 #[path = "../../../sluicegate/tests/common/kafka_broker.rs"]
 pub mod kafka_broker;
+pub mod records;
 #[path = "../../../sluicegate/tests/common/pki.rs"]
 pub mod pki;
 #[path = "../../../sluicegate/tests/common/tansu.rs"]
