@@ -61,7 +61,7 @@ pub use handler::{
     Handler, HandlerError, HandlerFn, HandlerResult, JsonHandler, Work,
 };
 pub use health::{Check, Health, LIVENESS_STALL};
-pub use message::{Header, Message};
+pub use message::{DecodeError, Header, Message};
 pub use offsets::{offset_map, OffsetTracker};
 pub use output::{Delivered, Output, OutputRecord};
 pub use runtime::{
