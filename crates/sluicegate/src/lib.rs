@@ -65,5 +65,6 @@ pub use message::{DecodeError, Header, Message};
 pub use offsets::{offset_map, OffsetTracker};
 pub use output::{Delivered, Output, OutputRecord};
 pub use runtime::{
-    Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, SeekTo, StatusWatch, TopicPartition,
+    Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, SeekTo, StatusWatch, StuckPartition,
+    TopicPartition,
 };

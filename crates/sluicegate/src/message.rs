@@ -309,7 +309,10 @@ impl std::fmt::Display for DecodeError {
         }
         match (&self.cause, self.tombstone) {
             (DecodeCause::Json(e), true) => {
-                write!(f, "the record has no value (a tombstone), read as JSON null: {e}")
+                write!(
+                    f,
+                    "the record has no value (a tombstone), read as JSON null: {e}"
+                )
             }
             (DecodeCause::Json(e), false) => write!(f, "{e}"),
             (DecodeCause::Utf8(e), _) => write!(f, "{e}"),
@@ -416,7 +419,9 @@ mod tests {
             .to_string()
             .ends_with("incomplete utf-8 byte sequence from index 1"));
         assert_eq!(
-            Message::new("t", 0, 1, None, Some(Vec::new())).text().unwrap(),
+            Message::new("t", 0, 1, None, Some(Vec::new()))
+                .text()
+                .unwrap(),
             ""
         );
     }
