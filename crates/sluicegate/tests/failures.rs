@@ -737,8 +737,8 @@ async fn bad_records_stop_their_partitions(broker: TestBroker, mode: Mode) -> an
             });
         }
     }
-    let produced = broker.produce_raw(&topic, &records).await?;
-    let end = broker.log_end(&topic, &produced).await?;
+    let mut produced = broker.produce_raw(&topic, &records).await?;
+    let mut end = broker.log_end(&topic, &produced).await?;
     ensure!(end.values().all(|e| *e == PER_PARTITION), "{end:?}");
 
     let recorder = Recorder::default();
@@ -749,11 +749,20 @@ async fn bad_records_stop_their_partitions(broker: TestBroker, mode: Mode) -> an
         .http_endpoint("127.0.0.1:0".parse()?);
     let handle = build_order_consumer(builder, mode, &recorder, &calls)?;
     let mut status = handle.status();
-    let stopped_at = BTreeMap::from([(0, PER_PARTITION), (1, NOT_JSON.1), (2, TOMBSTONE.1)]);
+    let mut stopped_at = BTreeMap::from([(0, PER_PARTITION), (1, NOT_JSON.1), (2, TOMBSTONE.1)]);
     let s = wait_status(&mut status, PHASE, "two partitions stuck", |s| {
         s.stuck.len() == 2 && committed_to_end(s, &topic, &stopped_at)
     })
     .await?;
+    let bad_calls = || {
+        let calls = calls.lock().unwrap();
+        [NOT_JSON, TOMBSTONE].map(|bad| {
+            let alone = calls.iter().filter(|c| c.as_slice() == [bad]).count();
+            let seen = calls.iter().filter(|c| c.contains(&bad)).count();
+            (alone, seen)
+        })
+    };
+    let when_stuck = bad_calls();
 
     // Where each partition stopped, and why.
     let not_json = &s.stuck[&tp(&topic, NOT_JSON.0)];
@@ -836,17 +845,7 @@ async fn bad_records_stop_their_partitions(broker: TestBroker, mode: Mode) -> an
     // Never retried: the policy gave up after one attempt (above), and the handler saw each
     // bad record once in all, or, for a batch handler, once on its own after the bisection
     // that isolated it. (Exactly-once mode calls a handler of one message for each attempt
-    // of a batch holding it, bisection included: only the attempts figure applies.) Nor is
-    // it tried again while its partition is stopped.
-    let bad_calls = || {
-        let calls = calls.lock().unwrap();
-        [NOT_JSON, TOMBSTONE].map(|bad| {
-            let alone = calls.iter().filter(|c| c.as_slice() == [bad]).count();
-            let seen = calls.iter().filter(|c| c.contains(&bad)).count();
-            (alone, seen)
-        })
-    };
-    let when_stuck = bad_calls();
+    // of a batch holding it, bisection included: only the attempts figure applies.)
     for (bad, (alone, seen)) in [NOT_JSON, TOMBSTONE].into_iter().zip(when_stuck) {
         match mode {
             Mode::ExactlyOnce => {}
@@ -854,11 +853,30 @@ async fn bad_records_stop_their_partitions(broker: TestBroker, mode: Mode) -> an
             _ => ensure!(seen == 1, "{bad:?} called {seen} times ({mode:?})"),
         }
     }
-    stop(handle).await?;
+    // Nor is it tried again while its partition is stopped, though the consumer goes on: ten
+    // more orders on the clean partition are handled and committed meanwhile.
+    let more: Vec<common::RawRecord> = (PER_PARTITION..PER_PARTITION + 10)
+        .map(|i| common::RawRecord {
+            partition: 0,
+            key: Some(order_key(i)),
+            payload: Some(format!(r#"{{"id":{i}}}"#).into_bytes()),
+            headers: Vec::new(),
+        })
+        .collect();
+    produced.extend(broker.produce_raw(&topic, &more).await?);
+    end.insert(0, PER_PARTITION + 10);
+    stopped_at.insert(0, PER_PARTITION + 10);
+    wait_status(&mut status, PHASE, "the clean partition committed", |s| {
+        committed_to_end(s, &topic, &stopped_at)
+    })
+    .await?;
     ensure!(
         bad_calls() == when_stuck,
-        "called again after its partition stopped"
+        "{mode:?}: called again after its partition stopped: {:?}, then {:?}",
+        when_stuck,
+        bad_calls()
     );
+    stop(handle).await?;
     if mode != Mode::ExactlyOnce || broker.kind() != common::Kind::Embedded {
         // (The embedded broker stores no transactional offset commit.)
         ensure!(broker.committed_offsets(&group, &topic).await? == stopped_at);
