@@ -654,13 +654,16 @@ fn order_key(i: i64) -> Vec<u8> {
     format!("customer-{}", i % 4).into_bytes()
 }
 
+/// Each handler call's messages, as (partition, offset).
+type Calls = Arc<std::sync::Mutex<Vec<Vec<(i32, i64)>>>>;
+
 /// Handles orders decoded with `msg.json::<Order>()?` (one at a time, or a batch at a time),
 /// recording each message it finished, and each handler call of each message in `calls`.
 fn build_order_consumer(
     builder: sluicegate::ConsumerBuilder,
     mode: Mode,
     recorder: &Recorder,
-    calls: &Arc<std::sync::Mutex<Vec<Vec<(i32, i64)>>>>,
+    calls: &Calls,
 ) -> anyhow::Result<sluicegate::ConsumerHandle> {
     let (recorder, calls) = (recorder.clone(), calls.clone());
     let limits = sluicegate::BatchLimits::default()
