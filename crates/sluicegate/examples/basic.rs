@@ -43,6 +43,9 @@ async fn main() -> anyhow::Result<()> {
         .build(handler_fn(move |msg: Message| {
             let counter = counter.clone();
             async move {
+                // A value that is not JSON is a decode error: never retried. With no
+                // dead-letter topic it stops its partition there, visibly (README, "When a
+                // record fails"); examples/dead_letter.rs sets one.
                 let order: serde_json::Value = msg.json()?;
                 tracing::debug!(%order, partition = msg.partition(), "handled");
                 counter.fetch_add(1, Ordering::Relaxed);

@@ -73,7 +73,8 @@ pub mod headers {
 
 /// Where and how messages are dead-lettered. Set it with
 /// [`ConsumerBuilder::dead_letter`](crate::ConsumerBuilder::dead_letter); without it a
-/// consumer never gives up on a message.
+/// message the handler gives up on stops its partition at its offset (see
+/// [`StuckPartition`](crate::StuckPartition)).
 ///
 /// ```
 /// use sluicegate::dead_letter::DeadLetter;

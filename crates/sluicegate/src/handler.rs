@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
 
+use crate::message::{DecodeCause, DecodeError, Format};
 use crate::Message;
 
 /// What a handler returns: `Ok(())` when the message is handled, or a [`HandlerError`]
@@ -176,9 +177,11 @@ pub struct JsonHandler<T, F> {
 }
 
 /// Wraps an async closure `Fn(T, Message) -> Future<Output = HandlerResult>` that takes the
-/// payload decoded from JSON. A payload that does not decode (or is missing) fails with
-/// [`ErrorKind::Decode`]: it is not retried, and goes to the dead-letter topic when one is
-/// configured, with the decode error in its headers.
+/// payload decoded from JSON. A payload that does not decode, or is missing (a tombstone, even
+/// for an `Option<T>`), fails with [`ErrorKind::Decode`] and a [`DecodeError`] naming the
+/// record: it is not retried, and goes to the dead-letter topic when one is configured, with
+/// the decode error in its headers (without one, it stops its partition: see
+/// [`ConsumerBuilder::dead_letter`](crate::ConsumerBuilder::dead_letter)).
 ///
 /// ```
 /// use serde::Deserialize;
@@ -212,10 +215,13 @@ where
     Fut: Future<Output = HandlerResult> + Send,
 {
     async fn handle(&self, message: Message) -> HandlerResult {
-        let value = match message.payload() {
-            Some(bytes) => serde_json::from_slice(bytes).map_err(HandlerError::decode)?,
-            None => return Err(HandlerError::decode("the message has no payload")),
-        };
+        if message.payload().is_none() {
+            let format = Format::Json(std::any::type_name::<T>());
+            return Err(HandlerError::decode(
+                message.decode_error(format, DecodeCause::Missing),
+            ));
+        }
+        let value = message.json::<T>()?;
         (self.f)(value, message).await
     }
 }
@@ -226,7 +232,7 @@ where
 pub enum ErrorKind {
     /// A transient failure (a timeout, an unavailable service): retry with backoff.
     Retryable,
-    /// A failure that retrying cannot fix (a malformed record): do not retry.
+    /// A failure that retrying cannot fix (a record the handler refuses): do not retry.
     Permanent,
     /// Not a failure: the handler chose not to process this message. It is finished as is.
     Skip,
@@ -235,8 +241,10 @@ pub enum ErrorKind {
     /// The handler ran longer than the consumer's handler timeout and was cancelled. Treated
     /// as retryable.
     Timeout,
-    /// The payload could not be decoded into the handler's input type (see [`json_handler`]).
-    /// Never retried: the same bytes would fail the same way.
+    /// The payload could not be decoded into the handler's input type: a [`DecodeError`] of
+    /// [`Message::json`] or [`Message::text`], a `serde_json` or UTF-8 error returned with `?`,
+    /// [`HandlerError::decode`], or [`json_handler`]'s decoding. Never retried: the same bytes
+    /// would fail the same way.
     Decode,
 }
 
@@ -291,9 +299,34 @@ impl fmt::Display for ErrorKind {
 
 /// A handler's failure, with the [`ErrorKind`] that decides what happens next.
 ///
-/// Any `std::error::Error` converts into a retryable `HandlerError`, so `?` works in handlers.
-/// Like `anyhow::Error`, this type does not itself implement `std::error::Error`, which is
-/// what makes that blanket conversion possible.
+/// Any `std::error::Error` converts into a `HandlerError`, so `?` works in handlers. The
+/// error's type decides its kind:
+///
+/// | error returned with `?` | kind |
+/// |---|---|
+/// | [`DecodeError`] (from [`Message::json`], [`Message::text`]) | [`ErrorKind::Decode`] |
+/// | `serde_json::Error` (except an I/O error of a reader) | [`ErrorKind::Decode`] |
+/// | `std::str::Utf8Error`, `std::string::FromUtf8Error` | [`ErrorKind::Decode`] |
+/// | any other `std::error::Error` | [`ErrorKind::Retryable`] |
+///
+/// Decode errors are never retried. For other formats (Avro, Protobuf, ...) return
+/// [`HandlerError::decode`]`(e)`, and [`HandlerError::permanent`]`(e)` for records the handler
+/// refuses for good. Like `anyhow::Error`, this type does not itself implement
+/// `std::error::Error`, which is what makes the blanket conversion possible.
+///
+/// ```
+/// use sluicegate::{ErrorKind, HandlerError, HandlerResult, Message};
+///
+/// fn handle(msg: &Message) -> HandlerResult {
+///     let _order: serde_json::Value = msg.json()?;
+///     Ok(())
+/// }
+/// let bad = Message::new("orders", 0, 5, None, Some(b"{oops".to_vec()));
+/// assert_eq!(handle(&bad).unwrap_err().kind(), ErrorKind::Decode);
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "database timed out");
+/// assert_eq!(HandlerError::from(io).kind(), ErrorKind::Retryable);
+/// ```
 pub struct HandlerError {
     kind: ErrorKind,
     source: Box<dyn std::error::Error + Send + Sync + 'static>,
@@ -356,9 +389,28 @@ impl<E> From<E> for HandlerError
 where
     E: std::error::Error + Send + Sync + 'static,
 {
+    /// A [`ErrorKind::Decode`] failure for decoding errors (see the table above), else a
+    /// [`ErrorKind::Retryable`] one.
     fn from(error: E) -> Self {
-        HandlerError::retryable(error)
+        let error: Box<dyn std::error::Error + Send + Sync> = Box::new(error);
+        let kind = if is_decode_error(&*error) {
+            ErrorKind::Decode
+        } else {
+            ErrorKind::Retryable
+        };
+        HandlerError::with_kind(kind, error)
     }
+}
+
+/// Whether `error` is one of the types that mean the bytes could not be decoded.
+fn is_decode_error(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    error.is::<DecodeError>()
+        || error.is::<std::str::Utf8Error>()
+        || error.is::<std::string::FromUtf8Error>()
+        // A reader's I/O error may pass; malformed or mistyped JSON will not.
+        || error
+            .downcast_ref::<serde_json::Error>()
+            .is_some_and(|e| !e.is_io())
 }
 
 impl fmt::Display for HandlerError {
@@ -389,6 +441,50 @@ mod tests {
         let err = parse("x").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Retryable);
         assert!(err.to_string().contains("invalid digit"), "{err}");
+    }
+
+    #[test]
+    fn question_mark_makes_decoding_errors_decode_failures() {
+        let bad = Message::new("orders", 1, 9, None, Some(b"{\"id\": }".to_vec()));
+        let via_message = |m: &Message| -> HandlerResult {
+            let _: serde_json::Value = m.json()?;
+            Ok(())
+        };
+        let err = via_message(&bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode);
+        assert!(
+            err.to_string()
+                .starts_with("decode error: cannot decode the value of orders/1 at offset 9"),
+            "{err}"
+        );
+        let text = |m: &Message| -> HandlerResult {
+            m.text()?;
+            Ok(())
+        };
+        let not_utf8 = Message::new("t", 0, 0, None, Some(vec![0xff]));
+        assert_eq!(text(&not_utf8).unwrap_err().kind(), ErrorKind::Decode);
+        let direct = |bytes: &[u8]| -> HandlerResult {
+            let _: u64 = serde_json::from_slice(bytes)?;
+            let _ = String::from_utf8(bytes.to_vec())?;
+            Ok(())
+        };
+        assert_eq!(direct(b"-").unwrap_err().kind(), ErrorKind::Decode);
+        assert_eq!(direct(b"12\xff").unwrap_err().kind(), ErrorKind::Decode);
+        let io = serde_json::Error::io(std::io::Error::other("connection reset"));
+        assert_eq!(HandlerError::from(io).kind(), ErrorKind::Retryable);
+    }
+
+    #[tokio::test]
+    async fn json_handler_refuses_tombstones_and_bad_json_as_decode_errors() {
+        let handler = json_handler(|_: Option<u64>, _| async { Ok(()) });
+        for payload in [None, Some(b"x".to_vec())] {
+            let msg = Message::new("t", 0, 3, None, payload);
+            let err = handler.handle(msg).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
+            assert!(err.to_string().contains("t/0 at offset 3"), "{err}");
+        }
+        let ok = Message::new("t", 0, 4, None, Some(b"7".to_vec()));
+        assert!(handler.handle(ok).await.is_ok());
     }
 
     #[test]

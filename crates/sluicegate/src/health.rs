@@ -21,8 +21,10 @@ pub const LIVENESS_STALL: Duration = Duration::from_secs(60);
 /// not live should be restarted.
 ///
 /// *Ready*: live, in its group (it owns partitions, or the group gave it none and is stable),
-/// a broker is reachable, and the circuit breaker is not open. A consumer that is not ready is
-/// working on it (rebalancing, reconnecting, cooling down); traffic routing and alerts use it.
+/// a broker is reachable, the circuit breaker is not open, and no partition is stopped at a
+/// record the handler gave up on (see [`StuckPartition`](crate::StuckPartition)). A consumer
+/// that is not ready is working on it (rebalancing, reconnecting, cooling down) or needs an
+/// operator (a stuck partition); traffic routing and alerts use it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Health {
     /// The poll loop is running and turned recently.
@@ -36,7 +38,7 @@ pub struct Health {
 /// One health check's verdict.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Check {
-    /// `poll_loop`, `group`, `brokers` or `circuit_breaker`.
+    /// `poll_loop`, `group`, `brokers`, `circuit_breaker` or `stuck_partitions`.
     pub name: &'static str,
     /// Whether it passes.
     pub ok: bool,
@@ -88,8 +90,29 @@ impl Health {
             ),
             state => Check::pass("circuit_breaker", state.as_str().into()),
         };
+        let stuck = if status.stuck.is_empty() {
+            Check::pass(
+                "stuck_partitions",
+                "no partition is stopped at a failed record".into(),
+            )
+        } else {
+            let each: Vec<String> = status
+                .stuck
+                .iter()
+                .map(|(tp, stuck)| format!("{tp} {stuck}"))
+                .collect();
+            Check::fail(
+                "stuck_partitions",
+                format!(
+                    "{}; no dead-letter topic is configured, so each stays stopped until the \
+                     consumer restarts or the partition is reassigned or moved by a seek: \
+                     configure a dead-letter topic to set such records aside, or fix the handler",
+                    each.join("; ")
+                ),
+            )
+        };
         let live = poll_loop.ok;
-        let checks = vec![poll_loop, group, brokers, circuit];
+        let checks = vec![poll_loop, group, brokers, circuit, stuck];
         Health {
             live,
             ready: checks.iter().all(|c| c.ok),
@@ -166,6 +189,35 @@ mod tests {
             assert!(!h.ready, "{h:?}");
             assert!(h.reasons().starts_with(reason), "{}", h.reasons());
         }
+    }
+
+    #[test]
+    fn a_stuck_partition_makes_it_unready_naming_the_record_and_the_cause() {
+        let mut s = running();
+        s.stuck.insert(
+            TopicPartition::new("orders", 3),
+            crate::StuckPartition {
+                offset: 1200,
+                kind: crate::ErrorKind::Decode,
+                error: "decode error: cannot decode the value of orders/3 at offset 1200".into(),
+                attempts: 1,
+                since: SystemTime::UNIX_EPOCH,
+            },
+        );
+        let h = judge(&s, Some(Duration::from_millis(5)));
+        assert!(h.live && !h.ready, "{h:?}");
+        let reasons = h.reasons();
+        assert!(
+            reasons.starts_with(
+                "stuck_partitions: orders/3 stopped at offset 1200 after 1 attempt: decode error: \
+                 cannot decode"
+            ),
+            "{reasons}"
+        );
+        assert!(
+            reasons.contains("configure a dead-letter topic"),
+            "{reasons}"
+        );
     }
 
     #[test]

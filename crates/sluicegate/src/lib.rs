@@ -11,20 +11,23 @@
 //! - **order is kept where asked** ([`Ordering`]: per partition, per key, or none).
 //!
 //! ```no_run
-//! use sluicegate::{handler_fn, Consumer, Message};
+//! use sluicegate::{dead_letter::DeadLetter, handler_fn, Consumer, Message};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), sluicegate::Error> {
+//!     tracing_subscriber::fmt::init(); // logs each record that fails, and what was done with it
+//!     let brokers = std::env::var("KAFKA_BOOTSTRAP_SERVERS");
 //!     Consumer::builder()
-//!         .bootstrap_servers("localhost:9092")
+//!         .bootstrap_servers(brokers.as_deref().unwrap_or("localhost:9092"))
 //!         .group_id("billing")
 //!         .topic("orders")
+//!         .dead_letter(DeadLetter::default()) // records that fail for good go to `orders.dlq`
 //!         .build(handler_fn(|msg: Message| async move {
-//!             let order: serde_json::Value = msg.json()?;
+//!             let order: serde_json::Value = msg.json()?; // not JSON: dead-lettered, not retried
 //!             println!("order {order}");
 //!             Ok(())
 //!         }))?
-//!         .run() // until SIGINT or SIGTERM, then drains and commits
+//!         .run() // until SIGINT or SIGTERM; then drains, commits and leaves the group
 //!         .await
 //! }
 //! ```
@@ -62,9 +65,10 @@ pub use handler::{
     Handler, HandlerError, HandlerFn, HandlerResult, JsonHandler, Work,
 };
 pub use health::{Check, Health, LIVENESS_STALL};
-pub use message::{Header, Message};
+pub use message::{DecodeError, Header, Message};
 pub use offsets::{offset_map, OffsetTracker};
 pub use output::{Delivered, Output, OutputRecord};
 pub use runtime::{
-    Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, SeekTo, StatusWatch, TopicPartition,
+    Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, SeekTo, StatusWatch, StuckPartition,
+    TopicPartition,
 };

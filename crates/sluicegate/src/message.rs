@@ -150,9 +150,67 @@ impl Message {
         r.has_payload.then(|| &r.data[r.key_len..])
     }
 
-    /// Decodes the record value as JSON into `T`. A null value decodes as JSON `null`.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(self.payload().unwrap_or(b"null"))
+    /// Decodes the record value as JSON into `T`. A null value (a tombstone) reads as JSON
+    /// `null`, so `Option<T>` and [`serde_json::Value`] accept it and other types refuse it.
+    ///
+    /// The error names the record and what was wrong. Returned with `?` from a handler it is a
+    /// [`ErrorKind::Decode`](crate::ErrorKind::Decode) failure: never retried, since the same
+    /// bytes would fail the same way (see [`HandlerError`](crate::HandlerError)).
+    ///
+    /// ```
+    /// use sluicegate::Message;
+    ///
+    /// let msg = Message::new("orders", 3, 1200, None, Some(b"not json".to_vec()));
+    /// let err = msg.json::<serde_json::Value>().unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "cannot decode the value of orders/3 at offset 1200 as JSON (serde_json::value::Value): \
+    ///      expected ident at line 1 column 2"
+    /// );
+    /// let tombstone = Message::new("orders", 3, 1201, None, None);
+    /// assert_eq!(tombstone.json::<Option<u64>>().unwrap(), None);
+    /// assert!(tombstone.json::<u64>().unwrap_err().is_tombstone());
+    /// ```
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        serde_json::from_slice(self.payload().unwrap_or(b"null")).map_err(|e| {
+            self.decode_error(
+                Format::Json(std::any::type_name::<T>()),
+                DecodeCause::Json(e),
+            )
+        })
+    }
+
+    /// The record value as UTF-8 text. A null value (a tombstone) or bytes that are not UTF-8
+    /// fail with a [`DecodeError`] naming the record, which `?` in a handler turns into a
+    /// [`ErrorKind::Decode`](crate::ErrorKind::Decode) failure (never retried).
+    ///
+    /// ```
+    /// use sluicegate::Message;
+    ///
+    /// let msg = Message::new("names", 0, 7, None, Some("Zoë".as_bytes().to_vec()));
+    /// assert_eq!(msg.text().unwrap(), "Zoë");
+    /// let bad = Message::new("names", 0, 8, None, Some(vec![0xff, 0xfe]));
+    /// assert!(bad.text().unwrap_err().to_string().starts_with(
+    ///     "cannot decode the value of names/0 at offset 8 as UTF-8 text: invalid utf-8"));
+    /// ```
+    pub fn text(&self) -> Result<&str, DecodeError> {
+        let Some(bytes) = self.payload() else {
+            return Err(self.decode_error(Format::Text, DecodeCause::Missing));
+        };
+        std::str::from_utf8(bytes)
+            .map_err(|e| self.decode_error(Format::Text, DecodeCause::Utf8(e)))
+    }
+
+    /// A [`DecodeError`] for this record's value: what it was to be decoded as, and why not.
+    pub(crate) fn decode_error(&self, format: Format, cause: DecodeCause) -> DecodeError {
+        DecodeError {
+            topic: self.0.topic.clone(),
+            partition: self.partition(),
+            offset: self.offset(),
+            tombstone: !self.0.has_payload,
+            format,
+            cause,
+        }
     }
 
     /// The record headers, in the order the producer wrote them.
@@ -177,6 +235,99 @@ impl Message {
                 .iter()
                 .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
                 .sum::<usize>()
+    }
+}
+
+/// A record value that could not be decoded as a handler asked: what [`Message::json`] and
+/// [`Message::text`] return on bad input, naming the record (topic, partition, offset), what
+/// it was to be decoded as, and why it could not be.
+///
+/// `?` on it in a handler makes a [`HandlerError`](crate::HandlerError) of kind
+/// [`ErrorKind::Decode`](crate::ErrorKind::Decode): not retried, dead-lettered when a
+/// dead-letter topic is configured, and otherwise the record stops its partition (see
+/// [`ConsumerBuilder::dead_letter`](crate::ConsumerBuilder::dead_letter)).
+#[derive(Debug)]
+pub struct DecodeError {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    tombstone: bool,
+    format: Format,
+    cause: DecodeCause,
+}
+
+/// What a value was to be decoded as.
+#[derive(Debug)]
+pub(crate) enum Format {
+    /// JSON, into the type named.
+    Json(&'static str),
+    /// UTF-8 text.
+    Text,
+}
+
+/// Why a value could not be decoded.
+#[derive(Debug)]
+pub(crate) enum DecodeCause {
+    Json(serde_json::Error),
+    Utf8(std::str::Utf8Error),
+    /// The record has no value (a tombstone).
+    Missing,
+}
+
+impl DecodeError {
+    /// The topic of the record.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition of the record.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The offset of the record.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// Whether the record has no value at all (a tombstone).
+    pub fn is_tombstone(&self) -> bool {
+        self.tombstone
+    }
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot decode the value of {}/{} at offset {} as ",
+            self.topic, self.partition, self.offset
+        )?;
+        match self.format {
+            Format::Json(into) => write!(f, "JSON ({into}): ")?,
+            Format::Text => f.write_str("UTF-8 text: ")?,
+        }
+        match (&self.cause, self.tombstone) {
+            (DecodeCause::Json(e), true) => {
+                write!(
+                    f,
+                    "the record has no value (a tombstone), read as JSON null: {e}"
+                )
+            }
+            (DecodeCause::Json(e), false) => write!(f, "{e}"),
+            (DecodeCause::Utf8(e), _) => write!(f, "{e}"),
+            (DecodeCause::Missing, _) => f.write_str("the record has no value (a tombstone)"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.cause {
+            DecodeCause::Json(e) => Some(e),
+            DecodeCause::Utf8(e) => Some(e),
+            DecodeCause::Missing => None,
+        }
     }
 }
 
@@ -226,5 +377,52 @@ mod tests {
         assert!(Message::new("t", 0, 1, None, Some(b"{".to_vec()))
             .json::<serde_json::Value>()
             .is_err());
+    }
+
+    #[test]
+    fn decode_errors_name_the_record_the_target_and_the_cause() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Order {
+            #[allow(dead_code)]
+            id: u64,
+        }
+        let wrong = Message::new("orders", 2, 40, None, Some(br#"{"id":"x"}"#.to_vec()));
+        let e = wrong.json::<Order>().unwrap_err();
+        assert_eq!((e.topic(), e.partition(), e.offset()), ("orders", 2, 40));
+        assert!(!e.is_tombstone());
+        let text = e.to_string();
+        assert!(
+            text.starts_with("cannot decode the value of orders/2 at offset 40 as JSON (")
+                && text.contains("Order): invalid type: string \"x\", expected u64"),
+            "{text}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+
+        let tombstone = Message::new("orders", 2, 41, Some(b"k".to_vec()), None);
+        let e = tombstone.json::<Order>().unwrap_err();
+        assert!(e.is_tombstone());
+        assert!(
+            e.to_string().contains(
+                "the record has no value (a tombstone), read as JSON null: invalid type: null"
+            ),
+            "{e}"
+        );
+        let e = tombstone.text().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot decode the value of orders/2 at offset 41 as UTF-8 text: the record has no \
+             value (a tombstone)"
+        );
+        assert!(Message::new("t", 0, 1, None, Some(vec![b'a', 0xc3]))
+            .text()
+            .unwrap_err()
+            .to_string()
+            .ends_with("incomplete utf-8 byte sequence from index 1"));
+        assert_eq!(
+            Message::new("t", 0, 1, None, Some(Vec::new()))
+                .text()
+                .unwrap(),
+            ""
+        );
     }
 }

@@ -9,7 +9,7 @@
 #[macro_use]
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -612,4 +612,367 @@ async fn failing_dead_letter_writes_hold_commits_back() -> anyhow::Result<()> {
         .await?;
     ensure!(diagnosis(&dlq[0])?.original_offset == poison.offset);
     stop(handle).await
+}
+
+/// How a stuck-partition scenario consumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Partition,
+    Key,
+    Unordered,
+    /// A batch handler, in this ordering.
+    Batches(sluicegate::Ordering),
+    ExactlyOnce,
+}
+
+impl Mode {
+    /// Whether nothing after a stuck record of its partition may be handled.
+    fn stops_the_whole_partition(self) -> bool {
+        matches!(
+            self,
+            Mode::Partition | Mode::Batches(sluicegate::Ordering::Partition) | Mode::ExactlyOnce
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct Order {
+    #[allow(dead_code)]
+    id: u64,
+}
+
+/// Records per partition in the stuck-partition scenarios, and where the bad ones are: the
+/// record at offset 10 of partition 1 is not JSON, the one at offset 20 of partition 2 is a
+/// tombstone (no value) given to a handler of a typed `Order`.
+const PER_PARTITION: i64 = 40;
+const NOT_JSON: (i32, i64) = (1, 10);
+const TOMBSTONE: (i32, i64) = (2, 20);
+
+/// The key of record `i` of a partition: four keys per partition, so that key order has other
+/// keys to go on with.
+fn order_key(i: i64) -> Vec<u8> {
+    format!("customer-{}", i % 4).into_bytes()
+}
+
+/// Each handler call's messages, as (partition, offset).
+type Calls = Arc<std::sync::Mutex<Vec<Vec<(i32, i64)>>>>;
+
+/// Handles orders decoded with `msg.json::<Order>()?` (one at a time, or a batch at a time),
+/// recording each message it finished, and each handler call of each message in `calls`.
+fn build_order_consumer(
+    builder: sluicegate::ConsumerBuilder,
+    mode: Mode,
+    recorder: &Recorder,
+    calls: &Calls,
+) -> anyhow::Result<sluicegate::ConsumerHandle> {
+    let (recorder, calls) = (recorder.clone(), calls.clone());
+    let limits = sluicegate::BatchLimits::default()
+        .max_messages(16)
+        .max_wait(Duration::from_millis(20));
+    let handle = match mode {
+        Mode::Batches(ordering) => builder
+            .ordering(ordering)
+            .batch_limits(limits)
+            .build_batch(sluicegate::batch_handler_fn(move |batch: Vec<Message>| {
+                let ids = batch.iter().map(|m| (m.partition(), m.offset())).collect();
+                calls.lock().unwrap().push(ids);
+                let decoded: Result<Vec<Order>, _> = batch.iter().map(|m| m.json()).collect();
+                let recorder = recorder.clone();
+                async move {
+                    decoded?;
+                    batch.iter().for_each(|m| recorder.record(m));
+                    Ok(())
+                }
+            }))?
+            .spawn()?,
+        _ => {
+            let builder = match mode {
+                Mode::Key => builder.ordering(sluicegate::Ordering::Key),
+                Mode::Unordered => builder.ordering(sluicegate::Ordering::Unordered),
+                Mode::ExactlyOnce => builder
+                    .exactly_once(unique("stuck-txn"))
+                    .batch_limits(limits),
+                _ => builder,
+            };
+            builder
+                .build(handler_fn(move |msg: Message| {
+                    calls
+                        .lock()
+                        .unwrap()
+                        .push(vec![(msg.partition(), msg.offset())]);
+                    let recorder = recorder.clone();
+                    async move {
+                        let _order: Order = msg.json()?;
+                        recorder.record(&msg);
+                        Ok(())
+                    }
+                }))?
+                .spawn()?
+        }
+    };
+    Ok(handle)
+}
+
+/// With the default retry policy and no dead-letter topic, a record that is not JSON and a
+/// tombstone given to a typed handler are decode errors: tried once, never retried, never
+/// skipped. Each stops its partition at its offset: commits stop there (nothing after it is
+/// handled where order is kept), `/health/ready` answers 503 naming the partition, the offset
+/// and the cause, and `sluicegate_partitions_stuck` counts both partitions; the clean partition
+/// is consumed to its end. Restarted with a dead-letter topic, the consumer dead-letters the
+/// two records and commits everything: nothing was lost.
+async fn bad_records_stop_their_partitions(broker: TestBroker, mode: Mode) -> anyhow::Result<()> {
+    let topic = unique("stuck");
+    let group = unique("stuck-group");
+    broker.create_topic(&topic, 3).await?;
+    let mut records = Vec::new();
+    for p in 0..3 {
+        for i in 0..PER_PARTITION {
+            let payload = match (p, i) {
+                NOT_JSON => Some(b"{\"id\": 7,".to_vec()),
+                TOMBSTONE => None,
+                _ => Some(format!(r#"{{"id":{}}}"#, p as i64 * 1000 + i).into_bytes()),
+            };
+            records.push(common::RawRecord {
+                partition: p,
+                key: Some(order_key(i)),
+                payload,
+                headers: Vec::new(),
+            });
+        }
+    }
+    let mut produced = broker.produce_raw(&topic, &records).await?;
+    let mut end = broker.log_end(&topic, &produced).await?;
+    ensure!(end.values().all(|e| *e == PER_PARTITION), "{end:?}");
+
+    let recorder = Recorder::default();
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let builder = broker
+        .consumer(&group, &topic)
+        .commit_interval(Duration::from_millis(100))
+        .http_endpoint("127.0.0.1:0".parse()?);
+    let handle = build_order_consumer(builder, mode, &recorder, &calls)?;
+    let mut status = handle.status();
+    let mut stopped_at = BTreeMap::from([(0, PER_PARTITION), (1, NOT_JSON.1), (2, TOMBSTONE.1)]);
+    let s = wait_status(&mut status, PHASE, "two partitions stuck", |s| {
+        s.stuck.len() == 2 && committed_to_end(s, &topic, &stopped_at)
+    })
+    .await?;
+    let bad_calls = || {
+        let calls = calls.lock().unwrap();
+        [NOT_JSON, TOMBSTONE].map(|bad| {
+            let alone = calls.iter().filter(|c| c.as_slice() == [bad]).count();
+            let seen = calls.iter().filter(|c| c.contains(&bad)).count();
+            (alone, seen)
+        })
+    };
+    let when_stuck = bad_calls();
+
+    // Where each partition stopped, and why.
+    let not_json = &s.stuck[&tp(&topic, NOT_JSON.0)];
+    ensure!(
+        (not_json.offset, not_json.kind, not_json.attempts) == (NOT_JSON.1, ErrorKind::Decode, 1),
+        "{not_json:?}"
+    );
+    let cause = format!("cannot decode the value of {topic}/1 at offset 10 as JSON");
+    ensure!(not_json.error.contains(&cause), "{not_json:?}");
+    let tombstone = &s.stuck[&tp(&topic, TOMBSTONE.0)];
+    ensure!(
+        (tombstone.offset, tombstone.kind, tombstone.attempts)
+            == (TOMBSTONE.1, ErrorKind::Decode, 1),
+        "{tombstone:?}"
+    );
+    ensure!(
+        tombstone
+            .error
+            .contains("the record has no value (a tombstone)"),
+        "{tombstone:?}"
+    );
+
+    // What an operator sees.
+    let addr = handle.http_addr().context("no endpoint")?;
+    let ready = common::http::get(addr, "/health/ready", None).await?;
+    ensure!(ready.status == 503, "{ready:?}");
+    let expected = format!("{topic}/1 stopped at offset 10 after 1 attempt: decode error: {cause}");
+    ensure!(
+        ready.body.contains(&expected),
+        "{expected} not in {}",
+        ready.body
+    );
+    ensure!(
+        ready
+            .body
+            .contains(&format!("{topic}/2 stopped at offset 20 after 1 attempt"))
+            && ready.body.contains("configure a dead-letter topic"),
+        "{}",
+        ready.body
+    );
+    ensure!(handle.health().live, "{:?}", handle.health());
+    let metrics = common::http::get(addr, "/metrics", None).await?.body;
+    let group_label = [("group", group.as_str())];
+    ensure!(
+        common::http::sample(&metrics, "sluicegate_partitions_stuck", &group_label) == Some(2.0)
+            && common::http::sample(&metrics, "sluicegate_ready", &group_label) == Some(0.0),
+        "{metrics}"
+    );
+
+    // Everything before the bad records and all of the clean partition was handled; where
+    // order is kept, nothing after them (in key order: nothing of their keys).
+    let handled: BTreeSet<(i32, i64)> = recorder
+        .handled()
+        .iter()
+        .map(|h| (h.partition, h.offset))
+        .collect();
+    for (p, stop) in &stopped_at {
+        for i in 0..*stop {
+            ensure!(handled.contains(&(*p, i)), "{p}/{i} not handled ({mode:?})");
+        }
+    }
+    for (p, bad) in [NOT_JSON, TOMBSTONE] {
+        ensure!(
+            !handled.contains(&(p, bad)),
+            "the bad record {p}/{bad} was handled"
+        );
+        let later = handled.iter().filter(|(hp, i)| *hp == p && *i > bad);
+        let out_of_order: Vec<_> = match mode {
+            Mode::Key => later
+                .filter(|(_, i)| order_key(*i) == order_key(bad))
+                .collect(),
+            m if m.stops_the_whole_partition() => later.collect(),
+            _ => Vec::new(),
+        };
+        ensure!(
+            out_of_order.is_empty(),
+            "{mode:?}: handled after the stuck record {p}/{bad}: {out_of_order:?}"
+        );
+    }
+    // Never retried: the policy gave up after one attempt (above), and the handler saw each
+    // bad record once in all, or, for a batch handler, once on its own after the bisection
+    // that isolated it. (Exactly-once mode calls a handler of one message for each attempt
+    // of a batch holding it, bisection included: only the attempts figure applies.)
+    for (bad, (alone, seen)) in [NOT_JSON, TOMBSTONE].into_iter().zip(when_stuck) {
+        match mode {
+            Mode::ExactlyOnce => {}
+            Mode::Batches(_) => ensure!(alone == 1, "{bad:?} called alone {alone} times"),
+            _ => ensure!(seen == 1, "{bad:?} called {seen} times ({mode:?})"),
+        }
+    }
+    // Nor is it tried again while its partition is stopped, though the consumer goes on: ten
+    // more orders on the clean partition are handled and committed meanwhile.
+    let more: Vec<common::RawRecord> = (PER_PARTITION..PER_PARTITION + 10)
+        .map(|i| common::RawRecord {
+            partition: 0,
+            key: Some(order_key(i)),
+            payload: Some(format!(r#"{{"id":{i}}}"#).into_bytes()),
+            headers: Vec::new(),
+        })
+        .collect();
+    produced.extend(broker.produce_raw(&topic, &more).await?);
+    end.insert(0, PER_PARTITION + 10);
+    stopped_at.insert(0, PER_PARTITION + 10);
+    wait_status(&mut status, PHASE, "the clean partition committed", |s| {
+        committed_to_end(s, &topic, &stopped_at)
+    })
+    .await?;
+    ensure!(
+        bad_calls() == when_stuck,
+        "{mode:?}: called again after its partition stopped: {:?}, then {:?}",
+        when_stuck,
+        bad_calls()
+    );
+    stop(handle).await?;
+    if mode != Mode::ExactlyOnce || broker.kind() != common::Kind::Embedded {
+        // (The embedded broker stores no transactional offset commit.)
+        ensure!(broker.committed_offsets(&group, &topic).await? == stopped_at);
+    }
+
+    // The remedy the log and the health check name: a dead-letter topic. Restarted with one,
+    // the consumer takes both records up again, dead-letters them and goes on to the end.
+    let builder = broker
+        .consumer(&group, &topic)
+        .commit_interval(Duration::from_millis(100))
+        .dead_letter(DeadLetter::default());
+    let handle = build_order_consumer(builder, mode, &recorder, &Arc::default())?;
+    let mut status = handle.status();
+    // (Partition 0 was committed at its end already: this consumer has nothing to commit.)
+    let stopped_ends: BTreeMap<i32, i64> = end
+        .iter()
+        .filter(|(p, _)| **p != 0)
+        .map(|(p, e)| (*p, *e))
+        .collect();
+    let s = wait_status(&mut status, PHASE, "commits at the log end", |s| {
+        committed_to_end(s, &topic, &stopped_ends) && s.dead_lettered == 2
+    })
+    .await?;
+    ensure!(s.stuck.is_empty() && handle.health().ready, "{s:?}");
+    let dlq = broker
+        .read_records(&format!("{topic}.dlq"), 2, PHASE)
+        .await?;
+    stop(handle).await?;
+    if mode != Mode::ExactlyOnce || broker.kind() != common::Kind::Embedded {
+        ensure!(broker.committed_offsets(&group, &topic).await? == end);
+    }
+    let mut letters = BTreeSet::new();
+    for letter in &dlq {
+        let d = diagnosis(letter)?;
+        ensure!(
+            d.error_kind == ErrorKind::Decode && d.attempts == 1,
+            "{d:?}"
+        );
+        letters.insert((d.original_partition, d.original_offset));
+    }
+    ensure!(
+        letters == BTreeSet::from([NOT_JSON, TOMBSTONE]),
+        "{letters:?}"
+    );
+    let handled: BTreeSet<(i32, i64)> = recorder
+        .handled()
+        .iter()
+        .map(|h| (h.partition, h.offset))
+        .collect();
+    let lost: Vec<_> = produced
+        .iter()
+        .map(|r| (r.partition, r.offset))
+        .filter(|r| !handled.contains(r) && !letters.contains(r))
+        .collect();
+    ensure!(lost.is_empty(), "lost: {lost:?}");
+    Ok(())
+}
+
+async fn bad_records_stop_their_partitions_in_partition_order(
+    broker: TestBroker,
+) -> anyhow::Result<()> {
+    bad_records_stop_their_partitions(broker, Mode::Partition).await
+}
+
+async fn bad_records_stop_their_partitions_in_exactly_once_mode(
+    broker: TestBroker,
+) -> anyhow::Result<()> {
+    bad_records_stop_their_partitions(broker, Mode::ExactlyOnce).await
+}
+
+on_embedded_and_kafka!(
+    bad_records_stop_their_partitions_in_partition_order,
+    bad_records_stop_their_partitions_in_exactly_once_mode,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_stop_their_partitions_in_key_order() -> anyhow::Result<()> {
+    bad_records_stop_their_partitions(TestBroker::embedded()?, Mode::Key).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_stop_their_partitions_unordered() -> anyhow::Result<()> {
+    bad_records_stop_their_partitions(TestBroker::embedded()?, Mode::Unordered).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_stop_their_partitions_in_batches_in_partition_order() -> anyhow::Result<()> {
+    let mode = Mode::Batches(sluicegate::Ordering::Partition);
+    bad_records_stop_their_partitions(TestBroker::embedded()?, mode).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_stop_their_partitions_in_batches_unordered() -> anyhow::Result<()> {
+    let mode = Mode::Batches(sluicegate::Ordering::Unordered);
+    bad_records_stop_their_partitions(TestBroker::embedded()?, mode).await
 }

@@ -94,7 +94,7 @@ impl DemoState {
 
     /// Decodes an event, failing poison events.
     fn decode(&self, msg: &Message) -> Result<Event, HandlerError> {
-        let event: Event = msg.json().map_err(HandlerError::permanent)?;
+        let event: Event = msg.json()?; // not an event: a decode error, never retried
         match event.seq().filter(|&seq| is_poison(seq, self.fail_rate)) {
             Some(seq) => Err(self.fail_poison(seq, msg)),
             None => Ok(event),

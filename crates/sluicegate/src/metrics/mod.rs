@@ -17,7 +17,8 @@
 //! | `sluicegate_messages_in_flight` | gauge | group | messages taken by handlers, not yet finished (in a call, waiting to retry, being dead-lettered) |
 //! | `sluicegate_messages_buffered` | gauge | group | received and not finished |
 //! | `sluicegate_partitions_assigned` | gauge | group | partitions owned |
-//! | `sluicegate_partitions_paused` | gauge | group | partitions paused (backpressure, retries, circuit) |
+//! | `sluicegate_partitions_paused` | gauge | group | partitions paused (backpressure, retries, circuit, stuck) |
+//! | `sluicegate_partitions_stuck` | gauge | group | partitions stopped at a record the handler gave up on, with no dead-letter topic ([`StuckPartition`](crate::StuckPartition)) |
 //! | `sluicegate_consumer_lag` | gauge | group, topic, partition | log end minus committed offset |
 //! | `sluicegate_commits_total` | counter | group, result | offset commits, `ok` or `failed` |
 //! | `sluicegate_commit_duration_seconds` | histogram | group | one offset commit |
@@ -29,7 +30,8 @@
 //! | `sluicegate_last_poll_timestamp_seconds` | gauge | group | Unix time of the poll loop's last turn |
 //!
 //! Per-message figures are counted on the paths the messages take; the buffer, pause, lag and
-//! readiness gauges are refreshed once per commit interval.
+//! readiness gauges are refreshed once per commit interval, and the stuck-partition and
+//! readiness gauges also whenever a partition stops or is released.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -155,6 +157,7 @@ impl Metrics {
         drop(f.buffered.get_or_create(&g));
         drop(f.assigned.get_or_create(&g));
         drop(f.paused.get_or_create(&g));
+        drop(f.stuck.get_or_create(&g));
         ConsumerMetrics {
             group: group.to_owned(),
             in_flight: self.families.in_flight.get_or_create_owned(&GroupLabels {
@@ -233,6 +236,7 @@ struct Families {
     buffered: Family<GroupLabels, Gauge>,
     assigned: Family<GroupLabels, Gauge>,
     paused: Family<GroupLabels, Gauge>,
+    stuck: Family<GroupLabels, Gauge>,
     lag: Family<PartitionLabels, Gauge>,
     commits: Family<ResultLabels, Counter>,
     commit_duration: Histograms<GroupLabels>,
@@ -306,8 +310,13 @@ impl Families {
         );
         r.register(
             "partitions_paused",
-            "Owned partitions paused (backpressure, retries or circuit breaker)",
+            "Owned partitions paused (backpressure, retries, circuit breaker or stuck)",
             f.paused.clone(),
+        );
+        r.register(
+            "partitions_stuck",
+            "Owned partitions stopped at a record the handler gave up on, with no dead-letter topic",
+            f.stuck.clone(),
         );
         r.register(
             "consumer_lag",
@@ -486,6 +495,14 @@ impl ConsumerMetrics {
             .get_or_create(&g)
             .set(assigned as i64);
         self.families.paused.get_or_create(&g).set(paused as i64);
+    }
+
+    /// Sets how many owned partitions are stopped at a record the handler gave up on.
+    pub fn stuck_partitions(&self, stuck: usize) {
+        self.families
+            .stuck
+            .get_or_create(&self.group())
+            .set(stuck as i64);
     }
 
     /// Sets a partition's lag, or forgets it (`None`) once the partition is not ours.

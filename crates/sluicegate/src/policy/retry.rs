@@ -69,8 +69,10 @@ pub enum RetryDecision {
 /// `max_elapsed` of the first failure, with [`Backoff`] between attempts. Permanent and decode
 /// errors are never retried; skips never reach the policy.
 ///
-/// The default retries without limit, so that a consumer without a dead-letter topic never
-/// gives up on a message (and so never loses one).
+/// The default retries retryable failures without limit: a transient outage delays messages
+/// but never sets them aside. A message the policy gives up on goes to the dead-letter topic,
+/// or, without one, stops its partition (see
+/// [`ConsumerBuilder::dead_letter`](crate::ConsumerBuilder::dead_letter)); nothing is skipped.
 ///
 /// ```
 /// use std::time::Duration;

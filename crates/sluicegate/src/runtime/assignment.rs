@@ -84,6 +84,9 @@ struct PartitionState {
     over_bounds: bool,
     /// Messages waiting to be retried, in the ordered modes: paused while any do.
     retrying: u32,
+    /// Stopped at a record the handler gave up on, with no dead-letter topic: paused until
+    /// released (see [`StuckPartition`](super::status::StuckPartition)).
+    stuck: bool,
     /// Whether the consumer has the partition paused now, for any of the reasons.
     paused: bool,
     /// The watermark and the count of finished offsets above it last sent for commit.
@@ -247,6 +250,7 @@ impl Assignment {
                 buffered: Buffered::default(),
                 over_bounds: false,
                 retrying: 0,
+                stuck: false,
                 paused: false,
                 commit_requested: None,
                 finished_before: BTreeSet::new(),
@@ -504,6 +508,15 @@ impl Assignment {
                 }
                 return;
             }
+            Event::Stuck { slot, stuck } => {
+                if let Some(p) = self.slots.get_mut(slot.index).and_then(Option::as_mut) {
+                    if p.generation == slot.generation {
+                        p.stuck = true;
+                        self.status.stuck(&p.tp, stuck);
+                    }
+                }
+                return;
+            }
             Event::Committed {
                 id,
                 offsets,
@@ -543,7 +556,7 @@ impl Assignment {
     }
 
     /// Pauses or resumes each partition as its reasons say: over its buffer bounds, a message
-    /// waiting to be retried, or the circuit breaker open. A partition may be over bounds because
+    /// waiting to be retried, stopped at a record given up on, or the circuit breaker open. A partition may be over bounds because
     /// the *total* was, so its own completions are not the only thing that can free it: this
     /// runs after every batch of events.
     fn update_pauses<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
@@ -552,10 +565,12 @@ impl Assignment {
             if p.over_bounds && self.backpressure.may_resume(&p.buffered) {
                 p.over_bounds = false;
             }
-            let want = p.over_bounds || p.retrying > 0 || circuit_open;
+            let want = p.over_bounds || p.retrying > 0 || p.stuck || circuit_open;
             if want != p.paused {
                 p.paused = want;
-                let why = if circuit_open {
+                let why = if p.stuck {
+                    "stuck"
+                } else if circuit_open {
                     "circuit breaker"
                 } else if p.retrying > 0 {
                     "retrying"

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaResult;
 
+use super::status::StuckPartition;
 use crate::commit::CommitEntry;
 use crate::Message;
 
@@ -45,6 +46,9 @@ pub(crate) enum Event {
     /// A message of the partition in `slot` began (`true`) or ended (`false`) waiting to be
     /// retried.
     Retrying { slot: Slot, waiting: bool },
+    /// The handler gave up on a message of the partition in `slot` and no dead-letter topic
+    /// takes it: the partition stops at its offset.
+    Stuck { slot: Slot, stuck: StuckPartition },
     /// The committer finished commit request `id`.
     Committed {
         id: u64,

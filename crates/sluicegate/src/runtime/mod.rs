@@ -16,7 +16,7 @@ mod worker;
 pub(crate) use context::{generate_oauth_token, ClientErrors};
 pub(crate) use event::Outcome;
 pub use seek::SeekTo;
-pub use status::{ConsumerStatus, StatusWatch, TopicPartition};
+pub use status::{ConsumerStatus, StatusWatch, StuckPartition, TopicPartition};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -274,7 +274,9 @@ impl ConsumerBuilder {
         self
     }
 
-    /// What happens when the handler fails. The default retries without limit.
+    /// What happens when the handler fails. The default retries retryable failures (and
+    /// panics and timeouts) without limit; decode and permanent errors are never retried (see
+    /// [`dead_letter`](Self::dead_letter) for where they go).
     ///
     /// In the partition and key modes a message waiting to be retried keeps its place: later
     /// messages of its partition (or key) wait, and its partition is paused while the wait is a
@@ -301,8 +303,17 @@ impl ConsumerBuilder {
     }
 
     /// Writes messages the handler gave up on (retries exhausted, or a permanent or decode
-    /// error) to a dead-letter topic, and goes on; see [`DeadLetter`]. Without one, a message
-    /// the handler gives up on is held and retried, so that nothing is ever lost.
+    /// error) to a dead-letter topic, and goes on; see [`DeadLetter`].
+    ///
+    /// Without one, a message the handler gives up on *stops its partition* at its offset
+    /// (see [`StuckPartition`](crate::StuckPartition)): it is neither skipped nor retried; the
+    /// partition is paused and commits nothing at or after it; an `error` log names the record
+    /// and the cause and says how to configure a dead-letter topic; the consumer reports not
+    /// ready (`/health/ready`, [`ConsumerStatus::stuck`](crate::ConsumerStatus::stuck)) and
+    /// `sluicegate_partitions_stuck` counts it. Other partitions go on. The record is handled
+    /// again when its partition is next consumed: after a restart (with a fix, or a
+    /// dead-letter topic), a rebalance, or a seek. With the default retry policy only decode
+    /// and permanent errors give up; retryable failures are retried without limit.
     pub fn dead_letter(mut self, dead_letter: DeadLetter) -> Self {
         self.dead_letter = Some(dead_letter);
         self
@@ -841,7 +852,7 @@ impl<W: Work> Consumer<W> {
             timeout: s.handler_timeout,
             breaker: breaker.clone(),
             dead_letter: dead_letter.clone(),
-            pause_while_retrying: s.ordering != Ordering::Unordered,
+            ordered: s.ordering != Ordering::Unordered,
             in_flight,
             max_in_flight,
             abort: control.abort.clone(),

@@ -10,6 +10,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::commit::CommitEntry;
 use crate::dispatch::Buffered;
+use crate::handler::ErrorKind;
 use crate::health::Health;
 use crate::metrics::ConsumerMetrics;
 use crate::policy::CircuitState;
@@ -91,6 +92,46 @@ pub struct ConsumerStatus {
     /// Exactly-once mode: transactions aborted (a handler failed, or the commit did), whose
     /// outputs `read_committed` readers never see.
     pub transactions_aborted: u64,
+    /// Owned partitions stopped at a record the handler gave up on, with no dead-letter topic
+    /// to set it aside (see [`StuckPartition`]). Each stays stopped until it is released
+    /// (revoked, or moved with a seek) or the consumer restarts; the consumer is not ready
+    /// meanwhile.
+    pub stuck: BTreeMap<TopicPartition, StuckPartition>,
+}
+
+/// A partition stopped at a record the handler gave up on (a decode or permanent error, or
+/// retries exhausted) when no dead-letter topic is configured.
+///
+/// The record is neither skipped nor dropped: its offset is never committed, so the
+/// partition's commits stop below it, the partition is paused, and the record is handled
+/// again when the partition is next consumed (after a restart, a rebalance, or a seek back
+/// to it). In the partition and key modes, and in exactly-once mode, nothing after it in its
+/// partition is handled meanwhile; in the unordered mode, records already received go on.
+/// The log says how to configure a dead-letter topic; `/health/ready` and
+/// `sluicegate_partitions_stuck` show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StuckPartition {
+    /// The record's offset. (With several stuck records, the lowest.)
+    pub offset: i64,
+    /// What kind of failure stopped it.
+    pub kind: ErrorKind,
+    /// The handler's error, as it displays.
+    pub error: String,
+    /// The handler calls made for the record.
+    pub attempts: u32,
+    /// When the partition stopped.
+    pub since: SystemTime,
+}
+
+impl fmt::Display for StuckPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = if self.attempts == 1 { "" } else { "s" };
+        write!(
+            f,
+            "stopped at offset {} after {} attempt{s}: {}",
+            self.offset, self.attempts, self.error
+        )
+    }
 }
 
 /// The figures that change with every message, published once per commit interval.
@@ -232,6 +273,10 @@ impl StatusPublisher {
     /// Partitions were assigned: by the group (`rebalance`), or again after a seek.
     pub fn assigned(&self, added: Vec<TopicPartition>, rebalance: bool) {
         self.status.send_modify(|s| {
+            for tp in &added {
+                // Taken afresh: consumed again from its committed offset.
+                s.stuck.remove(tp);
+            }
             s.assigned.extend(added);
             s.joined = true;
             if rebalance {
@@ -253,6 +298,7 @@ impl StatusPublisher {
             for tp in removed {
                 s.assigned.remove(tp);
                 s.lag.remove(tp);
+                s.stuck.remove(tp);
             }
             s.joined = !s.assigned.is_empty();
             if rebalance {
@@ -267,6 +313,35 @@ impl StatusPublisher {
                 m.rebalance(false);
             }
         }
+        self.publish_stuck();
+    }
+
+    /// `tp` stopped at a record the handler gave up on (see [`StuckPartition`]); a partition
+    /// already stopped keeps its lowest such record.
+    pub fn stuck(&self, tp: &TopicPartition, stuck: StuckPartition) {
+        self.status.send_if_modified(|s| match s.stuck.get(tp) {
+            Some(known) if known.offset <= stuck.offset => false,
+            _ => {
+                s.stuck.insert(tp.clone(), stuck);
+                true
+            }
+        });
+        self.publish_stuck();
+    }
+
+    /// `tp` no longer stops at a record: moved by a seek.
+    pub fn unstuck(&self, tp: &TopicPartition) {
+        self.status
+            .send_if_modified(|s| s.stuck.remove(tp).is_some());
+        self.publish_stuck();
+    }
+
+    /// Sets the stuck-partition gauge and readiness from the status now.
+    fn publish_stuck(&self) {
+        if let Some(m) = &self.metrics {
+            m.stuck_partitions(self.status.borrow().stuck.len());
+        }
+        self.publish_readiness();
     }
 
     pub fn committed(&self, offsets: &[CommitEntry]) {

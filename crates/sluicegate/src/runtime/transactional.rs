@@ -7,6 +7,10 @@
 //! attempt; the batch is retried from memory, and bisected down to single records when the
 //! retry policy gives up, as in at-least-once mode.
 //!
+//! A single record the handler gives up on with no dead-letter topic stops its partition: the
+//! partition is paused and rewound to the record, and its messages are dropped until it is
+//! released (see [`StuckPartition`](crate::StuckPartition)); the other partitions go on.
+//!
 //! The loop polls only between transactions, so a rebalance never lands inside one. Fencing
 //! is the broker's: a producer whose transactional id another instance has initialised since
 //! is fenced (a fatal error: this consumer stops), and offsets sent with the metadata of an
@@ -28,7 +32,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::Offset;
 use tracing::{error, info, warn};
 
-use crate::commit::{commit_list, CommitEntry};
+use crate::commit::{commit_list, partitions, CommitEntry};
 use crate::dead_letter::Failure;
 use crate::dispatch::{BatchLimits, Batcher};
 use crate::handler::{ErrorKind, HandlerResult, Work};
@@ -43,7 +47,7 @@ use super::event::Outcome;
 use super::poll::Control;
 use super::seek::{self, SeekTo};
 use super::status::{Figures, StatusPublisher, TopicPartition};
-use super::worker::Worker;
+use super::worker::{log_stuck, stuck_partition, Worker};
 
 /// How long a transaction call (init, send offsets, commit, abort) may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -117,8 +121,12 @@ impl ConsumerContext for PipelineContext {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
+            // A partition stopped (paused) before an earlier revoke may come back paused.
+            if let Err(e) = consumer.resume(list) {
+                warn!(error = %e, "could not resume newly assigned partitions");
+            }
             let tps: Vec<TopicPartition> = list
                 .elements()
                 .iter()
@@ -138,6 +146,9 @@ enum Flow {
     Rewind(BTreeMap<TopicPartition, i64>),
     /// Aborted, as a crash: stop now, leaving any transaction open.
     Stop,
+    /// The handler gave up on this message and no dead-letter topic takes it: its partition
+    /// stops there, and the rest of the batch is fetched again.
+    Stuck(Message, Failure),
 }
 
 impl<W: Work> Pipeline<W> {
@@ -165,6 +176,9 @@ impl<W: Work> Pipeline<W> {
         let mut counters = Counters::default();
         let mut batcher: Batcher<Message> = Batcher::new(self.limits);
         let mut topic_names: Vec<Arc<str>> = Vec::new();
+        // Partitions stopped at a record given up on: their messages are dropped until they
+        // are released.
+        let mut stuck: Vec<TopicPartition> = Vec::new();
         loop {
             self.status.heartbeat();
             if self.control.abort.is_cancelled() || self.control.shutdown.is_cancelled() {
@@ -178,6 +192,10 @@ impl<W: Work> Pipeline<W> {
                 d.saturating_duration_since(now).min(POLL_WAIT)
             });
             match consumer.poll(wait) {
+                Some(Ok(m))
+                    if stuck
+                        .iter()
+                        .any(|tp| tp.partition == m.partition() && tp.topic == m.topic()) => {}
                 Some(Ok(m)) => {
                     let topic = match topic_names.iter().find(|t| &***t == m.topic()) {
                         Some(t) => t.clone(),
@@ -209,11 +227,17 @@ impl<W: Work> Pipeline<W> {
             if !revoked.is_empty() {
                 batcher
                     .retain(|m| !revoked.contains(&TopicPartition::new(m.topic(), m.partition())));
+                stuck.retain(|tp| !revoked.contains(tp));
             }
             for request in self.control.seeks.take() {
                 let moved = seek_partition(&consumer, &mut batcher, &request.tp, request.to);
                 if let Ok(entry) = &moved {
                     self.status.committed(std::slice::from_ref(entry));
+                    if let Some(i) = stuck.iter().position(|tp| *tp == request.tp) {
+                        stuck.swap_remove(i);
+                        let _ = consumer.resume(&commit_list(std::slice::from_ref(entry)));
+                        self.status.unstuck(&request.tp);
+                    }
                 }
                 let _ = request.reply.send(moved.map(|e| e.next));
             }
@@ -222,22 +246,21 @@ impl<W: Work> Pipeline<W> {
                 match self.settle(&consumer, &batch, &mut next, &mut counters, false)? {
                     Flow::Next => {}
                     Flow::Stop => return Ok(()),
-                    Flow::Rewind(from) => {
-                        batcher.retain(|m| {
-                            !from.contains_key(&TopicPartition::new(m.topic(), m.partition()))
-                        });
-                        for (tp, offset) in &from {
-                            // Fails for partitions no longer ours: their new owner has them.
-                            if let Err(e) = consumer.seek(
-                                &tp.topic,
-                                tp.partition,
-                                Offset::Offset(*offset),
-                                TXN_TIMEOUT,
-                            ) {
-                                info!(topic = %tp.topic, partition = tp.partition, error = %e,
-                                      "not rewound; the partition is probably no longer ours");
-                            }
+                    Flow::Rewind(from) => rewind(&consumer, &mut batcher, &from),
+                    Flow::Stuck(message, failure) => {
+                        let tp = TopicPartition::new(message.topic(), message.partition());
+                        log_stuck(&message, &failure);
+                        let list = partitions([(tp.topic.as_str(), tp.partition)]);
+                        if let Err(e) = consumer.pause(&list) {
+                            warn!(topic = %tp.topic, partition = tp.partition, error = %e,
+                                  "could not pause a stuck partition; its messages are dropped");
                         }
+                        self.status.stuck(&tp, stuck_partition(&message, &failure));
+                        // The batch's other partitions are fetched again from what it left
+                        // uncommitted; the stuck one from the record, once released.
+                        next.insert(tp.clone(), message.offset());
+                        rewind(&consumer, &mut batcher, &next);
+                        stuck.push(tp);
                     }
                 }
             }
@@ -333,7 +356,7 @@ impl<W: Work> Pipeline<W> {
             self.abort_transaction()?;
             let (first, first_at) =
                 *first_failure.get_or_insert_with(|| (Instant::now(), SystemTime::now()));
-            let hold = batch.len() == 1 && worker.dead_letter.is_none();
+            let stuck = batch.len() == 1 && worker.dead_letter.is_none();
             let decision = if once {
                 RetryDecision::GiveUp
             } else {
@@ -347,10 +370,14 @@ impl<W: Work> Pipeline<W> {
                           "handler failed; transaction aborted, retrying");
                     delay
                 }
-                RetryDecision::GiveUp if hold => {
-                    error!(attempts, %error, "handler gave up and no dead-letter topic is \
-                           configured; holding the message and retrying");
-                    worker.retry.backoff.max
+                RetryDecision::GiveUp if stuck => {
+                    let failure = Failure {
+                        error,
+                        attempts,
+                        first: first_at,
+                        last: SystemTime::now(),
+                    };
+                    return Ok(Flow::Stuck(batch[0].clone(), failure));
                 }
                 RetryDecision::GiveUp if batch.len() > 1 => {
                     warn!(messages = batch.len(), %error,
@@ -388,11 +415,10 @@ impl<W: Work> Pipeline<W> {
         next: &mut BTreeMap<TopicPartition, i64>,
         counters: &mut Counters,
     ) -> Result<Flow, Error> {
-        let writer = self
-            .worker
-            .dead_letter
-            .as_ref()
-            .expect("without a dead-letter topic a single message is held, never given up");
+        let writer =
+            self.worker.dead_letter.as_ref().expect(
+                "without a dead-letter topic a single message given up on stops its partition",
+            );
         error!(topic = message.topic(), partition = message.partition(), offset = message.offset(),
                attempts = failure.attempts, error = %failure.error, "handler gave up; dead-lettering");
         let mut attempt = 0;
@@ -539,6 +565,28 @@ impl<W: Work> Pipeline<W> {
                 r = future => Some(r),
             }
         })
+    }
+}
+
+/// Fetches the partitions of `from` again from the offsets given, dropping what waits in the
+/// batcher for them.
+fn rewind(
+    consumer: &BaseConsumer<PipelineContext>,
+    batcher: &mut Batcher<Message>,
+    from: &BTreeMap<TopicPartition, i64>,
+) {
+    batcher.retain(|m| !from.contains_key(&TopicPartition::new(m.topic(), m.partition())));
+    for (tp, offset) in from {
+        // Fails for partitions no longer ours: their new owner has them.
+        if let Err(e) = consumer.seek(
+            &tp.topic,
+            tp.partition,
+            Offset::Offset(*offset),
+            TXN_TIMEOUT,
+        ) {
+            info!(topic = %tp.topic, partition = tp.partition, error = %e,
+                  "not rewound; the partition is probably no longer ours");
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use crate::policy::{Breaker, RetryDecision, RetryPolicy};
 use crate::Message;
 
 use super::event::{Event, Left, Outcome, Slot};
+use super::status::StuckPartition;
 
 /// Retry waits at least this long pause their partition. A pause and resume makes librdkafka
 /// drop its prefetched messages and fetch again, which costs up to a fetch round trip (about a
@@ -41,9 +42,10 @@ pub(crate) struct Worker<W> {
     pub timeout: Option<Duration>,
     pub breaker: Option<Arc<Breaker>>,
     pub dead_letter: Option<Arc<DeadLetterWriter>>,
-    /// Whether a message waiting to be retried pauses its partition (the ordered modes, where
-    /// nothing behind it may go first anyway).
-    pub pause_while_retrying: bool,
+    /// The partition and key modes, where nothing behind a message may go first: a message
+    /// waiting to be retried pauses its partition, and one the handler gave up on with no
+    /// dead-letter topic holds its lane until the partition is released.
+    pub ordered: bool,
     /// Bounds messages in handler calls at once across all lanes.
     pub in_flight: Arc<Semaphore>,
     /// The permits `in_flight` started with: a batch takes at most that many.
@@ -81,13 +83,13 @@ impl<W: Work> Worker<W> {
             let mut left = Vec::with_capacity(batch.len());
             let mut since = Instant::now();
             for message in batch {
-                let outcome = if revoked.is_cancelled() {
+                let processed = if revoked.is_cancelled() {
                     None
                 } else {
                     let one = std::slice::from_ref(&message);
                     let mut handling = pin!(self.process(one, &tokens, Some((slot, &events))));
                     match futures::poll!(handling.as_mut()) {
-                        Poll::Ready(outcomes) => outcomes[0],
+                        Poll::Ready(processed) => Some(processed),
                         Poll::Pending => {
                             // The handler waits: report what finished before it first, so
                             // that commits (and a shutdown's final commit) need not wait.
@@ -95,11 +97,23 @@ impl<W: Work> Worker<W> {
                             since = Instant::now();
                             tokio::select! {
                                 biased;
-                                outcomes = handling => outcomes[0],
+                                processed = handling => Some(processed),
                                 _ = self.abort.cancelled() => None,
                             }
                         }
                     }
+                };
+                let outcome = match processed {
+                    None => None,
+                    Some(mut processed) => match processed.stuck.pop() {
+                        None => processed.outcomes[0],
+                        Some((_, failure)) => {
+                            report(&events, slot, &mut left);
+                            self.stop_at(&message, &failure, slot, &events, &revoked)
+                                .await;
+                            None
+                        }
+                    },
                 };
                 left.push(Left { message, outcome });
                 // Reading the clock for every message would cost more than the message.
@@ -134,22 +148,28 @@ impl<W: Work> Worker<W> {
             })
             .await;
             while let Some(batch) = batcher.next_batch(Instant::now(), !open) {
-                let outcomes = if revoked.is_cancelled() {
-                    vec![None; batch.len()]
+                let processed = if revoked.is_cancelled() {
+                    Processed::abandoned(batch.len())
                 } else {
                     let tokens = vec![&revoked; batch.len()];
                     tokio::select! {
                         biased;
-                        outcomes = self.process(&batch, &tokens, Some((slot, &events))) => outcomes,
-                        _ = self.abort.cancelled() => vec![None; batch.len()],
+                        processed = self.process(&batch, &tokens, Some((slot, &events))) => processed,
+                        _ = self.abort.cancelled() => Processed::abandoned(batch.len()),
                     }
                 };
+                let stuck = processed.stuck.into_iter().next();
                 let mut left = batch
-                    .into_iter()
-                    .zip(outcomes)
+                    .iter()
+                    .cloned()
+                    .zip(processed.outcomes)
                     .map(|(message, outcome)| Left { message, outcome })
                     .collect();
                 report(&events, slot, &mut left);
+                if let Some((i, failure)) = stuck {
+                    self.stop_at(&batch[i], &failure, slot, &events, &revoked)
+                        .await;
+                }
             }
         }
     }
@@ -208,12 +228,18 @@ impl<W: Work> Worker<W> {
                 }
                 let messages: Vec<Message> = live.iter().map(|r| r.message.clone()).collect();
                 let tokens: Vec<&CancellationToken> = live.iter().map(|r| &r.revoked).collect();
-                let outcomes = tokio::select! {
+                let processed = tokio::select! {
                     biased;
-                    outcomes = self.process(&messages, &tokens, None) => outcomes,
-                    _ = self.abort.cancelled() => vec![None; live.len()],
+                    processed = self.process(&messages, &tokens, None) => processed,
+                    _ = self.abort.cancelled() => Processed::abandoned(live.len()),
                 };
-                for (r, outcome) in live.into_iter().zip(outcomes) {
+                // The unordered mode: a stuck message holds no lane, only its partition.
+                for (i, failure) in &processed.stuck {
+                    let r = &live[*i];
+                    self.stop_at(&r.message, failure, r.slot, &r.events, &r.revoked)
+                        .await;
+                }
+                for (r, outcome) in live.into_iter().zip(processed.outcomes) {
                     r.report(outcome);
                 }
             }
@@ -222,31 +248,31 @@ impl<W: Work> Worker<W> {
 
     /// Handles `messages` (one, or a batch) under the policies and returns the outcome of
     /// each, in order: `None` for those abandoned because their partition was revoked while
-    /// they waited (to be retried, for the circuit breaker, or for a dead-letter write).
-    /// `revoked` holds each message's partition token. `retrying` names the partition that
-    /// pauses while a retry waits, in the ordered modes.
+    /// they waited (to be retried, for the circuit breaker, or for a dead-letter write), and
+    /// for those the handler gave up on with no dead-letter topic (listed in
+    /// [`Processed::stuck`]). `revoked` holds each message's partition token. `retrying`
+    /// names the partition that pauses while a retry waits, in the ordered modes.
     async fn process(
         &self,
         messages: &[Message],
         revoked: &[&CancellationToken],
         retrying: Option<(Slot, &Sender<Event>)>,
-    ) -> Vec<Option<Outcome>> {
+    ) -> Processed {
         let permits = u32::try_from(messages.len())
             .unwrap_or(u32::MAX)
             .min(self.max_in_flight);
         let _permit = self.in_flight.acquire_many(permits).await;
         let mut guard = RetryingGuard {
-            target: retrying.filter(|_| self.pause_while_retrying),
+            target: retrying.filter(|_| self.ordered),
             active: false,
         };
         let n = messages.len();
-        let hold = n == 1 && self.dead_letter.is_none();
         match self
-            .retry_until_settled(messages, revoked, &mut guard, hold, false)
+            .retry_until_settled(messages, revoked, &mut guard, false)
             .await
         {
-            Settled::Finished(outcome) => vec![Some(outcome); n],
-            Settled::Revoked => vec![None; n],
+            Settled::Finished(outcome) => Processed::all(n, Some(outcome)),
+            Settled::Revoked => Processed::abandoned(n),
             Settled::GaveUp(failure) => self.give_up(messages, revoked, &mut guard, failure).await,
         }
     }
@@ -255,61 +281,93 @@ impl<W: Work> Worker<W> {
     /// fails, bisected again, down to single messages, which get the whole retry policy
     /// before they are dead-lettered. So only records that fail on their own are dead-lettered,
     /// and isolating one costs about two calls per halving, without back-off waits.
+    ///
+    /// With no dead-letter topic, a single message given up on is *stuck*: it is listed in
+    /// [`Processed::stuck`] and left unfinished. In the ordered modes the messages after it
+    /// are then not tried either.
     fn give_up<'a>(
         &'a self,
         messages: &'a [Message],
         revoked: &'a [&'a CancellationToken],
         guard: &'a mut RetryingGuard<'_>,
         failure: Failure,
-    ) -> futures::future::BoxFuture<'a, Vec<Option<Outcome>>> {
+    ) -> futures::future::BoxFuture<'a, Processed> {
         Box::pin(async move {
             let n = messages.len();
             if n > 1 {
                 warn!(messages = n, error = %failure.error,
                       "batch failed; bisecting it to isolate the failing records");
-                let mut outcomes = Vec::with_capacity(n);
+                let mut processed = Processed::all(0, None);
                 for (half, tokens) in messages
                     .chunks(n.div_ceil(2))
                     .zip(revoked.chunks(n.div_ceil(2)))
                 {
-                    let hold = half.len() == 1 && self.dead_letter.is_none();
+                    if self.ordered && !processed.stuck.is_empty() {
+                        // Nothing after a stuck message may go first.
+                        processed.push(Processed::abandoned(half.len()));
+                        continue;
+                    }
                     let once = half.len() > 1;
-                    outcomes.extend(
-                        match self
-                            .retry_until_settled(half, tokens, guard, hold, once)
-                            .await
-                        {
-                            Settled::Finished(outcome) => vec![Some(outcome); half.len()],
-                            Settled::Revoked => vec![None; half.len()],
+                    processed.push(
+                        match self.retry_until_settled(half, tokens, guard, once).await {
+                            Settled::Finished(outcome) => Processed::all(half.len(), Some(outcome)),
+                            Settled::Revoked => Processed::abandoned(half.len()),
                             Settled::GaveUp(f) => self.give_up(half, tokens, guard, f).await,
                         },
                     );
                 }
-                return outcomes;
+                return processed;
             }
+            let Some(dead_letter) = &self.dead_letter else {
+                return Processed {
+                    outcomes: vec![None],
+                    stuck: vec![(0, failure)],
+                };
+            };
             let message = &messages[0];
-            let dead_letter = self
-                .dead_letter
-                .as_ref()
-                .expect("without a dead-letter topic a single message is held, never given up");
             error!(topic = message.topic(), partition = message.partition(),
                    offset = message.offset(), attempts = failure.attempts, error = %failure.error,
                    "handler gave up; dead-lettering");
             let attempts = failure.attempts;
             let sent = dead_letter.send(message, &failure, revoked[0]).await;
-            vec![sent.then_some(Outcome::DeadLettered { attempts })]
+            Processed::all(1, sent.then_some(Outcome::DeadLettered { attempts }))
         })
     }
 
+    /// Stops the partition of `message`, which the handler gave up on with no dead-letter
+    /// topic to take it: logs how to get out of it and tells the poll loop, which pauses the
+    /// partition and marks the consumer not ready. The message stays unfinished, so nothing
+    /// at or after its offset is committed. In the ordered modes the lane then waits, with no
+    /// handler permit, until the partition is released (revoked, moved by a seek, or the
+    /// consumer stopping), since nothing after the message may go first.
+    async fn stop_at(
+        &self,
+        message: &Message,
+        failure: &Failure,
+        slot: Slot,
+        events: &Sender<Event>,
+        revoked: &CancellationToken,
+    ) {
+        log_stuck(message, failure);
+        let _ = events.send(Event::Stuck {
+            slot,
+            stuck: stuck_partition(message, failure),
+        });
+        if self.ordered {
+            tokio::select! {
+                _ = revoked.cancelled() => {}
+                _ = self.abort.cancelled() => {}
+            }
+        }
+    }
+
     /// Calls the handler with `messages` until it succeeds or the retry policy gives up; with
-    /// `once`, gives up after the first failure. With `hold` (a single message with nowhere to
-    /// dead-letter it) it never gives up: holding the message is the only way not to lose it.
+    /// `once`, gives up after the first failure.
     async fn retry_until_settled(
         &self,
         messages: &[Message],
         revoked: &[&CancellationToken],
         guard: &mut RetryingGuard<'_>,
-        hold: bool,
         once: bool,
     ) -> Settled {
         let all_revoked = || futures::future::join_all(revoked.iter().map(|t| t.cancelled()));
@@ -355,18 +413,13 @@ impl<W: Work> Worker<W> {
                           %error, "handler failed; retrying");
                     delay
                 }
-                RetryDecision::GiveUp if !hold => {
+                RetryDecision::GiveUp => {
                     return Settled::GaveUp(Failure {
                         error,
                         attempts,
                         first: first_at,
                         last: SystemTime::now(),
                     })
-                }
-                RetryDecision::GiveUp => {
-                    error!(topic, partition, offset, attempts, %error,
-                           "handler gave up and no dead-letter topic is configured; holding the message and retrying");
-                    self.retry.backoff.max
                 }
             };
             if delay >= PAUSE_RETRIES_FROM {
@@ -408,6 +461,62 @@ impl<W: Work> Worker<W> {
         });
         result
     }
+}
+
+/// What handling a message or a batch came to.
+struct Processed {
+    /// Each message's outcome, in order (see [`Worker::process`]).
+    outcomes: Vec<Option<Outcome>>,
+    /// The messages (by index) the handler gave up on with no dead-letter topic to take them;
+    /// their outcomes are `None`. In the ordered modes at most one, and every message after it
+    /// was left untried (`None`).
+    stuck: Vec<(usize, Failure)>,
+}
+
+impl Processed {
+    /// `n` messages, each with `outcome`.
+    fn all(n: usize, outcome: Option<Outcome>) -> Self {
+        Processed {
+            outcomes: vec![outcome; n],
+            stuck: Vec::new(),
+        }
+    }
+
+    /// `n` messages abandoned: their partition was revoked, or the consumer aborted.
+    fn abandoned(n: usize) -> Self {
+        Self::all(n, None)
+    }
+
+    /// Appends what the messages after these came to.
+    fn push(&mut self, next: Processed) {
+        let at = self.outcomes.len();
+        self.outcomes.extend(next.outcomes);
+        self.stuck
+            .extend(next.stuck.into_iter().map(|(i, f)| (at + i, f)));
+    }
+}
+
+/// The status entry of a partition stopped at `message`, which failed with `failure`.
+pub(crate) fn stuck_partition(message: &Message, failure: &Failure) -> StuckPartition {
+    StuckPartition {
+        offset: message.offset(),
+        kind: failure.error.kind(),
+        error: failure.error.to_string(),
+        attempts: failure.attempts,
+        since: failure.last,
+    }
+}
+
+/// Logs, at `error` level, that the handler gave up on `message` with no dead-letter topic to
+/// take it, what that does, and what to do about it.
+pub(crate) fn log_stuck(message: &Message, failure: &Failure) {
+    error!(topic = message.topic(), partition = message.partition(), offset = message.offset(),
+           kind = %failure.error.kind(), attempts = failure.attempts, error = %failure.error,
+           "handler gave up and no dead-letter topic is configured: the partition stops at this \
+            offset (paused, nothing at or after it committed, the consumer not ready) until the \
+            consumer restarts or the partition is reassigned or moved by a seek. Configure a \
+            dead-letter topic (ConsumerBuilder::dead_letter, KAFKA_DLQ_TOPIC, or `dead_letter:` \
+            in the configuration file) to set such records aside and go on");
 }
 
 /// How a retried call ended.
@@ -514,5 +623,61 @@ async fn invoke<W: Work>(work: &W, messages: Vec<Message>) -> Result<(), Handler
                 .unwrap_or_else(|| "non-string panic payload".into());
             Err(HandlerError::panic(format!("handler panicked: {text}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Collects what a `fmt` subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_record_is_logged_as_an_error_that_says_how_to_configure_a_dead_letter_topic() {
+        let message = Message::new("orders", 3, 1200, None, Some(b"{".to_vec()));
+        let error: HandlerError = message.json::<serde_json::Value>().unwrap_err().into();
+        let failure = Failure {
+            error,
+            attempts: 1,
+            first: SystemTime::UNIX_EPOCH,
+            last: SystemTime::UNIX_EPOCH,
+        };
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || log_stuck(&message, &failure));
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        for expected in [
+            "ERROR",
+            "topic=\"orders\" partition=3 offset=1200 kind=decode attempts=1",
+            "error=decode error: cannot decode the value of orders/3 at offset 1200 as JSON",
+            "no dead-letter topic is configured: the partition stops at this offset",
+            "Configure a dead-letter topic (ConsumerBuilder::dead_letter, KAFKA_DLQ_TOPIC",
+        ] {
+            assert!(log.contains(expected), "{expected:?} not in {log}");
+        }
+        let stuck = stuck_partition(&message, &failure);
+        assert_eq!(
+            (stuck.offset, stuck.kind, stuck.attempts),
+            (1200, ErrorKind::Decode, 1)
+        );
     }
 }
