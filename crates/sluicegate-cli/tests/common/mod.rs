@@ -44,9 +44,9 @@ macro_rules! on_both_brokers {
 pub mod kafka;
 #[path = "../../../sluicegate/tests/common/kafka_broker.rs"]
 pub mod kafka_broker;
-pub mod records;
 #[path = "../../../sluicegate/tests/common/pki.rs"]
 pub mod pki;
+pub mod records;
 #[path = "../../../sluicegate/tests/common/tansu.rs"]
 pub mod tansu;
 
