@@ -185,10 +185,13 @@ async fn batches_respect_their_count_and_byte_bounds_and_partition_order(
 async fn unordered_batches_mix_partitions() -> anyhow::Result<()> {
     let broker = TestBroker::embedded()?;
     let topic = unique("mixed");
-    let (produced, end) = broker.fill_topic(&topic, 4, 500).await?;
+    // 530 per partition, not a multiple of the batch size, and a wait long enough for the
+    // backlog to fill every batch by count: even when the fetches hand partitions over one
+    // after another, a batch boundary falls inside a partition's run and the next one mixes.
+    let (produced, end) = broker.fill_topic(&topic, 4, 530).await?;
     let limits = BatchLimits::default()
         .max_messages(100)
-        .max_wait(Duration::from_millis(100));
+        .max_wait(Duration::from_secs(2));
     let calls = consume_in_batches(
         &broker,
         &topic,
