@@ -35,8 +35,9 @@ fn the_example_configuration_passes() {
         "{out}"
     );
     assert!(out.contains("drain_timeout: \"10s\"  # file"), "{out}");
+    assert!(out.contains("    max_elapsed: null  # default"), "{out}");
     assert!(
-        out.contains("buffer:\n    partition_bytes: 25165824  # default"),
+        out.contains("buffer:\n    partition_bytes: 25165824  # file, line"),
         "{out}"
     );
     assert!(out.contains("#   session.timeout.ms=30000"), "{out}");

@@ -91,7 +91,7 @@ pub struct DeadLetter {
     create_missing: bool,
     replication: i32,
     producer: BTreeMap<String, String>,
-    backoff: Backoff,
+    pub(crate) backoff: Backoff,
 }
 
 impl Default for DeadLetter {

@@ -42,6 +42,7 @@
 mod commit;
 pub mod config;
 pub mod dead_letter;
+mod defaults;
 pub mod dispatch;
 mod embedded;
 mod error;

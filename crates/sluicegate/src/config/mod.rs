@@ -539,14 +539,14 @@ impl Default for ConsumerConfig {
             static_assignment: false,
             auto_offset_reset: OffsetReset::Earliest,
             ordering: Ordering::Partition,
-            max_in_flight: 1_000,
+            max_in_flight: crate::defaults::MAX_IN_FLIGHT,
             max_in_flight_per_partition: None,
             batch: BatchConfig::default(),
             retry: RetryConfig::default(),
             dead_letter: DeadLetterConfig::default(),
             processing_timeout: None,
-            commit_interval: Duration::from_secs(1),
-            drain_timeout: Duration::from_secs(10),
+            commit_interval: crate::defaults::COMMIT_INTERVAL,
+            drain_timeout: crate::defaults::DRAIN_TIMEOUT,
             group_protocol: GroupProtocol::Classic,
             session_timeout: None,
             heartbeat_interval: None,
@@ -623,8 +623,8 @@ impl Default for RetryConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeadLetterConfig {
-    /// Whether messages the handler gave up on are dead-lettered (off by default: then they
-    /// are retried until they succeed).
+    /// Whether messages the handler gave up on are dead-lettered (off by default: then such a
+    /// message stops its partition at its offset, visibly, until it is consumed again).
     pub enabled: bool,
     /// The dead-letter topic for every source topic; by default `<topic>.dlq` per topic.
     pub topic: Option<String>,

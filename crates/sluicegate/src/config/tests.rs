@@ -1086,3 +1086,65 @@ fn every_env_var_names_a_real_setting() {
     }
     let _ = no_env();
 }
+
+/// The leaf settings under `value`, as dotted paths (`librdkafka:` entries are free-form).
+fn setting_paths(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) if prefix != "librdkafka" => {
+            for (key, value) in map {
+                let path = match prefix {
+                    "" => key.clone(),
+                    _ => format!("{prefix}.{key}"),
+                };
+                setting_paths(value, &path, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+/// `examples/sluicegate.yaml` is the README's "shows every setting": each setting the
+/// configuration has is in it, set or commented out (`# key: value`, which this uncomments).
+#[test]
+fn the_example_file_shows_every_setting() {
+    let example = include_str!("../../../../examples/sluicegate.yaml");
+    let commented = uncomment_settings(example);
+    let shown: serde_json::Value =
+        serde_saphyr::from_str(&commented).expect("the example, uncommented, is YAML");
+    let mut known = Vec::new();
+    setting_paths(
+        &serde_json::to_value(ConsumerConfig::default()).unwrap(),
+        "",
+        &mut known,
+    );
+    let mut in_example = Vec::new();
+    setting_paths(&shown["kafka"], "", &mut in_example);
+    let missing: Vec<&String> = known.iter().filter(|k| !in_example.contains(k)).collect();
+    assert!(
+        missing.is_empty(),
+        "examples/sluicegate.yaml lacks {missing:?}"
+    );
+    assert!(known.len() > 30, "{known:?}");
+}
+
+/// Turns `  #   key: value` into `    key: value`: a commented-out setting, kept at its depth.
+fn uncomment_settings(yaml: &str) -> String {
+    yaml.lines()
+        .map(|line| {
+            let indent = line.len() - line.trim_start().len();
+            let rest = &line[indent..];
+            match rest.strip_prefix("# ") {
+                Some(setting)
+                    if indent > 0
+                        && setting.trim_start().split_once(':').is_some_and(|(k, _)| {
+                            !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        }) =>
+                {
+                    format!("{}{setting}", " ".repeat(indent))
+                }
+                _ => line.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

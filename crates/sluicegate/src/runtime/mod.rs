@@ -31,6 +31,7 @@ use tracing::{info, warn};
 
 use crate::config::{ConsumerConfig, GroupProtocol, Properties};
 use crate::dead_letter::{DeadLetter, DeadLetterWriter};
+use crate::defaults;
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::handler::{BatchHandler, Batched, Handler, Work};
 use crate::health::Health;
@@ -67,7 +68,7 @@ pub struct ConsumerBuilder {
     topics: Vec<String>,
     static_assignment: bool,
     /// librdkafka properties; secrets are redacted in `Debug`.
-    client: Properties,
+    pub(crate) client: Properties,
     ordering: Ordering,
     max_in_flight: usize,
     max_in_flight_per_partition: Option<usize>,
@@ -130,7 +131,7 @@ impl Default for ConsumerBuilder {
             static_assignment: false,
             client: Properties::default(),
             ordering: Ordering::Partition,
-            max_in_flight: 1_000,
+            max_in_flight: defaults::MAX_IN_FLIGHT,
             max_in_flight_per_partition: None,
             limits: BufferLimits::default(),
             batch: BatchLimits::default(),
@@ -139,8 +140,8 @@ impl Default for ConsumerBuilder {
             circuit_breaker: None,
             dead_letter: None,
             reconnect: Reconnect::default(),
-            commit_interval: Duration::from_secs(1),
-            drain_timeout: Duration::from_secs(10),
+            commit_interval: defaults::COMMIT_INTERVAL,
+            drain_timeout: defaults::DRAIN_TIMEOUT,
             producer: Properties::default(),
             output: None,
             exactly_once: None,
@@ -582,21 +583,11 @@ impl ConsumerBuilder {
         client
             .set("bootstrap.servers", &bootstrap)
             .set("group.id", &group)
-            .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            // The runtime lets librdkafka's bounded prefetch queue fill as a brake (see
-            // `BufferLimits`); librdkafka's default 1 s back-off once it is full leaves the
-            // consumer idle long after the handlers have caught up.
-            .set("fetch.queue.backoff.ms", "20")
-            // After an outage, librdkafka's defaults (reconnect back-off up to 10 s, fetch
-            // error back-off 500 ms) kept consumption stopped for 5 to 12 s after the broker
-            // was back (tests/reliability.rs); these resume it within a second, as the Java
-            // client's defaults do.
-            .set("reconnect.backoff.max.ms", "1000")
-            .set("fetch.error.backoff.ms", "100")
-            // The log ends behind the lag figures come from librdkafka's statistics.
-            .set("statistics.interval.ms", "5000");
+            .set("enable.auto.offset.store", "false");
+        for (key, value) in defaults::CLIENT_PROPERTIES {
+            client.set(*key, *value);
+        }
         if self.exactly_once.is_some() {
             // Outputs of aborted transactions (and of open ones) stay invisible upstream too.
             client.set("isolation.level", "read_committed");
@@ -801,7 +792,7 @@ impl<W: Work> Consumer<W> {
             Ordering::Partition => 1,
             _ => s
                 .max_in_flight_per_partition
-                .unwrap_or(s.max_in_flight.min(1024)),
+                .unwrap_or(s.max_in_flight.min(defaults::MAX_IN_FLIGHT_PER_PARTITION)),
         };
         let group = s.group_id.clone().unwrap_or_default();
         let oauth = s.current_oauth();

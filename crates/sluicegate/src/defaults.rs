@@ -1,0 +1,248 @@
+//! The runtime's defaults that the builder and the configuration file share, in one place
+//! (the policies keep theirs in their own `Default`s). The README's "Defaults" table is
+//! checked against these and those by the tests below.
+
+use std::time::Duration;
+
+/// Handler calls at once over the whole consumer.
+pub(crate) const MAX_IN_FLIGHT: usize = 1_000;
+
+/// The most handler calls at once within one partition when none is set (the key and
+/// unordered modes): the global limit, capped here.
+pub(crate) const MAX_IN_FLIGHT_PER_PARTITION: usize = 1_024;
+
+/// How often finished offsets are committed.
+pub(crate) const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long running handlers get to finish at a revocation or shutdown.
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// librdkafka properties whose defaults the runtime changes (each can be set again), and why.
+pub(crate) const CLIENT_PROPERTIES: &[(&str, &str)] = &[
+    // A new group misses nothing.
+    ("auto.offset.reset", "earliest"),
+    // The runtime lets librdkafka's bounded prefetch queue fill as a brake (see
+    // `BufferLimits`); librdkafka's default 1 s back-off once it is full leaves the consumer
+    // idle long after the handlers have caught up.
+    ("fetch.queue.backoff.ms", "20"),
+    // After an outage, librdkafka's defaults (reconnect back-off up to 10 s, fetch error
+    // back-off 500 ms) kept consumption stopped for 5 to 12 s after the broker was back
+    // (tests/reliability.rs); these resume it within a second, as the Java client's do.
+    ("reconnect.backoff.max.ms", "1000"),
+    ("fetch.error.backoff.ms", "100"),
+    // The log ends behind the lag figures come from librdkafka's statistics.
+    ("statistics.interval.ms", "5000"),
+];
+
+#[cfg(test)]
+mod tests {
+    //! The README's "Defaults" table states the code's defaults: each row is compared with
+    //! the value the code uses, and every default the code has must have its row.
+
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::ConsumerConfig;
+    use crate::dead_letter::DeadLetter;
+    use crate::policy::{Backoff, CircuitBreaker, Reconnect};
+    use crate::{BatchLimits, BufferLimits, ConsumerBuilder};
+
+    const README: &str = include_str!("../../../README.md");
+
+    fn count(n: usize) -> String {
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    fn duration(d: Duration) -> String {
+        match d.as_millis() {
+            ms if ms % 1000 == 0 => format!("{} s", ms / 1000),
+            ms => format!("{ms} ms"),
+        }
+    }
+
+    fn bytes(n: usize) -> String {
+        assert_eq!(n % (1 << 20), 0, "{n} bytes is not a whole number of MiB");
+        format!("{} MiB", n >> 20)
+    }
+
+    fn backoff(b: &Backoff) -> String {
+        format!(
+            "{} doubling to {}, jitter {}",
+            duration(b.initial),
+            duration(b.max),
+            b.jitter
+        )
+    }
+
+    /// What the code says, keyed as the table's first column.
+    fn expected() -> BTreeMap<String, String> {
+        let config = ConsumerConfig::default();
+        let buffer = BufferLimits::default();
+        let batch = BatchLimits::default();
+        let retry = Backoff::default();
+        let breaker = CircuitBreaker::default();
+        let reconnect = Reconnect::default();
+        assert_eq!(retry.multiplier, 2.0, "the table says `doubling`");
+        assert_eq!(
+            reconnect.backoff.multiplier, 2.0,
+            "the table says `doubling`"
+        );
+        let mut rows: BTreeMap<String, String> = [
+            ("ordering", config.ordering.to_string()),
+            ("max_in_flight", count(MAX_IN_FLIGHT)),
+            (
+                "max_in_flight_per_partition",
+                format!(
+                    "partition order: 1; key and unordered: `max_in_flight`, at most {}",
+                    count(MAX_IN_FLIGHT_PER_PARTITION)
+                ),
+            ),
+            (
+                "buffer.partition_messages",
+                count(buffer.partition_messages),
+            ),
+            ("buffer.partition_bytes", bytes(buffer.partition_bytes)),
+            ("buffer.total_messages", count(buffer.total_messages)),
+            ("buffer.total_bytes", bytes(buffer.total_bytes)),
+            ("batch.max_messages", count(batch.max_messages)),
+            ("batch.max_wait", duration(batch.max_wait)),
+            ("batch.max_bytes", bytes(batch.max_bytes)),
+            ("retry.max_attempts", "none: no limit".into()),
+            ("retry.max_elapsed", "none: no limit".into()),
+            ("retry.initial_backoff", duration(retry.initial)),
+            ("retry.max_backoff", duration(retry.max)),
+            ("retry.multiplier", retry.multiplier.to_string()),
+            ("retry.jitter", retry.jitter.to_string()),
+            ("processing_timeout", "none".into()),
+            (
+                "dead_letter.enabled",
+                "false: a record given up on stops its partition".into(),
+            ),
+            ("dead_letter.topic", "`<topic>.dlq`".into()),
+            ("commit_interval", duration(COMMIT_INTERVAL)),
+            ("drain_timeout", duration(DRAIN_TIMEOUT)),
+            ("auto_offset_reset", config.auto_offset_reset.to_string()),
+            ("group_protocol", config.group_protocol.to_string()),
+            ("static_assignment", config.static_assignment.to_string()),
+            ("metrics_addr", "none: no endpoint".into()),
+            (
+                "CircuitBreaker",
+                format!(
+                    "off; when set: opens after {} failures in a row, or a failure rate of {} \
+                     over {} with at least {} calls; probes after {}",
+                    breaker.consecutive_failures,
+                    breaker.failure_rate,
+                    duration(breaker.window),
+                    breaker.min_calls,
+                    duration(breaker.cool_down)
+                ),
+            ),
+            (
+                "Reconnect",
+                format!(
+                    "on a fatal error: {}; no broker reachable for {}; new clients backing off {}",
+                    if reconnect.on_fatal { "yes" } else { "no" },
+                    duration(reconnect.unreachable_after.expect("a default")),
+                    backoff(&reconnect.backoff)
+                ),
+            ),
+            (
+                "DeadLetter",
+                format!(
+                    "`<topic>.dlq`, created when missing; failed writes retried {}",
+                    backoff(&DeadLetter::default().backoff)
+                ),
+            ),
+            (
+                "liveness",
+                format!(
+                    "the poll loop turned within {}",
+                    duration(crate::health::LIVENESS_STALL)
+                ),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (key, value) in CLIENT_PROPERTIES {
+            rows.insert((*key).to_string(), (*value).to_string());
+        }
+        rows
+    }
+
+    /// The table's rows: the first back-quoted name of the first cell, and the second cell.
+    fn stated() -> BTreeMap<String, String> {
+        let section = README
+            .split("\n### Defaults\n")
+            .nth(1)
+            .expect("README has a `### Defaults` section");
+        let section = section.split("\n#").next().unwrap_or(section);
+        section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split(" | ").collect();
+                let key = cells[0].split('`').nth(1).expect("a back-quoted name");
+                let value = cells
+                    .get(1)
+                    .expect("a default")
+                    .trim()
+                    .trim_end_matches('|');
+                (key.to_string(), value.trim().to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn readme_states_the_codes_defaults() {
+        let (expected, stated) = (expected(), stated());
+        let mut wrong = Vec::new();
+        for (key, value) in &expected {
+            match stated.get(key) {
+                Some(s) if s == value => {}
+                Some(s) => wrong.push(format!("`{key}`: README says `{s}`, code: `{value}`")),
+                None => wrong.push(format!("`{key}`: no row (code: `{value}`)")),
+            }
+        }
+        for key in stated.keys().filter(|k| !expected.contains_key(*k)) {
+            wrong.push(format!("`{key}`: a row the code has no default for"));
+        }
+        assert!(
+            wrong.is_empty(),
+            "README ### Defaults:\n{}",
+            wrong.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_builder_and_the_file_share_their_defaults() {
+        let built = ConsumerBuilder::default();
+        let mut configured = ConsumerBuilder::default().config(&ConsumerConfig::default());
+        // The file states its defaults as librdkafka properties; they are the client's own.
+        for (key, value) in &configured.client.0 {
+            let client_default = CLIENT_PROPERTIES.contains(&(key.as_str(), value.as_str()))
+                || (key == "group.protocol" && value == "classic");
+            assert!(client_default, "the file's default sets {key}={value}");
+        }
+        configured.client = built.client.clone();
+        assert_eq!(format!("{built:?}"), format!("{configured:?}"));
+    }
+
+    #[test]
+    fn counts_and_durations_render_as_the_readme_writes_them() {
+        assert_eq!(count(1_024), "1,024");
+        assert_eq!(count(200), "200");
+        assert_eq!(count(1_000_000), "1,000,000");
+        assert_eq!(duration(Duration::from_millis(100)), "100 ms");
+        assert_eq!(duration(Duration::from_secs(30)), "30 s");
+    }
+}
