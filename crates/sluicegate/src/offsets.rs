@@ -68,8 +68,13 @@ impl OffsetTracker {
     /// Marks `offset` finished. Returns `false` when the offset is not tracked or was finished
     /// already; such a call changes nothing.
     pub fn finish(&mut self, offset: i64) -> bool {
-        let Ok(i) = self.window.binary_search_by_key(&offset, |e| e.offset) else {
-            return false;
+        // In partition order, and mostly otherwise, the oldest offset in flight finishes.
+        let i = match self.window.front() {
+            Some(e) if e.offset == offset => 0,
+            _ => match self.window.binary_search_by_key(&offset, |e| e.offset) {
+                Ok(i) => i,
+                Err(_) => return false,
+            },
         };
         let entry = &mut self.window[i];
         if entry.finished {
