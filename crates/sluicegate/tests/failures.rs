@@ -976,3 +976,58 @@ async fn bad_records_stop_their_partitions_in_batches_unordered() -> anyhow::Res
     let mode = Mode::Batches(sluicegate::Ordering::Unordered);
     bad_records_stop_their_partitions(TestBroker::embedded()?, mode).await
 }
+
+/// A partition stopped at a record given up on goes on when the operator seeks past it: the
+/// record is skipped on purpose (never handled), the partition is no longer reported stuck,
+/// `/health/ready` answers 200 again, and everything after it is handled and committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_partition_goes_on_after_a_seek_past_its_record() -> anyhow::Result<()> {
+    const BAD: i64 = 5;
+    const RECORDS: i64 = 20;
+    let broker = TestBroker::embedded()?;
+    let topic = unique("stuck-seek");
+    broker.create_topic(&topic, 1).await?;
+    let records: Vec<common::RawRecord> = (0..RECORDS)
+        .map(|i| common::RawRecord {
+            partition: 0,
+            key: Some(order_key(i)),
+            payload: Some(match i {
+                BAD => b"not json".to_vec(),
+                _ => format!(r#"{{"id":{i}}}"#).into_bytes(),
+            }),
+            headers: Vec::new(),
+        })
+        .collect();
+    broker.produce_raw(&topic, &records).await?;
+    let recorder = Recorder::default();
+    let builder = broker
+        .consumer(&unique("stuck-seek-group"), &topic)
+        .commit_interval(Duration::from_millis(100))
+        .http_endpoint("127.0.0.1:0".parse()?);
+    let handle = build_order_consumer(builder, Mode::Partition, &recorder, &Calls::default())?;
+    let mut status = handle.status();
+    wait_status(&mut status, PHASE, "the partition stuck", |s| {
+        s.stuck.len() == 1 && committed_to_end(s, &topic, &BTreeMap::from([(0, BAD)]))
+    })
+    .await?;
+    let addr = handle.http_addr().context("no endpoint")?;
+    ensure!(common::http::get(addr, "/health/ready", None).await?.status == 503);
+
+    ensure!(
+        handle
+            .seek(&topic, 0, sluicegate::SeekTo::Offset(BAD + 1))
+            .await?
+            == BAD + 1
+    );
+    let s = wait_status(&mut status, PHASE, "commits at the log end", |s| {
+        s.stuck.is_empty() && committed_to_end(s, &topic, &BTreeMap::from([(0, RECORDS)]))
+    })
+    .await?;
+    let ready = common::http::get(addr, "/health/ready", None).await?;
+    ensure!(ready.status == 200, "{ready:?} {s:?}");
+    stop(handle).await?;
+    let handled: BTreeSet<i64> = recorder.handled().iter().map(|h| h.offset).collect();
+    let expected: BTreeSet<i64> = (0..RECORDS).filter(|i| *i != BAD).collect();
+    ensure!(handled == expected, "handled {handled:?}");
+    Ok(())
+}
