@@ -1,6 +1,9 @@
 //! The consumer protocol's assignment, as DescribeGroups returns it for each member of a
 //! consumer group: which partitions of which topics the member was given.
 
+use bytes::{Buf as _, Bytes};
+use kafka_protocol::messages::ConsumerProtocolAssignment;
+use kafka_protocol::protocol::{Decodable as _, Message as _};
 use serde::Serialize;
 
 /// Partitions of one topic.
@@ -12,64 +15,31 @@ pub struct TopicPartitions {
     pub partitions: Vec<i32>,
 }
 
-/// Decodes a `ConsumerProtocolAssignment` (versions 0 to 3 share this layout: an int16
-/// version, an array of topic names with int32 partition arrays, then user data, which is
-/// ignored). Empty bytes are an empty assignment (a member between generations has one).
-/// `None` when the bytes are not an assignment.
+/// Decodes a `ConsumerProtocolAssignment` with the `kafka-protocol` crate: an int16 version,
+/// then the assignment in that version's layout (user data ignored). Empty bytes are an empty
+/// assignment (a member between generations has one). `None` when the bytes are not an
+/// assignment.
 pub fn decode_assignment(bytes: &[u8]) -> Option<Vec<TopicPartitions>> {
     if bytes.is_empty() {
         return Some(Vec::new());
     }
-    let mut input = Reader { bytes };
-    let _version = input.i16()?;
-    let topics = input.count()?;
-    let mut assignment = Vec::with_capacity(topics.min(1024));
-    for _ in 0..topics {
-        let name_len = usize::try_from(input.i16()?).ok()?;
-        let topic = String::from_utf8(input.take(name_len)?.to_vec()).ok()?;
-        let partitions = input.count()?;
-        let mut list = Vec::with_capacity(partitions.min(65_536));
-        for _ in 0..partitions {
-            list.push(input.i32()?);
-        }
-        assignment.push(TopicPartitions {
-            topic,
-            partitions: list,
-        });
-    }
-    Some(assignment)
-}
-
-/// Big-endian reads from the front of a byte slice; `None` past its end.
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.bytes.len() < n {
-            return None;
-        }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Some(head)
-    }
-
-    fn i16(&mut self) -> Option<i16> {
-        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    /// An array length: a non-negative int32 (a null array counts as empty).
-    fn count(&mut self) -> Option<usize> {
-        match self.i32()? {
-            -1 => Some(0),
-            n => usize::try_from(n).ok(),
-        }
-    }
+    let mut buf = Bytes::copy_from_slice(bytes);
+    let version = buf.try_get_i16().ok()?;
+    // Versions newer than the crate knows keep the older layout and add tagged fields at the
+    // end, which the newest known version reads past.
+    let known = ConsumerProtocolAssignment::VERSIONS;
+    let version = version.clamp(known.min, known.max);
+    let assignment = ConsumerProtocolAssignment::decode(&mut buf, version).ok()?;
+    Some(
+        assignment
+            .assigned_partitions
+            .into_iter()
+            .map(|tp| TopicPartitions {
+                topic: tp.topic.0.to_string(),
+                partitions: tp.partitions,
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
