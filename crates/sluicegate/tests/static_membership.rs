@@ -43,6 +43,10 @@ const KEYS: u64 = 20;
 const STEP: u64 = 200;
 /// The classic protocol's session timeout here: a restart takes well under it.
 const SESSION_TIMEOUT_MS: &str = "10000";
+/// How long a restarting member stays away: several heartbeat intervals (500 ms here, for
+/// both protocols), so that the group would notice a member leaving, and well within the
+/// session timeouts (10 s classic, the test broker's 6 s with the consumer protocol).
+const AWAY: Duration = Duration::from_secs(2);
 /// Handler calls at once per member, and the commit interval: the duplicate window.
 const MAX_IN_FLIGHT: usize = 16;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
@@ -296,8 +300,10 @@ async fn restart_within_session_timeout(
             a.wait().await.context("aborted member")?;
         }
     }
-    // Records arrive while `a` is away; `b` does not take them.
+    // Records arrive while `a` is away; `b` does not take them. The time away is the
+    // scenario's (a restart that takes this long), not a synchronization.
     write_step(&broker, &topic, &mut written).await?;
+    tokio::time::sleep_until((went + AWAY).into()).await;
     let committed_at_restart = broker.committed_offsets(&group, &topic).await?;
     let a = start_a(&second_life)?;
     let back = wait_status(&mut a.status(), PHASE, "the restarted member's partitions", |s| {

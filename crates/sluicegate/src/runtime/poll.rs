@@ -173,7 +173,7 @@ fn check_client(
         return Err(failure.into());
     }
     if let Some(e) = health.fatal {
-        // librdkafka reports every fatal error as `_FATAL`; the cause is kept apart.
+        // The error callback reports a fatal error as `_FATAL`; the client keeps its cause.
         let e = match consumer.client().fatal_error() {
             Some((code, _)) => KafkaError::MessageConsumptionFatal(code),
             None => e,
