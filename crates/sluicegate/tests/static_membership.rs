@@ -207,7 +207,12 @@ async fn verdict(
     eprintln!(
         "RELIABILITY | static-membership-{name} | kafka | written {} | finished {} | lost {} | \
          duplicates {} | order violations {} | committed past unfinished {} | {notes}",
-        v.written, v.finished, v.lost, v.duplicates, v.order_violations, v.committed_past_unfinished
+        v.written,
+        v.finished,
+        v.lost,
+        v.duplicates,
+        v.order_violations,
+        v.committed_past_unfinished
     );
     ensure!(
         committed == log_end(written),
@@ -306,9 +311,12 @@ async fn restart_within_session_timeout(
     tokio::time::sleep_until((went + AWAY).into()).await;
     let committed_at_restart = broker.committed_offsets(&group, &topic).await?;
     let a = start_a(&second_life)?;
-    let back = wait_status(&mut a.status(), PHASE, "the restarted member's partitions", |s| {
-        !s.assigned.is_empty()
-    })
+    let back = wait_status(
+        &mut a.status(),
+        PHASE,
+        "the restarted member's partitions",
+        |s| !s.assigned.is_empty(),
+    )
     .await?;
     let away = went.elapsed();
     ensure!(
@@ -398,7 +406,11 @@ async fn fenced_members_fight_until_the_first_fenced_stops() -> anyhow::Result<(
 async fn same_instance_id_twice(reconnect: Reconnect) -> anyhow::Result<()> {
     let broker = TestBroker::kafka()?;
     let fights = reconnect.on_fatal;
-    let name = if fights { "fenced-fight" } else { "fenced-stop" };
+    let name = if fights {
+        "fenced-fight"
+    } else {
+        "fenced-stop"
+    };
     let topic = unique(&format!("static-{name}"));
     broker.create_topic(&topic, PARTITIONS).await?;
     let group = unique(&format!("static-{name}-group"));
@@ -549,7 +561,10 @@ async fn the_consumer_protocol_refuses_the_second_member_until_the_first_leaves(
         why.contains("group.instance.id `x`") && why.contains("held by another member"),
         "the refused member's status does not say why: {refused:?}"
     );
-    ensure!(refused.assigned.is_empty() && !refused.stopped, "{refused:?}");
+    ensure!(
+        refused.assigned.is_empty() && !refused.stopped,
+        "{refused:?}"
+    );
     write_step(&broker, &topic, &mut written).await?;
     all.wait_for(written.len(), PHASE).await?;
     let a_during = a.status().current();

@@ -416,7 +416,10 @@ fn group_instance_id_comes_from_file_or_environment_and_reaches_librdkafka() {
         [("KAFKA_GROUP_INSTANCE_ID", " billing-7 ")],
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(loaded.config.group_instance_id.as_deref(), Some("billing-7"));
+    assert_eq!(
+        loaded.config.group_instance_id.as_deref(),
+        Some("billing-7")
+    );
     assert_eq!(
         loaded.sources.of("kafka.group_instance_id"),
         Source::Env("KAFKA_GROUP_INSTANCE_ID".into())
@@ -484,8 +487,9 @@ fn group_instance_id_with_static_assignment_is_a_warning() {
     let w = c.warnings();
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(
-        w[0].to_string()
-            .starts_with("kafka.group_instance_id = `billing-0`: ignored with kafka.static_assignment"),
+        w[0].to_string().starts_with(
+            "kafka.group_instance_id = `billing-0`: ignored with kafka.static_assignment"
+        ),
         "{w:?}"
     );
 }

@@ -168,7 +168,11 @@ impl ConsumerConfig {
                 ));
             }
         }
-        if let Some(id) = self.group_instance_id.as_ref().filter(|_| self.static_assignment) {
+        if let Some(id) = self
+            .group_instance_id
+            .as_ref()
+            .filter(|_| self.static_assignment)
+        {
             out.push(ConfigError::new(
                 "kafka.group_instance_id",
                 id.clone(),

@@ -132,13 +132,19 @@ mod tests {
         let fenced = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId);
         let refused = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::UnreleasedInstanceId);
         let other = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal);
-        assert_eq!(InstanceConflict::of(&fenced), Some(InstanceConflict::Fenced));
+        assert_eq!(
+            InstanceConflict::of(&fenced),
+            Some(InstanceConflict::Fenced)
+        );
         assert_eq!(
             InstanceConflict::of(&refused),
             Some(InstanceConflict::Unreleased)
         );
         assert_eq!(InstanceConflict::of(&other), None);
         let text = InstanceConflict::Fenced.explain("billing", "worker-1");
-        assert!(text.contains("`worker-1`") && text.contains("`billing`"), "{text}");
+        assert!(
+            text.contains("`worker-1`") && text.contains("`billing`"),
+            "{text}"
+        );
     }
 }

@@ -1126,8 +1126,7 @@ impl Session {
             }
             attempt += 1;
             let conflict = fatal.as_ref().and_then(InstanceConflict::of);
-            let in_row =
-                fences.client_ended(conflict == Some(InstanceConflict::Fenced), lived);
+            let in_row = fences.client_ended(conflict == Some(InstanceConflict::Fenced), lived);
             if let Some(conflict) = conflict {
                 reason = self.explain(conflict);
                 self.status.fenced();
