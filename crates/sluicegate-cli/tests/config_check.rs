@@ -254,6 +254,31 @@ fn the_group_protocol_is_listed_and_the_consumer_protocol_refuses_classic_settin
 }
 
 #[test]
+fn the_group_instance_id_is_shown_with_its_source_and_checked() {
+    let yaml =
+        "kafka:\n  bootstrap_servers: localhost:9092\n  group_id: billing\n  topics: [orders]\n";
+    let path = file("static-member", yaml);
+    let env = [("KAFKA_GROUP_INSTANCE_ID", "billing-0")];
+    let (ok, out, err) = run_with_env(&["config", "check", &path], &env, LIMIT);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("group_instance_id: \"billing-0\"  # env KAFKA_GROUP_INSTANCE_ID"),
+        "{out}"
+    );
+    assert!(out.contains("#   group.instance.id=billing-0"), "{out}");
+    let (ok, _, err) = run_with_env(
+        &["config", "check", &path],
+        &[("KAFKA_GROUP_INSTANCE_ID", "billing/0")],
+        LIMIT,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("error: kafka.group_instance_id = `billing/0` (from KAFKA_GROUP_INSTANCE_ID): an instance id may hold only ASCII letters, digits"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_missing_file_is_an_error() {
     let (ok, _, err) = run_with_env(
         &["config", "check", "/nonexistent/sluicegate.yaml"],

@@ -62,7 +62,12 @@ impl Health {
                 format!("the poll loop turned {} ms ago", d.as_millis()),
             ),
         };
-        let group = if !status.assigned.is_empty() {
+        let group = if let Some(lost) = &status.client_lost {
+            Check::fail(
+                "group",
+                format!("the Kafka client was lost, and its partitions with it: {lost}"),
+            )
+        } else if !status.assigned.is_empty() {
             Check::pass(
                 "group",
                 format!("{} partitions assigned", status.assigned.len()),

@@ -76,6 +76,7 @@ macro_rules! var {
 /// |---|---|---|
 /// | `KAFKA_BOOTSTRAP_SERVERS` | `kafka.bootstrap_servers` | `host:port,host:port` |
 /// | `KAFKA_GROUP_ID`, `KAFKA_CONSUMER_GROUP` | `kafka.group_id` | name (the second wins) |
+/// | `KAFKA_GROUP_INSTANCE_ID` | `kafka.group_instance_id` | instance id (static membership) |
 /// | `KAFKA_TOPIC` | `kafka.topics` | one topic |
 /// | `KAFKA_TOPICS` | `kafka.topics` | comma-separated topics (wins over `KAFKA_TOPIC`) |
 /// | `KAFKA_AUTO_OFFSET_RESET` | `kafka.auto_offset_reset` | `earliest`, `latest`, `error` |
@@ -124,6 +125,12 @@ pub const ENV_VARS: &[EnvVar] = &[
     var!("KAFKA_CONSUMER_GROUP", "kafka.group_id", "name", |c, v| c
         .group_id =
         v.trim().into()),
+    var!(
+        "KAFKA_GROUP_INSTANCE_ID",
+        "kafka.group_instance_id",
+        "instance id",
+        |c, v| c.group_instance_id = some(v.trim())
+    ),
     var!("KAFKA_TOPIC", "kafka.topics", "topic", |c, v| c.topics =
         vec![v.trim().into()]),
     var!("KAFKA_TOPICS", "kafka.topics", "topic,topic", |c, v| c

@@ -18,6 +18,7 @@
 //! kafka:
 //!   bootstrap_servers: "kafka-1:9092,kafka-2:9092"   # or a list
 //!   group_id: billing
+//!   group_instance_id: billing-0                     # static membership (optional)
 //!   topics: [orders]
 //!   ordering: key
 //!   retry: { max_attempts: 5, initial_backoff: 200ms, max_backoff: 10s }
@@ -64,6 +65,7 @@ use crate::ConsumerBuilder;
 
 pub use env::{EnvVar, ENV_VARS, OTHER_VARS};
 pub use load::{Loaded, Report, Source, Sources};
+pub(crate) use validate::instance_id_problem;
 pub use validate::{ConfigError, ConfigErrors, BROKER_SESSION_TIMEOUT};
 
 /// What is shown instead of a secret value.
@@ -474,6 +476,11 @@ pub struct ConsumerConfig {
     pub bootstrap_servers: String,
     /// The consumer group.
     pub group_id: String,
+    /// Makes the consumer a static member of its group with this id (`group.instance.id`,
+    /// KIP-345): a restart within the session timeout keeps its partitions without a
+    /// rebalance. Each worker needs its own; none by default (a dynamic member). See
+    /// [`ConsumerBuilder::group_instance_id`].
+    pub group_instance_id: Option<String>,
     /// The topics to subscribe to.
     pub topics: Vec<String>,
     /// Read every partition of the topics directly instead of joining the group (see
@@ -535,6 +542,7 @@ impl Default for ConsumerConfig {
         ConsumerConfig {
             bootstrap_servers: String::new(),
             group_id: String::new(),
+            group_instance_id: None,
             topics: Vec::new(),
             static_assignment: false,
             auto_offset_reset: OffsetReset::Earliest,
@@ -723,6 +731,11 @@ impl ConsumerConfig {
                 out.push((key, path, v));
             }
         };
+        opt(
+            "group.instance.id",
+            "kafka.group_instance_id",
+            self.group_instance_id.clone(),
+        );
         opt(
             "session.timeout.ms",
             "kafka.session_timeout",

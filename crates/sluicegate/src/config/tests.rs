@@ -395,6 +395,106 @@ fn group_protocol_comes_from_file_or_environment_and_reaches_librdkafka() {
 }
 
 #[test]
+fn group_instance_id_comes_from_file_or_environment_and_reaches_librdkafka() {
+    // Unset by default: a dynamic member.
+    let c = ConsumerConfig::from_yaml_str(BASE).unwrap();
+    assert_eq!(c.group_instance_id, None);
+    assert!(!c.client_properties().contains_key("group.instance.id"));
+
+    let c = ConsumerConfig::from_yaml_str(&format!("{BASE}  group_instance_id: billing-0\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.group_instance_id.as_deref(), Some("billing-0"));
+    assert_eq!(c.client_properties()["group.instance.id"], "billing-0");
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    c.check_client().unwrap_or_else(|e| panic!("{e}"));
+    assert!(format!("{:?}", ConsumerBuilder::from_config(&c))
+        .contains(r#""group.instance.id": "billing-0""#));
+
+    // The environment wins over the file, and is recorded as the source.
+    let loaded = ConsumerConfig::resolve(
+        Some(&format!("{BASE}  group_instance_id: billing-0\n")),
+        [("KAFKA_GROUP_INSTANCE_ID", " billing-7 ")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        loaded.config.group_instance_id.as_deref(),
+        Some("billing-7")
+    );
+    assert_eq!(
+        loaded.sources.of("kafka.group_instance_id"),
+        Source::Env("KAFKA_GROUP_INSTANCE_ID".into())
+    );
+    let back = ConsumerConfig::from_yaml_str(&loaded.config.to_yaml()).unwrap();
+    assert_eq!(back.group_instance_id.as_deref(), Some("billing-7"));
+}
+
+#[test]
+fn a_bad_group_instance_id_is_refused_with_kafkas_rule() {
+    let errors = errors_of(&format!("{BASE}  group_instance_id: \"billing 0\"\n"), &[]);
+    assert_error(
+        &errors,
+        "kafka.group_instance_id",
+        "billing 0",
+        &["line 5", "ASCII letters, digits"],
+    );
+    let errors = errors_of(BASE, &[("KAFKA_GROUP_INSTANCE_ID", "pod/0")]);
+    assert_error(
+        &errors,
+        "kafka.group_instance_id",
+        "pod/0",
+        &["from KAFKA_GROUP_INSTANCE_ID", "ASCII letters"],
+    );
+    let errors = errors_of(&format!("{BASE}  group_instance_id: \"\"\n"), &[]);
+    assert_error(
+        &errors,
+        "kafka.group_instance_id",
+        "",
+        &["cannot be empty", "dynamic member"],
+    );
+    // The typed setting, not the pass-through.
+    let errors = errors_of(
+        &format!("{BASE}  librdkafka:\n    group.instance.id: billing-0\n"),
+        &[],
+    );
+    assert_error(
+        &errors,
+        "kafka.librdkafka[\"group.instance.id\"]",
+        "billing-0",
+        &["use kafka.group_instance_id"],
+    );
+    // The builder refuses it too, whichever way it is given.
+    for builder in [
+        ConsumerBuilder::default().group_instance_id("a b"),
+        ConsumerBuilder::default().set("group.instance.id", ""),
+    ] {
+        let e = builder
+            .bootstrap_servers("localhost:9092")
+            .group_id("g")
+            .topic("t")
+            .build(crate::handler_fn(|_: crate::Message| async { Ok(()) }))
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("group.instance.id"), "{e}");
+    }
+}
+
+#[test]
+fn group_instance_id_with_static_assignment_is_a_warning() {
+    let c = ConsumerConfig::from_yaml_str(&format!(
+        "{BASE}  group_instance_id: billing-0\n  static_assignment: true\n"
+    ))
+    .unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string().starts_with(
+            "kafka.group_instance_id = `billing-0`: ignored with kafka.static_assignment"
+        ),
+        "{w:?}"
+    );
+}
+
+#[test]
 fn a_bad_group_protocol_names_the_value_and_the_choices() {
     let errors = errors_of(&format!("{BASE}  group_protocol: kip848\n"), &[]);
     assert_error(

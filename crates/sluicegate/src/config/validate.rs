@@ -106,6 +106,25 @@ fn topic_problem(name: &str) -> Option<&'static str> {
     }
 }
 
+/// What is wrong with `id` as a `group.instance.id`, if anything: Kafka refuses the group join
+/// of an instance id that is not a legal name (its rule is that of topic names).
+pub(crate) fn instance_id_problem(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        Some("an instance id cannot be empty: leave it unset for a dynamic member")
+    } else if id.len() > 249 {
+        Some("an instance id has at most 249 characters")
+    } else if id == "." || id == ".." {
+        Some("`.` and `..` are not instance ids")
+    } else if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        Some("an instance id may hold only ASCII letters, digits, `.`, `_` and `-` (Kafka's rule)")
+    } else {
+        None
+    }
+}
+
 impl ConsumerConfig {
     /// Checks every rule (no I/O) and returns every problem; see also
     /// [`check_client`](Self::check_client) for librdkafka's view.
@@ -148,6 +167,18 @@ impl ConsumerConfig {
                      with kafka.group_protocol consumer",
                 ));
             }
+        }
+        if let Some(id) = self
+            .group_instance_id
+            .as_ref()
+            .filter(|_| self.static_assignment)
+        {
+            out.push(ConfigError::new(
+                "kafka.group_instance_id",
+                id.clone(),
+                "ignored with kafka.static_assignment: a consumer that assigns itself every \
+                 partition joins no group",
+            ));
         }
         if !self.dead_letter.enabled {
             if let Some(t) = &self.dead_letter.topic {
@@ -192,6 +223,11 @@ impl ConsumerConfig {
                 String::new(),
                 "required: the consumer group (or KAFKA_GROUP_ID / KAFKA_CONSUMER_GROUP)",
             );
+        }
+        if let Some(id) = &self.group_instance_id {
+            if let Some(problem) = instance_id_problem(id) {
+                err("kafka.group_instance_id", id.clone(), problem);
+            }
         }
         if self.topics.is_empty() {
             err(
@@ -610,6 +646,7 @@ fn not_with_consumer(key: &str) -> String {
 /// librdkafka properties with a typed setting, which `librdkafka:` must not set.
 const TYPED: &[(&str, &str)] = &[
     ("auto.offset.reset", "kafka.auto_offset_reset"),
+    ("group.instance.id", "kafka.group_instance_id"),
     ("session.timeout.ms", "kafka.session_timeout"),
     ("heartbeat.interval.ms", "kafka.heartbeat_interval"),
     ("max.poll.interval.ms", "kafka.max_poll_interval"),

@@ -13,6 +13,17 @@ use super::Backoff;
 /// builds a new one, waiting [`backoff`](Self::backoff) between attempts (1 s doubling to
 /// 64 s by default).
 ///
+/// A static member (one with a `group.instance.id`, see
+/// [`ConsumerBuilder::group_instance_id`](crate::ConsumerBuilder::group_instance_id)) is
+/// *fenced* when another member joins the group with the same instance id: its client hits a
+/// fatal error. A new client joins with the same id again, and so fences the other member in
+/// turn; two members misconfigured with one id would fence each other for ever. So fences count
+/// apart: the [`max_fenced`](Self::max_fenced)-th fence in a row stops the consumer with
+/// [`Error::Fatal`](crate::Error::Fatal) (the first fence, when [`on_fatal`](Self::on_fatal)
+/// is off). The member fenced first reaches the limit first, so the other keeps the instance id
+/// and the group settles. Every fence is logged at `error` level naming the group and the
+/// instance id.
+///
 /// ```
 /// use std::time::Duration;
 /// use sluicegate::policy::Reconnect;
@@ -31,6 +42,11 @@ pub struct Reconnect {
     /// The delays before each new client; they start again from the first once a client has
     /// lived longer than the longest delay.
     pub backoff: Backoff,
+    /// How many times in a row a static member may be fenced by another member with the same
+    /// `group.instance.id` before it stops with [`Error::Fatal`](crate::Error::Fatal) (3 by
+    /// default; 0 counts as 1). The count starts again once a client has lived longer than
+    /// the longest backoff delay.
+    pub max_fenced: u32,
 }
 
 impl Default for Reconnect {
@@ -44,6 +60,7 @@ impl Default for Reconnect {
                 multiplier: 2.0,
                 jitter: 0.2,
             },
+            max_fenced: 3,
         }
     }
 }
@@ -68,6 +85,13 @@ impl Reconnect {
     /// Sets the delays before each new client.
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Sets how many fences in a row a static member takes before it stops; see
+    /// [`max_fenced`](Self::max_fenced).
+    pub fn with_max_fenced(mut self, fences: u32) -> Self {
+        self.max_fenced = fences;
         self
     }
 }

@@ -7,6 +7,7 @@ mod assignment;
 mod committer;
 mod context;
 mod event;
+mod fencing;
 mod poll;
 mod seek;
 mod status;
@@ -27,7 +28,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{ConsumerConfig, GroupProtocol, Properties};
 use crate::dead_letter::{DeadLetter, DeadLetterWriter};
@@ -43,6 +44,7 @@ use crate::Error;
 
 use assignment::{Assignment, LaneSpawner, Routing};
 use context::RuntimeContext;
+use fencing::{FenceCount, InstanceConflict};
 use poll::{Control, SessionEnd};
 use status::StatusPublisher;
 use transactional::Pipeline;
@@ -241,6 +243,52 @@ impl ConsumerBuilder {
     /// ```
     pub fn group_protocol(self, protocol: GroupProtocol) -> Self {
         self.set("group.protocol", protocol.as_str())
+    }
+
+    /// Makes this consumer a *static member* of its group (KIP-345), known by `id` (librdkafka's
+    /// `group.instance.id`, which [`set`](Self::set) may give as well). Unset by default: a
+    /// dynamic member.
+    ///
+    /// A static member that stops and comes back within the session timeout (`session.timeout.ms`
+    /// with the classic protocol; the broker's `group.consumer.session.timeout.ms` with
+    /// [`GroupProtocol::Consumer`]) gets its partitions back without a rebalance: the other
+    /// members keep working undisturbed through a restart or a rolling deploy, and it resumes
+    /// from its committed offsets. The price: a static member does not leave the group when it
+    /// stops, so its partitions wait for the session timeout before another member takes
+    /// them. Pick a session timeout longer than a restart, and short enough for that wait.
+    ///
+    /// Each worker needs its own stable id (a StatefulSet pod's name, a host name plus a
+    /// slot). Two members with one id fight over it: with the classic protocol the newer one
+    /// *fences* the older one (a fatal error, re-created as [`Reconnect`] says, and stopped with
+    /// [`Error::Fatal`] after [`Reconnect::max_fenced`] fences in a row); with the consumer
+    /// protocol the newer one is refused until the holder leaves. Both are logged at `error`
+    /// level naming the instance id, counted in [`ConsumerStatus::fenced`] and shown by
+    /// `/health/ready`. Kafka's rule for ids is that of topic names: ASCII letters, digits,
+    /// `.`, `_` and `-`, at most 249 characters; others are refused at [`build`](Self::build).
+    /// Not used with [`static_assignment`](Self::static_assignment), which joins no group.
+    ///
+    /// ```
+    /// use sluicegate::{handler_fn, Consumer, Message};
+    ///
+    /// let consumer = Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .group_id("billing")
+    ///     .topic("orders")
+    ///     .group_instance_id("billing-0")
+    ///     .set("session.timeout.ms", "30000")
+    ///     .build(handler_fn(|_: Message| async { Ok(()) }));
+    /// assert!(consumer.is_ok());
+    ///
+    /// let refused = Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .group_id("billing")
+    ///     .topic("orders")
+    ///     .group_instance_id("billing 0")
+    ///     .build(handler_fn(|_: Message| async { Ok(()) }));
+    /// assert!(refused.is_err());
+    /// ```
+    pub fn group_instance_id(self, id: impl Into<String>) -> Self {
+        self.set("group.instance.id", id)
     }
 
     /// How messages of a partition may run in parallel; [`Ordering::Partition`] by default.
@@ -579,6 +627,15 @@ impl ConsumerBuilder {
             }
         }
         self.check_group_protocol()?;
+        if let Some(id) = self.client.0.get("group.instance.id") {
+            if let Some(problem) = crate::config::instance_id_problem(id) {
+                return Err(Error::Config {
+                    key: "group.instance.id".into(),
+                    value: id.clone(),
+                    reason: problem.into(),
+                });
+            }
+        }
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &bootstrap)
@@ -1024,13 +1081,14 @@ impl Session {
     ) -> Result<(), Error> {
         let mut next = Some(first);
         let mut attempt = 0;
+        let mut fences = FenceCount::new(reconnect.max_fenced, reconnect.backoff.max);
         loop {
             let (consumer, events, commits) = match next.take() {
                 Some(started) => started,
                 None => self.start()?,
             };
             let began = Instant::now();
-            let reason = match poll::run(
+            let ended = poll::run(
                 consumer,
                 control.clone(),
                 commit_interval,
@@ -1038,21 +1096,61 @@ impl Session {
                 events,
                 reconnect,
                 &self.status,
-            )? {
-                SessionEnd::Stopped => return Ok(()),
-                SessionEnd::ClientLost(reason) => reason,
+            );
+            let (mut reason, fatal) = match ended {
+                Ok(SessionEnd::Stopped) => return Ok(()),
+                Ok(SessionEnd::ClientLost { reason, fatal }) => (reason, fatal),
+                Err(Error::Fatal(e)) => {
+                    if let Some(conflict) = InstanceConflict::of(&e) {
+                        let explained = self.explain(conflict);
+                        error!("{explained}; stopping (reconnect on fatal errors is off)");
+                        self.status.fenced();
+                        self.status.client_lost(explained, false);
+                    }
+                    return Err(Error::Fatal(e));
+                }
+                Err(e) => return Err(e),
             };
-            if began.elapsed() > reconnect.backoff.max {
+            let lived = began.elapsed();
+            if lived > reconnect.backoff.max {
                 attempt = 0;
             }
             attempt += 1;
+            let conflict = fatal.as_ref().and_then(InstanceConflict::of);
+            let in_row = fences.client_ended(conflict == Some(InstanceConflict::Fenced), lived);
+            if let Some(conflict) = conflict {
+                reason = self.explain(conflict);
+                self.status.fenced();
+            }
+            if fences.exhausted() {
+                self.status.client_lost(reason.clone(), false);
+                error!(
+                    "{reason}; stopping after {in_row} fences in a row (Reconnect::max_fenced), \
+                     so that the other member keeps the instance id"
+                );
+                let e = fatal.unwrap_or(rdkafka::error::KafkaError::MessageConsumptionFatal(
+                    rdkafka::types::RDKafkaErrorCode::FencedInstanceId,
+                ));
+                return Err(Error::Fatal(e));
+            }
             let delay = reconnect.backoff.delay(attempt, rand::random());
-            warn!(
-                reason,
-                ?delay,
-                "the kafka client is lost; creating a new one"
-            );
-            self.status.client_restarted();
+            if conflict.is_some() {
+                error!(
+                    reason,
+                    ?delay,
+                    fences_in_a_row = in_row,
+                    max_fenced = fences.limit(),
+                    "the kafka client is lost; creating a new one, which joins with the same \
+                     instance id"
+                );
+            } else {
+                warn!(
+                    reason,
+                    ?delay,
+                    "the kafka client is lost; creating a new one"
+                );
+            }
+            self.status.client_lost(reason, true);
             let stopped = runtime.block_on(async {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => false,
@@ -1064,6 +1162,14 @@ impl Session {
                 return Ok(());
             }
         }
+    }
+
+    /// What an instance id conflict means, naming the group and the instance id.
+    fn explain(&self, conflict: InstanceConflict) -> String {
+        conflict.explain(
+            self.client.get("group.id").unwrap_or_default(),
+            self.client.get("group.instance.id").unwrap_or_default(),
+        )
     }
 }
 

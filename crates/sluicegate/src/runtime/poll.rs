@@ -39,7 +39,12 @@ pub(crate) enum SessionEnd {
     /// Shut down or aborted as asked.
     Stopped,
     /// The client is lost (fatal error, or no broker for too long): build a new one.
-    ClientLost(String),
+    ClientLost {
+        /// Why, in a sentence.
+        reason: String,
+        /// The fatal error, with librdkafka's underlying code, if that was the cause.
+        fatal: Option<KafkaError>,
+    },
 }
 
 /// How the loop is told to stop.
@@ -73,7 +78,7 @@ pub(crate) fn run(
         consumer.context().assignment().close_commits();
         result
     });
-    if let Ok(SessionEnd::ClientLost(_)) = result {
+    if let Ok(SessionEnd::ClientLost { .. }) = result {
         // Closing a client that reaches no broker can block for a long time; the next client
         // need not wait for that.
         let _ = std::thread::Builder::new()
@@ -168,8 +173,16 @@ fn check_client(
         return Err(failure.into());
     }
     if let Some(e) = health.fatal {
+        // The error callback reports a fatal error as `_FATAL`; the client keeps its cause.
+        let e = match consumer.client().fatal_error() {
+            Some((code, _)) => KafkaError::MessageConsumptionFatal(code),
+            None => e,
+        };
         return if reconnect.on_fatal {
-            Ok(Some(SessionEnd::ClientLost(e.to_string())))
+            Ok(Some(SessionEnd::ClientLost {
+                reason: e.to_string(),
+                fatal: Some(e),
+            }))
         } else {
             consumer.context().assignment().abort();
             Err(Error::Fatal(e))
@@ -190,10 +203,10 @@ fn check_client(
         }
     }
     Ok(match reconnect.unreachable_after {
-        Some(after) if since.elapsed() >= after => Some(SessionEnd::ClientLost(format!(
-            "no broker reachable for {:?}",
-            since.elapsed()
-        ))),
+        Some(after) if since.elapsed() >= after => Some(SessionEnd::ClientLost {
+            reason: format!("no broker reachable for {:?}", since.elapsed()),
+            fatal: None,
+        }),
         _ => None,
     })
 }

@@ -86,6 +86,15 @@ pub struct ConsumerStatus {
     /// How many times the Kafka client was re-created after it lost every broker or hit a
     /// fatal error.
     pub client_restarts: u64,
+    /// Why the last Kafka client was lost (a fatal error, no broker reachable for too long),
+    /// from then until a new client is assigned partitions: while it is set the consumer owns
+    /// nothing, and is not ready.
+    pub client_lost: Option<String>,
+    /// How many times another member using this consumer's `group.instance.id` fenced it
+    /// (classic group protocol) or had its client refused (consumer group protocol): two
+    /// workers share an instance id. See
+    /// [`Reconnect::max_fenced`](crate::policy::Reconnect::max_fenced).
+    pub fenced: u64,
     /// Exactly-once mode: transactions committed (each commits its outputs and its inputs'
     /// offsets together).
     pub transactions_committed: u64,
@@ -279,6 +288,7 @@ impl StatusPublisher {
             }
             s.assigned.extend(added);
             s.joined = true;
+            s.client_lost = None;
             if rebalance {
                 s.rebalances += 1;
             }
@@ -427,11 +437,27 @@ impl StatusPublisher {
         self.publish_readiness();
     }
 
-    pub fn client_restarted(&self) {
-        self.status.send_modify(|s| s.client_restarts += 1);
-        if let Some(m) = &self.metrics {
+    /// The Kafka client was lost for `reason`, and its partitions with it (their uncommitted
+    /// work is abandoned); a new client is created if `restart`.
+    pub fn client_lost(&self, reason: String, restart: bool) {
+        let owned: Vec<TopicPartition> = self.status.borrow().assigned.iter().cloned().collect();
+        self.revoked(&owned, false);
+        self.status.send_modify(|s| {
+            s.client_lost = Some(reason);
+            s.joined = false;
+            if restart {
+                s.client_restarts += 1;
+            }
+        });
+        if let Some(m) = self.metrics.as_ref().filter(|_| restart) {
             m.client_restarted();
         }
+        self.publish_readiness();
+    }
+
+    /// Another member using this consumer's instance id fenced it or had it refused.
+    pub fn fenced(&self) {
+        self.status.send_modify(|s| s.fenced += 1);
     }
 
     pub fn stopped(&self) {
