@@ -149,8 +149,10 @@ mod tests {
             (
                 "Reconnect",
                 format!(
-                    "on a fatal error: {}; no broker reachable for {}; new clients backing off {}",
+                    "on a fatal error: {} (a member fenced {} times in a row stops); no broker \
+                     reachable for {}; new clients backing off {}",
                     if reconnect.on_fatal { "yes" } else { "no" },
+                    reconnect.max_fenced,
                     duration(reconnect.unreachable_after.expect("a default")),
                     backoff(&reconnect.backoff)
                 ),
@@ -176,7 +178,69 @@ mod tests {
         for (key, value) in CLIENT_PROPERTIES {
             rows.insert((*key).to_string(), (*value).to_string());
         }
+        rows.insert(
+            "group_instance_id".into(),
+            "none: dynamic membership".into(),
+        );
         rows
+    }
+
+    /// Settings of the file that need no row: required ones, and those that are librdkafka
+    /// properties left at librdkafka's (or the broker's) default unless set.
+    const NO_ROW: &[&str] = &[
+        "bootstrap_servers",
+        "group_id",
+        "topics",
+        "session_timeout",
+        "heartbeat_interval",
+        "max_poll_interval",
+        "fetch.",
+        "security.",
+        "librdkafka",
+    ];
+
+    /// The file's settings, as dotted paths.
+    fn file_settings() -> Vec<String> {
+        fn walk(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) if prefix != "librdkafka" => {
+                    for (key, value) in map {
+                        let path = match prefix {
+                            "" => key.clone(),
+                            _ => format!("{prefix}.{key}"),
+                        };
+                        walk(value, &path, out);
+                    }
+                }
+                _ => out.push(prefix.to_string()),
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            &serde_json::to_value(ConsumerConfig::default()).expect("serializable"),
+            "",
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn every_setting_of_the_file_has_its_default_stated() {
+        let expected = expected();
+        let missing: Vec<String> = file_settings()
+            .into_iter()
+            .filter(|k| {
+                !NO_ROW
+                    .iter()
+                    .any(|n| k == n || (n.ends_with('.') && k.starts_with(n)))
+            })
+            .filter(|k| !expected.contains_key(k))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "settings without a row in the README's Defaults table (add them to `expected`): \
+             {missing:?}"
+        );
     }
 
     /// The table's rows: the first back-quoted name of the first cell, and the second cell.
