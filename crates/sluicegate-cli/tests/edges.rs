@@ -515,7 +515,7 @@ fn wrong_flags_are_refused_naming_the_flag() {
             ],
             &["invalid value '0' for '--replication-factor"],
         ),
-        // -X (and topics create's --config) without `=`, or with an empty key.
+        // -X (and topics create's --topic-config) without `=`, or with an empty key.
         q(
             &["bench", "produce", "-X", "linger.ms"],
             &[
@@ -538,7 +538,7 @@ fn wrong_flags_are_refused_naming_the_flag() {
                 "-X",
                 "=1",
             ],
-            &["'--config <KEY=VALUE>'", "expected KEY=VALUE, got `=1`"],
+            &["'--librdkafka <KEY=VALUE>'", "expected KEY=VALUE, got `=1`"],
         ),
         q(
             &[
@@ -555,23 +555,23 @@ fn wrong_flags_are_refused_naming_the_flag() {
                 "-X",
                 "acks",
             ],
-            &["'--config <KEY=VALUE>'", "expected KEY=VALUE"],
+            &["'--librdkafka <KEY=VALUE>'", "expected KEY=VALUE"],
         ),
         q(
             &["lag", "--bootstrap", B, "--group", "g", "-X", "acks"],
-            &["'--config <KEY=VALUE>'", "expected KEY=VALUE"],
+            &["'--librdkafka <KEY=VALUE>'", "expected KEY=VALUE"],
         ),
         q(
             &["diagnose", "--bootstrap", B, "-X", "acks"],
-            &["'--config <KEY=VALUE>'", "expected KEY=VALUE"],
+            &["'--librdkafka <KEY=VALUE>'", "expected KEY=VALUE"],
         ),
         q(
             &["topics", "list", "--bootstrap", B, "-X", "acks"],
-            &["'--config <KEY=VALUE>'", "expected KEY=VALUE"],
+            &["'--librdkafka <KEY=VALUE>'", "expected KEY=VALUE"],
         ),
         q(
             &["topics", "describe", "t", "--bootstrap", B, "-X", "acks"],
-            &["'--config <KEY=VALUE>'", "expected KEY=VALUE"],
+            &["'--librdkafka <KEY=VALUE>'", "expected KEY=VALUE"],
         ),
         q(
             &[
@@ -585,7 +585,7 @@ fn wrong_flags_are_refused_naming_the_flag() {
                 "-X",
                 "acks",
             ],
-            &["'--client-config <KEY=VALUE>'", "expected KEY=VALUE"],
+            &["'--librdkafka <KEY=VALUE>'", "expected KEY=VALUE"],
         ),
         q(
             &[
@@ -596,11 +596,11 @@ fn wrong_flags_are_refused_naming_the_flag() {
                 B,
                 "--partitions",
                 "1",
-                "--config",
+                "--topic-config",
                 "retention.ms",
             ],
             &[
-                "'--config <KEY=VALUE>'",
+                "'--topic-config <KEY=VALUE>'",
                 "expected KEY=VALUE, got `retention.ms`",
             ],
         ),

@@ -594,7 +594,7 @@ fn topics_create_then_describe_and_list_show_it_on_tansu() {
         bootstrap,
         "--partitions",
         "3",
-        "--config",
+        "--topic-config",
         "retention.ms=3600000",
     ]);
     assert!(ok, "{v}\nstderr:\n{err}");
@@ -678,7 +678,7 @@ fn topics_create_then_describe_and_list_show_it_on_kafka() {
         "3",
         "--replication-factor",
         "1",
-        "--config",
+        "--topic-config",
         "retention.ms=3600000",
     ]);
     assert!(ok, "{v}\nstderr:\n{err}");

@@ -58,6 +58,11 @@ impl ClientSecurity {
         self
     }
 
+    /// The token provider, for the runtime's builder.
+    pub(crate) fn oauth(&self) -> Option<&OAuth> {
+        self.oauth.as_ref()
+    }
+
     /// Whether a token provider is set.
     pub fn has_token_provider(&self) -> bool {
         self.oauth.is_some()
