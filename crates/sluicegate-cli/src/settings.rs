@@ -2,7 +2,7 @@
 //! `--set`, `--bootstrap` and every `-X KEY=VALUE`): the librdkafka configuration they make,
 //! and how they are shown without their secrets.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::ClientConfig;
 use sluicegate::config::{ClientKind, ConsumerConfig, Purpose};
 use sluicegate::security::{ClientSecurity, SecureContext};
@@ -69,6 +69,11 @@ impl Connection {
             })?),
             None => None,
         };
+        if let Some(bootstrap) = &args.bootstrap {
+            if crate::reach::bootstrap_addresses(bootstrap).is_empty() {
+                bail!("--bootstrap is empty: give host:port[,host:port...]");
+            }
+        }
         let mut overrides = args.set.clone();
         if let Some(bootstrap) = &args.bootstrap {
             overrides.push(("bootstrap_servers".into(), bootstrap.clone()));

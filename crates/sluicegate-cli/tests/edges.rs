@@ -208,10 +208,11 @@ fn wrong_flags_are_refused_naming_the_flag() {
             &["unexpected argument '--bogus'"],
         ),
         q(&["topics", "rename"], &["unrecognized subcommand 'rename'"]),
-        // Missing required flags and arguments.
+        // Missing required flags and arguments (the brokers may also come from a file or the
+        // environment: their absence is a configuration error).
         q(
             &["dlq", "replay", "--topic", "t.dlq"],
-            &["required", "--bootstrap <ADDR>"],
+            &["kafka.bootstrap_servers: required", "--bootstrap, a --config file"],
         ),
         q(
             &["dlq", "replay", "--bootstrap", B],
@@ -246,10 +247,10 @@ fn wrong_flags_are_refused_naming_the_flag() {
         q(&["lag", "--bootstrap", B], &["required", "--group <GROUP>"]),
         q(
             &["lag", "--group", "g"],
-            &["required", "--bootstrap <ADDR>"],
+            &["kafka.bootstrap_servers: required", "--bootstrap, a --config file"],
         ),
-        q(&["diagnose"], &["required", "--bootstrap <ADDR>"]),
-        q(&["topics", "list"], &["required", "--bootstrap <ADDR>"]),
+        q(&["diagnose"], &["kafka.bootstrap_servers: required", "--bootstrap, a --config file"]),
+        q(&["topics", "list"], &["kafka.bootstrap_servers: required", "--bootstrap, a --config file"]),
         q(
             &["topics", "describe", "--bootstrap", B],
             &["required", "<TOPIC>"],
@@ -1039,8 +1040,9 @@ fn diagnose_names_an_empty_bootstrap_list_in_its_failed_check() {
         QUICK,
     );
     assert!(!ok, "stdout:\n{out}\nstderr:\n{err}");
+    // A configuration error, before any check runs.
     assert!(
-        out.contains("FAIL  bootstrap     --bootstrap is empty: give host:port"),
+        err.contains("--bootstrap is empty: give host:port"),
         "stdout:\n{out}\nstderr:\n{err}"
     );
 }
