@@ -212,7 +212,10 @@ fn wrong_flags_are_refused_naming_the_flag() {
         // environment: their absence is a configuration error).
         q(
             &["dlq", "replay", "--topic", "t.dlq"],
-            &["kafka.bootstrap_servers: required", "--bootstrap, a --config file"],
+            &[
+                "kafka.bootstrap_servers: required",
+                "--bootstrap, a --config file",
+            ],
         ),
         q(
             &["dlq", "replay", "--bootstrap", B],
@@ -247,10 +250,25 @@ fn wrong_flags_are_refused_naming_the_flag() {
         q(&["lag", "--bootstrap", B], &["required", "--group <GROUP>"]),
         q(
             &["lag", "--group", "g"],
-            &["kafka.bootstrap_servers: required", "--bootstrap, a --config file"],
+            &[
+                "kafka.bootstrap_servers: required",
+                "--bootstrap, a --config file",
+            ],
         ),
-        q(&["diagnose"], &["kafka.bootstrap_servers: required", "--bootstrap, a --config file"]),
-        q(&["topics", "list"], &["kafka.bootstrap_servers: required", "--bootstrap, a --config file"]),
+        q(
+            &["diagnose"],
+            &[
+                "kafka.bootstrap_servers: required",
+                "--bootstrap, a --config file",
+            ],
+        ),
+        q(
+            &["topics", "list"],
+            &[
+                "kafka.bootstrap_servers: required",
+                "--bootstrap, a --config file",
+            ],
+        ),
         q(
             &["topics", "describe", "--bootstrap", B],
             &["required", "<TOPIC>"],

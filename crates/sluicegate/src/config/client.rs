@@ -49,13 +49,11 @@ impl ConsumerConfig {
     pub fn client_config(&self, kind: ClientKind) -> ClientConfig {
         let mut client = ClientConfig::new();
         for (key, value) in self.client_properties() {
-            let skip = match kind {
-                ClientKind::Consumer => key == "group.id" && value.trim().is_empty(),
-                ClientKind::Producer | ClientKind::Admin => {
-                    CONSUMER_ONLY.iter().any(|p| key.starts_with(p))
-                }
-            };
-            if !skip && !(key == "bootstrap.servers" && value.trim().is_empty()) {
+            let unset =
+                matches!(key.as_str(), "group.id" | "bootstrap.servers") && value.trim().is_empty();
+            let foreign =
+                kind != ClientKind::Consumer && CONSUMER_ONLY.iter().any(|p| key.starts_with(p));
+            if !unset && !foreign {
                 client.set(key, value);
             }
         }

@@ -599,10 +599,11 @@ impl ConsumerConfig {
     /// environment and `--set KEY=VALUE` for its commands ([`Purpose::Clients`]).
     ///
     /// ```
-    /// use sluicegate::config::{ClientKind, ConsumerConfig, Purpose, Source};
+    /// use sluicegate::config::{ConsumerConfig, Purpose, Source};
     ///
-    /// let yaml = "kafka:\n  bootstrap_servers: kafka:9092\n  security: { protocol: sasl_plaintext }\n";
-    /// let env = [("KAFKA_SASL_USERNAME", "from-env")];
+    /// let yaml = "kafka:\n  bootstrap_servers: kafka:9092\n  \
+    ///             security: { protocol: sasl_plaintext, sasl_mechanism: SCRAM-SHA-256 }\n";
+    /// let env = [("KAFKA_SASL_USERNAME", "from-env"), ("KAFKA_SASL_PASSWORD", "pw")];
     /// let overrides = [("security.sasl_username".to_string(), "ops".to_string())];
     /// // No group or topics: not needed by an admin client.
     /// let loaded = ConsumerConfig::resolve_for(Purpose::Clients, Some(yaml), env, &overrides)
