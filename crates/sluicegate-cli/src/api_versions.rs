@@ -13,10 +13,13 @@ use anyhow::Result;
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
-use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
 use serde::Serialize;
+use sluicegate::config::ClientKind;
+use sluicegate::security::ClientSecurity;
 
-use crate::cluster::{self, ClusterMetadata, Deadline};
+use crate::cluster::{self, ClusterMetadata, Deadline, Watched};
+use crate::settings::Connection;
 
 /// API keys the commands care about.
 pub mod key {
@@ -192,13 +195,27 @@ impl Lists {
 }
 
 /// A client context that reads the ApiVersions lines librdkafka logs and passes every other
-/// line on to the usual log.
-#[derive(Default)]
+/// line on to the usual log; TLS and authentication failures and OAUTHBEARER tokens as every
+/// client of the commands has them.
 struct ApiVersionLog {
     lists: Mutex<Lists>,
+    security: ClientSecurity,
 }
 
 impl ClientContext for ApiVersionLog {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.security.observe(error, reason);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.security.generate_oauth_token()
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         if matches!(level, RDKafkaLogLevel::Debug) && fac == "APIVERSION" {
             if let (Some(line), Ok(mut lists)) = (parse_line(message), self.lists.lock()) {
@@ -211,6 +228,12 @@ impl ClientContext for ApiVersionLog {
 }
 
 impl ConsumerContext for ApiVersionLog {}
+
+impl Watched for ApiVersionLog {
+    fn watch(&self) -> &ClientSecurity {
+        &self.security
+    }
+}
 
 /// What one metadata request, made by a client that listens to ApiVersions, found.
 pub struct Probe {
@@ -227,10 +250,11 @@ pub struct Probe {
 /// How long to wait for librdkafka's queued log lines after the metadata came.
 const LOG_DRAIN: Duration = Duration::from_secs(1);
 
-/// Asks for the cluster's metadata with a client made from `config` (no group), reading the
-/// brokers' ApiVersions answers on the way; waits at most until `deadline`.
-pub fn probe(config: &ClientConfig, deadline: Deadline) -> Result<Probe> {
-    let mut config = config.clone();
+/// Asks for the cluster's metadata with a client connected as `connection` says (no group),
+/// reading the brokers' ApiVersions answers on the way; waits at most until `deadline`.
+pub fn probe(connection: &Connection, deadline: Deadline) -> Result<Probe> {
+    let mut config = connection.client_config(ClientKind::Consumer);
+    config.remove("group.id");
     // Keep any debug contexts given with -X and add the one that logs ApiVersions.
     let debug = match config.get("debug") {
         Some(d) if !d.trim().is_empty() => format!("{d},feature"),
@@ -240,7 +264,10 @@ pub fn probe(config: &ClientConfig, deadline: Deadline) -> Result<Probe> {
         .set("debug", debug)
         .set_log_level(RDKafkaLogLevel::Debug);
     let client: BaseConsumer<ApiVersionLog> = config
-        .create_with_context(ApiVersionLog::default())
+        .create_with_context(ApiVersionLog {
+            lists: Mutex::default(),
+            security: connection.security(&config),
+        })
         .map_err(|e| anyhow::anyhow!("cannot create a Kafka client: {e}"))?;
     let started = Instant::now();
     let metadata = cluster::metadata(&client, None, deadline.left())?;

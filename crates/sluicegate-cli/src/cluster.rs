@@ -5,17 +5,38 @@
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
+use sluicegate::config::ClientKind;
+use sluicegate::security::{ClientSecurity, SecureContext};
 use sluicegate::EmbeddedKafka;
 
 use crate::consumer_protocol::{self, TopicPartitions};
+use crate::settings::Connection;
+
+/// A client for look-ups and offsets: connected as the command's configuration says, keeping
+/// TLS and authentication failures.
+pub type Client = BaseConsumer<SecureContext>;
+
+/// A client context that keeps TLS and authentication failures (see [`ClientSecurity`]).
+pub trait Watched: ConsumerContext {
+    /// The client's security watch.
+    fn watch(&self) -> &ClientSecurity;
+}
+
+impl Watched for SecureContext {
+    fn watch(&self) -> &ClientSecurity {
+        self.security()
+    }
+}
+
+/// How long one wait of a request polls before looking at the client's errors again.
+const SLICE: Duration = Duration::from_millis(250);
 
 /// How long one admin look-up may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,90 +71,101 @@ impl Deadline {
 
 /// The cluster a command runs against.
 pub enum Cluster {
-    /// librdkafka's mock cluster, in this process.
-    Embedded(EmbeddedKafka),
-    /// A cluster given with `--bootstrap`.
-    External(String),
+    /// librdkafka's mock cluster, in this process, and the connection to it.
+    Embedded(EmbeddedKafka, Connection),
+    /// A cluster given with `--bootstrap`, `--config`, the environment or `--set`.
+    External(Connection),
 }
 
 impl Cluster {
-    /// Connects to `bootstrap` (failing within [`LOOKUP_TIMEOUT`] when it cannot be reached),
-    /// or starts an embedded single-broker cluster when it is `None`.
-    pub fn start(bootstrap: Option<String>) -> Result<Self> {
-        Ok(match bootstrap {
-            Some(b) => {
-                let mut config = ClientConfig::new();
-                config.set("bootstrap.servers", &b);
-                crate::reach::require_kafka(&config, &b, LOOKUP_TIMEOUT)?;
-                Cluster::External(b)
-            }
-            None => Cluster::Embedded(
-                EmbeddedKafka::start(1).context("cannot start the embedded broker")?,
-            ),
+    /// Connects as `args` say (failing within [`LOOKUP_TIMEOUT`] when the cluster cannot be
+    /// reached or refuses the credentials), or starts an embedded single-broker cluster when
+    /// they name no bootstrap servers.
+    pub fn start(args: &crate::ConnectArgs) -> Result<Self> {
+        let named = args.bootstrap.is_some()
+            || args.config.is_some()
+            || args
+                .set
+                .iter()
+                .any(|(k, _)| k.strip_prefix("kafka.").unwrap_or(k) == "bootstrap_servers")
+            || std::env::var("KAFKA_BOOTSTRAP_SERVERS").is_ok_and(|v| !v.trim().is_empty());
+        Ok(if named {
+            let connection = Connection::load(args, std::env::vars(), &[])?;
+            crate::reach::require_kafka(&connection, LOOKUP_TIMEOUT)?;
+            Cluster::External(connection)
+        } else {
+            let kafka = EmbeddedKafka::start(1).context("cannot start the embedded broker")?;
+            let connection = Connection::to(kafka.bootstrap_servers(), &[]);
+            Cluster::Embedded(kafka, connection)
         })
     }
 
-    /// The `bootstrap.servers` list of the cluster.
-    pub fn bootstrap(&self) -> &str {
+    /// How clients connect to the cluster.
+    pub fn connection(&self) -> &Connection {
         match self {
-            Cluster::Embedded(k) => k.bootstrap_servers(),
-            Cluster::External(b) => b,
+            Cluster::Embedded(_, c) | Cluster::External(c) => c,
         }
     }
 
     /// Whether this is the embedded broker.
     pub fn is_embedded(&self) -> bool {
-        matches!(self, Cluster::Embedded(_))
+        matches!(self, Cluster::Embedded(..))
     }
 
     /// Creates `topic` with `partitions` partitions unless it exists, and returns the
     /// partition count it has once its metadata is visible.
     pub async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<i32> {
         match self {
-            Cluster::Embedded(kafka) => kafka
+            Cluster::Embedded(kafka, _) => kafka
                 .create_topic(topic, partitions)
                 .with_context(|| format!("cannot create topic `{topic}`"))?,
-            Cluster::External(bootstrap) => {
-                let mut config = ClientConfig::new();
-                config.set("bootstrap.servers", bootstrap);
+            Cluster::External(connection) => {
                 let spec = TopicSpec {
                     name: topic.to_string(),
                     partitions,
                     replication_factor: None,
                     configs: Vec::new(),
                 };
-                match create_topic(&config, &spec, LOOKUP_TIMEOUT).await? {
+                match create_topic(connection, &spec, LOOKUP_TIMEOUT).await? {
                     Ok(()) | Err(RDKafkaErrorCode::TopicAlreadyExists) => {}
                     Err(code) => bail!("cannot create topic `{topic}`: {code}"),
                 }
             }
         }
-        let bootstrap = self.bootstrap().to_string();
+        let connection = self.connection().clone();
         let topic = topic.to_string();
-        tokio::task::spawn_blocking(move || wait_for_topic(&bootstrap, &topic)).await?
+        tokio::task::spawn_blocking(move || wait_for_topic(&connection, &topic)).await?
     }
 }
 
-/// A client for admin look-ups. `group` is only needed to read a group's offsets.
-fn lookup_client(bootstrap: &str, group: &str) -> Result<BaseConsumer> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    client(config, group)
-}
-
-/// A client made from `config` (connection settings) for look-ups and for reading or
-/// committing `group`'s offsets: it never subscribes, and commits only when told to.
-pub fn client(mut config: ClientConfig, group: &str) -> Result<BaseConsumer> {
+/// A client connected as `connection` says for look-ups and for reading or committing
+/// `group`'s offsets: it never subscribes, and commits only when told to.
+pub fn client(connection: &Connection, group: &str) -> Result<Client> {
+    let mut config = connection.client_config(ClientKind::Consumer);
     config
         .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
+        .set("enable.auto.commit", "false");
+    config
+        .create_with_context(connection.context(&config))
         .context("cannot create a Kafka client")
+}
+
+/// A client for look-ups that need no group.
+fn lookup_client(connection: &Connection) -> Result<Client> {
+    client(connection, "sluicegate-cli-lookup")
+}
+
+/// An admin client connected as `connection` says.
+fn admin_client(connection: &Connection) -> Result<AdminClient<SecureContext>> {
+    let config = connection.client_config(ClientKind::Admin);
+    config
+        .create_with_context(connection.context(&config))
+        .context("cannot create the admin client")
 }
 
 /// The partition count of `topic`, from one metadata look-up; `None` when the broker does not
 /// know the topic (or lists it without partitions).
-pub fn partition_count(client: &BaseConsumer, topic: &str) -> Result<Option<i32>> {
+pub fn partition_count(client: &Client, topic: &str) -> Result<Option<i32>> {
     let metadata = client
         .fetch_metadata(Some(topic), LOOKUP_TIMEOUT)
         .with_context(|| format!("cannot read the metadata of topic `{topic}`"))?;
@@ -146,14 +178,14 @@ pub fn partition_count(client: &BaseConsumer, topic: &str) -> Result<Option<i32>
 }
 
 /// Waits (bounded) until the metadata of `topic` lists its partitions; returns their count.
-pub fn wait_for_topic(bootstrap: &str, topic: &str) -> Result<i32> {
-    let client = lookup_client(bootstrap, "sluicegate-cli-lookup")?;
+pub fn wait_for_topic(connection: &Connection, topic: &str) -> Result<i32> {
+    let client = lookup_client(connection)?;
     await_topic(&client, topic, Deadline::after(LOOKUP_TIMEOUT))
 }
 
 /// Waits until the metadata `client` gets lists the partitions of `topic`, at most until
 /// `deadline`; returns their count.
-pub fn await_topic(client: &BaseConsumer, topic: &str, deadline: Deadline) -> Result<i32> {
+pub fn await_topic(client: &Client, topic: &str, deadline: Deadline) -> Result<i32> {
     loop {
         let found = client
             .fetch_metadata(Some(topic), deadline.left())
@@ -262,20 +294,36 @@ fn error_text(code: RDKafkaRespErr) -> String {
     RDKafkaErrorCode::from(code).to_string()
 }
 
-/// The metadata of `topic`, or of every topic when `None`, waiting at most `timeout`.
-pub fn metadata<C: ConsumerContext>(
+/// The metadata of `topic`, or of every topic when `None`, waiting at most `timeout`. Fails at
+/// once, with the library's error naming the mechanism and user, or the TLS reason, when the
+/// client's connection fails authentication or TLS (librdkafka would retry until `timeout`).
+/// Serves the client's events while it waits (OAUTHBEARER token requests among them).
+pub fn metadata<C: Watched>(
     client: &BaseConsumer<C>,
     topic: Option<&str>,
     timeout: Duration,
 ) -> Result<ClusterMetadata> {
-    // The error's text already names its code: keep it, not its source, which repeats it.
-    let found = client
-        .fetch_metadata(topic, timeout)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| match topic {
-            Some(t) => format!("cannot read the metadata of topic `{t}`"),
-            None => "cannot read the cluster's metadata".to_string(),
-        })?;
+    let context = || match topic {
+        Some(t) => format!("cannot read the metadata of topic `{t}`"),
+        None => "cannot read the cluster's metadata".to_string(),
+    };
+    let deadline = Deadline::after(timeout);
+    let found = loop {
+        match client.fetch_metadata(topic, SLICE.min(deadline.left())) {
+            Ok(found) => break found,
+            Err(e) => {
+                // Errors reach the context only through polling.
+                let _ = client.poll(Duration::ZERO);
+                if let Some(failure) = client.context().watch().failure() {
+                    return Err(anyhow!(failure)).with_context(context);
+                }
+                if deadline.left().is_zero() {
+                    // The error's text already names its code: keep it, not its source.
+                    return Err(anyhow!("{e}")).with_context(context);
+                }
+            }
+        }
+    };
     let mut brokers: Vec<Broker> = found
         .brokers()
         .iter()
@@ -331,12 +379,11 @@ pub struct TopicSpec {
 /// from `config`, waiting at most `timeout`. The outer error is a failed request; the inner one
 /// is the broker's refusal, like [`RDKafkaErrorCode::TopicAlreadyExists`].
 pub async fn create_topic(
-    config: &ClientConfig,
+    connection: &Connection,
     spec: &TopicSpec,
     timeout: Duration,
 ) -> Result<Result<(), RDKafkaErrorCode>> {
-    let admin: AdminClient<DefaultClientContext> =
-        config.create().context("cannot create the admin client")?;
+    let admin = admin_client(connection)?;
     // -1: the broker's default replication factor.
     let replication = TopicReplication::Fixed(spec.replication_factor.unwrap_or(-1));
     let mut new = NewTopic::new(&spec.name, spec.partitions, replication);
@@ -371,12 +418,11 @@ pub struct TopicConfig {
 /// The configs of `topic` from DescribeConfigs with a client made from `config`, waiting at
 /// most `timeout`, in name order.
 pub async fn topic_configs(
-    config: &ClientConfig,
+    connection: &Connection,
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<TopicConfig>> {
-    let admin: AdminClient<DefaultClientContext> =
-        config.create().context("cannot create the admin client")?;
+    let admin = admin_client(connection)?;
     let opts = AdminOptions::new()
         .request_timeout(Some(timeout))
         .operation_timeout(Some(timeout));
@@ -405,8 +451,12 @@ pub async fn topic_configs(
 /// The (low, high) watermarks of partitions `0..partitions` of `topic`, retried for up to
 /// [`LOOKUP_TIMEOUT`]: on Apache Kafka a topic just created can answer "not leader for
 /// partition" for a moment after its metadata is visible.
-pub fn watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Result<Vec<(i64, i64)>> {
-    let client = lookup_client(bootstrap, "sluicegate-cli-lookup")?;
+pub fn watermarks(
+    connection: &Connection,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<(i64, i64)>> {
+    let client = lookup_client(connection)?;
     let all: Vec<i32> = (0..partitions).collect();
     let deadline = Deadline::after(LOOKUP_TIMEOUT);
     loop {
@@ -428,7 +478,7 @@ pub fn watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Result<Vec<(
 /// asked again until `timeout`: right after a topic is created, Apache Kafka lists the leader in
 /// its metadata a moment before that leader answers ListOffsets for the partition.
 pub fn watermarks_of(
-    client: &BaseConsumer,
+    client: &Client,
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
@@ -465,12 +515,12 @@ fn leader_moving(e: &KafkaError) -> bool {
 /// The offsets `group` has committed for partitions `0..partitions` of `topic`, as the broker
 /// reports them (next offset to consume; `None` where nothing is committed).
 pub fn committed_offsets(
-    bootstrap: &str,
+    connection: &Connection,
     group: &str,
     topic: &str,
     partitions: i32,
 ) -> Result<Vec<Option<i64>>> {
-    let client = lookup_client(bootstrap, group)?;
+    let client = client(connection, group)?;
     let all: Vec<i32> = (0..partitions).collect();
     committed_offsets_of(&client, group, topic, &all, LOOKUP_TIMEOUT)
 }
@@ -478,7 +528,7 @@ pub fn committed_offsets(
 /// The offsets committed for `partitions` of `topic` (in the order given) by the group of
 /// `client`, which is `group`: next offset to consume, `None` where nothing is committed.
 pub fn committed_offsets_of(
-    client: &BaseConsumer,
+    client: &Client,
     group: &str,
     topic: &str,
     partitions: &[i32],
@@ -492,7 +542,7 @@ pub fn committed_offsets_of(
 /// partition) and answered in that order, from one request: next offset to consume, `None`
 /// where nothing is committed.
 pub fn committed_offsets_in(
-    client: &BaseConsumer,
+    client: &Client,
     group: &str,
     partitions: &[(&str, i32)],
     timeout: Duration,
@@ -579,11 +629,7 @@ impl fmt::Display for GroupMember {
 }
 
 /// The state and members of `group`, from ListGroups and DescribeGroups.
-pub fn describe_group(
-    client: &BaseConsumer,
-    group: &str,
-    timeout: Duration,
-) -> Result<GroupLookup> {
+pub fn describe_group(client: &Client, group: &str, timeout: Duration) -> Result<GroupLookup> {
     let list = match client.fetch_group_list(Some(group), timeout) {
         Ok(list) => list,
         Err(KafkaError::GroupListFetch(RDKafkaErrorCode::UnsupportedFeature)) => {

@@ -172,10 +172,11 @@ pub struct DemoArgs {
     /// The most handler calls running at once.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_in_flight: u64,
-    /// Use this Kafka cluster (`host:port,...`) instead of the embedded broker. The demo
-    /// creates a topic and a group with names unique to the run.
-    #[arg(long, value_name = "ADDR")]
-    pub bootstrap: Option<String>,
+    /// The cluster to use instead of the embedded broker: used when --bootstrap, --config,
+    /// KAFKA_BOOTSTRAP_SERVERS or --set bootstrap_servers names one. The demo creates a topic
+    /// and a group with names unique to the run.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Give up waiting for the consumer after this many seconds (default: from the
     /// message count and handler sleep).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -207,9 +208,8 @@ pub struct DemoArgs {
 /// Options of `sluicegate dlq replay`.
 #[derive(Args, Debug, Clone)]
 pub struct DlqReplayArgs {
-    /// The Kafka cluster (`host:port,...`).
-    #[arg(long, value_name = "ADDR")]
-    pub bootstrap: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// The dead-letter topic to read (from its start up to its end when the replay starts).
     #[arg(long, value_name = "DLQ_TOPIC")]
     pub topic: String,
@@ -255,9 +255,10 @@ pub struct DlqReplayArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// A librdkafka property for the reader and the producer, as `KEY=VALUE` (repeatable),
-    /// e.g. `-X security.protocol=SSL`. The producer stays idempotent with `acks=all`.
-    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub config: Vec<(String, String)>,
+    /// e.g. `-X linger.ms=20`; wins over the configuration. The producer stays idempotent with
+    /// `acks=all`.
+    #[arg(short = 'X', long = "librdkafka", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub properties: Vec<(String, String)>,
     /// Give up reading the dead-letter topic after this many seconds.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_secs: u64,
@@ -269,9 +270,8 @@ pub struct DlqReplayArgs {
 /// Options of `sluicegate offsets reset`.
 #[derive(Args, Debug, Clone)]
 pub struct OffsetsResetArgs {
-    /// The Kafka cluster (`host:port,...`).
-    #[arg(long, value_name = "ADDR")]
-    pub bootstrap: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// The consumer group whose committed offsets move. It must have no active members: the
     /// reset is refused while it has (stop its consumers first).
     #[arg(long, value_name = "GROUP")]
@@ -295,24 +295,48 @@ pub struct OffsetsResetArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// A librdkafka property for the client, as `KEY=VALUE` (repeatable), e.g.
-    /// `-X security.protocol=SSL`.
-    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub config: Vec<(String, String)>,
+    /// `-X client.id=ops`; wins over the configuration.
+    #[arg(short = 'X', long = "librdkafka", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub properties: Vec<(String, String)>,
     /// Print the summary as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
 }
 
-/// How a command reaches a cluster: its address, client settings and time budget.
+/// How a command connects, as the library does: a configuration file, the `KAFKA_*`
+/// environment, `--set` overrides and `--bootstrap` (in that order of precedence, the last
+/// winning). Every client the command makes (admin clients, consumers, producers) connects
+/// with these settings, security (TLS, SASL) included; `-X` librdkafka properties come last.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConnectArgs {
+    /// The Kafka cluster (`host:port,...`). Wins over the configuration's
+    /// `bootstrap_servers` (file, KAFKA_BOOTSTRAP_SERVERS, --set).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: Option<String>,
+    /// A configuration file in the library's YAML format (a `kafka:` section, see the README's
+    /// "Configuration"; check it with `sluicegate config check FILE`). Its connection settings
+    /// are used: `bootstrap_servers`, `security` (TLS, SASL) and `librdkafka` properties; the
+    /// KAFKA_* environment variables override it, as they do for the library.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Override one setting of the configuration, as `PATH=VALUE` (repeatable), e.g.
+    /// `--set security.sasl_username=bob`: any setting that has a KAFKA_* variable, by its path
+    /// in the file (with or without `kafka.`), its value written as for the variable
+    /// (durations also like `30s`). Wins over the file and the environment.
+    #[arg(long = "set", value_name = "PATH=VALUE", value_parser = parse_setting)]
+    pub set: Vec<(String, String)>,
+}
+
+/// How a command reaches a cluster: its connection settings and time budget.
 #[derive(Args, Debug, Clone)]
 pub struct ClusterArgs {
-    /// The Kafka cluster (`host:port,...`).
-    #[arg(long, value_name = "ADDR")]
-    pub bootstrap: String,
-    /// A librdkafka property for the client, as `KEY=VALUE` (repeatable), e.g.
-    /// `-X security.protocol=SSL`. Secret values are never printed or logged.
-    #[arg(short = 'X', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub config: Vec<(String, String)>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// A librdkafka property for every client, as `KEY=VALUE` (repeatable), e.g.
+    /// `-X client.id=ops`; wins over the configuration. Secret values are never printed or
+    /// logged.
+    #[arg(short = 'X', long = "librdkafka", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub properties: Vec<(String, String)>,
     /// Give up when the cluster has not answered everything within this many seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_secs: u64,
@@ -384,23 +408,22 @@ pub struct TopicsCreateArgs {
     /// The topic to create.
     #[arg(value_name = "TOPIC")]
     pub topic: String,
-    /// The Kafka cluster (`host:port,...`).
-    #[arg(long, value_name = "ADDR")]
-    pub bootstrap: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// How many partitions.
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
     pub partitions: i32,
     /// How many replicas of each partition (default: the broker's default).
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(i32).range(1..=32767))]
     pub replication_factor: Option<i32>,
-    /// A topic config, as `KEY=VALUE` (repeatable), e.g. `--config retention.ms=86400000`.
-    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    /// A topic config, as `KEY=VALUE` (repeatable), e.g. `--topic-config retention.ms=86400000`.
+    #[arg(long = "topic-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub topic_config: Vec<(String, String)>,
-    /// A librdkafka property for the clients, as `KEY=VALUE` (repeatable). (Here `--config`
-    /// is the topic's, so the long form of -X is `--client-config`.)
-    #[arg(short = 'X', long = "client-config", value_name = "KEY=VALUE",
+    /// A librdkafka property for the clients, as `KEY=VALUE` (repeatable); wins over the
+    /// configuration.
+    #[arg(short = 'X', long = "librdkafka", value_name = "KEY=VALUE",
           value_parser = parse_key_value)]
-    pub client_config: Vec<(String, String)>,
+    pub properties: Vec<(String, String)>,
     /// Give up when the broker has not answered everything within this many seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_secs: u64,
@@ -410,12 +433,11 @@ pub struct TopicsCreateArgs {
 }
 
 impl TopicsCreateArgs {
-    /// How this command reaches the cluster (its `-X` is `--client-config`, as `--config` sets
-    /// the topic's).
+    /// How this command reaches the cluster.
     pub fn cluster(&self) -> ClusterArgs {
         ClusterArgs {
-            bootstrap: self.bootstrap.clone(),
-            config: self.client_config.clone(),
+            connect: self.connect.clone(),
+            properties: self.properties.clone(),
             timeout_secs: self.timeout_secs,
         }
     }
@@ -449,14 +471,16 @@ pub struct BenchProduceArgs {
     pub rate: Option<u64>,
     #[command(flatten)]
     pub record: BenchRecordArgs,
-    /// Use this Kafka cluster (`host:port,...`) instead of the embedded broker (which lives
-    /// only as long as the command: there the run measures the producer alone).
-    #[arg(long, value_name = "ADDR")]
-    pub bootstrap: Option<String>,
+    /// The cluster to use instead of the embedded broker (which lives only as long as the
+    /// command: there the run measures the producer alone): used when --bootstrap, --config,
+    /// KAFKA_BOOTSTRAP_SERVERS or --set bootstrap_servers names one.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Topic to write (default: a new topic unique to the run). Created if missing.
     #[arg(long)]
     pub topic: Option<String>,
-    /// A librdkafka producer property, as `KEY=VALUE` (repeatable), e.g. `-X linger.ms=0`.
+    /// A librdkafka producer property, as `KEY=VALUE` (repeatable), e.g. `-X linger.ms=0`
+    /// (the measured producer's only; connection settings come from the configuration).
     #[arg(short = 'X', long = "producer-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub producer_config: Vec<(String, String)>,
     /// Print the result as one JSON object on the last line of stdout.
@@ -502,15 +526,17 @@ pub struct BenchConsumeArgs {
     /// directly (no join, no rebalances), offsets still committed.
     #[arg(long)]
     pub assign: bool,
-    /// Use this Kafka cluster (`host:port,...`) instead of the embedded broker.
-    #[arg(long, value_name = "ADDR")]
-    pub bootstrap: Option<String>,
+    /// The cluster to use instead of the embedded broker: used when --bootstrap, --config,
+    /// KAFKA_BOOTSTRAP_SERVERS or --set bootstrap_servers names one.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Topic to read (default: a new topic unique to the run). Created and filled unless
     /// --no-fill.
     #[arg(long)]
     pub topic: Option<String>,
-    /// A librdkafka consumer property for both consumers, as `KEY=VALUE` (repeatable), e.g.
-    /// `-X fetch.wait.max.ms=10`.
+    /// A librdkafka consumer property for both measured consumers, as `KEY=VALUE`
+    /// (repeatable), e.g. `-X fetch.wait.max.ms=10` (connection settings come from the
+    /// configuration).
     #[arg(short = 'X', long = "consumer-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub consumer_config: Vec<(String, String)>,
     /// Run only the Sluicegate side (for slow handlers, where the one-at-a-time baseline
@@ -558,6 +584,17 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
             Ok((k.to_string(), v.to_string()))
         }
         _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+/// A `--set PATH=VALUE` (its path and value are checked when the configuration is loaded).
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!(
+            "expected PATH=VALUE (a setting of the configuration file, like \
+             security.sasl_username=bob), got `{s}`"
+        )),
     }
 }
 

@@ -12,23 +12,34 @@ use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext};
 use rdkafka::util::IntoOpaque;
 use rdkafka::{ClientConfig, ClientContext};
+use sluicegate::config::ClientKind;
+use sluicegate::security::ClientSecurity;
+
+use crate::settings::Connection;
 
 /// How long the final flush may wait for outstanding deliveries.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Producer settings for bulk loads. Compression and large batches keep the data small and
-/// the record batches few, which is what librdkafka's mock cluster keeps within bounds (per
-/// partition at most 5 MiB of stored batches and 100,000 batches, dropping the oldest beyond).
-pub fn producer_config(bootstrap: &str) -> ClientConfig {
+/// Producer settings for bulk loads, connected as `connection` says (its settings win over
+/// these defaults). Compression and large batches keep the data small and the record batches
+/// few, which is what librdkafka's mock cluster keeps within bounds (per partition at most
+/// 5 MiB of stored batches and 100,000 batches, dropping the oldest beyond).
+pub fn producer_config(connection: &Connection) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", bootstrap)
         .set("compression.type", "lz4")
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "500000")
         .set("acks", "all");
+    let connected = connection.client_config(ClientKind::Producer);
+    // `config_map` shows secrets as a placeholder: copy each value through `get`.
+    for key in connected.config_map().keys() {
+        if let Some(value) = connected.get(key) {
+            config.set(*key, value);
+        }
+    }
     config
 }
 
@@ -86,22 +97,37 @@ impl Subject for () {
 }
 
 /// A producer context that counts delivery reports into [`Deliveries`]; each record carries a
-/// [`Subject`] that names it in failures.
-pub struct DeliveryLog<S>(pub Arc<Deliveries>, PhantomData<fn(S)>);
+/// [`Subject`] that names it in failures. Its client's TLS and authentication failures and
+/// OAUTHBEARER tokens go through the [`ClientSecurity`].
+pub struct DeliveryLog<S>(pub Arc<Deliveries>, ClientSecurity, PhantomData<fn(S)>);
 
-impl<S> Default for DeliveryLog<S> {
-    fn default() -> Self {
-        DeliveryLog(Arc::default(), PhantomData)
+impl<S> DeliveryLog<S> {
+    /// A log of a producer with `security`.
+    pub fn new(security: ClientSecurity) -> Self {
+        DeliveryLog(Arc::default(), security, PhantomData)
     }
 }
 
 impl<S> Clone for DeliveryLog<S> {
     fn clone(&self) -> Self {
-        DeliveryLog(self.0.clone(), PhantomData)
+        DeliveryLog(self.0.clone(), self.1.clone(), PhantomData)
     }
 }
 
-impl<S> ClientContext for DeliveryLog<S> {}
+impl<S> ClientContext for DeliveryLog<S> {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.1.observe(error, reason);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.1.generate_oauth_token()
+    }
+}
 
 impl<S: Subject> ProducerContext for DeliveryLog<S> {
     type DeliveryOpaque = S;
@@ -166,12 +192,18 @@ pub enum Amount {
 
 /// Produces `count` records to `topic`, record `i` being `record(i)` = (key, value), and waits
 /// for every delivery report (bounded). Blocking: call it from a thread of its own.
-pub fn produce_all<F>(bootstrap: &str, topic: &str, count: u64, record: F) -> Result<Produced>
+pub fn produce_all<F>(
+    connection: &Connection,
+    topic: &str,
+    count: u64,
+    record: F,
+) -> Result<Produced>
 where
     F: FnMut(u64) -> (String, Vec<u8>),
 {
     produce_paced(
-        &producer_config(bootstrap),
+        connection,
+        &producer_config(connection),
         topic,
         Amount::Count(count),
         None,
@@ -179,10 +211,12 @@ where
     )
 }
 
-/// Produces records `record(0)`, `record(1)`, ... to `topic` with a producer of `config`, at
-/// most `rate` per second, until `amount` is reached, and waits for every delivery report
-/// (bounded). Blocking: call it from a thread of its own.
+/// Produces records `record(0)`, `record(1)`, ... to `topic` with a producer of `config` (one
+/// of `connection`'s [`producer_config`]), at most `rate` per second, until `amount` is
+/// reached, and waits for every delivery report (bounded). Blocking: call it from a thread of
+/// its own.
 pub fn produce_paced<F>(
+    connection: &Connection,
     config: &ClientConfig,
     topic: &str,
     amount: Amount,
@@ -192,7 +226,7 @@ pub fn produce_paced<F>(
 where
     F: FnMut(u64) -> (String, Vec<u8>),
 {
-    let context = DeliveryLog::<()>::default();
+    let context = DeliveryLog::<()>::new(connection.security(config));
     let producer: BaseProducer<DeliveryLog<()>> = config
         .create_with_context(context.clone())
         .context("cannot create the producer")?;

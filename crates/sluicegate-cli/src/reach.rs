@@ -5,12 +5,12 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use rdkafka::ClientConfig;
+use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::cluster::{self, Deadline};
-use crate::{settings, ClusterArgs};
+use crate::settings::Connection;
+use crate::ClusterArgs;
 
 /// The `host:port` addresses of a `bootstrap.servers` list, any `PROTOCOL://` prefix removed.
 pub fn bootstrap_addresses(bootstrap: &str) -> Vec<String> {
@@ -127,7 +127,7 @@ fn connect(address: &str, deadline: Instant) -> Reach {
 pub fn require_bootstrap(bootstrap: &str, timeout: Duration) -> Result<()> {
     let addresses = bootstrap_addresses(bootstrap);
     if addresses.is_empty() {
-        bail!("--bootstrap is empty: give host:port[,host:port...]");
+        bail!("the bootstrap servers are empty: give host:port[,host:port...]");
     }
     let reached = connect_all(&addresses, timeout);
     if reached.iter().any(Reach::ok) {
@@ -146,21 +146,22 @@ pub fn require_bootstrap(bootstrap: &str, timeout: Duration) -> Result<()> {
 pub fn no_answer(bootstrap: &str, timeout_secs: u64) -> String {
     format!(
         "{bootstrap} accepts connections but answered no metadata request within \
-         {timeout_secs} s (is it a Kafka listener, and do -X security.protocol and the other \
-         security settings match it?)"
+         {timeout_secs} s (is it a Kafka listener, and do the configuration's security settings \
+         (security.protocol...) match it?)"
     )
 }
 
 /// Fails, naming the bootstrap addresses and what is wrong, unless the cluster accepts a TCP
-/// connection and answers a metadata request from a client made from `config` within
-/// `timeout`. For commands whose first requests would otherwise wait for librdkafka's own
-/// timeouts (and fail with its bare error) when the cluster cannot be reached.
-pub fn require_kafka(config: &ClientConfig, bootstrap: &str, timeout: Duration) -> Result<()> {
+/// connection and answers a metadata request from a client connected as `connection` says
+/// within `timeout` (failing at once when the credentials or TLS settings are refused). For
+/// commands whose first requests would otherwise wait for librdkafka's own timeouts (and fail
+/// with its bare error) when the cluster cannot be reached.
+pub fn require_kafka(connection: &Connection, timeout: Duration) -> Result<()> {
     let deadline = Deadline::after(timeout);
-    require_bootstrap(bootstrap, deadline.left())?;
-    let client = cluster::client(config.clone(), "sluicegate-cli-probe")?;
+    require_bootstrap(connection.bootstrap(), deadline.left())?;
+    let client = cluster::client(connection, "sluicegate-cli-probe")?;
     cluster::metadata(&client, None, deadline.left())
-        .with_context(|| no_answer(bootstrap, timeout.as_secs()))?;
+        .map_err(|e| explain(e, connection.bootstrap(), timeout.as_secs()))?;
     Ok(())
 }
 
@@ -170,22 +171,45 @@ impl ClusterArgs {
         Deadline::after(Duration::from_secs(self.timeout_secs))
     }
 
-    /// The client settings: `--bootstrap` and every `-X`.
-    pub fn client_config(&self) -> ClientConfig {
-        settings::client_config(&self.bootstrap, &self.config)
+    /// How the command's clients connect: the configuration (`--config`, the environment,
+    /// `--set`, `--bootstrap`) and every `-X`.
+    pub fn connection(&self) -> Result<Connection> {
+        Connection::load(&self.connect, std::env::vars(), &self.properties)
     }
 
     /// Fails unless a bootstrap server accepts a connection before `deadline`; then the
-    /// client settings.
-    pub fn reach(&self, deadline: &Deadline) -> Result<ClientConfig> {
-        require_bootstrap(&self.bootstrap, deadline.left())?;
-        Ok(self.client_config())
+    /// connection.
+    pub fn reach(&self, deadline: &Deadline) -> Result<Connection> {
+        let connection = self.connection()?;
+        require_bootstrap(connection.bootstrap(), deadline.left())?;
+        Ok(connection)
     }
 
-    /// See [`no_answer`].
-    pub fn no_answer(&self) -> String {
-        no_answer(&self.bootstrap, self.timeout_secs)
+    /// `e`, the failure of a first request to the cluster, with [`no_answer`]'s explanation,
+    /// unless it already says why (credentials or TLS settings refused).
+    pub fn unanswered(&self, connection: &Connection, e: anyhow::Error) -> anyhow::Error {
+        explain(e, connection.bootstrap(), self.timeout_secs)
     }
+}
+
+/// `e` with [`no_answer`]'s explanation, unless it is a TLS or authentication failure, which
+/// says why already.
+pub fn explain(e: anyhow::Error, bootstrap: &str, timeout_secs: u64) -> anyhow::Error {
+    if is_security_failure(&e) {
+        e
+    } else {
+        e.context(no_answer(bootstrap, timeout_secs))
+    }
+}
+
+/// Whether `e` is (caused by) a TLS or authentication failure.
+pub fn is_security_failure(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sluicegate::Error>(),
+            Some(sluicegate::Error::Authentication { .. } | sluicegate::Error::Tls(_))
+        )
+    })
 }
 
 #[cfg(test)]

@@ -7,25 +7,37 @@ use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers as _};
-use rdkafka::{ClientConfig, ClientContext, Message as _, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
+use sluicegate::config::ClientKind;
+use sluicegate::security::ClientSecurity;
 
 use crate::cluster;
+use crate::settings::Connection;
 
 /// How long one metadata or watermark look-up may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Logs client errors as rust-rdkafka's default context does, except the end-of-partition
-/// events this reader asks for (which the default logs as errors).
-struct Reader;
+/// Logs client errors (as warnings, and keeps TLS and authentication failures), except the
+/// end-of-partition events this reader asks for; gets OAUTHBEARER tokens.
+struct Reader(ClientSecurity);
 
 impl ClientContext for Reader {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn error(&self, error: KafkaError, reason: &str) {
         if !matches!(
             error,
             KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
         ) {
-            tracing::error!("librdkafka: {error}: {reason}");
+            self.0.observe(error, reason);
         }
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.0.generate_oauth_token()
     }
 }
 
@@ -41,25 +53,26 @@ pub struct ReadEnd {
     pub span: u64,
 }
 
-/// Reads `topic` with a client made from `config` (connection settings; the group, offset and
+/// Reads `topic` with a client connected as `connection` says (the group, offset and
 /// end-of-partition settings are set here) and calls `each` for every record from each
 /// partition's low watermark up to its high watermark as taken at the start. Fails if the
 /// topic does not exist, if `each` fails, or if the end is not reached within `timeout`.
 /// Blocking: call it from a thread of its own.
 pub fn read_to_end(
-    mut config: ClientConfig,
+    connection: &Connection,
     topic: &str,
     timeout: Duration,
     mut each: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
 ) -> Result<ReadEnd> {
     let deadline = Instant::now() + timeout;
+    let mut config = connection.client_config(ClientKind::Consumer);
     config
         .set("group.id", cluster::unique_name("sluicegate-cli-reader"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
     let consumer: BaseConsumer<Reader> = config
-        .create_with_context(Reader)
+        .create_with_context(Reader(connection.security(&config)))
         .context("cannot create a Kafka consumer")?;
     let metadata = consumer
         .fetch_metadata(Some(topic), LOOKUP_TIMEOUT)

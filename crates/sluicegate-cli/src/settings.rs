@@ -1,7 +1,14 @@
-//! Client settings from the command line (`--bootstrap` and every `-X KEY=VALUE`): the
-//! librdkafka configuration they make, and how they are shown without their secrets.
+//! Client settings from the command line (a `--config` file, the `KAFKA_*` environment,
+//! `--set`, `--bootstrap` and every `-X KEY=VALUE`): the librdkafka configuration they make,
+//! and how they are shown without their secrets.
 
+use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::ClientConfig;
+use sluicegate::config::{ClientKind, ConsumerConfig, Purpose};
+use sluicegate::security::{ClientSecurity, SecureContext};
+use sluicegate::ConsumerBuilder;
+
+use crate::ConnectArgs;
 
 pub use sluicegate::config::REDACTED;
 
@@ -24,20 +31,144 @@ pub fn shown(settings: &[(String, String)]) -> String {
         .join(", ")
 }
 
-/// The configuration of a client of `bootstrap` with every `-X` setting applied (a setting
-/// given twice: the last wins). Logs the settings, secrets redacted, at debug level.
-pub fn client_config(bootstrap: &str, settings: &[(String, String)]) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    for (key, value) in settings {
-        config.set(key, value);
+/// How a command's clients connect: the library's configuration (a file, the `KAFKA_*`
+/// environment, `--set` overrides and `--bootstrap`, loaded with the library's
+/// [`ConsumerConfig::resolve_for`]) and the command's `-X` librdkafka properties, applied last.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    config: ConsumerConfig,
+    properties: Vec<(String, String)>,
+}
+
+impl Connection {
+    /// Loads the configuration `args` name over `env` (the process's environment, in
+    /// production): **file < environment < `--set` < `--bootstrap`**, then `properties` (`-X`)
+    /// on every client. Only the bootstrap servers are required. Warnings (such as unknown
+    /// `KAFKA_*` variables) are logged.
+    pub fn load<K, V>(
+        args: &ConnectArgs,
+        env: impl IntoIterator<Item = (K, V)>,
+        properties: &[(String, String)],
+    ) -> Result<Self>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let yaml = match &args.config {
+            Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                let hint = if path.to_string_lossy().contains('=') {
+                    " (--config takes a configuration file; a librdkafka property is given \
+                     with -X KEY=VALUE, a setting of the file with --set KEY=VALUE)"
+                } else {
+                    ""
+                };
+                format!(
+                    "cannot read the configuration file `{}`{hint}",
+                    path.display()
+                )
+            })?),
+            None => None,
+        };
+        if let Some(bootstrap) = &args.bootstrap {
+            if crate::reach::bootstrap_addresses(bootstrap).is_empty() {
+                bail!("--bootstrap is empty: give host:port[,host:port...]");
+            }
+        }
+        let mut overrides = args.set.clone();
+        if let Some(bootstrap) = &args.bootstrap {
+            overrides.push(("bootstrap_servers".into(), bootstrap.clone()));
+        }
+        let loaded =
+            ConsumerConfig::resolve_for(Purpose::Clients, yaml.as_deref(), env, &overrides)
+                .map_err(|errors| {
+                    let from = match &args.config {
+                        Some(path) => format!("`{}`", path.display()),
+                        None => "the command line and environment".to_string(),
+                    };
+                    anyhow!(
+                        "invalid configuration (from {from}; --bootstrap, a --config file, \
+                     KAFKA_BOOTSTRAP_SERVERS or --set bootstrap_servers=ADDR gives the \
+                     brokers):\n{errors}"
+                    )
+                })?;
+        for w in &loaded.warnings {
+            tracing::warn!("configuration: {w}");
+        }
+        Ok(Connection {
+            config: loaded.config,
+            properties: properties.to_vec(),
+        })
     }
-    tracing::debug!(
-        bootstrap,
-        settings = %shown(settings),
-        "client settings"
-    );
-    config
+
+    /// A connection to `bootstrap` with no other setting than `properties` (the embedded
+    /// broker's).
+    pub fn to(bootstrap: &str, properties: &[(String, String)]) -> Self {
+        let config = ConsumerConfig {
+            bootstrap_servers: bootstrap.to_string(),
+            ..ConsumerConfig::default()
+        };
+        Connection {
+            config,
+            properties: properties.to_vec(),
+        }
+    }
+
+    /// The `bootstrap.servers` list (`-X bootstrap.servers` wins over the configuration).
+    pub fn bootstrap(&self) -> &str {
+        self.properties
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "bootstrap.servers")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(&self.config.bootstrap_servers)
+    }
+
+    /// The settings of a client of `kind`: the configuration's (the library's
+    /// [`ConsumerConfig::client_config`]), then every `-X` (a property given twice: the last
+    /// wins). Logs them, secrets redacted, at debug level.
+    pub fn client_config(&self, kind: ClientKind) -> ClientConfig {
+        let mut config = self.config.client_config(kind);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let all: Vec<(String, String)> = config
+                .config_map()
+                .keys()
+                .filter_map(|k| config.get(k).map(|v| (k.to_string(), v.to_string())))
+                .collect();
+            tracing::debug!(?kind, settings = %shown(&all), "client settings");
+        }
+        config
+    }
+
+    /// The security watch and token provider of a client made from `config` (one of
+    /// [`client_config`](Self::client_config)'s, with whatever the command set on it).
+    pub fn security(&self, config: &ClientConfig) -> ClientSecurity {
+        self.config.client_security(config)
+    }
+
+    /// `builder` (of a Sluicegate consumer the command runs) with the connection's consumer
+    /// settings, `-X` included, but not the configuration's group, and its token provider;
+    /// what the command sets afterwards wins.
+    pub fn consumer(&self, mut builder: ConsumerBuilder) -> ConsumerBuilder {
+        let config = self.client_config(ClientKind::Consumer);
+        for (key, _) in config.config_map() {
+            if !["group.id", "bootstrap.servers"].contains(&key) {
+                if let Some(value) = config.get(key) {
+                    builder = builder.set(key, value);
+                }
+            }
+        }
+        builder
+            .bootstrap_servers(self.bootstrap())
+            .token_provider_of(&self.security(&config))
+    }
+
+    /// A [`SecureContext`] for a client made from `config`.
+    pub fn context(&self, config: &ClientConfig) -> SecureContext {
+        SecureContext::new(self.security(config))
+    }
 }
 
 /// Fails, naming the setting and the path, when `key` names a file librdkafka reads (its

@@ -208,10 +208,14 @@ fn wrong_flags_are_refused_naming_the_flag() {
             &["unexpected argument '--bogus'"],
         ),
         q(&["topics", "rename"], &["unrecognized subcommand 'rename'"]),
-        // Missing required flags and arguments.
+        // Missing required flags and arguments (the brokers may also come from a file or the
+        // environment: their absence is a configuration error).
         q(
             &["dlq", "replay", "--topic", "t.dlq"],
-            &["required", "--bootstrap <ADDR>"],
+            &[
+                "kafka.bootstrap_servers: required",
+                "--bootstrap, a --config file",
+            ],
         ),
         q(
             &["dlq", "replay", "--bootstrap", B],
@@ -246,10 +250,25 @@ fn wrong_flags_are_refused_naming_the_flag() {
         q(&["lag", "--bootstrap", B], &["required", "--group <GROUP>"]),
         q(
             &["lag", "--group", "g"],
-            &["required", "--bootstrap <ADDR>"],
+            &[
+                "kafka.bootstrap_servers: required",
+                "--bootstrap, a --config file",
+            ],
         ),
-        q(&["diagnose"], &["required", "--bootstrap <ADDR>"]),
-        q(&["topics", "list"], &["required", "--bootstrap <ADDR>"]),
+        q(
+            &["diagnose"],
+            &[
+                "kafka.bootstrap_servers: required",
+                "--bootstrap, a --config file",
+            ],
+        ),
+        q(
+            &["topics", "list"],
+            &[
+                "kafka.bootstrap_servers: required",
+                "--bootstrap, a --config file",
+            ],
+        ),
         q(
             &["topics", "describe", "--bootstrap", B],
             &["required", "<TOPIC>"],
@@ -515,7 +534,7 @@ fn wrong_flags_are_refused_naming_the_flag() {
             ],
             &["invalid value '0' for '--replication-factor"],
         ),
-        // -X (and topics create's --config) without `=`, or with an empty key.
+        // -X (and topics create's --topic-config) without `=`, or with an empty key.
         q(
             &["bench", "produce", "-X", "linger.ms"],
             &[
@@ -538,7 +557,7 @@ fn wrong_flags_are_refused_naming_the_flag() {
                 "-X",
                 "=1",
             ],
-            &["'--config <KEY=VALUE>'", "expected KEY=VALUE, got `=1`"],
+            &["'--librdkafka <KEY=VALUE>'", "expected KEY=VALUE, got `=1`"],
         ),
         q(
             &[
@@ -555,23 +574,23 @@ fn wrong_flags_are_refused_naming_the_flag() {
                 "-X",
                 "acks",
             ],
-            &["'--config <KEY=VALUE>'", "expected KEY=VALUE"],
+            &["'--librdkafka <KEY=VALUE>'", "expected KEY=VALUE"],
         ),
         q(
             &["lag", "--bootstrap", B, "--group", "g", "-X", "acks"],
-            &["'--config <KEY=VALUE>'", "expected KEY=VALUE"],
+            &["'--librdkafka <KEY=VALUE>'", "expected KEY=VALUE"],
         ),
         q(
             &["diagnose", "--bootstrap", B, "-X", "acks"],
-            &["'--config <KEY=VALUE>'", "expected KEY=VALUE"],
+            &["'--librdkafka <KEY=VALUE>'", "expected KEY=VALUE"],
         ),
         q(
             &["topics", "list", "--bootstrap", B, "-X", "acks"],
-            &["'--config <KEY=VALUE>'", "expected KEY=VALUE"],
+            &["'--librdkafka <KEY=VALUE>'", "expected KEY=VALUE"],
         ),
         q(
             &["topics", "describe", "t", "--bootstrap", B, "-X", "acks"],
-            &["'--config <KEY=VALUE>'", "expected KEY=VALUE"],
+            &["'--librdkafka <KEY=VALUE>'", "expected KEY=VALUE"],
         ),
         q(
             &[
@@ -585,7 +604,7 @@ fn wrong_flags_are_refused_naming_the_flag() {
                 "-X",
                 "acks",
             ],
-            &["'--client-config <KEY=VALUE>'", "expected KEY=VALUE"],
+            &["'--librdkafka <KEY=VALUE>'", "expected KEY=VALUE"],
         ),
         q(
             &[
@@ -596,11 +615,11 @@ fn wrong_flags_are_refused_naming_the_flag() {
                 B,
                 "--partitions",
                 "1",
-                "--config",
+                "--topic-config",
                 "retention.ms",
             ],
             &[
-                "'--config <KEY=VALUE>'",
+                "'--topic-config <KEY=VALUE>'",
                 "expected KEY=VALUE, got `retention.ms`",
             ],
         ),
@@ -1039,8 +1058,9 @@ fn diagnose_names_an_empty_bootstrap_list_in_its_failed_check() {
         QUICK,
     );
     assert!(!ok, "stdout:\n{out}\nstderr:\n{err}");
+    // A configuration error, before any check runs.
     assert!(
-        out.contains("FAIL  bootstrap     --bootstrap is empty: give host:port"),
+        err.contains("--bootstrap is empty: give host:port"),
         "stdout:\n{out}\nstderr:\n{err}"
     );
 }

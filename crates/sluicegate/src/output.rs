@@ -50,7 +50,7 @@ impl ClientContext for ProducerLog {
 }
 
 /// Consumer settings that mean nothing to a producer (and make librdkafka warn).
-const CONSUMER_ONLY: &[&str] = &[
+pub(crate) const CONSUMER_ONLY: &[&str] = &[
     "group.",
     "fetch.",
     "queued.",

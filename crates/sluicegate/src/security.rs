@@ -33,6 +33,15 @@
 //!   broker that requires one then sees none, and one that only requests one lets the client
 //!   in without it.
 //!
+//! # Clients of your own
+//!
+//! [`ConsumerConfig::client_config`](crate::config::ConsumerConfig::client_config) gives the
+//! settings of an admin client, producer or consumer of your own that connects as a
+//! configuration says, and [`ConsumerConfig::client_security`](crate::config::ConsumerConfig::client_security)
+//! its [`ClientSecurity`]: the token provider, and the same fail-fast watch over TLS and
+//! authentication failures ([`SecureContext`] is a ready-made context with it). The
+//! `sluicegate` CLI makes every client of its commands that way.
+//!
 //! AWS MSK IAM: `MskIamTokenProvider`, with the `msk-iam` cargo feature (off by default: it
 //! brings in the AWS SDK).
 //!
@@ -51,12 +60,14 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::Error;
 
+mod client;
 #[cfg(feature = "msk-iam")]
 mod msk_iam;
 /// The AWS credentials types [`MskIamTokenProvider::with_credentials`] takes (`msk-iam`
 /// feature).
 #[cfg(feature = "msk-iam")]
 pub use aws_credential_types;
+pub use client::{ClientSecurity, SecureContext};
 #[cfg(feature = "msk-iam")]
 pub use msk_iam::MskIamTokenProvider;
 

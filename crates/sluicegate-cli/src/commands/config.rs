@@ -75,6 +75,7 @@ fn source_tag(source: &Source) -> String {
         Source::Default => "default".into(),
         Source::File { line, column } => format!("file:{line}:{column}"),
         Source::Env(var) => format!("env:{var}"),
+        Source::Override(key) => format!("set:{key}"),
     }
 }
 

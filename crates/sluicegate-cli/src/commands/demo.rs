@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rdkafka::{ClientConfig, Message as _};
+use rdkafka::Message as _;
 use serde::Serialize;
 use sluicegate::dead_letter::{DeadLetter, DeadLetterRecord};
 use sluicegate::policy::{Backoff, RetryPolicy};
@@ -25,6 +25,7 @@ use crate::produce::{pace, produce_all};
 use crate::progress::Progress;
 use crate::read_back::{headers_of, read_to_end};
 use crate::report::{latency_ms, per_sec, print_json_line, ratio, round, thousands};
+use crate::settings::Connection;
 use crate::DemoArgs;
 
 /// How long the consumer may take to join its group and get every partition.
@@ -380,16 +381,14 @@ struct DlqCheck {
 
 /// Reads the dead-letter topic back and checks each record against the poison events.
 fn check_dead_letters(
-    bootstrap: &str,
+    connection: &Connection,
     dlq_topic: &str,
     source_topic: &str,
     fail_rate: f64,
 ) -> Result<DlqCheck> {
     let mut check = DlqCheck::default();
     let mut seen = HashSet::new();
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    read_to_end(config, dlq_topic, READ_BACK_TIMEOUT, |m| {
+    read_to_end(connection, dlq_topic, READ_BACK_TIMEOUT, |m| {
         check.records += 1;
         let from_source = DeadLetterRecord::from_headers(&headers_of(m))
             .is_ok_and(|r| r.original_topic == source_topic);
@@ -412,7 +411,7 @@ fn check_dead_letters(
 /// Runs the demo; `Ok(false)` when the run found a problem. With a fail rate, a fault-free
 /// pass of the same size runs first on the same broker, for the throughput ratio.
 pub async fn run(args: DemoArgs) -> Result<bool> {
-    let cluster = Cluster::start(args.bootstrap.clone())?;
+    let cluster = Cluster::start(&args.connect)?;
     let endpoint = (!args.no_http).then_some(args.http);
     let summary = if args.fail_rate > 0.0 {
         let fault_free = pass(&cluster, &args, 0.0, "fault-free", None).await?;
@@ -493,8 +492,9 @@ async fn pass(
         poison_attempts: Mutex::default(),
     });
     let shared = state.clone();
-    let mut builder = Consumer::builder()
-        .bootstrap_servers(cluster.bootstrap())
+    let mut builder = cluster
+        .connection()
+        .consumer(Consumer::builder())
         .group_id(&group)
         .topic(&topic)
         .ordering(ordering)
@@ -551,15 +551,15 @@ async fn pass(
     let counter = state.clone();
     let progress = Progress::follow(label, args.messages, move || counter.meter.count());
     let started = Instant::now();
-    let (bootstrap, produce_topic, keys, rate, messages) = (
-        cluster.bootstrap().to_string(),
+    let (connection, produce_topic, keys, rate, messages) = (
+        cluster.connection().clone(),
         topic.clone(),
         args.keys,
         args.rate,
         args.messages,
     );
     let produced = tokio::task::spawn_blocking(move || {
-        produce_all(&bootstrap, &produce_topic, messages, |seq| {
+        produce_all(&connection, &produce_topic, messages, |seq| {
             if let Some(ahead) = rate.and_then(|r| pace(seq, r, started.elapsed())) {
                 std::thread::sleep(ahead);
             }
@@ -597,20 +597,20 @@ async fn pass(
     progress.finish();
     let retried = status.current().retried;
 
-    let (bootstrap, lookup_topic, lookup_group, lookup_dlq) = (
-        cluster.bootstrap().to_string(),
+    let (connection, lookup_topic, lookup_group, lookup_dlq) = (
+        cluster.connection().clone(),
         topic.clone(),
         group.clone(),
         dlq_topic.clone(),
     );
     let (committed, marks, dlq) = tokio::task::spawn_blocking(move || -> Result<_> {
         let dlq = match &lookup_dlq {
-            Some(dlq) => check_dead_letters(&bootstrap, dlq, &lookup_topic, fail_rate)?,
+            Some(dlq) => check_dead_letters(&connection, dlq, &lookup_topic, fail_rate)?,
             None => DlqCheck::default(),
         };
         Ok((
-            cluster::committed_offsets(&bootstrap, &lookup_group, &lookup_topic, partitions)?,
-            cluster::watermarks(&bootstrap, &lookup_topic, partitions)?,
+            cluster::committed_offsets(&connection, &lookup_group, &lookup_topic, partitions)?,
+            cluster::watermarks(&connection, &lookup_topic, partitions)?,
             dlq,
         ))
     })

@@ -18,6 +18,7 @@ use crate::api_versions::{self, BrokerApis, ADMIN_APIS, CONSUMER_APIS};
 use crate::cluster::{self, ClusterMetadata, GroupLookup, GroupMember, TopicLayout};
 use crate::commands::lag;
 use crate::report::print_summary;
+use crate::settings::Connection;
 use crate::{reach, DiagnoseArgs};
 
 /// What a check found.
@@ -491,7 +492,7 @@ fn lag_check(group: &str, report: &lag::LagReport) -> Check {
 }
 
 /// Runs the checks, within `--timeout-secs`. Blocking.
-fn diagnose_blocking(args: &DiagnoseArgs) -> Vec<Check> {
+fn diagnose_blocking(args: &DiagnoseArgs, connection: &Connection) -> Vec<Check> {
     let deadline = args.cluster.deadline();
     let mut checks = Vec::new();
     let skip_rest = |checks: &mut Vec<Check>, why: &str| {
@@ -505,7 +506,7 @@ fn diagnose_blocking(args: &DiagnoseArgs) -> Vec<Check> {
     };
 
     let reached = reach::connect_all(
-        &reach::bootstrap_addresses(&args.cluster.bootstrap),
+        &reach::bootstrap_addresses(connection.bootstrap()),
         deadline.left(),
     );
     if !reached.iter().any(reach::Reach::ok) {
@@ -513,15 +514,14 @@ fn diagnose_blocking(args: &DiagnoseArgs) -> Vec<Check> {
         skip_rest(&mut checks, "no broker can be reached");
         return checks;
     }
-    let config = args.cluster.client_config();
-    let probe = match api_versions::probe(&config, deadline) {
+    let probe = match api_versions::probe(connection, deadline) {
         Ok(probe) => probe,
         Err(e) => {
             checks.push(
                 Check::new(
                     "bootstrap",
                     Verdict::Fail,
-                    format!("{}: {e:#}", args.cluster.no_answer()),
+                    format!("{:#}", args.cluster.unanswered(connection, e)),
                 )
                 .with(json!({ "connections": reached })),
             );
@@ -536,7 +536,7 @@ fn diagnose_blocking(args: &DiagnoseArgs) -> Vec<Check> {
             Verdict::Ok,
             format!(
                 "metadata from {} in {:.1} ms: {} broker(s), {} topic(s)",
-                args.cluster.bootstrap,
+                connection.bootstrap(),
                 probe.metadata_time.as_secs_f64() * 1e3,
                 metadata.brokers.len(),
                 metadata.topics.len()
@@ -557,7 +557,7 @@ fn diagnose_blocking(args: &DiagnoseArgs) -> Vec<Check> {
     let Some(group) = &args.group else {
         return checks;
     };
-    let client = match cluster::client(config, group) {
+    let client = match cluster::client(connection, group) {
         Ok(c) => c,
         Err(e) => {
             checks.push(Check::new(
@@ -610,12 +610,13 @@ fn diagnose_blocking(args: &DiagnoseArgs) -> Vec<Check> {
 
 /// Runs `sluicegate diagnose`; `Ok(false)` when a check failed.
 pub async fn run(args: DiagnoseArgs) -> Result<bool> {
-    let (args, checks) = tokio::task::spawn_blocking(move || {
-        let checks = diagnose_blocking(&args);
-        (args, checks)
+    let connection = args.cluster.connection()?;
+    let (args, connection, checks) = tokio::task::spawn_blocking(move || {
+        let checks = diagnose_blocking(&args, &connection);
+        (args, connection, checks)
     })
     .await?;
-    let diagnosis = Diagnosis::of(&args.cluster.bootstrap, args.cluster.timeout_secs, checks);
+    let diagnosis = Diagnosis::of(connection.bootstrap(), args.cluster.timeout_secs, checks);
     print_summary(
         args.json,
         &diagnosis,

@@ -11,6 +11,7 @@ use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::{ClientConfig, Message as _};
 use serde::Serialize;
+use sluicegate::config::ClientKind;
 use sluicegate::dead_letter::AnyDeadLetter;
 use sluicegate::ErrorKind;
 
@@ -19,7 +20,8 @@ use crate::produce::{send_waiting, DeliveryLog, Subject};
 use crate::reach;
 use crate::read_back::{headers_of, read_to_end};
 use crate::report::{print_summary, thousands};
-use crate::{settings, DlqReplayArgs};
+use crate::settings::Connection;
+use crate::DlqReplayArgs;
 
 /// How long the final flush may wait for outstanding deliveries.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -315,26 +317,26 @@ impl Subject for Box<Source> {
 
 type ReplayLog = DeliveryLog<Box<Source>>;
 
-/// Connection settings for both clients: bootstrap servers and every `-X`.
-fn client_config(args: &DlqReplayArgs) -> ClientConfig {
-    settings::client_config(&args.bootstrap, &args.config)
-}
-
-/// The producer of replayed records: idempotent, `acks=all`.
-fn producer(args: &DlqReplayArgs, log: &ReplayLog) -> Result<BaseProducer<ReplayLog>> {
+/// The producer of replayed records, connected as `connection` says: idempotent, `acks=all`.
+fn producer(connection: &Connection) -> Result<(BaseProducer<ReplayLog>, ReplayLog)> {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", &args.bootstrap)
         .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
         .set("linger.ms", "5");
-    for (key, value) in &args.config {
-        config.set(key, value);
+    let connected = connection.client_config(ClientKind::Producer);
+    // `config_map` shows secrets as a placeholder: copy each value through `get`.
+    for key in connected.config_map().keys() {
+        if let Some(value) = connected.get(key) {
+            config.set(*key, value);
+        }
     }
     // Set last: a replay must not duplicate on retries nor count unreplicated writes as sent.
     config.set("enable.idempotence", "true").set("acks", "all");
-    config
+    let log = ReplayLog::new(connection.security(&config));
+    let producer = config
         .create_with_context(log.clone())
-        .context("cannot create the producer")
+        .context("cannot create the producer")?;
+    Ok((producer, log))
 }
 
 /// Sends `message`'s key and value with `headers` to `target`, waiting for room in the local
@@ -377,12 +379,13 @@ fn send(
 /// Reads, filters and (unless a dry run) re-publishes. Blocking.
 fn replay_blocking(args: &DlqReplayArgs, filter: &Filter) -> Result<ReplaySummary> {
     let probe_timeout = Duration::from_secs(args.timeout_secs).min(cluster::LOOKUP_TIMEOUT);
-    reach::require_kafka(&client_config(args), &args.bootstrap, probe_timeout)?;
-    let log = ReplayLog::default();
-    let producer = if args.dry_run {
-        None
+    let connection = Connection::load(&args.connect, std::env::vars(), &args.properties)?;
+    reach::require_kafka(&connection, probe_timeout)?;
+    let (producer, log) = if args.dry_run {
+        (None, None)
     } else {
-        Some(producer(args, &log)?)
+        let (producer, log) = producer(&connection)?;
+        (Some(producer), Some(log))
     };
     let mut summary = ReplaySummary {
         dry_run: args.dry_run,
@@ -392,7 +395,7 @@ fn replay_blocking(args: &DlqReplayArgs, filter: &Filter) -> Result<ReplaySummar
         ..ReplaySummary::default()
     };
     let end = read_to_end(
-        client_config(args),
+        &connection,
         &args.topic,
         Duration::from_secs(args.timeout_secs),
         |message| {
@@ -438,7 +441,7 @@ fn replay_blocking(args: &DlqReplayArgs, filter: &Filter) -> Result<ReplaySummar
     );
     // Deliver what was handed over even if reading failed, then report the read error.
     let flushed = producer.as_ref().map(|p| p.flush(FLUSH_TIMEOUT));
-    let delivered = log.0.delivered();
+    let delivered = log.as_ref().map_or(0, |l| l.0.delivered());
     let end = match end {
         Err(e) if delivered > 0 => {
             return Err(e.context(format!(
@@ -450,7 +453,7 @@ fn replay_blocking(args: &DlqReplayArgs, filter: &Filter) -> Result<ReplaySummar
     };
     summary.read = end.records;
     summary.skipped_unparseable = summary.unparseable.len() as u64;
-    if producer.is_some() {
+    if let Some(log) = &log {
         let d = &log.0;
         summary.sent = d.delivered();
         // Failed, or not reported before the flush gave up.

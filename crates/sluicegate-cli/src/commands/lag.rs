@@ -6,8 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{bail, Context, Result};
-use rdkafka::consumer::BaseConsumer;
+use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::cluster::{self, ClusterMetadata, Deadline, GroupLookup};
@@ -178,7 +177,7 @@ fn group_note(group: &str, lookup: &GroupLookup) -> Option<String> {
 /// Fails when the group is unknown (no committed offsets, and not described as a live group),
 /// when a topic given does not exist, and when the group has no topic to measure.
 pub fn measure(
-    client: &BaseConsumer,
+    client: &cluster::Client,
     group: &str,
     lookup: &GroupLookup,
     metadata: &ClusterMetadata,
@@ -284,9 +283,10 @@ pub fn measure(
 /// Measures for `sluicegate lag`, within `--timeout-secs`. Blocking.
 fn lag_blocking(args: &LagArgs) -> Result<LagReport> {
     let deadline = args.cluster.deadline();
-    let client = cluster::client(args.cluster.reach(&deadline)?, &args.group)?;
+    let connection = args.cluster.reach(&deadline)?;
+    let client = cluster::client(&connection, &args.group)?;
     let metadata = cluster::metadata(&client, None, deadline.left())
-        .with_context(|| args.cluster.no_answer())?;
+        .map_err(|e| args.cluster.unanswered(&connection, e))?;
     let lookup = cluster::describe_group(&client, &args.group, deadline.left())?;
     measure(
         &client,

@@ -5,16 +5,17 @@
 use std::fmt;
 
 use anyhow::{bail, Context, Result};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use crate::cluster::{self, GroupLookup, LOOKUP_TIMEOUT};
+use crate::cluster::{self, Client, GroupLookup, LOOKUP_TIMEOUT};
 use crate::reach;
 use crate::report::print_summary;
-use crate::{settings, OffsetsResetArgs};
+use crate::settings::Connection;
+use crate::OffsetsResetArgs;
 
 /// Where `--to` moves each partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,7 +226,7 @@ fn chosen_partitions(topic: &str, count: i32, given: &[i32]) -> Result<Vec<i32>>
 
 /// The broker's answer to "first offset at or after `ms`" for each of `partitions`.
 fn offsets_for_time(
-    client: &BaseConsumer,
+    client: &Client,
     topic: &str,
     partitions: &[i32],
     ms: i64,
@@ -298,9 +299,9 @@ fn refused_for_membership(error: &KafkaError) -> bool {
 /// Plans the reset, and unless a dry run, commits it and reads it back. Blocking.
 fn reset_blocking(args: &OffsetsResetArgs) -> Result<ResetSummary> {
     let (group, topic) = (args.group.as_str(), args.topic.as_str());
-    let config = settings::client_config(&args.bootstrap, &args.config);
-    reach::require_kafka(&config, &args.bootstrap, LOOKUP_TIMEOUT)?;
-    let client = cluster::client(config, group)?;
+    let connection = Connection::load(&args.connect, std::env::vars(), &args.properties)?;
+    reach::require_kafka(&connection, LOOKUP_TIMEOUT)?;
+    let client = cluster::client(&connection, group)?;
 
     let Some(count) = cluster::partition_count(&client, topic)? else {
         bail!("topic `{topic}` does not exist (or has no partitions); nothing was changed");

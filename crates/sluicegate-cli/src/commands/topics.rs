@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::api_versions::{self, key, Probe};
 use crate::cluster::{self, Deadline, TopicConfig, TopicSpec};
 use crate::report::print_summary;
+use crate::settings::Connection;
 use crate::{TopicsCreateArgs, TopicsDescribeArgs, TopicsListArgs};
 
 /// A group id for look-ups that read no group's offsets.
@@ -75,9 +76,10 @@ impl TopicList {
 
 fn list_blocking(args: &TopicsListArgs) -> Result<TopicList> {
     let deadline = args.cluster.deadline();
-    let client = cluster::client(args.cluster.reach(&deadline)?, LOOKUP_GROUP)?;
+    let connection = args.cluster.reach(&deadline)?;
+    let client = cluster::client(&connection, LOOKUP_GROUP)?;
     let metadata = cluster::metadata(&client, None, deadline.left())
-        .with_context(|| args.cluster.no_answer())?;
+        .map_err(|e| args.cluster.unanswered(&connection, e))?;
     let (shown, hidden): (Vec<_>, Vec<_>) = metadata
         .topics
         .into_iter()
@@ -195,14 +197,15 @@ impl TopicDescription {
 fn describe_partitions(
     args: &TopicsDescribeArgs,
     deadline: Deadline,
-) -> Result<(TopicDescription, Option<bool>)> {
-    let config = args.cluster.reach(&deadline)?;
-    let probe = api_versions::probe(&config, deadline).with_context(|| args.cluster.no_answer())?;
+) -> Result<(TopicDescription, Option<bool>, Connection)> {
+    let connection = args.cluster.reach(&deadline)?;
+    let probe = api_versions::probe(&connection, deadline)
+        .map_err(|e| args.cluster.unanswered(&connection, e))?;
     let topic = &args.topic;
     let Some(layout) = probe.metadata.topic(topic) else {
         bail!("topic `{topic}` does not exist (or has no partitions)");
     };
-    let client = cluster::client(config, LOOKUP_GROUP)?;
+    let client = cluster::client(&connection, LOOKUP_GROUP)?;
     let numbers: Vec<i32> = layout.partitions.iter().map(|p| p.partition).collect();
     let marks = cluster::watermarks_of(&client, topic, &numbers, deadline.left())?;
     let partitions = layout
@@ -225,7 +228,11 @@ fn describe_partitions(
         configs: None,
         configs_note: None,
     };
-    Ok((description, supports(&probe, key::DESCRIBE_CONFIGS)))
+    Ok((
+        description,
+        supports(&probe, key::DESCRIBE_CONFIGS),
+        connection,
+    ))
 }
 
 /// Runs `sluicegate topics describe`.
@@ -236,7 +243,7 @@ pub async fn describe(args: TopicsDescribeArgs) -> Result<bool> {
         (args, found)
     })
     .await?;
-    let (mut description, describes_configs) = found?;
+    let (mut description, describes_configs, connection) = found?;
     if describes_configs == Some(false) {
         description.configs_note = Some(
             "the broker does not support DescribeConfigs (its ApiVersions answer does not list \
@@ -244,8 +251,7 @@ pub async fn describe(args: TopicsDescribeArgs) -> Result<bool> {
             .to_string(),
         );
     } else {
-        let config = args.cluster.client_config();
-        match cluster::topic_configs(&config, &args.topic, started.left()).await {
+        match cluster::topic_configs(&connection, &args.topic, started.left()).await {
             Ok(configs) => description.configs = Some(configs),
             Err(e) => description.configs_note = Some(format!("{e:#}")),
         }
@@ -293,10 +299,14 @@ impl CreatedTopic {
 }
 
 /// Checks the broker can create topics and the topic does not exist yet. Blocking.
-fn check_creatable(args: &TopicsCreateArgs, deadline: Deadline) -> Result<Option<bool>> {
+fn check_creatable(
+    args: &TopicsCreateArgs,
+    deadline: Deadline,
+) -> Result<(Option<bool>, Connection)> {
     let cluster = args.cluster();
-    let config = cluster.reach(&deadline)?;
-    let probe = api_versions::probe(&config, deadline).with_context(|| cluster.no_answer())?;
+    let connection = cluster.reach(&deadline)?;
+    let probe = api_versions::probe(&connection, deadline)
+        .map_err(|e| cluster.unanswered(&connection, e))?;
     let topic = &args.topic;
     if let Some(existing) = probe.metadata.topic(topic) {
         bail!(
@@ -310,10 +320,10 @@ fn check_creatable(args: &TopicsCreateArgs, deadline: Deadline) -> Result<Option
             "the broker at {} does not support creating topics (its ApiVersions answer lists no \
              CreateTopics; librdkafka's mock cluster, the embedded broker, is such a broker); \
              nothing was created",
-            args.bootstrap
+            connection.bootstrap()
         );
     }
-    Ok(creates)
+    Ok((creates, connection))
 }
 
 /// Runs `sluicegate topics create`.
@@ -324,16 +334,15 @@ pub async fn create(args: TopicsCreateArgs) -> Result<bool> {
         (args, creatable)
     })
     .await?;
-    let creates = creatable?;
+    let (creates, connection) = creatable?;
     let topic = args.topic.clone();
-    let config = args.cluster().client_config();
     let spec = TopicSpec {
         name: topic.clone(),
         partitions: args.partitions,
         replication_factor: args.replication_factor,
         configs: args.topic_config.clone(),
     };
-    let refused = match cluster::create_topic(&config, &spec, deadline.left()).await {
+    let refused = match cluster::create_topic(&connection, &spec, deadline.left()).await {
         Ok(refused) => refused,
         Err(e) if creates.is_none() => {
             return Err(e).with_context(|| {
@@ -353,7 +362,7 @@ pub async fn create(args: TopicsCreateArgs) -> Result<bool> {
         Err(code) => bail!("the broker refused to create topic `{topic}`: {code}"),
     }
     let partitions = tokio::task::spawn_blocking(move || {
-        let client = cluster::client(config, LOOKUP_GROUP)?;
+        let client = cluster::client(&connection, LOOKUP_GROUP)?;
         cluster::await_topic(&client, &spec.name, deadline)
     })
     .await?

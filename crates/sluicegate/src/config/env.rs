@@ -398,6 +398,96 @@ impl ConsumerConfig {
     }
 }
 
+impl ConsumerConfig {
+    /// Overrides settings by path (see [`resolve_for`](Self::resolve_for)): each of
+    /// `overrides` is a setting's path, with or without the leading `kafka.`
+    /// (`security.sasl_username`, `kafka.bootstrap_servers`), and its value written as its
+    /// `KAFKA_*` variable takes it, except that durations may also be written as in the file
+    /// (`30s`). Any setting with a variable in [`ENV_VARS`] can be overridden; for the paths of
+    /// two variables, the one named like the setting (`KAFKA_TOPICS`,
+    /// `KAFKA_RETRY_MAX_ATTEMPTS`, `KAFKA_CONSUMER_GROUP`). Applied in the order given (a later
+    /// override of the same setting wins), each recorded in `sources` as
+    /// [`Source::Override`]. Returns an error for each unknown path or refused value.
+    pub(crate) fn apply_overrides<K, V>(
+        &mut self,
+        overrides: impl IntoIterator<Item = (K, V)>,
+        sources: &mut Sources,
+    ) -> Vec<ConfigError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut errors = Vec::new();
+        for (key, value) in overrides {
+            let (key, value) = (key.as_ref().trim(), value.as_ref());
+            let path = format!("kafka.{}", key.strip_prefix("kafka.").unwrap_or(key));
+            let source = Source::Override(key.to_string());
+            let Some(var) = ENV_VARS.iter().rev().find(|v| v.path == path) else {
+                let mut e = ConfigError::new(
+                    path.clone(),
+                    "",
+                    format!(
+                        "`{key}` cannot be overridden: not a setting with a KAFKA_* variable; \
+                         those that can be: {} (librdkafka properties are set as they are, \
+                         e.g. with the CLI's -X)",
+                        overridable().join(", ")
+                    ),
+                );
+                e.source = Some(source);
+                errors.push(e);
+                continue;
+            };
+            let shown = if var.path.contains("password") {
+                super::REDACTED.to_string()
+            } else {
+                value.to_string()
+            };
+            let value = match var.format {
+                "milliseconds" if value.trim().parse::<u64>().is_err() => {
+                    match super::human::parse(value) {
+                        Ok(d) => d.as_millis().to_string(),
+                        Err(reason) => {
+                            let mut e = ConfigError::new(var.path, shown, reason);
+                            e.source = Some(source);
+                            errors.push(e);
+                            continue;
+                        }
+                    }
+                }
+                _ => value.to_string(),
+            };
+            match (var.apply)(self, &value) {
+                Ok(()) => {
+                    sources.set(var.path, source.clone());
+                    if var.name == "KAFKA_DLQ_TOPIC" {
+                        sources.set("kafka.dead_letter.enabled", source);
+                    }
+                }
+                Err(reason) => {
+                    let mut e = ConfigError::new(
+                        var.path,
+                        shown,
+                        format!("{reason} (expected: {})", var.format),
+                    );
+                    e.source = Some(source);
+                    errors.push(e);
+                }
+            }
+        }
+        errors
+    }
+}
+
+/// The paths (without `kafka.`) that overrides can set.
+fn overridable() -> Vec<&'static str> {
+    let mut paths: Vec<&str> = ENV_VARS
+        .iter()
+        .map(|v| v.path.strip_prefix("kafka.").unwrap_or(v.path))
+        .collect();
+    paths.dedup();
+    paths
+}
+
 /// Variables that share the prefixes Sluicegate reads but belong to other programs, or to
 /// Sluicegate's tools rather than to a consumer: never applied, never warned about.
 ///

@@ -27,6 +27,20 @@ pub enum Source {
     },
     /// This environment variable.
     Env(String),
+    /// An override by path (see [`ConsumerConfig::resolve_for`]), as it was given: the
+    /// `sluicegate` CLI's `--set KEY=VALUE`.
+    Override(String),
+}
+
+/// What a configuration is loaded for, which decides the settings it must have.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Purpose {
+    /// A consumer: the bootstrap servers, the group and the topics are required.
+    #[default]
+    Consumer,
+    /// Other clients, made with [`ConsumerConfig::client_config`] (admin clients, producers,
+    /// tools that read a group's offsets): only the bootstrap servers are required.
+    Clients,
 }
 
 impl fmt::Display for Source {
@@ -35,6 +49,7 @@ impl fmt::Display for Source {
             Source::Default => f.write_str("default"),
             Source::File { line, column } => write!(f, "file, line {line}, column {column}"),
             Source::Env(var) => write!(f, "env {var}"),
+            Source::Override(key) => write!(f, "override {key}"),
         }
     }
 }
@@ -572,7 +587,45 @@ impl ConsumerConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let (config, sources, errors, unknown_vars) = gather(yaml, env);
+        Self::resolve_for(Purpose::Consumer, yaml, env, &[])
+    }
+
+    /// [`resolve`](Self::resolve) for `purpose`, with `overrides` by setting path applied over
+    /// the environment: **file < environment < overrides**. Each override is a path, with or
+    /// without `kafka.` (`security.sasl_username`), and a value written as the setting's
+    /// `KAFKA_*` variable takes it ([`ENV_VARS`](super::ENV_VARS): every setting there can be
+    /// overridden; durations may also be written like `30s`). An unknown path or a refused
+    /// value is an error naming it. This is how the `sluicegate` CLI loads `--config FILE`, the
+    /// environment and `--set KEY=VALUE` for its commands ([`Purpose::Clients`]).
+    ///
+    /// ```
+    /// use sluicegate::config::{ConsumerConfig, Purpose, Source};
+    ///
+    /// let yaml = "kafka:\n  bootstrap_servers: kafka:9092\n  \
+    ///             security: { protocol: sasl_plaintext, sasl_mechanism: SCRAM-SHA-256 }\n";
+    /// let env = [("KAFKA_SASL_USERNAME", "from-env"), ("KAFKA_SASL_PASSWORD", "pw")];
+    /// let overrides = [("security.sasl_username".to_string(), "ops".to_string())];
+    /// // No group or topics: not needed by an admin client.
+    /// let loaded = ConsumerConfig::resolve_for(Purpose::Clients, Some(yaml), env, &overrides)
+    ///     .unwrap();
+    /// assert_eq!(loaded.config.security.sasl_username.as_deref(), Some("ops"));
+    /// assert_eq!(
+    ///     loaded.sources.of("kafka.security.sasl_username"),
+    ///     Source::Override("security.sasl_username".into())
+    /// );
+    /// assert!(ConsumerConfig::resolve_for(Purpose::Consumer, Some(yaml), env, &overrides).is_err());
+    /// ```
+    pub fn resolve_for<K, V>(
+        purpose: Purpose,
+        yaml: Option<&str>,
+        env: impl IntoIterator<Item = (K, V)>,
+        overrides: &[(String, String)],
+    ) -> Result<Loaded, ConfigErrors>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let (config, sources, errors, unknown_vars) = gather(purpose, yaml, env, overrides);
         match config {
             Some(config) if errors.is_empty() => {
                 let mut warnings = config.warnings();
@@ -598,7 +651,7 @@ impl ConsumerConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let (config, sources, mut errors, unknown_vars) = gather(yaml, env);
+        let (config, sources, mut errors, unknown_vars) = gather(Purpose::Consumer, yaml, env, &[]);
         let Some(config) = config else {
             return Report {
                 config: None,
@@ -644,8 +697,10 @@ pub struct Report {
 /// the YAML cannot be read: then the rules would only report everything as missing), and the
 /// warnings about unknown variables among `env`.
 fn gather<K, V>(
+    purpose: Purpose,
     yaml: Option<&str>,
     env: impl IntoIterator<Item = (K, V)>,
+    overrides: &[(String, String)],
 ) -> (
     Option<ConsumerConfig>,
     Sources,
@@ -670,11 +725,12 @@ where
         return (None, sources, errors, unknown_vars);
     };
     errors.extend(config.apply_env(env, &mut sources));
+    errors.extend(config.apply_overrides(overrides.iter().cloned(), &mut sources));
     let failed: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
     // Rules on settings that already failed to load would only repeat the news.
     errors.extend(
         config
-            .problems()
+            .problems_for(purpose)
             .into_iter()
             .filter(|e| !failed.contains(&e.path)),
     );

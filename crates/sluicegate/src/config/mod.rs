@@ -8,6 +8,11 @@
 //! the builder *after* [`ConsumerBuilder::config`](crate::ConsumerBuilder::config) wins over
 //! both (topics set in code are *added* to the configured ones).
 //!
+//! Tools add one more level: [`ConsumerConfig::resolve_for`] takes overrides by setting path
+//! (`security.sasl_username=bob`, the `sluicegate` CLI's `--set`), which win over the
+//! environment: **file < environment < overrides < code**. The CLI's `-X` librdkafka
+//! properties come last, on the clients it makes.
+//!
 //! # The file
 //!
 //! Everything sits under a top-level `kafka:` key. Durations are human strings (`"30s"`,
@@ -46,6 +51,7 @@
 //! whose names mark a secret, see [`is_secret_key`]) print as `[redacted]` in `Debug`,
 //! `Display` and serialized output.
 
+mod client;
 mod env;
 mod load;
 mod validate;
@@ -63,8 +69,9 @@ use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::policy::{Backoff, RetryPolicy};
 use crate::ConsumerBuilder;
 
+pub use client::ClientKind;
 pub use env::{EnvVar, ENV_VARS, OTHER_VARS};
-pub use load::{Loaded, Report, Source, Sources};
+pub use load::{Loaded, Purpose, Report, Source, Sources};
 pub(crate) use validate::instance_id_problem;
 pub use validate::{ConfigError, ConfigErrors, BROKER_SESSION_TIMEOUT};
 

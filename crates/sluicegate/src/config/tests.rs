@@ -1248,3 +1248,91 @@ fn uncomment_settings(yaml: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+fn set(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn overrides_win_over_the_environment_and_the_file() {
+    let yaml = format!(
+        "{BASE}  security: {{ protocol: sasl_plaintext, sasl_username: file, sasl_password: pw }}\n"
+    );
+    let env = [
+        ("KAFKA_SASL_USERNAME", "env"),
+        ("KAFKA_SASL_MECHANISM", "PLAIN"),
+    ];
+    let overrides = set(&[
+        ("security.sasl_username", "first"),
+        ("kafka.security.sasl_username", "set"),
+        ("session_timeout", "30s"),
+        ("commit_interval", "2500"),
+        ("bootstrap_servers", "a:1,b:2"),
+    ]);
+    let loaded =
+        ConsumerConfig::resolve_for(Purpose::Consumer, Some(&yaml), env, &overrides).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.security.sasl_username.as_deref(), Some("set"));
+    assert_eq!(c.security.sasl_mechanism, Some(SaslMechanism::Plain));
+    assert_eq!(c.session_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(c.commit_interval, Duration::from_millis(2500));
+    assert_eq!(c.bootstrap_servers, "a:1,b:2");
+    assert_eq!(
+        loaded.sources.of("kafka.security.sasl_username"),
+        Source::Override("kafka.security.sasl_username".into())
+    );
+    assert_eq!(
+        loaded.sources.of("kafka.security.sasl_mechanism"),
+        Source::Env("KAFKA_SASL_MECHANISM".into())
+    );
+    assert!(matches!(
+        loaded.sources.of("kafka.security.protocol"),
+        Source::File { .. }
+    ));
+}
+
+#[test]
+fn bad_overrides_are_errors_naming_the_key_and_value() {
+    let overrides = set(&[
+        ("security.sasl_usernme", "x"),
+        ("max_in_flight", "many"),
+        ("session_timeout", "soon"),
+    ]);
+    let errors = ConsumerConfig::resolve_for(Purpose::Consumer, Some(BASE), no_env(), &overrides)
+        .unwrap_err();
+    assert_error(
+        &errors,
+        "kafka.security.sasl_usernme",
+        "",
+        &["cannot be overridden", "security.sasl_username", "-X"],
+    );
+    assert_error(&errors, "kafka.max_in_flight", "many", &["whole number"]);
+    assert_error(
+        &errors,
+        "kafka.session_timeout",
+        "soon",
+        &["not a duration"],
+    );
+    assert_eq!(
+        errors.at("kafka.max_in_flight").next().unwrap().source,
+        Some(Source::Override("max_in_flight".into()))
+    );
+    assert_eq!(errors.0.len(), 3, "{errors}");
+}
+
+#[test]
+fn clients_need_only_the_bootstrap_servers() {
+    let yaml = "kafka:\n  bootstrap_servers: kafka:9092\n";
+    let loaded = ConsumerConfig::resolve_for(Purpose::Clients, Some(yaml), no_env(), &[]);
+    assert!(loaded.is_ok(), "{:?}", loaded.err());
+    let errors = ConsumerConfig::resolve_for(Purpose::Clients, None, no_env(), &[]).unwrap_err();
+    assert_error(&errors, "kafka.bootstrap_servers", "", &["required"]);
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    let errors =
+        ConsumerConfig::resolve_for(Purpose::Consumer, Some(yaml), no_env(), &[]).unwrap_err();
+    assert_error(&errors, "kafka.group_id", "", &["required"]);
+    assert_error(&errors, "kafka.topics", "", &["required"]);
+}

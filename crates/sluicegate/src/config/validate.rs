@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::runtime::MANAGED;
 use crate::{ConsumerBuilder, Error};
 
-use super::load::{property_path, Source};
+use super::load::{property_path, Purpose, Source};
 use super::{human, ConsumerConfig, GroupProtocol, SaslMechanism, SecurityProtocol, REDACTED};
 
 /// One problem with one setting: its path (like `kafka.retry.max_attempts`), the value given
@@ -193,6 +193,11 @@ impl ConsumerConfig {
     }
 
     pub(crate) fn problems(&self) -> Vec<ConfigError> {
+        self.problems_for(Purpose::Consumer)
+    }
+
+    /// Every rule's problems for a configuration loaded for `purpose`.
+    pub(crate) fn problems_for(&self, purpose: Purpose) -> Vec<ConfigError> {
         let mut out = Vec::new();
         let mut err = |path: &str, value: String, reason: &str| {
             out.push(ConfigError::new(path, value, reason));
@@ -217,7 +222,7 @@ impl ConsumerConfig {
                 "an empty entry: expected host:port[,host:port...]",
             );
         }
-        if self.group_id.trim().is_empty() {
+        if purpose == Purpose::Consumer && self.group_id.trim().is_empty() {
             err(
                 "kafka.group_id",
                 String::new(),
@@ -229,7 +234,7 @@ impl ConsumerConfig {
                 err("kafka.group_instance_id", id.clone(), problem);
             }
         }
-        if self.topics.is_empty() {
+        if purpose == Purpose::Consumer && self.topics.is_empty() {
             err(
                 "kafka.topics",
                 String::new(),

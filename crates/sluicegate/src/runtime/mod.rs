@@ -543,6 +543,18 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Gets OAUTHBEARER tokens from the token provider of `security` (one of
+    /// [`ConsumerConfig::client_security`](crate::config::ConsumerConfig::client_security)'s),
+    /// when it has one, as [`oauth_token_provider`](Self::oauth_token_provider) does: for a
+    /// consumer that shares the connection settings of your other clients without taking the
+    /// rest of the configuration. Without a provider, nothing changes.
+    pub fn token_provider_of(mut self, security: &crate::security::ClientSecurity) -> Self {
+        if let Some(oauth) = security.oauth() {
+            self.oauth = Some(oauth.clone());
+        }
+        self
+    }
+
     /// Checks the settings and builds the consumer around `handler`. Nothing connects yet.
     pub fn build<H: Handler>(self, handler: H) -> Result<Consumer<H>, Error> {
         self.build_work(handler, None)

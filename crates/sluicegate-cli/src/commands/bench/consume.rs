@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
+use sluicegate::config::ClientKind;
 use sluicegate::metrics::Metrics;
+use sluicegate::security::SecureContext;
 use sluicegate::{
     batch_handler_fn, handler_fn, BatchLimits, Consumer, ConsumerBuilder, ConsumerHandle,
     HandlerError, Message, Ordering,
@@ -21,6 +23,7 @@ use crate::cluster::{self, Cluster};
 use crate::meter::{now_micros, Meter};
 use crate::produce::{produce_all, produce_paced, producer_config, Amount};
 use crate::report::{print_json_line, ratio, round, thousands};
+use crate::settings::Connection;
 use crate::BenchConsumeArgs;
 
 /// How long a graceful shutdown of the runtime may take.
@@ -220,7 +223,7 @@ impl BenchReport {
 
 /// Runs `bench consume`; `Ok(false)` when a pass did not read everything.
 pub async fn consume(args: BenchConsumeArgs) -> Result<bool> {
-    let cluster = Cluster::start(args.bootstrap.clone())?;
+    let cluster = Cluster::start(&args.connect)?;
     let feed = match (args.rate, args.duration_secs) {
         (Some(rate), Some(secs)) => Feed::Live { rate, secs },
         _ => Feed::Backlog(backlog(&cluster, &args).await?),
@@ -305,9 +308,9 @@ async fn backlog(cluster: &Cluster, args: &BenchConsumeArgs) -> Result<Backlog> 
         .topic
         .clone()
         .unwrap_or_else(|| cluster::unique_name("sluicegate-bench"));
-    let bootstrap = cluster.bootstrap().to_string();
+    let connection = cluster.connection().clone();
     if args.no_fill {
-        let (b, t) = (bootstrap.clone(), topic.clone());
+        let (b, t) = (connection.clone(), topic.clone());
         let (partitions, marks) = tokio::task::spawn_blocking(move || -> Result<_> {
             let partitions = cluster::wait_for_topic(&b, &t)?;
             Ok((partitions, cluster::watermarks(&b, &t, partitions)?))
@@ -334,7 +337,7 @@ async fn backlog(cluster: &Cluster, args: &BenchConsumeArgs) -> Result<Backlog> 
     let partitions = cluster.ensure_topic(&topic, args.record.partitions).await?;
     let n = args.messages.unwrap_or(DEFAULT_MESSAGES);
     let (b, t, size, keys) = (
-        bootstrap,
+        connection,
         topic.clone(),
         args.record.size as usize,
         args.record.keys,
@@ -438,7 +441,7 @@ async fn run_pass(
     let running = match side {
         Side::Raw => {
             let (list, m, work) = (start_offsets(&topic, &starts)?, meter.clone(), args.handler);
-            let (b, config) = (cluster.bootstrap().to_string(), consumer_config.clone());
+            let (b, config) = (cluster.connection().clone(), consumer_config.clone());
             let (ready_tx, ready) = tokio::sync::oneshot::channel();
             Running::Raw {
                 thread: tokio::task::spawn_blocking(move || {
@@ -450,7 +453,7 @@ async fn run_pass(
         Side::Runtime | Side::Observed => Running::Runtime(Box::new(start_runtime(
             args,
             &consumer_config,
-            cluster.bootstrap(),
+            cluster.connection(),
             &topic,
             meter.clone(),
             side == Side::Observed,
@@ -462,7 +465,8 @@ async fn run_pass(
     // Live: write the stream now that the consumer is in place.
     let writer = live.map(|(rate, secs)| {
         meter.measure_latency_from(now_micros() / 1_000 + warm_up(secs).as_millis() as i64);
-        let mut config = producer_config(cluster.bootstrap());
+        let connection = cluster.connection().clone();
+        let mut config = producer_config(&connection);
         // Latency counts from the record's timestamp, taken when it is handed to the producer:
         // little lingering. (None at all makes nearly every record a message set of its own,
         // and the embedded broker scans a partition's message sets from the start on every
@@ -470,9 +474,14 @@ async fn run_pass(
         config.set("linger.ms", "1");
         let (t, size, keys) = (topic.clone(), args.record.size as usize, args.record.keys);
         tokio::task::spawn_blocking(move || {
-            produce_paced(&config, &t, Amount::Count(expected), Some(rate), |i| {
-                (bench_key(i, keys), bench_payload(i, size))
-            })
+            produce_paced(
+                &connection,
+                &config,
+                &t,
+                Amount::Count(expected),
+                Some(rate),
+                |i| (bench_key(i, keys), bench_payload(i, size)),
+            )
         })
     });
     let decode_errors = running.finish(&meter, timeout).await?;
@@ -549,7 +558,7 @@ impl Running {
 /// inline, as a hand-written consumer would. Stops when the meter has counted everything or at
 /// `timeout`; returns how many payloads the work could not decode.
 fn raw_pass(
-    bootstrap: &str,
+    connection: &Connection,
     overrides: &[(String, String)],
     list: TopicPartitionList,
     work: Work,
@@ -557,9 +566,8 @@ fn raw_pass(
     timeout: Duration,
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<u64> {
-    let mut config = ClientConfig::new();
+    let mut config = connection.client_config(ClientKind::Consumer);
     config
-        .set("bootstrap.servers", bootstrap)
         .set("group.id", cluster::unique_name("sluicegate-bench-raw"))
         .set("enable.auto.commit", "false")
         // The runtime's own default (see `ConsumerBuilder::set`): the baseline gets the same
@@ -568,8 +576,8 @@ fn raw_pass(
     for (key, value) in overrides {
         config.set(key, value);
     }
-    let consumer: BaseConsumer = config
-        .create()
+    let consumer: BaseConsumer<SecureContext> = config
+        .create_with_context(connection.context(&config))
         .context("cannot create the baseline consumer")?;
     consumer.assign(&list)?;
     // Connected to the leaders before a live stream starts, as the runtime is once assigned:
@@ -615,14 +623,14 @@ struct RuntimePass {
 fn start_runtime(
     args: &BenchConsumeArgs,
     overrides: &[(String, String)],
-    bootstrap: &str,
+    connection: &Connection,
     topic: &str,
     meter: Arc<Meter>,
     observed: bool,
 ) -> Result<RuntimePass> {
     let work = args.handler;
-    let mut builder: ConsumerBuilder = Consumer::builder()
-        .bootstrap_servers(bootstrap)
+    let mut builder: ConsumerBuilder = connection
+        .consumer(Consumer::builder())
         .group_id(cluster::unique_name("sluicegate-bench"))
         .topic(topic)
         .ordering(args.ordering.into())

@@ -111,7 +111,7 @@ impl ProduceReport {
 
 /// Runs `bench produce`; `Ok(false)` when some record was not delivered.
 pub async fn produce(args: BenchProduceArgs) -> Result<bool> {
-    let cluster = Cluster::start(args.bootstrap.clone())?;
+    let cluster = Cluster::start(&args.connect)?;
     let topic = args
         .topic
         .clone()
@@ -122,7 +122,8 @@ pub async fn produce(args: BenchProduceArgs) -> Result<bool> {
         (None, Some(secs)) => Amount::For(Duration::from_secs(secs)),
         (None, None) => Amount::Count(DEFAULT_MESSAGES),
     };
-    let mut config = producer_config(cluster.bootstrap());
+    let connection = cluster.connection().clone();
+    let mut config = producer_config(&connection);
     for (key, value) in &args.producer_config {
         config.set(key, value);
     }
@@ -137,7 +138,7 @@ pub async fn produce(args: BenchProduceArgs) -> Result<bool> {
     );
     let cpu_before = process_cpu_secs();
     let produced = tokio::task::spawn_blocking(move || {
-        produce_paced(&config, &t, amount, rate, |i| {
+        produce_paced(&connection, &config, &t, amount, rate, |i| {
             (bench_key(i, keys), bench_payload(i, size))
         })
     })
@@ -182,7 +183,7 @@ mod tests {
                 keys: 10,
                 partitions: 4,
             },
-            bootstrap: None,
+            connect: crate::ConnectArgs::default(),
             topic: None,
             producer_config: Vec::new(),
             json: true,

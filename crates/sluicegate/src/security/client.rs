@@ -1,0 +1,139 @@
+//! The security side of clients of your own (admin clients, producers, readers) made from a
+//! configuration: OAUTHBEARER tokens and fail-fast TLS and authentication failures, as the
+//! runtime's own clients have them.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+
+use super::{OAuth, SecurityWatch, TokenProvider};
+use crate::runtime::{generate_oauth_token, ClientErrors};
+use crate::Error;
+
+/// What a client made from a configuration needs besides its properties: the OAUTHBEARER
+/// token provider, and a watch over librdkafka's errors that keeps the first authentication or
+/// TLS failure retrying cannot fix (librdkafka itself retries them forever; the rule is the
+/// consumer's, see the [module docs](super)). Get one with
+/// [`ConsumerConfig::client_security`](crate::config::ConsumerConfig::client_security); clones
+/// share the watch.
+///
+/// Use it from your own rdkafka [`ClientContext`]: forward
+/// [`generate_oauth_token`](ClientContext::generate_oauth_token) and
+/// [`error`](ClientContext::error) to it, with `ENABLE_REFRESH_OAUTH_TOKEN = true`, and after a
+/// request failed (or while waiting) ask [`failure`](Self::failure) why. Or use
+/// [`SecureContext`], which does just that.
+#[derive(Clone)]
+pub struct ClientSecurity {
+    oauth: Option<OAuth>,
+    errors: Arc<ClientErrors>,
+}
+
+impl fmt::Debug for ClientSecurity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientSecurity")
+            .field("token_provider", &self.oauth.is_some())
+            .finish()
+    }
+}
+
+impl ClientSecurity {
+    /// The watch of a client created from `config` (its final settings: failures name its
+    /// `sasl.mechanism` and `sasl.username`, and never show its secret values), without a
+    /// token provider.
+    pub fn new(config: &ClientConfig) -> Self {
+        ClientSecurity {
+            oauth: None,
+            errors: Arc::new(ClientErrors::new(SecurityWatch::new(config))),
+        }
+    }
+
+    /// Gets OAUTHBEARER tokens from `provider`, run on the Tokio runtime current when this is
+    /// called (if any; see [`TokenProvider`]).
+    pub fn with_token_provider<P: TokenProvider>(mut self, provider: P) -> Self {
+        self.oauth = Some(OAuth::new(provider).on_current_runtime());
+        self
+    }
+
+    /// The token provider, for the runtime's builder.
+    pub(crate) fn oauth(&self) -> Option<&OAuth> {
+        self.oauth.as_ref()
+    }
+
+    /// Whether a token provider is set.
+    pub fn has_token_provider(&self) -> bool {
+        self.oauth.is_some()
+    }
+
+    /// A token from the provider, for [`ClientContext::generate_oauth_token`]; an error saying
+    /// none is set when there is no provider.
+    pub fn generate_oauth_token(
+        &self,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        generate_oauth_token(self.oauth.as_ref())
+    }
+
+    /// Looks at one error of librdkafka's error callback (for [`ClientContext::error`]): logs
+    /// it as a warning, and keeps it when it is a TLS or authentication failure.
+    pub fn observe(&self, error: KafkaError, reason: &str) {
+        self.errors.error(error, reason);
+    }
+
+    /// The first TLS or authentication failure seen ([`Error::Tls`] or
+    /// [`Error::Authentication`], naming the mechanism and user, never the password).
+    pub fn failure(&self) -> Option<Error> {
+        self.errors.security_failure().map(Error::from)
+    }
+}
+
+/// A client context with a [`ClientSecurity`], for admin clients and consumers of your own:
+/// gets OAUTHBEARER tokens from its provider and keeps TLS and authentication failures (ask
+/// [`ClientSecurity::failure`]); other client errors are logged as warnings.
+///
+/// ```no_run
+/// use rdkafka::admin::AdminClient;
+/// use sluicegate::config::{ClientKind, ConsumerConfig};
+/// use sluicegate::security::SecureContext;
+///
+/// let config = ConsumerConfig::load_from_env("sluicegate.yaml").unwrap();
+/// let client_config = config.client_config(ClientKind::Admin);
+/// let context = SecureContext::new(config.client_security(&client_config));
+/// let admin: AdminClient<SecureContext> = client_config.create_with_context(context).unwrap();
+/// # let _ = admin;
+/// ```
+#[derive(Clone, Debug)]
+pub struct SecureContext {
+    security: ClientSecurity,
+}
+
+impl SecureContext {
+    /// A context with `security`.
+    pub fn new(security: ClientSecurity) -> Self {
+        SecureContext { security }
+    }
+
+    /// Its security watch and token provider.
+    pub fn security(&self) -> &ClientSecurity {
+        &self.security
+    }
+}
+
+impl ClientContext for SecureContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.security.observe(error, reason);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.security.generate_oauth_token()
+    }
+}
+
+impl ConsumerContext for SecureContext {}
