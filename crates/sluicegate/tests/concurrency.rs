@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _};
 use common::{tp, unique, wait_status, Recorder, TestBroker};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use sluicegate::{handler_fn, offset_map, BufferLimits, Message, Ordering};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -291,17 +291,14 @@ async fn buffers_stay_within_bounds_under_a_slow_handler(broker: TestBroker) -> 
 
 /// The offset and commit metadata the broker holds for `group` on `topic`/`partition`.
 async fn committed_metadata(
-    bootstrap: &str,
+    broker: &TestBroker,
     group: &str,
     topic: &str,
     partition: i32,
 ) -> anyhow::Result<(i64, String)> {
-    let (bootstrap, group, topic) = (bootstrap.to_string(), group.to_string(), topic.to_string());
+    let (mut client, group, topic) = (broker.client(), group.to_string(), topic.to_string());
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &group)
-            .create()?;
+        let consumer: BaseConsumer = client.set("group.id", &group).create()?;
         let mut list = TopicPartitionList::new();
         list.add_partition(&topic, partition);
         let list = consumer.committed_offsets(list, Duration::from_secs(10))?;
@@ -316,16 +313,9 @@ async fn committed_metadata(
 /// Whether the broker gives back the metadata committed with an offset.
 async fn broker_keeps_commit_metadata(broker: &TestBroker, topic: &str) -> anyhow::Result<bool> {
     let group = unique("probe");
-    let (bootstrap, probe, probe_topic) = (
-        broker.bootstrap().to_string(),
-        group.clone(),
-        topic.to_string(),
-    );
+    let (mut client, probe, probe_topic) = (broker.client(), group.clone(), topic.to_string());
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &probe)
-            .create()?;
+        let consumer: BaseConsumer = client.set("group.id", &probe).create()?;
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&probe_topic, 0, Offset::Offset(0))?;
         list.find_partition(&probe_topic, 0)
@@ -335,7 +325,7 @@ async fn broker_keeps_commit_metadata(broker: &TestBroker, topic: &str) -> anyho
         Ok(())
     })
     .await??;
-    let (_, meta) = committed_metadata(broker.bootstrap(), &group, topic, 0).await?;
+    let (_, meta) = committed_metadata(&broker, &group, topic, 0).await?;
     Ok(meta == "probe")
 }
 
@@ -374,7 +364,7 @@ async fn restart_skips_work_finished_above_the_watermark(broker: TestBroker) -> 
     let finished_above: Vec<i64> = (STUCK + 1..MESSAGES as i64).collect();
     let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
-        let (next, meta) = committed_metadata(broker.bootstrap(), &group, &topic, 0).await?;
+        let (next, meta) = committed_metadata(&broker, &group, &topic, 0).await?;
         let map = offset_map::decode(next, &meta);
         if next == STUCK && (map == finished_above || !keeps_metadata) {
             break;
@@ -480,7 +470,7 @@ async fn shutdown_past_the_drain_deadline_commits_the_offset_map_of_other_keys(
     first
         .wait_for(MESSAGES as usize - held_key.len(), LIMIT)
         .await?;
-    let (next, _) = committed_metadata(broker.bootstrap(), &group, &topic, 0).await?;
+    let (next, _) = committed_metadata(&broker, &group, &topic, 0).await?;
     ensure!(next < 0, "committed {next} before the shutdown");
     let stopping = std::time::Instant::now();
     consumer.shutdown();
@@ -497,7 +487,7 @@ async fn shutdown_past_the_drain_deadline_commits_the_offset_map_of_other_keys(
     ensure!(handled == expected, "first run handled {handled:?}");
 
     // What the broker holds: the held offset, and the map of what finished above it.
-    let (next, meta) = committed_metadata(broker.bootstrap(), &group, &topic, 0).await?;
+    let (next, meta) = committed_metadata(&broker, &group, &topic, 0).await?;
     ensure!(next == HELD, "committed {next} (metadata {meta:?})");
     ensure!(
         meta.starts_with(&format!("sg1:{HELD}:")),

@@ -37,7 +37,7 @@ use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
-use rdkafka::{ClientConfig, Message as _, TopicPartitionList};
+use rdkafka::{Message as _, TopicPartitionList};
 use sluicegate::metrics::Metrics;
 use sluicegate::policy::{Backoff, RetryPolicy};
 use sluicegate::{handler_fn, BatchLimits, ConsumerHandle, HandlerError, Message, OutputRecord};
@@ -166,13 +166,10 @@ impl ReadBack {
 async fn hides_aborted_records(broker: &TestBroker) -> anyhow::Result<bool> {
     let topic = unique("txn-probe");
     broker.create_topic(&topic, 1).await?;
-    let bootstrap = broker.bootstrap().to_string();
+    let mut client = broker.client();
     let t = topic.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("transactional.id", unique("probe"))
-            .create()?;
+        let producer: BaseProducer = client.set("transactional.id", unique("probe")).create()?;
         producer.init_transactions(Duration::from_secs(10))?;
         for (payload, commit) in [("aborted", false), ("committed", true)] {
             producer.begin_transaction()?;
@@ -816,8 +813,8 @@ impl Watch {
         partitions: i32,
     ) -> anyhow::Result<Watch> {
         let client = |isolation: Isolation| {
-            ClientConfig::new()
-                .set("bootstrap.servers", broker.bootstrap())
+            broker
+                .client()
                 .set("group.id", group)
                 .set("enable.auto.commit", "false")
                 .set("isolation.level", isolation.as_str())

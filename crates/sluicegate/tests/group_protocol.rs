@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _};
 use futures::future::select_all;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::ClientConfig;
 use sluicegate::{
     batch_handler_fn, handler_fn, BatchLimits, ConsumerHandle, ConsumerStatus, GroupProtocol,
     Message, StatusWatch,
@@ -244,11 +243,9 @@ async fn describe_group(broker: &TestBroker, group: &str) -> anyhow::Result<Opti
     if broker.kind() == Kind::Embedded {
         return Ok(None); // the mock cluster has no DescribeGroups
     }
-    let (bootstrap, group) = (broker.bootstrap().to_string(), group.to_string());
+    let (config, group) = (broker.client(), group.to_string());
     tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .create()?;
+        let client: BaseConsumer = config.create()?;
         let list = client
             .fetch_group_list(Some(&group), Duration::from_secs(10))
             .context("describe the group")?;

@@ -830,3 +830,39 @@ mod msk_iam {
         Ok(())
     }
 }
+
+/// The suite can be pointed at a secured cluster of one's own (`SLUICEGATE_TEST_CONFIG` with
+/// the `KAFKA_*` environment): a harness built from a configuration file naming this Kafka's
+/// SCRAM-SHA-512 listener, with the password from the environment, creates a topic, produces,
+/// consumes to the end with a consumer of its own and reads the group's commits back, every
+/// client logging in (the listener serves nothing before a login).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_reaches_a_secured_cluster_from_a_configuration_file() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let (user, password) = user_for("SCRAM-SHA-512");
+    let yaml = format!(
+        "kafka:
+  bootstrap_servers: {}
+  security:
+    protocol: sasl_plaintext
+    sasl_mechanism: SCRAM-SHA-512
+    sasl_username: {user}
+",
+        kafka.sasl
+    );
+    let env = [("KAFKA_SASL_PASSWORD".to_string(), password.to_string())];
+    let broker = TestBroker::external(Some(&yaml), env, None)?;
+    ensure!(broker.kind() == common::Kind::External);
+    let (topic, group) = (unique("harness-sasl"), unique("harness-sasl-g"));
+    let (_, end) = broker.fill_topic(&topic, 2, 10).await?;
+    let handled = consume_to_end(broker.consumer(&group, &topic), &topic, &end, None).await?;
+    ensure!(handled == 20, "{handled} messages handled");
+    ensure!(broker.committed_offsets(&group, &topic).await? == end);
+
+    // Without the password, the configuration is refused, naming what is missing.
+    let Err(e) = TestBroker::external(Some(&yaml), [], None) else {
+        bail!("a harness without a password was built");
+    };
+    ensure!(format!("{e:#}").contains("sasl_password"), "{e:#}");
+    Ok(())
+}

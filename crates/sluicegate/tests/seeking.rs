@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, ensure};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use sluicegate::{handler_fn, BufferLimits, ConsumerHandle, Error, Message, SeekTo};
 use tokio::sync::Semaphore;
 
@@ -100,10 +99,7 @@ async fn produce_timed(
     first_ms: i64,
     step_ms: i64,
 ) -> anyhow::Result<Vec<i64>> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("linger.ms", "5")
-        .create()?;
+    let producer: FutureProducer = broker.client().set("linger.ms", "5").create()?;
     let mut offsets = Vec::new();
     for slice in (0..count)
         .collect::<Vec<_>>()

@@ -14,6 +14,11 @@
 //! - `SLUICEGATE_TEST_BOOTSTRAP=host:port[,host:port...]`: run the `kafka` tests against this
 //!   broker (a Kafka cluster of your own, Redpanda, MSK...) instead of starting Apache Kafka.
 //!   Topics and groups get unique names and are left behind.
+//! - `SLUICEGATE_TEST_CONFIG=path.yaml`: the same, with the brokers and the connection
+//!   settings (`security:`, `librdkafka:`) of a Sluicegate configuration file, and the
+//!   `KAFKA_*` environment over it (`KAFKA_SASL_PASSWORD`, ...), as the library reads them;
+//!   `SLUICEGATE_TEST_BOOTSTRAP`, when also set, names the brokers. Every client of the
+//!   harness and of the tests uses these settings (OAUTHBEARER token providers excepted).
 //! - `SLUICEGATE_KAFKA_HOME=/path`: the Apache Kafka jars (`libs/`) to start. Default:
 //!   `.tools/kafka` at the workspace root, where `scripts/install-kafka` puts them. A test that
 //!   needs Kafka fails (not skips) when it cannot start.
@@ -113,7 +118,8 @@ pub enum Kind {
     Kafka,
     /// The tansu started by this test binary.
     Tansu,
-    /// A broker given by `SLUICEGATE_TEST_BOOTSTRAP`, in place of Apache Kafka.
+    /// A cluster given by `SLUICEGATE_TEST_BOOTSTRAP` or `SLUICEGATE_TEST_CONFIG`, in place of
+    /// Apache Kafka.
     External,
 }
 
@@ -133,6 +139,9 @@ impl Kind {
 pub struct TestBroker {
     kind: Kind,
     bootstrap: String,
+    /// librdkafka properties every client of this broker needs besides the bootstrap servers
+    /// (the security settings of an external cluster).
+    settings: Vec<(String, String)>,
     // Declared before the broker it talks to, so that it is dropped first.
     producer: FutureProducer,
     embedded: Option<EmbeddedKafka>,
@@ -165,10 +174,54 @@ impl TestBroker {
     /// by this test binary (started on first use; an error if it cannot start).
     pub fn kafka() -> anyhow::Result<Self> {
         init_logs();
-        if let Some(bootstrap) = env_nonempty("SLUICEGATE_TEST_BOOTSTRAP") {
-            return Self::new(Kind::External, bootstrap, None);
+        let file = env_nonempty("SLUICEGATE_TEST_CONFIG");
+        let bootstrap = env_nonempty("SLUICEGATE_TEST_BOOTSTRAP");
+        if file.is_some() || bootstrap.is_some() {
+            let yaml = match &file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("read SLUICEGATE_TEST_CONFIG={path}"))?,
+                ),
+                None => None,
+            };
+            return Self::external(yaml.as_deref(), std::env::vars(), bootstrap);
         }
         Self::started_kafka()
+    }
+
+    /// A cluster of one's own, as a configuration file (`yaml`) and the `KAFKA_*` environment
+    /// (`env`) describe it, the library's way; `bootstrap`, if given, names its brokers.
+    pub fn external(
+        yaml: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+        bootstrap: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let overrides: Vec<(String, String)> = bootstrap
+            .map(|b| ("bootstrap_servers".to_string(), b))
+            .into_iter()
+            .collect();
+        let loaded = sluicegate::config::ConsumerConfig::resolve_for(
+            sluicegate::config::Purpose::Clients,
+            yaml,
+            env,
+            &overrides,
+        )
+        .map_err(|e| anyhow!("the external cluster's configuration: {e}"))?;
+        let client = loaded
+            .config
+            .client_config(sluicegate::config::ClientKind::Admin);
+        let mut settings = Vec::new();
+        let mut brokers = None;
+        // (`config_map` shows secrets as placeholders; `get` gives the values.)
+        for key in client.config_map().into_keys() {
+            let value = client.get(key).unwrap_or_default();
+            match key {
+                "bootstrap.servers" => brokers = Some(value.to_string()),
+                _ => settings.push((key.to_string(), value.to_string())),
+            }
+        }
+        let brokers = brokers.context("the external cluster's configuration names no brokers")?;
+        Self::with_settings(Kind::External, brokers, settings, None)
     }
 
     /// The Apache Kafka shared by this test binary (its PLAINTEXT listener), even when
@@ -217,15 +270,28 @@ impl TestBroker {
     }
 
     fn new(kind: Kind, bootstrap: String, embedded: Option<EmbeddedKafka>) -> anyhow::Result<Self> {
-        let producer = ClientConfig::new()
+        Self::with_settings(kind, bootstrap, Vec::new(), embedded)
+    }
+
+    fn with_settings(
+        kind: Kind,
+        bootstrap: String,
+        settings: Vec<(String, String)>,
+        embedded: Option<EmbeddedKafka>,
+    ) -> anyhow::Result<Self> {
+        let mut producer = ClientConfig::new();
+        producer
             .set("bootstrap.servers", &bootstrap)
             .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
-            .create()
-            .context("create the test producer")?;
+            .set("message.timeout.ms", "30000");
+        for (key, value) in &settings {
+            producer.set(key, value);
+        }
+        let producer = producer.create().context("create the test producer")?;
         Ok(TestBroker {
             kind,
             bootstrap,
+            settings,
             producer,
             embedded,
         })
@@ -241,12 +307,29 @@ impl TestBroker {
 
     /// A consumer builder for this broker with settings that keep group joins short.
     pub fn consumer(&self, group: &str, topic: &str) -> ConsumerBuilder {
-        sluicegate::Consumer::builder()
-            .bootstrap_servers(&self.bootstrap)
+        self.builder()
             .group_id(group)
             .topic(topic)
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "500")
+    }
+
+    /// A consumer builder that reaches this broker (its address and settings), nothing else.
+    pub fn builder(&self) -> ConsumerBuilder {
+        let builder = sluicegate::Consumer::builder().bootstrap_servers(&self.bootstrap);
+        self.settings
+            .iter()
+            .fold(builder, |b, (key, value)| b.set(key, value))
+    }
+
+    /// Client settings that reach this broker: its address and settings.
+    pub fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        for (key, value) in &self.settings {
+            config.set(key, value);
+        }
+        config
     }
 
     /// A consumer builder for this broker with the group protocol `protocol`: with the classic
@@ -262,10 +345,7 @@ impl TestBroker {
     ) -> ConsumerBuilder {
         match protocol {
             sluicegate::GroupProtocol::Classic => self.consumer(group, topic),
-            sluicegate::GroupProtocol::Consumer => sluicegate::Consumer::builder()
-                .bootstrap_servers(&self.bootstrap)
-                .group_id(group)
-                .topic(topic),
+            sluicegate::GroupProtocol::Consumer => self.builder().group_id(group).topic(topic),
         }
         .group_protocol(protocol)
     }
@@ -278,7 +358,7 @@ impl TestBroker {
                 .create_topic(name, partitions)
                 .with_context(|| format!("create topic {name}"))?,
             None => {
-                let admin: AdminClient<DefaultClientContext> = self.config().create()?;
+                let admin: AdminClient<DefaultClientContext> = self.client().create()?;
                 // tansu and the test Kafka have one broker; elsewhere let the broker pick its
                 // default replication.
                 let replication = match self.kind {
@@ -296,7 +376,7 @@ impl TestBroker {
                 }
             }
         }
-        let config = self.config();
+        let config = self.client();
         let name = name.to_string();
         blocking(move || {
             let client: BaseConsumer = config.create()?;
@@ -462,7 +542,7 @@ impl TestBroker {
         group: &str,
         topic: &str,
     ) -> anyhow::Result<BTreeMap<i32, i64>> {
-        let mut config = self.config();
+        let mut config = self.client();
         config
             .set("group.id", group)
             .set("enable.auto.commit", "false");
@@ -535,7 +615,7 @@ impl TestBroker {
 
     /// The high watermark (log end offset, as the broker reports it) of each partition.
     pub async fn high_watermarks(&self, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
-        let config = self.config();
+        let config = self.client();
         let topic = topic.to_string();
         blocking(move || {
             let client: BaseConsumer = config.create()?;
@@ -565,7 +645,7 @@ impl TestBroker {
         n: usize,
         limit: Duration,
     ) -> anyhow::Result<Vec<OwnedMessage>> {
-        let mut config = self.config();
+        let mut config = self.client();
         config
             .set("group.id", unique("reader"))
             .set("enable.auto.commit", "false")
@@ -610,7 +690,7 @@ impl TestBroker {
         isolation: Isolation,
         limit: Duration,
     ) -> anyhow::Result<Vec<OwnedMessage>> {
-        let mut config = self.config();
+        let mut config = self.client();
         config
             .set("group.id", unique("reader"))
             .set("enable.auto.commit", "false")
@@ -649,12 +729,6 @@ impl TestBroker {
             Ok(records)
         })
         .await
-    }
-
-    fn config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.bootstrap);
-        config
     }
 }
 
