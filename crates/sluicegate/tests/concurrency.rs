@@ -325,7 +325,7 @@ async fn broker_keeps_commit_metadata(broker: &TestBroker, topic: &str) -> anyho
         Ok(())
     })
     .await??;
-    let (_, meta) = committed_metadata(&broker, &group, topic, 0).await?;
+    let (_, meta) = committed_metadata(broker, &group, topic, 0).await?;
     Ok(meta == "probe")
 }
 
