@@ -53,6 +53,10 @@ use worker::Worker;
 /// How long a static assignment waits for the topics' partitions.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The `group.id` librdkafka is given for a reader from the beginning, which joins no group
+/// and commits nothing (librdkafka refuses to `assign` without one).
+const READER_GROUP_ID: &str = "sluicegate-reader";
+
 /// Settings the runtime manages itself; overriding them would break its guarantees.
 pub(crate) const MANAGED: &[&str] = &[
     "enable.auto.commit",
@@ -659,9 +663,9 @@ impl ConsumerBuilder {
             .set("fetch.error.backoff.ms", "100")
             // The log ends behind the lag figures come from librdkafka's statistics.
             .set("statistics.interval.ms", "5000");
-        if let Some(group) = &group {
-            client.set("group.id", group);
-        }
+        // librdkafka's `assign` needs a group id even where no group is joined: a reader gets
+        // one it never joins and never commits to.
+        client.set("group.id", group.as_deref().unwrap_or(READER_GROUP_ID));
         if self.exactly_once.is_some() {
             // Outputs of aborted transactions (and of open ones) stay invisible upstream too.
             client.set("isolation.level", "read_committed");

@@ -462,13 +462,13 @@ impl StatusPublisher {
 
     /// A reader's progress towards the log ends seen at start.
     pub fn catch_up(&self, catch_up: CatchUp) {
-        let remaining = catch_up.remaining();
+        // The gauge first, so that whoever the status change wakes reads it as new.
+        if let Some(m) = &self.metrics {
+            m.catch_up_remaining(catch_up.remaining());
+        }
         let changed = self
             .status
             .send_if_modified(|s| std::mem::replace(&mut s.catch_up, catch_up.clone()) != catch_up);
-        if let Some(m) = &self.metrics {
-            m.catch_up_remaining(remaining);
-        }
         if changed {
             self.publish_readiness();
         }
