@@ -166,7 +166,7 @@ fn updates(keys: usize, round: usize) -> Records {
     (0..keys)
         .map(|k| {
             let key = format!("key-{k:02}");
-            let value = ((k + round) % 5 != 0).then(|| format!("{key}@{round}"));
+            let value = (!(k + round).is_multiple_of(5)).then(|| format!("{key}@{round}"));
             (key, value)
         })
         .collect()

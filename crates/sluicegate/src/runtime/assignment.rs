@@ -203,7 +203,7 @@ impl Assignment {
         };
         let needs_position = targets.behind().any(|(tp, end)| {
             let seen = seen_here(tp);
-            seen.unfinished == 0 && !seen.watermark.is_some_and(|w| w >= end)
+            seen.unfinished == 0 && seen.watermark.is_none_or(|w| w < end)
         });
         let positions = if needs_position {
             match consumer.position() {
