@@ -133,6 +133,10 @@ mod tests {
             ("auto_offset_reset", config.auto_offset_reset.to_string()),
             ("group_protocol", config.group_protocol.to_string()),
             ("static_assignment", config.static_assignment.to_string()),
+            (
+                "read_from_beginning",
+                config.read_from_beginning.to_string(),
+            ),
             ("metrics_addr", "none: no endpoint".into()),
             (
                 "CircuitBreaker",

@@ -31,6 +31,13 @@ pub enum Error {
     /// The consumer was dropped while something waited on its status.
     #[error("the consumer is gone")]
     ConsumerGone,
+    /// [`caught_up`](crate::ConsumerHandle::caught_up) was awaited on a consumer that does not
+    /// read from the beginning, so has no log ends to catch up with.
+    #[error(
+        "catching up is tracked only for consumers that read from the beginning \
+         (ConsumerBuilder::read_from_beginning, `read_from_beginning: true`)"
+    )]
+    CatchUpUntracked,
     /// A runtime thread could not be started.
     #[error("cannot start a runtime thread: {0}")]
     Thread(String),

@@ -6,7 +6,10 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::policy::CircuitState;
-use crate::ConsumerStatus;
+use crate::{CatchUp, ConsumerStatus};
+
+/// How many partitions still catching up the readiness detail names; the rest are counted.
+const CATCH_UP_NAMED: usize = 5;
 
 /// The poll loop counts as stuck when it has not turned for this long. Its longest legitimate
 /// waits (draining revoked partitions, a final commit) are bounded by the drain timeout, 10 s
@@ -21,8 +24,10 @@ pub const LIVENESS_STALL: Duration = Duration::from_secs(60);
 /// not live should be restarted.
 ///
 /// *Ready*: live, in its group (it owns partitions, or the group gave it none and is stable),
-/// a broker is reachable, the circuit breaker is not open, and no partition is stopped at a
-/// record the handler gave up on (see [`StuckPartition`](crate::StuckPartition)). A consumer
+/// a broker is reachable, the circuit breaker is not open, no partition is stopped at a
+/// record the handler gave up on (see [`StuckPartition`](crate::StuckPartition)), and, for a
+/// reader from the beginning, every partition is handled up to the log end seen at start
+/// (see [`CatchUp`]; the `catch_up` check, present only for such readers). A consumer
 /// that is not ready is working on it (rebalancing, reconnecting, cooling down) or needs an
 /// operator (a stuck partition); traffic routing and alerts use it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -38,7 +43,8 @@ pub struct Health {
 /// One health check's verdict.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Check {
-    /// `poll_loop`, `group`, `brokers`, `circuit_breaker` or `stuck_partitions`.
+    /// `poll_loop`, `group`, `brokers`, `circuit_breaker`, `stuck_partitions` or (readers
+    /// from the beginning only) `catch_up`.
     pub name: &'static str,
     /// Whether it passes.
     pub ok: bool,
@@ -117,7 +123,10 @@ impl Health {
             )
         };
         let live = poll_loop.ok;
-        let checks = vec![poll_loop, group, brokers, circuit, stuck];
+        let mut checks = vec![poll_loop, group, brokers, circuit, stuck];
+        if let Some(catch_up) = catch_up_check(&status.catch_up) {
+            checks.push(catch_up);
+        }
         Health {
             live,
             ready: checks.iter().all(|c| c.ok),
@@ -134,6 +143,43 @@ impl Health {
             .collect::<Vec<_>>()
             .join("; ")
     }
+}
+
+/// The `catch_up` check of a reader from the beginning: how far it still is from the log ends
+/// it saw at start.
+fn catch_up_check(catch_up: &CatchUp) -> Option<Check> {
+    Some(match catch_up {
+        CatchUp::Untracked => return None,
+        CatchUp::CaughtUp => Check::pass(
+            "catch_up",
+            "caught up: every partition handled up to the log end seen at start".into(),
+        ),
+        CatchUp::CatchingUp(behind) if behind.is_empty() => Check::fail(
+            "catch_up",
+            "catching up: looking up the log ends to read up to".into(),
+        ),
+        CatchUp::CatchingUp(behind) => {
+            let mut each: Vec<String> = behind
+                .iter()
+                .take(CATCH_UP_NAMED)
+                .map(|(tp, p)| format!("{tp} {p}"))
+                .collect();
+            if behind.len() > CATCH_UP_NAMED {
+                each.push(format!("{} more", behind.len() - CATCH_UP_NAMED));
+            }
+            let s = if behind.len() == 1 { "" } else { "s" };
+            Check::fail(
+                "catch_up",
+                format!(
+                    "catching up: {} partition{s} not yet handled up to the log end seen at \
+                     start, at most {} offsets to go ({})",
+                    behind.len(),
+                    catch_up.remaining(),
+                    each.join(", ")
+                ),
+            )
+        }
+    })
 }
 
 impl Check {
@@ -223,6 +269,51 @@ mod tests {
             reasons.contains("configure a dead-letter topic"),
             "{reasons}"
         );
+    }
+
+    #[test]
+    fn a_reader_is_unready_until_caught_up_and_says_how_far_it_is() {
+        use crate::Progress;
+        let mut s = running();
+        assert!(
+            judge(&s, Some(Duration::ZERO))
+                .checks
+                .iter()
+                .all(|c| c.name != "catch_up"),
+            "other consumers have no catch_up check"
+        );
+        s.catch_up = CatchUp::CatchingUp(Default::default());
+        let h = judge(&s, Some(Duration::ZERO));
+        assert!(!h.ready, "{h:?}");
+        assert_eq!(
+            h.reasons(),
+            "catch_up: catching up: looking up the log ends to read up to"
+        );
+        let behind = (0..7)
+            .map(|p| {
+                (
+                    TopicPartition::new("prices", p),
+                    Progress {
+                        position: 10,
+                        end: 110,
+                    },
+                )
+            })
+            .collect();
+        s.catch_up = CatchUp::CatchingUp(behind);
+        let h = judge(&s, Some(Duration::ZERO));
+        assert!(!h.ready, "{h:?}");
+        assert_eq!(
+            h.reasons(),
+            "catch_up: catching up: 7 partitions not yet handled up to the log end seen at \
+             start, at most 700 offsets to go (prices/0 at offset 10 of 110, prices/1 at offset \
+             10 of 110, prices/2 at offset 10 of 110, prices/3 at offset 10 of 110, prices/4 at \
+             offset 10 of 110, 2 more)"
+        );
+        s.catch_up = CatchUp::CaughtUp;
+        let h = judge(&s, Some(Duration::ZERO));
+        assert!(h.ready, "{h:?}");
+        assert!(h.checks.iter().any(|c| c.name == "catch_up" && c.ok));
     }
 
     #[test]

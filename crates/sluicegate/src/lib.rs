@@ -70,6 +70,6 @@ pub use message::{DecodeError, Header, Message};
 pub use offsets::{offset_map, OffsetTracker};
 pub use output::{Delivered, Output, OutputRecord};
 pub use runtime::{
-    Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, SeekTo, StatusWatch, StuckPartition,
-    TopicPartition,
+    CatchUp, Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, Progress, SeekTo,
+    StatusWatch, StuckPartition, TopicPartition,
 };

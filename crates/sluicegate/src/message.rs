@@ -150,6 +150,22 @@ impl Message {
         r.has_payload.then(|| &r.data[r.key_len..])
     }
 
+    /// Whether the record has no value: a *tombstone*, which on a compacted topic deletes its
+    /// key. Tombstones are handed to handlers like any record; [`json`](Self::json) and
+    /// [`text`](Self::text) refuse them with a [`DecodeError`] that says so.
+    ///
+    /// ```
+    /// use sluicegate::Message;
+    ///
+    /// let deleted = Message::new("prices", 0, 7, Some(b"apple".to_vec()), None);
+    /// assert!(deleted.is_tombstone() && deleted.payload().is_none());
+    /// let empty = Message::new("prices", 0, 8, Some(b"pear".to_vec()), Some(Vec::new()));
+    /// assert!(!empty.is_tombstone(), "an empty value is a value");
+    /// ```
+    pub fn is_tombstone(&self) -> bool {
+        !self.0.has_payload
+    }
+
     /// Decodes the record value as JSON into `T`. A null value (a tombstone) reads as JSON
     /// `null`, so `Option<T>` and [`serde_json::Value`] accept it and other types refuse it.
     ///

@@ -79,6 +79,7 @@ macro_rules! var {
 /// | `KAFKA_GROUP_INSTANCE_ID` | `kafka.group_instance_id` | instance id (static membership) |
 /// | `KAFKA_TOPIC` | `kafka.topics` | one topic |
 /// | `KAFKA_TOPICS` | `kafka.topics` | comma-separated topics (wins over `KAFKA_TOPIC`) |
+/// | `KAFKA_READ_FROM_BEGINNING` | `kafka.read_from_beginning` | `true`/`false` |
 /// | `KAFKA_AUTO_OFFSET_RESET` | `kafka.auto_offset_reset` | `earliest`, `latest`, `error` |
 /// | `KAFKA_ORDERING` | `kafka.ordering` | `partition`, `key`, `unordered` |
 /// | `KAFKA_MAX_IN_FLIGHT` | `kafka.max_in_flight` | number |
@@ -136,6 +137,12 @@ pub const ENV_VARS: &[EnvVar] = &[
     var!("KAFKA_TOPICS", "kafka.topics", "topic,topic", |c, v| c
         .topics =
         list(v)),
+    var!(
+        "KAFKA_READ_FROM_BEGINNING",
+        "kafka.read_from_beginning",
+        "true|false",
+        |c, v| c.read_from_beginning = boolean(v)?
+    ),
     var!(
         "KAFKA_AUTO_OFFSET_RESET",
         "kafka.auto_offset_reset",

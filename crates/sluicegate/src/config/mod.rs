@@ -471,7 +471,8 @@ mod servers {
 
 /// A consumer's whole configuration: what the seeds' `kafka:` sections hold. Every field has
 /// a default (that of [`ConsumerBuilder`](crate::ConsumerBuilder), or librdkafka's where the
-/// field is `None`), except the three required ones: `bootstrap_servers`, `group_id`, `topics`.
+/// field is `None`), except the three required ones: `bootstrap_servers`, `group_id` (none with
+/// `read_from_beginning`), `topics`.
 ///
 /// See the [module documentation](self) for the file format and precedence, and
 /// [`ENV_VARS`] for the environment.
@@ -493,6 +494,10 @@ pub struct ConsumerConfig {
     /// Read every partition of the topics directly instead of joining the group (see
     /// [`ConsumerBuilder::static_assignment`]); `false` by default.
     pub static_assignment: bool,
+    /// Read every partition from its beginning at every start, without a group and without
+    /// commits, and report when the log ends seen at start are reached (see
+    /// [`ConsumerBuilder::read_from_beginning`]); `false` by default. No `group_id` then.
+    pub read_from_beginning: bool,
     /// Where a new group starts (`earliest` by default).
     pub auto_offset_reset: OffsetReset,
     /// How messages of a partition may run in parallel (`partition`, `key`, `unordered`).
@@ -552,6 +557,7 @@ impl Default for ConsumerConfig {
             group_instance_id: None,
             topics: Vec::new(),
             static_assignment: false,
+            read_from_beginning: false,
             auto_offset_reset: OffsetReset::Earliest,
             ordering: Ordering::Partition,
             max_in_flight: crate::defaults::MAX_IN_FLIGHT,
@@ -839,7 +845,9 @@ impl ConsumerConfig {
             .map(|(k, _, v)| (k.to_string(), v))
             .collect();
         out.insert("bootstrap.servers".into(), self.bootstrap_servers.clone());
-        out.insert("group.id".into(), self.group_id.clone());
+        if !self.read_from_beginning {
+            out.insert("group.id".into(), self.group_id.clone());
+        }
         for (k, v) in &self.librdkafka.0 {
             out.insert(k.clone(), v.clone());
         }
@@ -912,6 +920,9 @@ impl ConsumerConfig {
         }
         if self.static_assignment {
             b = b.static_assignment();
+        }
+        if self.read_from_beginning {
+            b = b.read_from_beginning();
         }
         if let Some(t) = self.processing_timeout {
             b = b.handler_timeout(t);

@@ -288,6 +288,75 @@ fn required_settings_are_named() {
 }
 
 #[test]
+fn a_reader_from_the_beginning_has_no_group() {
+    let reader =
+        "kafka:\n  bootstrap_servers: k:9092\n  topics: [prices]\n  read_from_beginning: true\n";
+    let c = ConsumerConfig::load_str(reader, no_env()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.read_from_beginning);
+    assert!(!c.client_properties().contains_key("group.id"));
+    c.check_client().unwrap_or_else(|e| panic!("{e}"));
+    // The builder it makes builds without a group id.
+    ConsumerBuilder::from_config(&c)
+        .build(crate::handler_fn(|_: crate::Message| async { Ok(()) }))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // From the environment, over a file with a group: the group is refused, by name.
+    let errors = errors_of(BASE, &[("KAFKA_READ_FROM_BEGINNING", "true")]);
+    assert_error(
+        &errors,
+        "kafka.group_id",
+        "billing",
+        &["not used with kafka.read_from_beginning", "KAFKA_GROUP_ID"],
+    );
+    let errors = errors_of(&format!("{reader}  static_assignment: true\n"), &[]);
+    assert_error(
+        &errors,
+        "kafka.static_assignment",
+        "true",
+        &["not with kafka.read_from_beginning"],
+    );
+    let errors = errors_of(BASE, &[("KAFKA_READ_FROM_BEGINNING", "maybe")]);
+    assert_error(
+        &errors,
+        "kafka.read_from_beginning",
+        "maybe",
+        &["true or false"],
+    );
+    // `false` from the environment turns a file's reader back into a group member.
+    let c = ConsumerConfig::load_str(
+        reader,
+        [
+            ("KAFKA_READ_FROM_BEGINNING", "false"),
+            ("KAFKA_GROUP_ID", "g"),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.read_from_beginning);
+
+    // The builder refuses the same, for code that sets it there.
+    let build = |b: ConsumerBuilder| {
+        b.bootstrap_servers("k:9092")
+            .topic("prices")
+            .read_from_beginning()
+            .build(crate::handler_fn(|_: crate::Message| async { Ok(()) }))
+            .err()
+            .map(|e| e.to_string())
+    };
+    assert_eq!(build(ConsumerBuilder::default()), None);
+    let refused = build(ConsumerBuilder::default().group_id("g")).unwrap_or_default();
+    assert!(
+        refused.starts_with(
+            "invalid configuration `group_id` = `g`: not used with read_from_beginning"
+        ),
+        "{refused}"
+    );
+    let refused = build(ConsumerBuilder::default().static_assignment()).unwrap_or_default();
+    assert!(refused.contains("`static_assignment`"), "{refused}");
+    let refused = build(ConsumerBuilder::default().exactly_once("t")).unwrap_or_default();
+    assert!(refused.contains("`exactly_once` = `t`"), "{refused}");
+}
+
+#[test]
 fn single_setting_rules() {
     let yaml =
         "kafka:\n  bootstrap_servers: k:9092\n  group_id: g\n  topics: [orders, 'bad topic', orders]\n  retry: { multiplier: 0.5, jitter: 2 }\n  \

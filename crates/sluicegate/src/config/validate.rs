@@ -222,11 +222,32 @@ impl ConsumerConfig {
                 "an empty entry: expected host:port[,host:port...]",
             );
         }
-        if purpose == Purpose::Consumer && self.group_id.trim().is_empty() {
+        if self.read_from_beginning {
+            // A reader from the beginning has no group and commits nothing.
+            if !self.group_id.trim().is_empty() {
+                err(
+                    "kafka.group_id",
+                    self.group_id.clone(),
+                    "not used with kafka.read_from_beginning, which reads every partition \
+                     without a group and commits nothing: remove it (and KAFKA_GROUP_ID / \
+                     KAFKA_CONSUMER_GROUP), or set read_from_beginning to false",
+                );
+            }
+            if self.static_assignment {
+                err(
+                    "kafka.static_assignment",
+                    "true".into(),
+                    "not with kafka.read_from_beginning: a static assignment resumes from a \
+                     group's commits, a reader from the beginning starts over at every start; \
+                     choose one",
+                );
+            }
+        } else if purpose == Purpose::Consumer && self.group_id.trim().is_empty() {
             err(
                 "kafka.group_id",
                 String::new(),
-                "required: the consumer group (or KAFKA_GROUP_ID / KAFKA_CONSUMER_GROUP)",
+                "required: the consumer group (or KAFKA_GROUP_ID / KAFKA_CONSUMER_GROUP), unless \
+                 kafka.read_from_beginning is true",
             );
         }
         if let Some(id) = &self.group_instance_id {
@@ -599,7 +620,7 @@ impl ConsumerConfig {
         if self.bootstrap_servers.trim().is_empty() {
             builder = builder.bootstrap_servers("localhost:9092");
         }
-        if self.group_id.trim().is_empty() {
+        if self.group_id.trim().is_empty() && !self.read_from_beginning {
             builder = builder.group_id("sluicegate-config-check");
         }
         let derived = self.derived();

@@ -27,6 +27,7 @@
 //! | `sluicegate_client_restarts_total` | counter | group | Kafka clients re-created |
 //! | `sluicegate_transactions_total` | counter | group, result | exactly-once transactions, `committed` or `aborted` |
 //! | `sluicegate_ready` | gauge | group | 1 while `/health/ready` says ready |
+//! | `sluicegate_catch_up_remaining` | gauge | group | a reader from the beginning: offsets between its handled positions and the log ends seen at start, 0 once caught up ([`CatchUp`](crate::CatchUp)); absent for other consumers |
 //! | `sluicegate_last_poll_timestamp_seconds` | gauge | group | Unix time of the poll loop's last turn |
 //!
 //! Per-message figures are counted on the paths the messages take; the buffer, pause, lag and
@@ -245,6 +246,7 @@ struct Families {
     client_restarts: Family<GroupLabels, Counter>,
     transactions: Family<ResultLabels, Counter>,
     ready: Family<GroupLabels, Gauge>,
+    catch_up_remaining: Family<GroupLabels, Gauge>,
     last_poll: Family<GroupLabels, Gauge<f64, AtomicU64>>,
 }
 
@@ -354,6 +356,12 @@ impl Families {
             "ready",
             "1 while the consumer is ready (see /health/ready)",
             f.ready.clone(),
+        );
+        r.register(
+            "catch_up_remaining",
+            "Offsets a reader from the beginning has still to handle up to the log ends seen at \
+             start; 0 once caught up",
+            f.catch_up_remaining.clone(),
         );
         r.register(
             "last_poll_timestamp_seconds",
@@ -586,6 +594,13 @@ impl ConsumerMetrics {
             .set(i64::from(ready));
     }
 
+    pub fn catch_up_remaining(&self, offsets: i64) {
+        self.families
+            .catch_up_remaining
+            .get_or_create(&self.group())
+            .set(offsets);
+    }
+
     pub fn last_poll(&self, at: SystemTime) {
         let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default();
         self.families
@@ -648,6 +663,7 @@ mod tests {
         c.transaction(true);
         c.circuit(CircuitState::Closed);
         c.last_poll(SystemTime::now());
+        c.catch_up_remaining(0);
         c.commit(true, Duration::ZERO);
         let text = metrics.encode();
         let exported: std::collections::BTreeSet<&str> = text

@@ -23,6 +23,7 @@ use crate::metrics::TopicMetrics;
 use crate::policy::{Breaker, CircuitState};
 use crate::{offset_map, Error, Message, OffsetTracker};
 
+use super::catch_up::{CatchUp, Seen, Targets};
 use super::committer::CommitRequest;
 use super::event::{Event, Left, Outcome, Slot};
 use super::seek::{self, SeekTo};
@@ -127,6 +128,10 @@ pub(crate) struct Assignment {
     next_commit_id: u64,
     /// Set on abort: revoked partitions are dropped without waiting or committing.
     aborted: bool,
+    /// Offsets are committed (cleared for a reader from the beginning, which has no group).
+    commits_enabled: bool,
+    /// A reader from the beginning not yet caught up: the log ends it reads up to.
+    catch_up: Option<Targets>,
 }
 
 impl Assignment {
@@ -157,7 +162,91 @@ impl Assignment {
             commit_in_flight: None,
             next_commit_id: 0,
             aborted: false,
+            commits_enabled: true,
+            catch_up: None,
         }
+    }
+
+    /// Commits nothing and reads no committed offset maps: a reader from the beginning, with
+    /// no group. Call it before any partition is taken.
+    pub fn without_commits(&mut self) {
+        self.commits_enabled = false;
+    }
+
+    /// Starts tracking whether every partition in `targets` is handled up to its log end (see
+    /// [`CatchUp`]).
+    pub fn catch_up(&mut self, targets: Targets) {
+        self.catch_up = Some(targets);
+        self.publish_catch_up();
+    }
+
+    /// Drops from the catch-up targets the partitions handled up to their log ends, and
+    /// reports it once every one is. Cheap when nothing is tracked; while catching up it asks
+    /// librdkafka for positions only when a partition has nothing unfinished and its watermark
+    /// alone does not settle it (see [`catch_up::caught_up`](super::catch_up::caught_up)).
+    pub fn check_catch_up<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let Some(mut targets) = self.catch_up.take() else {
+            return;
+        };
+        let seen_here = |tp: &TopicPartition| -> Seen {
+            let Some(p) = self
+                .slot_of(&tp.topic, tp.partition)
+                .and_then(|i| self.slots[i].as_ref())
+            else {
+                return Seen::default();
+            };
+            Seen {
+                watermark: p.offsets.watermark(),
+                unfinished: p.offsets.unfinished(),
+                position: None,
+            }
+        };
+        let needs_position = targets.behind().any(|(tp, end)| {
+            let seen = seen_here(tp);
+            seen.unfinished == 0 && seen.watermark.is_none_or(|w| w < end)
+        });
+        let positions = if needs_position {
+            match consumer.position() {
+                Ok(list) => read_list(&list)
+                    .into_iter()
+                    .map(|e| (TopicPartition::new(e.topic, e.partition), e.next))
+                    .collect(),
+                Err(e) => {
+                    debug!(error = %e, "no positions to judge the catch-up by");
+                    BTreeMap::new()
+                }
+            }
+        } else {
+            BTreeMap::new()
+        };
+        let changed = targets.update(|tp| Seen {
+            position: positions.get(tp).copied(),
+            ..seen_here(tp)
+        });
+        self.catch_up = Some(targets);
+        if changed {
+            self.publish_catch_up();
+        }
+    }
+
+    /// Publishes the catch-up progress; once every partition is caught up, says so and stops
+    /// tracking.
+    fn publish_catch_up(&mut self) {
+        let Some(targets) = &self.catch_up else {
+            return;
+        };
+        if targets.is_done() {
+            self.catch_up = None;
+            info!("caught up: every partition handled up to the log end seen at start");
+            self.status.catch_up(CatchUp::CaughtUp);
+            return;
+        }
+        let progress = targets.progress(|tp| {
+            self.slot_of(&tp.topic, tp.partition)
+                .and_then(|i| self.slots[i].as_ref())
+                .and_then(|p| p.offsets.watermark())
+        });
+        self.status.catch_up(CatchUp::CatchingUp(progress));
     }
 
     /// Takes ownership of partitions the group assigned and starts their lanes.
@@ -196,8 +285,12 @@ impl Assignment {
         // A commit in flight may carry the old position: let it land first.
         let deadline = Instant::now() + self.routing.drain_timeout;
         while self.commit_in_flight.is_some() && self.wait_event(deadline) {}
-        let entry = seek::move_to(consumer, tp, offset)?;
-        self.status.committed(std::slice::from_ref(&entry));
+        if self.commits_enabled {
+            let entry = seek::move_to(consumer, tp, offset)?;
+            self.status.committed(std::slice::from_ref(&entry));
+        } else {
+            seek::seek_only(consumer, tp, offset)?;
+        }
         self.take(
             consumer,
             &partitions([(tp.topic.as_str(), tp.partition)]),
@@ -263,6 +356,7 @@ impl Assignment {
         }
         // After a seek the old position's offset map no longer applies.
         if how != Taken::AfterSeek
+            && self.commits_enabled
             && self.routing.ordering != Ordering::Partition
             && !added.is_empty()
         {
@@ -585,7 +679,7 @@ impl Assignment {
     /// Asks the committer to commit the watermark of every partition (or of `only`) that
     /// moved since its last request. Does nothing while an earlier request is in flight.
     pub fn request_commit(&mut self, only: Option<&[usize]>) -> Option<u64> {
-        if self.aborted || self.commit_in_flight.is_some() {
+        if self.aborted || !self.commits_enabled || self.commit_in_flight.is_some() {
             return None;
         }
         let mut offsets = Vec::new();
@@ -762,12 +856,18 @@ impl Assignment {
         }
     }
 
-    /// Publishes buffer, pause and lag figures to the status. A partition the group never
-    /// committed lags by its whole log.
-    pub fn publish_figures(&self) {
+    /// Publishes buffer, pause, lag and catch-up figures to the status. A partition the group
+    /// never committed lags by its whole log; a reader without a group lags from what it has
+    /// handled.
+    pub fn publish_figures(&mut self) {
+        self.publish_catch_up();
         let mut lag = BTreeMap::new();
         for p in self.slots.iter().flatten() {
-            if let (Some(end), Some(committed)) = (p.log_end, p.committed.or(p.log_start)) {
+            let done = match self.commits_enabled {
+                true => p.committed,
+                false => p.offsets.watermark(),
+            };
+            if let (Some(end), Some(committed)) = (p.log_end, done.or(p.log_start)) {
                 lag.insert(p.tp.clone(), (end - committed).max(0));
             }
         }

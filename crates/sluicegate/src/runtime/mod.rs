@@ -4,6 +4,7 @@
 //! messages to lanes (Tokio tasks, see `worker`) and commits what the offset trackers allow.
 
 mod assignment;
+mod catch_up;
 mod committer;
 mod context;
 mod event;
@@ -14,6 +15,7 @@ mod status;
 mod transactional;
 mod worker;
 
+pub use catch_up::{CatchUp, Progress};
 pub(crate) use context::{generate_oauth_token, ClientErrors};
 pub(crate) use event::Outcome;
 pub use seek::SeekTo;
@@ -43,6 +45,7 @@ use crate::security::{OAuth, SecurityWatch, TokenProvider};
 use crate::Error;
 
 use assignment::{Assignment, LaneSpawner, Routing};
+use catch_up::Targets;
 use context::RuntimeContext;
 use fencing::{FenceCount, InstanceConflict};
 use poll::{Control, SessionEnd};
@@ -52,6 +55,10 @@ use worker::Worker;
 
 /// How long a static assignment waits for the topics' partitions.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `group.id` librdkafka is given for a reader from the beginning, which joins no group
+/// and commits nothing (librdkafka refuses to `assign` without one).
+const READER_GROUP_ID: &str = "sluicegate-reader";
 
 /// Settings the runtime manages itself; overriding them would break its guarantees.
 pub(crate) const MANAGED: &[&str] = &[
@@ -69,6 +76,7 @@ pub struct ConsumerBuilder {
     group_id: Option<String>,
     topics: Vec<String>,
     static_assignment: bool,
+    read_from_beginning: bool,
     /// librdkafka properties; secrets are redacted in `Debug`.
     pub(crate) client: Properties,
     ordering: Ordering,
@@ -98,6 +106,7 @@ impl std::fmt::Debug for ConsumerBuilder {
             .field("group_id", &self.group_id)
             .field("topics", &self.topics)
             .field("static_assignment", &self.static_assignment)
+            .field("read_from_beginning", &self.read_from_beginning)
             .field("client", &self.client)
             .field("ordering", &self.ordering)
             .field("max_in_flight", &self.max_in_flight)
@@ -131,6 +140,7 @@ impl Default for ConsumerBuilder {
             group_id: None,
             topics: Vec::new(),
             static_assignment: false,
+            read_from_beginning: false,
             client: Properties::default(),
             ordering: Ordering::Partition,
             max_in_flight: defaults::MAX_IN_FLIGHT,
@@ -191,6 +201,58 @@ impl ConsumerBuilder {
     /// [`exactly_once`](Self::exactly_once), whose transactions need a group generation.
     pub fn static_assignment(mut self) -> Self {
         self.static_assignment = true;
+        self
+    }
+
+    /// Reads every partition of the topics from its beginning at every start, without a group
+    /// and without committing: for consumers that keep a local view of a topic (a cache, a
+    /// lookup table), usually a compacted one. Every record still in the log is handed to the
+    /// handler, tombstones (records without a value, see [`Message::is_tombstone`]) included,
+    /// then later records as they come. No group id is given (one is refused): there is no
+    /// group to join, share partitions in or commit to, and every instance reads everything.
+    ///
+    /// Each partition's log end is looked up at start (the high watermark; with
+    /// `isolation.level=read_committed`, librdkafka's default, the last stable offset), and
+    /// the consumer is *catching up* until the handler has finished every record below those
+    /// ends: see [`ConsumerHandle::caught_up`], [`ConsumerStatus::catch_up`] and the
+    /// `catch_up` check of `/health/ready`, which answers 503 until then. Offsets without a
+    /// record (removed by compaction, or taken by transaction markers) are not waited for. An
+    /// empty topic is caught up at once.
+    ///
+    /// If the client is re-created (see [`reconnect`](Self::reconnect)), the partitions are
+    /// read from the beginning again. Not with [`static_assignment`](Self::static_assignment)
+    /// (which resumes from a group's commits) nor [`exactly_once`](Self::exactly_once).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), sluicegate::Error> {
+    /// use std::collections::HashMap;
+    /// use std::sync::{Arc, Mutex};
+    /// use sluicegate::{handler_fn, Consumer, Message};
+    ///
+    /// let table: Arc<Mutex<HashMap<Vec<u8>, Vec<u8>>>> = Arc::default();
+    /// let t = table.clone();
+    /// let handle = Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .topic("prices")
+    ///     .read_from_beginning()
+    ///     .build(handler_fn(move |msg: Message| {
+    ///         let t = t.clone();
+    ///         async move {
+    ///             let key = msg.key().unwrap_or_default().to_vec();
+    ///             match msg.payload() {
+    ///                 Some(value) => t.lock().unwrap().insert(key, value.to_vec()),
+    ///                 None => t.lock().unwrap().remove(&key), // a tombstone
+    ///             };
+    ///             Ok(())
+    ///         }
+    ///     }))?
+    ///     .spawn()?;
+    /// handle.caught_up().await?; // the table holds every key's latest value now
+    /// println!("{} prices", table.lock().unwrap().len());
+    /// # Ok(()) }
+    /// ```
+    pub fn read_from_beginning(mut self) -> Self {
+        self.read_from_beginning = true;
         self
     }
 
@@ -623,10 +685,15 @@ impl ConsumerBuilder {
             .bootstrap_servers
             .clone()
             .ok_or(Error::MissingConfig("bootstrap servers"))?;
-        let group = self
-            .group_id
-            .clone()
-            .ok_or(Error::MissingConfig("group id"))?;
+        // A reader from the beginning has no group (a group id given is refused at build).
+        let group = match self.read_from_beginning {
+            true => None,
+            false => Some(
+                self.group_id
+                    .clone()
+                    .ok_or(Error::MissingConfig("group id"))?,
+            ),
+        };
         for (key, value) in &self.client.0 {
             if MANAGED.contains(&key.as_str()) {
                 return Err(Error::Config {
@@ -651,12 +718,14 @@ impl ConsumerBuilder {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
         for (key, value) in defaults::CLIENT_PROPERTIES {
             client.set(*key, *value);
         }
+        // librdkafka's `assign` needs a group id even where no group is joined: a reader gets
+        // one it never joins and never commits to.
+        client.set("group.id", group.as_deref().unwrap_or(READER_GROUP_ID));
         if self.exactly_once.is_some() {
             // Outputs of aborted transactions (and of open ones) stay invisible upstream too.
             client.set("isolation.level", "read_committed");
@@ -665,6 +734,43 @@ impl ConsumerBuilder {
             client.set(key, value);
         }
         Ok(client)
+    }
+
+    /// Refuses what a reader from the beginning cannot have: a group and its commits.
+    fn check_read_from_beginning(&self) -> Result<(), Error> {
+        if !self.read_from_beginning {
+            return Ok(());
+        }
+        let refuse = |key: &str, value: &str, reason: &str| Error::Config {
+            key: key.into(),
+            value: value.into(),
+            reason: reason.into(),
+        };
+        if let Some(group) = &self.group_id {
+            return Err(refuse(
+                "group_id",
+                group,
+                "not used with read_from_beginning, which reads every partition without a \
+                 group and commits nothing: remove the group id, or read as a group member",
+            ));
+        }
+        if self.static_assignment {
+            return Err(refuse(
+                "static_assignment",
+                "true",
+                "not with read_from_beginning: a static assignment resumes from a group's \
+                 commits, a reader from the beginning starts over at every start; choose one",
+            ));
+        }
+        if let Some(id) = &self.exactly_once {
+            return Err(refuse(
+                "exactly_once",
+                id,
+                "not with read_from_beginning: transactions commit offsets with a group, and \
+                 a reader from the beginning has none",
+            ));
+        }
+        Ok(())
     }
 
     /// The group protocol `group.protocol` asks for (classic when unset), after checking that
@@ -742,6 +848,7 @@ impl ConsumerBuilder {
                 });
             }
         }
+        self.check_read_from_beginning()?;
         let client = self.client_config()?;
         if self.static_assignment && self.exactly_once.is_some() {
             return Err(Error::Config {
@@ -893,6 +1000,10 @@ impl<W: Work> Consumer<W> {
         let in_flight = Arc::new(Semaphore::new(max_in_flight as usize));
         let (publisher, status) =
             StatusPublisher::new(metrics.as_ref().map(|m| m.consumer(&group)));
+        if s.read_from_beginning {
+            // Not ready until the log ends are known and reached.
+            publisher.catch_up(CatchUp::CatchingUp(Default::default()));
+        }
         let publisher = publisher.with_in_flight(in_flight.clone(), max_in_flight as usize);
         if breaker.is_some() {
             publisher.circuit(CircuitState::Closed);
@@ -966,6 +1077,7 @@ impl<W: Work> Consumer<W> {
             client: self.client,
             topics: s.topics.clone(),
             static_assignment: s.static_assignment,
+            read_from_beginning: s.read_from_beginning,
             routing: Routing {
                 ordering: s.ordering,
                 width,
@@ -995,10 +1107,12 @@ impl<W: Work> Consumer<W> {
     }
 }
 
-/// Every partition of `topics`, each from its committed offset (else `auto.offset.reset`).
+/// Every partition of `topics`, each from `from` (for [`Offset::Stored`]: its committed
+/// offset, else `auto.offset.reset`).
 fn all_partitions<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topics: &[String],
+    from: Offset,
 ) -> Result<TopicPartitionList, Error> {
     let mut list = TopicPartitionList::new();
     for topic in topics {
@@ -1014,16 +1128,30 @@ fn all_partitions<C: ConsumerContext>(
             return Err(Error::Config {
                 key: "topics".into(),
                 value: topic.clone(),
-                reason: "static assignment needs the topic's partitions, and the cluster \
-                         reports none (does the topic exist?)"
+                reason: "reading without a group needs the topic's partitions, and the \
+                         cluster reports none (does the topic exist?)"
                     .into(),
             });
         }
         for p in partitions {
-            list.add_partition_offset(topic, p, Offset::Stored)?;
+            list.add_partition_offset(topic, p, from)?;
         }
     }
     Ok(list)
+}
+
+/// The log start and end of every partition of `list` now: what a reader from the beginning
+/// catches up with.
+fn catch_up_targets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    list: &TopicPartitionList,
+) -> Result<Targets, Error> {
+    let mut watermarks = Vec::new();
+    for e in list.elements() {
+        let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), METADATA_TIMEOUT)?;
+        watermarks.push((TopicPartition::new(e.topic(), e.partition()), low, high));
+    }
+    Ok(Targets::new(watermarks))
 }
 
 /// A client with its poll loop's state: started, and once lost started again.
@@ -1032,6 +1160,8 @@ struct Session {
     topics: Vec<String>,
     /// Assign every partition instead of subscribing.
     static_assignment: bool,
+    /// Assign every partition from its beginning, commit nothing, and track the catch-up.
+    read_from_beginning: bool,
     routing: Routing,
     spawn_lane: LaneSpawner,
     status: StatusPublisher,
@@ -1067,8 +1197,23 @@ impl Session {
                 self.oauth.clone(),
             ))
             .map_err(Error::from_client_creation)?;
-        if self.static_assignment {
-            let list = all_partitions(&consumer, &self.topics)?;
+        if self.read_from_beginning {
+            let list = all_partitions(&consumer, &self.topics, Offset::Beginning)?;
+            // Looked up before reading starts; a new client after a lost one reads everything
+            // again, but a catch-up once reached stays reached.
+            let targets = match self.status.is_caught_up() {
+                true => None,
+                false => Some(catch_up_targets(&consumer, &list)?),
+            };
+            consumer.assign(&list)?;
+            let mut assignment = consumer.context().assignment();
+            assignment.without_commits();
+            assignment.assign_static(&consumer, &list);
+            if let Some(targets) = targets {
+                assignment.catch_up(targets);
+            }
+        } else if self.static_assignment {
+            let list = all_partitions(&consumer, &self.topics, Offset::Stored)?;
             consumer.assign(&list)?;
             consumer
                 .context()
@@ -1261,6 +1406,20 @@ impl ConsumerHandle {
     /// assigned or an offset being committed.
     pub fn status(&self) -> StatusWatch {
         self.status.clone()
+    }
+
+    /// Waits until a reader from the beginning ([`ConsumerBuilder::read_from_beginning`]) has
+    /// handled every partition up to the log end it saw at start: every record below those
+    /// ends is finished (handled, skipped or dead-lettered) when it returns. See
+    /// [`StatusWatch::caught_up`] for the errors.
+    ///
+    /// ```no_run
+    /// # async fn wait(handle: &sluicegate::ConsumerHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// tokio::time::timeout(std::time::Duration::from_secs(60), handle.caught_up()).await??;
+    /// # Ok(()) }
+    /// ```
+    pub async fn caught_up(&self) -> Result<(), Error> {
+        self.status.caught_up().await
     }
 
     /// Whether the consumer is alive and ready, and why not: what `/health/live` and

@@ -150,6 +150,7 @@ fn poll(
         }
         assignment.flush();
         assignment.drain_events(consumer);
+        assignment.check_catch_up(consumer);
         if schedule.due(Instant::now()) {
             assignment.request_commit(None);
             assignment.publish_figures();

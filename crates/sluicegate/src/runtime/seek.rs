@@ -96,12 +96,7 @@ pub(crate) fn move_to<C: ConsumerContext>(
     tp: &TopicPartition,
     offset: i64,
 ) -> Result<CommitEntry, Error> {
-    consumer.seek(
-        &tp.topic,
-        tp.partition,
-        Offset::Offset(offset),
-        LOOKUP_TIMEOUT,
-    )?;
+    seek_only(consumer, tp, offset)?;
     let entry = CommitEntry {
         topic: tp.topic.clone(),
         partition: tp.partition,
@@ -110,4 +105,20 @@ pub(crate) fn move_to<C: ConsumerContext>(
     };
     consumer.commit(&commit_list(std::slice::from_ref(&entry)), CommitMode::Sync)?;
     Ok(entry)
+}
+
+/// Moves the fetch position of `tp` to `offset`, committing nothing: for a reader without a
+/// group.
+pub(crate) fn seek_only<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tp: &TopicPartition,
+    offset: i64,
+) -> Result<(), Error> {
+    consumer.seek(
+        &tp.topic,
+        tp.partition,
+        Offset::Offset(offset),
+        LOOKUP_TIMEOUT,
+    )?;
+    Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{watch, Semaphore};
 
+use super::catch_up::CatchUp;
 use crate::commit::CommitEntry;
 use crate::dispatch::Buffered;
 use crate::handler::ErrorKind;
@@ -106,6 +107,11 @@ pub struct ConsumerStatus {
     /// (revoked, or moved with a seek) or the consumer restarts; the consumer is not ready
     /// meanwhile.
     pub stuck: BTreeMap<TopicPartition, StuckPartition>,
+    /// A reader from the beginning ([`ConsumerBuilder::read_from_beginning`]
+    /// (crate::ConsumerBuilder::read_from_beginning)): how far it is from the log ends it saw
+    /// at start; [`CatchUp::Untracked`] for other consumers. Progress is refreshed once per
+    /// commit interval, and at once when the last partition catches up.
+    pub catch_up: CatchUp,
 }
 
 /// A partition stopped at a record the handler gave up on (a decode or permanent error, or
@@ -190,6 +196,26 @@ impl StatusWatch {
             .await
             .map_err(|_| Error::ConsumerGone)?;
         Ok(self.status.borrow_and_update().clone())
+    }
+
+    /// Waits until a reader from the beginning ([`ConsumerBuilder::read_from_beginning`]
+    /// (crate::ConsumerBuilder::read_from_beginning)) has handled every assigned partition up
+    /// to the log end it saw at start (see [`CatchUp`]): when it returns, the handler has
+    /// finished every record below those ends. Returns at once when already caught up (an
+    /// empty topic is caught up from the start).
+    ///
+    /// Fails with [`Error::CatchUpUntracked`] for a consumer that does not read from the
+    /// beginning, and with [`Error::ConsumerGone`] when the consumer stops first.
+    pub async fn caught_up(&self) -> Result<(), Error> {
+        let mut watch = self.clone();
+        let s = watch
+            .wait_for(|s| s.stopped || !matches!(s.catch_up, CatchUp::CatchingUp(_)))
+            .await?;
+        match s.catch_up {
+            CatchUp::CaughtUp => Ok(()),
+            CatchUp::Untracked => Err(Error::CatchUpUntracked),
+            CatchUp::CatchingUp(_) => Err(Error::ConsumerGone),
+        }
     }
 
     /// Waits until `done` holds for the status (checked now, and on every change) and returns
@@ -458,6 +484,25 @@ impl StatusPublisher {
     /// Another member using this consumer's instance id fenced it or had it refused.
     pub fn fenced(&self) {
         self.status.send_modify(|s| s.fenced += 1);
+    }
+
+    /// A reader's progress towards the log ends seen at start.
+    pub fn catch_up(&self, catch_up: CatchUp) {
+        // The gauge first, so that whoever the status change wakes reads it as new.
+        if let Some(m) = &self.metrics {
+            m.catch_up_remaining(catch_up.remaining());
+        }
+        let changed = self
+            .status
+            .send_if_modified(|s| std::mem::replace(&mut s.catch_up, catch_up.clone()) != catch_up);
+        if changed {
+            self.publish_readiness();
+        }
+    }
+
+    /// Whether this consumer has caught up (a reader from the beginning, once).
+    pub fn is_caught_up(&self) -> bool {
+        self.status.borrow().catch_up.is_caught_up()
     }
 
     pub fn stopped(&self) {
