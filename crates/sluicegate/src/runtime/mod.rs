@@ -116,7 +116,7 @@ impl std::fmt::Debug for ConsumerBuilder {
             .field("exactly_once", &self.exactly_once)
             .field("metrics", &self.metrics.is_some())
             .field("http_endpoint", &self.http_endpoint)
-            .field("oauth_token_provider", &self.oauth.is_some())
+            .field("oauth_token_provider", &self.oauth)
             .finish()
     }
 }
@@ -491,6 +491,17 @@ impl ConsumerBuilder {
     /// ```
     pub fn oauth_token_provider<P: TokenProvider>(mut self, provider: P) -> Self {
         self.oauth = Some(OAuth::new(provider));
+        self
+    }
+
+    /// [`oauth_token_provider`](Self::oauth_token_provider) for a provider made from
+    /// configuration, shown by its `Debug` output in this builder's.
+    #[cfg_attr(not(any(feature = "oidc", feature = "msk-iam")), allow(dead_code))]
+    pub(crate) fn described_token_provider<P: TokenProvider + std::fmt::Debug>(
+        mut self,
+        provider: P,
+    ) -> Self {
+        self.oauth = Some(OAuth::described(provider));
         self
     }
 
