@@ -292,6 +292,66 @@ impl OAuth {
     }
 }
 
+/// A librdkafka client context that gets OAUTHBEARER tokens from a [`TokenProvider`], for
+/// clients of your own (a diagnostic consumer, a producer) that must authenticate as the
+/// consumer does. [`ConsumerConfig::oauth_context`](crate::config::ConsumerConfig::oauth_context)
+/// makes one with the provider the configuration describes. Create it inside the Tokio
+/// runtime that should run the provider (as with the consumer).
+///
+/// librdkafka asks for tokens through the client's main queue, so the client must be polled:
+/// a `BaseConsumer` by its `poll`, a `BaseProducer` by its `poll`; a `FutureProducer` polls
+/// itself. (rust-rdkafka's `AdminClient` polls only its own queue: it never gets a token.)
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use rdkafka::consumer::BaseConsumer;
+/// use rdkafka::ClientConfig;
+/// use sluicegate::config::ConsumerConfig;
+/// use sluicegate::security::OAuthContext;
+///
+/// # fn metadata(config: &ConsumerConfig) -> rdkafka::error::KafkaResult<()> {
+/// let mut client = ClientConfig::new();
+/// for (k, v) in config.client_properties() {
+///     client.set(k, v);
+/// }
+/// let consumer: BaseConsumer<OAuthContext> = client.create_with_context(config.oauth_context())?;
+/// let _ = consumer.poll(Duration::from_millis(100)); // serves the token request
+/// let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct OAuthContext {
+    oauth: Option<OAuth>,
+}
+
+impl OAuthContext {
+    /// A context whose clients get their tokens from `provider`.
+    pub fn new<P: TokenProvider>(provider: P) -> Self {
+        OAuthContext {
+            oauth: Some(OAuth::new(provider).on_current_runtime()),
+        }
+    }
+
+    pub(crate) fn from_oauth(oauth: Option<OAuth>) -> Self {
+        OAuthContext {
+            oauth: oauth.map(|o| o.on_current_runtime()),
+        }
+    }
+}
+
+impl rdkafka::client::ClientContext for OAuthContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        crate::runtime::generate_oauth_token(self.oauth.as_ref(), None)
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for OAuthContext {}
+
 /// A TLS or authentication failure that stops the consumer; becomes [`Error::Tls`] or
 /// [`Error::Authentication`].
 #[derive(Clone, Debug)]

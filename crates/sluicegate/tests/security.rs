@@ -890,6 +890,19 @@ fn oidc_consumer(
     group: &str,
     topic: &str,
 ) -> anyhow::Result<ConsumerBuilder> {
+    Ok(ConsumerBuilder::from_config(&oidc_config(
+        kafka, endpoint, secret, group, topic,
+    )?))
+}
+
+/// The configuration of [`oidc_consumer`].
+fn oidc_config(
+    kafka: &KafkaBroker,
+    endpoint: &TokenEndpoint,
+    secret: &str,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<ConsumerConfig> {
     let yaml = format!(
         "kafka:
   group_id: {group}
@@ -913,7 +926,7 @@ fn oidc_consumer(
     ];
     let config = ConsumerConfig::load_str(&yaml, env).map_err(|e| anyhow!("{e}"))?;
     ensure!(config.warnings().is_empty(), "{:?}", config.warnings());
-    Ok(ConsumerBuilder::from_config(&config))
+    Ok(config)
 }
 
 /// The consumer, its dead-letter producer and its admin client log in with tokens from the
@@ -957,6 +970,39 @@ async fn consumes_after_an_oidc_login_configured_from_file_and_environment() -> 
         requests.len(),
         started.elapsed()
     );
+    Ok(())
+}
+
+/// A client of the program's own (here a `BaseConsumer` asking for metadata), created from the
+/// configuration's properties with its `oauth_context()`, logs in with the endpoint's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_clients_log_in_with_the_configured_token_provider() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let endpoint = TokenEndpoint::start(Issue::Valid(Duration::from_secs(600))).await?;
+    let config = oidc_config(kafka, &endpoint, OIDC_CLIENT_SECRET, "unused", "unused")?;
+    let mut client = ClientConfig::new();
+    for (k, v) in config.client_properties() {
+        client.set(k, v);
+    }
+    let context = config.oauth_context();
+    let brokers = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer<sluicegate::security::OAuthContext> =
+            client.create_with_context(context)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // Polling serves librdkafka's token request.
+            let _ = consumer.poll(Duration::from_millis(100));
+            match consumer.fetch_metadata(None, Duration::from_secs(2)) {
+                Ok(m) if !m.brokers().is_empty() => return Ok(m.brokers().len()),
+                other if Instant::now() > deadline => bail!("no metadata: {other:?}"),
+                // fetch_metadata waited up to 2 s for an answer: ask again.
+                _ => {}
+            }
+        }
+    })
+    .await??;
+    ensure!(brokers == 1, "{brokers} brokers");
+    ensure!(endpoint.issued() >= 1, "no token was issued");
     Ok(())
 }
 

@@ -911,6 +911,28 @@ impl ConsumerConfig {
         out
     }
 
+    /// A librdkafka client context with the OAUTHBEARER token provider these settings describe
+    /// (`security.oauthbearer`, `security.msk_iam`; none otherwise), for clients of your own
+    /// created from [`client_properties`](Self::client_properties); see
+    /// [`OAuthContext`](crate::security::OAuthContext). Call it inside the Tokio runtime that
+    /// should run the provider.
+    pub fn oauth_context(&self) -> crate::security::OAuthContext {
+        crate::security::OAuthContext::from_oauth(self.token_provider())
+    }
+
+    /// The token provider `security.oauthbearer` or `security.msk_iam` describes.
+    fn token_provider(&self) -> Option<crate::security::OAuth> {
+        #[cfg(feature = "oidc")]
+        if let Some(p) = self.security.oidc_token_provider() {
+            return Some(crate::security::OAuth::described(p));
+        }
+        #[cfg(feature = "msk-iam")]
+        if let Some(p) = self.security.msk_iam_token_provider() {
+            return Some(crate::security::OAuth::described(p));
+        }
+        None
+    }
+
     /// The retry policy these settings describe.
     pub fn retry_policy(&self) -> RetryPolicy {
         let r = &self.retry;
@@ -987,13 +1009,8 @@ impl ConsumerConfig {
         if let Some(addr) = self.metrics_addr {
             b = b.http_endpoint(addr);
         }
-        #[cfg(feature = "oidc")]
-        if let Some(provider) = self.security.oidc_token_provider() {
-            b = b.described_token_provider(provider);
-        }
-        #[cfg(feature = "msk-iam")]
-        if let Some(provider) = self.security.msk_iam_token_provider() {
-            b = b.described_token_provider(provider);
+        if let Some(oauth) = self.token_provider() {
+            b = b.configured_oauth(oauth);
         }
         for (key, _, value) in self.derived() {
             b = b.set(key, value);

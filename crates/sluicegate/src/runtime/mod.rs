@@ -495,13 +495,9 @@ impl ConsumerBuilder {
     }
 
     /// [`oauth_token_provider`](Self::oauth_token_provider) for a provider made from
-    /// configuration, shown by its `Debug` output in this builder's.
-    #[cfg_attr(not(any(feature = "oidc", feature = "msk-iam")), allow(dead_code))]
-    pub(crate) fn described_token_provider<P: TokenProvider + std::fmt::Debug>(
-        mut self,
-        provider: P,
-    ) -> Self {
-        self.oauth = Some(OAuth::described(provider));
+    /// configuration.
+    pub(crate) fn configured_oauth(mut self, oauth: OAuth) -> Self {
+        self.oauth = Some(oauth);
         self
     }
 
