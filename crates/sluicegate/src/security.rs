@@ -304,7 +304,7 @@ impl OAuth {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use rdkafka::consumer::BaseConsumer;
+/// use rdkafka::consumer::{BaseConsumer, Consumer as _};
 /// use rdkafka::ClientConfig;
 /// use sluicegate::config::ConsumerConfig;
 /// use sluicegate::security::OAuthContext;
