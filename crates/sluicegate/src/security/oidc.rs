@@ -144,8 +144,12 @@ impl OidcTokenProvider {
     async fn client(&self) -> Result<&reqwest::Client, TokenError> {
         self.client
             .get_or_try_init(|| async {
+                // No pooled connections: requests are minutes apart, and may come from
+                // different runtimes (a client created outside one gets its own per request),
+                // which a pooled connection would not outlive.
                 reqwest::Client::builder()
                     .timeout(TOKEN_REQUEST_TIMEOUT)
+                    .pool_max_idle_per_host(0)
                     .build()
                     .map_err(|e| TokenError::new(format!("cannot create an HTTPS client: {e}")))
             })
@@ -200,10 +204,7 @@ impl OidcTokenProvider {
                 self.client_id,
                 if detail.is_empty() { "" } else { ": " }
             );
-            let transient = status.is_server_error()
-                || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-                || status == reqwest::StatusCode::REQUEST_TIMEOUT;
-            return Err(if transient {
+            return Err(if is_transient(status.as_u16()) {
                 TokenError::new(message)
             } else {
                 TokenError::rejected(message)
@@ -212,6 +213,13 @@ impl OidcTokenProvider {
         token_from_answer(&body, &self.client_id, issued)
             .map_err(|e| TokenError::rejected(format!("token endpoint `{endpoint}`: {e}")))
     }
+}
+
+/// Whether an error answer with HTTP `status` may go away when asked again: server errors,
+/// `408 Request Timeout` and `429 Too Many Requests`. Any other (`400 invalid_client`, `401`,
+/// `403`, `404`...) will not.
+fn is_transient(status: u16) -> bool {
+    status >= 500 || status == 408 || status == 429
 }
 
 /// The token in a successful answer `body`, received at `now`.
@@ -358,6 +366,16 @@ mod tests {
         let body = br#"{"access_token": "opaque", "expires_in": 0}"#;
         let e = token_from_answer(body, "c", at(1_000_000)).unwrap_err();
         assert!(e.contains("already expired"), "{e}");
+    }
+
+    #[test]
+    fn only_server_errors_timeouts_and_throttling_are_asked_again() {
+        for status in [500, 502, 503, 504, 408, 429] {
+            assert!(is_transient(status), "{status}");
+        }
+        for status in [400, 401, 403, 404, 405, 415] {
+            assert!(!is_transient(status), "{status}");
+        }
     }
 
     #[test]
