@@ -291,3 +291,55 @@ fn a_missing_file_is_an_error() {
         "{err}"
     );
 }
+
+/// The CLI is built with both token providers: `oauthbearer` (OIDC) and `msk_iam` settings
+/// pass, the client secret from the environment never shows, and a token endpoint without a
+/// client id is an error that names it.
+#[test]
+fn token_provider_settings_are_checked_and_the_secret_redacted() {
+    let base = "kafka:
+  bootstrap_servers: localhost:9092
+  group_id: billing
+  topics: [orders]
+  security:
+    protocol: sasl_ssl
+    sasl_mechanism: OAUTHBEARER
+";
+    let oidc = file(
+        "oidc",
+        &format!(
+            "{base}    oauthbearer:
+      token_endpoint: https://login.example.com/oauth2/token
+      client_id: billing
+      scope: kafka
+"
+        ),
+    );
+    let secret = [("KAFKA_OAUTHBEARER_CLIENT_SECRET", "oidc-cli-s3cret")];
+    let (ok, out, err) = run_with_env(&["config", "check", &oidc], &secret, LIMIT);
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("client_secret: \"[redacted]\"  # env KAFKA_OAUTHBEARER_CLIENT_SECRET"),
+        "{out}"
+    );
+    assert!(!out.contains("oidc-cli-s3cret") && !err.contains("oidc-cli-s3cret"));
+
+    let msk = file(
+        "msk",
+        &format!("{base}    msk_iam:\n      region: eu-west-1\n"),
+    );
+    let (ok, out, err) = run_with_env(&["config", "check", "--no-env", &msk], &[], LIMIT);
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("region: \"eu-west-1\"  # file, line"), "{out}");
+
+    let no_client = file(
+        "oidc-no-client",
+        &format!("{base}    oauthbearer:\n      token_endpoint: https://idp/token\n"),
+    );
+    let (ok, out, err) = run_with_env(&["config", "check", "--no-env", &no_client], &[], LIMIT);
+    assert!(!ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("kafka.security.oauthbearer.client_id: required with kafka.security.oauthbearer.token_endpoint"),
+        "{err}"
+    );
+}

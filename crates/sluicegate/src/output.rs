@@ -45,7 +45,7 @@ impl ClientContext for ProducerLog {
         &self,
         _config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        crate::runtime::generate_oauth_token(self.oauth.as_ref())
+        crate::runtime::generate_oauth_token(self.oauth.as_ref(), self.errors.as_deref())
     }
 }
 

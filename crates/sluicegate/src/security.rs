@@ -42,8 +42,12 @@
 //! authentication failures ([`SecureContext`] is a ready-made context with it). The
 //! `sluicegate` CLI makes every client of its commands that way.
 //!
-//! AWS MSK IAM: `MskIamTokenProvider`, with the `msk-iam` cargo feature (off by default: it
-//! brings in the AWS SDK).
+//! Token providers from configuration (`kafka.security.oauthbearer`, `kafka.security.msk_iam`
+//! in [`ConsumerConfig`](crate::config::ConsumerConfig)):
+//! - an OIDC token endpoint, with the client credentials grant: `OidcTokenProvider`, with the
+//!   `oidc` cargo feature (on by default);
+//! - AWS MSK IAM: `MskIamTokenProvider`, with the `msk-iam` cargo feature (off by default in
+//!   the library: it brings in the AWS SDK's credentials chain; the `sluicegate` CLI has it).
 //!
 //! [`ConsumerBuilder::set`]: crate::ConsumerBuilder::set
 //! [`ConsumerHandle::wait`]: crate::ConsumerHandle::wait
@@ -70,6 +74,10 @@ pub use aws_credential_types;
 pub use client::{ClientSecurity, SecureContext};
 #[cfg(feature = "msk-iam")]
 pub use msk_iam::MskIamTokenProvider;
+#[cfg(feature = "oidc")]
+mod oidc;
+#[cfg(feature = "oidc")]
+pub use oidc::{OidcTokenProvider, TOKEN_REQUEST_TIMEOUT};
 
 /// TLS errors (other than certificate errors) within [`TLS_FAILURE_WINDOW`] that stop the
 /// consumer.
@@ -134,15 +142,38 @@ impl fmt::Debug for OAuthToken {
 }
 
 /// A [`TokenProvider`] could not make a token. Its message must not contain secrets: it is
-/// logged.
+/// logged, and a [rejected](Self::rejected) one is the consumer's error.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TokenError(String);
+#[error("{message}")]
+pub struct TokenError {
+    message: String,
+    rejected: bool,
+}
 
 impl TokenError {
-    /// An error with `message`.
+    /// An error that asking again may cure (an identity provider that cannot be reached, or
+    /// answers with a server error): librdkafka asks the provider again 10 s later.
     pub fn new(message: impl Into<String>) -> Self {
-        TokenError(message.into())
+        TokenError {
+            message: message.into(),
+            rejected: false,
+        }
+    }
+
+    /// An error that asking again cannot cure: the identity provider refused the credentials
+    /// (such as an OAuth `invalid_client` answer), or issued a token that has already
+    /// expired. The consumer stops with [`Error::Authentication`] naming `message`, as when
+    /// the broker refuses a login.
+    pub fn rejected(message: impl Into<String>) -> Self {
+        TokenError {
+            message: message.into(),
+            rejected: true,
+        }
+    }
+
+    /// Whether this error stops the consumer (see [`rejected`](Self::rejected)).
+    pub fn is_rejected(&self) -> bool {
+        self.rejected
     }
 }
 
@@ -191,12 +222,17 @@ impl<T: TokenProvider> DynTokenProvider for T {
 #[derive(Clone)]
 pub(crate) struct OAuth {
     provider: Arc<dyn DynTokenProvider>,
+    /// What the provider is, when known (providers made from configuration).
+    described: Option<String>,
     runtime: Option<tokio::runtime::Handle>,
 }
 
 impl fmt::Debug for OAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("OAuth(token provider)")
+        match &self.described {
+            Some(d) => f.write_str(d),
+            None => f.write_str("OAuth(token provider)"),
+        }
     }
 }
 
@@ -204,7 +240,17 @@ impl OAuth {
     pub fn new<P: TokenProvider>(provider: P) -> Self {
         OAuth {
             provider: Arc::new(provider),
+            described: None,
             runtime: None,
+        }
+    }
+
+    /// A provider whose `Debug` output (no secrets in it) this shows.
+    #[cfg_attr(not(any(feature = "oidc", feature = "msk-iam")), allow(dead_code))]
+    pub fn described<P: TokenProvider + fmt::Debug>(provider: P) -> Self {
+        OAuth {
+            described: Some(format!("{provider:?}")),
+            ..OAuth::new(provider)
         }
     }
 
@@ -212,6 +258,7 @@ impl OAuth {
     pub fn on_current_runtime(&self) -> Self {
         OAuth {
             provider: self.provider.clone(),
+            described: self.described.clone(),
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
@@ -375,6 +422,16 @@ impl SecurityWatch {
                     .then(|| SecurityFailure::Tls(self.scrub(reason)))
             }
             _ => None,
+        }
+    }
+
+    /// The failure a consumer stops with when its token provider's credentials were refused
+    /// ([`TokenError::rejected`]).
+    pub fn rejected_token(&self, reason: &str) -> SecurityFailure {
+        SecurityFailure::Authentication {
+            mechanism: self.mechanism.clone(),
+            user: self.user.clone(),
+            reason: format!("no OAUTHBEARER token: {}", self.scrub(reason)),
         }
     }
 

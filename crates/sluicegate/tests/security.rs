@@ -17,6 +17,10 @@
 //!   the consumer fast with `Error::Tls`.
 //! - OAUTHBEARER: a token provider minting unsecured JWTs logs in and consumes; an expired or
 //!   malformed token stops the consumer fast; the provider is asked again before expiry.
+//! - OAUTHBEARER from configuration (YAML and `KAFKA_*`): the OIDC client credentials flow
+//!   against a token endpoint the test serves on loopback: logs in, consumes, dead-letters;
+//!   a `401` from the endpoint and an expired token stop the consumer fast; 4 s tokens are
+//!   refreshed while consuming, on a listener that ends sessions when their token expires.
 //!
 //! These tests need the Apache Kafka started here (its listeners and users): they use it even
 //! when `SLUICEGATE_TEST_BOOTSTRAP` names another broker.
@@ -40,7 +44,7 @@ use rdkafka::message::Message as _;
 use rdkafka::ClientConfig;
 use sluicegate::config::ConsumerConfig;
 use sluicegate::dead_letter::DeadLetter;
-use sluicegate::security::{OAuthToken, TokenError, TokenProvider};
+use sluicegate::security::{OAuthToken, SecureContext, TokenError, TokenProvider};
 use sluicegate::{handler_fn, Consumer, ConsumerBuilder, Error, HandlerError, Message};
 
 /// How long a consumer may take to stop after a rejected credential or certificate. It
@@ -735,6 +739,426 @@ async fn token_provider_is_asked_again_before_the_token_expires() -> anyhow::Res
         "{calls} token calls in {took:?}: expected creation plus refresh for consumer and producer"
     );
     ensure!(took < Duration::from_secs(4), "refreshes took {took:?}");
+    Ok(())
+}
+
+// --- OAUTHBEARER from configuration: an OIDC token endpoint (client credentials) ---
+
+/// The client of the test token endpoint.
+const OIDC_CLIENT_ID: &str = "sluicegate-test";
+const OIDC_CLIENT_SECRET: &str = "oidc-client-s3cret";
+
+/// What [`TokenEndpoint`] answers a client that authenticates.
+#[derive(Clone, Copy, Debug)]
+enum Issue {
+    /// Unsecured JWTs valid for this long (`expires_in` and `exp`).
+    Valid(Duration),
+    /// Unsecured JWTs whose `exp` is `jwt` on, announced with a shorter `expires_in` (the
+    /// client refreshes after 80% of it).
+    Announced { expires_in: Duration, jwt: Duration },
+    /// A JWT whose `exp` was a minute ago, with `expires_in: 3600`.
+    Expired,
+}
+
+/// One request the endpoint got.
+#[derive(Clone, Debug, Default)]
+struct TokenRequest {
+    form: BTreeMap<String, String>,
+    basic: Option<String>,
+}
+
+struct EndpointState {
+    issue: Issue,
+    requests: std::sync::Mutex<Vec<TokenRequest>>,
+    /// How many tokens were issued.
+    issued: tokio::sync::watch::Sender<usize>,
+    /// When the first was.
+    first_issued: std::sync::OnceLock<Instant>,
+}
+
+/// A small OIDC token endpoint on loopback (`POST /token`, client credentials grant, HTTP
+/// Basic client authentication) issuing unsecured JWTs (`alg: none`; `sub`, `iat`, `exp`,
+/// `scope`) that the broker's OAUTH listener accepts; `401 invalid_client` to any other
+/// client.
+struct TokenEndpoint {
+    url: String,
+    state: Arc<EndpointState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TokenEndpoint {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TokenEndpoint {
+    async fn start(issue: Issue) -> anyhow::Result<Self> {
+        use axum::http::{header, HeaderMap, StatusCode};
+        let state = Arc::new(EndpointState {
+            issue,
+            requests: std::sync::Mutex::new(Vec::new()),
+            issued: tokio::sync::watch::channel(0).0,
+            first_issued: std::sync::OnceLock::new(),
+        });
+        let handler = |axum::extract::State(state): axum::extract::State<Arc<EndpointState>>,
+                       headers: HeaderMap,
+                       body: String| async move {
+            let form: BTreeMap<String, String> = body
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.replace('+', " ")))
+                .collect();
+            let basic = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Basic "))
+                .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
+            state.requests.lock().unwrap().push(TokenRequest {
+                form: form.clone(),
+                basic: basic.clone(),
+            });
+            let json = [(header::CONTENT_TYPE, "application/json")];
+            if basic.as_deref() != Some(&format!("{OIDC_CLIENT_ID}:{OIDC_CLIENT_SECRET}")) {
+                let body = r#"{"error":"invalid_client","error_description":"client authentication failed"}"#;
+                return (StatusCode::UNAUTHORIZED, json, body.to_owned());
+            }
+            if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+                let body = r#"{"error":"unsupported_grant_type"}"#;
+                return (StatusCode::BAD_REQUEST, json, body.to_owned());
+            }
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let (exp, expires_in) = match state.issue {
+                Issue::Valid(lifetime) => (now + lifetime.as_secs(), lifetime.as_secs()),
+                Issue::Announced { expires_in, jwt } => (now + jwt.as_secs(), expires_in.as_secs()),
+                Issue::Expired => (now - 60, 3600),
+            };
+            let claims = serde_json::json!({
+                "sub": TOKEN_PRINCIPAL,
+                "iat": now,
+                "exp": exp,
+                "scope": form.get("scope").cloned().unwrap_or_default(),
+            });
+            let jwt = format!(
+                "{}.{}.",
+                BASE64URL.encode(r#"{"alg":"none"}"#),
+                BASE64URL.encode(claims.to_string())
+            );
+            state.first_issued.get_or_init(Instant::now);
+            state.issued.send_modify(|n| *n += 1);
+            let body = serde_json::json!({
+                "access_token": jwt,
+                "token_type": "Bearer",
+                "expires_in": expires_in,
+            });
+            (StatusCode::OK, json, body.to_string())
+        };
+        let app = axum::Router::new()
+            .route("/token", axum::routing::post(handler))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/token", listener.local_addr()?);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(TokenEndpoint { url, state, server })
+    }
+
+    fn requests(&self) -> Vec<TokenRequest> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    fn issued(&self) -> usize {
+        *self.state.issued.borrow()
+    }
+
+    /// Waits until the endpoint has issued `n` tokens, at most `limit`.
+    async fn wait_issued(&self, n: usize, limit: Duration) -> anyhow::Result<()> {
+        let mut issued = self.state.issued.subscribe();
+        tokio::time::timeout(limit, issued.wait_for(|i| *i >= n))
+            .await
+            .with_context(|| {
+                format!("{} tokens issued within {limit:?}, not {n}", self.issued())
+            })??;
+        Ok(())
+    }
+}
+
+/// A consumer of `topic` in `group` on the OAUTH listener, configured from YAML (the OIDC
+/// settings but the secret) and `KAFKA_*` variables (the brokers and the client secret):
+/// the token provider comes from the configuration alone.
+fn oidc_consumer(
+    kafka: &KafkaBroker,
+    endpoint: &TokenEndpoint,
+    secret: &str,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<ConsumerBuilder> {
+    Ok(ConsumerBuilder::from_config(&oidc_config(
+        kafka, endpoint, secret, group, topic,
+    )?))
+}
+
+/// The configuration of [`oidc_consumer`].
+fn oidc_config(
+    kafka: &KafkaBroker,
+    endpoint: &TokenEndpoint,
+    secret: &str,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<ConsumerConfig> {
+    let yaml = format!(
+        "kafka:
+  group_id: {group}
+  topics: [{topic}]
+  dead_letter: {{ enabled: true }}
+  session_timeout: 6s
+  heartbeat_interval: 500ms
+  security:
+    protocol: sasl_plaintext
+    sasl_mechanism: OAUTHBEARER
+    oauthbearer:
+      token_endpoint: {url}
+      client_id: {OIDC_CLIENT_ID}
+      scope: kafka.read kafka.write
+",
+        url = endpoint.url
+    );
+    let env = [
+        ("KAFKA_BOOTSTRAP_SERVERS", kafka.oauth.clone()),
+        ("KAFKA_OAUTHBEARER_CLIENT_SECRET", secret.to_owned()),
+    ];
+    let config = ConsumerConfig::load_str(&yaml, env).map_err(|e| anyhow!("{e}"))?;
+    ensure!(config.warnings().is_empty(), "{:?}", config.warnings());
+    Ok(config)
+}
+
+/// The consumer, its dead-letter producer and its admin client log in with tokens from the
+/// OIDC token endpoint, all set up from configuration; consume, commit and dead-letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_after_an_oidc_login_configured_from_file_and_environment() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let broker = TestBroker::started_kafka()?;
+    let endpoint = TokenEndpoint::start(Issue::Valid(Duration::from_secs(600))).await?;
+    let started = Instant::now();
+    let (topic, group) = (unique("oidc"), unique("oidc-g"));
+    let (_, end) = broker.fill_topic(&topic, 2, 10).await?;
+    let builder = oidc_consumer(kafka, &endpoint, OIDC_CLIENT_SECRET, &group, &topic)?;
+    let handled = consume_to_end(builder, &topic, &end, Some(3)).await?;
+    ensure!(handled >= 20, "{handled} messages handled");
+    let committed = broker.committed_offsets(&group, &topic).await?;
+    ensure!(
+        committed == end,
+        "committed {committed:?}, log ends {end:?}"
+    );
+    let dead = broker
+        .read_records(&format!("{topic}.dlq"), 1, ROUND_TRIP)
+        .await?;
+    let payload = dead[0].payload().map(String::from_utf8_lossy);
+    ensure!(
+        payload.as_deref() == Some(format!("{topic}:0:3").as_str()),
+        "dead letter: {payload:?}"
+    );
+    let requests = endpoint.requests();
+    ensure!(!requests.is_empty(), "the token endpoint was never asked");
+    for r in &requests {
+        ensure!(
+            r.form.get("grant_type").map(String::as_str) == Some("client_credentials")
+                && r.form.get("scope").map(String::as_str) == Some("kafka.read kafka.write")
+                && r.basic.as_deref() == Some(&format!("{OIDC_CLIENT_ID}:{OIDC_CLIENT_SECRET}")),
+            "{r:?}"
+        );
+    }
+    eprintln!(
+        "OIDC: {} token requests; consumed, committed and dead-lettered in {:?}",
+        requests.len(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// A client of the program's own (here a `BaseConsumer` asking for metadata), created from the
+/// configuration's `client_config` with a `SecureContext` of its `client_security`, logs in
+/// with the endpoint's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_clients_log_in_with_the_configured_token_provider() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let endpoint = TokenEndpoint::start(Issue::Valid(Duration::from_secs(600))).await?;
+    let config = oidc_config(kafka, &endpoint, OIDC_CLIENT_SECRET, "unused", "unused")?;
+    let client = config.client_config(sluicegate::config::ClientKind::Consumer);
+    let context = SecureContext::new(config.client_security(&client));
+    let brokers = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer<SecureContext> = client.create_with_context(context)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // Polling serves librdkafka's token request.
+            let _ = consumer.poll(Duration::from_millis(100));
+            match consumer.fetch_metadata(None, Duration::from_secs(2)) {
+                Ok(m) if !m.brokers().is_empty() => return Ok(m.brokers().len()),
+                other if Instant::now() > deadline => bail!("no metadata: {other:?}"),
+                // fetch_metadata waited up to 2 s for an answer: ask again.
+                _ => {}
+            }
+        }
+    })
+    .await??;
+    ensure!(brokers == 1, "{brokers} brokers");
+    ensure!(endpoint.issued() >= 1, "no token was issued");
+    Ok(())
+}
+
+/// The endpoint refuses the client (`401 invalid_client`): asking again cannot help, so the
+/// consumer stops at once, the error naming the endpoint's answer and never the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_refusing_the_client_stops_the_consumer_fast() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let endpoint = TokenEndpoint::start(Issue::Valid(Duration::from_secs(600))).await?;
+    let wrong = "wrong-client-s3cret";
+    for mode in [Mode::AtLeastOnce, Mode::ExactlyOnce] {
+        let builder = oidc_consumer(kafka, &endpoint, wrong, &unique("g"), &unique("never-read"))?;
+        let (result, took) = run_until_stopped(builder, mode).await?;
+        let err = result.err().context("stopped without an error")?;
+        let (text, debug) = (err.to_string(), format!("{err:?}"));
+        eprintln!("refused client ({mode:?}): stopped after {took:?} with: {text}");
+        ensure!(
+            matches!(&err, Error::Authentication { mechanism, .. } if mechanism == "OAUTHBEARER"),
+            "{debug}"
+        );
+        ensure!(
+            text.contains(&endpoint.url)
+                && text.contains("401")
+                && text.contains("invalid_client")
+                && text.contains(OIDC_CLIENT_ID),
+            "the error does not name the endpoint's answer: {text}"
+        );
+        ensure!(
+            !text.contains(wrong) && !debug.contains(wrong),
+            "the secret shows: {debug}"
+        );
+    }
+    ensure!(endpoint.issued() == 0, "tokens issued to a refused client");
+    Ok(())
+}
+
+/// The endpoint issues a token that has already expired: the provider refuses it and the
+/// consumer stops at once, naming the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_from_the_endpoint_stops_the_consumer_fast() -> anyhow::Result<()> {
+    let kafka = kafka()?;
+    let endpoint = TokenEndpoint::start(Issue::Expired).await?;
+    let builder = oidc_consumer(
+        kafka,
+        &endpoint,
+        OIDC_CLIENT_SECRET,
+        &unique("g"),
+        &unique("never-read"),
+    )?;
+    let (result, took) = run_until_stopped(builder, Mode::AtLeastOnce).await?;
+    let err = result.err().context("stopped without an error")?;
+    let text = err.to_string();
+    eprintln!("expired token: stopped after {took:?} with: {text}");
+    ensure!(
+        matches!(&err, Error::Authentication { mechanism, .. } if mechanism == "OAUTHBEARER"),
+        "{err:?}"
+    );
+    ensure!(
+        text.contains("already expired") && text.contains(&endpoint.url),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// Tokens announced for 4 s (`expires_in`) whose JWT expires after 12 s, on a listener that
+/// ends each session when its token expires (re-authentication, KIP-368): the endpoint is
+/// asked again before each token expires, every connection logs in again with a fresh one
+/// when its session ends, and consumption goes on past the first tokens' expiry.
+///
+/// Why the JWT outlives `expires_in`: a connection that logs in just before the refresh gets a
+/// session that ends with its token, and librdkafka re-authenticates at 90% of a session;
+/// Kafka refuses a second re-authentication within a second of the previous one, so with
+/// tokens of a few seconds (`exp` in whole seconds) a session can end too soon after the
+/// previous re-authentication (seen with 4 and 8 s tokens). The margin keeps every session
+/// above a second; refreshes still come every ~3 s and the first sessions still end at 12 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_tokens_are_refreshed_before_they_expire_while_consuming() -> anyhow::Result<()> {
+    const EXPIRES_IN: Duration = Duration::from_secs(4);
+    const JWT_LIFETIME: Duration = Duration::from_secs(12);
+    let kafka = kafka()?;
+    let broker = TestBroker::started_kafka()?;
+    let endpoint = TokenEndpoint::start(Issue::Announced {
+        expires_in: EXPIRES_IN,
+        jwt: JWT_LIFETIME,
+    })
+    .await?;
+    let (topic, group) = (unique("oidc-refresh"), unique("oidc-refresh-g"));
+    let (_, end) = broker.fill_topic(&topic, 2, 10).await?;
+    let handle = oidc_consumer(kafka, &endpoint, OIDC_CLIENT_SECRET, &group, &topic)?
+        .build(handler_fn(|_: Message| async { Ok(()) }))?
+        .spawn()?;
+    let mut status = handle.status();
+    let started = Instant::now();
+    let first = wait_status(
+        &mut status,
+        ROUND_TRIP,
+        "the first records committed",
+        |s| s.stopped || committed_to_end(s, &topic, &end),
+    )
+    .await?;
+    ensure!(!first.stopped, "stopped: {first:?}");
+    // A refresh before the first token's announced expiry.
+    endpoint.wait_issued(2, EXPIRES_IN * 2).await?;
+    // Waiting for an expiry: until the first token (and every session it opened) has expired
+    // at the broker.
+    let first = *endpoint
+        .state
+        .first_issued
+        .get()
+        .context("no first token")?;
+    tokio::time::sleep_until((first + JWT_LIFETIME + Duration::from_secs(1)).into()).await;
+    let issued = endpoint.issued();
+    ensure!(
+        issued >= 4,
+        "{issued} tokens in {:?}: not refreshed every ~3 s",
+        first.elapsed()
+    );
+    // Consuming goes on with the refreshed tokens.
+    let produced = broker
+        .produce_records(
+            &topic,
+            (0..2).flat_map(|p| {
+                (10..20).map(move |i| (Some(p), format!("k{i}"), format!("{p}:{i}")))
+            }),
+        )
+        .await?;
+    ensure!(
+        produced.iter().all(|r| (10..20).contains(&r.offset)),
+        "{produced:?}"
+    );
+    let end: BTreeMap<i32, i64> = (0..2).map(|p| (p, 20)).collect();
+    let reached = wait_status(
+        &mut status,
+        ROUND_TRIP,
+        "the later records committed",
+        |s| s.stopped || committed_to_end(s, &topic, &end),
+    )
+    .await;
+    let issued = endpoint.issued();
+    let took = started.elapsed();
+    handle.shutdown();
+    let ended = tokio::time::timeout(Duration::from_secs(30), handle.wait()).await;
+    ensure!(
+        reached.as_ref().is_ok_and(|s| !s.stopped),
+        "{reached:?}; the consumer ended with {ended:?}"
+    );
+    ended.context("shutdown")??;
+    eprintln!(
+        "OIDC refresh: {issued} tokens announced for {EXPIRES_IN:?} over {took:?}, consumption \
+         went on"
+    );
     Ok(())
 }
 

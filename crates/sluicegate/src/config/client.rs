@@ -67,8 +67,11 @@ impl ConsumerConfig {
     /// [`ClientSecurity::with_token_provider`]. Call it on the Tokio runtime the provider
     /// should run on, if any.
     pub fn client_security(&self, client: &ClientConfig) -> ClientSecurity {
-        // The configuration names no token provider yet: the place to hand it over when it does.
-        ClientSecurity::new(client)
+        let security = ClientSecurity::new(client);
+        match self.token_provider() {
+            Some(oauth) => security.with_oauth(oauth),
+            None => security,
+        }
     }
 }
 

@@ -113,6 +113,12 @@ macro_rules! var {
 /// | `KAFKA_SSL_CERTIFICATE_LOCATION` | `kafka.security.ssl_certificate_location` | path |
 /// | `KAFKA_SSL_KEY_LOCATION` | `kafka.security.ssl_key_location` | path |
 /// | `KAFKA_SSL_KEY_PASSWORD` | `kafka.security.ssl_key_password` | text (secret) |
+/// | `KAFKA_OAUTHBEARER_TOKEN_ENDPOINT` | `kafka.security.oauthbearer.token_endpoint` | URL |
+/// | `KAFKA_OAUTHBEARER_CLIENT_ID` | `kafka.security.oauthbearer.client_id` | text |
+/// | `KAFKA_OAUTHBEARER_CLIENT_SECRET` | `kafka.security.oauthbearer.client_secret` | text (secret) |
+/// | `KAFKA_OAUTHBEARER_SCOPE` | `kafka.security.oauthbearer.scope` | space-separated scopes |
+/// | `KAFKA_MSK_IAM_REGION` | `kafka.security.msk_iam.region` | AWS region, like `eu-west-1` |
+/// | `KAFKA_MSK_IAM_PROFILE` | `kafka.security.msk_iam.profile` | AWS profile name |
 pub const ENV_VARS: &[EnvVar] = &[
     var!(
         "KAFKA_BOOTSTRAP_SERVERS",
@@ -350,6 +356,42 @@ pub const ENV_VARS: &[EnvVar] = &[
         "text (secret)",
         |c, v| c.security.ssl_key_password = Some(Secret::new(v))
     ),
+    var!(
+        "KAFKA_OAUTHBEARER_TOKEN_ENDPOINT",
+        "kafka.security.oauthbearer.token_endpoint",
+        "URL",
+        |c, v| c.security.oauthbearer.token_endpoint = some(v.trim())
+    ),
+    var!(
+        "KAFKA_OAUTHBEARER_CLIENT_ID",
+        "kafka.security.oauthbearer.client_id",
+        "text",
+        |c, v| c.security.oauthbearer.client_id = some(v.trim())
+    ),
+    var!(
+        "KAFKA_OAUTHBEARER_CLIENT_SECRET",
+        "kafka.security.oauthbearer.client_secret",
+        "text (secret)",
+        |c, v| c.security.oauthbearer.client_secret = Some(Secret::new(v))
+    ),
+    var!(
+        "KAFKA_OAUTHBEARER_SCOPE",
+        "kafka.security.oauthbearer.scope",
+        "space-separated scopes",
+        |c, v| c.security.oauthbearer.scope = some(v.trim())
+    ),
+    var!(
+        "KAFKA_MSK_IAM_REGION",
+        "kafka.security.msk_iam.region",
+        "AWS region, like eu-west-1",
+        |c, v| c.security.msk_iam.region = some(v.trim())
+    ),
+    var!(
+        "KAFKA_MSK_IAM_PROFILE",
+        "kafka.security.msk_iam.profile",
+        "AWS profile name",
+        |c, v| c.security.msk_iam.profile = some(v.trim())
+    ),
 ];
 
 impl ConsumerConfig {
@@ -386,7 +428,7 @@ impl ConsumerConfig {
                     }
                 }
                 Err(reason) => {
-                    let shown = if var.path.contains("password") {
+                    let shown = if var.format.contains("(secret)") {
                         super::REDACTED.to_string()
                     } else {
                         value.clone()

@@ -47,7 +47,8 @@
 //! # let _ = builder;
 //! ```
 //!
-//! Secrets ([`Secret`]: the SASL password and the TLS key password, and `librdkafka:` entries
+//! Secrets ([`Secret`]: the SASL password, the TLS key password and the OIDC client secret, and
+//! `librdkafka:` entries
 //! whose names mark a secret, see [`is_secret_key`]) print as `[redacted]` in `Debug`,
 //! `Display` and serialized output.
 
@@ -714,6 +715,90 @@ pub struct SecurityConfig {
     pub ssl_key_location: Option<String>,
     /// `ssl.key.password` (secret): the private key's passphrase.
     pub ssl_key_password: Option<Secret>,
+    /// OAUTHBEARER tokens from an OIDC token endpoint (client credentials grant); needs
+    /// `sasl_mechanism: OAUTHBEARER`.
+    pub oauthbearer: OAuthBearerConfig,
+    /// OAUTHBEARER tokens for AWS MSK IAM authentication; needs `sasl_mechanism: OAUTHBEARER`
+    /// (and `protocol: sasl_ssl`, as MSK's IAM listeners are).
+    pub msk_iam: MskIamConfig,
+}
+
+/// OAUTHBEARER tokens from an OIDC (OAuth 2.0) token endpoint with the client credentials
+/// grant: [`OidcTokenProvider`](crate::security::OidcTokenProvider) (the `oidc` feature, on by
+/// default). Set `token_endpoint`, `client_id` and `client_secret` together.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthBearerConfig {
+    /// The token endpoint: an `https://` URL (`http://` is for a local endpoint).
+    pub token_endpoint: Option<String>,
+    /// The client id (sent with the secret in HTTP Basic authentication).
+    pub client_id: Option<String>,
+    /// The client secret (secret).
+    pub client_secret: Option<Secret>,
+    /// The scopes to ask for, space-separated, as the endpoint expects them; none by default.
+    pub scope: Option<String>,
+}
+
+impl OAuthBearerConfig {
+    /// Whether any of these settings is given.
+    pub fn is_set(&self) -> bool {
+        self.token_endpoint.is_some()
+            || self.client_id.is_some()
+            || self.client_secret.is_some()
+            || self.scope.is_some()
+    }
+}
+
+/// AWS MSK IAM authentication: [`MskIamTokenProvider`](crate::security) (the `msk-iam`
+/// feature; the `sluicegate` CLI has it). Credentials come from the standard AWS chain
+/// (`AWS_ACCESS_KEY_ID`..., `~/.aws` files, web identity, ECS/EC2 roles).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MskIamConfig {
+    /// The cluster's AWS region, such as `eu-west-1`; required.
+    pub region: Option<String>,
+    /// The AWS profile to take the credentials from (of `~/.aws/config` and
+    /// `~/.aws/credentials`), rather than `AWS_PROFILE` or `default`.
+    pub profile: Option<String>,
+}
+
+impl MskIamConfig {
+    /// Whether any of these settings is given.
+    pub fn is_set(&self) -> bool {
+        self.region.is_some() || self.profile.is_some()
+    }
+}
+
+impl SecurityConfig {
+    /// The OIDC token provider of `oauthbearer`, when its `token_endpoint` is set.
+    #[cfg(feature = "oidc")]
+    pub fn oidc_token_provider(&self) -> Option<crate::security::OidcTokenProvider> {
+        let o = &self.oauthbearer;
+        let endpoint = o.token_endpoint.clone()?;
+        let provider = crate::security::OidcTokenProvider::new(
+            endpoint,
+            o.client_id.clone().unwrap_or_default(),
+            o.client_secret
+                .as_ref()
+                .map(|s| s.expose().to_owned())
+                .unwrap_or_default(),
+        );
+        Some(match &o.scope {
+            Some(scope) => provider.scope(scope.clone()),
+            None => provider,
+        })
+    }
+
+    /// The MSK IAM token provider of `msk_iam`, when its `region` is set.
+    #[cfg(feature = "msk-iam")]
+    pub fn msk_iam_token_provider(&self) -> Option<crate::security::MskIamTokenProvider> {
+        let m = &self.msk_iam;
+        let provider = crate::security::MskIamTokenProvider::new(m.region.clone()?);
+        Some(match &m.profile {
+            Some(profile) => provider.profile(profile.clone()),
+            None => provider,
+        })
+    }
 }
 
 /// A librdkafka property derived from a typed setting: the property, the setting's path and
@@ -854,6 +939,19 @@ impl ConsumerConfig {
         out
     }
 
+    /// The token provider `security.oauthbearer` or `security.msk_iam` describes.
+    pub(crate) fn token_provider(&self) -> Option<crate::security::OAuth> {
+        #[cfg(feature = "oidc")]
+        if let Some(p) = self.security.oidc_token_provider() {
+            return Some(crate::security::OAuth::described(p));
+        }
+        #[cfg(feature = "msk-iam")]
+        if let Some(p) = self.security.msk_iam_token_provider() {
+            return Some(crate::security::OAuth::described(p));
+        }
+        None
+    }
+
     /// The retry policy these settings describe.
     pub fn retry_policy(&self) -> RetryPolicy {
         let r = &self.retry;
@@ -932,6 +1030,9 @@ impl ConsumerConfig {
         }
         if let Some(addr) = self.metrics_addr {
             b = b.http_endpoint(addr);
+        }
+        if let Some(oauth) = self.token_provider() {
+            b = b.configured_oauth(oauth);
         }
         for (key, _, value) in self.derived() {
             b = b.set(key, value);

@@ -1277,23 +1277,48 @@ fn setting_paths(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>)
 #[test]
 fn the_example_file_shows_every_setting() {
     let example = include_str!("../../../../examples/sluicegate.yaml");
-    let commented = uncomment_settings(example);
-    let shown: serde_json::Value =
-        serde_saphyr::from_str(&commented).expect("the example, uncommented, is YAML");
     let mut known = Vec::new();
     setting_paths(
         &serde_json::to_value(ConsumerConfig::default()).unwrap(),
         "",
         &mut known,
     );
-    let mut in_example = Vec::new();
-    setting_paths(&shown["kafka"], "", &mut in_example);
-    let missing: Vec<&String> = known.iter().filter(|k| !in_example.contains(k)).collect();
+    let shown = shown_paths(&uncomment_settings(example));
+    let missing: Vec<&String> = known
+        .iter()
+        .filter(|k| !shown.contains(&format!("kafka.{k}")))
+        .collect();
     assert!(
         missing.is_empty(),
         "examples/sluicegate.yaml lacks {missing:?}"
     );
     assert!(known.len() > 30, "{known:?}");
+}
+
+/// The dotted path of every `key:` line of `yaml`, by indentation (a setting may be shown in
+/// several commented-out variants, which a YAML parser would refuse as duplicate keys).
+fn shown_paths(yaml: &str) -> Vec<String> {
+    let mut stack: Vec<(usize, &str)> = Vec::new();
+    let mut out = Vec::new();
+    for line in yaml.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let Some((key, _)) = line.trim_start().split_once(':') else {
+            continue;
+        };
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+        {
+            continue;
+        }
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        stack.push((indent, key));
+        out.push(stack.iter().map(|(_, k)| *k).collect::<Vec<_>>().join("."));
+    }
+    out
 }
 
 /// Turns `  #   key: value` into `    key: value`: a commented-out setting, kept at its depth.
@@ -1404,4 +1429,261 @@ fn clients_need_only_the_bootstrap_servers() {
         ConsumerConfig::resolve_for(Purpose::Consumer, Some(yaml), no_env(), &[]).unwrap_err();
     assert_error(&errors, "kafka.group_id", "", &["required"]);
     assert_error(&errors, "kafka.topics", "", &["required"]);
+}
+
+const OIDC: &str = "  security:\n    protocol: sasl_ssl\n    sasl_mechanism: OAUTHBEARER\n    \
+                    oauthbearer:\n      token_endpoint: https://idp.example.com/oauth2/token\n      \
+                    client_id: billing\n      client_secret: oidc-s3cret\n      scope: kafka\n";
+
+#[test]
+fn an_oidc_token_endpoint_from_the_file_or_the_environment_sets_the_builders_provider() {
+    let from_file = ConsumerConfig::load_str(&format!("{BASE}{OIDC}"), no_env())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let from_env = ConsumerConfig::load_str(
+        BASE,
+        [
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("KAFKA_SASL_MECHANISM", "OAUTHBEARER"),
+            (
+                "KAFKA_OAUTHBEARER_TOKEN_ENDPOINT",
+                "https://idp.example.com/oauth2/token",
+            ),
+            ("KAFKA_OAUTHBEARER_CLIENT_ID", "billing"),
+            ("KAFKA_OAUTHBEARER_CLIENT_SECRET", "oidc-s3cret"),
+            ("KAFKA_OAUTHBEARER_SCOPE", "kafka"),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(from_file, from_env);
+    let o = &from_file.security.oauthbearer;
+    assert_eq!(
+        o.client_secret.as_ref().map(Secret::expose),
+        Some("oidc-s3cret")
+    );
+    assert_eq!(o.scope.as_deref(), Some("kafka"));
+    assert!(
+        from_file.warnings().is_empty(),
+        "{:?}",
+        from_file.warnings()
+    );
+    #[cfg(feature = "oidc")]
+    {
+        let p = from_file
+            .security
+            .oidc_token_provider()
+            .expect("a provider");
+        assert_eq!(p.token_endpoint(), "https://idp.example.com/oauth2/token");
+        assert_eq!(p.client_id(), "billing");
+        let builder = format!("{:?}", ConsumerBuilder::from_config(&from_file));
+        assert!(
+            builder.contains("oauth_token_provider: Some(OidcTokenProvider {")
+                && builder.contains("idp.example.com"),
+            "{builder}"
+        );
+    }
+    // Secrets stay hidden.
+    for shown in [
+        format!("{from_file:?}"),
+        format!("{:?}", ConsumerBuilder::from_config(&from_file)),
+        from_file.to_yaml(),
+    ] {
+        assert!(!shown.contains("oidc-s3cret"), "{shown}");
+    }
+}
+
+#[test]
+fn oidc_settings_are_checked_together() {
+    let oauth = "  security:\n    protocol: sasl_ssl\n    sasl_mechanism: OAUTHBEARER\n    \
+                 oauthbearer:\n";
+    // An endpoint without client id and secret.
+    let e = errors_of(
+        &format!("{BASE}{oauth}      token_endpoint: https://idp/token\n"),
+        &[],
+    );
+    assert_error(
+        &e,
+        "kafka.security.oauthbearer.client_id",
+        "",
+        &[
+            "required with kafka.security.oauthbearer.token_endpoint",
+            "KAFKA_OAUTHBEARER_CLIENT_ID",
+        ],
+    );
+    assert_error(
+        &e,
+        "kafka.security.oauthbearer.client_secret",
+        "",
+        &["required", "KAFKA_OAUTHBEARER_CLIENT_SECRET"],
+    );
+    // A client id without an endpoint.
+    let e = errors_of(&format!("{BASE}{oauth}      client_id: billing\n"), &[]);
+    assert_error(
+        &e,
+        "kafka.security.oauthbearer.token_endpoint",
+        "",
+        &["required", "https://"],
+    );
+    // Not a URL.
+    let e = errors_of(
+        &format!("{BASE}{oauth}      token_endpoint: idp.example.com/token\n      client_id: a\n      client_secret: b\n"),
+        &[("KAFKA_OAUTHBEARER_CLIENT_SECRET", "x")],
+    );
+    assert_error(
+        &e,
+        "kafka.security.oauthbearer.token_endpoint",
+        "idp.example.com/token",
+        &["not an https:// URL"],
+    );
+    // The wrong mechanism.
+    let e = errors_of(
+        &format!(
+            "{BASE}  security:\n    protocol: sasl_ssl\n    sasl_mechanism: PLAIN\n    \
+             sasl_username: u\n    sasl_password: p\n    oauthbearer:\n      \
+             token_endpoint: https://idp/token\n      client_id: a\n      client_secret: b\n"
+        ),
+        &[],
+    );
+    assert_error(
+        &e,
+        "kafka.security.oauthbearer.token_endpoint",
+        "https://idp/token",
+        &["set kafka.security.sasl_mechanism to OAUTHBEARER (it is PLAIN)"],
+    );
+    // A placeholder secret, and its value never shown from the environment.
+    let e = errors_of(
+        &format!("{BASE}{OIDC}"),
+        &[("KAFKA_OAUTHBEARER_CLIENT_SECRET", REDACTED)],
+    );
+    assert_error(
+        &e,
+        "kafka.security.oauthbearer.client_secret",
+        REDACTED,
+        &["placeholder"],
+    );
+    // http:// to another machine is a warning; to this one, nothing.
+    let c = ConsumerConfig::load_str(
+        &format!("{BASE}{OIDC}"),
+        [(
+            "KAFKA_OAUTHBEARER_TOKEN_ENDPOINT",
+            "http://idp.internal/token",
+        )],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let w = c.warnings();
+    assert!(
+        w.iter()
+            .any(|w| w.path == "kafka.security.oauthbearer.token_endpoint"
+                && w.reason.contains("unencrypted")),
+        "{w:?}"
+    );
+    let c = ConsumerConfig::load_str(
+        &format!("{BASE}{OIDC}"),
+        [(
+            "KAFKA_OAUTHBEARER_TOKEN_ENDPOINT",
+            "http://127.0.0.1:8080/token",
+        )],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+}
+
+#[test]
+fn oauthbearer_without_a_configured_provider_warns_that_code_must_set_one() {
+    let c = ConsumerConfig::load_str(
+        &format!("{BASE}  security:\n    protocol: sasl_ssl\n    sasl_mechanism: OAUTHBEARER\n"),
+        no_env(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let w = c.warnings();
+    assert!(
+        w.iter().any(|w| w.path == "kafka.security.sasl_mechanism"
+            && w.reason.contains("oauth_token_provider")),
+        "{w:?}"
+    );
+}
+
+const MSK: &str = "  security:\n    protocol: sasl_ssl\n    sasl_mechanism: OAUTHBEARER\n    \
+                   msk_iam:\n      region: eu-west-1\n      profile: kafka-consumer\n";
+
+#[test]
+fn msk_iam_from_the_file_or_the_environment() {
+    let from_file =
+        ConsumerConfig::load_str(&format!("{BASE}{MSK}"), no_env()).map_err(|e| e.to_string());
+    let from_env = ConsumerConfig::load_str(
+        BASE,
+        [
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("KAFKA_SASL_MECHANISM", "OAUTHBEARER"),
+            ("KAFKA_MSK_IAM_REGION", "eu-west-1"),
+            ("KAFKA_MSK_IAM_PROFILE", "kafka-consumer"),
+        ],
+    )
+    .map_err(|e| e.to_string());
+    assert_eq!(from_file, from_env);
+    #[cfg(not(feature = "msk-iam"))]
+    assert!(
+        from_file.as_ref().is_err_and(
+            |e| e.contains("kafka.security.msk_iam.region") && e.contains("`msk-iam` feature")
+        ),
+        "{from_file:?}"
+    );
+    #[cfg(feature = "msk-iam")]
+    {
+        let c = from_file.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.security.msk_iam.region.as_deref(), Some("eu-west-1"));
+        let p = c.security.msk_iam_token_provider().expect("a provider");
+        assert_eq!(p.region(), "eu-west-1");
+        assert_eq!(p.profile_name(), Some("kafka-consumer"));
+        // What the builder got from the configuration.
+        let builder = format!("{:?}", ConsumerBuilder::from_config(&c));
+        assert!(
+            builder.contains(
+                r#"oauth_token_provider: Some(MskIamTokenProvider { region: "eu-west-1", profile: Some("kafka-consumer")"#
+            ),
+            "{builder}"
+        );
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+}
+
+#[test]
+fn msk_iam_settings_are_checked() {
+    let sasl = "  security:\n    protocol: sasl_ssl\n    sasl_mechanism: OAUTHBEARER\n";
+    let e = errors_of(
+        &format!("{BASE}{sasl}    msk_iam:\n      profile: p\n"),
+        &[],
+    );
+    assert_error(
+        &e,
+        "kafka.security.msk_iam.region",
+        "",
+        &["required", "KAFKA_MSK_IAM_REGION"],
+    );
+    let e = errors_of(
+        &format!("{BASE}{sasl}    msk_iam:\n      region: Europe West\n"),
+        &[],
+    );
+    assert_error(
+        &e,
+        "kafka.security.msk_iam.region",
+        "Europe West",
+        &["not an AWS region name"],
+    );
+    // With the OIDC settings too.
+    let e = errors_of(
+        &format!("{BASE}{OIDC}"),
+        &[("KAFKA_MSK_IAM_REGION", "eu-west-1")],
+    );
+    assert_error(&e, "kafka.security.msk_iam", "", &["one or the other"]);
+    // Without OAUTHBEARER.
+    let e = errors_of(
+        &format!("{BASE}  security:\n    protocol: ssl\n    msk_iam:\n      region: eu-west-1\n"),
+        &[],
+    );
+    assert_error(
+        &e,
+        "kafka.security.msk_iam.region",
+        "eu-west-1",
+        &["OAUTHBEARER (it is not set)"],
+    );
 }

@@ -180,6 +180,41 @@ impl ConsumerConfig {
                  partition joins no group",
             ));
         }
+        let sec = &self.security;
+        if let Some(url) = sec
+            .oauthbearer
+            .token_endpoint
+            .as_ref()
+            .filter(|u| plain_http_elsewhere(u))
+        {
+            out.push(ConfigError::new(
+                "kafka.security.oauthbearer.token_endpoint",
+                url.clone(),
+                "plain http:// to another machine: the client secret and the tokens cross \
+                 the network unencrypted; use https://",
+            ));
+        }
+        if sec.msk_iam.region.is_some()
+            && sec.protocol.is_some_and(|p| p != SecurityProtocol::SaslSsl)
+        {
+            out.push(ConfigError::new(
+                "kafka.security.protocol",
+                sec.protocol.map(|p| p.as_str()).unwrap_or_default(),
+                "MSK's IAM listeners (port 9098) are sasl_ssl",
+            ));
+        }
+        if sec.sasl_mechanism == Some(SaslMechanism::OauthBearer)
+            && !sec.oauthbearer.is_set()
+            && !sec.msk_iam.is_set()
+        {
+            out.push(ConfigError::new(
+                "kafka.security.sasl_mechanism",
+                "OAUTHBEARER",
+                "no token provider configured (kafka.security.oauthbearer or \
+                 kafka.security.msk_iam): the program must set one in code \
+                 (ConsumerBuilder::oauth_token_provider)",
+            ));
+        }
         if !self.dead_letter.enabled {
             if let Some(t) = &self.dead_letter.topic {
                 out.push(ConfigError::new(
@@ -477,6 +512,10 @@ impl ConsumerConfig {
         for (path, secret) in [
             ("kafka.security.sasl_password", &s.sasl_password),
             ("kafka.security.ssl_key_password", &s.ssl_key_password),
+            (
+                "kafka.security.oauthbearer.client_secret",
+                &s.oauthbearer.client_secret,
+            ),
         ] {
             if secret.as_ref().is_some_and(|p| p.expose() == REDACTED) {
                 err(
@@ -532,6 +571,11 @@ impl ConsumerConfig {
             _ => {}
         }
 
+        self.token_provider_problems(&mut out);
+        let mut err = |path: &str, value: String, reason: &str| {
+            out.push(ConfigError::new(path, value, reason));
+        };
+
         // Pass-through properties.
         let derived = self.derived();
         for (key, value) in &self.librdkafka.0 {
@@ -561,6 +605,112 @@ impl ConsumerConfig {
             }
         }
         out
+    }
+
+    /// The rules of the token providers made from configuration: `oauthbearer` (OIDC) and
+    /// `msk_iam`.
+    fn token_provider_problems(&self, out: &mut Vec<ConfigError>) {
+        let mut err = |path: &str, value: String, reason: &str| {
+            out.push(ConfigError::new(path, value, reason));
+        };
+        let s = &self.security;
+        let (o, m) = (&s.oauthbearer, &s.msk_iam);
+        const ENDPOINT: &str = "kafka.security.oauthbearer.token_endpoint";
+        const REGION: &str = "kafka.security.msk_iam.region";
+        if o.is_set() {
+            match &o.token_endpoint {
+                None => err(
+                    ENDPOINT,
+                    String::new(),
+                    "required with the other kafka.security.oauthbearer settings: the OIDC \
+                     token endpoint, an https:// URL (or KAFKA_OAUTHBEARER_TOKEN_ENDPOINT)",
+                ),
+                Some(url) => {
+                    if let Err(problem) = endpoint_problem(url) {
+                        err(ENDPOINT, url.clone(), &problem);
+                    }
+                }
+            }
+            if o.token_endpoint.is_some() {
+                if o.client_id.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                    err(
+                        "kafka.security.oauthbearer.client_id",
+                        String::new(),
+                        "required with kafka.security.oauthbearer.token_endpoint: the OAuth \
+                         client id (or KAFKA_OAUTHBEARER_CLIENT_ID)",
+                    );
+                }
+                if o.client_secret
+                    .as_ref()
+                    .is_none_or(|v| v.expose().is_empty())
+                {
+                    err(
+                        "kafka.security.oauthbearer.client_secret",
+                        String::new(),
+                        "required with kafka.security.oauthbearer.token_endpoint: the OAuth \
+                         client secret (or KAFKA_OAUTHBEARER_CLIENT_SECRET)",
+                    );
+                }
+            }
+            if !cfg!(feature = "oidc") {
+                err(
+                    ENDPOINT,
+                    o.token_endpoint.clone().unwrap_or_default(),
+                    "this build of Sluicegate has no OIDC token provider: build the sluicegate \
+                     crate with its `oidc` feature (on by default)",
+                );
+            }
+        }
+        if m.is_set() {
+            match &m.region {
+                None => err(
+                    REGION,
+                    String::new(),
+                    "required with kafka.security.msk_iam: the cluster's AWS region, like \
+                     eu-west-1 (or KAFKA_MSK_IAM_REGION)",
+                ),
+                Some(r) if !is_region(r) => err(
+                    REGION,
+                    r.clone(),
+                    "not an AWS region name: expected lowercase letters, digits and dashes, \
+                     like eu-west-1",
+                ),
+                Some(_) => {}
+            }
+            if !cfg!(feature = "msk-iam") {
+                err(
+                    REGION,
+                    m.region.clone().unwrap_or_default(),
+                    "this build of Sluicegate has no MSK IAM support: build the sluicegate \
+                     crate with its `msk-iam` feature (the sluicegate CLI has it)",
+                );
+            }
+        }
+        if o.is_set() && m.is_set() {
+            err(
+                "kafka.security.msk_iam",
+                String::new(),
+                "set with kafka.security.oauthbearer: the tokens come from one or the other; \
+                 remove one of them",
+            );
+        }
+        for (set, path) in [(o.is_set(), ENDPOINT), (m.is_set(), REGION)] {
+            if set && s.sasl_mechanism != Some(SaslMechanism::OauthBearer) {
+                let value = match path {
+                    ENDPOINT => o.token_endpoint.clone(),
+                    _ => m.region.clone(),
+                };
+                err(
+                    path,
+                    value.unwrap_or_default(),
+                    &format!(
+                        "makes OAUTHBEARER tokens: set kafka.security.sasl_mechanism to \
+                         OAUTHBEARER (it is {}) and kafka.security.protocol to sasl_ssl",
+                        s.sasl_mechanism.map_or("not set", SaslMechanism::as_str)
+                    ),
+                );
+            }
+        }
     }
 
     /// The rules between the classic group protocol's timeouts (librdkafka's defaults where
@@ -658,6 +808,49 @@ impl ConsumerConfig {
             Err(ConfigErrors(errors))
         }
     }
+}
+
+/// What is wrong with the token endpoint `url`, if anything.
+fn endpoint_problem(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or(
+            "not an https:// URL: the OIDC token endpoint, like \
+                https://login.example.com/oauth2/token",
+        )?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.contains(char::is_whitespace) || url.contains(char::is_whitespace) {
+        return Err(
+            "not a URL with a host: expected like https://login.example.com/oauth2/token".into(),
+        );
+    }
+    #[cfg(feature = "oidc")]
+    if let Err(e) = reqwest::Url::parse(url) {
+        return Err(format!("not a valid URL ({e})"));
+    }
+    Ok(())
+}
+
+/// Whether the token endpoint `url` sends the client secret in the clear to another machine.
+fn plain_http_elsewhere(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, h)| h)
+        .trim_start_matches('[');
+    !(host.starts_with("localhost") || host.starts_with("127.") || host.starts_with("::1]"))
+}
+
+/// Whether `r` looks like an AWS region name (`eu-west-1`, `us-gov-west-1`, `cn-north-1`).
+fn is_region(r: &str) -> bool {
+    !r.is_empty()
+        && r.contains('-')
+        && r.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// Why the classic group protocol's property `key` is refused with the consumer protocol.

@@ -47,6 +47,18 @@ impl ClientErrors {
         self.health().security.clone()
     }
 
+    /// Records a token provider's error that asking again cannot cure
+    /// ([`TokenError::rejected`](crate::security::TokenError::rejected)): the client stops.
+    pub fn token_rejected(&self, reason: &str) {
+        let stop = self
+            .security
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rejected_token(reason);
+        error!(error = %crate::Error::from(stop.clone()), "the token provider's credentials were refused; stopping");
+        self.health().security.get_or_insert(stop);
+    }
+
     /// Records one error of librdkafka's error callback (see [`crate::security`] for which
     /// ones stop the consumer).
     pub fn error(&self, e: KafkaError, reason: &str) {
@@ -114,7 +126,7 @@ impl ClientContext for RuntimeContext {
         &self,
         _config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        generate_oauth_token(self.oauth.as_ref())
+        generate_oauth_token(self.oauth.as_ref(), Some(&self.errors))
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -127,12 +139,21 @@ impl ClientContext for RuntimeContext {
 }
 
 /// The token callback of every client the runtime creates: the provider's token, or an error
-/// that says none was set.
+/// that says none was set. A [rejected](crate::security::TokenError::rejected) token request is
+/// recorded in `errors` (when the client's failures stop the consumer), which stops it.
 pub(crate) fn generate_oauth_token(
     oauth: Option<&OAuth>,
+    errors: Option<&ClientErrors>,
 ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
     match oauth {
-        Some(oauth) => oauth.generate(),
+        Some(oauth) => oauth.generate().inspect_err(|e| {
+            let rejected = e
+                .downcast_ref::<crate::security::TokenError>()
+                .filter(|e| e.is_rejected());
+            if let (Some(e), Some(errors)) = (rejected, errors) {
+                errors.token_rejected(&e.to_string());
+            }
+        }),
         None => Err(
             "sasl.mechanism is OAUTHBEARER but no token provider is set \
                      (ConsumerBuilder::oauth_token_provider)"

@@ -128,7 +128,7 @@ impl std::fmt::Debug for ConsumerBuilder {
             .field("exactly_once", &self.exactly_once)
             .field("metrics", &self.metrics.is_some())
             .field("http_endpoint", &self.http_endpoint)
-            .field("oauth_token_provider", &self.oauth.is_some())
+            .field("oauth_token_provider", &self.oauth)
             .finish()
     }
 }
@@ -614,6 +614,13 @@ impl ConsumerBuilder {
         if let Some(oauth) = security.oauth() {
             self.oauth = Some(oauth.clone());
         }
+        self
+    }
+
+    /// [`oauth_token_provider`](Self::oauth_token_provider) for a provider made from
+    /// configuration.
+    pub(crate) fn configured_oauth(mut self, oauth: OAuth) -> Self {
+        self.oauth = Some(oauth);
         self
     }
 

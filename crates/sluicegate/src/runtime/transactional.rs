@@ -87,7 +87,7 @@ impl ClientContext for PipelineContext {
         &self,
         _config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        super::context::generate_oauth_token(self.oauth.as_ref())
+        super::context::generate_oauth_token(self.oauth.as_ref(), Some(&self.errors))
     }
 
     fn error(&self, e: KafkaError, reason: &str) {

@@ -51,6 +51,12 @@ impl ClientSecurity {
         }
     }
 
+    /// Gets OAUTHBEARER tokens from the provider a configuration describes.
+    pub(crate) fn with_oauth(mut self, oauth: OAuth) -> Self {
+        self.oauth = Some(oauth.on_current_runtime());
+        self
+    }
+
     /// Gets OAUTHBEARER tokens from `provider`, run on the Tokio runtime current when this is
     /// called (if any; see [`TokenProvider`]).
     pub fn with_token_provider<P: TokenProvider>(mut self, provider: P) -> Self {
@@ -73,7 +79,7 @@ impl ClientSecurity {
     pub fn generate_oauth_token(
         &self,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        generate_oauth_token(self.oauth.as_ref())
+        generate_oauth_token(self.oauth.as_ref(), Some(&self.errors))
     }
 
     /// Looks at one error of librdkafka's error callback (for [`ClientContext::error`]): logs

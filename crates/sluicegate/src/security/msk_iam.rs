@@ -1,14 +1,28 @@
 //! AWS MSK IAM authentication (the `msk-iam` feature): OAUTHBEARER tokens that are presigned
-//! `kafka-cluster:Connect` URLs, made by the `aws-msk-iam-sasl-signer` crate.
+//! `kafka-cluster:Connect` URLs, signed with SigV4 (`aws-sigv4`) as the
+//! `aws-msk-iam-sasl-signer` crate signs them.
+//!
+//! The signing is done here with `aws-sigv4` rather than through `aws-msk-iam-sasl-signer`:
+//! that crate turns on the AWS SDK's default HTTPS client (rustls on `aws-lc-rs`), whose C
+//! build (`aws-lc-sys`) takes minutes. The credentials chain gets an HTTPS client on rustls
+//! with `ring` instead.
 
 use std::fmt;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::Credentials;
 use aws_types::region::Region;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
+use base64::Engine as _;
 use tokio::sync::OnceCell;
 
 use super::{OAuthToken, TokenError, TokenProvider};
+
+/// How long a token is valid; MSK's limit, and the signer crate's choice.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
+/// What the token URL's `User-Agent` parameter names (MSK logs it).
+const USER_AGENT: &str = concat!("sluicegate-rs/", env!("CARGO_PKG_VERSION"));
 
 /// Makes the OAUTHBEARER tokens of AWS MSK IAM authentication: each is a SigV4-presigned
 /// `kafka-cluster:Connect` URL for the cluster's region, base64url-encoded, valid for 15
@@ -16,8 +30,12 @@ use super::{OAuthToken, TokenError, TokenProvider};
 ///
 /// Credentials come from the standard AWS chain by default (environment, shared config and
 /// credentials files, web identity, ECS and EC2 instance roles), resolved once and cached by
-/// the chain; [`with_credentials`](Self::with_credentials) takes any other provider. The
-/// token's principal (only shown in logs) is the credentials' access key id.
+/// the chain, optionally for a named [profile](Self::profile);
+/// [`with_credentials`](Self::with_credentials) takes any other provider. The token's
+/// principal (only shown in logs) is the credentials' access key id.
+///
+/// From configuration: `kafka.security.msk_iam.region` (and `profile`), or
+/// `KAFKA_MSK_IAM_REGION` (and `KAFKA_MSK_IAM_PROFILE`).
 ///
 /// ```no_run
 /// use sluicegate::security::MskIamTokenProvider;
@@ -35,6 +53,7 @@ use super::{OAuthToken, TokenError, TokenProvider};
 /// ```
 pub struct MskIamTokenProvider {
     region: Region,
+    profile: Option<String>,
     /// Set by `with_credentials`, or from the default chain on first use.
     credentials: OnceCell<SharedCredentialsProvider>,
 }
@@ -43,6 +62,7 @@ impl fmt::Debug for MskIamTokenProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MskIamTokenProvider")
             .field("region", &self.region.as_ref())
+            .field("profile", &self.profile)
             .finish_non_exhaustive()
     }
 }
@@ -53,6 +73,7 @@ impl MskIamTokenProvider {
     pub fn new(region: impl Into<String>) -> Self {
         MskIamTokenProvider {
             region: Region::new(region.into()),
+            profile: None,
             credentials: OnceCell::new(),
         }
     }
@@ -66,8 +87,17 @@ impl MskIamTokenProvider {
     ) -> Self {
         MskIamTokenProvider {
             region: Region::new(region.into()),
+            profile: None,
             credentials: OnceCell::new_with(Some(SharedCredentialsProvider::new(provider))),
         }
+    }
+
+    /// Takes the credentials of the named profile of the AWS shared config and credentials
+    /// files (`~/.aws/config`, `~/.aws/credentials`) rather than of `AWS_PROFILE` or
+    /// `default`. No effect with [`with_credentials`](Self::with_credentials).
+    pub fn profile(mut self, profile: impl Into<String>) -> Self {
+        self.profile = Some(profile.into());
+        self
     }
 
     /// The region the tokens are for.
@@ -75,19 +105,89 @@ impl MskIamTokenProvider {
         self.region.as_ref()
     }
 
+    /// The AWS profile the credentials come from, if one was named.
+    pub fn profile_name(&self) -> Option<&str> {
+        self.profile.as_deref()
+    }
+
     async fn provider(&self) -> Result<&SharedCredentialsProvider, TokenError> {
         self.credentials
             .get_or_try_init(|| async {
-                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                // An HTTPS client for the chain's remote providers (STS, SSO portals, ECS and
+                // EC2 metadata), on ring: see the module docs.
+                let http = aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https();
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
                     .region(self.region.clone())
-                    .load()
-                    .await;
+                    .http_client(http);
+                if let Some(profile) = &self.profile {
+                    loader = loader.profile_name(profile);
+                }
+                let config = loader.load().await;
                 config.credentials_provider().ok_or_else(|| {
                     TokenError::new("no AWS credentials provider in the default chain")
                 })
             })
             .await
     }
+}
+
+/// The token for `credentials` in `region`, signed at `now`: the base64url (unpadded) of
+/// `https://kafka.<region>.amazonaws.com/?Action=kafka-cluster%3AConnect&<SigV4 query
+/// parameters>&User-Agent=...`, and when it expires.
+fn sign(
+    region: &Region,
+    credentials: Credentials,
+    now: SystemTime,
+) -> Result<(String, SystemTime), String> {
+    use aws_sigv4::http_request::{
+        sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+    };
+    use aws_sigv4::sign::v4;
+
+    let mut url = url::Url::parse(&format!("https://kafka.{region}.amazonaws.com/"))
+        .map_err(|e| format!("the region `{region}` makes no valid host name: {e}"))?;
+    url.query_pairs_mut()
+        .append_pair("Action", "kafka-cluster:Connect");
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(TOKEN_LIFETIME);
+    // X-Amz-Date has whole seconds: the expiry counts from there.
+    let now = UNIX_EPOCH
+        + Duration::from_secs(now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs());
+    let identity = credentials.into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region.as_ref())
+        .name("kafka-cluster")
+        .time(now)
+        .settings(settings)
+        .build()
+        .map_err(|e| format!("cannot build the signing parameters: {e}"))?;
+    let request = SignableRequest::new(
+        "GET",
+        url.as_str(),
+        std::iter::empty(),
+        SignableBody::Bytes(&[]),
+    )
+    .map_err(|e| format!("cannot sign the request: {e}"))?;
+    let (instructions, _) = sign(request, &params.into())
+        .map_err(|e| format!("cannot sign the request: {e}"))?
+        .into_parts();
+    {
+        let mut query = url.query_pairs_mut();
+        for (name, value) in instructions.params() {
+            query.append_pair(name, value);
+        }
+        query.append_pair("User-Agent", USER_AGENT);
+    }
+    Ok((
+        BASE64URL.encode(url.as_str().as_bytes()),
+        now + TOKEN_LIFETIME,
+    ))
 }
 
 impl TokenProvider for MskIamTokenProvider {
@@ -99,14 +199,8 @@ impl TokenProvider for MskIamTokenProvider {
             .await
             .map_err(|e| TokenError::new(format!("cannot get AWS credentials: {e}")))?;
         let principal = credentials.access_key_id().to_owned();
-        let (token, expires_ms) =
-            aws_msk_iam_sasl_signer::generate_auth_token_from_credentials_provider(
-                self.region.clone(),
-                SharedCredentialsProvider::new(credentials),
-            )
-            .await
+        let (token, expires_at) = sign(&self.region, credentials, SystemTime::now())
             .map_err(|e| TokenError::new(format!("cannot sign the MSK IAM token: {e}")))?;
-        let expires_at = UNIX_EPOCH + Duration::from_millis(u64::try_from(expires_ms).unwrap_or(0));
         Ok(OAuthToken::expiring_at(token, principal, expires_at))
     }
 }

@@ -11,7 +11,9 @@
 //! - SSL with the certificates of [`KafkaBroker::pki`], a client certificate requested
 //!   (verified against the test CA when one is presented) ([`KafkaBroker::ssl`]);
 //! - SASL_SSL with the same mechanisms and certificates ([`KafkaBroker::sasl_ssl`]);
-//! - SASL_PLAINTEXT with OAUTHBEARER and Kafka's unsecured JWT validator ([`KafkaBroker::oauth`]);
+//! - SASL_PLAINTEXT with OAUTHBEARER and Kafka's unsecured JWT validator ([`KafkaBroker::oauth`]),
+//!   with re-authentication on (KIP-368): a session ends when its token expires, so a client
+//!   must log in again with a fresh token;
 //! - SSL that requires a client certificate signed by the test CA ([`KafkaBroker::mtls`]);
 //! - SSL with a server certificate signed by the test CA for another name, `broker.invalid`
 //!   ([`KafkaBroker::misnamed`]), which hostname verification rejects.
@@ -128,7 +130,9 @@ pub struct KafkaBroker {
     pub ssl: String,
     /// The SASL_SSL listener (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
     pub sasl_ssl: String,
-    /// The SASL_PLAINTEXT listener with OAUTHBEARER (unsecured JWT validator).
+    /// The SASL_PLAINTEXT listener with OAUTHBEARER (unsecured JWT validator); sessions end when
+    /// their token expires (`connections.max.reauth.ms`, at most an hour), and the client must
+    /// re-authenticate with a fresh token.
     pub oauth: String,
     /// The SSL listener that requires a client certificate signed by the test CA.
     pub mtls: String,
@@ -274,6 +278,7 @@ listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.se
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER
 listener.name.oauth.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub=\"broker\";
+listener.name.oauth.oauthbearer.connections.max.reauth.ms=3600000
 ssl.keystore.type=PEM
 ssl.keystore.location={keystore}
 ssl.truststore.type=PEM
