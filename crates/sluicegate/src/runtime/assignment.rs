@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::commit::{partitions, read_list, CommitEntry};
 use crate::dispatch::{Backpressure, BufferLimits, Buffered, KeyGate, Ordering};
+use crate::handler::Outcome;
 use crate::message::Header;
 use crate::metrics::TopicMetrics;
 use crate::policy::{Breaker, CircuitState};
@@ -25,7 +26,7 @@ use crate::{offset_map, Error, Message, OffsetTracker};
 
 use super::catch_up::{CatchUp, Seen, Targets};
 use super::committer::CommitRequest;
-use super::event::{Event, Left, Outcome, Slot};
+use super::event::{Event, Left, Slot};
 use super::seek::{self, SeekTo};
 use super::status::{Figures, StatusPublisher, TopicPartition};
 

@@ -17,7 +17,6 @@ mod worker;
 
 pub use catch_up::{CatchUp, Progress};
 pub(crate) use context::{generate_oauth_token, ClientErrors};
-pub(crate) use event::Outcome;
 pub use seek::SeekTo;
 pub use status::{ConsumerStatus, StatusWatch, StuckPartition, TopicPartition};
 

@@ -35,7 +35,7 @@ use tracing::{error, info, warn};
 use crate::commit::{commit_list, partitions, CommitEntry};
 use crate::dead_letter::Failure;
 use crate::dispatch::{BatchLimits, Batcher};
-use crate::handler::{ErrorKind, HandlerResult, Work};
+use crate::handler::{ErrorKind, HandlerResult, Outcome, Work};
 use crate::output::Producer;
 use crate::policy::RetryDecision;
 use crate::security::SecurityWatch;
@@ -43,7 +43,6 @@ use crate::{Error, Message};
 
 use super::assignment::to_message;
 use super::context::ClientErrors;
-use super::event::Outcome;
 use super::poll::Control;
 use super::seek::{self, SeekTo};
 use super::status::{Figures, StatusPublisher, TopicPartition};

@@ -16,12 +16,12 @@ use tracing::{error, warn};
 
 use crate::dead_letter::{DeadLetterWriter, Failure};
 use crate::dispatch::{BatchLimits, Batcher};
-use crate::handler::{ErrorKind, HandlerError, HandlerResult, Work};
+use crate::handler::{ErrorKind, HandlerError, HandlerResult, Outcome, Work};
 use crate::metrics::ConsumerMetrics;
 use crate::policy::{Breaker, RetryDecision, RetryPolicy};
 use crate::Message;
 
-use super::event::{Event, Left, Outcome, Slot};
+use super::event::{Event, Left, Slot};
 use super::status::StuckPartition;
 
 /// Retry waits at least this long pause their partition. A pause and resume makes librdkafka
