@@ -71,6 +71,7 @@ mod msk_iam;
 /// feature).
 #[cfg(feature = "msk-iam")]
 pub use aws_credential_types;
+pub(crate) use client::{generate_oauth_token, ClientErrors, ClientHealth};
 pub use client::{ClientSecurity, SecureContext};
 #[cfg(feature = "msk-iam")]
 pub use msk_iam::MskIamTokenProvider;

@@ -16,7 +16,6 @@ mod transactional;
 mod worker;
 
 pub use catch_up::{CatchUp, Progress};
-pub(crate) use context::{generate_oauth_token, ClientErrors};
 pub use seek::SeekTo;
 pub use status::{ConsumerStatus, StatusWatch, StuckPartition, TopicPartition};
 

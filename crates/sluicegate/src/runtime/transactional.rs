@@ -38,11 +38,10 @@ use crate::dispatch::{BatchLimits, Batcher};
 use crate::handler::{ErrorKind, HandlerResult, Outcome, Work};
 use crate::output::Producer;
 use crate::policy::RetryDecision;
-use crate::security::SecurityWatch;
+use crate::security::{generate_oauth_token, ClientErrors, SecurityWatch};
 use crate::{Error, Message};
 
 use super::assignment::to_message;
-use super::context::ClientErrors;
 use super::poll::Control;
 use super::seek::{self, SeekTo};
 use super::status::{Figures, StatusPublisher, TopicPartition};
@@ -86,7 +85,7 @@ impl ClientContext for PipelineContext {
         &self,
         _config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        super::context::generate_oauth_token(self.oauth.as_ref(), Some(&self.errors))
+        generate_oauth_token(self.oauth.as_ref(), Some(&self.errors))
     }
 
     fn error(&self, e: KafkaError, reason: &str) {
