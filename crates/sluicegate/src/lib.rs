@@ -48,7 +48,6 @@ mod embedded;
 mod error;
 mod handler;
 mod health;
-mod http;
 mod message;
 pub mod metrics;
 mod offsets;
@@ -56,6 +55,7 @@ mod output;
 pub mod policy;
 mod runtime;
 pub mod security;
+mod status;
 
 pub use config::GroupProtocol;
 pub use dispatch::{BatchLimits, BufferLimits, Ordering};
@@ -69,7 +69,5 @@ pub use health::{Check, Health, LIVENESS_STALL};
 pub use message::{DecodeError, Header, Message};
 pub use offsets::{offset_map, OffsetTracker};
 pub use output::{Delivered, Output, OutputRecord};
-pub use runtime::{
-    CatchUp, Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, Progress, SeekTo,
-    StatusWatch, StuckPartition, TopicPartition,
-};
+pub use runtime::{Consumer, ConsumerBuilder, ConsumerHandle, SeekTo, StatusWatch};
+pub use status::{CatchUp, ConsumerStatus, Progress, StuckPartition, TopicPartition};

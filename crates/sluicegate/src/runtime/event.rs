@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaResult;
 
-use super::status::StuckPartition;
 use crate::commit::CommitEntry;
 use crate::handler::Outcome;
+use crate::status::StuckPartition;
 use crate::Message;
 
 /// Identifies one assignment of one partition. The generation changes on every assignment, so

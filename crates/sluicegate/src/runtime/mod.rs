@@ -9,15 +9,15 @@ mod committer;
 mod context;
 mod event;
 mod fencing;
+mod http;
 mod poll;
 mod seek;
 mod status;
 mod transactional;
 mod worker;
 
-pub use catch_up::{CatchUp, Progress};
 pub use seek::SeekTo;
-pub use status::{ConsumerStatus, StatusWatch, StuckPartition, TopicPartition};
+pub use status::StatusWatch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +40,7 @@ use crate::metrics::Metrics;
 use crate::output::{producer_config, Output};
 use crate::policy::{Breaker, CircuitBreaker, CircuitState, Reconnect, RetryPolicy};
 use crate::security::{OAuth, SecurityWatch, TokenProvider};
+use crate::status::{CatchUp, TopicPartition};
 use crate::Error;
 
 use assignment::{Assignment, LaneSpawner, Routing};
@@ -998,7 +999,7 @@ impl<W: Work> Consumer<W> {
             .clone()
             .or_else(|| s.http_endpoint.map(|_| Metrics::new()));
         let endpoint = match s.http_endpoint {
-            Some(addr) => Some(crate::http::bind(addr)?),
+            Some(addr) => Some(http::bind(addr)?),
             None => None,
         };
         let max_in_flight = u32::try_from(s.max_in_flight).unwrap_or(u32::MAX);
@@ -1016,7 +1017,7 @@ impl<W: Work> Consumer<W> {
         let http_addr = match (endpoint, metrics) {
             (Some(listener), Some(metrics)) => {
                 let addr = listener.local_addr().ok();
-                runtime.spawn(crate::http::serve(listener, metrics, status.clone()));
+                runtime.spawn(http::serve(listener, metrics, status.clone()));
                 addr
             }
             _ => None,

@@ -39,12 +39,13 @@ use crate::handler::{ErrorKind, HandlerResult, Outcome, Work};
 use crate::output::Producer;
 use crate::policy::RetryDecision;
 use crate::security::{generate_oauth_token, ClientErrors, SecurityWatch};
+use crate::status::TopicPartition;
 use crate::{Error, Message};
 
 use super::assignment::to_message;
 use super::poll::Control;
 use super::seek::{self, SeekTo};
-use super::status::{Figures, StatusPublisher, TopicPartition};
+use super::status::{Figures, StatusPublisher};
 use super::worker::{log_stuck, stuck_partition, Worker};
 
 /// How long a transaction call (init, send offsets, commit, abort) may take.
