@@ -41,6 +41,7 @@
 
 mod commit;
 pub mod config;
+mod config_error;
 pub mod dead_letter;
 mod defaults;
 pub mod dispatch;
@@ -54,6 +55,7 @@ mod offsets;
 mod output;
 pub mod policy;
 mod runtime;
+mod secret;
 pub mod security;
 mod status;
 

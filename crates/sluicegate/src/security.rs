@@ -350,7 +350,7 @@ impl SecurityWatch {
         let secrets = config
             .config_map()
             .keys()
-            .filter(|k| crate::config::is_secret_key(k))
+            .filter(|k| crate::secret::is_secret_key(k))
             .filter_map(|k| config.get(k))
             .filter(|v| v.len() >= 3)
             .map(str::to_owned)

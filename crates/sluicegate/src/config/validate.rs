@@ -1,82 +1,16 @@
 //! Validation: every rule on single settings and between settings, pure; and librdkafka's
 //! own view of the properties, asked by creating (not connecting) a client.
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::runtime::MANAGED;
 use crate::{ConsumerBuilder, Error};
 
-use super::load::{property_path, Purpose, Source};
-use super::{human, ConsumerConfig, GroupProtocol, SaslMechanism, SecurityProtocol, REDACTED};
-
-/// One problem with one setting: its path (like `kafka.retry.max_attempts`), the value given
-/// (secrets redacted), what is wrong and what is allowed, and where the value came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The setting, as a path from the file's root.
-    pub path: String,
-    /// The value given, as written (empty where there is none); secrets are redacted.
-    pub value: String,
-    /// What is wrong, and what is allowed.
-    pub reason: String,
-    /// Where the value came from, when known.
-    pub source: Option<Source>,
-}
-
-impl ConfigError {
-    pub(crate) fn new(
-        path: impl Into<String>,
-        value: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Self {
-        ConfigError {
-            path: path.into(),
-            value: value.into(),
-            reason: reason.into(),
-            source: None,
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.path)?;
-        if !self.value.is_empty() {
-            write!(f, " = `{}`", self.value)?;
-        }
-        match &self.source {
-            Some(Source::File { line, column }) => write!(f, " (line {line}, column {column})")?,
-            // A variable's own problem (an unknown variable) is already named by its path.
-            Some(Source::Env(var)) if *var != self.path => write!(f, " (from {var})")?,
-            _ => {}
-        }
-        write!(f, ": {}", self.reason)
-    }
-}
-
-/// Every problem found in a configuration, one per line when displayed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl ConfigErrors {
-    /// The errors about the setting at `path`.
-    pub fn at<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a ConfigError> + 'a {
-        self.0.iter().filter(move |e| e.path == path)
-    }
-}
+use super::load::Purpose;
+use super::source::property_path;
+use super::{human, ConsumerConfig, GroupProtocol, SaslMechanism, SecurityProtocol};
+use crate::config_error::{ConfigError, ConfigErrors};
+use crate::secret::REDACTED;
 
 /// Kafka brokers' default bounds on the session timeout (`group.min.session.timeout.ms`,
 /// `group.max.session.timeout.ms`); a group join with a timeout outside them is refused.
