@@ -34,6 +34,23 @@ pub(crate) const CLIENT_PROPERTIES: &[(&str, &str)] = &[
     ("statistics.interval.ms", "5000"),
 ];
 
+/// The `group.id` librdkafka is given for a reader from the beginning, which joins no group
+/// and commits nothing (librdkafka refuses to `assign` without one).
+pub(crate) const READER_GROUP_ID: &str = "sluicegate-reader";
+
+/// Settings the runtime manages itself; overriding them would break its guarantees.
+pub(crate) const MANAGED: &[&str] = &[
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "group.id",
+    "bootstrap.servers",
+];
+
+/// Why a [`MANAGED`] property is refused when set as a librdkafka property.
+pub(crate) const MANAGED_REASON: &str =
+    "managed by Sluicegate; set bootstrap servers and group id with the builder, \
+     and leave offset commits to the runtime";
+
 #[cfg(test)]
 mod tests {
     //! The README's "Defaults" table states the code's defaults: each row is compared with

@@ -69,7 +69,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::dead_letter::DeadLetter;
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::policy::{Backoff, RetryPolicy};
-use crate::ConsumerBuilder;
 
 pub use crate::config_error::{ConfigError, ConfigErrors, Source};
 pub use crate::secret::{is_secret_key, Secret, REDACTED};
@@ -77,7 +76,7 @@ pub use client::ClientKind;
 pub use env::{EnvVar, ENV_VARS, OTHER_VARS};
 pub use load::{Loaded, Purpose, Report};
 pub use source::Sources;
-pub(crate) use validate::instance_id_problem;
+pub(crate) use validate::refused_property;
 pub use validate::BROKER_SESSION_TIMEOUT;
 
 /// librdkafka properties passed through as they are (the `librdkafka:` map). Values may be
@@ -930,63 +929,6 @@ impl ConsumerConfig {
         }
         serde_saphyr::to_string(&File { kafka: self })
             .unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
-    }
-
-    /// Applies these settings to `builder`; see [`ConsumerBuilder::config`].
-    pub(crate) fn apply(&self, mut b: ConsumerBuilder) -> ConsumerBuilder {
-        if !self.bootstrap_servers.is_empty() {
-            b = b.bootstrap_servers(self.bootstrap_servers.clone());
-        }
-        if !self.group_id.is_empty() {
-            b = b.group_id(self.group_id.clone());
-        }
-        b = b
-            .topics(self.topics.iter().cloned())
-            .ordering(self.ordering)
-            .max_in_flight(self.max_in_flight)
-            .batch_limits(
-                BatchLimits::default()
-                    .max_messages(self.batch.max_messages)
-                    .max_wait(self.batch.max_wait)
-                    .max_bytes(self.batch.max_bytes),
-            )
-            .buffer_limits(BufferLimits {
-                partition_messages: self.buffer.partition_messages,
-                partition_bytes: self.buffer.partition_bytes,
-                total_messages: self.buffer.total_messages,
-                total_bytes: self.buffer.total_bytes,
-            })
-            .retry_policy(self.retry_policy())
-            .commit_interval(self.commit_interval)
-            .drain_timeout(self.drain_timeout);
-        if let Some(n) = self.max_in_flight_per_partition {
-            b = b.max_in_flight_per_partition(n);
-        }
-        if self.static_assignment {
-            b = b.static_assignment();
-        }
-        if self.read_from_beginning {
-            b = b.read_from_beginning();
-        }
-        if let Some(t) = self.processing_timeout {
-            b = b.handler_timeout(t);
-        }
-        if let Some(d) = self.dead_letter() {
-            b = b.dead_letter(d);
-        }
-        if let Some(addr) = self.metrics_addr {
-            b = b.http_endpoint(addr);
-        }
-        if let Some(oauth) = self.token_provider() {
-            b = b.configured_oauth(oauth);
-        }
-        for (key, _, value) in self.derived() {
-            b = b.set(key, value);
-        }
-        for (key, value) in &self.librdkafka.0 {
-            b = b.set(key.clone(), value.clone());
-        }
-        b
     }
 }
 
