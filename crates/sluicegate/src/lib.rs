@@ -54,6 +54,8 @@ pub mod metrics;
 mod offsets;
 mod output;
 pub mod policy;
+#[cfg(test)]
+mod readme;
 mod runtime;
 mod secret;
 pub mod security;
