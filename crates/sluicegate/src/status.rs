@@ -99,8 +99,8 @@ pub struct ConsumerStatus {
     /// (revoked, or moved with a seek) or the consumer restarts; the consumer is not ready
     /// meanwhile.
     pub stuck: BTreeMap<TopicPartition, StuckPartition>,
-    /// A reader from the beginning ([`ConsumerBuilder::read_from_beginning`]
-    /// (crate::ConsumerBuilder::read_from_beginning)): how far it is from the log ends it saw
+    /// A reader from the beginning ([`ConsumerBuilder::read_from_beginning`](crate::ConsumerBuilder::read_from_beginning)):
+    /// how far it is from the log ends it saw
     /// at start; [`CatchUp::Untracked`] for other consumers. Progress is refreshed once per
     /// commit interval, and at once when the last partition catches up.
     pub catch_up: CatchUp,

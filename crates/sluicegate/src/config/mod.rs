@@ -433,16 +433,16 @@ pub struct ConsumerConfig {
     /// Makes the consumer a static member of its group with this id (`group.instance.id`,
     /// KIP-345): a restart within the session timeout keeps its partitions without a
     /// rebalance. Each worker needs its own; none by default (a dynamic member). See
-    /// [`ConsumerBuilder::group_instance_id`].
+    /// [`ConsumerBuilder::group_instance_id`](crate::ConsumerBuilder::group_instance_id).
     pub group_instance_id: Option<String>,
     /// The topics to subscribe to.
     pub topics: Vec<String>,
     /// Read every partition of the topics directly instead of joining the group (see
-    /// [`ConsumerBuilder::static_assignment`]); `false` by default.
+    /// [`ConsumerBuilder::static_assignment`](crate::ConsumerBuilder::static_assignment)); `false` by default.
     pub static_assignment: bool,
     /// Read every partition from its beginning at every start, without a group and without
     /// commits, and report when the log ends seen at start are reached (see
-    /// [`ConsumerBuilder::read_from_beginning`]); `false` by default. No `group_id` then.
+    /// [`ConsumerBuilder::read_from_beginning`](crate::ConsumerBuilder::read_from_beginning)); `false` by default. No `group_id` then.
     pub read_from_beginning: bool,
     /// Where a new group starts (`earliest` by default).
     pub auto_offset_reset: OffsetReset,

@@ -159,14 +159,14 @@ impl ConsumerBuilder {
     /// Reads every partition of the topics from its beginning at every start, without a group
     /// and without committing: for consumers that keep a local view of a topic (a cache, a
     /// lookup table), usually a compacted one. Every record still in the log is handed to the
-    /// handler, tombstones (records without a value, see [`Message::is_tombstone`]) included,
+    /// handler, tombstones (records without a value, see [`Message::is_tombstone`](crate::Message::is_tombstone)) included,
     /// then later records as they come. No group id is given (one is refused): there is no
     /// group to join, share partitions in or commit to, and every instance reads everything.
     ///
     /// Each partition's log end is looked up at start (the high watermark; with
     /// `isolation.level=read_committed`, librdkafka's default, the last stable offset), and
     /// the consumer is *catching up* until the handler has finished every record below those
-    /// ends: see [`ConsumerHandle::caught_up`], [`ConsumerStatus::catch_up`] and the
+    /// ends: see [`ConsumerHandle::caught_up`](crate::ConsumerHandle::caught_up), [`ConsumerStatus::catch_up`](crate::ConsumerStatus::catch_up) and the
     /// `catch_up` check of `/health/ready`, which answers 503 until then. Offsets without a
     /// record (removed by compaction, or taken by transaction markers) are not waited for. An
     /// empty topic is caught up at once.
@@ -276,7 +276,7 @@ impl ConsumerBuilder {
     /// *fences* the older one (a fatal error, re-created as [`Reconnect`] says, and stopped with
     /// [`Error::Fatal`] after [`Reconnect::max_fenced`] fences in a row); with the consumer
     /// protocol the newer one is refused until the holder leaves. Both are logged at `error`
-    /// level naming the instance id, counted in [`ConsumerStatus::fenced`] and shown by
+    /// level naming the instance id, counted in [`ConsumerStatus::fenced`](crate::ConsumerStatus::fenced) and shown by
     /// `/health/ready`. Kafka's rule for ids is that of topic names: ASCII letters, digits,
     /// `.`, `_` and `-`, at most 249 characters; others are refused at [`build`](Self::build).
     /// Not used with [`static_assignment`](Self::static_assignment), which joins no group.
@@ -456,9 +456,9 @@ impl ConsumerBuilder {
     }
 
     /// Serves `/metrics` (OpenMetrics text), `/health/live` and `/health/ready` (JSON with
-    /// each check's verdict; 200 when it passes, 503 when not; see [`Health`]) on `addr`
+    /// each check's verdict; 200 when it passes, 503 when not; see [`Health`](crate::Health)) on `addr`
     /// while the consumer runs. Off by default. Port 0 picks a free port: see
-    /// [`ConsumerHandle::http_addr`].
+    /// [`ConsumerHandle::http_addr`](crate::ConsumerHandle::http_addr).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), sluicegate::Error> {

@@ -55,7 +55,7 @@ use worker::Worker;
 /// How long a static assignment waits for the topics' partitions.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A Kafka consumer that runs a [`Handler`] with at-least-once commits.
+/// A Kafka consumer that runs a [`Handler`](crate::Handler) with at-least-once commits.
 ///
 /// ```no_run
 /// use sluicegate::{handler_fn, Consumer, Message};
@@ -517,7 +517,7 @@ fn spawn_poll_thread(
     })
 }
 
-/// A running consumer: watch its [`ConsumerStatus`], stop it, wait for it.
+/// A running consumer: watch its [`ConsumerStatus`](crate::ConsumerStatus), stop it, wait for it.
 pub struct ConsumerHandle {
     control: Control,
     status: StatusWatch,

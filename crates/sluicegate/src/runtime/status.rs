@@ -65,8 +65,8 @@ impl StatusWatch {
         Ok(self.status.borrow_and_update().clone())
     }
 
-    /// Waits until a reader from the beginning ([`ConsumerBuilder::read_from_beginning`]
-    /// (crate::ConsumerBuilder::read_from_beginning)) has handled every assigned partition up
+    /// Waits until a reader from the beginning ([`ConsumerBuilder::read_from_beginning`](crate::ConsumerBuilder::read_from_beginning))
+    /// has handled every assigned partition up
     /// to the log end it saw at start (see [`CatchUp`]): when it returns, the handler has
     /// finished every record below those ends. Returns at once when already caught up (an
     /// empty topic is caught up from the start).
