@@ -17,7 +17,9 @@ use sluicegate::security::{ClientSecurity, SecureContext};
 use sluicegate::EmbeddedKafka;
 
 use crate::consumer_protocol::{self, TopicPartitions};
+use crate::reach::{explain, require_bootstrap};
 use crate::settings::Connection;
+use crate::ClusterArgs;
 
 /// A client for look-ups and offsets: connected as the command's configuration says, keeping
 /// TLS and authentication failures.
@@ -91,7 +93,7 @@ impl Cluster {
             || std::env::var("KAFKA_BOOTSTRAP_SERVERS").is_ok_and(|v| !v.trim().is_empty());
         Ok(if named {
             let connection = Connection::load(args, std::env::vars(), &[])?;
-            crate::reach::require_kafka(&connection, LOOKUP_TIMEOUT)?;
+            require_kafka(&connection, LOOKUP_TIMEOUT)?;
             Cluster::External(connection)
         } else {
             let kafka = EmbeddedKafka::start(1).context("cannot start the embedded broker")?;
@@ -677,6 +679,47 @@ pub fn dropped_by_broker(before: &[(i64, i64)], after: &[(i64, i64)]) -> i64 {
         .zip(before.iter().chain(std::iter::repeat(&(0, 0))))
         .map(|((low_after, _), (low_before, _))| (low_after - low_before).max(0))
         .sum()
+}
+
+/// Fails, naming the bootstrap addresses and what is wrong, unless the cluster accepts a TCP
+/// connection and answers a metadata request from a client connected as `connection` says
+/// within `timeout` (failing at once when the credentials or TLS settings are refused). For
+/// commands whose first requests would otherwise wait for librdkafka's own timeouts (and fail
+/// with its bare error) when the cluster cannot be reached.
+pub fn require_kafka(connection: &Connection, timeout: Duration) -> Result<()> {
+    let deadline = Deadline::after(timeout);
+    require_bootstrap(connection.bootstrap(), deadline.left())?;
+    let client = client(connection, "sluicegate-cli-probe")?;
+    metadata(&client, None, deadline.left())
+        .map_err(|e| explain(e, connection.bootstrap(), timeout.as_secs()))?;
+    Ok(())
+}
+
+impl ClusterArgs {
+    /// The command's time budget, starting now.
+    pub fn deadline(&self) -> Deadline {
+        Deadline::after(Duration::from_secs(self.timeout_secs))
+    }
+
+    /// How the command's clients connect: the configuration (`--config`, the environment,
+    /// `--set`, `--bootstrap`) and every `-X`.
+    pub fn connection(&self) -> Result<Connection> {
+        Connection::load(&self.connect, std::env::vars(), &self.properties)
+    }
+
+    /// Fails unless a bootstrap server accepts a connection before `deadline`; then the
+    /// connection.
+    pub fn reach(&self, deadline: &Deadline) -> Result<Connection> {
+        let connection = self.connection()?;
+        require_bootstrap(connection.bootstrap(), deadline.left())?;
+        Ok(connection)
+    }
+
+    /// `e`, the failure of a first request to the cluster, with [`no_answer`](crate::reach::no_answer)'s explanation,
+    /// unless it already says why (credentials or TLS settings refused).
+    pub fn unanswered(&self, connection: &Connection, e: anyhow::Error) -> anyhow::Error {
+        explain(e, connection.bootstrap(), self.timeout_secs)
+    }
 }
 
 #[cfg(test)]

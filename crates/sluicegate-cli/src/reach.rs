@@ -8,10 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::cluster::{self, Deadline};
-use crate::settings::Connection;
-use crate::ClusterArgs;
-
 /// The `host:port` addresses of a `bootstrap.servers` list, any `PROTOCOL://` prefix removed.
 pub fn bootstrap_addresses(bootstrap: &str) -> Vec<String> {
     bootstrap
@@ -149,47 +145,6 @@ pub fn no_answer(bootstrap: &str, timeout_secs: u64) -> String {
          {timeout_secs} s (is it a Kafka listener, and do the configuration's security settings \
          (security.protocol...) match it?)"
     )
-}
-
-/// Fails, naming the bootstrap addresses and what is wrong, unless the cluster accepts a TCP
-/// connection and answers a metadata request from a client connected as `connection` says
-/// within `timeout` (failing at once when the credentials or TLS settings are refused). For
-/// commands whose first requests would otherwise wait for librdkafka's own timeouts (and fail
-/// with its bare error) when the cluster cannot be reached.
-pub fn require_kafka(connection: &Connection, timeout: Duration) -> Result<()> {
-    let deadline = Deadline::after(timeout);
-    require_bootstrap(connection.bootstrap(), deadline.left())?;
-    let client = cluster::client(connection, "sluicegate-cli-probe")?;
-    cluster::metadata(&client, None, deadline.left())
-        .map_err(|e| explain(e, connection.bootstrap(), timeout.as_secs()))?;
-    Ok(())
-}
-
-impl ClusterArgs {
-    /// The command's time budget, starting now.
-    pub fn deadline(&self) -> Deadline {
-        Deadline::after(Duration::from_secs(self.timeout_secs))
-    }
-
-    /// How the command's clients connect: the configuration (`--config`, the environment,
-    /// `--set`, `--bootstrap`) and every `-X`.
-    pub fn connection(&self) -> Result<Connection> {
-        Connection::load(&self.connect, std::env::vars(), &self.properties)
-    }
-
-    /// Fails unless a bootstrap server accepts a connection before `deadline`; then the
-    /// connection.
-    pub fn reach(&self, deadline: &Deadline) -> Result<Connection> {
-        let connection = self.connection()?;
-        require_bootstrap(connection.bootstrap(), deadline.left())?;
-        Ok(connection)
-    }
-
-    /// `e`, the failure of a first request to the cluster, with [`no_answer`]'s explanation,
-    /// unless it already says why (credentials or TLS settings refused).
-    pub fn unanswered(&self, connection: &Connection, e: anyhow::Error) -> anyhow::Error {
-        explain(e, connection.bootstrap(), self.timeout_secs)
-    }
 }
 
 /// `e` with [`no_answer`]'s explanation, unless it is a TLS or authentication failure, which

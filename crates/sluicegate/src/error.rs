@@ -64,7 +64,7 @@ pub enum Error {
     PollThreadLost,
     /// A configuration (file, environment) has problems; each is listed.
     #[error("invalid configuration:\n{0}")]
-    InvalidConfig(#[from] crate::config::ConfigErrors),
+    InvalidConfig(#[from] crate::config_error::ConfigErrors),
 }
 
 impl Error {
@@ -73,7 +73,7 @@ impl Error {
     pub(crate) fn from_client_creation(e: KafkaError) -> Self {
         match e {
             KafkaError::ClientConfig(_, reason, key, value) => {
-                let value = if crate::config::is_secret_key(&key) {
+                let value = if crate::secret::is_secret_key(&key) {
                     "[redacted]".to_owned()
                 } else {
                     value

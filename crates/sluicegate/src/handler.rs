@@ -428,6 +428,19 @@ impl fmt::Debug for HandlerError {
     }
 }
 
+/// How a message left its lane (told by the lanes to the poll loop and counted by the
+/// metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The handler succeeded, after this many attempts.
+    Handled { attempts: u32 },
+    /// The handler skipped the message on purpose.
+    Skipped,
+    /// The handler gave up after this many attempts and the broker acknowledged the message's
+    /// dead-letter write.
+    DeadLettered { attempts: u32 },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::policy::CircuitState;
-use crate::{CatchUp, ConsumerStatus};
+use crate::status::{CatchUp, ConsumerStatus};
 
 /// How many partitions still catching up the readiness detail names; the rest are counted.
 const CATCH_UP_NAMED: usize = 5;
@@ -203,7 +203,7 @@ impl Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TopicPartition;
+    use crate::status::{Progress, StuckPartition, TopicPartition};
 
     fn running() -> ConsumerStatus {
         let mut s = ConsumerStatus::default();
@@ -247,7 +247,7 @@ mod tests {
         let mut s = running();
         s.stuck.insert(
             TopicPartition::new("orders", 3),
-            crate::StuckPartition {
+            StuckPartition {
                 offset: 1200,
                 kind: crate::ErrorKind::Decode,
                 error: "decode error: cannot decode the value of orders/3 at offset 1200".into(),
@@ -273,7 +273,6 @@ mod tests {
 
     #[test]
     fn a_reader_is_unready_until_caught_up_and_says_how_far_it_is() {
-        use crate::Progress;
         let mut s = running();
         assert!(
             judge(&s, Some(Duration::ZERO))

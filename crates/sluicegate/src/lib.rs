@@ -41,6 +41,7 @@
 
 mod commit;
 pub mod config;
+mod config_error;
 pub mod dead_letter;
 mod defaults;
 pub mod dispatch;
@@ -48,14 +49,17 @@ mod embedded;
 mod error;
 mod handler;
 mod health;
-mod http;
 mod message;
 pub mod metrics;
 mod offsets;
 mod output;
 pub mod policy;
+#[cfg(test)]
+mod readme;
 mod runtime;
+mod secret;
 pub mod security;
+mod status;
 
 pub use config::GroupProtocol;
 pub use dispatch::{BatchLimits, BufferLimits, Ordering};
@@ -69,7 +73,5 @@ pub use health::{Check, Health, LIVENESS_STALL};
 pub use message::{DecodeError, Header, Message};
 pub use offsets::{offset_map, OffsetTracker};
 pub use output::{Delivered, Output, OutputRecord};
-pub use runtime::{
-    CatchUp, Consumer, ConsumerBuilder, ConsumerHandle, ConsumerStatus, Progress, SeekTo,
-    StatusWatch, StuckPartition, TopicPartition,
-};
+pub use runtime::{Consumer, ConsumerBuilder, ConsumerHandle, SeekTo, StatusWatch};
+pub use status::{CatchUp, ConsumerStatus, Progress, StuckPartition, TopicPartition};

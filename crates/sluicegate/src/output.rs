@@ -14,8 +14,7 @@ use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tracing::warn;
 
-use crate::runtime::ClientErrors;
-use crate::security::{OAuth, SecurityWatch};
+use crate::security::{generate_oauth_token, ClientErrors, OAuth, SecurityWatch};
 use crate::{Error, HandlerError, Header};
 
 /// The producer behind [`Output`] and the dead-letter writer.
@@ -45,7 +44,7 @@ impl ClientContext for ProducerLog {
         &self,
         _config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        crate::runtime::generate_oauth_token(self.oauth.as_ref(), self.errors.as_deref())
+        generate_oauth_token(self.oauth.as_ref(), self.errors.as_deref())
     }
 }
 

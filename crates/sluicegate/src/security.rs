@@ -71,6 +71,7 @@ mod msk_iam;
 /// feature).
 #[cfg(feature = "msk-iam")]
 pub use aws_credential_types;
+pub(crate) use client::{generate_oauth_token, ClientErrors, ClientHealth};
 pub use client::{ClientSecurity, SecureContext};
 #[cfg(feature = "msk-iam")]
 pub use msk_iam::MskIamTokenProvider;
@@ -349,7 +350,7 @@ impl SecurityWatch {
         let secrets = config
             .config_map()
             .keys()
-            .filter(|k| crate::config::is_secret_key(k))
+            .filter(|k| crate::secret::is_secret_key(k))
             .filter_map(|k| config.get(k))
             .filter(|v| v.len() >= 3)
             .map(str::to_owned)

@@ -17,7 +17,6 @@ use sluicegate::ErrorKind;
 
 use crate::cluster;
 use crate::produce::{send_waiting, DeliveryLog, Subject};
-use crate::reach;
 use crate::read_back::{headers_of, read_to_end};
 use crate::report::{print_summary, thousands};
 use crate::settings::Connection;
@@ -380,7 +379,7 @@ fn send(
 fn replay_blocking(args: &DlqReplayArgs, filter: &Filter) -> Result<ReplaySummary> {
     let probe_timeout = Duration::from_secs(args.timeout_secs).min(cluster::LOOKUP_TIMEOUT);
     let connection = Connection::load(&args.connect, std::env::vars(), &args.properties)?;
-    reach::require_kafka(&connection, probe_timeout)?;
+    cluster::require_kafka(&connection, probe_timeout)?;
     let (producer, log) = if args.dry_run {
         (None, None)
     } else {

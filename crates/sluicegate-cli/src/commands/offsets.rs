@@ -12,7 +12,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::cluster::{self, Client, GroupLookup, LOOKUP_TIMEOUT};
-use crate::reach;
 use crate::report::print_summary;
 use crate::settings::Connection;
 use crate::OffsetsResetArgs;
@@ -300,7 +299,7 @@ fn refused_for_membership(error: &KafkaError) -> bool {
 fn reset_blocking(args: &OffsetsResetArgs) -> Result<ResetSummary> {
     let (group, topic) = (args.group.as_str(), args.topic.as_str());
     let connection = Connection::load(&args.connect, std::env::vars(), &args.properties)?;
-    reach::require_kafka(&connection, LOOKUP_TIMEOUT)?;
+    cluster::require_kafka(&connection, LOOKUP_TIMEOUT)?;
     let client = cluster::client(&connection, group)?;
 
     let Some(count) = cluster::partition_count(&client, topic)? else {

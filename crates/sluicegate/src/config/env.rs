@@ -4,9 +4,10 @@ use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::load::{Source, Sources};
-use super::validate::ConfigError;
-use super::{ConsumerConfig, Secret};
+use super::source::Sources;
+use super::ConsumerConfig;
+use crate::config_error::{ConfigError, Source};
+use crate::secret::{Secret, REDACTED};
 
 /// One environment variable that overrides a setting.
 #[derive(Clone, Copy, Debug)]
@@ -429,7 +430,7 @@ impl ConsumerConfig {
                 }
                 Err(reason) => {
                     let shown = if var.format.contains("(secret)") {
-                        super::REDACTED.to_string()
+                        REDACTED.to_string()
                     } else {
                         value.clone()
                     };
@@ -487,7 +488,7 @@ impl ConsumerConfig {
                 continue;
             };
             let shown = if var.path.contains("password") {
-                super::REDACTED.to_string()
+                REDACTED.to_string()
             } else {
                 value.to_string()
             };

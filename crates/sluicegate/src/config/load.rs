@@ -1,7 +1,6 @@
 //! Loading: the YAML file (every unknown key and every badly typed value reported, each with
 //! its line and column), then the environment, then validation.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -10,27 +9,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
-use super::validate::{ConfigError, ConfigErrors};
+use super::source::{property_path, Sources};
 use super::ConsumerConfig;
-
-/// Where a setting's value came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// Not set: the default.
-    Default,
-    /// The configuration file, at this line and column (1-based).
-    File {
-        /// The line.
-        line: u64,
-        /// The column.
-        column: u64,
-    },
-    /// This environment variable.
-    Env(String),
-    /// An override by path (see [`ConsumerConfig::resolve_for`]), as it was given: the
-    /// `sluicegate` CLI's `--set KEY=VALUE`.
-    Override(String),
-}
+use crate::config_error::{ConfigError, ConfigErrors, Source};
 
 /// What a configuration is loaded for, which decides the settings it must have.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,46 +22,6 @@ pub enum Purpose {
     /// Other clients, made with [`ConsumerConfig::client_config`] (admin clients, producers,
     /// tools that read a group's offsets): only the bootstrap servers are required.
     Clients,
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Source::Default => f.write_str("default"),
-            Source::File { line, column } => write!(f, "file, line {line}, column {column}"),
-            Source::Env(var) => write!(f, "env {var}"),
-            Source::Override(key) => write!(f, "override {key}"),
-        }
-    }
-}
-
-/// Where each setting that is not a default came from, by path (`kafka.retry.max_attempts`,
-/// `kafka.librdkafka["fetch.error.backoff.ms"]`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Sources(pub BTreeMap<String, Source>);
-
-impl Sources {
-    /// Where the setting at `path` came from ([`Source::Default`] when it was not set).
-    pub fn of(&self, path: &str) -> Source {
-        self.0.get(path).cloned().unwrap_or(Source::Default)
-    }
-
-    /// Records that the setting at `path` came from `source`.
-    pub(crate) fn set(&mut self, path: impl Into<String>, source: Source) {
-        self.0.insert(path.into(), source);
-    }
-
-    /// Adds to `error` where its value came from, when it is known.
-    pub(crate) fn annotate(&self, error: &mut ConfigError) {
-        if error.source.is_none() {
-            error.source = self.0.get(&error.path).cloned();
-        }
-    }
-}
-
-/// The path of a `librdkafka:` entry.
-pub(crate) fn property_path(key: &str) -> String {
-    format!("kafka.librdkafka[\"{key}\"]")
 }
 
 /// Free-form maps: their keys are not checked against the schema.

@@ -55,6 +55,7 @@
 mod client;
 mod env;
 mod load;
+mod source;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -68,71 +69,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::dead_letter::DeadLetter;
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::policy::{Backoff, RetryPolicy};
-use crate::ConsumerBuilder;
 
+pub use crate::config_error::{ConfigError, ConfigErrors, Source};
+pub use crate::secret::{is_secret_key, Secret, REDACTED};
 pub use client::ClientKind;
 pub use env::{EnvVar, ENV_VARS, OTHER_VARS};
-pub use load::{Loaded, Purpose, Report, Source, Sources};
-pub(crate) use validate::instance_id_problem;
-pub use validate::{ConfigError, ConfigErrors, BROKER_SESSION_TIMEOUT};
-
-/// What is shown instead of a secret value.
-pub const REDACTED: &str = "[redacted]";
-
-/// Key fragments that mark a librdkafka property as secret: passwords, SASL secrets, OAuth
-/// bearer settings (client secrets, tokens) and TLS private keys.
-const SECRET_KEY_PARTS: &[&str] = &["password", "secret", "sasl.oauthbearer"];
-
-/// Whether the librdkafka property `key` holds a secret (its value must never be shown).
-///
-/// ```
-/// use sluicegate::config::is_secret_key;
-/// assert!(is_secret_key("sasl.password"));
-/// assert!(is_secret_key("sasl.oauthbearer.client.secret"));
-/// assert!(!is_secret_key("sasl.username"));
-/// assert!(is_secret_key("ssl.key.pem") && !is_secret_key("ssl.key.location"));
-/// ```
-pub fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    // A `*.pem` setting is a key or certificate itself; `*.location` only a path.
-    SECRET_KEY_PARTS.iter().any(|part| key.contains(part)) || key.ends_with(".pem")
-}
-
-/// A secret setting (a password). Its `Debug`, `Display` and `Serialize` show [`REDACTED`];
-/// [`expose`](Self::expose) gives the value to whoever must use it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret value itself: hand it to the client that needs it, never to a log.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(REDACTED)
-    }
-}
+pub use load::{Loaded, Purpose, Report};
+pub use source::Sources;
+pub(crate) use validate::refused_property;
+pub use validate::BROKER_SESSION_TIMEOUT;
 
 /// librdkafka properties passed through as they are (the `librdkafka:` map). Values may be
 /// written as YAML strings, numbers or booleans. Entries whose names mark a secret (see
@@ -488,16 +433,16 @@ pub struct ConsumerConfig {
     /// Makes the consumer a static member of its group with this id (`group.instance.id`,
     /// KIP-345): a restart within the session timeout keeps its partitions without a
     /// rebalance. Each worker needs its own; none by default (a dynamic member). See
-    /// [`ConsumerBuilder::group_instance_id`].
+    /// [`ConsumerBuilder::group_instance_id`](crate::ConsumerBuilder::group_instance_id).
     pub group_instance_id: Option<String>,
     /// The topics to subscribe to.
     pub topics: Vec<String>,
     /// Read every partition of the topics directly instead of joining the group (see
-    /// [`ConsumerBuilder::static_assignment`]); `false` by default.
+    /// [`ConsumerBuilder::static_assignment`](crate::ConsumerBuilder::static_assignment)); `false` by default.
     pub static_assignment: bool,
     /// Read every partition from its beginning at every start, without a group and without
     /// commits, and report when the log ends seen at start are reached (see
-    /// [`ConsumerBuilder::read_from_beginning`]); `false` by default. No `group_id` then.
+    /// [`ConsumerBuilder::read_from_beginning`](crate::ConsumerBuilder::read_from_beginning)); `false` by default. No `group_id` then.
     pub read_from_beginning: bool,
     /// Where a new group starts (`earliest` by default).
     pub auto_offset_reset: OffsetReset,
@@ -984,63 +929,6 @@ impl ConsumerConfig {
         }
         serde_saphyr::to_string(&File { kafka: self })
             .unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
-    }
-
-    /// Applies these settings to `builder`; see [`ConsumerBuilder::config`].
-    pub(crate) fn apply(&self, mut b: ConsumerBuilder) -> ConsumerBuilder {
-        if !self.bootstrap_servers.is_empty() {
-            b = b.bootstrap_servers(self.bootstrap_servers.clone());
-        }
-        if !self.group_id.is_empty() {
-            b = b.group_id(self.group_id.clone());
-        }
-        b = b
-            .topics(self.topics.iter().cloned())
-            .ordering(self.ordering)
-            .max_in_flight(self.max_in_flight)
-            .batch_limits(
-                BatchLimits::default()
-                    .max_messages(self.batch.max_messages)
-                    .max_wait(self.batch.max_wait)
-                    .max_bytes(self.batch.max_bytes),
-            )
-            .buffer_limits(BufferLimits {
-                partition_messages: self.buffer.partition_messages,
-                partition_bytes: self.buffer.partition_bytes,
-                total_messages: self.buffer.total_messages,
-                total_bytes: self.buffer.total_bytes,
-            })
-            .retry_policy(self.retry_policy())
-            .commit_interval(self.commit_interval)
-            .drain_timeout(self.drain_timeout);
-        if let Some(n) = self.max_in_flight_per_partition {
-            b = b.max_in_flight_per_partition(n);
-        }
-        if self.static_assignment {
-            b = b.static_assignment();
-        }
-        if self.read_from_beginning {
-            b = b.read_from_beginning();
-        }
-        if let Some(t) = self.processing_timeout {
-            b = b.handler_timeout(t);
-        }
-        if let Some(d) = self.dead_letter() {
-            b = b.dead_letter(d);
-        }
-        if let Some(addr) = self.metrics_addr {
-            b = b.http_endpoint(addr);
-        }
-        if let Some(oauth) = self.token_provider() {
-            b = b.configured_oauth(oauth);
-        }
-        for (key, _, value) in self.derived() {
-            b = b.set(key, value);
-        }
-        for (key, value) in &self.librdkafka.0 {
-            b = b.set(key.clone(), value.clone());
-        }
-        b
     }
 }
 

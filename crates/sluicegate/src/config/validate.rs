@@ -1,82 +1,20 @@
 //! Validation: every rule on single settings and between settings, pure; and librdkafka's
 //! own view of the properties, asked by creating (not connecting) a client.
 
-use std::fmt;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::runtime::MANAGED;
-use crate::{ConsumerBuilder, Error};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
 
-use super::load::{property_path, Purpose, Source};
-use super::{human, ConsumerConfig, GroupProtocol, SaslMechanism, SecurityProtocol, REDACTED};
+use crate::defaults::{self, MANAGED, MANAGED_REASON, READER_GROUP_ID};
+use crate::Error;
 
-/// One problem with one setting: its path (like `kafka.retry.max_attempts`), the value given
-/// (secrets redacted), what is wrong and what is allowed, and where the value came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The setting, as a path from the file's root.
-    pub path: String,
-    /// The value given, as written (empty where there is none); secrets are redacted.
-    pub value: String,
-    /// What is wrong, and what is allowed.
-    pub reason: String,
-    /// Where the value came from, when known.
-    pub source: Option<Source>,
-}
-
-impl ConfigError {
-    pub(crate) fn new(
-        path: impl Into<String>,
-        value: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Self {
-        ConfigError {
-            path: path.into(),
-            value: value.into(),
-            reason: reason.into(),
-            source: None,
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.path)?;
-        if !self.value.is_empty() {
-            write!(f, " = `{}`", self.value)?;
-        }
-        match &self.source {
-            Some(Source::File { line, column }) => write!(f, " (line {line}, column {column})")?,
-            // A variable's own problem (an unknown variable) is already named by its path.
-            Some(Source::Env(var)) if *var != self.path => write!(f, " (from {var})")?,
-            _ => {}
-        }
-        write!(f, ": {}", self.reason)
-    }
-}
-
-/// Every problem found in a configuration, one per line when displayed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl ConfigErrors {
-    /// The errors about the setting at `path`.
-    pub fn at<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a ConfigError> + 'a {
-        self.0.iter().filter(move |e| e.path == path)
-    }
-}
+use super::load::Purpose;
+use super::source::property_path;
+use super::{human, ConsumerConfig, GroupProtocol, SaslMechanism, SecurityProtocol};
+use crate::config_error::{ConfigError, ConfigErrors};
+use crate::secret::REDACTED;
 
 /// Kafka brokers' default bounds on the session timeout (`group.min.session.timeout.ms`,
 /// `group.max.session.timeout.ms`); a group join with a timeout outside them is refused.
@@ -765,18 +703,18 @@ impl ConsumerConfig {
     /// stops at the first refusal, so each refused property is taken out and the check runs
     /// again, until it passes.
     pub fn check_client(&self) -> Result<(), ConfigErrors> {
-        let mut builder = ConsumerBuilder::default().config(self);
-        // These are checked by the rules; placeholders keep librdkafka's check going.
-        if self.bootstrap_servers.trim().is_empty() {
-            builder = builder.bootstrap_servers("localhost:9092");
-        }
-        if self.group_id.trim().is_empty() && !self.read_from_beginning {
-            builder = builder.group_id("sluicegate-config-check");
-        }
+        // The librdkafka properties the builder gets from this configuration
+        // (`ConsumerBuilder::config`): the typed settings' and the `librdkafka:` entries.
+        let mut props: BTreeMap<String, String> = self
+            .derived()
+            .into_iter()
+            .map(|(k, _, v)| (k.to_string(), v))
+            .collect();
+        props.extend(self.librdkafka.0.clone());
         let derived = self.derived();
         let mut errors = Vec::new();
         for _ in 0..=derived.len() + self.librdkafka.0.len() + MANAGED.len() {
-            match builder.check_client() {
+            match self.client_refusal(&props) {
                 Ok(()) => break,
                 Err(Error::Config { key, value, reason }) => {
                     let path = derived
@@ -790,7 +728,7 @@ impl ConsumerConfig {
                         value,
                         format!("librdkafka: {reason}"),
                     ));
-                    builder = builder.unset(&key);
+                    props.remove(&key);
                 }
                 Err(other) => {
                     errors.push(ConfigError::new(
@@ -807,6 +745,39 @@ impl ConsumerConfig {
         } else {
             Err(ConfigErrors(errors))
         }
+    }
+
+    /// librdkafka's judgement of the consumer `props` make, built as the runtime builds its
+    /// client (its own settings and defaults, then `props`): a consumer is created, which
+    /// connects to nothing before it is polled; the bootstrap servers are left out so that no
+    /// connection is even tried. The first refused property, as [`Error::Config`].
+    fn client_refusal(&self, props: &BTreeMap<String, String>) -> Result<(), Error> {
+        refused_property(props)?;
+        let mut client = ClientConfig::new();
+        client
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        for (key, value) in defaults::CLIENT_PROPERTIES {
+            client.set(*key, *value);
+        }
+        // As the builder does: a reader gets a group id it never joins; a missing group id is
+        // the rules' to report, a placeholder keeps librdkafka's check going.
+        let group = if self.read_from_beginning {
+            READER_GROUP_ID
+        } else if self.group_id.trim().is_empty() {
+            "sluicegate-config-check"
+        } else {
+            &self.group_id
+        };
+        client.set("group.id", group);
+        for (key, value) in props {
+            client.set(key, value);
+        }
+        client.remove("bootstrap.servers");
+        client
+            .create::<BaseConsumer>()
+            .map(drop)
+            .map_err(Error::from_client_creation)
     }
 }
 
@@ -876,3 +847,55 @@ const TYPED: &[(&str, &str)] = &[
     ("sasl.password", "kafka.security.sasl_password"),
     ("ssl.key.password", "kafka.security.ssl_key_password"),
 ];
+
+/// The first librdkafka property among `props` (set directly: the builder's `set`, the
+/// `librdkafka:` entries) that the runtime refuses before librdkafka sees it: one it manages
+/// ([`MANAGED`]), one of the other group protocol, or an invalid `group.instance.id`.
+pub(crate) fn refused_property(props: &BTreeMap<String, String>) -> Result<(), Error> {
+    for (key, value) in props {
+        if MANAGED.contains(&key.as_str()) {
+            return Err(Error::Config {
+                key: key.clone(),
+                value: value.clone(),
+                reason: MANAGED_REASON.into(),
+            });
+        }
+    }
+    group_protocol_of(props)?;
+    if let Some(id) = props.get("group.instance.id") {
+        if let Some(problem) = instance_id_problem(id) {
+            return Err(Error::Config {
+                key: "group.instance.id".into(),
+                value: id.clone(),
+                reason: problem.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The group protocol `group.protocol` among `props` asks for (classic when unset), after
+/// checking that no property of the other protocol is set with it.
+fn group_protocol_of(props: &BTreeMap<String, String>) -> Result<GroupProtocol, Error> {
+    let protocol = match props.get("group.protocol") {
+        None => GroupProtocol::Classic,
+        Some(value) => value.trim().parse().map_err(|reason| Error::Config {
+            key: "group.protocol".into(),
+            value: value.clone(),
+            reason,
+        })?,
+    };
+    for (key, value) in props {
+        if let Some(why) = protocol.refuses(key) {
+            return Err(Error::Config {
+                key: key.clone(),
+                value: value.clone(),
+                reason: format!(
+                    "not used with group.protocol=consumer (KIP-848): {why}; remove it, or \
+                     use the classic group protocol"
+                ),
+            });
+        }
+    }
+    Ok(protocol)
+}

@@ -50,7 +50,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 mod timings;
 
-use crate::handler::ErrorKind;
+use crate::handler::{ErrorKind, Outcome};
 use crate::policy::CircuitState;
 use timings::Timings;
 
@@ -399,8 +399,7 @@ pub(crate) struct TopicMetrics {
 impl TopicMetrics {
     /// Counts a finished message: its outcome, its retries and how long after its record's
     /// timestamp (`age`) it finished.
-    pub fn finished(&self, outcome: crate::runtime::Outcome, age: Option<Duration>) {
-        use crate::runtime::Outcome;
+    pub fn finished(&self, outcome: Outcome, age: Option<Duration>) {
         let attempts = match outcome {
             Outcome::Handled { attempts } => {
                 self.processed.inc();

@@ -18,16 +18,18 @@ use tracing::{debug, info, warn};
 
 use crate::commit::{partitions, read_list, CommitEntry};
 use crate::dispatch::{Backpressure, BufferLimits, Buffered, KeyGate, Ordering};
+use crate::handler::Outcome;
 use crate::message::Header;
 use crate::metrics::TopicMetrics;
 use crate::policy::{Breaker, CircuitState};
+use crate::status::{CatchUp, TopicPartition};
 use crate::{offset_map, Error, Message, OffsetTracker};
 
-use super::catch_up::{CatchUp, Seen, Targets};
+use super::catch_up::{Seen, Targets};
 use super::committer::CommitRequest;
-use super::event::{Event, Left, Outcome, Slot};
+use super::event::{Event, Left, Slot};
 use super::seek::{self, SeekTo};
-use super::status::{Figures, StatusPublisher, TopicPartition};
+use super::status::{Figures, StatusPublisher};
 
 /// The most bytes of commit metadata used for the offset map; brokers accept 4,096 by default
 /// (`offset.metadata.max.bytes`).
@@ -86,7 +88,7 @@ struct PartitionState {
     /// Messages waiting to be retried, in the ordered modes: paused while any do.
     retrying: u32,
     /// Stopped at a record the handler gave up on, with no dead-letter topic: paused until
-    /// released (see [`StuckPartition`](super::status::StuckPartition)).
+    /// released (see [`StuckPartition`](crate::StuckPartition)).
     stuck: bool,
     /// Whether the consumer has the partition paused now, for any of the reasons.
     paused: bool,

@@ -1,66 +1,10 @@
-//! Catching up: whether a reader that starts at the beginning of its partitions
+//! Catching up: tracking whether a reader that starts at the beginning of its partitions
 //! ([`ConsumerBuilder::read_from_beginning`](crate::ConsumerBuilder::read_from_beginning)) has
-//! handled every record up to the log ends it saw at start.
+//! handled every record up to the log ends it saw at start (the [`CatchUp`](crate::CatchUp) it reports).
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use super::status::TopicPartition;
-
-/// How far a reader is from the log ends it saw at start: [`ConsumerStatus::catch_up`]
-/// (crate::ConsumerStatus::catch_up).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum CatchUp {
-    /// Not tracked: the consumer does not read from the beginning (it joins a group, or has a
-    /// static assignment resuming from committed offsets).
-    #[default]
-    Untracked,
-    /// Reading towards the log ends seen at start: the partitions not there yet, each with its
-    /// progress. Empty only for the moment before the log ends are known.
-    CatchingUp(BTreeMap<TopicPartition, Progress>),
-    /// Every assigned partition was handled up to the log end seen at start. It stays so: later
-    /// records are handled as they come.
-    CaughtUp,
-}
-
-impl CatchUp {
-    /// Whether every assigned partition was handled up to its log end seen at start.
-    pub fn is_caught_up(&self) -> bool {
-        matches!(self, CatchUp::CaughtUp)
-    }
-
-    /// Offsets still between the handled positions and the log ends (an upper bound on the
-    /// records to go: compaction and transaction markers leave offsets without a record).
-    pub fn remaining(&self) -> i64 {
-        match self {
-            CatchUp::CatchingUp(behind) => behind.values().map(Progress::remaining).sum(),
-            _ => 0,
-        }
-    }
-}
-
-/// One partition's way to the log end seen at start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
-    /// The next offset not yet handled: every record below it is finished.
-    pub position: i64,
-    /// The log end seen at start: the high watermark, or the last stable offset with
-    /// `isolation.level=read_committed` (librdkafka's default).
-    pub end: i64,
-}
-
-impl Progress {
-    /// Offsets between the position and the end.
-    pub fn remaining(&self) -> i64 {
-        (self.end - self.position).max(0)
-    }
-}
-
-impl fmt::Display for Progress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "at offset {} of {}", self.position, self.end)
-    }
-}
+use crate::status::{Progress, TopicPartition};
 
 /// What the poll thread knows of one partition, to judge whether it is caught up.
 #[derive(Clone, Copy, Debug, Default)]

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaResult;
 
-use super::status::StuckPartition;
 use crate::commit::CommitEntry;
+use crate::handler::Outcome;
+use crate::status::StuckPartition;
 use crate::Message;
 
 /// Identifies one assignment of one partition. The generation changes on every assignment, so
@@ -15,18 +16,6 @@ use crate::Message;
 pub(crate) struct Slot {
     pub index: usize,
     pub generation: u64,
-}
-
-/// How a message left its lane.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// The handler succeeded, after this many attempts.
-    Handled { attempts: u32 },
-    /// The handler skipped the message on purpose.
-    Skipped,
-    /// The handler gave up after this many attempts and the broker acknowledged the message's
-    /// dead-letter write.
-    DeadLettered { attempts: u32 },
 }
 
 /// One message that left its lane: finished with `outcome`, or abandoned (`None`) because its

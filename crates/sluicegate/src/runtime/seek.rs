@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use crate::commit::{commit_list, CommitEntry};
 use crate::Error;
 
-use super::status::TopicPartition;
+use crate::status::TopicPartition;
 
 /// How long a look-up of watermarks or of an offset by time may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);

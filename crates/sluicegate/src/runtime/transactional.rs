@@ -35,18 +35,17 @@ use tracing::{error, info, warn};
 use crate::commit::{commit_list, partitions, CommitEntry};
 use crate::dead_letter::Failure;
 use crate::dispatch::{BatchLimits, Batcher};
-use crate::handler::{ErrorKind, HandlerResult, Work};
+use crate::handler::{ErrorKind, HandlerResult, Outcome, Work};
 use crate::output::Producer;
 use crate::policy::RetryDecision;
-use crate::security::SecurityWatch;
+use crate::security::{generate_oauth_token, ClientErrors, SecurityWatch};
+use crate::status::TopicPartition;
 use crate::{Error, Message};
 
 use super::assignment::to_message;
-use super::context::ClientErrors;
-use super::event::Outcome;
 use super::poll::Control;
 use super::seek::{self, SeekTo};
-use super::status::{Figures, StatusPublisher, TopicPartition};
+use super::status::{Figures, StatusPublisher};
 use super::worker::{log_stuck, stuck_partition, Worker};
 
 /// How long a transaction call (init, send offsets, commit, abort) may take.
@@ -87,7 +86,7 @@ impl ClientContext for PipelineContext {
         &self,
         _config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        super::context::generate_oauth_token(self.oauth.as_ref(), Some(&self.errors))
+        generate_oauth_token(self.oauth.as_ref(), Some(&self.errors))
     }
 
     fn error(&self, e: KafkaError, reason: &str) {

@@ -16,13 +16,13 @@ use tracing::{error, warn};
 
 use crate::dead_letter::{DeadLetterWriter, Failure};
 use crate::dispatch::{BatchLimits, Batcher};
-use crate::handler::{ErrorKind, HandlerError, HandlerResult, Work};
+use crate::handler::{ErrorKind, HandlerError, HandlerResult, Outcome, Work};
 use crate::metrics::ConsumerMetrics;
 use crate::policy::{Breaker, RetryDecision, RetryPolicy};
+use crate::status::StuckPartition;
 use crate::Message;
 
-use super::event::{Event, Left, Outcome, Slot};
-use super::status::StuckPartition;
+use super::event::{Event, Left, Slot};
 
 /// Retry waits at least this long pause their partition. A pause and resume makes librdkafka
 /// drop its prefetched messages and fetch again, which costs up to a fetch round trip (about a

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, OnceCell};
 
 use super::{OAuthToken, TokenError, TokenProvider};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// How long one request to the token endpoint may take (below librdkafka's wait for a token,
 /// [`TOKEN_TIMEOUT`](super::TOKEN_TIMEOUT)).

@@ -9,8 +9,9 @@ use axum::routing::get;
 use axum::Router;
 use tracing::{info, warn};
 
+use super::StatusWatch;
 use crate::metrics::Metrics;
-use crate::{Error, StatusWatch};
+use crate::Error;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -1,0 +1,861 @@
+//! [`ConsumerBuilder`]: a consumer's settings, checked and turned into a [`Consumer`] (see
+//! `build`). The run loop itself is in the parent module.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
+
+use crate::config::{ConsumerConfig, GroupProtocol, Properties};
+use crate::dead_letter::DeadLetter;
+use crate::defaults;
+use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
+use crate::handler::{BatchHandler, Batched, Handler, Work};
+use crate::metrics::Metrics;
+use crate::output::{producer_config, Output};
+use crate::policy::{CircuitBreaker, Reconnect, RetryPolicy};
+use crate::security::{OAuth, TokenProvider};
+use crate::Error;
+
+use super::Consumer;
+
+/// Builds a [`Consumer`]. Start with [`Consumer::builder`]. Its `Debug` output hides the
+/// values of secret settings (passwords, secrets, PEM keys).
+#[derive(Clone)]
+pub struct ConsumerBuilder {
+    pub(super) bootstrap_servers: Option<String>,
+    pub(super) group_id: Option<String>,
+    pub(super) topics: Vec<String>,
+    pub(super) static_assignment: bool,
+    pub(super) read_from_beginning: bool,
+    /// librdkafka properties; secrets are redacted in `Debug`.
+    pub(crate) client: Properties,
+    pub(super) ordering: Ordering,
+    pub(super) max_in_flight: usize,
+    pub(super) max_in_flight_per_partition: Option<usize>,
+    pub(super) limits: BufferLimits,
+    pub(super) batch: BatchLimits,
+    pub(super) retry: RetryPolicy,
+    pub(super) handler_timeout: Option<Duration>,
+    pub(super) circuit_breaker: Option<CircuitBreaker>,
+    pub(super) dead_letter: Option<DeadLetter>,
+    pub(super) reconnect: Reconnect,
+    pub(super) commit_interval: Duration,
+    pub(super) drain_timeout: Duration,
+    pub(super) producer: Properties,
+    pub(super) output: Option<Output>,
+    pub(super) exactly_once: Option<String>,
+    pub(super) metrics: Option<Metrics>,
+    pub(super) http_endpoint: Option<SocketAddr>,
+    pub(super) oauth: Option<OAuth>,
+}
+
+impl std::fmt::Debug for ConsumerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerBuilder")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("static_assignment", &self.static_assignment)
+            .field("read_from_beginning", &self.read_from_beginning)
+            .field("client", &self.client)
+            .field("ordering", &self.ordering)
+            .field("max_in_flight", &self.max_in_flight)
+            .field(
+                "max_in_flight_per_partition",
+                &self.max_in_flight_per_partition,
+            )
+            .field("limits", &self.limits)
+            .field("batch", &self.batch)
+            .field("retry", &self.retry)
+            .field("handler_timeout", &self.handler_timeout)
+            .field("circuit_breaker", &self.circuit_breaker)
+            .field("dead_letter", &self.dead_letter)
+            .field("reconnect", &self.reconnect)
+            .field("commit_interval", &self.commit_interval)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("producer", &self.producer)
+            .field("output", &self.output)
+            .field("exactly_once", &self.exactly_once)
+            .field("metrics", &self.metrics.is_some())
+            .field("http_endpoint", &self.http_endpoint)
+            .field("oauth_token_provider", &self.oauth)
+            .finish()
+    }
+}
+
+impl Default for ConsumerBuilder {
+    fn default() -> Self {
+        ConsumerBuilder {
+            bootstrap_servers: None,
+            group_id: None,
+            topics: Vec::new(),
+            static_assignment: false,
+            read_from_beginning: false,
+            client: Properties::default(),
+            ordering: Ordering::Partition,
+            max_in_flight: defaults::MAX_IN_FLIGHT,
+            max_in_flight_per_partition: None,
+            limits: BufferLimits::default(),
+            batch: BatchLimits::default(),
+            retry: RetryPolicy::default(),
+            handler_timeout: None,
+            circuit_breaker: None,
+            dead_letter: None,
+            reconnect: Reconnect::default(),
+            commit_interval: defaults::COMMIT_INTERVAL,
+            drain_timeout: defaults::DRAIN_TIMEOUT,
+            producer: Properties::default(),
+            output: None,
+            exactly_once: None,
+            metrics: None,
+            http_endpoint: None,
+            oauth: None,
+        }
+    }
+}
+
+impl ConsumerBuilder {
+    /// The brokers to bootstrap from, as `host:port[,host:port...]`. Required.
+    pub fn bootstrap_servers(mut self, servers: impl Into<String>) -> Self {
+        self.bootstrap_servers = Some(servers.into());
+        self
+    }
+
+    /// The consumer group. Required.
+    pub fn group_id(mut self, group: impl Into<String>) -> Self {
+        self.group_id = Some(group.into());
+        self
+    }
+
+    /// Adds a topic to subscribe to. At least one is required.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topics.push(topic.into());
+        self
+    }
+
+    /// Adds topics to subscribe to.
+    pub fn topics<I, S>(mut self, topics: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.topics.extend(topics.into_iter().map(Into::into));
+        self
+    }
+
+    /// Reads every partition of the topics directly instead of joining the group: no group
+    /// join, no rebalances, no sharing of partitions with other instances (librdkafka's
+    /// `assign` in place of `subscribe`). The group id still names where offsets are committed
+    /// and read from. Partitions are looked up once when the client starts (again after a
+    /// reconnect); a topic that does not exist then is an error. Not with
+    /// [`exactly_once`](Self::exactly_once), whose transactions need a group generation.
+    pub fn static_assignment(mut self) -> Self {
+        self.static_assignment = true;
+        self
+    }
+
+    /// Reads every partition of the topics from its beginning at every start, without a group
+    /// and without committing: for consumers that keep a local view of a topic (a cache, a
+    /// lookup table), usually a compacted one. Every record still in the log is handed to the
+    /// handler, tombstones (records without a value, see [`Message::is_tombstone`](crate::Message::is_tombstone)) included,
+    /// then later records as they come. No group id is given (one is refused): there is no
+    /// group to join, share partitions in or commit to, and every instance reads everything.
+    ///
+    /// Each partition's log end is looked up at start (the high watermark; with
+    /// `isolation.level=read_committed`, librdkafka's default, the last stable offset), and
+    /// the consumer is *catching up* until the handler has finished every record below those
+    /// ends: see [`ConsumerHandle::caught_up`](crate::ConsumerHandle::caught_up), [`ConsumerStatus::catch_up`](crate::ConsumerStatus::catch_up) and the
+    /// `catch_up` check of `/health/ready`, which answers 503 until then. Offsets without a
+    /// record (removed by compaction, or taken by transaction markers) are not waited for. An
+    /// empty topic is caught up at once.
+    ///
+    /// If the client is re-created (see [`reconnect`](Self::reconnect)), the partitions are
+    /// read from the beginning again. Not with [`static_assignment`](Self::static_assignment)
+    /// (which resumes from a group's commits) nor [`exactly_once`](Self::exactly_once).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), sluicegate::Error> {
+    /// use std::collections::HashMap;
+    /// use std::sync::{Arc, Mutex};
+    /// use sluicegate::{handler_fn, Consumer, Message};
+    ///
+    /// let table: Arc<Mutex<HashMap<Vec<u8>, Vec<u8>>>> = Arc::default();
+    /// let t = table.clone();
+    /// let handle = Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .topic("prices")
+    ///     .read_from_beginning()
+    ///     .build(handler_fn(move |msg: Message| {
+    ///         let t = t.clone();
+    ///         async move {
+    ///             let key = msg.key().unwrap_or_default().to_vec();
+    ///             match msg.payload() {
+    ///                 Some(value) => t.lock().unwrap().insert(key, value.to_vec()),
+    ///                 None => t.lock().unwrap().remove(&key), // a tombstone
+    ///             };
+    ///             Ok(())
+    ///         }
+    ///     }))?
+    ///     .spawn()?;
+    /// handle.caught_up().await?; // the table holds every key's latest value now
+    /// println!("{} prices", table.lock().unwrap().len());
+    /// # Ok(()) }
+    /// ```
+    pub fn read_from_beginning(mut self) -> Self {
+        self.read_from_beginning = true;
+        self
+    }
+
+    /// Sets a librdkafka property, passed through as is (for example `session.timeout.ms`,
+    /// `security.protocol`, `partition.assignment.strategy`). librdkafka validates it when the
+    /// consumer is built; properties of the classic group protocol are refused with
+    /// [`GroupProtocol::Consumer`] (see [`group_protocol`](Self::group_protocol)). `auto.offset.reset` defaults to `earliest` here, so that a new group
+    /// misses nothing. Offset commits are the runtime's: `enable.auto.commit` and
+    /// `enable.auto.offset.store` are refused. `fetch.queue.backoff.ms` defaults to 20 ms (librdkafka:
+    /// 1 s), since the runtime uses librdkafka's prefetch queue as a brake.
+    /// `statistics.interval.ms` defaults to 5 s: how often the lag figures are refreshed.
+    /// `reconnect.backoff.max.ms` defaults to 1 s (librdkafka: 10 s) and `fetch.error.backoff.ms`
+    /// to 100 ms (librdkafka: 500 ms), so that consumption resumes within a second of a broker
+    /// coming back.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.client.0.insert(key.into(), value.into());
+        self
+    }
+
+    /// The consumer group protocol; [`GroupProtocol::Classic`] by default (librdkafka's
+    /// `group.protocol`, which [`set`](Self::set) may give as well).
+    ///
+    /// [`GroupProtocol::Consumer`] (KIP-848, Apache Kafka 4.0 or later) lets the broker assign
+    /// partitions and move only those that change owner, and takes the session timeout and
+    /// heartbeat interval from the broker: `session.timeout.ms`, `heartbeat.interval.ms`,
+    /// `partition.assignment.strategy` and `group.protocol.type` are then refused at
+    /// [`build`](Self::build); the broker's assignor may be chosen with
+    /// `.set("group.remote.assignor", "uniform")` (or `range`). The runtime's guarantees are
+    /// the same with both: revoked partitions are drained and committed before they move.
+    ///
+    /// ```
+    /// use sluicegate::{handler_fn, Consumer, GroupProtocol, Message};
+    ///
+    /// let consumer = Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .group_id("billing")
+    ///     .topic("orders")
+    ///     .group_protocol(GroupProtocol::Consumer)
+    ///     .build(handler_fn(|_: Message| async { Ok(()) }));
+    /// assert!(consumer.is_ok());
+    ///
+    /// let refused = Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .group_id("billing")
+    ///     .topic("orders")
+    ///     .group_protocol(GroupProtocol::Consumer)
+    ///     .set("session.timeout.ms", "6000")
+    ///     .build(handler_fn(|_: Message| async { Ok(()) }));
+    /// assert!(refused.is_err());
+    /// ```
+    pub fn group_protocol(self, protocol: GroupProtocol) -> Self {
+        self.set("group.protocol", protocol.as_str())
+    }
+
+    /// Makes this consumer a *static member* of its group (KIP-345), known by `id` (librdkafka's
+    /// `group.instance.id`, which [`set`](Self::set) may give as well). Unset by default: a
+    /// dynamic member.
+    ///
+    /// A static member that stops and comes back within the session timeout (`session.timeout.ms`
+    /// with the classic protocol; the broker's `group.consumer.session.timeout.ms` with
+    /// [`GroupProtocol::Consumer`]) gets its partitions back without a rebalance: the other
+    /// members keep working undisturbed through a restart or a rolling deploy, and it resumes
+    /// from its committed offsets. The price: a static member does not leave the group when it
+    /// stops, so its partitions wait for the session timeout before another member takes
+    /// them. Pick a session timeout longer than a restart, and short enough for that wait.
+    ///
+    /// Each worker needs its own stable id (a StatefulSet pod's name, a host name plus a
+    /// slot). Two members with one id fight over it: with the classic protocol the newer one
+    /// *fences* the older one (a fatal error, re-created as [`Reconnect`] says, and stopped with
+    /// [`Error::Fatal`] after [`Reconnect::max_fenced`] fences in a row); with the consumer
+    /// protocol the newer one is refused until the holder leaves. Both are logged at `error`
+    /// level naming the instance id, counted in [`ConsumerStatus::fenced`](crate::ConsumerStatus::fenced) and shown by
+    /// `/health/ready`. Kafka's rule for ids is that of topic names: ASCII letters, digits,
+    /// `.`, `_` and `-`, at most 249 characters; others are refused at [`build`](Self::build).
+    /// Not used with [`static_assignment`](Self::static_assignment), which joins no group.
+    ///
+    /// ```
+    /// use sluicegate::{handler_fn, Consumer, Message};
+    ///
+    /// let consumer = Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .group_id("billing")
+    ///     .topic("orders")
+    ///     .group_instance_id("billing-0")
+    ///     .set("session.timeout.ms", "30000")
+    ///     .build(handler_fn(|_: Message| async { Ok(()) }));
+    /// assert!(consumer.is_ok());
+    ///
+    /// let refused = Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .group_id("billing")
+    ///     .topic("orders")
+    ///     .group_instance_id("billing 0")
+    ///     .build(handler_fn(|_: Message| async { Ok(()) }));
+    /// assert!(refused.is_err());
+    /// ```
+    pub fn group_instance_id(self, id: impl Into<String>) -> Self {
+        self.set("group.instance.id", id)
+    }
+
+    /// How messages of a partition may run in parallel; [`Ordering::Partition`] by default.
+    pub fn ordering(mut self, ordering: Ordering) -> Self {
+        self.ordering = ordering;
+        self
+    }
+
+    /// The most handler calls running at once over all partitions (1,000 by default).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
+    /// The most handler calls running at once within one partition in the key and unordered
+    /// modes (by default the global limit, at most 1,024). Partition mode runs one at a time.
+    pub fn max_in_flight_per_partition(mut self, n: usize) -> Self {
+        self.max_in_flight_per_partition = Some(n);
+        self
+    }
+
+    /// Bounds on buffered (received, not yet finished) messages; partitions over them pause.
+    pub fn buffer_limits(mut self, limits: BufferLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How a batch handler's batches are cut (see [`build_batch`](Self::build_batch)); 200
+    /// messages, 100 ms, 16 MiB by default.
+    pub fn batch_limits(mut self, limits: BatchLimits) -> Self {
+        self.batch = limits;
+        self
+    }
+
+    /// What happens when the handler fails. The default retries retryable failures (and
+    /// panics and timeouts) without limit; decode and permanent errors are never retried (see
+    /// [`dead_letter`](Self::dead_letter) for where they go).
+    ///
+    /// In the partition and key modes a message waiting to be retried keeps its place: later
+    /// messages of its partition (or key) wait, and its partition is paused while the wait is a
+    /// second or longer (polling and heartbeats go on; shorter waits cost less than the
+    /// re-fetch a pause and resume causes). In the unordered mode other messages go on.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Cancels a handler call that runs longer than `timeout`; it counts as a failed attempt
+    /// of kind [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) and is retried. No limit by
+    /// default.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = Some(timeout);
+        self
+    }
+
+    /// Stops calling the handler (and pauses every partition) for a cool-down when it fails
+    /// too often; see [`CircuitBreaker`]. None by default.
+    pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.circuit_breaker = Some(breaker);
+        self
+    }
+
+    /// Writes messages the handler gave up on (retries exhausted, or a permanent or decode
+    /// error) to a dead-letter topic, and goes on; see [`DeadLetter`].
+    ///
+    /// Without one, a message the handler gives up on *stops its partition* at its offset
+    /// (see [`StuckPartition`](crate::StuckPartition)): it is neither skipped nor retried; the
+    /// partition is paused and commits nothing at or after it; an `error` log names the record
+    /// and the cause and says how to configure a dead-letter topic; the consumer reports not
+    /// ready (`/health/ready`, [`ConsumerStatus::stuck`](crate::ConsumerStatus::stuck)) and
+    /// `sluicegate_partitions_stuck` counts it. Other partitions go on. The record is handled
+    /// again when its partition is next consumed: after a restart (with a fix, or a
+    /// dead-letter topic), a rebalance, or a seek. With the default retry policy only decode
+    /// and permanent errors give up; retryable failures are retried without limit.
+    pub fn dead_letter(mut self, dead_letter: DeadLetter) -> Self {
+        self.dead_letter = Some(dead_letter);
+        self
+    }
+
+    /// When the runtime re-creates its Kafka client; see [`Reconnect`]. By default after a
+    /// fatal error, or after 60 s with no broker reachable.
+    pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// How often finished offsets are committed (1 s by default). Shorter means fewer
+    /// re-deliveries after a crash, at the cost of more commit requests.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// How long revocation and shutdown wait for handlers in flight (10 s by default). Work
+    /// still running then is abandoned and re-delivered to the next owner.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Sets a librdkafka property of the [`Output`] producer (for example `compression.type`,
+    /// `linger.ms`). Connection and security settings come from the consumer's; the producer
+    /// is idempotent with `acks=all`.
+    pub fn producer_set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.producer.0.insert(key.into(), value.into());
+        self
+    }
+
+    /// The producer handlers write their results with; see [`Output`]. Call it after every
+    /// setting (in particular [`exactly_once`](Self::exactly_once)), then move clones of it into
+    /// the handler. Every call returns the same producer.
+    pub fn output(&mut self) -> Result<Output, Error> {
+        if let Some(output) = &self.output {
+            return Ok(output.clone());
+        }
+        let output = Output::new(
+            &self.producer_config()?,
+            self.exactly_once.is_some(),
+            self.current_oauth(),
+        )?;
+        self.output = Some(output.clone());
+        Ok(output)
+    }
+
+    /// Processes exactly once: each batch (cut by [`batch_limits`](Self::batch_limits)) runs
+    /// in a Kafka transaction of the [`Output`] producer, with `transactional_id`, that commits
+    /// the handler's outputs and the batch's offsets together; a failed handler aborts it, so
+    /// `read_committed` readers (and this consumer, which reads `read_committed`) see each
+    /// input's outputs exactly once.
+    ///
+    /// `transactional_id` must be the same for an instance across restarts (so that a restarted
+    /// instance fences its predecessor and aborts what it left open) and different between
+    /// instances running at once. The broker must support transactions (Kafka 2.5 or later).
+    ///
+    /// In this mode batches run one at a time (messages of a [`Handler`] one after the other)
+    /// on one thread that polls between transactions: keep a batch's handling well within
+    /// `max.poll.interval.ms`. Dead letters are written inside the transaction. A fatal
+    /// producer error, such as being fenced by a newer instance, stops the consumer with
+    /// [`Error::Fatal`].
+    pub fn exactly_once(mut self, transactional_id: impl Into<String>) -> Self {
+        self.exactly_once = Some(transactional_id.into());
+        self
+    }
+
+    /// Reports the consumer's metrics (see [`metrics`](crate::metrics) for the list) to
+    /// `metrics`, which several consumers and your own metrics may share. None by default,
+    /// unless an [`http_endpoint`](Self::http_endpoint) is set.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Serves `/metrics` (OpenMetrics text), `/health/live` and `/health/ready` (JSON with
+    /// each check's verdict; 200 when it passes, 503 when not; see [`Health`](crate::Health)) on `addr`
+    /// while the consumer runs. Off by default. Port 0 picks a free port: see
+    /// [`ConsumerHandle::http_addr`](crate::ConsumerHandle::http_addr).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), sluicegate::Error> {
+    /// use sluicegate::{handler_fn, Consumer, Message};
+    ///
+    /// Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .group_id("billing")
+    ///     .topic("orders")
+    ///     .http_endpoint(([0, 0, 0, 0], 9464).into())
+    ///     .build(handler_fn(|_: Message| async { Ok(()) }))?
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn http_endpoint(mut self, addr: SocketAddr) -> Self {
+        self.http_endpoint = Some(addr);
+        self
+    }
+
+    /// Starts from `config` (a [`ConsumerConfig`], usually loaded from a file and the
+    /// environment): every setting of it is applied. Calls made after it win over it
+    /// (precedence: file < environment < code), except that [`topic`](Self::topic) and
+    /// [`topics`](Self::topics) add to the configured topics.
+    ///
+    /// ```
+    /// use sluicegate::config::ConsumerConfig;
+    /// use sluicegate::ConsumerBuilder;
+    ///
+    /// let config = ConsumerConfig::from_yaml_str(
+    ///     "kafka: { bootstrap_servers: localhost:9092, group_id: g, topics: [t] }",
+    /// ).unwrap();
+    /// let builder = ConsumerBuilder::from_config(&config).max_in_flight(10);
+    /// # let _ = builder;
+    /// ```
+    pub fn from_config(config: &ConsumerConfig) -> Self {
+        Self::default().config(config)
+    }
+
+    /// Applies every setting of `config`; calls made after it win. See
+    /// [`from_config`](Self::from_config).
+    pub fn config(self, config: &ConsumerConfig) -> Self {
+        let mut b = self;
+        if !config.bootstrap_servers.is_empty() {
+            b = b.bootstrap_servers(config.bootstrap_servers.clone());
+        }
+        if !config.group_id.is_empty() {
+            b = b.group_id(config.group_id.clone());
+        }
+        b = b
+            .topics(config.topics.iter().cloned())
+            .ordering(config.ordering)
+            .max_in_flight(config.max_in_flight)
+            .batch_limits(
+                BatchLimits::default()
+                    .max_messages(config.batch.max_messages)
+                    .max_wait(config.batch.max_wait)
+                    .max_bytes(config.batch.max_bytes),
+            )
+            .buffer_limits(BufferLimits {
+                partition_messages: config.buffer.partition_messages,
+                partition_bytes: config.buffer.partition_bytes,
+                total_messages: config.buffer.total_messages,
+                total_bytes: config.buffer.total_bytes,
+            })
+            .retry_policy(config.retry_policy())
+            .commit_interval(config.commit_interval)
+            .drain_timeout(config.drain_timeout);
+        if let Some(n) = config.max_in_flight_per_partition {
+            b = b.max_in_flight_per_partition(n);
+        }
+        if config.static_assignment {
+            b = b.static_assignment();
+        }
+        if config.read_from_beginning {
+            b = b.read_from_beginning();
+        }
+        if let Some(t) = config.processing_timeout {
+            b = b.handler_timeout(t);
+        }
+        if let Some(d) = config.dead_letter() {
+            b = b.dead_letter(d);
+        }
+        if let Some(addr) = config.metrics_addr {
+            b = b.http_endpoint(addr);
+        }
+        if let Some(oauth) = config.token_provider() {
+            b = b.configured_oauth(oauth);
+        }
+        for (key, _, value) in config.derived() {
+            b = b.set(key, value);
+        }
+        for (key, value) in &config.librdkafka.0 {
+            b = b.set(key.clone(), value.clone());
+        }
+        b
+    }
+
+    /// Lets librdkafka judge the client settings, as [`build`](Self::build) does: creates a
+    /// consumer (which connects to nothing before it is polled; the bootstrap servers are
+    /// left out so that no connection is even tried) and drops it.
+    #[cfg(test)]
+    pub(crate) fn check_client(&self) -> Result<(), Error> {
+        let mut client = self.client_config()?;
+        client.remove("bootstrap.servers");
+        client
+            .create::<BaseConsumer>()
+            .map(drop)
+            .map_err(Error::from_client_creation)
+    }
+
+    /// Gets OAUTHBEARER tokens from `provider` for the consumer and for the producers the
+    /// runtime creates (output, dead letters); see [`TokenProvider`]. Use it with
+    /// `security.protocol` = `SASL_SSL` (or `SASL_PLAINTEXT`) and `sasl.mechanism` =
+    /// `OAUTHBEARER`. Set it before taking the [`output`](Self::output).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), sluicegate::Error> {
+    /// use std::time::Duration;
+    /// use sluicegate::security::{OAuthToken, TokenError, TokenProvider};
+    /// use sluicegate::{handler_fn, Consumer, Message};
+    ///
+    /// struct Tokens;
+    /// impl TokenProvider for Tokens {
+    ///     async fn token(&self) -> Result<OAuthToken, TokenError> {
+    ///         Ok(OAuthToken::new("eyJ...", "billing", Duration::from_secs(900)))
+    ///     }
+    /// }
+    ///
+    /// Consumer::builder()
+    ///     .bootstrap_servers("broker.example.com:9093")
+    ///     .group_id("billing")
+    ///     .topic("orders")
+    ///     .set("security.protocol", "SASL_SSL")
+    ///     .set("sasl.mechanism", "OAUTHBEARER")
+    ///     .oauth_token_provider(Tokens)
+    ///     .build(handler_fn(|_: Message| async { Ok(()) }))?
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn oauth_token_provider<P: TokenProvider>(mut self, provider: P) -> Self {
+        self.oauth = Some(OAuth::new(provider));
+        self
+    }
+
+    /// Gets OAUTHBEARER tokens from the token provider of `security` (one of
+    /// [`ConsumerConfig::client_security`](crate::config::ConsumerConfig::client_security)'s),
+    /// when it has one, as [`oauth_token_provider`](Self::oauth_token_provider) does: for a
+    /// consumer that shares the connection settings of your other clients without taking the
+    /// rest of the configuration. Without a provider, nothing changes.
+    pub fn token_provider_of(mut self, security: &crate::security::ClientSecurity) -> Self {
+        if let Some(oauth) = security.oauth() {
+            self.oauth = Some(oauth.clone());
+        }
+        self
+    }
+
+    /// [`oauth_token_provider`](Self::oauth_token_provider) for a provider made from
+    /// configuration.
+    pub(crate) fn configured_oauth(mut self, oauth: OAuth) -> Self {
+        self.oauth = Some(oauth);
+        self
+    }
+
+    /// Checks the settings and builds the consumer around `handler`. Nothing connects yet.
+    pub fn build<H: Handler>(self, handler: H) -> Result<Consumer<H>, Error> {
+        self.build_work(handler, None)
+    }
+
+    /// Checks the settings and builds a consumer that calls `handler` with batches cut by
+    /// [`batch_limits`](Self::batch_limits).
+    ///
+    /// In [`Ordering::Partition`] (the default) each batch holds messages of one partition,
+    /// in offset order, and a partition's batches run one at a time. In
+    /// [`Ordering::Unordered`] batches mix partitions, and up to `max_in_flight / max_messages`
+    /// batches (at least one) run at once. [`Ordering::Key`] is refused: use partition order.
+    ///
+    /// ```no_run
+    /// use sluicegate::{batch_handler_fn, BatchLimits, Consumer, Message};
+    ///
+    /// # async fn run() -> Result<(), sluicegate::Error> {
+    /// Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .group_id("loader")
+    ///     .topic("events")
+    ///     .batch_limits(BatchLimits::default().max_messages(500))
+    ///     .build_batch(batch_handler_fn(|batch: Vec<Message>| async move {
+    ///         println!("{} events in one insert", batch.len());
+    ///         Ok(())
+    ///     }))?
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn build_batch<B: BatchHandler>(self, handler: B) -> Result<Consumer<Batched<B>>, Error> {
+        let limits = self.batch;
+        if self.ordering == Ordering::Key {
+            return Err(Error::Config {
+                key: "ordering".into(),
+                value: "key".into(),
+                reason: "batch handlers run in partition or unordered mode".into(),
+            });
+        }
+        for (key, value, ok) in [
+            (
+                "batch_limits.max_messages",
+                limits.max_messages.to_string(),
+                limits.max_messages > 0,
+            ),
+            (
+                "batch_limits.max_bytes",
+                limits.max_bytes.to_string(),
+                limits.max_bytes > 0,
+            ),
+        ] {
+            if !ok {
+                return Err(Error::Config {
+                    key: key.into(),
+                    value,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        self.build_work(Batched(handler), Some(limits))
+    }
+
+    /// The consumer's client settings.
+    pub(super) fn client_config(&self) -> Result<ClientConfig, Error> {
+        let bootstrap = self
+            .bootstrap_servers
+            .clone()
+            .ok_or(Error::MissingConfig("bootstrap servers"))?;
+        // A reader from the beginning has no group (a group id given is refused at build).
+        let group = match self.read_from_beginning {
+            true => None,
+            false => Some(
+                self.group_id
+                    .clone()
+                    .ok_or(Error::MissingConfig("group id"))?,
+            ),
+        };
+        crate::config::refused_property(&self.client.0)?;
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &bootstrap)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        for (key, value) in defaults::CLIENT_PROPERTIES {
+            client.set(*key, *value);
+        }
+        // librdkafka's `assign` needs a group id even where no group is joined: a reader gets
+        // one it never joins and never commits to.
+        client.set(
+            "group.id",
+            group.as_deref().unwrap_or(defaults::READER_GROUP_ID),
+        );
+        if self.exactly_once.is_some() {
+            // Outputs of aborted transactions (and of open ones) stay invisible upstream too.
+            client.set("isolation.level", "read_committed");
+        }
+        for (key, value) in &self.client.0 {
+            client.set(key, value);
+        }
+        Ok(client)
+    }
+
+    /// Refuses what a reader from the beginning cannot have: a group and its commits.
+    pub(super) fn check_read_from_beginning(&self) -> Result<(), Error> {
+        if !self.read_from_beginning {
+            return Ok(());
+        }
+        let refuse = |key: &str, value: &str, reason: &str| Error::Config {
+            key: key.into(),
+            value: value.into(),
+            reason: reason.into(),
+        };
+        if let Some(group) = &self.group_id {
+            return Err(refuse(
+                "group_id",
+                group,
+                "not used with read_from_beginning, which reads every partition without a \
+                 group and commits nothing: remove the group id, or read as a group member",
+            ));
+        }
+        if self.static_assignment {
+            return Err(refuse(
+                "static_assignment",
+                "true",
+                "not with read_from_beginning: a static assignment resumes from a group's \
+                 commits, a reader from the beginning starts over at every start; choose one",
+            ));
+        }
+        if let Some(id) = &self.exactly_once {
+            return Err(refuse(
+                "exactly_once",
+                id,
+                "not with read_from_beginning: transactions commit offsets with a group, and \
+                 a reader from the beginning has none",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The producer settings of the [`Output`] (and, in exactly-once mode, of the dead-letter
+    /// writes).
+    pub(super) fn producer_config(&self) -> Result<ClientConfig, Error> {
+        let mut config = producer_config(&self.client_config()?, &self.producer.0);
+        if let Some(id) = &self.exactly_once {
+            config.set("transactional.id", id);
+        }
+        Ok(config)
+    }
+
+    /// The token provider, on the current Tokio runtime if any.
+    pub(super) fn current_oauth(&self) -> Option<OAuth> {
+        self.oauth.as_ref().map(OAuth::on_current_runtime)
+    }
+
+    pub(super) fn build_work<W: Work>(
+        mut self,
+        work: W,
+        batch: Option<BatchLimits>,
+    ) -> Result<Consumer<W>, Error> {
+        if self.topics.is_empty() {
+            return Err(Error::MissingConfig("at least one topic"));
+        }
+        for (key, value, ok) in [
+            ("max_in_flight", self.max_in_flight, self.max_in_flight > 0),
+            (
+                "max_in_flight_per_partition",
+                self.max_in_flight_per_partition.unwrap_or(1),
+                self.max_in_flight_per_partition != Some(0),
+            ),
+            (
+                "buffer_limits.partition_messages",
+                self.limits.partition_messages,
+                self.limits.partition_messages > 0,
+            ),
+            (
+                "buffer_limits.total_messages",
+                self.limits.total_messages,
+                self.limits.total_messages > 0,
+            ),
+        ] {
+            if !ok {
+                return Err(Error::Config {
+                    key: key.into(),
+                    value: value.to_string(),
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        self.check_read_from_beginning()?;
+        let client = self.client_config()?;
+        if self.static_assignment && self.exactly_once.is_some() {
+            return Err(Error::Config {
+                key: "static_assignment".into(),
+                value: "true".into(),
+                reason: "exactly-once mode needs group membership: its transactions commit \
+                         offsets with the group's generation"
+                    .into(),
+            });
+        }
+        if self.exactly_once.is_some() {
+            match &self.output {
+                Some(o) if !o.is_transactional() => {
+                    return Err(Error::Config {
+                        key: "exactly_once".into(),
+                        value: self.exactly_once.clone().unwrap_or_default(),
+                        reason: "set exactly_once before taking the output: an output taken \
+                                 earlier is not transactional"
+                            .into(),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    self.output = Some(Output::new(
+                        &self.producer_config()?,
+                        true,
+                        self.current_oauth(),
+                    )?)
+                }
+            }
+        }
+        // Let librdkafka judge every property now, so a typo fails at build, not at run.
+        client
+            .create::<BaseConsumer>()
+            .map_err(Error::from_client_creation)?;
+        Ok(Consumer {
+            settings: self,
+            client,
+            work,
+            batch,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
