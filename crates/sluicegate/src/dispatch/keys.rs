@@ -1,29 +1,44 @@
 //! [`KeyGate`]: per-key order inside a partition, with every key free to run in parallel.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
 
 use crate::Message;
 
 /// Lets a message run only when no earlier message of its key is running, and hands over the
 /// key's next message when one finishes. Keys never share a queue, so one slow key delays only
 /// itself. Records with a null key form one key of their own.
+///
+/// No key is copied: each entry stands for its key by the message of it that runs (a shared
+/// handle), so admitting and finishing a message allocates nothing but a waiting queue's room.
 #[derive(Debug, Default)]
 pub(crate) struct KeyGate {
-    /// Keys with a message running, and their messages waiting behind it, in offset order.
-    running: HashMap<Option<Box<[u8]>>, VecDeque<Message>>,
+    /// For each key with a message running: that message, and the key's messages waiting
+    /// behind it, in offset order.
+    running: HashTable<(Message, VecDeque<Message>)>,
+    hasher: RandomState,
 }
 
 impl KeyGate {
     /// A message arrives: it is returned if it may run now, or kept until its key is free.
     pub fn admit(&mut self, message: Message) -> Option<Message> {
-        match self.running.entry(message.key().map(Box::from)) {
-            Entry::Occupied(mut waiting) => {
-                waiting.get_mut().push_back(message);
+        let hash = self.hasher.hash_one(message.key());
+        match self
+            .running
+            .find_mut(hash, |(running, _)| running.key() == message.key())
+        {
+            Some((_, waiting)) => {
+                waiting.push_back(message);
                 None
             }
-            Entry::Vacant(free) => {
-                free.insert(VecDeque::new());
+            None => {
+                let hasher = &self.hasher;
+                self.running
+                    .insert_unique(hash, (message.clone(), VecDeque::new()), |(m, _)| {
+                        hasher.hash_one(m.key())
+                    });
                 Some(message)
             }
         }
@@ -31,13 +46,25 @@ impl KeyGate {
 
     /// A message of `key` finished running: returns the key's next message, if one waits.
     pub fn finished(&mut self, key: Option<&[u8]>) -> Option<Message> {
-        let lookup: Option<Box<[u8]>> = key.map(Box::from);
-        let waiting = self.running.get_mut(&lookup)?;
-        let next = waiting.pop_front();
-        if next.is_none() {
-            self.running.remove(&lookup);
+        let hash = self.hasher.hash_one(key);
+        let Ok(mut entry) = self
+            .running
+            .find_entry(hash, |(running, _)| running.key() == key)
+        else {
+            return None;
+        };
+        let (running, waiting) = entry.get_mut();
+        match waiting.pop_front() {
+            Some(next) => {
+                // The next message stands for the key now; the finished one is let go.
+                *running = next.clone();
+                Some(next)
+            }
+            None => {
+                entry.remove();
+                None
+            }
         }
-        next
     }
 
     /// Takes every waiting message out (the partition is going away).
