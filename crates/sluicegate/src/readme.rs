@@ -166,35 +166,10 @@ const NO_ROW: &[&str] = &[
     "librdkafka",
 ];
 
-/// The file's settings, as dotted paths.
-fn file_settings() -> Vec<String> {
-    fn walk(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
-        match value {
-            serde_json::Value::Object(map) if prefix != "librdkafka" => {
-                for (key, value) in map {
-                    let path = match prefix {
-                        "" => key.clone(),
-                        _ => format!("{prefix}.{key}"),
-                    };
-                    walk(value, &path, out);
-                }
-            }
-            _ => out.push(prefix.to_string()),
-        }
-    }
-    let mut out = Vec::new();
-    walk(
-        &serde_json::to_value(ConsumerConfig::default()).expect("serializable"),
-        "",
-        &mut out,
-    );
-    out
-}
-
 #[test]
 fn every_setting_of_the_file_has_its_default_stated() {
     let expected = expected();
-    let missing: Vec<String> = file_settings()
+    let missing: Vec<String> = crate::config::testing::settings()
         .into_iter()
         .filter(|k| {
             !NO_ROW

@@ -933,4 +933,6 @@ impl ConsumerConfig {
 }
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

@@ -4,39 +4,12 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+use super::testing::*;
 use super::*;
-
-const BASE: &str =
-    "kafka:\n  bootstrap_servers: localhost:9092\n  group_id: billing\n  topics: [orders]\n";
 
 const OIDC: &str = "  security:\n    protocol: sasl_ssl\n    sasl_mechanism: OAUTHBEARER\n    \
                     oauthbearer:\n      token_endpoint: https://idp.example.com/oauth2/token\n      \
                     client_id: billing\n      client_secret: oidc-s3cret\n      scope: kafka\n";
-
-fn no_env() -> std::iter::Empty<(String, String)> {
-    std::iter::empty()
-}
-
-/// The errors of `yaml` (with `env`), which must fail.
-fn errors_of(yaml: &str, env: &[(&str, &str)]) -> ConfigErrors {
-    match ConsumerConfig::resolve(Some(yaml), env.iter().copied()) {
-        Ok(_) => panic!("expected errors for:\n{yaml}"),
-        Err(e) => e,
-    }
-}
-
-/// Asserts one error at `path` whose display names the value and holds every `words`.
-fn assert_error(errors: &ConfigErrors, path: &str, value: &str, words: &[&str]) {
-    let found: Vec<&ConfigError> = errors.at(path).collect();
-    assert!(!found.is_empty(), "no error at {path}; got:\n{errors}");
-    let e = found[0];
-    assert_eq!(e.value, value, "value of {path}: {e}");
-    let line = e.to_string();
-    assert!(line.starts_with(path), "{line}");
-    for w in words {
-        assert!(line.contains(w), "`{w}` missing from: {line}");
-    }
-}
 
 #[test]
 fn a_full_file_loads_every_setting() {
@@ -912,33 +885,12 @@ fn every_env_var_names_a_real_setting() {
     let _ = no_env();
 }
 
-/// The leaf settings under `value`, as dotted paths (`librdkafka:` entries are free-form).
-fn setting_paths(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
-    match value {
-        serde_json::Value::Object(map) if prefix != "librdkafka" => {
-            for (key, value) in map {
-                let path = match prefix {
-                    "" => key.clone(),
-                    _ => format!("{prefix}.{key}"),
-                };
-                setting_paths(value, &path, out);
-            }
-        }
-        _ => out.push(prefix.to_string()),
-    }
-}
-
 /// `examples/sluicegate.yaml` is the README's "shows every setting": each setting the
 /// configuration has is in it, set or commented out (`# key: value`, which this uncomments).
 #[test]
 fn the_example_file_shows_every_setting() {
     let example = include_str!("../../../../examples/sluicegate.yaml");
-    let mut known = Vec::new();
-    setting_paths(
-        &serde_json::to_value(ConsumerConfig::default()).unwrap(),
-        "",
-        &mut known,
-    );
+    let known = settings();
     let shown = shown_paths(&uncomment_settings(example));
     let missing: Vec<&String> = known
         .iter()

@@ -2,36 +2,9 @@
 //! the settings (group protocol, instance id, token providers, secrets) reaching the
 //! consumer's client. The configuration's own tests are in `config/tests.rs`.
 
+use crate::config::testing::*;
 use crate::config::*;
 use crate::ConsumerBuilder;
-
-const BASE: &str =
-    "kafka:\n  bootstrap_servers: localhost:9092\n  group_id: billing\n  topics: [orders]\n";
-
-fn no_env() -> std::iter::Empty<(String, String)> {
-    std::iter::empty()
-}
-
-/// The errors of `yaml` (with `env`), which must fail.
-fn errors_of(yaml: &str, env: &[(&str, &str)]) -> ConfigErrors {
-    match ConsumerConfig::resolve(Some(yaml), env.iter().copied()) {
-        Ok(_) => panic!("expected errors for:\n{yaml}"),
-        Err(e) => e,
-    }
-}
-
-/// Asserts one error at `path` whose display names the value and holds every `words`.
-fn assert_error(errors: &ConfigErrors, path: &str, value: &str, words: &[&str]) {
-    let found: Vec<&ConfigError> = errors.at(path).collect();
-    assert!(!found.is_empty(), "no error at {path}; got:\n{errors}");
-    let e = found[0];
-    assert_eq!(e.value, value, "value of {path}: {e}");
-    let line = e.to_string();
-    assert!(line.starts_with(path), "{line}");
-    for w in words {
-        assert!(line.contains(w), "`{w}` missing from: {line}");
-    }
-}
 
 #[test]
 fn code_wins_over_environment_and_file() {
