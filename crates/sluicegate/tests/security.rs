@@ -211,6 +211,35 @@ async fn consume_to_end(
     Ok(handled.load(Ordering::SeqCst))
 }
 
+/// Runs `builder` (with a dead-letter topic) over `topic` (20 records on 2 partitions, ends
+/// `end`) until its commits reach the log ends, with the record at offset 3 of partition 0
+/// failing for good; checks every record was handled, the group's commits (read back) and the
+/// dead letter: every client of the consumer (and its dead-letter producer) got in.
+async fn consumes_commits_and_dead_letters(
+    broker: &TestBroker,
+    builder: ConsumerBuilder,
+    group: &str,
+    topic: &str,
+    end: &BTreeMap<i32, i64>,
+) -> anyhow::Result<()> {
+    let handled = consume_to_end(builder, topic, end, Some(3)).await?;
+    ensure!(handled >= 20, "{handled} messages handled");
+    let committed = broker.committed_offsets(group, topic).await?;
+    ensure!(
+        &committed == end,
+        "committed {committed:?}, log ends {end:?}"
+    );
+    let dead = broker
+        .read_records(&format!("{topic}.dlq"), 1, ROUND_TRIP)
+        .await?;
+    let payload = dead[0].payload().map(String::from_utf8_lossy);
+    ensure!(
+        payload.as_deref() == Some(format!("{topic}:0:3").as_str()),
+        "dead letter: {payload:?}"
+    );
+    Ok(())
+}
+
 /// Waits until a client with `settings` gets metadata listing a broker; at most 30 s.
 async fn metadata_answered(settings: &Settings) -> anyhow::Result<()> {
     let mut config = ClientConfig::new();
@@ -295,21 +324,7 @@ async fn logs_in_and_consumes(protocol: &str, mechanism: &str, setup: Setup) -> 
             ConsumerBuilder::from_config(&config)
         }
     };
-    let handled = consume_to_end(builder, &topic, &end, Some(3)).await?;
-    ensure!(handled >= 20, "{handled} messages handled");
-    let committed = broker.committed_offsets(&group, &topic).await?;
-    ensure!(
-        committed == end,
-        "committed {committed:?}, log ends {end:?}"
-    );
-    let dead = broker
-        .read_records(&format!("{topic}.dlq"), 1, ROUND_TRIP)
-        .await?;
-    let payload = dead[0].payload().map(String::from_utf8_lossy);
-    ensure!(
-        payload.as_deref() == Some(format!("{topic}:0:3").as_str()),
-        "dead letter: {payload:?}"
-    );
+    consumes_commits_and_dead_letters(&broker, builder, &group, &topic, &end).await?;
     eprintln!(
         "{mechanism} ({protocol}, {setup:?}): consumed, committed and dead-lettered in {:?}",
         started.elapsed()
@@ -652,21 +667,7 @@ async fn consumes_after_an_oauthbearer_login_with_the_providers_token() -> anyho
     let builder = builder(&oauth_settings(kafka), &group, &topic)
         .oauth_token_provider(tokens.clone())
         .dead_letter(DeadLetter::default());
-    let handled = consume_to_end(builder, &topic, &end, Some(3)).await?;
-    ensure!(handled >= 20, "{handled} messages handled");
-    let committed = broker.committed_offsets(&group, &topic).await?;
-    ensure!(
-        committed == end,
-        "committed {committed:?}, log ends {end:?}"
-    );
-    let dead = broker
-        .read_records(&format!("{topic}.dlq"), 1, ROUND_TRIP)
-        .await?;
-    let payload = dead[0].payload().map(String::from_utf8_lossy);
-    ensure!(
-        payload.as_deref() == Some(format!("{topic}:0:3").as_str()),
-        "dead letter: {payload:?}"
-    );
+    consumes_commits_and_dead_letters(&broker, builder, &group, &topic, &end).await?;
     let calls = tokens.calls();
     ensure!(
         calls >= 2,
@@ -948,21 +949,7 @@ async fn consumes_after_an_oidc_login_configured_from_file_and_environment() -> 
     let (topic, group) = (unique("oidc"), unique("oidc-g"));
     let (_, end) = broker.fill_topic(&topic, 2, 10).await?;
     let builder = oidc_consumer(kafka, &endpoint, OIDC_CLIENT_SECRET, &group, &topic)?;
-    let handled = consume_to_end(builder, &topic, &end, Some(3)).await?;
-    ensure!(handled >= 20, "{handled} messages handled");
-    let committed = broker.committed_offsets(&group, &topic).await?;
-    ensure!(
-        committed == end,
-        "committed {committed:?}, log ends {end:?}"
-    );
-    let dead = broker
-        .read_records(&format!("{topic}.dlq"), 1, ROUND_TRIP)
-        .await?;
-    let payload = dead[0].payload().map(String::from_utf8_lossy);
-    ensure!(
-        payload.as_deref() == Some(format!("{topic}:0:3").as_str()),
-        "dead letter: {payload:?}"
-    );
+    consumes_commits_and_dead_letters(&broker, builder, &group, &topic, &end).await?;
     let requests = endpoint.requests();
     ensure!(!requests.is_empty(), "the token endpoint was never asked");
     for r in &requests {
