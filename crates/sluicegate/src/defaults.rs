@@ -50,3 +50,18 @@ pub(crate) const MANAGED: &[&str] = &[
 pub(crate) const MANAGED_REASON: &str =
     "managed by Sluicegate; set bootstrap servers and group id with the builder, \
      and leave offset commits to the runtime";
+
+/// The settings the runtime gives every consumer client it makes, before the program's own:
+/// offsets are the runtime's to store and commit, the defaults of [`CLIENT_PROPERTIES`], and
+/// `group` as `group.id`.
+pub(crate) fn consumer_client(group: &str) -> rdkafka::ClientConfig {
+    let mut client = rdkafka::ClientConfig::new();
+    client
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    for (key, value) in CLIENT_PROPERTIES {
+        client.set(*key, *value);
+    }
+    client.set("group.id", group);
+    client
+}

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 
 use crate::defaults::{self, MANAGED, MANAGED_REASON, READER_GROUP_ID};
@@ -753,13 +752,6 @@ impl ConsumerConfig {
     /// connection is even tried. The first refused property, as [`Error::Config`].
     fn client_refusal(&self, props: &BTreeMap<String, String>) -> Result<(), Error> {
         refused_property(props)?;
-        let mut client = ClientConfig::new();
-        client
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
-        for (key, value) in defaults::CLIENT_PROPERTIES {
-            client.set(*key, *value);
-        }
         // As the builder does: a reader gets a group id it never joins; a missing group id is
         // the rules' to report, a placeholder keeps librdkafka's check going.
         let group = if self.read_from_beginning {
@@ -769,7 +761,7 @@ impl ConsumerConfig {
         } else {
             &self.group_id
         };
-        client.set("group.id", group);
+        let mut client = defaults::consumer_client(group);
         for (key, value) in props {
             client.set(key, value);
         }

@@ -702,20 +702,11 @@ impl ConsumerBuilder {
             ),
         };
         crate::config::refused_property(&self.client.0)?;
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &bootstrap)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
-        for (key, value) in defaults::CLIENT_PROPERTIES {
-            client.set(*key, *value);
-        }
         // librdkafka's `assign` needs a group id even where no group is joined: a reader gets
         // one it never joins and never commits to.
-        client.set(
-            "group.id",
-            group.as_deref().unwrap_or(defaults::READER_GROUP_ID),
-        );
+        let mut client =
+            defaults::consumer_client(group.as_deref().unwrap_or(defaults::READER_GROUP_ID));
+        client.set("bootstrap.servers", &bootstrap);
         if self.exactly_once.is_some() {
             // Outputs of aborted transactions (and of open ones) stay invisible upstream too.
             client.set("isolation.level", "read_committed");
