@@ -1,9 +1,9 @@
 //! [`KeyGate`]: per-key order inside a partition, with every key free to run in parallel.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::Message;
 
@@ -18,7 +18,7 @@ pub(crate) struct KeyGate {
     /// For each key with a message running: that message, and the key's messages waiting
     /// behind it, in offset order.
     running: HashTable<(Message, VecDeque<Message>)>,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
 }
 
 impl KeyGate {
@@ -44,12 +44,13 @@ impl KeyGate {
         }
     }
 
-    /// A message of `key` finished running: returns the key's next message, if one waits.
-    pub fn finished(&mut self, key: Option<&[u8]>) -> Option<Message> {
-        let hash = self.hasher.hash_one(key);
+    /// The running `message` finished: returns its key's next message, if one waits.
+    pub fn finished(&mut self, message: &Message) -> Option<Message> {
+        let hash = self.hasher.hash_one(message.key());
+        // The entry whose running message this is: offsets tell them apart faster than keys.
         let Ok(mut entry) = self
             .running
-            .find_entry(hash, |(running, _)| running.key() == key)
+            .find_entry(hash, |(running, _)| running.offset() == message.offset())
         else {
             return None;
         };
@@ -110,7 +111,7 @@ mod tests {
                     if !running.is_empty() {
                         let o = *running.keys().nth(pick.index(running.len())).unwrap();
                         let k = running.remove(&o).unwrap();
-                        if let Some(next) = gate.finished(k.map(|k| vec![k]).as_deref()) {
+                        if let Some(next) = gate.finished(&msg(o, k)) {
                             start(next, &mut running, &mut ran);
                         }
                     }
@@ -119,7 +120,7 @@ mod tests {
             // Finish everything left.
             while let Some((&o, &k)) = running.iter().next() {
                 running.remove(&o);
-                if let Some(next) = gate.finished(k.map(|k| vec![k]).as_deref()) {
+                if let Some(next) = gate.finished(&msg(o, k)) {
                     start(next, &mut running, &mut ran);
                 }
             }

@@ -27,9 +27,10 @@ use crate::{offset_map, Error, Message, OffsetTracker};
 
 use super::catch_up::{Seen, Targets};
 use super::committer::CommitRequest;
-use super::event::{Event, Left, Slot};
+use super::event::{Chunk, Event, LaneQueue, Left, Reports, Slot};
 use super::seek::{self, SeekTo};
 use super::status::{Figures, StatusPublisher};
+use super::wakeup::Wakeup;
 
 /// The most bytes of commit metadata used for the offset map; brokers accept 4,096 by default
 /// (`offset.metadata.max.bytes`).
@@ -53,11 +54,8 @@ const FINAL_COMMIT_RETRY: Duration = Duration::from_millis(200);
 const FINAL_COMMIT_ATTEMPTS: usize = 5;
 
 /// Starts a lane task: `(slot, queue, revoked, events)`.
-pub(crate) type LaneSpawner = Arc<
-    dyn Fn(Slot, async_channel::Receiver<Vec<Message>>, CancellationToken, Sender<Event>)
-        + Send
-        + Sync,
->;
+pub(crate) type LaneSpawner =
+    Arc<dyn Fn(Slot, LaneQueue, CancellationToken, Reports) + Send + Sync>;
 
 /// How the assignment routes and bounds work.
 #[derive(Clone)]
@@ -76,8 +74,9 @@ struct PartitionState {
     topic: Arc<str>,
     generation: u64,
     offsets: OffsetTracker,
-    queue: async_channel::Sender<Vec<Message>>,
-    /// Partition mode: messages received during this poll round, sent together at its end.
+    queue: async_channel::Sender<Chunk>,
+    /// Messages received during this poll round, sent together at its end (and in key order,
+    /// keys freed by a report).
     pending: Vec<Message>,
     /// Key mode: holds messages whose key is busy.
     keys: Option<KeyGate>,
@@ -106,11 +105,23 @@ struct PartitionState {
     metrics: Option<Arc<TopicMetrics>>,
 }
 
+impl PartitionState {
+    /// Sends the messages waiting to be handed to the lanes, if any.
+    fn send_pending(&mut self) {
+        if !self.pending.is_empty() {
+            // The queue stays open while the partition is owned: a send cannot fail here.
+            let _ = self
+                .queue
+                .try_send(std::mem::take(&mut self.pending).into_iter());
+        }
+    }
+}
+
 /// Every partition the consumer owns, and the channel lanes report on.
 pub(crate) struct Assignment {
     routing: Routing,
     spawn_lane: LaneSpawner,
-    events_tx: Sender<Event>,
+    reports: Reports,
     events: Receiver<Event>,
     slots: Vec<Option<PartitionState>>,
     index: PartitionIndex,
@@ -140,7 +151,7 @@ impl Assignment {
     pub fn new(
         routing: Routing,
         spawn_lane: LaneSpawner,
-        events_tx: Sender<Event>,
+        reports: Reports,
         events: Receiver<Event>,
         status: StatusPublisher,
         commits: Sender<CommitRequest>,
@@ -149,7 +160,7 @@ impl Assignment {
             backpressure: Backpressure::new(routing.limits),
             routing,
             spawn_lane,
-            events_tx,
+            reports,
             events,
             slots: Vec::new(),
             index: PartitionIndex::default(),
@@ -328,9 +339,14 @@ impl Assignment {
             };
             let topic = self.index.insert(e.topic(), e.partition(), index);
             let revoked = CancellationToken::new();
-            let (queue, work) = async_channel::unbounded();
-            for _ in 0..self.routing.ordering.workers(self.routing.width) {
-                (self.spawn_lane)(slot, work.clone(), revoked.clone(), self.events_tx.clone());
+            let (queue, chunks) = async_channel::unbounded();
+            let lanes = self.routing.ordering.workers(self.routing.width);
+            let work = LaneQueue {
+                chunks,
+                share: (lanes > 1).then(|| queue.downgrade()),
+            };
+            for _ in 0..lanes {
+                (self.spawn_lane)(slot, work.clone(), revoked.clone(), self.reports.clone());
             }
             let tp = TopicPartition::new(e.topic(), e.partition());
             self.slots[index] = Some(PartitionState {
@@ -533,23 +549,16 @@ impl Assignment {
         }
         let message = to_message(p.topic.clone(), m);
         let must_pause = self.backpressure.admit(&mut p.buffered, message.size());
-        match self.routing.ordering {
-            Ordering::Partition => {
-                if p.pending.is_empty() {
-                    self.dirty.push(i);
-                }
-                p.pending.push(message);
+        // In key order, a message whose key is busy waits in the gate instead.
+        let admitted = match p.keys.as_mut() {
+            Some(keys) => keys.admit(message),
+            None => Some(message),
+        };
+        if let Some(message) = admitted {
+            if p.pending.is_empty() {
+                self.dirty.push(i);
             }
-            // Workers share the queue: one message per item lets them all take part.
-            // The queue stays open while the partition is owned: a send cannot fail here.
-            Ordering::Unordered => {
-                let _ = p.queue.try_send(vec![message]);
-            }
-            Ordering::Key => {
-                if let Some(message) = p.keys.as_mut().and_then(|k| k.admit(message)) {
-                    let _ = p.queue.try_send(vec![message]);
-                }
-            }
+            p.pending.push(message);
         }
         if must_pause && !p.over_bounds {
             p.over_bounds = true;
@@ -560,15 +569,14 @@ impl Assignment {
         }
     }
 
-    /// Hands the messages routed during this poll round to their lanes, one batch per queue:
-    /// one channel send and at most one wake-up per lane, instead of one per message.
+    /// Hands the messages routed during this poll round to their lanes, one chunk per
+    /// partition: one channel send and one wake-up, instead of one per message. Where lanes
+    /// share a partition, the lane that takes the chunk passes the rest on as soon as a
+    /// handler has to wait (see [`LaneQueue::give_back`]).
     pub fn flush(&mut self) {
         for i in self.dirty.drain(..) {
-            let Some(p) = self.slots[i].as_mut() else {
-                continue;
-            };
-            if !p.pending.is_empty() {
-                let _ = p.queue.try_send(std::mem::take(&mut p.pending));
+            if let Some(p) = self.slots[i].as_mut() {
+                p.send_pending();
             }
         }
     }
@@ -645,9 +653,13 @@ impl Assignment {
                     Outcome::Skipped => {}
                 }
             }
-            if let Some(next) = p.keys.as_mut().and_then(|k| k.finished(message.key())) {
-                let _ = p.queue.try_send(vec![next]);
+            if let Some(next) = p.keys.as_mut().and_then(|k| k.finished(&message)) {
+                p.pending.push(next);
             }
+        }
+        // Keys freed by this report go on at once, in one chunk.
+        if p.keys.is_some() {
+            p.send_pending();
         }
     }
 
@@ -885,6 +897,11 @@ impl Assignment {
     }
 
     /// Stops sending commit requests, which lets the committer end.
+    /// What the poll loop waits on between rounds: raised by every report.
+    pub fn wakeup(&self) -> Arc<Wakeup> {
+        self.reports.wakeup().clone()
+    }
+
     pub fn close_commits(&mut self) {
         self.commits = None;
     }

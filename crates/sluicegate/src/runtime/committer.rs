@@ -2,14 +2,14 @@
 //! commits synchronously, so every result is known (librdkafka reports nothing back for
 //! manual asynchronous commits) while the poll loop never blocks on the coordinator.
 
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 
 use crate::commit::{commit_list, CommitEntry};
 
-use super::event::Event;
+use super::event::{Event, Reports};
 
 /// Offsets to commit.
 pub(crate) struct CommitRequest {
@@ -21,13 +21,13 @@ pub(crate) struct CommitRequest {
 pub(crate) fn run<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     requests: Receiver<CommitRequest>,
-    events: Sender<Event>,
+    events: Reports,
 ) {
     for CommitRequest { id, offsets } in requests {
         let list = commit_list(&offsets);
         let started = Instant::now();
         let result = consumer.commit(&list, CommitMode::Sync);
-        let _ = events.send(Event::Committed {
+        events.send(Event::Committed {
             id,
             offsets,
             result,

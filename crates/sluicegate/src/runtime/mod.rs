@@ -15,6 +15,8 @@ mod poll;
 mod seek;
 mod status;
 mod transactional;
+#[allow(unsafe_code)] // The runtime's one direct librdkafka call site.
+mod wakeup;
 mod worker;
 
 pub use builder::ConsumerBuilder;
@@ -224,7 +226,7 @@ impl<W: Work> Consumer<W> {
                 Arc::new(move |slot, queue, revoked, events| {
                     lane_runtime.spawn(Worker::<W>::forward(
                         slot,
-                        queue,
+                        queue.chunks,
                         revoked,
                         events,
                         shared.clone(),
@@ -333,7 +335,7 @@ struct Session {
 /// A created, subscribed client and the channels of its poll loop.
 type Started = (
     BaseConsumer<RuntimeContext>,
-    std::sync::mpsc::Sender<event::Event>,
+    event::Reports,
     std::sync::mpsc::Receiver<committer::CommitRequest>,
 );
 
@@ -341,13 +343,13 @@ impl Session {
     /// Creates a client and subscribes it. Each client has its own channels, so that reports
     /// from a lost client's lanes never reach the next one.
     fn start(&self) -> Result<Started, Error> {
-        let (events_tx, events_rx) = std::sync::mpsc::channel();
+        let (reports, events) = event::Reports::channel();
         let (commits_tx, commits_rx) = std::sync::mpsc::channel();
         let assignment = Assignment::new(
             self.routing.clone(),
             self.spawn_lane.clone(),
-            events_tx.clone(),
-            events_rx,
+            reports.clone(),
+            events,
             self.status.clone(),
             commits_tx,
         );
@@ -385,7 +387,7 @@ impl Session {
             let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
             consumer.subscribe(&topics)?;
         }
-        Ok((consumer, events_tx, commits_rx))
+        Ok((consumer, reports, commits_rx))
     }
 
     /// Runs poll loops until stopped, re-creating the client as `reconnect` says when one is

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
@@ -16,15 +16,16 @@ use crate::Error;
 
 use super::committer::{self, CommitRequest};
 use super::context::RuntimeContext;
-use super::event::Event;
+use super::event::Reports;
 use super::seek::SeekQueue;
 use super::status::StatusPublisher;
+use super::wakeup::QueueWatch;
 
 /// At most this many messages are dispatched between two looks at lane reports.
 const POLL_BATCH: usize = 512;
-/// How long a poll may block when no message is waiting. A message or a rebalance ends the
-/// wait at once; lane reports (completions) are applied after it, so this bounds how late a
-/// completion can resume a paused partition or how late a stop request is seen.
+/// How long the loop waits when nothing is waiting for it. A message, a rebalance or a lane
+/// report (a completion) ends the wait at once (see [`Wakeup`](super::wakeup::Wakeup)), so this
+/// bounds only how late a stop or seek request is seen.
 const IDLE_WAIT: Duration = Duration::from_millis(5);
 /// The longest the loop holds off taking messages while buffers drain, before it polls (and
 /// so serves rebalances) again.
@@ -64,7 +65,7 @@ pub(crate) fn run(
     control: Control,
     commit_interval: Duration,
     commits: Receiver<CommitRequest>,
-    events: Sender<Event>,
+    events: Reports,
     reconnect: &Reconnect,
     status: &StatusPublisher,
 ) -> Result<SessionEnd, Error> {
@@ -103,6 +104,8 @@ fn poll(
     let mut schedule = CommitSchedule::new(commit_interval);
     let mut held_since = None;
     let mut last_probe = Instant::now();
+    let wakeup = consumer.context().assignment().wakeup();
+    let queue = QueueWatch::new(consumer, wakeup.clone());
     loop {
         status.heartbeat();
         if control.abort.is_cancelled() {
@@ -124,16 +127,14 @@ fn poll(
             status.brokers_reachable(reachable);
         }
         let holding = hold(consumer, &mut held_since);
-        // `poll` returns `None` both when nothing came and when it served a callback, so only
-        // the first poll of a round may block.
-        let mut wait = IDLE_WAIT;
+        if !holding && queue.is_empty() {
+            // Nothing from librdkafka: wait for it or for a lane's report, whichever is first.
+            wakeup.wait(IDLE_WAIT);
+        }
         for _ in 0..if holding { 0 } else { POLL_BATCH } {
-            match consumer.poll(wait) {
+            match consumer.poll(Duration::ZERO) {
                 None => break,
-                Some(Ok(m)) => {
-                    consumer.context().assignment().dispatch(consumer, &m);
-                    wait = Duration::ZERO;
-                }
+                Some(Ok(m)) => consumer.context().assignment().dispatch(consumer, &m),
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
                     consumer.context().health().fatal.get_or_insert(e);
                     break;

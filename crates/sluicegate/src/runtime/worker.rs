@@ -4,7 +4,6 @@
 
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,7 +21,7 @@ use crate::policy::{Breaker, RetryDecision, RetryPolicy};
 use crate::status::StuckPartition;
 use crate::Message;
 
-use super::event::{Event, Left, Slot};
+use super::event::{Chunk, Event, LaneQueue, Left, Reports, Slot};
 
 /// Retry waits at least this long pause their partition. A pause and resume makes librdkafka
 /// drop its prefetched messages and fetch again, which costs up to a fetch round trip (about a
@@ -57,7 +56,10 @@ pub(crate) struct Worker<W> {
 
 impl<W: Work> Worker<W> {
     /// Runs one lane of the partition in `slot` until its queue is closed, one message at a
-    /// time (or, for a batch handler, one batch at a time).
+    /// time (or, for a batch handler, one batch at a time). Where lanes share the partition's
+    /// queue, a handler that has to wait first passes the rest of the lane's chunk on to the
+    /// other lanes, so that a chunk of quick messages costs one wake-up, and slow ones still
+    /// run side by side.
     ///
     /// Once `revoked` is cancelled, queued messages are reported abandoned without being
     /// handled and retry back-offs end; a handler already running is left to finish (the poll
@@ -69,20 +71,20 @@ impl<W: Work> Worker<W> {
     pub async fn run_lane(
         self: Arc<Self>,
         slot: Slot,
-        queue: async_channel::Receiver<Vec<Message>>,
+        queue: LaneQueue,
         revoked: CancellationToken,
-        events: Sender<Event>,
+        events: Reports,
     ) {
         if let Some(limits) = self.batch {
             return self
-                .run_batch_lane(limits, slot, queue, revoked, events)
+                .run_batch_lane(limits, slot, queue.chunks, revoked, events)
                 .await;
         }
         let tokens = [&revoked];
-        while let Ok(batch) = queue.recv().await {
-            let mut left = Vec::with_capacity(batch.len());
+        while let Ok(mut chunk) = queue.chunks.recv().await {
+            let mut left = Vec::with_capacity(chunk.len());
             let mut since = Instant::now();
-            for message in batch {
+            while let Some(message) = chunk.next() {
                 let processed = if revoked.is_cancelled() {
                     None
                 } else {
@@ -91,8 +93,10 @@ impl<W: Work> Worker<W> {
                     match futures::poll!(handling.as_mut()) {
                         Poll::Ready(processed) => Some(processed),
                         Poll::Pending => {
-                            // The handler waits: report what finished before it first, so
-                            // that commits (and a shutdown's final commit) need not wait.
+                            // The handler waits: the rest goes to other lanes, and what
+                            // finished before it is reported first, so that commits (and a
+                            // shutdown's final commit) need not wait.
+                            queue.give_back(&mut chunk);
                             report(&events, slot, &mut left);
                             since = Instant::now();
                             tokio::select! {
@@ -108,6 +112,7 @@ impl<W: Work> Worker<W> {
                     Some(mut processed) => match processed.stuck.pop() {
                         None => processed.outcomes[0],
                         Some((_, failure)) => {
+                            queue.give_back(&mut chunk);
                             report(&events, slot, &mut left);
                             self.stop_at(&message, &failure, slot, &events, &revoked)
                                 .await;
@@ -132,9 +137,9 @@ impl<W: Work> Worker<W> {
         self: Arc<Self>,
         limits: BatchLimits,
         slot: Slot,
-        queue: async_channel::Receiver<Vec<Message>>,
+        queue: async_channel::Receiver<Chunk>,
         revoked: CancellationToken,
-        events: Sender<Event>,
+        events: Reports,
     ) {
         let mut batcher = Batcher::new(limits);
         let mut open = true;
@@ -178,9 +183,9 @@ impl<W: Work> Worker<W> {
     /// them to the shared batch lanes (see [`run_shared_batches`](Self::run_shared_batches)).
     pub async fn forward(
         slot: Slot,
-        queue: async_channel::Receiver<Vec<Message>>,
+        queue: async_channel::Receiver<Chunk>,
         revoked: CancellationToken,
-        events: Sender<Event>,
+        events: Reports,
         shared: async_channel::Sender<Routed>,
     ) {
         while let Ok(messages) = queue.recv().await {
@@ -256,7 +261,7 @@ impl<W: Work> Worker<W> {
         &self,
         messages: &[Message],
         revoked: &[&CancellationToken],
-        retrying: Option<(Slot, &Sender<Event>)>,
+        retrying: Option<(Slot, &Reports)>,
     ) -> Processed {
         let permits = u32::try_from(messages.len())
             .unwrap_or(u32::MAX)
@@ -345,11 +350,11 @@ impl<W: Work> Worker<W> {
         message: &Message,
         failure: &Failure,
         slot: Slot,
-        events: &Sender<Event>,
+        events: &Reports,
         revoked: &CancellationToken,
     ) {
         log_stuck(message, failure);
-        let _ = events.send(Event::Stuck {
+        events.send(Event::Stuck {
             slot,
             stuck: stuck_partition(message, failure),
         });
@@ -531,7 +536,7 @@ pub(crate) struct Routed {
     slot: Slot,
     message: Message,
     revoked: CancellationToken,
-    events: Sender<Event>,
+    events: Reports,
 }
 
 impl Routed {
@@ -548,7 +553,7 @@ impl Routed {
 /// and that it no longer does when dropped.
 struct RetryingGuard<'a> {
     /// `None` where retries do not pause (the unordered mode).
-    target: Option<(Slot, &'a Sender<Event>)>,
+    target: Option<(Slot, &'a Reports)>,
     active: bool,
 }
 
@@ -556,7 +561,7 @@ impl RetryingGuard<'_> {
     fn start(&mut self) {
         if let Some((slot, events)) = self.target.filter(|_| !self.active) {
             self.active = true;
-            let _ = events.send(Event::Retrying {
+            events.send(Event::Retrying {
                 slot,
                 waiting: true,
             });
@@ -567,7 +572,7 @@ impl RetryingGuard<'_> {
 impl Drop for RetryingGuard<'_> {
     fn drop(&mut self) {
         if let Some((slot, events)) = self.target.filter(|_| self.active) {
-            let _ = events.send(Event::Retrying {
+            events.send(Event::Retrying {
                 slot,
                 waiting: false,
             });
@@ -601,10 +606,9 @@ async fn receive_into<T, I>(
 }
 
 /// Sends what left the lane so far to the poll loop, if anything did.
-fn report(events: &Sender<Event>, slot: Slot, left: &mut Vec<Left>) {
+fn report(events: &Reports, slot: Slot, left: &mut Vec<Left>) {
     if !left.is_empty() {
-        // The poll loop may be gone (abort, or shutdown complete): nothing left to tell.
-        let _ = events.send(Event::Left {
+        events.send(Event::Left {
             slot,
             left: std::mem::take(left),
         });
