@@ -7,8 +7,6 @@ mod cluster;
 mod commands;
 mod consumer_protocol;
 mod cpu;
-mod events;
-mod ledger;
 mod logging;
 mod mem;
 mod meter;
@@ -18,6 +16,7 @@ mod reach;
 mod read_back;
 mod report;
 mod settings;
+mod workload;
 
 use std::process::ExitCode;
 

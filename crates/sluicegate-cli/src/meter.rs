@@ -10,10 +10,14 @@ use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 
 use crate::cpu::process_cpu_secs;
-use crate::ledger::latency_histogram;
 
 /// Latency histograms, one per shard, so handler threads rarely wait for each other.
 const LATENCY_SHARDS: usize = 16;
+
+/// A new latency histogram in microseconds, from 1 µs to one hour at 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid")
+}
 
 /// Microseconds since the Unix epoch.
 pub fn now_micros() -> i64 {

@@ -28,6 +28,7 @@ use sluicegate::{
 };
 
 use common::checker::{check, parse, payload, records, Evidence, Mode, OrderCheck, Verdict};
+use common::ledger::{PartitionLedger, Totals};
 use common::{diagnosis, stop, unique, wait_status, Handled, Produced, Recorder, TestBroker};
 
 /// Bound on one phase of a scenario (a join, catching up, a shutdown).
@@ -950,56 +951,21 @@ mod checker_logic {
 
 // --- The soak: a mixed scenario for a duration, RSS over time ----------------------------------
 
-/// How much each partition holds, bit by bit: a record's offset is its index.
+/// The soak's tally: a ledger per partition (a bit per record, so that the process's own
+/// bookkeeping does not grow the resident memory being watched), in partition order.
 #[derive(Default)]
-struct Bits(Vec<u64>);
-
-impl Bits {
-    /// Sets `i`; whether it was set before.
-    fn set(&mut self, i: usize) -> bool {
-        if self.0.len() <= i / 64 {
-            self.0.resize(i / 64 + 1, 0);
-        }
-        let (word, bit) = (i / 64, 1u64 << (i % 64));
-        let before = self.0[word] & bit != 0;
-        self.0[word] |= bit;
-        before
-    }
-
-    fn get(&self, i: usize) -> bool {
-        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
-    }
-}
-
-/// The soak's tally: like the checker, but in a few bits per record, so that the process's own
-/// bookkeeping does not grow the resident memory being watched.
-#[derive(Default)]
-struct Tally {
-    finished: BTreeMap<i32, Bits>,
-    /// The highest offset finished for the first time, per partition.
-    high: BTreeMap<i32, i64>,
-    count: u64,
-    duplicates: u64,
-    order_violations: u64,
-}
+struct Tally(BTreeMap<i32, PartitionLedger>);
 
 impl Tally {
     fn finish(&mut self, partition: i32, offset: i64) {
-        self.count += 1;
-        if self
-            .finished
+        self.0
             .entry(partition)
             .or_default()
-            .set(offset as usize)
-        {
-            self.duplicates += 1;
-            return;
-        }
-        let high = self.high.entry(partition).or_insert(-1);
-        if offset < *high {
-            self.order_violations += 1;
-        }
-        *high = (*high).max(offset);
+            .record(OrderCheck::Partition, offset, None);
+    }
+
+    fn totals(&self) -> Totals {
+        Totals::of(self.0.values())
     }
 }
 
@@ -1096,7 +1062,7 @@ async fn soak() -> anyhow::Result<()> {
         if t >= next_report {
             let mb = rss_mb().unwrap_or(0.0);
             rss.push((t, mb));
-            let n = tally.lock().unwrap().count;
+            let n = tally.lock().unwrap().totals().processed;
             eprintln!("SOAK | t {t:>5} s | written {id:>8} | finished {n:>8} | rss {mb:.1} MB");
             next_report += 5;
         }
@@ -1159,31 +1125,32 @@ async fn soak() -> anyhow::Result<()> {
         .map(|r| diagnosis(r).map(|d| (d.original_partition, d.original_offset)))
         .collect::<anyhow::Result<_>>()?;
     let tally = tally.lock().unwrap();
+    let totals = tally.totals();
     let lost: u64 = ends
         .iter()
         .map(|(p, end)| {
-            let bits = tally.finished.get(p);
+            let ledger = tally.0.get(p);
             (0..*end)
-                .filter(|o| !bits.is_some_and(|b| b.get(*o as usize)) && !dead.contains(&(*p, *o)))
+                .filter(|o| !ledger.is_some_and(|l| l.finished(*o)) && !dead.contains(&(*p, *o)))
                 .count() as u64
         })
         .sum();
     eprintln!(
         "SOAK | {secs} s | written {id} | finished {} | dead-lettered {} | lost {lost} | \
          duplicates {} | order violations {} | faults {fault} | rss first {:.1} MB, last {:.1} MB",
-        tally.count - tally.duplicates,
+        totals.distinct,
         dead.len(),
-        tally.duplicates,
-        tally.order_violations,
+        totals.duplicates(),
+        totals.order_violations,
         rss.first().map_or(0.0, |r| r.1),
         rss.last().map_or(0.0, |r| r.1),
     );
     result?;
     ensure!(lost == 0, "LOST {lost} records");
     ensure!(
-        tally.order_violations == 0,
+        totals.order_violations == 0,
         "{} order violations",
-        tally.order_violations
+        totals.order_violations
     );
     Ok(())
 }

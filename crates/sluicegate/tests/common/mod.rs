@@ -57,6 +57,11 @@ use kafka_broker::KafkaBroker;
 use tansu::{env_nonempty, Tansu};
 
 pub mod checker;
+// What the CLI's demo and bench share with these tests: the records written, the ledgers.
+#[path = "../../../sluicegate-cli/src/workload/ledger.rs"]
+pub mod ledger;
+#[path = "../../../sluicegate-cli/src/workload/records.rs"]
+pub mod records;
 pub mod http;
 pub mod process;
 
