@@ -86,7 +86,10 @@ mod ledger {
     #[test]
     fn order_checks_follow_the_runtime_orderings() {
         assert_eq!(OrderCheck::from(sluicegate::Ordering::Key), OrderCheck::Key);
-        assert_eq!(OrderCheck::from(sluicegate::Ordering::Unordered).name(), "none");
+        assert_eq!(
+            OrderCheck::from(sluicegate::Ordering::Unordered).name(),
+            "none"
+        );
     }
 }
 

@@ -58,12 +58,12 @@ use tansu::{env_nonempty, Tansu};
 
 pub mod checker;
 // What the CLI's demo and bench share with these tests: the records written, the ledgers.
+pub mod http;
 #[path = "../../../sluicegate-cli/src/workload/ledger.rs"]
 pub mod ledger;
+pub mod process;
 #[path = "../../../sluicegate-cli/src/workload/records.rs"]
 pub mod records;
-pub mod http;
-pub mod process;
 
 /// How long one request of the harness to a broker may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
