@@ -27,8 +27,9 @@ use sluicegate::{
     HandlerError, Message, ResponseError,
 };
 
-use common::checker::{check, parse, payload, records, Evidence, Mode, OrderCheck, Verdict};
+use common::checker::{check, Evidence, Mode, OrderCheck, Verdict};
 use common::ledger::{PartitionLedger, Totals};
+use common::records::{due, parse, payload, records};
 use common::{diagnosis, stop, unique, wait_status, Handled, Produced, Recorder, TestBroker};
 
 /// Bound on one phase of a scenario (a join, catching up, a shutdown).
@@ -237,14 +238,13 @@ async fn stream(
     rate: u64,
     keys: u64,
 ) -> anyhow::Result<Vec<Produced>> {
-    let all = records(0, count, keys);
-    let chunk = (rate / 20).max(1) as usize;
+    let chunk = (rate / 20).max(1);
     let start = tokio::time::Instant::now();
-    let mut written = Vec::with_capacity(all.len());
-    for (i, c) in all.chunks(chunk).enumerate() {
-        tokio::time::sleep_until(start + Duration::from_millis(50 * i as u64)).await;
-        let c = c.iter().map(|(k, p)| (None, k.clone(), p.clone()));
-        written.extend(broker.produce_records(topic, c).await?);
+    let mut written = Vec::with_capacity(count as usize);
+    for first in (0..count).step_by(chunk as usize) {
+        tokio::time::sleep_until(start + due(first, rate)).await;
+        let n = chunk.min(count - first);
+        written.extend(broker.produce_scenario(topic, first, n, keys).await?);
     }
     Ok(written)
 }
@@ -1049,10 +1049,9 @@ async fn soak() -> anyhow::Result<()> {
     while started.elapsed() < Duration::from_secs(secs) {
         // One second of the stream, in 50 ms chunks.
         for _ in 0..20 {
-            let chunk = records(id, RATE / 20, 50);
+            let chunk = broker.produce_scenario(&topic, id, RATE / 20, 50).await?;
             id += RATE / 20;
-            let c = chunk.into_iter().map(|(k, p)| (None, k, p));
-            for w in broker.produce_records(&topic, c).await? {
+            for w in chunk {
                 let e = ends.entry(w.partition).or_insert(0);
                 *e = (*e).max(w.offset + 1);
             }

@@ -19,7 +19,7 @@ use sluicegate::{
 
 use crate::cluster::{self, Cluster};
 use crate::meter::{now_micros, Meter};
-use crate::produce::{pace, produce_all};
+use crate::produce::{produce_paced, producer_config, Amount};
 use crate::progress::Progress;
 use crate::read_back::{headers_of, read_to_end};
 use crate::report::{latency_ms, per_sec, print_json_line, ratio, round, thousands};
@@ -559,10 +559,9 @@ async fn pass(
         args.messages,
     );
     let produced = tokio::task::spawn_blocking(move || {
-        produce_all(&connection, &produce_topic, messages, |seq| {
-            if let Some(ahead) = rate.and_then(|r| pace(seq, r, started.elapsed())) {
-                std::thread::sleep(ahead);
-            }
+        let config = producer_config(&connection);
+        let amount = Amount::Count(messages);
+        produce_paced(&connection, &config, &produce_topic, amount, rate, |seq| {
             let ts = now_micros() / 1_000;
             let e = event(seq, keys, ts);
             let key = user_key(seq, keys);

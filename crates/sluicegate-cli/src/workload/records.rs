@@ -1,7 +1,68 @@
-//! The demo's events: shop orders and page clicks, keyed by user, generated deterministically
-//! from a sequence number so that a run needs no random state and tests can predict them.
+//! The records the demo, the bench and the library's reliability tests write, each generated
+//! from its sequence number so that a run needs no random state and a check can predict it:
+//! - the demo's events ([`event`]): shop orders and page clicks, keyed by user, some poison;
+//! - the bench's records ([`bench_payload`], [`bench_key`]): JSON padded to a size;
+//! - the reliability scenarios' records ([`scenario_record`], [`records`]): `r:ID:KEY:SEQ`, each
+//!   key's records numbered in the order they are written, for the checker's key order;
+//!
+//! and when a record of a stream written at a steady rate is due ([`due`]).
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+/// When record `seq` of a stream written at `rate` records per second is due, after the
+/// stream's start.
+pub fn due(seq: u64, rate: u64) -> Duration {
+    Duration::from_secs_f64(seq as f64 / rate.max(1) as f64)
+}
+
+/// Record `seq` of the bench: `{"id":SEQ,"pad":"..."}`, padded to `size` bytes when the
+/// envelope fits in it.
+pub fn bench_payload(seq: u64, size: usize) -> Vec<u8> {
+    const PAD: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let head = format!(r#"{{"id":{seq},"pad":""#);
+    let mut out = Vec::with_capacity(size.max(head.len() + 2));
+    out.extend_from_slice(head.as_bytes());
+    let pad = size.saturating_sub(head.len() + 2);
+    out.extend(PAD.iter().cycle().take(pad));
+    out.extend_from_slice(b"\"}");
+    out
+}
+
+/// The key of bench record `seq` among `keys` distinct keys.
+pub fn bench_key(seq: u64, keys: u64) -> String {
+    format!("key-{:04}", seq % keys.max(1))
+}
+
+/// The payload of scenario record `id`, the `seq`-th of key `key`.
+pub fn payload(id: u64, key: &str, seq: u64) -> String {
+    format!("r:{id}:{key}:{seq}")
+}
+
+/// `(id, key, seq)` of a scenario payload; `None` for anything else (hostile records).
+pub fn parse(payload: &str) -> Option<(u64, &str, u64)> {
+    let rest = payload.strip_prefix("r:")?;
+    let (id, rest) = rest.split_once(':')?;
+    let (key, seq) = rest.rsplit_once(':')?;
+    Some((id.parse().ok()?, key, seq.parse().ok()?))
+}
+
+/// Scenario record `id` of a stream spread round-robin over `keys` keys: (key, payload); each
+/// key's sequence numbers count up as ids do.
+pub fn scenario_record(id: u64, keys: u64) -> (String, String) {
+    let keys = keys.max(1);
+    let key = format!("k{}", id % keys);
+    let payload = payload(id, &key, id / keys);
+    (key, payload)
+}
+
+/// `count` scenario records with ids `first..first + count` (see [`scenario_record`]).
+pub fn records(first: u64, count: u64, keys: u64) -> Vec<(String, String)> {
+    (first..first + count)
+        .map(|id| scenario_record(id, keys))
+        .collect()
+}
 
 /// One event as it travels in a record value (JSON).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]

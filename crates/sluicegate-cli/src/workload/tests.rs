@@ -94,6 +94,8 @@ mod ledger {
 }
 
 mod records {
+    use std::time::Duration;
+
     use crate::workload::records::*;
 
     #[test]
@@ -146,5 +148,32 @@ mod records {
             .filter(|&s| matches!(event(s, 10, 0), Event::Order { .. }))
             .count();
         assert!((800..1_200).contains(&orders), "{orders} orders in 4000");
+    }
+
+    #[test]
+    fn bench_payloads_have_the_requested_size_and_are_json() {
+        for size in [32, 100, 1_000] {
+            let p = bench_payload(123_456, size);
+            assert_eq!(p.len(), size);
+            let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+            assert_eq!(v["id"], 123_456);
+        }
+        // Too small for the envelope: still valid JSON, just longer.
+        let p = bench_payload(1, 4);
+        assert!(serde_json::from_slice::<serde_json::Value>(&p).is_ok());
+    }
+
+    #[test]
+    fn bench_keys_spread_over_the_requested_count() {
+        let keys: std::collections::BTreeSet<_> = (0..10_000).map(|i| bench_key(i, 7)).collect();
+        assert_eq!(keys.len(), 7);
+        assert_eq!(bench_key(5, 0), "key-0000");
+    }
+
+    #[test]
+    fn records_of_a_stream_are_due_at_its_rate() {
+        assert_eq!(due(0, 1_000), Duration::ZERO);
+        assert_eq!(due(1_500, 1_000), Duration::from_millis(1_500));
+        assert_eq!(due(15, 300), Duration::from_millis(50));
     }
 }

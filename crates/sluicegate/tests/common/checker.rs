@@ -2,7 +2,7 @@
 //! the dead-letter topic and what the group committed, compared record by record.
 //!
 //! Every scenario record carries a unique id and a per-key sequence number in its payload
-//! (`r:ID:KEY:SEQ`, see [`payload`]); records are identified by partition and offset, dead
+//! (`r:ID:KEY:SEQ`, see `records::payload`); records are identified by partition and offset, dead
 //! letters by the original partition and offset in their diagnosis headers. The checker counts:
 //! - **lost**: written, never finished and not dead-lettered (must be 0);
 //! - **duplicates**: finishes beyond a record's first (bounded by what was in flight or not yet
@@ -22,33 +22,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::ledger::{PartitionLedger, Totals};
+use super::records::parse;
 use super::{Handled, Produced};
-
-/// The payload of scenario record `id`, the `seq`-th of key `key`.
-pub fn payload(id: u64, key: &str, seq: u64) -> String {
-    format!("r:{id}:{key}:{seq}")
-}
-
-/// `(id, key, seq)` of a scenario payload; `None` for anything else (hostile records).
-pub fn parse(payload: &str) -> Option<(u64, &str, u64)> {
-    let rest = payload.strip_prefix("r:")?;
-    let (id, rest) = rest.split_once(':')?;
-    let (key, seq) = rest.rsplit_once(':')?;
-    Some((id.parse().ok()?, key, seq.parse().ok()?))
-}
-
-/// `count` scenario records spread round-robin over `keys` keys: (key, payload), with ids
-/// `first..first + count` and each key's sequence numbers counting up.
-pub fn records(first: u64, count: u64, keys: u64) -> Vec<(String, String)> {
-    (first..first + count)
-        .map(|id| {
-            let key = format!("k{}", id % keys);
-            let seq = id / keys;
-            let payload = payload(id, &key, seq);
-            (key, payload)
-        })
-        .collect()
-}
 
 /// Which order the checker holds a scenario to: within each partition in offset order, within
 /// each key in sequence order, or none.

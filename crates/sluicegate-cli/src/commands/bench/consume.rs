@@ -18,15 +18,13 @@ use sluicegate::{
     HandlerError, Message, Ordering,
 };
 
-use super::{
-    bench_key, bench_payload, follow, LatencyBasis, MemoryWatch, PassReport, ProducerBatching,
-    WarmUp, Work,
-};
+use super::{follow, LatencyBasis, MemoryWatch, PassReport, ProducerBatching, WarmUp, Work};
 use crate::cluster::{self, Cluster};
 use crate::meter::Meter;
 use crate::produce::{produce_paced, producer_config, Amount};
 use crate::report::{print_json_line, ratio, round, thousands};
 use crate::settings::Connection;
+use crate::workload::records::{bench_key, bench_payload};
 use crate::BenchConsumeArgs;
 
 /// How long a graceful shutdown of the runtime may take.

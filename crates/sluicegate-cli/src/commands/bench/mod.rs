@@ -93,24 +93,6 @@ impl Work {
     }
 }
 
-/// Record `seq` of the bench: `{"id":SEQ,"pad":"..."}`, padded to `size` bytes when the
-/// envelope fits in it.
-pub fn bench_payload(seq: u64, size: usize) -> Vec<u8> {
-    const PAD: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let head = format!(r#"{{"id":{seq},"pad":""#);
-    let mut out = Vec::with_capacity(size.max(head.len() + 2));
-    out.extend_from_slice(head.as_bytes());
-    let pad = size.saturating_sub(head.len() + 2);
-    out.extend(PAD.iter().cycle().take(pad));
-    out.extend_from_slice(b"\"}");
-    out
-}
-
-/// The key of record `seq` among `keys` distinct keys.
-pub fn bench_key(seq: u64, keys: u64) -> String {
-    format!("key-{:04}", seq % keys.max(1))
-}
-
 /// One consume pass, as reported.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct PassReport {
@@ -310,23 +292,12 @@ mod tests {
     }
 
     #[test]
-    fn payloads_have_the_requested_size_and_decode() {
+    fn the_json_handler_decodes_the_bench_records() {
         for size in [32, 100, 1_000] {
-            let p = bench_payload(123_456, size);
-            assert_eq!(p.len(), size);
+            let p = crate::workload::records::bench_payload(123_456, size);
             assert_eq!(Work::Json.compute(&p).unwrap(), None);
         }
-        // Too small for the envelope: still valid JSON, just longer.
-        let p = bench_payload(1, 4);
-        assert!(serde_json::from_slice::<serde_json::Value>(&p).is_ok());
         assert!(Work::Json.compute(b"not json").is_err());
-    }
-
-    #[test]
-    fn keys_spread_over_the_requested_count() {
-        let keys: std::collections::BTreeSet<_> = (0..10_000).map(|i| bench_key(i, 7)).collect();
-        assert_eq!(keys.len(), 7);
-        assert_eq!(bench_key(5, 0), "key-0000");
     }
 
     #[test]
