@@ -7,8 +7,6 @@ mod cluster;
 mod commands;
 mod consumer_protocol;
 mod cpu;
-mod events;
-mod ledger;
 mod logging;
 mod mem;
 mod meter;
@@ -18,6 +16,7 @@ mod reach;
 mod read_back;
 mod report;
 mod settings;
+mod workload;
 
 use std::process::ExitCode;
 
@@ -539,6 +538,12 @@ pub struct BenchConsumeArgs {
     /// configuration).
     #[arg(short = 'X', long = "consumer-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub consumer_config: Vec<(String, String)>,
+    /// linger.ms of the bench's own producer (the fill, or each pass's live stream): how long it
+    /// may hold a record back to batch it. Latency counts from the record's timestamp, taken
+    /// before, so this much of every latency figure can be the producer's; it is reported
+    /// beside them. Default: 1 for a live stream (--rate), 5 for the fill.
+    #[arg(long, value_name = "MS")]
+    pub producer_linger_ms: Option<u64>,
     /// Run only the Sluicegate side (for slow handlers, where the one-at-a-time baseline
     /// would take too long to be worth waiting for).
     #[arg(long)]

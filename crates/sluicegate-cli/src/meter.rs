@@ -10,10 +10,14 @@ use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 
 use crate::cpu::process_cpu_secs;
-use crate::ledger::latency_histogram;
 
 /// Latency histograms, one per shard, so handler threads rarely wait for each other.
 const LATENCY_SHARDS: usize = 16;
+
+/// A new latency histogram in microseconds, from 1 µs to one hour at 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid")
+}
 
 /// Microseconds since the Unix epoch.
 pub fn now_micros() -> i64 {
@@ -52,6 +56,8 @@ pub struct Meter {
     latency_us: Vec<Mutex<Histogram<u64>>>,
     /// Records written before this (ms since the epoch) are left out of the latencies.
     latency_from_ms: AtomicI64,
+    /// Records left out of the latencies that way.
+    latency_excluded: AtomicU64,
 }
 
 /// What a [`Meter`] measured.
@@ -83,6 +89,7 @@ impl Meter {
                 .map(|_| Mutex::new(latency_histogram()))
                 .collect(),
             latency_from_ms: AtomicI64::new(i64::MIN),
+            latency_excluded: AtomicU64::new(0),
         }
     }
 
@@ -96,13 +103,25 @@ impl Meter {
     /// (ms since the epoch), and records its end-to-end latency; `true` if it was the
     /// `expected`-th.
     pub fn record_at(&self, bytes: u64, timestamp_ms: Option<i64>) -> bool {
-        if let Some(ts) = timestamp_ms.filter(|ts| *ts >= self.latency_from_ms.load(Relaxed)) {
-            let shard = SHARD.with(|s| *s);
-            if let Ok(mut h) = self.latency_us[shard].lock() {
-                h.saturating_record(micros_since(ts));
+        match timestamp_ms {
+            Some(ts) if ts >= self.latency_from_ms.load(Relaxed) => {
+                let shard = SHARD.with(|s| *s);
+                if let Ok(mut h) = self.latency_us[shard].lock() {
+                    h.saturating_record(micros_since(ts));
+                }
             }
+            Some(_) => {
+                self.latency_excluded.fetch_add(1, Relaxed);
+            }
+            None => {}
         }
         self.record(bytes)
+    }
+
+    /// Messages left out of the latencies as written during the warm-up (see
+    /// [`measure_latency_from`](Self::measure_latency_from)).
+    pub fn latency_excluded(&self) -> u64 {
+        self.latency_excluded.load(Relaxed)
     }
 
     /// The end-to-end latencies recorded by [`record_at`](Self::record_at), in microseconds.
@@ -237,6 +256,7 @@ mod tests {
         m.measure_latency_from(ts + 1);
         m.record_at(1, Some(ts));
         assert!(m.latency_us().is_empty());
+        assert_eq!(m.latency_excluded(), 1);
         let m = Meter::new(1);
         m.record_at(1, None);
         assert!(m.latency_us().is_empty());

@@ -16,6 +16,7 @@ use sluicegate::config::ClientKind;
 use sluicegate::security::ClientSecurity;
 
 use crate::settings::Connection;
+use crate::workload::records::due;
 
 /// How long the final flush may wait for outstanding deliveries.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -176,8 +177,8 @@ where
 /// `None` unless it is at least a millisecond ahead (finer sleeps cost more than they pace, so
 /// records go out in bursts of at most a millisecond's worth).
 pub fn pace(seq: u64, rate: u64, elapsed: Duration) -> Option<Duration> {
-    let due = Duration::from_secs_f64(seq as f64 / rate.max(1) as f64);
-    due.checked_sub(elapsed)
+    due(seq, rate)
+        .checked_sub(elapsed)
         .filter(|ahead| *ahead >= Duration::from_millis(1))
 }
 
@@ -188,27 +189,6 @@ pub enum Amount {
     Count(u64),
     /// As many as fit in this long (with a rate: `rate * duration`).
     For(Duration),
-}
-
-/// Produces `count` records to `topic`, record `i` being `record(i)` = (key, value), and waits
-/// for every delivery report (bounded). Blocking: call it from a thread of its own.
-pub fn produce_all<F>(
-    connection: &Connection,
-    topic: &str,
-    count: u64,
-    record: F,
-) -> Result<Produced>
-where
-    F: FnMut(u64) -> (String, Vec<u8>),
-{
-    produce_paced(
-        connection,
-        &producer_config(connection),
-        topic,
-        Amount::Count(count),
-        None,
-        record,
-    )
 }
 
 /// Produces records `record(0)`, `record(1)`, ... to `topic` with a producer of `config` (one

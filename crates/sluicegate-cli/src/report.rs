@@ -92,7 +92,7 @@ pub fn print_summary<S: Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::latency_histogram;
+    use crate::meter::latency_histogram;
 
     #[test]
     fn percentiles_of_a_uniform_spread() {

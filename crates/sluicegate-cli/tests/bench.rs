@@ -71,10 +71,22 @@ fn bench_consume_runs_both_consumers_and_reports_a_ratio() {
     for ratio in ["ratio", "cpu_ratio", "p99_ratio", "observed_ratio"] {
         assert!(v[ratio].as_f64().is_some_and(|r| r > 0.0), "{ratio}: {v}");
     }
+    // A backlog has no warm-up: every message is measured; the fill producer's linger stands
+    // beside the figures.
+    for side in ["raw", "runtime", "observed"] {
+        let b = &v[side]["latency_basis"];
+        assert_eq!(b["producer_linger_ms"], 5.0, "{side}: {v}");
+        assert_eq!(
+            (b["warm_up_excluded"].clone(), b["measured"].clone()),
+            (0.into(), 50_000.into()),
+            "{side}: {v}"
+        );
+    }
 }
 
 /// A live stream at a fixed rate, read by a batch handler without a group: every record of
-/// each pass's stream arrives, with latencies.
+/// each pass's stream arrives, with latencies; beside them, in both passes, the producer's
+/// linger as given and the same warm-up rule, its records left out of the figures.
 #[test]
 fn bench_consume_reads_a_live_stream_at_a_fixed_rate() {
     let (ok, out, err) = run(
@@ -92,6 +104,8 @@ fn bench_consume_reads_a_live_stream_at_a_fixed_rate() {
             "--assign",
             "--handler",
             "json",
+            "--producer-linger-ms",
+            "3",
             "--json",
         ],
         LIMIT,
@@ -99,6 +113,20 @@ fn bench_consume_reads_a_live_stream_at_a_fixed_rate() {
     let v = last_json_line(&out, &err);
     assert!(ok, "bench failed: {v}\nstderr:\n{err}");
     assert_eq!(v["mode"], "live", "{v}");
+    for side in ["raw", "runtime"] {
+        let b = &v[side]["latency_basis"];
+        assert_eq!(b["producer_linger_ms"], 3.0, "{side}: {v}");
+        assert_eq!(b["producer_batch_records"], 10_000, "{side}: {v}");
+        // A tenth of the 3 s stream: the records written in its first 0.3 s (about 600 at
+        // 2,000 msg/s) are left out of the latencies, and every other one is measured.
+        assert_eq!(b["warm_up_secs"], 0.3, "{side}: {v}");
+        let (excluded, measured) = (
+            b["warm_up_excluded"].as_u64().unwrap_or(0),
+            b["measured"].as_u64().unwrap_or(0),
+        );
+        assert!((1..=1_000).contains(&excluded), "{side}: {v}");
+        assert_eq!(excluded + measured, 6_000, "{side}: {v}");
+    }
     assert_eq!(
         (v["rate"].clone(), v["duration_secs"].clone()),
         (2000.into(), 3.into())
@@ -191,6 +219,10 @@ fn produce_then_consume(broker: &Broker) {
     assert!(v["fill_secs"].is_null(), "nothing was filled: {v}");
     for side in ["raw", "runtime"] {
         assert_pass_complete(&v, side, 4_000);
+        assert!(
+            v[side]["latency_basis"].is_null(),
+            "the producer of a topic found as it was is unknown: {v}"
+        );
         assert_eq!(v[side]["bytes"], 4_000 * 200, "{side}: {v}");
     }
 

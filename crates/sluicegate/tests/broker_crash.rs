@@ -27,8 +27,9 @@ use sluicegate::policy::{Backoff, RetryPolicy};
 use sluicegate::{handler_fn, ConsumerHandle, HandlerError, Message};
 use tokio_util::sync::CancellationToken;
 
-use common::checker::{check, parse, payload, Evidence, Mode, Verdict};
+use common::checker::{check, Evidence, Mode, Verdict};
 use common::kafka_broker::KafkaBroker;
+use common::records::{due, parse, scenario_record};
 use common::{diagnosis, stop, unique, wait_status, Produced, Recorder, TestBroker};
 
 /// Bound on one phase (a join, catching up, a restart, a shutdown).
@@ -198,14 +199,13 @@ async fn stream(
     let start = tokio::time::Instant::now();
     let mut pending = Vec::new();
     let mut id = 0;
-    for slice in 0.. {
+    loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(start + Duration::from_millis(50 * slice)) => {}
+            _ = tokio::time::sleep_until(start + due(id, RATE)) => {}
             _ = stop.cancelled() => break,
         }
         for _ in 0..per_slice {
-            let key = format!("k{}", id % KEYS);
-            let payload = payload(id, &key, id / KEYS);
+            let (key, payload) = scenario_record(id, KEYS);
             let delivery = producer
                 .send_result(FutureRecord::to(&topic).key(&key).payload(&payload))
                 .map_err(|(e, _)| anyhow!("enqueue a record for {topic}: {e}"))?;

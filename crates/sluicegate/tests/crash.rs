@@ -233,10 +233,7 @@ async fn scenario(broker: &TestBroker, mode: Mode, bin: &Path, dir: &Path) -> an
     let mut last = loop {
         let first = run as u64 * slice;
         let count = slice.min(records.saturating_sub(first));
-        let slice_records = checker::records(first, count, KEYS)
-            .into_iter()
-            .map(|(key, payload)| (None, key, payload));
-        written.extend(broker.produce_records(&topic, slice_records).await?);
+        written.extend(broker.produce_scenario(&topic, first, count, KEYS).await?);
         let before = file_len(&ledger)?;
         let mut consumer = LedgerProcess::spawn(bin, &args, &log).await?;
         if run > 0 {

@@ -32,7 +32,7 @@ use sluicegate::{
     Message, StatusWatch,
 };
 
-use common::checker::{check, records, Evidence, Mode, Verdict};
+use common::checker::{check, Evidence, Mode, Verdict};
 use common::{stop, unique, wait_status, Kind, Produced, Recorder, TestBroker};
 
 /// Bound on one phase (a join, a hand-over, catching up, a shutdown).
@@ -161,10 +161,11 @@ async fn stream(
             "the members did not finish coming and going within {MAX_STREAM:?}"
         );
         tokio::time::sleep_until(start + at).await;
-        let c = records(i * chunk, chunk, KEYS)
-            .into_iter()
-            .map(|(k, p)| (None, k, p));
-        written.extend(broker.produce_records(topic, c).await?);
+        written.extend(
+            broker
+                .produce_scenario(topic, i * chunk, chunk, KEYS)
+                .await?,
+        );
     }
     Ok(written)
 }

@@ -27,7 +27,9 @@ use sluicegate::{
     HandlerError, Message, ResponseError,
 };
 
-use common::checker::{check, parse, payload, records, Evidence, Mode, OrderCheck, Verdict};
+use common::checker::{check, Evidence, Mode, OrderCheck, Verdict};
+use common::ledger::{PartitionLedger, Totals};
+use common::records::{due, parse, payload, records};
 use common::{diagnosis, stop, unique, wait_status, Handled, Produced, Recorder, TestBroker};
 
 /// Bound on one phase of a scenario (a join, catching up, a shutdown).
@@ -236,14 +238,13 @@ async fn stream(
     rate: u64,
     keys: u64,
 ) -> anyhow::Result<Vec<Produced>> {
-    let all = records(0, count, keys);
-    let chunk = (rate / 20).max(1) as usize;
+    let chunk = (rate / 20).max(1);
     let start = tokio::time::Instant::now();
-    let mut written = Vec::with_capacity(all.len());
-    for (i, c) in all.chunks(chunk).enumerate() {
-        tokio::time::sleep_until(start + Duration::from_millis(50 * i as u64)).await;
-        let c = c.iter().map(|(k, p)| (None, k.clone(), p.clone()));
-        written.extend(broker.produce_records(topic, c).await?);
+    let mut written = Vec::with_capacity(count as usize);
+    for first in (0..count).step_by(chunk as usize) {
+        tokio::time::sleep_until(start + due(first, rate)).await;
+        let n = chunk.min(count - first);
+        written.extend(broker.produce_scenario(topic, first, n, keys).await?);
     }
     Ok(written)
 }
@@ -950,56 +951,21 @@ mod checker_logic {
 
 // --- The soak: a mixed scenario for a duration, RSS over time ----------------------------------
 
-/// How much each partition holds, bit by bit: a record's offset is its index.
+/// The soak's tally: a ledger per partition (a bit per record, so that the process's own
+/// bookkeeping does not grow the resident memory being watched), in partition order.
 #[derive(Default)]
-struct Bits(Vec<u64>);
-
-impl Bits {
-    /// Sets `i`; whether it was set before.
-    fn set(&mut self, i: usize) -> bool {
-        if self.0.len() <= i / 64 {
-            self.0.resize(i / 64 + 1, 0);
-        }
-        let (word, bit) = (i / 64, 1u64 << (i % 64));
-        let before = self.0[word] & bit != 0;
-        self.0[word] |= bit;
-        before
-    }
-
-    fn get(&self, i: usize) -> bool {
-        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
-    }
-}
-
-/// The soak's tally: like the checker, but in a few bits per record, so that the process's own
-/// bookkeeping does not grow the resident memory being watched.
-#[derive(Default)]
-struct Tally {
-    finished: BTreeMap<i32, Bits>,
-    /// The highest offset finished for the first time, per partition.
-    high: BTreeMap<i32, i64>,
-    count: u64,
-    duplicates: u64,
-    order_violations: u64,
-}
+struct Tally(BTreeMap<i32, PartitionLedger>);
 
 impl Tally {
     fn finish(&mut self, partition: i32, offset: i64) {
-        self.count += 1;
-        if self
-            .finished
+        self.0
             .entry(partition)
             .or_default()
-            .set(offset as usize)
-        {
-            self.duplicates += 1;
-            return;
-        }
-        let high = self.high.entry(partition).or_insert(-1);
-        if offset < *high {
-            self.order_violations += 1;
-        }
-        *high = (*high).max(offset);
+            .record(OrderCheck::Partition, offset, None);
+    }
+
+    fn totals(&self) -> Totals {
+        Totals::of(self.0.values())
     }
 }
 
@@ -1083,10 +1049,9 @@ async fn soak() -> anyhow::Result<()> {
     while started.elapsed() < Duration::from_secs(secs) {
         // One second of the stream, in 50 ms chunks.
         for _ in 0..20 {
-            let chunk = records(id, RATE / 20, 50);
+            let chunk = broker.produce_scenario(&topic, id, RATE / 20, 50).await?;
             id += RATE / 20;
-            let c = chunk.into_iter().map(|(k, p)| (None, k, p));
-            for w in broker.produce_records(&topic, c).await? {
+            for w in chunk {
                 let e = ends.entry(w.partition).or_insert(0);
                 *e = (*e).max(w.offset + 1);
             }
@@ -1096,7 +1061,7 @@ async fn soak() -> anyhow::Result<()> {
         if t >= next_report {
             let mb = rss_mb().unwrap_or(0.0);
             rss.push((t, mb));
-            let n = tally.lock().unwrap().count;
+            let n = tally.lock().unwrap().totals().processed;
             eprintln!("SOAK | t {t:>5} s | written {id:>8} | finished {n:>8} | rss {mb:.1} MB");
             next_report += 5;
         }
@@ -1159,31 +1124,32 @@ async fn soak() -> anyhow::Result<()> {
         .map(|r| diagnosis(r).map(|d| (d.original_partition, d.original_offset)))
         .collect::<anyhow::Result<_>>()?;
     let tally = tally.lock().unwrap();
+    let totals = tally.totals();
     let lost: u64 = ends
         .iter()
         .map(|(p, end)| {
-            let bits = tally.finished.get(p);
+            let ledger = tally.0.get(p);
             (0..*end)
-                .filter(|o| !bits.is_some_and(|b| b.get(*o as usize)) && !dead.contains(&(*p, *o)))
+                .filter(|o| !ledger.is_some_and(|l| l.finished(*o)) && !dead.contains(&(*p, *o)))
                 .count() as u64
         })
         .sum();
     eprintln!(
         "SOAK | {secs} s | written {id} | finished {} | dead-lettered {} | lost {lost} | \
          duplicates {} | order violations {} | faults {fault} | rss first {:.1} MB, last {:.1} MB",
-        tally.count - tally.duplicates,
+        totals.distinct,
         dead.len(),
-        tally.duplicates,
-        tally.order_violations,
+        totals.duplicates(),
+        totals.order_violations,
         rss.first().map_or(0.0, |r| r.1),
         rss.last().map_or(0.0, |r| r.1),
     );
     result?;
     ensure!(lost == 0, "LOST {lost} records");
     ensure!(
-        tally.order_violations == 0,
+        totals.order_violations == 0,
         "{} order violations",
-        tally.order_violations
+        totals.order_violations
     );
     Ok(())
 }

@@ -32,7 +32,7 @@ use sluicegate::{
     handler_fn, ConsumerHandle, ConsumerStatus, Error, GroupProtocol, Message, StatusWatch,
 };
 
-use common::checker::{check, records, Evidence, OrderCheck, Verdict};
+use common::checker::{check, Evidence, OrderCheck, Verdict};
 use common::{stop, unique, wait_status, Produced, Recorder, TestBroker};
 
 /// Bound on one phase (a join, a fight over an instance id, catching up, a shutdown).
@@ -106,10 +106,7 @@ async fn write_step(
     written: &mut Vec<Produced>,
 ) -> anyhow::Result<()> {
     let first = written.len() as u64;
-    let batch = records(first, STEP, KEYS)
-        .into_iter()
-        .map(|(k, p)| (None, k, p));
-    written.extend(broker.produce_records(topic, batch).await?);
+    written.extend(broker.produce_scenario(topic, first, STEP, KEYS).await?);
     Ok(())
 }
 

@@ -18,14 +18,14 @@ use sluicegate::{
 };
 
 use crate::cluster::{self, Cluster};
-use crate::events::{event, is_poison, Event};
-use crate::ledger::{OrderCheck, PartitionLedger, Totals};
-use crate::meter::{micros_since, now_micros, Meter};
-use crate::produce::{pace, produce_all};
+use crate::meter::{now_micros, Meter};
+use crate::produce::{produce_paced, producer_config, Amount};
 use crate::progress::Progress;
 use crate::read_back::{headers_of, read_to_end};
 use crate::report::{latency_ms, per_sec, print_json_line, ratio, round, thousands};
 use crate::settings::Connection;
+use crate::workload::ledger::{OrderCheck, PartitionLedger, Totals};
+use crate::workload::records::{event, is_poison, user_key, Event};
 use crate::DemoArgs;
 
 /// How long the consumer may take to join its group and get every partition.
@@ -102,23 +102,23 @@ impl DemoState {
         }
     }
 
-    /// Counts a handled event and records it in its partition's ledger.
+    /// Counts a handled event, records it in its partition's ledger and its latency (record
+    /// timestamp to handler done) in the meter.
     fn record(&self, msg: &Message, event: &Event) {
         match event {
             Event::Order { .. } => self.orders.fetch_add(1, Relaxed),
             Event::Click { .. } => self.clicks.fetch_add(1, Relaxed),
         };
-        let latency_us = msg.timestamp().map_or(0, micros_since);
         if let Some(ledger) = usize::try_from(msg.partition())
             .ok()
             .and_then(|p| self.ledgers.get(p))
         {
             if let Ok(mut ledger) = ledger.lock() {
-                ledger.record(self.check, msg.offset(), msg.key(), latency_us);
+                ledger.record(self.check, msg.offset(), msg.key());
             }
         }
         self.meter
-            .record(msg.payload().map_or(0, <[u8]>::len) as u64);
+            .record_at(msg.payload().map_or(0, <[u8]>::len) as u64, msg.timestamp());
     }
 }
 
@@ -559,13 +559,12 @@ async fn pass(
         args.messages,
     );
     let produced = tokio::task::spawn_blocking(move || {
-        produce_all(&connection, &produce_topic, messages, |seq| {
-            if let Some(ahead) = rate.and_then(|r| pace(seq, r, started.elapsed())) {
-                std::thread::sleep(ahead);
-            }
+        let config = producer_config(&connection);
+        let amount = Amount::Count(messages);
+        produce_paced(&connection, &config, &produce_topic, amount, rate, |seq| {
             let ts = now_micros() / 1_000;
             let e = event(seq, keys, ts);
-            let key = crate::events::user_key(seq, keys);
+            let key = user_key(seq, keys);
             (key, serde_json::to_vec(&e).unwrap_or_default())
         })
     })
@@ -622,7 +621,7 @@ async fn pass(
         .map(|l| std::mem::take(&mut *l.lock().unwrap_or_else(|e| e.into_inner())))
         .collect();
     let totals = Totals::of(&ledgers);
-    let latency = latency_ms(&totals.latency_us);
+    let latency = latency_ms(&state.meter.latency_us());
     let window = state.meter.measurement();
     if let Some(e) = &produced.first_error {
         tracing::warn!(error = %e, "a produce request failed");
@@ -652,13 +651,9 @@ async fn pass(
         lost: produced
             .delivered
             .saturating_sub(totals.distinct + dlq.poison_found),
-        duplicates: totals.processed - totals.distinct,
+        duplicates: totals.duplicates(),
         dropped_by_broker: cluster::dropped_by_broker(&[], &marks),
-        order_check: match state.check {
-            OrderCheck::Partition => "partition",
-            OrderCheck::Key => "key",
-            OrderCheck::None => "none",
-        },
+        order_check: state.check.name(),
         order_violations: (state.check != OrderCheck::None).then_some(totals.order_violations),
         msgs_per_sec: round(per_sec(window.messages, window.secs), 1),
         p50_ms: latency.map(|l| l.p50_ms),

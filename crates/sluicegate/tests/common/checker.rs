@@ -2,7 +2,7 @@
 //! the dead-letter topic and what the group committed, compared record by record.
 //!
 //! Every scenario record carries a unique id and a per-key sequence number in its payload
-//! (`r:ID:KEY:SEQ`, see [`payload`]); records are identified by partition and offset, dead
+//! (`r:ID:KEY:SEQ`, see `records::payload`); records are identified by partition and offset, dead
 //! letters by the original partition and offset in their diagnosis headers. The checker counts:
 //! - **lost**: written, never finished and not dead-lettered (must be 0);
 //! - **duplicates**: finishes beyond a record's first (bounded by what was in flight or not yet
@@ -21,44 +21,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use super::ledger::{PartitionLedger, Totals};
+use super::records::parse;
 use super::{Handled, Produced};
 
-/// The payload of scenario record `id`, the `seq`-th of key `key`.
-pub fn payload(id: u64, key: &str, seq: u64) -> String {
-    format!("r:{id}:{key}:{seq}")
-}
-
-/// `(id, key, seq)` of a scenario payload; `None` for anything else (hostile records).
-pub fn parse(payload: &str) -> Option<(u64, &str, u64)> {
-    let rest = payload.strip_prefix("r:")?;
-    let (id, rest) = rest.split_once(':')?;
-    let (key, seq) = rest.rsplit_once(':')?;
-    Some((id.parse().ok()?, key, seq.parse().ok()?))
-}
-
-/// `count` scenario records spread round-robin over `keys` keys: (key, payload), with ids
-/// `first..first + count` and each key's sequence numbers counting up.
-pub fn records(first: u64, count: u64, keys: u64) -> Vec<(String, String)> {
-    (first..first + count)
-        .map(|id| {
-            let key = format!("k{}", id % keys);
-            let seq = id / keys;
-            let payload = payload(id, &key, seq);
-            (key, payload)
-        })
-        .collect()
-}
-
-/// Which order the checker holds a scenario to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OrderCheck {
-    /// Unordered: nothing to check.
-    None,
-    /// Within each partition, in offset order.
-    Partition,
-    /// Within each key, in sequence order.
-    Key,
-}
+/// Which order the checker holds a scenario to: within each partition in offset order, within
+/// each key in sequence order, or none.
+pub use super::ledger::OrderCheck;
 
 /// How a scenario's consumer runs: an ordering mode, or a batch handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,44 +166,26 @@ pub fn check(e: &Evidence<'_>, order: OrderCheck) -> Verdict {
         dead_lettered: e.dead_lettered.len(),
         ..Verdict::default()
     };
-    // First finishes: a record's place is its partition and offset.
-    let mut seen: HashMap<(i32, i64), usize> = HashMap::new();
-    // Highest first-finished position so far, per key (sequence) or partition (offset).
-    let mut key_high: HashMap<&str, u64> = HashMap::new();
-    let mut partition_high: HashMap<i32, i64> = HashMap::new();
+    // A record's place is its partition and offset; in key order, a key's records are ranked
+    // by the sequence numbers they were written with.
+    let mut ledgers: HashMap<i32, PartitionLedger> = HashMap::new();
     for h in e.finished {
-        let n = seen.entry((h.partition, h.offset)).or_default();
-        *n += 1;
-        if *n > 1 {
-            v.duplicates += 1;
-            continue;
-        }
-        match order {
-            OrderCheck::None => {}
-            OrderCheck::Partition => {
-                let high = partition_high.entry(h.partition).or_insert(i64::MIN);
-                if h.offset < *high {
-                    v.order_violations += 1;
-                }
-                *high = (*high).max(h.offset);
-            }
-            OrderCheck::Key => {
-                if let Some((_, key, seq)) = parse(&h.payload) {
-                    match key_high.get_mut(key) {
-                        Some(high) if seq < *high => v.order_violations += 1,
-                        Some(high) => *high = seq,
-                        None => {
-                            key_high.insert(key, seq);
-                        }
-                    }
-                }
-            }
-        }
+        let key_rank = parse(&h.payload).map(|(_, key, seq)| (key.as_bytes(), seq as i64));
+        ledgers
+            .entry(h.partition)
+            .or_default()
+            .record_ranked(order, h.offset, key_rank);
     }
-    v.finished = seen.len();
+    let totals = Totals::of(ledgers.values());
+    v.finished = totals.distinct as usize;
+    v.duplicates = totals.duplicates() as usize;
+    v.order_violations = totals.order_violations as usize;
     for w in e.written {
         let place = (w.partition, w.offset);
-        if seen.contains_key(&place) || e.dead_lettered.contains(&place) {
+        let finished = ledgers
+            .get(&w.partition)
+            .is_some_and(|l| l.finished(w.offset));
+        if finished || e.dead_lettered.contains(&place) {
             continue;
         }
         v.lost += 1;

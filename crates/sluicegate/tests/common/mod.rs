@@ -60,6 +60,12 @@ pub mod checker;
 pub mod http;
 pub mod process;
 
+// What the CLI's demo and bench share with these tests: the records written, the ledgers.
+#[path = "../../../sluicegate-cli/src/workload/ledger.rs"]
+pub mod ledger;
+#[path = "../../../sluicegate-cli/src/workload/records.rs"]
+pub mod records;
+
 /// How long one request of the harness to a broker may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -442,6 +448,20 @@ impl TestBroker {
             )
         });
         self.produce_records(topic, records).await
+    }
+
+    /// Produces scenario records `first..first + count` keyed over `keys` keys (see
+    /// [`records::records`]), partitioned by key; waits until the broker acknowledged every one.
+    pub async fn produce_scenario(
+        &self,
+        topic: &str,
+        first: u64,
+        count: u64,
+        keys: u64,
+    ) -> anyhow::Result<Vec<Produced>> {
+        let all = records::records(first, count, keys);
+        self.produce_records(topic, all.into_iter().map(|(k, p)| (None, k, p)))
+            .await
     }
 
     /// Produces `count` records to each of `partitions` (explicitly, not by key); waits until

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 use sluicegate::config::ClientKind;
 use sluicegate::metrics::Metrics;
@@ -18,18 +18,28 @@ use sluicegate::{
     HandlerError, Message, Ordering,
 };
 
-use super::{bench_key, bench_payload, follow, MemoryWatch, PassReport, Work};
+use super::{follow, LatencyBasis, MemoryWatch, PassReport, ProducerBatching, WarmUp, Work};
 use crate::cluster::{self, Cluster};
-use crate::meter::{now_micros, Meter};
-use crate::produce::{produce_all, produce_paced, producer_config, Amount};
+use crate::meter::Meter;
+use crate::produce::{produce_paced, producer_config, Amount};
 use crate::report::{print_json_line, ratio, round, thousands};
 use crate::settings::Connection;
+use crate::workload::records::{bench_key, bench_payload};
 use crate::BenchConsumeArgs;
 
 /// How long a graceful shutdown of the runtime may take.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Records filled when no count is given.
 const DEFAULT_MESSAGES: u64 = 1_000_000;
+/// The fill producer's `linger.ms` unless `--producer-linger-ms` says otherwise: batches as
+/// large as the bulk producer's (latency in a backlog is mostly the wait in it).
+const FILL_LINGER_MS: u64 = 5;
+/// The live stream producer's `linger.ms` unless `--producer-linger-ms` says otherwise.
+/// Latency counts from the record's timestamp, taken when it is handed to the producer: little
+/// lingering. (None at all makes nearly every record a message set of its own, and the
+/// embedded broker scans a partition's message sets from the start on every fetch: at 10,000
+/// msg/s it falls behind.)
+const LIVE_LINGER_MS: u64 = 1;
 
 /// What the passes read.
 enum Feed {
@@ -49,6 +59,8 @@ struct Backlog {
     expected: u64,
     /// How long filling took (`None`: found as it was).
     fill_secs: Option<f64>,
+    /// The batching of the producer that filled it (`None`: found as it was).
+    producer: Option<ProducerBatching>,
     dropped_by_broker: i64,
 }
 
@@ -185,6 +197,23 @@ impl BenchReport {
                     "  {:<11} {} payloads were not bench JSON\n",
                     "",
                     thousands(p.decode_errors)
+                );
+            }
+        }
+        // Beside the latencies: what the producer's batching put in them and what the warm-up
+        // left out, pass by pass.
+        for (name, p) in passes.into_iter().filter_map(|(n, p)| Some((n, p?))) {
+            if let Some(b) = &p.latency_basis {
+                out += &format!(
+                    "  {:<11} latency: producer linger {} ms, batches up to {} records / {} B; \
+                     warm-up {:.1} s left out ({} messages), {} measured\n",
+                    name,
+                    b.producer_linger_ms,
+                    thousands(b.producer_batch_records),
+                    thousands(b.producer_batch_bytes),
+                    b.warm_up_secs,
+                    thousands(b.warm_up_excluded),
+                    thousands(b.measured),
                 );
             }
         }
@@ -331,11 +360,14 @@ async fn backlog(cluster: &Cluster, args: &BenchConsumeArgs) -> Result<Backlog> 
             marks,
             expected,
             fill_secs: None,
+            producer: None,
             dropped_by_broker: 0,
         });
     }
     let partitions = cluster.ensure_topic(&topic, args.record.partitions).await?;
     let n = args.messages.unwrap_or(DEFAULT_MESSAGES);
+    let config = bench_producer(&connection, args.producer_linger_ms, FILL_LINGER_MS);
+    let producer = ProducerBatching::of(&config);
     let (b, t, size, keys) = (
         connection,
         topic.clone(),
@@ -347,7 +379,9 @@ async fn backlog(cluster: &Cluster, args: &BenchConsumeArgs) -> Result<Backlog> 
     }
     let (before, produced, marks) = tokio::task::spawn_blocking(move || -> Result<_> {
         let before = cluster::watermarks(&b, &t, partitions)?;
-        let produced = produce_all(&b, &t, n, |i| (bench_key(i, keys), bench_payload(i, size)))?;
+        let produced = produce_paced(&b, &config, &t, Amount::Count(n), None, |i| {
+            (bench_key(i, keys), bench_payload(i, size))
+        })?;
         let after = cluster::watermarks(&b, &t, partitions)?;
         Ok((before, produced, after))
     })
@@ -376,6 +410,7 @@ async fn backlog(cluster: &Cluster, args: &BenchConsumeArgs) -> Result<Backlog> 
         // watermarks that lag behind acknowledged writes for a moment.
         expected: messages_in(&before) + produced.delivered,
         fill_secs: Some(round(produced.secs, 3)),
+        producer: Some(producer),
         dropped_by_broker: dropped,
     })
 }
@@ -462,16 +497,27 @@ async fn run_pass(
     let mut running = running;
     let join_secs = running.joined(started, timeout).await?;
 
+    // What the latencies include and leave out, by the same rule for every pass.
+    let (warm_up, producer) = match live {
+        Some((_, secs)) => (
+            WarmUp::of_stream(secs),
+            Some(bench_producer(
+                cluster.connection(),
+                args.producer_linger_ms,
+                LIVE_LINGER_MS,
+            )),
+        ),
+        None => (WarmUp::none(), None),
+    };
+    let batching = match (feed, &producer) {
+        (_, Some(config)) => Some(ProducerBatching::of(config)),
+        (Feed::Backlog(b), None) => b.producer,
+        (Feed::Live { .. }, None) => None,
+    };
     // Live: write the stream now that the consumer is in place.
-    let writer = live.map(|(rate, secs)| {
-        meter.measure_latency_from(now_micros() / 1_000 + warm_up(secs).as_millis() as i64);
+    let writer = live.zip(producer).map(|((rate, _), config)| {
+        warm_up.start(&meter);
         let connection = cluster.connection().clone();
-        let mut config = producer_config(&connection);
-        // Latency counts from the record's timestamp, taken when it is handed to the producer:
-        // little lingering. (None at all makes nearly every record a message set of its own,
-        // and the embedded broker scans a partition's message sets from the start on every
-        // fetch: at 10,000 msg/s it falls behind.)
-        config.set("linger.ms", "1");
         let (t, size, keys) = (topic.clone(), args.record.size as usize, args.record.keys);
         tokio::task::spawn_blocking(move || {
             produce_paced(
@@ -498,17 +544,22 @@ async fn run_pass(
     }
     progress.finish();
     let mut report = memory.finish(PassReport::new(&meter, expected));
+    report.latency_basis = batching.map(|b| LatencyBasis::new(b, warm_up, &meter));
     report.join_secs = join_secs.map(|s| round(s, 3));
     report.decode_errors = decode_errors;
     Ok(report)
 }
 
-/// The start of a live stream left out of its latencies: the consumer's first fetches (offset
-/// look-ups, connections to partition leaders) are startup, not steady state.
-fn warm_up(stream_secs: u64) -> Duration {
-    Duration::from_secs(stream_secs)
-        .div_f64(10.0)
-        .min(Duration::from_secs(2))
+/// The bench's producer, with `linger.ms` as `--producer-linger-ms` says (`default_ms`
+/// without it).
+fn bench_producer(
+    connection: &Connection,
+    linger_ms: Option<u64>,
+    default_ms: u64,
+) -> ClientConfig {
+    let mut config = producer_config(connection);
+    config.set("linger.ms", linger_ms.unwrap_or(default_ms).to_string());
+    config
 }
 
 /// A pass under way.
@@ -755,6 +806,14 @@ mod tests {
                 p999_ms: p99_ms * 2.0,
                 max_ms: 10.0,
             }),
+            latency_basis: Some(LatencyBasis {
+                producer_linger_ms: 1.0,
+                producer_batch_records: 10_000,
+                producer_batch_bytes: 1_000_000,
+                warm_up_secs: 2.0,
+                warm_up_excluded: 20_000,
+                measured: 580_000,
+            }),
             decode_errors: 0,
             rss_start_mb: Some(10.0),
             peak_rss_mb: Some(20.0),
@@ -800,12 +859,15 @@ mod tests {
         assert!(table.contains("1.50x of the p99"), "{table}");
         assert!(table.contains("on / off: 0.975x"), "{table}");
         assert!(table.contains("10,000 msg/s for 60 s"), "{table}");
-    }
-
-    #[test]
-    fn warm_up_is_a_tenth_of_the_stream_up_to_two_seconds() {
-        assert_eq!(warm_up(5), Duration::from_millis(500));
-        assert_eq!(warm_up(60), Duration::from_secs(2));
+        assert_eq!(v["raw"]["latency_basis"]["producer_linger_ms"], 1.0);
+        assert_eq!(v["runtime"]["latency_basis"]["warm_up_excluded"], 20_000);
+        assert!(
+            table.contains(
+                "sluicegate  latency: producer linger 1 ms, batches up to 10,000 records / \
+                 1,000,000 B; warm-up 2.0 s left out (20,000 messages), 580,000 measured"
+            ),
+            "{table}"
+        );
     }
 
     #[test]

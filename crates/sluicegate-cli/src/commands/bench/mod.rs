@@ -18,9 +18,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::meter::{Measurement, Meter};
+use crate::meter::{now_micros, Measurement, Meter};
 use crate::progress::Progress;
 use crate::report::{latency_ms, mb_per_sec, per_sec, round, Latency};
 
@@ -92,24 +93,6 @@ impl Work {
     }
 }
 
-/// Record `seq` of the bench: `{"id":SEQ,"pad":"..."}`, padded to `size` bytes when the
-/// envelope fits in it.
-pub fn bench_payload(seq: u64, size: usize) -> Vec<u8> {
-    const PAD: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let head = format!(r#"{{"id":{seq},"pad":""#);
-    let mut out = Vec::with_capacity(size.max(head.len() + 2));
-    out.extend_from_slice(head.as_bytes());
-    let pad = size.saturating_sub(head.len() + 2);
-    out.extend(PAD.iter().cycle().take(pad));
-    out.extend_from_slice(b"\"}");
-    out
-}
-
-/// The key of record `seq` among `keys` distinct keys.
-pub fn bench_key(seq: u64, keys: u64) -> String {
-    format!("key-{:04}", seq % keys.max(1))
-}
-
 /// One consume pass, as reported.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct PassReport {
@@ -127,8 +110,11 @@ pub struct PassReport {
     pub join_secs: Option<f64>,
     /// From starting the consumer to its first finished message.
     pub first_message_secs: Option<f64>,
-    /// Record timestamp to finished, over every message.
+    /// Record timestamp to finished, over every message but the warm-up's.
     pub latency: Option<Latency>,
+    /// What the latency figures include and leave out (`None` for a topic read as it was
+    /// found: its producer is unknown).
+    pub latency_basis: Option<LatencyBasis>,
     /// Payloads the `json` handler could not decode (counted, not retried).
     pub decode_errors: u64,
     /// Resident memory when the pass started, in MB (the embedded broker's data included).
@@ -155,9 +141,104 @@ impl PassReport {
             join_secs: None,
             first_message_secs: m.first_message_secs.map(|s| round(s, 3)),
             latency: latency_ms(&meter.latency_us()),
+            latency_basis: None,
             decode_errors: 0,
             rss_start_mb: None,
             peak_rss_mb: None,
+        }
+    }
+}
+
+/// The settings of the bench's own producer that hold records back before they are sent, after
+/// their timestamps (where latency counts from) were taken.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+pub struct ProducerBatching {
+    /// `linger.ms`: how long a record may wait for others to fill its batch.
+    pub linger_ms: f64,
+    /// `batch.num.messages`: the most records per batch.
+    pub batch_records: u64,
+    /// `batch.size`: the most bytes per batch.
+    pub batch_bytes: u64,
+}
+
+impl ProducerBatching {
+    /// The batching of a producer created from `config` (librdkafka's defaults where unset).
+    pub fn of(config: &ClientConfig) -> Self {
+        let get = |key: &str, default: f64| {
+            config
+                .get(key)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(default)
+        };
+        ProducerBatching {
+            linger_ms: get("linger.ms", 5.0),
+            batch_records: get("batch.num.messages", 10_000.0) as u64,
+            batch_bytes: get("batch.size", 1_000_000.0) as u64,
+        }
+    }
+}
+
+/// The warm-up rule, one for every pass: of a live stream of `secs` seconds, the records written
+/// in its first tenth (at most 2 s) are left out of the latencies (the consumer's first fetches,
+/// offset look-ups and connections to partition leaders, are startup, not steady state); of a
+/// backlog, none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WarmUp(Duration);
+
+impl WarmUp {
+    /// The warm-up of a live stream of `secs` seconds.
+    pub fn of_stream(secs: u64) -> Self {
+        WarmUp(
+            Duration::from_secs(secs)
+                .div_f64(10.0)
+                .min(Duration::from_secs(2)),
+        )
+    }
+
+    /// No warm-up: every record counts (a backlog).
+    pub fn none() -> Self {
+        WarmUp(Duration::ZERO)
+    }
+
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+
+    /// Applies the rule to `meter` for a stream whose first record is written now.
+    pub fn start(self, meter: &Meter) {
+        if !self.0.is_zero() {
+            meter.measure_latency_from(now_micros() / 1_000 + self.0.as_millis() as i64);
+        }
+    }
+}
+
+/// What a pass's latency figures include and leave out: the producer's batching, which is in
+/// them, and the warm-up, which is not.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+pub struct LatencyBasis {
+    /// The producer's `linger.ms`, as [`ProducerBatching::linger_ms`].
+    pub producer_linger_ms: f64,
+    pub producer_batch_records: u64,
+    pub producer_batch_bytes: u64,
+    /// Records written in this first part of the stream are left out ([`WarmUp`]).
+    pub warm_up_secs: f64,
+    /// Messages left out as written during the warm-up.
+    pub warm_up_excluded: u64,
+    /// Messages whose latency is in the figures.
+    pub measured: u64,
+}
+
+impl LatencyBasis {
+    /// The basis of what `meter` measured, the records written by a producer with `batching`
+    /// and the warm-up rule `warm_up` applied.
+    pub fn new(batching: ProducerBatching, warm_up: WarmUp, meter: &Meter) -> Self {
+        LatencyBasis {
+            producer_linger_ms: batching.linger_ms,
+            producer_batch_records: batching.batch_records,
+            producer_batch_bytes: batching.batch_bytes,
+            warm_up_secs: round(warm_up.duration().as_secs_f64(), 3),
+            warm_up_excluded: meter.latency_excluded(),
+            measured: meter.latency_us().len(),
         }
     }
 }
@@ -211,23 +292,44 @@ mod tests {
     }
 
     #[test]
-    fn payloads_have_the_requested_size_and_decode() {
+    fn the_json_handler_decodes_the_bench_records() {
         for size in [32, 100, 1_000] {
-            let p = bench_payload(123_456, size);
-            assert_eq!(p.len(), size);
+            let p = crate::workload::records::bench_payload(123_456, size);
             assert_eq!(Work::Json.compute(&p).unwrap(), None);
         }
-        // Too small for the envelope: still valid JSON, just longer.
-        let p = bench_payload(1, 4);
-        assert!(serde_json::from_slice::<serde_json::Value>(&p).is_ok());
         assert!(Work::Json.compute(b"not json").is_err());
     }
 
     #[test]
-    fn keys_spread_over_the_requested_count() {
-        let keys: std::collections::BTreeSet<_> = (0..10_000).map(|i| bench_key(i, 7)).collect();
-        assert_eq!(keys.len(), 7);
-        assert_eq!(bench_key(5, 0), "key-0000");
+    fn warm_up_is_a_tenth_of_the_stream_up_to_two_seconds() {
+        assert_eq!(WarmUp::of_stream(5).duration(), Duration::from_millis(500));
+        assert_eq!(WarmUp::of_stream(60).duration(), Duration::from_secs(2));
+        assert_eq!(WarmUp::none().duration(), Duration::ZERO);
+    }
+
+    #[test]
+    fn warm_up_leaves_out_the_records_written_during_it_and_says_how_many() {
+        let meter = Meter::new(3);
+        WarmUp::of_stream(20).start(&meter);
+        let now_ms = now_micros() / 1_000;
+        meter.record_at(1, Some(now_ms));
+        meter.record_at(1, Some(now_ms + 1_000));
+        meter.record_at(1, Some(now_ms + 2_500));
+        let config = crate::produce::producer_config(&crate::settings::Connection::to(
+            "127.0.0.1:9092",
+            &[],
+        ));
+        let basis = LatencyBasis::new(ProducerBatching::of(&config), WarmUp::of_stream(20), &meter);
+        assert_eq!((basis.warm_up_excluded, basis.measured), (2, 1));
+        assert_eq!(basis.warm_up_secs, 2.0);
+        assert_eq!(basis.producer_linger_ms, 5.0);
+        assert_eq!(
+            (basis.producer_batch_records, basis.producer_batch_bytes),
+            (10_000, 1_000_000)
+        );
+        let mut config = ClientConfig::new();
+        config.set("linger.ms", "0.5");
+        assert_eq!(ProducerBatching::of(&config).linger_ms, 0.5);
     }
 
     #[test]

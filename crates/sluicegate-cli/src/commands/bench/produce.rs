@@ -5,11 +5,11 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::{bench_key, bench_payload};
 use crate::cluster::{self, Cluster};
 use crate::cpu::process_cpu_secs;
 use crate::produce::{produce_paced, producer_config, Amount, Produced};
 use crate::report::{mb_per_sec, per_sec, print_json_line, ratio, round, thousands};
+use crate::workload::records::{bench_key, bench_payload};
 use crate::BenchProduceArgs;
 
 /// Records written when neither a count nor a duration is given.

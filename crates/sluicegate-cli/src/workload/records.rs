@@ -1,7 +1,68 @@
-//! The demo's events: shop orders and page clicks, keyed by user, generated deterministically
-//! from a sequence number so that a run needs no random state and tests can predict them.
+//! The records the demo, the bench and the library's reliability tests write, each generated
+//! from its sequence number so that a run needs no random state and a check can predict it:
+//! - the demo's events ([`event`]): shop orders and page clicks, keyed by user, some poison;
+//! - the bench's records ([`bench_payload`], [`bench_key`]): JSON padded to a size;
+//! - the reliability scenarios' records ([`scenario_record`], [`records`]): `r:ID:KEY:SEQ`, each
+//!   key's records numbered in the order they are written, for the checker's key order;
+//!
+//! and when a record of a stream written at a steady rate is due ([`due`]).
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+/// When record `seq` of a stream written at `rate` records per second is due, after the
+/// stream's start.
+pub fn due(seq: u64, rate: u64) -> Duration {
+    Duration::from_secs_f64(seq as f64 / rate.max(1) as f64)
+}
+
+/// Record `seq` of the bench: `{"id":SEQ,"pad":"..."}`, padded to `size` bytes when the
+/// envelope fits in it.
+pub fn bench_payload(seq: u64, size: usize) -> Vec<u8> {
+    const PAD: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let head = format!(r#"{{"id":{seq},"pad":""#);
+    let mut out = Vec::with_capacity(size.max(head.len() + 2));
+    out.extend_from_slice(head.as_bytes());
+    let pad = size.saturating_sub(head.len() + 2);
+    out.extend(PAD.iter().cycle().take(pad));
+    out.extend_from_slice(b"\"}");
+    out
+}
+
+/// The key of bench record `seq` among `keys` distinct keys.
+pub fn bench_key(seq: u64, keys: u64) -> String {
+    format!("key-{:04}", seq % keys.max(1))
+}
+
+/// The payload of scenario record `id`, the `seq`-th of key `key`.
+pub fn payload(id: u64, key: &str, seq: u64) -> String {
+    format!("r:{id}:{key}:{seq}")
+}
+
+/// `(id, key, seq)` of a scenario payload; `None` for anything else (hostile records).
+pub fn parse(payload: &str) -> Option<(u64, &str, u64)> {
+    let rest = payload.strip_prefix("r:")?;
+    let (id, rest) = rest.split_once(':')?;
+    let (key, seq) = rest.rsplit_once(':')?;
+    Some((id.parse().ok()?, key, seq.parse().ok()?))
+}
+
+/// Scenario record `id` of a stream spread round-robin over `keys` keys: (key, payload); each
+/// key's sequence numbers count up as ids do.
+pub fn scenario_record(id: u64, keys: u64) -> (String, String) {
+    let keys = keys.max(1);
+    let key = format!("k{}", id % keys);
+    let payload = payload(id, &key, id / keys);
+    (key, payload)
+}
+
+/// `count` scenario records with ids `first..first + count` (see [`scenario_record`]).
+pub fn records(first: u64, count: u64, keys: u64) -> Vec<(String, String)> {
+    (first..first + count)
+        .map(|id| scenario_record(id, keys))
+        .collect()
+}
 
 /// One event as it travels in a record value (JSON).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -88,62 +149,5 @@ pub fn event(seq: u64, keys: u64, ts: i64) -> Event {
             user_id,
             ts,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_round_trip_through_json() {
-        for seq in 0..50 {
-            let e = event(seq, 1_000, 1_700_000_000_000);
-            let json = serde_json::to_string(&e).unwrap();
-            assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e);
-        }
-    }
-
-    #[test]
-    fn events_are_deterministic_and_keyed_by_user() {
-        assert_eq!(event(7, 10, 1), event(7, 10, 1));
-        let user = match event(7, 10, 1) {
-            Event::Order { user_id, .. } | Event::Click { user_id, .. } => user_id,
-        };
-        assert_eq!(user, user_key(7, 10));
-    }
-
-    #[test]
-    fn keys_stay_within_the_requested_count() {
-        let distinct: std::collections::BTreeSet<_> =
-            (0..10_000).map(|s| user_key(s, 37)).collect();
-        assert_eq!(distinct.len(), 37);
-    }
-
-    #[test]
-    fn events_carry_their_sequence_number() {
-        assert_eq!(event(12_345, 10, 0).seq(), Some(12_345));
-    }
-
-    #[test]
-    fn poison_is_deterministic_and_close_to_the_rate() {
-        assert!((0..10_000).all(|s| !is_poison(s, 0.0)));
-        let poison: Vec<u64> = (0..100_000).filter(|&s| is_poison(s, 0.01)).collect();
-        assert!(
-            (800..1_200).contains(&poison.len()),
-            "{} of 100000",
-            poison.len()
-        );
-        assert!(poison.iter().all(|&s| is_poison(s, 0.01)));
-        // A higher rate poisons a superset.
-        assert!(poison.iter().all(|&s| is_poison(s, 0.05)));
-    }
-
-    #[test]
-    fn mix_of_orders_and_clicks() {
-        let orders = (0..4_000)
-            .filter(|&s| matches!(event(s, 10, 0), Event::Order { .. }))
-            .count();
-        assert!((800..1_200).contains(&orders), "{orders} orders in 4000");
     }
 }
