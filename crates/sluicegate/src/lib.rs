@@ -37,8 +37,7 @@
 //! [`policy`] -> [`OffsetTracker`] -> `commit`. [`EmbeddedKafka`] runs a broker in-process
 //! for demos and tests.
 #![deny(missing_docs)]
-// Denied, not forbidden: `runtime::wakeup` is the one module allowed to call librdkafka directly.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod commit;
 pub mod config;

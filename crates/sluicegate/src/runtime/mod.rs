@@ -15,7 +15,6 @@ mod poll;
 mod seek;
 mod status;
 mod transactional;
-#[allow(unsafe_code)] // The runtime's one direct librdkafka call site.
 mod wakeup;
 mod worker;
 
@@ -353,7 +352,7 @@ impl Session {
             self.status.clone(),
             commits_tx,
         );
-        let consumer: BaseConsumer<RuntimeContext> = self
+        let mut consumer: BaseConsumer<RuntimeContext> = self
             .client
             .create_with_context(RuntimeContext::new(
                 assignment,
@@ -361,6 +360,8 @@ impl Session {
                 self.oauth.clone(),
             ))
             .map_err(Error::from_client_creation)?;
+        let wakeup = reports.wakeup().clone();
+        consumer.set_nonempty_callback(move || wakeup.raise());
         if self.read_from_beginning {
             let list = all_partitions(&consumer, &self.topics, Offset::Beginning)?;
             // Looked up before reading starts; a new client after a lost one reads everything

@@ -19,7 +19,6 @@ use super::context::RuntimeContext;
 use super::event::Reports;
 use super::seek::SeekQueue;
 use super::status::StatusPublisher;
-use super::wakeup::QueueWatch;
 
 /// At most this many messages are dispatched between two looks at lane reports.
 const POLL_BATCH: usize = 512;
@@ -105,7 +104,9 @@ fn poll(
     let mut held_since = None;
     let mut last_probe = Instant::now();
     let wakeup = consumer.context().assignment().wakeup();
-    let queue = QueueWatch::new(consumer, wakeup.clone());
+    // The last round took nothing: the consumer's queue was empty (or served only an event),
+    // so librdkafka raises the wakeup when something comes.
+    let mut idle = false;
     loop {
         status.heartbeat();
         if control.abort.is_cancelled() {
@@ -127,20 +128,24 @@ fn poll(
             status.brokers_reachable(reachable);
         }
         let holding = hold(consumer, &mut held_since);
-        if !holding && queue.is_empty() {
-            // Nothing from librdkafka: wait for it or for a lane's report, whichever is first.
+        if !holding && idle {
+            // Wait for librdkafka or a lane's report, whichever comes first.
             wakeup.wait(IDLE_WAIT);
         }
+        idle = !holding;
         for _ in 0..if holding { 0 } else { POLL_BATCH } {
-            match consumer.poll(Duration::ZERO) {
-                None => break,
-                Some(Ok(m)) => consumer.context().assignment().dispatch(consumer, &m),
-                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+            let Some(polled) = consumer.poll(Duration::ZERO) else {
+                break;
+            };
+            idle = false;
+            match polled {
+                Ok(m) => consumer.context().assignment().dispatch(consumer, &m),
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
                     consumer.context().health().fatal.get_or_insert(e);
                     break;
                 }
-                Some(Err(KafkaError::PartitionEOF(p))) => debug!(partition = p, "end of partition"),
-                Some(Err(e)) => warn!(error = %e, "consumer error"),
+                Err(KafkaError::PartitionEOF(p)) => debug!(partition = p, "end of partition"),
+                Err(e) => warn!(error = %e, "consumer error"),
             }
         }
         let mut assignment = consumer.context().assignment();
