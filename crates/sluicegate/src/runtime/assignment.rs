@@ -20,7 +20,7 @@ use crate::commit::{partitions, read_list, CommitEntry};
 use crate::dispatch::{Backpressure, BufferLimits, Buffered, KeyGate, Ordering};
 use crate::handler::Outcome;
 use crate::message::Header;
-use crate::metrics::TopicMetrics;
+use crate::metrics::{wall, Stage, TopicMetrics};
 use crate::policy::{Breaker, CircuitState};
 use crate::status::{CatchUp, TopicPartition};
 use crate::{offset_map, Error, Message, OffsetTracker};
@@ -548,6 +548,10 @@ impl Assignment {
             }
         }
         let message = to_message(p.topic.clone(), m);
+        if let Some(t) = &p.metrics {
+            let now = wall(quanta::Instant::now());
+            t.reached(Stage::Polled, std::slice::from_ref(&message), now);
+        }
         let must_pause = self.backpressure.admit(&mut p.buffered, message.size());
         // In key order, a message whose key is busy waits in the gate instead.
         let admitted = match p.keys.as_mut() {
