@@ -54,7 +54,10 @@ fn assert_stages(v: &Value, side: &str, counted: std::ops::RangeInclusive<u64>) 
     for stage in ["polled", "handler_start", "handler_end", "finished"] {
         let s = &stages[stage];
         let count = s["count"].as_u64().unwrap_or(0);
-        assert!(counted.contains(&count), "{side} {stage}: {count} records: {v}");
+        assert!(
+            counted.contains(&count),
+            "{side} {stage}: {count} records: {v}"
+        );
         let q = |k: &str| s[k].as_f64().unwrap_or(-1.0);
         let (p50, p99, p999) = (q("p50_ms"), q("p99_ms"), q("p999_ms"));
         assert!(
@@ -78,7 +81,10 @@ fn assert_stages(v: &Value, side: &str, counted: std::ops::RangeInclusive<u64>) 
             "{side}: p50 at {a} ({earlier} ms) above {b} ({later} ms): {v}"
         );
     }
-    assert!(v["raw"]["stages"].is_null(), "the baseline has no stages: {v}");
+    assert!(
+        v["raw"]["stages"].is_null(),
+        "the baseline has no stages: {v}"
+    );
 }
 
 #[test]
@@ -177,7 +183,9 @@ fn bench_consume_reads_a_live_stream_at_a_fixed_rate() {
     }
     // The stages leave out the warm-up, as the latencies do: every measured record, give or
     // take those in flight when the warm-up ended (a batch of 50 and the poll round at most).
-    let measured = v["runtime"]["latency_basis"]["measured"].as_u64().unwrap_or(0);
+    let measured = v["runtime"]["latency_basis"]["measured"]
+        .as_u64()
+        .unwrap_or(0);
     assert_stages(&v, "runtime", measured.saturating_sub(300)..=6_000);
     assert_eq!(
         (v["batch"].clone(), v["assign"].clone()),

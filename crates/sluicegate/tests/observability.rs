@@ -219,7 +219,8 @@ async fn record_ages_are_scraped_at_every_stage_once_per_record(
             let payload = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
             let result = if payload == poison {
                 Err(HandlerError::permanent("poison"))
-            } else if payload == flaky && !std::mem::replace(&mut *failed_once.lock().unwrap(), true)
+            } else if payload == flaky
+                && !std::mem::replace(&mut *failed_once.lock().unwrap(), true)
             {
                 Err(HandlerError::retryable("flaky"))
             } else {
@@ -259,7 +260,10 @@ async fn record_ages_are_scraped_at_every_stage_once_per_record(
                 at("sluicegate_record_age_seconds_sum", Some(stage)),
             ),
         };
-        ensure!(count == total, "{stage}: {count} records, want {total}\n{text}");
+        ensure!(
+            count == total,
+            "{stage}: {count} records, want {total}\n{text}"
+        );
         sums.push((stage, sum));
     }
     // Two clocks meet here (the poll thread's and a worker's, each mapped to wall time): allow

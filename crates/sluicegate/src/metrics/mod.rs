@@ -64,8 +64,8 @@ use crate::policy::CircuitState;
 use crate::Message;
 pub(crate) use ages::wall;
 pub use ages::Stage;
-use timings::Timings;
 pub use timings::Distribution;
+use timings::Timings;
 
 pub use prometheus_client;
 

@@ -394,21 +394,18 @@ impl<W: Work> Worker<W> {
                         ticket = breaker.admit() => ticket,
                         _ = all_revoked() => return Settled::Revoked,
                     };
-                    let (result, ended) = self.timed_attempt(messages, starts).await;
+                    let (result, ended) = self.timed_attempt(messages, starts, true).await;
                     let failed = result.as_ref().is_err_and(|e| e.kind().is_retryable());
                     breaker.record(ticket, failed);
                     (result, ended)
                 }
-                None => self.timed_attempt(messages, starts).await,
+                None => self.timed_attempt(messages, starts, true).await,
             };
+            // A success or skip counted its age at handler end already (see `timed_attempt`).
             let error = match result {
-                Ok(()) => {
-                    self.handler_ended(messages, ended);
-                    return Settled::Finished(Outcome::Handled { attempts });
-                }
+                Ok(()) => return Settled::Finished(Outcome::Handled { attempts }),
                 Err(e) if e.kind() == ErrorKind::Skip => {
-                    self.handler_ended(messages, ended);
-                    return Settled::Finished(Outcome::Skipped);
+                    return Settled::Finished(Outcome::Skipped)
                 }
                 Err(e) => e,
             };
@@ -440,7 +437,7 @@ impl<W: Work> Worker<W> {
                         attempts,
                         first: first_at,
                         last: SystemTime::now(),
-                    })
+                    });
                 }
             };
             if delay >= PAUSE_RETRIES_FROM {
@@ -455,16 +452,19 @@ impl<W: Work> Worker<W> {
 
     /// One call of the handler, bounded by the timeout, and measured.
     pub(crate) async fn attempt(&self, messages: &[Message]) -> HandlerResult {
-        self.timed_attempt(messages, false).await.0
+        self.timed_attempt(messages, false, false).await.0
     }
 
     /// [`attempt`](Self::attempt), which also counts the ages of `messages` at handler start
-    /// if `starts`, and returns when the call ended (with metrics on) for
-    /// [`handler_ended`](Self::handler_ended).
+    /// if `starts`, and at handler end if `ends` and the call settled them (a success or
+    /// skip); returns
+    /// when the call ended (with metrics on), for [`handler_ended`](Self::handler_ended) after
+    /// a failure.
     async fn timed_attempt(
         &self,
         messages: &[Message],
         starts: bool,
+        ends: bool,
     ) -> (HandlerResult, Option<quanta::Instant>) {
         let call = invoke(&self.work, messages.to_vec());
         let call = async {
@@ -480,16 +480,22 @@ impl<W: Work> Worker<W> {
         };
         // Read on every call: quanta's clock costs half of the standard one's here.
         let started = quanta::Instant::now();
-        if starts {
-            metrics.with_topic(messages[0].topic(), |topic| {
-                topic.reached(Stage::HandlerStart, messages, wall(started));
-            });
-        }
         let result = call.await;
         let ended = quanta::Instant::now();
         let took = ended - started;
+        // One look-up of the topic's handles per call: each costs a hash of its name.
         metrics.with_topic(messages[0].topic(), |topic| {
             topic.handler_duration.observe(took);
+            if starts {
+                topic.reached(Stage::HandlerStart, messages, wall(started));
+            }
+            let settled = match &result {
+                Ok(()) => true,
+                Err(e) => e.kind() == ErrorKind::Skip,
+            };
+            if ends && settled {
+                topic.reached(Stage::HandlerEnd, messages, wall(ended));
+            }
             match &result {
                 Err(e) if e.kind() != ErrorKind::Skip => {
                     metrics.failed(topic, e.kind(), messages.len())
