@@ -549,9 +549,14 @@ pub struct BenchConsumeArgs {
     #[arg(long)]
     pub skip_baseline: bool,
     /// Also run the Sluicegate side with metrics and the HTTP endpoint on (scraped once a
-    /// second), and report what observing costs against the pass without them.
+    /// second), and report what observing costs against the pass without them (the pass
+    /// without the endpoint has metrics on too, for its stages, unless `--no-stages`).
     #[arg(long)]
     pub observed: bool,
+    /// Run the Sluicegate pass without metrics, so without the records' ages at each stage of
+    /// the runtime (polled, handler start, handler end, finished) that it reports otherwise.
+    #[arg(long)]
+    pub no_stages: bool,
     /// Give up on one consume pass after this many seconds (a live pass: after its stream
     /// ended).
     #[arg(long, default_value_t = 600)]

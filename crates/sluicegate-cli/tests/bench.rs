@@ -44,6 +44,49 @@ fn assert_pass_complete(v: &Value, side: &str, messages: u64) {
     }
 }
 
+/// Asserts that pass `side` reports the records' ages at each stage of the runtime, each
+/// stage counting `counted` records (a range: a live stream's stages start after its warm-up
+/// by the clock, its latencies by the records' timestamps), with quantiles that rise from
+/// stage to stage as far as the buckets tell (a bucket is 0.25 ms wide below 1 ms).
+fn assert_stages(v: &Value, side: &str, counted: std::ops::RangeInclusive<u64>) {
+    let stages = &v[side]["stages"];
+    let mut p50s = Vec::new();
+    for stage in ["polled", "handler_start", "handler_end", "finished"] {
+        let s = &stages[stage];
+        let count = s["count"].as_u64().unwrap_or(0);
+        assert!(
+            counted.contains(&count),
+            "{side} {stage}: {count} records: {v}"
+        );
+        let q = |k: &str| s[k].as_f64().unwrap_or(-1.0);
+        let (p50, p99, p999) = (q("p50_ms"), q("p99_ms"), q("p999_ms"));
+        assert!(
+            0.0 <= p50 && p50 <= p99 && p99 <= p999,
+            "{side} {stage}: {v}"
+        );
+        p50s.push((stage, p50));
+    }
+    // Every record is counted once at every stage (same count) in a backlog.
+    if counted.start() == counted.end() {
+        let counts: Vec<_> = ["polled", "handler_start", "handler_end", "finished"]
+            .iter()
+            .map(|s| stages[s]["count"].clone())
+            .collect();
+        assert!(counts.windows(2).all(|w| w[0] == w[1]), "{side}: {v}");
+    }
+    for pair in p50s.windows(2) {
+        let ((a, earlier), (b, later)) = (pair[0], pair[1]);
+        assert!(
+            earlier <= later * 1.05 + 0.25,
+            "{side}: p50 at {a} ({earlier} ms) above {b} ({later} ms): {v}"
+        );
+    }
+    assert!(
+        v["raw"]["stages"].is_null(),
+        "the baseline has no stages: {v}"
+    );
+}
+
 #[test]
 fn bench_consume_runs_both_consumers_and_reports_a_ratio() {
     let (ok, out, err) = run(
@@ -70,6 +113,9 @@ fn bench_consume_runs_both_consumers_and_reports_a_ratio() {
     );
     for ratio in ["ratio", "cpu_ratio", "p99_ratio", "observed_ratio"] {
         assert!(v[ratio].as_f64().is_some_and(|r| r > 0.0), "{ratio}: {v}");
+    }
+    for side in ["runtime", "observed"] {
+        assert_stages(&v, side, 50_000..=50_000);
     }
     // A backlog has no warm-up: every message is measured; the fill producer's linger stands
     // beside the figures.
@@ -135,6 +181,12 @@ fn bench_consume_reads_a_live_stream_at_a_fixed_rate() {
         assert_pass_complete(&v, side, 6_000);
         assert_eq!(v[side]["decode_errors"], 0, "{side}: {v}");
     }
+    // The stages leave out the warm-up, as the latencies do: every measured record, give or
+    // take those in flight when the warm-up ended (a batch of 50 and the poll round at most).
+    let measured = v["runtime"]["latency_basis"]["measured"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_stages(&v, "runtime", measured.saturating_sub(300)..=6_000);
     assert_eq!(
         (v["batch"].clone(), v["assign"].clone()),
         (50.into(), true.into())

@@ -29,7 +29,10 @@ on_both_brokers!(
 );
 
 // tansu 0.6 reports high watermarks below the log end.
-on_embedded_and_kafka!(lag_is_the_log_end_minus_the_committed_offset_as_the_broker_says);
+on_embedded_and_kafka!(
+    lag_is_the_log_end_minus_the_committed_offset_as_the_broker_says,
+    record_ages_are_scraped_at_every_stage_once_per_record,
+);
 
 fn quick_retries() -> RetryPolicy {
     RetryPolicy::default()
@@ -188,6 +191,104 @@ async fn scraped_metrics_count_what_happened(broker: TestBroker) -> anyhow::Resu
         get(addr, "/metrics", None).await.is_err(),
         "the endpoint outlived its consumer"
     );
+    Ok(())
+}
+
+/// 300 records, a handler that takes 2 ms each, one record retried once and one dead-lettered:
+/// the scraped `sluicegate_record_age_seconds` counts every record once at each stage (not once
+/// per handler call), and a record is older at each stage than at the one before: polled, then
+/// handler start, then (2 ms later at least) handler end, then finished
+/// (`sluicegate_end_to_end_latency_seconds`). Compared by the sums of the ages, which add up
+/// each record's own ages.
+async fn record_ages_are_scraped_at_every_stage_once_per_record(
+    broker: TestBroker,
+) -> anyhow::Result<()> {
+    const HANDLER_TAKES: Duration = Duration::from_millis(2);
+    let topic = unique("ages");
+    let group = unique("ages-group");
+    let (produced, end) = broker.fill_topic(&topic, 2, 150).await?;
+    let (poison, flaky) = (produced[20].payload.clone(), produced[200].payload.clone());
+    let failed_once = Arc::new(Mutex::new(false));
+    let handle = broker
+        .consumer(&group, &topic)
+        .retry_policy(quick_retries())
+        .dead_letter(DeadLetter::default())
+        .commit_interval(Duration::from_millis(200))
+        .http_endpoint(ANY_PORT.into())
+        .build(handler_fn(move |m: Message| {
+            let payload = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            let result = if payload == poison {
+                Err(HandlerError::permanent("poison"))
+            } else if payload == flaky
+                && !std::mem::replace(&mut *failed_once.lock().unwrap(), true)
+            {
+                Err(HandlerError::retryable("flaky"))
+            } else {
+                Ok(())
+            };
+            async move {
+                tokio::time::sleep(HANDLER_TAKES).await;
+                result
+            }
+        }))?
+        .spawn()?;
+    let addr = handle.http_addr().context("no HTTP address")?;
+    let mut status = handle.status();
+    wait_status(&mut status, PHASE, "commits at the log end", |s| {
+        committed_to_end(s, &topic, &end) && s.dead_lettered == 1
+    })
+    .await?;
+    // Every stage of a record is counted before its offset can be committed.
+    let text = get(addr, "/metrics", None).await?.body;
+    promtool_check_metrics(&text)?;
+    let by_topic = [("group", group.as_str()), ("topic", topic.as_str())];
+    let at = |name: &str, stage: Option<&str>| {
+        let mut labels = by_topic.to_vec();
+        labels.extend(stage.map(|s| ("stage", s)));
+        sample(&text, name, &labels).unwrap_or(-1.0)
+    };
+    let total = produced.len() as f64;
+    let mut sums = Vec::new();
+    for stage in ["polled", "handler_start", "handler_end", "finished"] {
+        let (count, sum) = match stage {
+            "finished" => (
+                at("sluicegate_end_to_end_latency_seconds_count", None),
+                at("sluicegate_end_to_end_latency_seconds_sum", None),
+            ),
+            _ => (
+                at("sluicegate_record_age_seconds_count", Some(stage)),
+                at("sluicegate_record_age_seconds_sum", Some(stage)),
+            ),
+        };
+        ensure!(
+            count == total,
+            "{stage}: {count} records, want {total}\n{text}"
+        );
+        sums.push((stage, sum));
+    }
+    // Two clocks meet here (the poll thread's and a worker's, each mapped to wall time): allow
+    // them 20 µs per record.
+    let slack = total * 20e-6;
+    for pair in sums.windows(2) {
+        let ((before, earlier), (after, later)) = (pair[0], pair[1]);
+        ensure!(
+            earlier <= later + slack,
+            "records were older at {before} ({earlier} s summed) than at {after} ({later} s)\n{text}"
+        );
+    }
+    let (start, end_of_call) = (sums[1].1, sums[2].1);
+    ensure!(
+        end_of_call - start >= total * HANDLER_TAKES.as_secs_f64(),
+        "handler end is not a handler call after its start: {sums:?}"
+    );
+    // Buckets fine enough for milliseconds.
+    ensure!(
+        text.contains("sluicegate_record_age_seconds_bucket{")
+            && text.contains("le=\"0.00025\"")
+            && text.contains("le=\"0.0075\""),
+        "{text}"
+    );
+    stop(handle).await?;
     Ok(())
 }
 

@@ -13,7 +13,8 @@
 //! | `sluicegate_messages_dead_lettered_total` | counter | group, topic | written to the dead-letter topic and acknowledged |
 //! | `sluicegate_messages_skipped_total` | counter | group, topic, reason | skipped by the handler (`handler`) or finished before a restart (`already_finished`) |
 //! | `sluicegate_handler_duration_seconds` | histogram | group, topic | one handler call (a batch for batch handlers) |
-//! | `sluicegate_end_to_end_latency_seconds` | histogram | group, topic | record timestamp to finished |
+//! | `sluicegate_end_to_end_latency_seconds` | histogram | group, topic | record timestamp to finished: the record's age at the `finished` stage |
+//! | `sluicegate_record_age_seconds` | histogram | group, topic, stage | the record's age (now minus its Kafka timestamp) at each [`Stage`]: `polled` (taken from librdkafka), `handler_start` (its first handler call began), `handler_end` (its last handler call returned); one observation per record and stage |
 //! | `sluicegate_messages_in_flight` | gauge | group | messages taken by handlers, not yet finished (in a call, waiting to retry, being dead-lettered) |
 //! | `sluicegate_messages_buffered` | gauge | group | received and not finished |
 //! | `sluicegate_partitions_assigned` | gauge | group | partitions owned |
@@ -33,8 +34,15 @@
 //! Per-message figures are counted on the paths the messages take; the buffer, pause, lag and
 //! readiness gauges are refreshed once per commit interval, and the stuck-partition and
 //! readiness gauges also whenever a partition stops or is released.
+//!
+//! Record ages and end-to-end latency have buckets from 0.25 ms to 5 minutes (0.25, 0.5, 1, 2,
+//! 3, 5, 7.5, 10, 15, 25, 50, 100, 250, 500 ms, 1, 2.5, 5, 10, 30, 60, 300 s), fine enough to
+//! read a p99 of a few milliseconds; Kafka timestamps are whole milliseconds, so an age is
+//! exact to a millisecond. A record without a timestamp has no age. The ages of a record at
+//! its stages rise in the order of [`Stage::ALL`]; [`Metrics::record_ages`] reads them back
+//! in-process.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,10 +56,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
+mod ages;
 mod timings;
 
 use crate::handler::{ErrorKind, Outcome};
 use crate::policy::CircuitState;
+use crate::Message;
+pub(crate) use ages::wall;
+pub use ages::Stage;
+pub use timings::Distribution;
 use timings::Timings;
 
 pub use prometheus_client;
@@ -132,6 +145,46 @@ impl Metrics {
         openmetrics_to_prometheus(&self.encode())
     }
 
+    /// The distribution of record ages at each [`Stage`] over every topic of the consumers of
+    /// `group` in this registry, as `sluicegate_record_age_seconds` (and, for
+    /// [`Stage::Finished`], `sluicegate_end_to_end_latency_seconds`) hold them now. A stage no
+    /// record reached yet is empty. For figures of a period, take one reading at its start and
+    /// [`Distribution::since`] it at its end.
+    ///
+    /// ```
+    /// use sluicegate::metrics::{Metrics, Stage};
+    ///
+    /// let metrics = Metrics::new();
+    /// let ages = metrics.record_ages("orders-service");
+    /// assert_eq!(ages[&Stage::HandlerEnd].count(), 0);
+    /// assert_eq!(ages[&Stage::HandlerEnd].quantile(0.99), None);
+    /// ```
+    pub fn record_ages(&self, group: &str) -> BTreeMap<Stage, Distribution> {
+        let f = &self.families;
+        let topics: Vec<TopicLabels> = lock(&f.topics_seen)
+            .iter()
+            .filter(|t| t.group == group)
+            .cloned()
+            .collect();
+        Stage::ALL
+            .into_iter()
+            .map(|stage| {
+                let mut total = Timings::ages().snapshot();
+                for t in &topics {
+                    let d = match stage {
+                        Stage::Finished => f.end_to_end.get_or_create(t).snapshot(),
+                        _ => f
+                            .record_age
+                            .get_or_create(&StageLabels::of(t, stage))
+                            .snapshot(),
+                    };
+                    total.add(&d);
+                }
+                (stage, total)
+            })
+            .collect()
+    }
+
     /// The handles a consumer of `group` reports through. Its counters start at 0, so that
     /// rates and increases are defined from the first scrape on.
     pub(crate) fn consumer(&self, group: &str) -> ConsumerMetrics {
@@ -182,6 +235,23 @@ struct TopicLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    group: String,
+    topic: String,
+    stage: &'static str,
+}
+
+impl StageLabels {
+    fn of(t: &TopicLabels, stage: Stage) -> Self {
+        StageLabels {
+            group: t.group.clone(),
+            topic: t.topic.clone(),
+            stage: stage.as_str(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
     group: String,
     topic: String,
@@ -222,6 +292,23 @@ struct StateLabels {
 
 type Histograms<L> = Family<L, Timings>;
 
+/// A family of histograms with the buckets of record ages.
+struct AgeHistograms<L>(Family<L, Timings>);
+
+impl<L: Clone + std::hash::Hash + Eq> Default for AgeHistograms<L> {
+    fn default() -> Self {
+        AgeHistograms(Family::new_with_constructor(Timings::ages))
+    }
+}
+
+impl<L> std::ops::Deref for AgeHistograms<L> {
+    type Target = Family<L, Timings>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
 /// The metric families, shared by every consumer reporting to one [`Metrics`].
 #[derive(Default)]
 struct Families {
@@ -232,7 +319,10 @@ struct Families {
     dead_lettered: Family<TopicLabels, Counter>,
     skipped: Family<SkippedLabels, Counter>,
     handler_duration: Histograms<TopicLabels>,
-    end_to_end: Histograms<TopicLabels>,
+    end_to_end: AgeHistograms<TopicLabels>,
+    record_age: AgeHistograms<StageLabels>,
+    /// Every topic a consumer reported on, for [`Metrics::record_ages`].
+    topics_seen: Mutex<HashSet<TopicLabels>>,
     in_flight: Family<GroupLabels, Gauge>,
     buffered: Family<GroupLabels, Gauge>,
     assigned: Family<GroupLabels, Gauge>,
@@ -291,9 +381,17 @@ impl Families {
         );
         r.register_with_unit(
             "end_to_end_latency",
-            "Time from a record's timestamp to its message being finished",
+            "Time from a record's timestamp to its message being finished (its age at the \
+             finished stage)",
             Unit::Seconds,
-            f.end_to_end.clone(),
+            f.end_to_end.0.clone(),
+        );
+        r.register_with_unit(
+            "record_age",
+            "Age of a record (now minus its Kafka timestamp) when polled, when its first handler \
+             call starts and when its last handler call ends",
+            Unit::Seconds,
+            f.record_age.0.clone(),
         );
         r.register(
             "messages_in_flight",
@@ -393,10 +491,29 @@ pub(crate) struct TopicMetrics {
     pub skipped_as_finished: Counter,
     pub handler_duration: Timings,
     pub end_to_end: Timings,
+    polled: Timings,
+    handler_start: Timings,
+    handler_end: Timings,
     labels: TopicLabels,
 }
 
 impl TopicMetrics {
+    /// Counts the ages of `messages` at `stage` (not [`Stage::Finished`], counted by
+    /// [`finished`](Self::finished)), as of `now`.
+    pub fn reached(&self, stage: Stage, messages: &[Message], now: SystemTime) {
+        let histogram = match stage {
+            Stage::Polled => &self.polled,
+            Stage::HandlerStart => &self.handler_start,
+            Stage::HandlerEnd => &self.handler_end,
+            Stage::Finished => &self.end_to_end,
+        };
+        for m in messages {
+            if let Some(age) = m.age(now) {
+                histogram.observe(age);
+            }
+        }
+    }
+
     /// Counts a finished message: its outcome, its retries and how long after its record's
     /// timestamp (`age`) it finished.
     pub fn finished(&self, outcome: Outcome, age: Option<Duration>) {
@@ -462,8 +579,18 @@ impl ConsumerMetrics {
             skipped_as_finished: f.skipped.get_or_create_owned(&skipped("already_finished")),
             handler_duration: f.handler_duration.get_or_create_owned(&labels),
             end_to_end: f.end_to_end.get_or_create_owned(&labels),
-            labels,
+            polled: f
+                .record_age
+                .get_or_create_owned(&StageLabels::of(&labels, Stage::Polled)),
+            handler_start: f
+                .record_age
+                .get_or_create_owned(&StageLabels::of(&labels, Stage::HandlerStart)),
+            handler_end: f
+                .record_age
+                .get_or_create_owned(&StageLabels::of(&labels, Stage::HandlerEnd)),
+            labels: labels.clone(),
         });
+        lock(&f.topics_seen).insert(labels);
         self.topics.rcu(|topics| {
             let mut topics = HashMap::clone(topics);
             topics.entry(topic.to_owned()).or_insert_with(|| t.clone());
@@ -607,6 +734,11 @@ impl ConsumerMetrics {
             .get_or_create(&self.group())
             .set(secs.as_secs_f64());
     }
+}
+
+/// Locks `m`, going on after a panic elsewhere: what it guards stays consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Rewrites OpenMetrics text (as `prometheus-client` writes it) in the Prometheus text format.

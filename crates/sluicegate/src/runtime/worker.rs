@@ -16,7 +16,7 @@ use tracing::{error, warn};
 use crate::dead_letter::{DeadLetterWriter, Failure};
 use crate::dispatch::{BatchLimits, Batcher};
 use crate::handler::{ErrorKind, HandlerError, HandlerResult, Outcome, Work};
-use crate::metrics::ConsumerMetrics;
+use crate::metrics::{wall, ConsumerMetrics, Stage};
 use crate::policy::{Breaker, RetryDecision, RetryPolicy};
 use crate::status::StuckPartition;
 use crate::Message;
@@ -273,7 +273,7 @@ impl<W: Work> Worker<W> {
         };
         let n = messages.len();
         match self
-            .retry_until_settled(messages, revoked, &mut guard, false)
+            .retry_until_settled(messages, revoked, &mut guard, false, true)
             .await
         {
             Settled::Finished(outcome) => Processed::all(n, Some(outcome)),
@@ -314,7 +314,10 @@ impl<W: Work> Worker<W> {
                     }
                     let once = half.len() > 1;
                     processed.push(
-                        match self.retry_until_settled(half, tokens, guard, once).await {
+                        match self
+                            .retry_until_settled(half, tokens, guard, once, false)
+                            .await
+                        {
                             Settled::Finished(outcome) => Processed::all(half.len(), Some(outcome)),
                             Settled::Revoked => Processed::abandoned(half.len()),
                             Settled::GaveUp(f) => self.give_up(half, tokens, guard, f).await,
@@ -367,32 +370,38 @@ impl<W: Work> Worker<W> {
     }
 
     /// Calls the handler with `messages` until it succeeds or the retry policy gives up; with
-    /// `once`, gives up after the first failure.
+    /// `once`, gives up after the first failure. `first` says no call of these messages came
+    /// before (a bisected batch's halves were called already): their ages at handler start are
+    /// counted. Their ages at handler end are counted when the last call settles them: a
+    /// success or skip, or a single message given up on.
     async fn retry_until_settled(
         &self,
         messages: &[Message],
         revoked: &[&CancellationToken],
         guard: &mut RetryingGuard<'_>,
         once: bool,
+        first: bool,
     ) -> Settled {
         let all_revoked = || futures::future::join_all(revoked.iter().map(|t| t.cancelled()));
         let mut attempts = 0u32;
         let mut first_failure: Option<(Instant, SystemTime)> = None;
         loop {
             attempts += 1;
-            let result = match &self.breaker {
+            let starts = first && attempts == 1;
+            let (result, ended) = match &self.breaker {
                 Some(breaker) => {
                     let ticket = tokio::select! {
                         ticket = breaker.admit() => ticket,
                         _ = all_revoked() => return Settled::Revoked,
                     };
-                    let result = self.attempt(messages).await;
+                    let (result, ended) = self.timed_attempt(messages, starts, true).await;
                     let failed = result.as_ref().is_err_and(|e| e.kind().is_retryable());
                     breaker.record(ticket, failed);
-                    result
+                    (result, ended)
                 }
-                None => self.attempt(messages).await,
+                None => self.timed_attempt(messages, starts, true).await,
             };
+            // A success or skip counted its age at handler end already (see `timed_attempt`).
             let error = match result {
                 Ok(()) => return Settled::Finished(Outcome::Handled { attempts }),
                 Err(e) if e.kind() == ErrorKind::Skip => {
@@ -419,12 +428,16 @@ impl<W: Work> Worker<W> {
                     delay
                 }
                 RetryDecision::GiveUp => {
+                    // A batch's messages are called again, bisected: their last call is later.
+                    if messages.len() == 1 {
+                        self.handler_ended(messages, ended);
+                    }
                     return Settled::GaveUp(Failure {
                         error,
                         attempts,
                         first: first_at,
                         last: SystemTime::now(),
-                    })
+                    });
                 }
             };
             if delay >= PAUSE_RETRIES_FROM {
@@ -439,6 +452,20 @@ impl<W: Work> Worker<W> {
 
     /// One call of the handler, bounded by the timeout, and measured.
     pub(crate) async fn attempt(&self, messages: &[Message]) -> HandlerResult {
+        self.timed_attempt(messages, false, false).await.0
+    }
+
+    /// [`attempt`](Self::attempt), which also counts the ages of `messages` at handler start
+    /// if `starts`, and at handler end if `ends` and the call settled them (a success or
+    /// skip); returns
+    /// when the call ended (with metrics on), for [`handler_ended`](Self::handler_ended) after
+    /// a failure.
+    async fn timed_attempt(
+        &self,
+        messages: &[Message],
+        starts: bool,
+        ends: bool,
+    ) -> (HandlerResult, Option<quanta::Instant>) {
         let call = invoke(&self.work, messages.to_vec());
         let call = async {
             match self.timeout {
@@ -449,14 +476,26 @@ impl<W: Work> Worker<W> {
             }
         };
         let Some(metrics) = &self.metrics else {
-            return call.await;
+            return (call.await, None);
         };
         // Read on every call: quanta's clock costs half of the standard one's here.
         let started = quanta::Instant::now();
         let result = call.await;
-        let took = quanta::Instant::now() - started;
+        let ended = quanta::Instant::now();
+        let took = ended - started;
+        // One look-up of the topic's handles per call: each costs a hash of its name.
         metrics.with_topic(messages[0].topic(), |topic| {
             topic.handler_duration.observe(took);
+            if starts {
+                topic.reached(Stage::HandlerStart, messages, wall(started));
+            }
+            let settled = match &result {
+                Ok(()) => true,
+                Err(e) => e.kind() == ErrorKind::Skip,
+            };
+            if ends && settled {
+                topic.reached(Stage::HandlerEnd, messages, wall(ended));
+            }
             match &result {
                 Err(e) if e.kind() != ErrorKind::Skip => {
                     metrics.failed(topic, e.kind(), messages.len())
@@ -464,7 +503,16 @@ impl<W: Work> Worker<W> {
                 _ => {}
             }
         });
-        result
+        (result, Some(ended))
+    }
+
+    /// Counts the ages of `messages` at handler end, their last call having ended at `ended`.
+    fn handler_ended(&self, messages: &[Message], ended: Option<quanta::Instant>) {
+        if let (Some(metrics), Some(ended)) = (&self.metrics, ended) {
+            metrics.with_topic(messages[0].topic(), |topic| {
+                topic.reached(Stage::HandlerEnd, messages, wall(ended));
+            });
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! baseline) and by the Sluicegate runtime, one pass after the other in the same run, each
 //! doing the same work per message.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,14 +12,16 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 use sluicegate::config::ClientKind;
-use sluicegate::metrics::Metrics;
+use sluicegate::metrics::{Distribution, Metrics, Stage};
 use sluicegate::security::SecureContext;
 use sluicegate::{
     batch_handler_fn, handler_fn, BatchLimits, Consumer, ConsumerBuilder, ConsumerHandle,
     HandlerError, Message, Ordering,
 };
 
-use super::{follow, LatencyBasis, MemoryWatch, PassReport, ProducerBatching, WarmUp, Work};
+use super::{
+    follow, LatencyBasis, MemoryWatch, PassReport, ProducerBatching, Stages, WarmUp, Work,
+};
 use crate::cluster::{self, Cluster};
 use crate::meter::Meter;
 use crate::produce::{produce_paced, producer_config, Amount};
@@ -69,7 +72,7 @@ struct Backlog {
 enum Side {
     Raw,
     Runtime,
-    /// The runtime with metrics and the HTTP endpoint on.
+    /// The runtime with metrics and the HTTP endpoint on, and its metrics scraped.
     Observed,
 }
 
@@ -113,7 +116,8 @@ pub struct BenchReport {
     /// `None` with `--skip-baseline`.
     pub raw: Option<PassReport>,
     pub runtime: PassReport,
-    /// With `--observed`: the runtime with metrics and the HTTP endpoint on.
+    /// With `--observed`: the runtime with metrics and the HTTP endpoint on, scraped once a
+    /// second.
     pub observed: Option<PassReport>,
     /// Runtime msg/s divided by baseline msg/s.
     pub ratio: Option<f64>,
@@ -121,7 +125,11 @@ pub struct BenchReport {
     pub cpu_ratio: Option<f64>,
     /// Runtime p99 latency divided by the baseline's.
     pub p99_ratio: Option<f64>,
-    /// Observed runtime msg/s divided by runtime msg/s (without metrics).
+    /// Observed runtime msg/s divided by runtime msg/s (without the HTTP endpoint, and without
+    /// metrics unless `stages`).
+    /// Whether the runtime pass had metrics on, to report the records' ages at each stage
+    /// (not with `--no-stages`).
+    pub stages: bool,
     pub observed_ratio: Option<f64>,
 }
 
@@ -217,6 +225,24 @@ impl BenchReport {
                 );
             }
         }
+        // Where the time goes: the runtime's record ages at each stage.
+        for (name, p) in passes.into_iter().filter_map(|(n, p)| Some((n, p?))) {
+            if let Some(stages) = &p.stages {
+                out += &format!(
+                    "  {:<11} record age at each stage, ms p50 / p99 / p999:",
+                    name
+                );
+                for (stage, a) in stages.each() {
+                    out += &format!(
+                        " {stage} {} / {} / {};",
+                        opt(a.p50_ms, 2),
+                        opt(a.p99_ms, 2),
+                        opt(a.p999_ms, 2)
+                    );
+                }
+                out += &format!(" {} records\n", thousands(stages.finished.count));
+            }
+        }
         let x = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
         if self.raw.is_some() {
             out += &format!(
@@ -229,7 +255,12 @@ impl BenchReport {
         }
         if let Some(r) = self.observed_ratio {
             out += &format!(
-                "  with metrics and the HTTP endpoint on / off: {r:.3}x of the throughput\n"
+                "  with {} on / off: {r:.3}x of the throughput\n",
+                if self.stages {
+                    "the HTTP endpoint (metrics on in both)"
+                } else {
+                    "metrics and the HTTP endpoint"
+                }
             );
         }
         out += &format!(
@@ -317,6 +348,7 @@ pub async fn consume(args: BenchConsumeArgs) -> Result<bool> {
             .as_ref()
             .and_then(|o| ratio(o.msgs_per_sec, runtime.msgs_per_sec))
             .map(|r| round(r, 3)),
+        stages: !args.no_stages,
         raw,
         runtime,
         observed,
@@ -530,7 +562,10 @@ async fn run_pass(
             )
         })
     });
-    let decode_errors = running.finish(&meter, timeout).await?;
+    if let Running::Runtime(pass) = &mut running {
+        pass.mark_warm_up(warm_up.duration());
+    }
+    let (decode_errors, stages) = running.finish(&meter, timeout).await?;
     if let Some(writer) = writer {
         let produced = writer.await??;
         if produced.delivered < expected {
@@ -547,6 +582,7 @@ async fn run_pass(
     report.latency_basis = batching.map(|b| LatencyBasis::new(b, warm_up, &meter));
     report.join_secs = join_secs.map(|s| round(s, 3));
     report.decode_errors = decode_errors;
+    report.stages = stages;
     Ok(report)
 }
 
@@ -596,10 +632,11 @@ impl Running {
         }
     }
 
-    /// Waits until the meter is complete (or `timeout`), stops the consumer; its decode errors.
-    async fn finish(self, meter: &Meter, timeout: Duration) -> Result<u64> {
+    /// Waits until the meter is complete (or `timeout`), stops the consumer; its decode errors
+    /// and (the runtime's) record ages at each stage.
+    async fn finish(self, meter: &Meter, timeout: Duration) -> Result<(u64, Option<Stages>)> {
         match self {
-            Running::Raw { thread, .. } => thread.await?,
+            Running::Raw { thread, .. } => Ok((thread.await??, None)),
             Running::Runtime(pass) => pass.finish(meter, timeout).await,
         }
     }
@@ -666,8 +703,13 @@ fn raw_pass(
 struct RuntimePass {
     handle: ConsumerHandle,
     decode_errors: Arc<AtomicU64>,
-    /// With metrics on: what a scraper costs, the whole text once a second.
+    /// Observed: what a scraper costs, the whole text once a second.
     scraper: Option<tokio::task::JoinHandle<()>>,
+    /// The runtime's metrics, for the record ages at each stage (`None`: metrics off).
+    metrics: Option<Metrics>,
+    group: String,
+    /// The record ages when the warm-up ended, once it has.
+    warm_up: Option<tokio::task::JoinHandle<BTreeMap<Stage, Distribution>>>,
 }
 
 /// Starts the Sluicegate runtime, with the chosen handler, in a fresh group.
@@ -680,9 +722,10 @@ fn start_runtime(
     observed: bool,
 ) -> Result<RuntimePass> {
     let work = args.handler;
+    let group = cluster::unique_name("sluicegate-bench");
     let mut builder: ConsumerBuilder = connection
         .consumer(Consumer::builder())
-        .group_id(cluster::unique_name("sluicegate-bench"))
+        .group_id(&group)
         .topic(topic)
         .ordering(args.ordering.into())
         .max_in_flight(args.max_in_flight as usize)
@@ -694,11 +737,15 @@ fn start_runtime(
     for (key, value) in overrides {
         builder = builder.set(key, value);
     }
+    // Metrics on for the record ages at each stage (unless `--no-stages`): their cost is then
+    // part of the runtime's figures.
     let metrics = Metrics::new();
+    let measured = observed || !args.no_stages;
+    if measured {
+        builder = builder.metrics(metrics.clone());
+    }
     if observed {
-        builder = builder
-            .metrics(metrics.clone())
-            .http_endpoint(([127, 0, 0, 1], 0).into());
+        builder = builder.http_endpoint(([127, 0, 0, 1], 0).into());
     }
     let decode_errors = Arc::new(AtomicU64::new(0));
     let handle = move |msg: &Message, errors: &AtomicU64| {
@@ -748,6 +795,7 @@ fn start_runtime(
     }
     .context("cannot start the Sluicegate consumer")?;
     let scraper = observed.then(|| {
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
@@ -760,11 +808,27 @@ fn start_runtime(
         handle: consumer,
         decode_errors,
         scraper,
+        metrics: measured.then_some(metrics),
+        group,
+        warm_up: None,
     })
 }
 
 impl RuntimePass {
-    async fn finish(self, meter: &Meter, timeout: Duration) -> Result<u64> {
+    /// Reads the record ages once `warm_up` has passed (from now, the stream's start), so
+    /// that the stage figures leave out what the latency figures leave out.
+    fn mark_warm_up(&mut self, warm_up: Duration) {
+        let Some(metrics) = self.metrics.clone().filter(|_| !warm_up.is_zero()) else {
+            return;
+        };
+        let group = self.group.clone();
+        self.warm_up = Some(tokio::spawn(async move {
+            tokio::time::sleep(warm_up).await;
+            metrics.record_ages(&group)
+        }));
+    }
+
+    async fn finish(self, meter: &Meter, timeout: Duration) -> Result<(u64, Option<Stages>)> {
         let mut status = self.handle.status();
         tokio::select! {
             _ = meter.complete() => {}
@@ -779,13 +843,22 @@ impl RuntimePass {
             Ok(r) => r.context("the Sluicegate consumer failed")?,
             Err(_) => bail!("the Sluicegate consumer did not stop within {SHUTDOWN_TIMEOUT:?}"),
         }
-        Ok(self.decode_errors.load(Relaxed))
+        let start = match self.warm_up {
+            Some(task) => Some(task.await?),
+            None => None,
+        };
+        let stages = self.metrics.map(|m| {
+            let end = m.record_ages(&self.group);
+            Stages::between(start.as_ref(), &end)
+        });
+        Ok((self.decode_errors.load(Relaxed), stages))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::bench::StageAges;
     use crate::report::Latency;
 
     fn pass(rate: f64, p99_ms: f64) -> PassReport {
@@ -817,6 +890,23 @@ mod tests {
             decode_errors: 0,
             rss_start_mb: Some(10.0),
             peak_rss_mb: Some(20.0),
+            stages: None,
+        }
+    }
+
+    /// Stages of 1,000 records, older at each.
+    fn stages() -> Stages {
+        let at = |ms: f64| StageAges {
+            count: 1_000,
+            p50_ms: Some(ms),
+            p99_ms: Some(ms * 2.0),
+            p999_ms: Some(ms * 3.0),
+        };
+        Stages {
+            polled: at(1.0),
+            handler_start: at(1.25),
+            handler_end: at(2.0),
+            finished: at(2.5),
         }
     }
 
@@ -840,12 +930,16 @@ mod tests {
             fill_secs: None,
             dropped_by_broker: 0,
             raw: Some(pass(10.0, 2.0)),
-            runtime: pass(8.0, 3.0),
+            runtime: PassReport {
+                stages: Some(stages()),
+                ..pass(8.0, 3.0)
+            },
             observed: Some(pass(7.8, 3.0)),
             ratio: ratio(8.0, 10.0),
             cpu_ratio: Some(1.0),
             p99_ratio: ratio(3.0, 2.0),
             observed_ratio: ratio(7.8, 8.0),
+            stages: true,
         };
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["ratio"], 0.8);
@@ -857,7 +951,21 @@ mod tests {
         assert!(table.contains("raw rdkafka") && table.contains("sluicegate"));
         assert!(table.contains("0.80x of the throughput"), "{table}");
         assert!(table.contains("1.50x of the p99"), "{table}");
-        assert!(table.contains("on / off: 0.975x"), "{table}");
+        assert!(
+            table.contains("with the HTTP endpoint (metrics on in both) on / off: 0.975x"),
+            "{table}"
+        );
+        assert_eq!(v["runtime"]["stages"]["handler_end"]["p99_ms"], 4.0);
+        assert_eq!(v["runtime"]["stages"]["polled"]["count"], 1_000);
+        assert!(v["raw"]["stages"].is_null(), "{v}");
+        assert!(
+            table.contains(
+                "sluicegate  record age at each stage, ms p50 / p99 / p999: polled 1.00 / 2.00 / \
+                 3.00; handler start 1.25 / 2.50 / 3.75; handler end 2.00 / 4.00 / 6.00; \
+                 finished 2.50 / 5.00 / 7.50; 1,000 records"
+            ),
+            "{table}"
+        );
         assert!(table.contains("10,000 msg/s for 60 s"), "{table}");
         assert_eq!(v["raw"]["latency_basis"]["producer_linger_ms"], 1.0);
         assert_eq!(v["runtime"]["latency_basis"]["warm_up_excluded"], 20_000);
