@@ -394,10 +394,10 @@ impl<W: Work> Worker<W> {
                         ticket = breaker.admit() => ticket,
                         _ = all_revoked() => return Settled::Revoked,
                     };
-                    let (result, ended) = self.timed_attempt(messages, starts, true).await;
-                    let failed = result.as_ref().is_err_and(|e| e.kind().is_retryable());
+                    let attempted = self.timed_attempt(messages, starts, true).await;
+                    let failed = attempted.0.as_ref().is_err_and(|e| e.kind().is_retryable());
                     breaker.record(ticket, failed);
-                    (result, ended)
+                    attempted
                 }
                 None => self.timed_attempt(messages, starts, true).await,
             };
@@ -457,9 +457,8 @@ impl<W: Work> Worker<W> {
 
     /// [`attempt`](Self::attempt), which also counts the ages of `messages` at handler start
     /// if `starts`, and at handler end if `ends` and the call settled them (a success or
-    /// skip); returns
-    /// when the call ended (with metrics on), for [`handler_ended`](Self::handler_ended) after
-    /// a failure.
+    /// skip); returns when the call ended (with metrics on), for
+    /// [`handler_ended`](Self::handler_ended) after a failure.
     async fn timed_attempt(
         &self,
         messages: &[Message],
