@@ -7,10 +7,8 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +17,7 @@ use tracing::{debug, info, warn};
 use crate::commit::{partitions, read_list, CommitEntry};
 use crate::dispatch::{Backpressure, BufferLimits, Buffered, KeyGate, Ordering};
 use crate::handler::Outcome;
-use crate::message::Header;
+use crate::kafka::Record;
 use crate::metrics::{wall, Stage, TopicMetrics};
 use crate::policy::{Breaker, CircuitState};
 use crate::status::{CatchUp, TopicPartition};
@@ -84,6 +82,8 @@ struct PartitionState {
     buffered: Buffered,
     /// Over its buffer bounds: paused until back under them (see [`Backpressure`]).
     over_bounds: bool,
+    /// Whether this poll round's messages put the partition over its bounds.
+    overflow: Overflow,
     /// Messages waiting to be retried, in the ordered modes: paused while any do.
     retrying: u32,
     /// Stopped at a record the handler gave up on, with no dead-letter topic: paused until
@@ -134,6 +134,8 @@ pub(crate) struct Assignment {
     circuit: CircuitState,
     /// Partitions with messages routed but not yet handed to their lanes.
     dirty: Vec<usize>,
+    /// Slots whose `overflow` this poll round set.
+    overflowed: Vec<usize>,
     /// When this poll round took its first message, with metrics on: the time of the polled
     /// stage for every message of the round (a round takes at most a fraction of a
     /// millisecond), one clock reading per round instead of per message.
@@ -174,6 +176,7 @@ impl Assignment {
             retried: 0,
             circuit: CircuitState::Closed,
             dirty: Vec::new(),
+            overflowed: Vec::new(),
             polled_at: None,
             status,
             commits: Some(commits),
@@ -365,6 +368,7 @@ impl Assignment {
                 revoked,
                 buffered: Buffered::default(),
                 over_bounds: false,
+                overflow: Overflow::None,
                 retrying: 0,
                 stuck: false,
                 paused: false,
@@ -513,23 +517,34 @@ impl Assignment {
 
     /// Routes one fetched message to its lane. Messages of partitions this consumer does not
     /// own, or already received, are dropped here: they are neither tracked nor committed.
-    pub fn dispatch<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        m: &BorrowedMessage<'_>,
-    ) {
-        let Some(i) = self.slot_of(m.topic(), m.partition()) else {
+    pub fn dispatch<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, m: &impl Record) {
+        let Some(i) = self.index.get_bytes(m.topic_bytes(), m.partition()) else {
             debug!(
-                topic = m.topic(),
+                topic = %String::from_utf8_lossy(m.topic_bytes()),
                 partition = m.partition(),
                 "message for an unowned partition; ignored"
             );
             return;
         };
         let p = self.slots[i].as_mut().expect("indexed slots exist");
+        match p.overflow {
+            Overflow::None => {}
+            // Messages are taken from librdkafka in batches, so the rest of the batch can hold
+            // more of a partition that went over its bounds. They go back to librdkafka: a seek
+            // to the first makes it drop them and fetch them again after the resume.
+            Overflow::Paused => {
+                if rewind(consumer, &p.tp, m.offset()) {
+                    p.overflow = Overflow::Rewound;
+                    return;
+                }
+                // Not handed back: kept, over the bounds, rather than lost.
+                p.overflow = Overflow::None;
+            }
+            Overflow::Rewound => return,
+        }
         if !p.offsets.track(m.offset()) {
             debug!(
-                topic = m.topic(),
+                topic = %p.tp.topic,
                 partition = m.partition(),
                 offset = m.offset(),
                 "message received again; already in flight or finished"
@@ -552,7 +567,7 @@ impl Assignment {
                 return;
             }
         }
-        let message = to_message(p.topic.clone(), m);
+        let message = m.to_message(p.topic.clone());
         if let Some(t) = &p.metrics {
             let now = *self
                 .polled_at
@@ -573,6 +588,8 @@ impl Assignment {
         }
         if must_pause && !p.over_bounds {
             p.over_bounds = true;
+            p.overflow = Overflow::Paused;
+            self.overflowed.push(i);
             if !p.paused {
                 p.paused = true;
                 pause(consumer, &p.tp, true, "backpressure");
@@ -586,6 +603,11 @@ impl Assignment {
     /// handler has to wait (see [`LaneQueue::give_back`]).
     pub fn flush(&mut self) {
         self.polled_at = None;
+        for i in self.overflowed.drain(..) {
+            if let Some(p) = self.slots[i].as_mut() {
+                p.overflow = Overflow::None;
+            }
+        }
         for i in self.dirty.drain(..) {
             if let Some(p) = self.slots[i].as_mut() {
                 p.send_pending();
@@ -923,6 +945,42 @@ impl Assignment {
     }
 }
 
+/// How long a [`rewind`] waits for librdkafka to take it.
+const REWIND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Whether a poll round put a partition over its buffer bounds (see
+/// [`Assignment::dispatch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Overflow {
+    None,
+    /// Paused by a message of this round.
+    Paused,
+    /// Paused, and the round's later messages handed back from `offset` on.
+    Rewound,
+}
+
+/// Makes librdkafka fetch `tp` again from `offset` after the resume, dropping what it holds
+/// beyond; `false` if it could not.
+fn rewind<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tp: &TopicPartition,
+    offset: i64,
+) -> bool {
+    let to = rdkafka::Offset::Offset(offset);
+    // Waits for librdkafka's fetcher to take the seek (no broker round trip): a seek that
+    // failed unseen would leave the messages from `offset` on unhandled.
+    match consumer.seek(&tp.topic, tp.partition, to, REWIND_TIMEOUT) {
+        Ok(()) => {
+            debug!(topic = %tp.topic, partition = tp.partition, offset, "over bounds: the rest of the round handed back");
+            true
+        }
+        Err(e) => {
+            warn!(topic = %tp.topic, partition = tp.partition, offset, error = %e, "could not hand back messages over the bounds; kept");
+            false
+        }
+    }
+}
+
 fn pause<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     tp: &TopicPartition,
@@ -943,26 +1001,6 @@ fn pause<C: ConsumerContext>(
     }
 }
 
-pub(crate) fn to_message(topic: Arc<str>, m: &BorrowedMessage<'_>) -> Message {
-    let headers = m.headers().map_or_else(Vec::new, |hs| {
-        hs.iter()
-            .map(|h| Header {
-                key: h.key.to_string(),
-                value: h.value.map(Bytes::copy_from_slice),
-            })
-            .collect()
-    });
-    Message::from_parts(
-        topic,
-        m.partition(),
-        m.offset(),
-        m.timestamp().to_millis(),
-        m.key(),
-        m.payload(),
-        headers,
-    )
-}
-
 /// Finds the slot of a topic and partition on every message, so it avoids hashing: consumers
 /// read few topics, and partition numbers are small and dense.
 #[derive(Default)]
@@ -972,7 +1010,11 @@ struct PartitionIndex {
 
 impl PartitionIndex {
     fn get(&self, topic: &str, partition: i32) -> Option<usize> {
-        let (_, slots) = self.topics.iter().find(|(t, _)| &**t == topic)?;
+        self.get_bytes(topic.as_bytes(), partition)
+    }
+
+    fn get_bytes(&self, topic: &[u8], partition: i32) -> Option<usize> {
+        let (_, slots) = self.topics.iter().find(|(t, _)| t.as_bytes() == topic)?;
         slots
             .get(usize::try_from(partition).ok()?)
             .copied()

@@ -46,7 +46,7 @@ use crate::Error;
 
 use assignment::{Assignment, LaneSpawner, Routing};
 use catch_up::Targets;
-use context::RuntimeContext;
+use context::{RuntimeConsumer, RuntimeContext};
 use fencing::{FenceCount, InstanceConflict};
 use poll::{Control, SessionEnd};
 use status::StatusPublisher;
@@ -333,7 +333,7 @@ struct Session {
 
 /// A created, subscribed client and the channels of its poll loop.
 type Started = (
-    BaseConsumer<RuntimeContext>,
+    RuntimeConsumer,
     event::Reports,
     std::sync::mpsc::Receiver<committer::CommitRequest>,
 );
@@ -362,6 +362,8 @@ impl Session {
             .map_err(Error::from_client_creation)?;
         let wakeup = reports.wakeup().clone();
         consumer.set_nonempty_callback(move || wakeup.raise());
+        let wakeup = reports.wakeup().clone();
+        let consumer = RuntimeConsumer::new(consumer, move || wakeup.raise());
         if self.read_from_beginning {
             let list = all_partitions(&consumer, &self.topics, Offset::Beginning)?;
             // Looked up before reading starts; a new client after a lost one reads everything
@@ -370,6 +372,7 @@ impl Session {
                 true => None,
                 false => Some(catch_up_targets(&consumer, &list)?),
             };
+            consumer.context().forward(&consumer, &list);
             consumer.assign(&list)?;
             let mut assignment = consumer.context().assignment();
             assignment.without_commits();
@@ -379,6 +382,7 @@ impl Session {
             }
         } else if self.static_assignment {
             let list = all_partitions(&consumer, &self.topics, Offset::Stored)?;
+            consumer.context().forward(&consumer, &list);
             consumer.assign(&list)?;
             consumer
                 .context()

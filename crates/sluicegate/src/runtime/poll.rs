@@ -15,7 +15,7 @@ use crate::policy::Reconnect;
 use crate::Error;
 
 use super::committer::{self, CommitRequest};
-use super::context::RuntimeContext;
+use super::context::{RuntimeConsumer, RuntimeContext};
 use super::event::Reports;
 use super::seek::SeekQueue;
 use super::status::StatusPublisher;
@@ -60,7 +60,7 @@ pub(crate) struct Control {
 
 /// Runs the poll loop, and the committer beside it, until stopped; then closes the consumer.
 pub(crate) fn run(
-    consumer: BaseConsumer<RuntimeContext>,
+    consumer: RuntimeConsumer,
     control: Control,
     commit_interval: Duration,
     commits: Receiver<CommitRequest>,
@@ -133,20 +133,30 @@ fn poll(
             wakeup.wait(IDLE_WAIT);
         }
         idle = !holding;
-        for _ in 0..if holding { 0 } else { POLL_BATCH } {
-            let Some(polled) = consumer.poll(Duration::ZERO) else {
-                break;
-            };
-            idle = false;
-            match polled {
-                Ok(m) => consumer.context().assignment().dispatch(consumer, &m),
-                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
-                    consumer.context().health().fatal.get_or_insert(e);
+        if !holding {
+            // The consumer's own queue first: rebalances, errors and statistics (and messages
+            // of a partition that could not be forwarded), then assigned partitions' messages
+            // in batches.
+            let mut taken = 0;
+            while taken < POLL_BATCH {
+                let Some(polled) = consumer.poll(Duration::ZERO) else {
+                    break;
+                };
+                taken += 1;
+                if !take(consumer, polled) {
                     break;
                 }
-                Err(KafkaError::PartitionEOF(p)) => debug!(partition = p, "end of partition"),
-                Err(e) => warn!(error = %e, "consumer error"),
             }
+            if let Some(queue) = consumer.context().fetch_queue().as_ref() {
+                let mut assignment = consumer.context().assignment();
+                taken += queue.take(POLL_BATCH - taken, |fetched| match fetched {
+                    Ok(m) => assignment.dispatch(consumer, &m),
+                    Err(e) => {
+                        take_error(consumer, e);
+                    }
+                });
+            }
+            idle = taken == 0;
         }
         let mut assignment = consumer.context().assignment();
         for seek in control.seeks.take() {
@@ -162,6 +172,35 @@ fn poll(
             assignment.publish_figures();
         }
     }
+}
+
+/// Dispatches a message or reports an error from the consumer's queue; `false` after a fatal
+/// error.
+fn take(
+    consumer: &BaseConsumer<RuntimeContext>,
+    polled: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
+) -> bool {
+    match polled {
+        Ok(m) => {
+            consumer.context().assignment().dispatch(consumer, &m);
+            true
+        }
+        Err(e) => take_error(consumer, e),
+    }
+}
+
+/// Logs a consumer error, or records a fatal one for `check_client`; `false` after a fatal
+/// error.
+fn take_error(consumer: &BaseConsumer<RuntimeContext>, e: KafkaError) -> bool {
+    match e {
+        e @ KafkaError::MessageConsumptionFatal(_) => {
+            consumer.context().health().fatal.get_or_insert(e);
+            return false;
+        }
+        KafkaError::PartitionEOF(p) => debug!(partition = p, "end of partition"),
+        e => warn!(error = %e, "consumer error"),
+    }
+    true
 }
 
 /// Decides whether the client is lost: it hit a fatal error, or has reached no broker for

@@ -42,7 +42,6 @@ use crate::security::{generate_oauth_token, ClientErrors, SecurityWatch};
 use crate::status::TopicPartition;
 use crate::{Error, Message};
 
-use super::assignment::to_message;
 use super::poll::Control;
 use super::seek::{self, SeekTo};
 use super::status::{Figures, StatusPublisher};
@@ -206,7 +205,7 @@ impl<W: Work> Pipeline<W> {
                     if let Some(metrics) = self.status.metrics() {
                         metrics.topic(&topic).consumed.inc();
                     }
-                    let message = to_message(topic, &m);
+                    let message = crate::kafka::Record::to_message(&m, topic);
                     let size = message.size();
                     batcher.push(message, size, Instant::now());
                 }
