@@ -12,7 +12,7 @@ pub use backpressure::BufferLimits;
 pub(crate) use backpressure::{Backpressure, Buffered};
 pub use batch::BatchLimits;
 pub(crate) use batch::Batcher;
-pub(crate) use keys::KeyGate;
+pub(crate) use keys::{KeyGate, Ready};
 
 use std::str::FromStr;
 

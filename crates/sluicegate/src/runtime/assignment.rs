@@ -15,13 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::commit::{partitions, read_list, CommitEntry};
-use crate::dispatch::{Backpressure, BufferLimits, Buffered, KeyGate, Ordering};
+use crate::dispatch::{Backpressure, BufferLimits, Buffered, KeyGate, Ordering, Ready};
 use crate::handler::Outcome;
 use crate::kafka::Record;
 use crate::metrics::{wall, Stage, TopicMetrics};
 use crate::policy::{Breaker, CircuitState};
 use crate::status::{CatchUp, TopicPartition};
-use crate::{offset_map, Error, Message, OffsetTracker};
+use crate::{offset_map, Error, OffsetTracker};
 
 use super::catch_up::{Seen, Targets};
 use super::committer::CommitRequest;
@@ -61,6 +61,8 @@ pub(crate) struct Routing {
     pub ordering: Ordering,
     /// Handlers at once per partition (1 in partition mode).
     pub width: usize,
+    /// Key order may hand a key's messages to one lane as a run (handlers of one message).
+    pub key_runs: bool,
     pub limits: BufferLimits,
     pub drain_timeout: Duration,
     /// Pauses every partition while open.
@@ -75,7 +77,7 @@ struct PartitionState {
     queue: async_channel::Sender<Chunk>,
     /// Messages received during this poll round, sent together at its end (and in key order,
     /// keys freed by a report).
-    pending: Vec<Message>,
+    pending: Ready,
     /// Key mode: holds messages whose key is busy.
     keys: Option<KeyGate>,
     revoked: CancellationToken,
@@ -110,9 +112,8 @@ impl PartitionState {
     fn send_pending(&mut self) {
         if !self.pending.is_empty() {
             // The queue stays open while the partition is owned: a send cannot fail here.
-            let _ = self
-                .queue
-                .try_send(std::mem::take(&mut self.pending).into_iter());
+            let (messages, runs) = self.pending.take();
+            let _ = self.queue.try_send(Chunk::new(messages, runs));
         }
     }
 }
@@ -362,8 +363,9 @@ impl Assignment {
                 topic,
                 generation: self.generation,
                 offsets: OffsetTracker::new(),
-                pending: Vec::new(),
-                keys: (self.routing.ordering == Ordering::Key).then(KeyGate::default),
+                pending: Ready::default(),
+                keys: (self.routing.ordering == Ordering::Key)
+                    .then(|| KeyGate::new(self.routing.key_runs)),
                 queue,
                 revoked,
                 buffered: Buffered::default(),
@@ -480,7 +482,7 @@ impl Assignment {
                 p.queue.close();
                 // Messages not yet handed to a lane are dropped here: they will not report.
                 let held = p.keys.as_mut().map(|k| k.drain().collect::<Vec<_>>());
-                for message in p.pending.drain(..).chain(held.into_iter().flatten()) {
+                for message in p.pending.drain().chain(held.into_iter().flatten()) {
                     self.backpressure.release(&mut p.buffered, message.size());
                 }
             }
@@ -575,16 +577,16 @@ impl Assignment {
             t.reached(Stage::Polled, std::slice::from_ref(&message), now);
         }
         let must_pause = self.backpressure.admit(&mut p.buffered, message.size());
+        let was_empty = p.pending.is_empty();
         // In key order, a message whose key is busy waits in the gate instead.
-        let admitted = match p.keys.as_mut() {
-            Some(keys) => keys.admit(message),
-            None => Some(message),
-        };
-        if let Some(message) = admitted {
-            if p.pending.is_empty() {
-                self.dirty.push(i);
+        match p.keys.as_mut() {
+            Some(keys) => keys.admit(message, &mut p.pending),
+            None => {
+                p.pending.push(message, None);
             }
-            p.pending.push(message);
+        }
+        if was_empty && !p.pending.is_empty() {
+            self.dirty.push(i);
         }
         if must_pause && !p.over_bounds {
             p.over_bounds = true;
@@ -687,8 +689,8 @@ impl Assignment {
                     Outcome::Skipped => {}
                 }
             }
-            if let Some(next) = p.keys.as_mut().and_then(|k| k.finished(&message)) {
-                p.pending.push(next);
+            if let Some(keys) = p.keys.as_mut() {
+                keys.finished(&message, &mut p.pending);
             }
         }
         // Keys freed by this report go on at once, in one chunk.

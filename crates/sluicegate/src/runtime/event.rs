@@ -33,8 +33,85 @@ pub(crate) struct Left {
     pub outcome: Option<Outcome>,
 }
 
-/// Work handed to a lane: messages of one partition from one poll round, in offset order.
-pub(crate) type Chunk = std::vec::IntoIter<Message>;
+/// Work handed to a lane: messages of one partition from one poll round, in offset order (in
+/// key order, per key), in runs that stay with the lane that starts them (see
+/// [`KeyGate`](crate::dispatch::KeyGate)); without runs, every message is one.
+#[derive(Debug, Default)]
+pub(crate) struct Chunk {
+    messages: std::vec::IntoIter<Message>,
+    /// The `(start, end)` positions of the runs of more than one message, in order.
+    runs: Vec<(u32, u32)>,
+    /// Messages taken so far.
+    taken: u32,
+}
+
+impl Chunk {
+    pub fn new(messages: Vec<Message>, runs: Vec<(u32, u32)>) -> Self {
+        Chunk {
+            messages: messages.into_iter(),
+            runs,
+            taken: 0,
+        }
+    }
+
+    /// Splits off what follows the run of the message taken last.
+    fn split_after_run(&mut self) -> Chunk {
+        let current = self.taken.saturating_sub(1);
+        let end = self
+            .runs
+            .iter()
+            .find(|(start, end)| (*start..*end).contains(&current))
+            .map_or(self.taken, |(_, end)| *end);
+        let runs = self
+            .runs
+            .iter()
+            .filter(|(start, _)| *start >= end)
+            .map(|(start, stop)| (start - end, stop - end))
+            .collect();
+        self.runs.retain(|(start, _)| *start < end);
+        if end == self.taken {
+            // The common case: no copy.
+            return Chunk {
+                messages: std::mem::take(&mut self.messages),
+                runs,
+                taken: 0,
+            };
+        }
+        let mut kept: Vec<Message> = std::mem::take(&mut self.messages).collect();
+        let rest = kept.split_off(((end - self.taken) as usize).min(kept.len()));
+        self.messages = kept.into_iter();
+        Chunk::new(rest, runs)
+    }
+
+    /// Puts `rest` (split off this chunk) back at its end.
+    fn rejoin(&mut self, rest: Chunk) {
+        if rest.messages.len() == 0 {
+            return;
+        }
+        let base = self.taken + self.messages.len() as u32;
+        let mut all: Vec<Message> = std::mem::take(&mut self.messages).collect();
+        all.extend(rest.messages);
+        self.messages = all.into_iter();
+        self.runs
+            .extend(rest.runs.iter().map(|(s, e)| (s + base, e + base)));
+    }
+}
+
+impl Iterator for Chunk {
+    type Item = Message;
+
+    fn next(&mut self) -> Option<Message> {
+        let next = self.messages.next()?;
+        self.taken += 1;
+        Some(next)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.messages.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Chunk {}
 
 /// The queue the lanes of one partition take their work from.
 #[derive(Clone)]
@@ -47,15 +124,19 @@ pub(crate) struct LaneQueue {
 }
 
 impl LaneQueue {
-    /// Puts what is left of `chunk` back on the queue for another lane, if the queue is shared
-    /// and still open; otherwise `chunk` stays with the caller.
+    /// Puts what follows the current run of `chunk` back on the queue for another lane, if
+    /// the queue is shared and still open; otherwise `chunk` stays with the caller.
     pub fn give_back(&self, chunk: &mut Chunk) {
         if chunk.len() == 0 {
             return;
         }
         if let Some(queue) = self.share.as_ref().and_then(|q| q.upgrade()) {
-            if let Err(refused) = queue.try_send(std::mem::take(chunk)) {
-                *chunk = refused.into_inner();
+            let rest = chunk.split_after_run();
+            if rest.len() == 0 {
+                return;
+            }
+            if let Err(refused) = queue.try_send(rest) {
+                chunk.rejoin(refused.into_inner());
             }
         }
     }
@@ -108,4 +189,60 @@ pub(crate) enum Event {
         result: KafkaResult<()>,
         latency: Duration,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(n: i64, runs: Vec<(u32, u32)>) -> Chunk {
+        Chunk::new(
+            (0..n)
+                .map(|o| Message::new("t", 0, o, None, None))
+                .collect(),
+            runs,
+        )
+    }
+
+    fn offsets(chunk: Chunk) -> Vec<i64> {
+        chunk.map(|m| m.offset()).collect()
+    }
+
+    /// A lane that has to wait keeps the rest of its run and gives back the runs after it,
+    /// with their bounds moved to the new chunk's start.
+    #[test]
+    fn a_split_keeps_the_current_run_with_the_lane() {
+        let mut c = chunk(7, vec![(1, 4), (4, 6)]);
+        assert_eq!(c.next().map(|m| m.offset()), Some(0));
+        assert_eq!(c.next().map(|m| m.offset()), Some(1));
+        let mut rest = c.split_after_run();
+        assert_eq!(rest.runs, [(0, 2)]);
+        assert_eq!(offsets(c), [2, 3]);
+        assert_eq!(rest.next().map(|m| m.offset()), Some(4));
+        let rest2 = rest.split_after_run();
+        assert_eq!(offsets(rest), [5]);
+        assert_eq!(offsets(rest2), [6]);
+    }
+
+    /// Between runs (or without any), the split takes no copy and gives back everything left.
+    #[test]
+    fn a_split_between_runs_gives_back_the_rest() {
+        let mut c = chunk(4, vec![(2, 4)]);
+        c.next();
+        let rest = c.split_after_run();
+        assert_eq!(c.len(), 0);
+        assert_eq!(rest.runs, [(1, 3)]);
+        assert_eq!(offsets(rest), [1, 2, 3]);
+    }
+
+    /// What could not be given back goes back to the end of the chunk, runs and all.
+    #[test]
+    fn a_refused_split_rejoins_its_chunk() {
+        let mut c = chunk(6, vec![(0, 2), (3, 5)]);
+        c.next();
+        let rest = c.split_after_run();
+        c.rejoin(rest);
+        assert_eq!(c.runs, [(0, 2), (3, 5)]);
+        assert_eq!(offsets(c), [1, 2, 3, 4, 5]);
+    }
 }

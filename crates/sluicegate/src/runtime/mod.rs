@@ -244,6 +244,7 @@ impl<W: Work> Consumer<W> {
             routing: Routing {
                 ordering: s.ordering,
                 width,
+                key_runs: self.batch.is_none(),
                 limits: s.limits,
                 drain_timeout: s.drain_timeout,
                 breaker,
