@@ -144,7 +144,7 @@ pub struct Batched<B>(pub(crate) B);
 /// What a consumer runs: a [`Handler`], or a [`BatchHandler`] (as [`Batched`]). Sealed.
 pub trait Work: sealed::Sealed + Send + Sync + 'static {
     #[doc(hidden)]
-    fn call(&self, messages: Vec<Message>) -> impl Future<Output = HandlerResult> + Send;
+    fn call(&self, messages: &[Message]) -> impl Future<Output = HandlerResult> + Send;
 }
 
 mod sealed {
@@ -154,18 +154,19 @@ mod sealed {
 }
 
 impl<H: Handler> Work for H {
-    fn call(&self, messages: Vec<Message>) -> impl Future<Output = HandlerResult> + Send {
+    fn call(&self, messages: &[Message]) -> impl Future<Output = HandlerResult> + Send {
+        // A message is a shared handle: no copy, and no list to allocate per call.
         let message = messages
-            .into_iter()
-            .next()
+            .first()
+            .cloned()
             .expect("a handler is called with one message");
         self.handle(message)
     }
 }
 
 impl<B: BatchHandler> Work for Batched<B> {
-    fn call(&self, messages: Vec<Message>) -> impl Future<Output = HandlerResult> + Send {
-        self.0.handle_batch(messages)
+    fn call(&self, messages: &[Message]) -> impl Future<Output = HandlerResult> + Send {
+        self.0.handle_batch(messages.to_vec())
     }
 }
 

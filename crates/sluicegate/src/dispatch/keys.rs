@@ -11,11 +11,10 @@ use crate::Message;
 /// key's next messages when it finishes. Keys never share a queue, so one slow key delays only
 /// itself. Records with a null key form one key of their own.
 ///
-/// With runs on (handlers that take one message at a time), the messages of a key that are
-/// ready together go out as one *run*, which one lane handles in order: a key costs one trip
-/// through the poll thread per run, not per message. A message whose key has a run not yet
-/// sent joins it; one whose key is running waits, and everything that waited becomes the
-/// key's next run when the running one ends.
+/// With runs on (handlers that take one message at a time), everything that waited behind a
+/// running key goes out as one *run* when it finishes, which one lane handles in order: a key
+/// costs one trip through the poll thread per run, not per message (on Apache Kafka, whose
+/// fetches bring a partition's backlog in large batches, that trip set the pace).
 ///
 /// No key is copied: each entry stands for its key by the last message let run (a shared
 /// handle), so admitting and finishing a message allocates nothing but a waiting queue's room.
@@ -32,13 +31,10 @@ struct Entry {
     last: Message,
     /// The key's messages waiting behind it, in offset order.
     waiting: VecDeque<Message>,
-    /// The run of [`Ready`] that `last` is in, while that run is not yet sent:
-    /// `(round, run)`.
-    run: Option<(u64, u32)>,
 }
 
 impl KeyGate {
-    /// A gate; `runs` lets a key's messages that are ready together go out as one run.
+    /// A gate; `runs` lets what waited behind a key go out as one run.
     pub fn new(runs: bool) -> Self {
         KeyGate {
             runs,
@@ -46,37 +42,29 @@ impl KeyGate {
         }
     }
 
-    /// A message arrives: it goes to `ready` if it may run now, or is kept until its key is
-    /// free.
+    /// A message arrives: it goes to `ready` if its key is free, or waits until it is.
     pub fn admit(&mut self, message: Message, ready: &mut Ready) {
         let hash = self.hasher.hash_one(message.key());
         match self
             .running
             .find_mut(hash, |e| e.last.key() == message.key())
         {
-            Some(entry) => match entry.run {
-                Some((round, run)) if round == ready.round => {
-                    entry.last = message.clone();
-                    ready.push(message, Some(run));
-                }
-                _ => entry.waiting.push_back(message),
-            },
+            Some(entry) => entry.waiting.push_back(message),
             None => {
-                let run = ready.push(message.clone(), None);
                 let entry = Entry {
-                    last: message,
+                    last: message.clone(),
                     waiting: VecDeque::new(),
-                    run: self.runs.then_some((ready.round, run)),
                 };
                 let hasher = &self.hasher;
                 self.running
                     .insert_unique(hash, entry, |e| hasher.hash_one(e.last.key()));
+                ready.push(message);
             }
         }
     }
 
     /// The running `message` finished: if it was its key's last one let run, the key's
-    /// waiting messages go to `ready` (as one run, or the first of them without runs).
+    /// waiting messages go to `ready` (all as one run, or the first of them without runs).
     pub fn finished(&mut self, message: &Message, ready: &mut Ready) {
         let hash = self.hasher.hash_one(message.key());
         // The key's entry, if this was its last message let run: offsets tell them apart
@@ -88,18 +76,15 @@ impl KeyGate {
             return;
         };
         let e = entry.get_mut();
-        let Some(first) = e.waiting.pop_front() else {
+        if e.waiting.is_empty() {
             entry.remove();
-            return;
-        };
-        e.last = first.clone();
-        let run = ready.push(first, None);
-        e.run = self.runs.then_some((ready.round, run));
-        if self.runs {
-            for next in e.waiting.drain(..) {
-                e.last = next.clone();
-                ready.push(next, Some(run));
-            }
+        } else if self.runs {
+            e.last = e.waiting.back().expect("not empty").clone();
+            ready.push_run(e.waiting.drain(..));
+        } else {
+            let next = e.waiting.pop_front().expect("not empty");
+            e.last = next.clone();
+            ready.push(next);
         }
     }
 
@@ -110,37 +95,28 @@ impl KeyGate {
 }
 
 /// Messages ready to go to a partition's lanes, in runs: a run's messages share a key and one
-/// lane handles them in order (see [`KeyGate`]). Without runs, each message is one.
+/// lane handles them in order (see [`KeyGate`]). Every other message is a run of its own.
 #[derive(Debug, Default)]
 pub(crate) struct Ready {
     messages: Vec<Message>,
-    /// For each of `messages`, its run, named by the index of the run's first message; left
-    /// empty while every message is a run of its own (the common case costs nothing).
-    run_of: Vec<u32>,
-    /// Counts the takes: a run can be joined only until it is taken.
-    round: u64,
+    /// The `(start, end)` positions in `messages` of the runs of more than one message.
+    runs: Vec<(u32, u32)>,
 }
 
 impl Ready {
-    /// Adds `message`, to `run` or as a run of its own; returns its run.
-    pub fn push(&mut self, message: Message, run: Option<u32>) -> u32 {
-        let own = u32::try_from(self.messages.len()).unwrap_or(u32::MAX);
+    /// Adds a message as a run of its own.
+    pub fn push(&mut self, message: Message) {
         self.messages.push(message);
-        match run {
-            None => {
-                if !self.run_of.is_empty() {
-                    self.run_of.push(own);
-                }
-                own
-            }
-            Some(run) => {
-                if self.run_of.is_empty() {
-                    // Every message so far was a run of its own.
-                    self.run_of.extend(0..own);
-                }
-                self.run_of.push(run);
-                run
-            }
+    }
+
+    /// Adds `run`, messages that one lane handles in order.
+    pub fn push_run(&mut self, run: impl IntoIterator<Item = Message>) {
+        let start = self.messages.len();
+        self.messages.extend(run);
+        let end = self.messages.len();
+        if end - start > 1 {
+            let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+            self.runs.push((at(start), at(end)));
         }
     }
 
@@ -148,50 +124,17 @@ impl Ready {
         self.messages.is_empty()
     }
 
-    /// Takes the messages out, each run's messages next to each other and in the order they
-    /// came, runs in the order of their first messages; with the `(start, end)` of every run
-    /// of more than one message.
+    /// Takes the messages out, with the `(start, end)` of every run of more than one.
     pub fn take(&mut self) -> (Vec<Message>, Vec<(u32, u32)>) {
-        self.round += 1;
-        let messages = std::mem::take(&mut self.messages);
-        if self.run_of.is_empty() {
-            return (messages, Vec::new());
-        }
-        let run_of = std::mem::take(&mut self.run_of);
-        let mut order: Vec<u32> = (0..u32::try_from(messages.len()).unwrap_or(u32::MAX)).collect();
-        // Stable: a run keeps its messages' order.
-        order.sort_by_key(|&i| run_of[i as usize]);
-        let mut slots: Vec<Option<Message>> = messages.into_iter().map(Some).collect();
-        let mut runs = Vec::new();
-        let mut start = 0;
-        for (at, pair) in order.windows(2).enumerate() {
-            if run_of[pair[0] as usize] != run_of[pair[1] as usize] {
-                let end = at as u32 + 1;
-                if end - start > 1 {
-                    runs.push((start, end));
-                }
-                start = end;
-            }
-        }
-        let end = order.len() as u32;
-        if end - start > 1 {
-            runs.push((start, end));
-        }
-        let messages = order
-            .iter()
-            .map(|&i| {
-                slots[i as usize]
-                    .take()
-                    .expect("each message is taken once")
-            })
-            .collect();
-        (messages, runs)
+        (
+            std::mem::take(&mut self.messages),
+            std::mem::take(&mut self.runs),
+        )
     }
 
     /// Takes every message out, unsent (the partition is going away).
     pub fn drain(&mut self) -> impl Iterator<Item = Message> + '_ {
-        self.round += 1;
-        self.run_of.clear();
+        self.runs.clear();
         self.messages.drain(..)
     }
 }
@@ -307,29 +250,32 @@ mod tests {
         }
     }
 
-    /// Messages of a key ready together go out as one run; with a key running, the rest wait
-    /// and go out as one run when it finishes.
+    /// With a key running, what arrives for it waits, and goes out as one run when it ends;
+    /// without runs, one message at a time.
     #[test]
-    fn a_key_ready_together_goes_as_one_run() {
-        let mut gate = KeyGate::new(true);
-        let mut ready = Ready::default();
-        for (offset, key) in [(0, 1), (1, 2), (2, 1), (3, 1)] {
-            gate.admit(msg(offset, Some(key)), &mut ready);
+    fn what_waited_behind_a_key_goes_as_one_run() {
+        for runs_on in [true, false] {
+            let mut gate = KeyGate::new(runs_on);
+            let mut ready = Ready::default();
+            for (offset, key) in [(0, 1), (1, 2), (2, 1), (3, 1)] {
+                gate.admit(msg(offset, Some(key)), &mut ready);
+            }
+            let (messages, runs) = ready.take();
+            let offsets: Vec<i64> = messages.iter().map(Message::offset).collect();
+            assert_eq!(offsets, [0, 1]);
+            assert!(runs.is_empty());
+            gate.finished(&msg(0, Some(1)), &mut ready);
+            let (messages, runs) = ready.take();
+            let offsets: Vec<i64> = messages.iter().map(Message::offset).collect();
+            if runs_on {
+                assert_eq!(offsets, [2, 3]);
+                assert_eq!(runs, [(0, 2)]);
+                gate.finished(&msg(2, Some(1)), &mut ready);
+                assert!(ready.is_empty(), "the run of key 1 is not over");
+            } else {
+                assert_eq!(offsets, [2]);
+                assert!(runs.is_empty());
+            }
         }
-        let (messages, runs) = ready.take();
-        let offsets: Vec<i64> = messages.iter().map(Message::offset).collect();
-        assert_eq!(offsets, [0, 2, 3, 1]);
-        assert_eq!(runs, [(0, 3)]);
-        for (offset, key) in [(4, 1), (5, 1)] {
-            gate.admit(msg(offset, Some(key)), &mut ready);
-        }
-        assert!(ready.is_empty(), "key 1 is running");
-        gate.finished(&msg(2, Some(1)), &mut ready);
-        assert!(ready.is_empty(), "the run of key 1 is not over");
-        gate.finished(&msg(3, Some(1)), &mut ready);
-        let (messages, runs) = ready.take();
-        let offsets: Vec<i64> = messages.iter().map(Message::offset).collect();
-        assert_eq!(offsets, [4, 5]);
-        assert_eq!(runs, [(0, 2)]);
     }
 }

@@ -581,9 +581,7 @@ impl Assignment {
         // In key order, a message whose key is busy waits in the gate instead.
         match p.keys.as_mut() {
             Some(keys) => keys.admit(message, &mut p.pending),
-            None => {
-                p.pending.push(message, None);
-            }
+            None => p.pending.push(message),
         }
         if was_empty && !p.pending.is_empty() {
             self.dirty.push(i);

@@ -465,7 +465,7 @@ impl<W: Work> Worker<W> {
         starts: bool,
         ends: bool,
     ) -> (HandlerResult, Option<quanta::Instant>) {
-        let call = invoke(&self.work, messages.to_vec());
+        let call = invoke(&self.work, messages);
         let call = async {
             match self.timeout {
                 Some(limit) => tokio::time::timeout(limit, call)
@@ -663,7 +663,7 @@ fn report(events: &Reports, slot: Slot, left: &mut Vec<Left>) {
 }
 
 /// Calls the handler, turning a panic into a [`HandlerError`] of kind [`ErrorKind::Panic`].
-async fn invoke<W: Work>(work: &W, messages: Vec<Message>) -> Result<(), HandlerError> {
+async fn invoke<W: Work>(work: &W, messages: &[Message]) -> Result<(), HandlerError> {
     match AssertUnwindSafe(work.call(messages)).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => {
