@@ -35,9 +35,12 @@ on_embedded_and_kafka!(
 /// A record by partition and offset.
 type Place = (i32, i64);
 
-/// Who was called with which records, in the order of the calls.
+/// One call: who was called (a layer's name, or `handler`) with which records.
+type Call = (&'static str, Vec<Place>);
+
+/// The calls, in the order they were made.
 #[derive(Clone, Default)]
-struct Calls(Arc<Mutex<Vec<(&'static str, Vec<Place>)>>>);
+struct Calls(Arc<Mutex<Vec<Call>>>);
 
 impl Calls {
     fn record(&self, who: &'static str, messages: &[Message]) {
