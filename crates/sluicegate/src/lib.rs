@@ -34,8 +34,8 @@
 //!
 //! The flow, one module per step: `runtime` (poll loop, rebalance callbacks) ->
 //! [`dispatch`] (ordering, pause/resume) -> lanes running the [`Handler`] wrapped in
-//! [`policy`] -> [`OffsetTracker`] -> `commit`. [`EmbeddedKafka`] runs a broker in-process
-//! for demos and tests.
+//! [`policy`] and in the user's [`layer`]s -> [`OffsetTracker`] -> `commit`.
+//! [`EmbeddedKafka`] runs a broker in-process for demos and tests.
 #![deny(missing_docs)]
 #![deny(unsafe_code)] // allowed in `kafka::fetch_queue` alone
 
@@ -50,6 +50,7 @@ mod error;
 mod handler;
 mod health;
 mod kafka;
+pub mod layer;
 mod message;
 pub mod metrics;
 mod offsets;
@@ -71,6 +72,7 @@ pub use handler::{
     Handler, HandlerError, HandlerFn, HandlerResult, JsonHandler, Work,
 };
 pub use health::{Check, Health, LIVENESS_STALL};
+pub use layer::Layer;
 pub use message::{DecodeError, Header, Message};
 pub use offsets::{offset_map, OffsetTracker};
 pub use output::{Delivered, Output, OutputRecord};

@@ -81,3 +81,8 @@ async fn metrics() -> anyhow::Result<()> {
     )
     .await
 }
+
+#[tokio::test]
+async fn idempotency() -> anyhow::Result<()> {
+    runs_to_its_end("idempotency", &["charged 100 payments, each once"]).await
+}

@@ -12,6 +12,7 @@ use crate::dead_letter::DeadLetter;
 use crate::defaults;
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::handler::{BatchHandler, Batched, Handler, Work};
+use crate::layer::{Identity, Layer, Stack};
 use crate::metrics::Metrics;
 use crate::output::{producer_config, Output};
 use crate::policy::{CircuitBreaker, Reconnect, RetryPolicy};
@@ -22,8 +23,11 @@ use super::Consumer;
 
 /// Builds a [`Consumer`]. Start with [`Consumer::builder`]. Its `Debug` output hides the
 /// values of secret settings (passwords, secrets, PEM keys).
+///
+/// `L` is the stack of user [layers](crate::layer) added with [`layer`](Self::layer):
+/// [`Identity`] (none) by default.
 #[derive(Clone)]
-pub struct ConsumerBuilder {
+pub struct ConsumerBuilder<L = Identity> {
     pub(super) bootstrap_servers: Option<String>,
     pub(super) group_id: Option<String>,
     pub(super) topics: Vec<String>,
@@ -49,9 +53,11 @@ pub struct ConsumerBuilder {
     pub(super) metrics: Option<Metrics>,
     pub(super) http_endpoint: Option<SocketAddr>,
     pub(super) oauth: Option<OAuth>,
+    /// The user layers, wrapped around the handler at build.
+    pub(super) layers: L,
 }
 
-impl std::fmt::Debug for ConsumerBuilder {
+impl<L> std::fmt::Debug for ConsumerBuilder<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsumerBuilder")
             .field("bootstrap_servers", &self.bootstrap_servers)
@@ -81,6 +87,7 @@ impl std::fmt::Debug for ConsumerBuilder {
             .field("metrics", &self.metrics.is_some())
             .field("http_endpoint", &self.http_endpoint)
             .field("oauth_token_provider", &self.oauth)
+            .field("layers", &std::any::type_name::<L>())
             .finish()
     }
 }
@@ -112,11 +119,33 @@ impl Default for ConsumerBuilder {
             metrics: None,
             http_endpoint: None,
             oauth: None,
+            layers: Identity,
         }
     }
 }
 
 impl ConsumerBuilder {
+    /// Starts from `config` (a [`ConsumerConfig`], usually loaded from a file and the
+    /// environment): every setting of it is applied. Calls made after it win over it
+    /// (precedence: file < environment < code), except that [`topic`](Self::topic) and
+    /// [`topics`](Self::topics) add to the configured topics.
+    ///
+    /// ```
+    /// use sluicegate::config::ConsumerConfig;
+    /// use sluicegate::ConsumerBuilder;
+    ///
+    /// let config = ConsumerConfig::from_yaml_str(
+    ///     "kafka: { bootstrap_servers: localhost:9092, group_id: g, topics: [t] }",
+    /// ).unwrap();
+    /// let builder = ConsumerBuilder::from_config(&config).max_in_flight(10);
+    /// # let _ = builder;
+    /// ```
+    pub fn from_config(config: &ConsumerConfig) -> Self {
+        Self::default().config(config)
+    }
+}
+
+impl<L> ConsumerBuilder<L> {
     /// The brokers to bootstrap from, as `host:port[,host:port...]`. Required.
     pub fn bootstrap_servers(mut self, servers: impl Into<String>) -> Self {
         self.bootstrap_servers = Some(servers.into());
@@ -479,25 +508,6 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Starts from `config` (a [`ConsumerConfig`], usually loaded from a file and the
-    /// environment): every setting of it is applied. Calls made after it win over it
-    /// (precedence: file < environment < code), except that [`topic`](Self::topic) and
-    /// [`topics`](Self::topics) add to the configured topics.
-    ///
-    /// ```
-    /// use sluicegate::config::ConsumerConfig;
-    /// use sluicegate::ConsumerBuilder;
-    ///
-    /// let config = ConsumerConfig::from_yaml_str(
-    ///     "kafka: { bootstrap_servers: localhost:9092, group_id: g, topics: [t] }",
-    /// ).unwrap();
-    /// let builder = ConsumerBuilder::from_config(&config).max_in_flight(10);
-    /// # let _ = builder;
-    /// ```
-    pub fn from_config(config: &ConsumerConfig) -> Self {
-        Self::default().config(config)
-    }
-
     /// Applies every setting of `config`; calls made after it win. See
     /// [`from_config`](Self::from_config).
     pub fn config(self, config: &ConsumerConfig) -> Self {
@@ -624,9 +634,91 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Checks the settings and builds the consumer around `handler`. Nothing connects yet.
-    pub fn build<H: Handler>(self, handler: H) -> Result<Consumer<H>, Error> {
-        self.build_work(handler, None)
+    /// Adds a user [`Layer`] around the handler: a policy of your own (a rate limit, a
+    /// tracing span, an idempotency check) that wraps every call of the handler. The layer
+    /// added first is the outermost: `.layer(a).layer(b)` calls `a`, which calls `b`, which
+    /// calls the handler.
+    ///
+    /// User layers sit inside the built-in policies (dead-letter, retry and bisection,
+    /// circuit breaker, handler timeout): a layer sees each *attempt*, so a retried message
+    /// enters it again, and what it answers is treated as the handler's answer (an error is
+    /// retried and dead-lettered by the same rules, a panic is caught, its time counts in the
+    /// handler timeout). The same holds for batch handlers and in exactly-once mode. See the
+    /// [`layer`](crate::layer) module for an example, and `examples/idempotency.rs`.
+    pub fn layer<T>(self, layer: T) -> ConsumerBuilder<Stack<T, L>> {
+        let (builder, layers) = self.with_layers(Identity);
+        builder.with_layers(Stack::new(layer, layers)).0
+    }
+
+    /// This builder with `layers` in place of its own, which are returned beside it.
+    fn with_layers<M>(self, layers: M) -> (ConsumerBuilder<M>, L) {
+        let ConsumerBuilder {
+            bootstrap_servers,
+            group_id,
+            topics,
+            static_assignment,
+            read_from_beginning,
+            client,
+            ordering,
+            max_in_flight,
+            max_in_flight_per_partition,
+            limits,
+            batch,
+            retry,
+            handler_timeout,
+            circuit_breaker,
+            dead_letter,
+            reconnect,
+            commit_interval,
+            drain_timeout,
+            producer,
+            output,
+            exactly_once,
+            metrics,
+            http_endpoint,
+            oauth,
+            layers: old,
+        } = self;
+        let builder = ConsumerBuilder {
+            bootstrap_servers,
+            group_id,
+            topics,
+            static_assignment,
+            read_from_beginning,
+            client,
+            ordering,
+            max_in_flight,
+            max_in_flight_per_partition,
+            limits,
+            batch,
+            retry,
+            handler_timeout,
+            circuit_breaker,
+            dead_letter,
+            reconnect,
+            commit_interval,
+            drain_timeout,
+            producer,
+            output,
+            exactly_once,
+            metrics,
+            http_endpoint,
+            oauth,
+            layers,
+        };
+        (builder, old)
+    }
+
+    /// Checks the settings and builds the consumer around `handler`, wrapped in the
+    /// [layers](Self::layer) if any. Nothing connects yet.
+    pub fn build<H>(self, handler: H) -> Result<Consumer<L::Handler>, Error>
+    where
+        H: Handler,
+        L: Layer<H>,
+        L::Handler: Handler,
+    {
+        let (builder, layers) = self.with_layers(Identity);
+        builder.build_work(layers.layer(handler), None)
     }
 
     /// Checks the settings and builds a consumer that calls `handler` with batches cut by
@@ -654,7 +746,12 @@ impl ConsumerBuilder {
     ///     .await
     /// # }
     /// ```
-    pub fn build_batch<B: BatchHandler>(self, handler: B) -> Result<Consumer<Batched<B>>, Error> {
+    pub fn build_batch<B>(self, handler: B) -> Result<Consumer<Batched<L::Handler>>, Error>
+    where
+        B: BatchHandler,
+        L: Layer<B>,
+        L::Handler: BatchHandler,
+    {
         let limits = self.batch;
         if self.ordering == Ordering::Key {
             return Err(Error::Config {
@@ -683,7 +780,8 @@ impl ConsumerBuilder {
                 });
             }
         }
-        self.build_work(Batched(handler), Some(limits))
+        let (builder, layers) = self.with_layers(Identity);
+        builder.build_work(Batched(layers.layer(handler)), Some(limits))
     }
 
     /// The consumer's client settings.
@@ -768,8 +866,11 @@ impl ConsumerBuilder {
     pub(super) fn current_oauth(&self) -> Option<OAuth> {
         self.oauth.as_ref().map(OAuth::on_current_runtime)
     }
+}
 
-    pub(super) fn build_work<W: Work>(
+impl ConsumerBuilder {
+    /// Checks the settings and builds the consumer around `work`, the handler with its layers.
+    fn build_work<W: Work>(
         mut self,
         work: W,
         batch: Option<BatchLimits>,
