@@ -37,6 +37,10 @@ on_both_brokers!(
     retried_message_keeps_its_place_in_its_partition,
 );
 
+on_embedded_and_kafka!(
+    a_record_written_while_its_partition_waits_on_a_retry_after_its_end_is_handled
+);
+
 /// Delays from `initial_ms` doubling to `max_ms` (fixed if equal), without jitter.
 fn backoff(initial_ms: u64, max_ms: u64) -> Backoff {
     Backoff {
@@ -215,6 +219,76 @@ async fn retried_message_keeps_its_place_in_its_partition(
             &offsets[..offsets.len().min(20)]
         );
     }
+    Ok(())
+}
+
+/// A partition paused to wait on a retry resumes at the first record the runtime did not take,
+/// with end-of-partition events on (`enable.partition.eof`): the runtime takes messages from
+/// librdkafka in batches, which move librdkafka's own resume position past everything in the
+/// batch, such events included, so each pause sets the position itself. Here the record
+/// written at the log end while the last one waits must be handled, once and in order.
+async fn a_record_written_while_its_partition_waits_on_a_retry_after_its_end_is_handled(
+    broker: TestBroker,
+) -> anyhow::Result<()> {
+    let topic = unique("eof-retry");
+    let (produced, _) = broker.fill_topic(&topic, 1, 10).await?;
+    let last = produced[produced.len() - 1].payload.clone();
+    let (failed_tx, mut failed) = tokio::sync::mpsc::unbounded_channel();
+    let failures_left = Arc::new(AtomicUsize::new(1));
+    let recorder = Recorder::default();
+    let handler = {
+        let (failures_left, recorder) = (failures_left.clone(), recorder.clone());
+        handler_fn(move |msg: Message| {
+            let fail = text(msg.payload()) == last
+                && failures_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            if fail {
+                let _ = failed_tx.send(());
+            } else {
+                recorder.record(&msg);
+            }
+            async move {
+                match fail {
+                    true => Err(HandlerError::retryable("not yet")),
+                    false => Ok(()),
+                }
+            }
+        })
+    };
+    let handle = broker
+        .consumer(&unique("eof-retry-group"), &topic)
+        .set("enable.partition.eof", "true")
+        // Long enough to pause the partition (waits of 1 s or more do).
+        .retry_policy(RetryPolicy::default().with_backoff(backoff(3_000, 3_000)))
+        .commit_interval(Duration::from_millis(100))
+        .build(handler)?
+        .spawn()?;
+    tokio::time::timeout(PHASE, failed.recv())
+        .await
+        .context("the last record's first attempt")?;
+    // The partition waits on the retry (paused); a record arrives behind the one waiting.
+    let late = broker
+        .produce_records(
+            &topic,
+            std::iter::once((Some(0), "late".into(), "late".into())),
+        )
+        .await?;
+    recorder
+        .wait_for(produced.len() + 1, PHASE)
+        .await
+        .with_context(|| {
+            format!(
+                "the record written during the wait (offset {}) was never handled",
+                late[0].offset
+            )
+        })?;
+    stop(handle).await?;
+    let offsets: Vec<i64> = recorder.handled().iter().map(|h| h.offset).collect();
+    ensure!(
+        offsets.iter().copied().eq(0..=late[0].offset),
+        "handled out of order or not once each: {offsets:?}"
+    );
     Ok(())
 }
 

@@ -11,10 +11,10 @@ use crate::Message;
 /// key's next messages when it finishes. Keys never share a queue, so one slow key delays only
 /// itself. Records with a null key form one key of their own.
 ///
-/// With runs on (handlers that take one message at a time), everything that waited behind a
-/// running key goes out as one *run* when it finishes, which one lane handles in order: a key
-/// costs one trip through the poll thread per run, not per message (on Apache Kafka, whose
-/// fetches bring a partition's backlog in large batches, that trip set the pace).
+/// Everything that waited behind a running key goes out as one *run* when it finishes, which
+/// one lane handles in order: a key costs one trip through the poll thread per run, not per
+/// message (on Apache Kafka, whose fetches bring a partition's backlog in large batches, that
+/// trip set the pace).
 ///
 /// No key is copied: each entry stands for its key by the last message let run (a shared
 /// handle), so admitting and finishing a message allocates nothing but a waiting queue's room.
@@ -22,7 +22,6 @@ use crate::Message;
 pub(crate) struct KeyGate {
     running: HashTable<Entry>,
     hasher: DefaultHashBuilder,
-    runs: bool,
 }
 
 #[derive(Debug)]
@@ -34,14 +33,6 @@ struct Entry {
 }
 
 impl KeyGate {
-    /// A gate; `runs` lets what waited behind a key go out as one run.
-    pub fn new(runs: bool) -> Self {
-        KeyGate {
-            runs,
-            ..KeyGate::default()
-        }
-    }
-
     /// A message arrives: it goes to `ready` if its key is free, or waits until it is.
     pub fn admit(&mut self, message: Message, ready: &mut Ready) {
         let hash = self.hasher.hash_one(message.key());
@@ -64,7 +55,7 @@ impl KeyGate {
     }
 
     /// The running `message` finished: if it was its key's last one let run, the key's
-    /// waiting messages go to `ready` (all as one run, or the first of them without runs).
+    /// waiting messages go to `ready`, as one run.
     pub fn finished(&mut self, message: &Message, ready: &mut Ready) {
         let hash = self.hasher.hash_one(message.key());
         // The key's entry, if this was its last message let run: offsets tell them apart
@@ -76,15 +67,14 @@ impl KeyGate {
             return;
         };
         let e = entry.get_mut();
-        if e.waiting.is_empty() {
-            entry.remove();
-        } else if self.runs {
-            e.last = e.waiting.back().expect("not empty").clone();
-            ready.push_run(e.waiting.drain(..));
-        } else {
-            let next = e.waiting.pop_front().expect("not empty");
-            e.last = next.clone();
-            ready.push(next);
+        match e.waiting.back() {
+            None => {
+                entry.remove();
+            }
+            Some(last) => {
+                e.last = last.clone();
+                ready.push_run(e.waiting.drain(..));
+            }
         }
     }
 
@@ -172,22 +162,20 @@ mod tests {
 
     proptest! {
         /// Whatever the arrival, send and completion order: a key's messages are in at most
-        /// one run going at a time, each key's messages run in offset order, every message
-        /// runs once, and without runs every run is one message.
+        /// one run going at a time, each key's messages run in offset order, and every
+        /// message runs once.
         #[test]
         fn one_run_per_key_at_a_time_in_offset_order(
-            runs_on in any::<bool>(),
             keys in prop::collection::vec(prop::option::weighted(0.9, 0u8..6), 1..200),
             steps in prop::collection::vec((0u8..4, any::<prop::sample::Index>()), 0..600),
         ) {
-            let mut gate = KeyGate::new(runs_on);
+            let mut gate = KeyGate::default();
             let mut ready = Ready::default();
             // The runs lanes work on; each runs its front message.
             let mut going: Vec<VecDeque<Message>> = Vec::new();
             let mut ran: Vec<(Option<u8>, i64)> = Vec::new();
             let start = |ready: &mut Ready, going: &mut Vec<VecDeque<Message>>| -> Result<(), TestCaseError> {
                 for run in take_runs(ready) {
-                    prop_assert!(runs_on || run.len() == 1, "a run of {} without runs", run.len());
                     let key = run[0].key().map(<[u8]>::to_vec);
                     prop_assert!(run.iter().all(|m| m.key().map(<[u8]>::to_vec) == key));
                     prop_assert!(
@@ -250,32 +238,26 @@ mod tests {
         }
     }
 
-    /// With a key running, what arrives for it waits, and goes out as one run when it ends;
-    /// without runs, one message at a time.
+    /// With a key running, what arrives for it waits, and goes out as one run when it ends.
     #[test]
     fn what_waited_behind_a_key_goes_as_one_run() {
-        for runs_on in [true, false] {
-            let mut gate = KeyGate::new(runs_on);
-            let mut ready = Ready::default();
-            for (offset, key) in [(0, 1), (1, 2), (2, 1), (3, 1)] {
-                gate.admit(msg(offset, Some(key)), &mut ready);
-            }
-            let (messages, runs) = ready.take();
-            let offsets: Vec<i64> = messages.iter().map(Message::offset).collect();
-            assert_eq!(offsets, [0, 1]);
-            assert!(runs.is_empty());
-            gate.finished(&msg(0, Some(1)), &mut ready);
-            let (messages, runs) = ready.take();
-            let offsets: Vec<i64> = messages.iter().map(Message::offset).collect();
-            if runs_on {
-                assert_eq!(offsets, [2, 3]);
-                assert_eq!(runs, [(0, 2)]);
-                gate.finished(&msg(2, Some(1)), &mut ready);
-                assert!(ready.is_empty(), "the run of key 1 is not over");
-            } else {
-                assert_eq!(offsets, [2]);
-                assert!(runs.is_empty());
-            }
+        let mut gate = KeyGate::default();
+        let mut ready = Ready::default();
+        for (offset, key) in [(0, 1), (1, 2), (2, 1), (3, 1)] {
+            gate.admit(msg(offset, Some(key)), &mut ready);
         }
+        let (messages, runs) = ready.take();
+        let offsets: Vec<i64> = messages.iter().map(Message::offset).collect();
+        assert_eq!(offsets, [0, 1]);
+        assert!(runs.is_empty());
+        gate.finished(&msg(0, Some(1)), &mut ready);
+        let (messages, runs) = ready.take();
+        let offsets: Vec<i64> = messages.iter().map(Message::offset).collect();
+        assert_eq!(offsets, [2, 3]);
+        assert_eq!(runs, [(0, 2)]);
+        gate.finished(&msg(2, Some(1)), &mut ready);
+        assert!(ready.is_empty(), "the run of key 1 is not over");
+        gate.finished(&msg(3, Some(1)), &mut ready);
+        assert!(ready.is_empty(), "nothing waits");
     }
 }

@@ -85,8 +85,9 @@ unsafe impl Send for FetchQueue {}
 unsafe impl Sync for FetchQueue {}
 
 impl FetchQueue {
-    /// Creates an empty queue of `consumer`'s client; `nonempty` is called (on a librdkafka
-    /// thread) whenever the queue goes from empty to not empty.
+    /// Creates an empty queue of `consumer`'s client; `nonempty` is called whenever the queue
+    /// goes from empty to not empty, on whichever thread adds to it and under librdkafka's
+    /// queue lock: it must be quick and must not call librdkafka.
     ///
     /// The queue must be dropped before the client is: see `RuntimeConsumer`, which keeps
     /// that order.
@@ -170,8 +171,8 @@ impl FetchQueue {
         // Destroys every message taken, also if `each` panics.
         let taken = Taken(&mut taken[..n]);
         for &message in taken.0.iter() {
-            // SAFETY: librdkafka returned `n` valid messages, alive until `Taken` drops.
-            let message = Fetched(unsafe { &*message });
+            // Valid until `Taken` drops: librdkafka returned `n` messages.
+            let message = Fetched(message, std::marker::PhantomData);
             each(match message.error() {
                 None => Ok(message),
                 Some(e) => Err(e),
@@ -203,17 +204,29 @@ impl Drop for Taken<'_> {
     }
 }
 
-/// One message taken from a [`FetchQueue`], borrowed for the call that reads it.
-pub(crate) struct Fetched<'a>(&'a rd::rd_kafka_message_t);
+/// One message taken from a [`FetchQueue`], valid for the call that reads it. A pointer, not a
+/// reference: librdkafka writes to the message when it parses its headers.
+pub(crate) struct Fetched<'a>(
+    *const rd::rd_kafka_message_t,
+    std::marker::PhantomData<&'a ()>,
+);
 
 impl Fetched<'_> {
+    fn get(&self) -> &rd::rd_kafka_message_t {
+        // SAFETY: the message lives while `self` does (see `FetchQueue::take`), and nothing
+        // writes to it while this borrow is used.
+        unsafe { &*self.0 }
+    }
+
     fn error(&self) -> Option<KafkaError> {
         use rd::rd_kafka_resp_err_t as E;
-        match self.0.err {
+        match self.get().err {
             E::RD_KAFKA_RESP_ERR_NO_ERROR => None,
-            E::RD_KAFKA_RESP_ERR__PARTITION_EOF => Some(KafkaError::PartitionEOF(self.0.partition)),
+            E::RD_KAFKA_RESP_ERR__PARTITION_EOF => {
+                Some(KafkaError::PartitionEOF(self.get().partition))
+            }
             E::RD_KAFKA_RESP_ERR__FATAL => Some(KafkaError::MessageConsumptionFatal(
-                RDKafkaErrorCode::from(self.0.err),
+                RDKafkaErrorCode::from(self.get().err),
             )),
             code => Some(KafkaError::MessageConsumption(RDKafkaErrorCode::from(code))),
         }
@@ -269,26 +282,29 @@ impl Fetched<'_> {
 
 impl Record for Fetched<'_> {
     fn topic_bytes(&self) -> &[u8] {
+        let topic = self.get().rkt;
+        // A fetched message always has its topic; an error may not (it is not a `Fetched`).
+        debug_assert!(!topic.is_null(), "a fetched message without a topic");
         // SAFETY: a message's topic handle and its NUL-terminated name live as long as it.
-        unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(self.0.rkt)) }.to_bytes()
+        unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(topic)) }.to_bytes()
     }
 
     fn partition(&self) -> i32 {
-        self.0.partition
+        self.get().partition
     }
 
     fn offset(&self) -> i64 {
-        self.0.offset
+        self.get().offset
     }
 
     fn to_message(&self, topic: std::sync::Arc<str>) -> Message {
         Message::from_parts(
             topic,
-            self.0.partition,
-            self.0.offset,
+            self.get().partition,
+            self.get().offset,
             self.timestamp(),
-            self.bytes(self.0.key, self.0.key_len),
-            self.bytes(self.0.payload, self.0.len),
+            self.bytes(self.get().key, self.get().key_len),
+            self.bytes(self.get().payload, self.get().len),
             self.headers(),
         )
     }

@@ -61,8 +61,6 @@ pub(crate) struct Routing {
     pub ordering: Ordering,
     /// Handlers at once per partition (1 in partition mode).
     pub width: usize,
-    /// Key order may hand a key's messages to one lane as a run (handlers of one message).
-    pub key_runs: bool,
     pub limits: BufferLimits,
     pub drain_timeout: Duration,
     /// Pauses every partition while open.
@@ -84,8 +82,12 @@ struct PartitionState {
     buffered: Buffered,
     /// Over its buffer bounds: paused until back under them (see [`Backpressure`]).
     over_bounds: bool,
-    /// Whether this poll round's messages put the partition over its bounds.
-    overflow: Overflow,
+    /// The offset after the last message taken from librdkafka: where fetching resumes
+    /// after a pause (see [`pause`]).
+    next_fetch: Option<i64>,
+    /// Paused with librdkafka's fetch position moved to `next_fetch`: what it still hands
+    /// out of the partition is fetched again after the resume, and can be dropped.
+    refetch_on_resume: bool,
     /// Messages waiting to be retried, in the ordered modes: paused while any do.
     retrying: u32,
     /// Stopped at a record the handler gave up on, with no dead-letter topic: paused until
@@ -135,8 +137,6 @@ pub(crate) struct Assignment {
     circuit: CircuitState,
     /// Partitions with messages routed but not yet handed to their lanes.
     dirty: Vec<usize>,
-    /// Slots whose `overflow` this poll round set.
-    overflowed: Vec<usize>,
     /// When this poll round took its first message, with metrics on: the time of the polled
     /// stage for every message of the round (a round takes at most a fraction of a
     /// millisecond), one clock reading per round instead of per message.
@@ -177,7 +177,6 @@ impl Assignment {
             retried: 0,
             circuit: CircuitState::Closed,
             dirty: Vec::new(),
-            overflowed: Vec::new(),
             polled_at: None,
             status,
             commits: Some(commits),
@@ -364,13 +363,13 @@ impl Assignment {
                 generation: self.generation,
                 offsets: OffsetTracker::new(),
                 pending: Ready::default(),
-                keys: (self.routing.ordering == Ordering::Key)
-                    .then(|| KeyGate::new(self.routing.key_runs)),
+                keys: (self.routing.ordering == Ordering::Key).then(KeyGate::default),
                 queue,
                 revoked,
                 buffered: Buffered::default(),
                 over_bounds: false,
-                overflow: Overflow::None,
+                next_fetch: None,
+                refetch_on_resume: false,
                 retrying: 0,
                 stuck: false,
                 paused: false,
@@ -529,21 +528,15 @@ impl Assignment {
             return;
         };
         let p = self.slots[i].as_mut().expect("indexed slots exist");
-        match p.overflow {
-            Overflow::None => {}
-            // Messages are taken from librdkafka in batches, so the rest of the batch can hold
-            // more of a partition that went over its bounds. They go back to librdkafka: a seek
-            // to the first makes it drop them and fetch them again after the resume.
-            Overflow::Paused => {
-                if rewind(consumer, &p.tp, m.offset()) {
-                    p.overflow = Overflow::Rewound;
-                    return;
-                }
-                // Not handed back: kept, over the bounds, rather than lost.
-                p.overflow = Overflow::None;
-            }
-            Overflow::Rewound => return,
+        if p.paused && p.refetch_on_resume {
+            // Taken in the same batch as the message that paused the partition: librdkafka
+            // fetches it again after the resume, from `next_fetch`.
+            return;
         }
+        p.next_fetch = Some(
+            p.next_fetch
+                .map_or(m.offset() + 1, |n| n.max(m.offset() + 1)),
+        );
         if !p.offsets.track(m.offset()) {
             debug!(
                 topic = %p.tp.topic,
@@ -588,11 +581,10 @@ impl Assignment {
         }
         if must_pause && !p.over_bounds {
             p.over_bounds = true;
-            p.overflow = Overflow::Paused;
-            self.overflowed.push(i);
             if !p.paused {
                 p.paused = true;
-                pause(consumer, &p.tp, true, "backpressure");
+                p.refetch_on_resume = p.next_fetch.is_some();
+                pause(consumer, &p.tp, true, "backpressure", p.next_fetch);
             }
         }
     }
@@ -603,11 +595,6 @@ impl Assignment {
     /// handler has to wait (see [`LaneQueue::give_back`]).
     pub fn flush(&mut self) {
         self.polled_at = None;
-        for i in self.overflowed.drain(..) {
-            if let Some(p) = self.slots[i].as_mut() {
-                p.overflow = Overflow::None;
-            }
-        }
         for i in self.dirty.drain(..) {
             if let Some(p) = self.slots[i].as_mut() {
                 p.send_pending();
@@ -719,7 +706,8 @@ impl Assignment {
                 } else {
                     "backpressure"
                 };
-                pause(consumer, &p.tp, want, why);
+                p.refetch_on_resume = want && p.next_fetch.is_some();
+                pause(consumer, &p.tp, want, why, p.next_fetch);
             }
         }
     }
@@ -945,51 +933,30 @@ impl Assignment {
     }
 }
 
-/// How long a [`rewind`] waits for librdkafka to take it.
-const REWIND_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Whether a poll round put a partition over its buffer bounds (see
-/// [`Assignment::dispatch`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Overflow {
-    None,
-    /// Paused by a message of this round.
-    Paused,
-    /// Paused, and the round's later messages handed back from `offset` on.
-    Rewound,
-}
-
-/// Makes librdkafka fetch `tp` again from `offset` after the resume, dropping what it holds
-/// beyond; `false` if it could not.
-fn rewind<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    tp: &TopicPartition,
-    offset: i64,
-) -> bool {
-    let to = rdkafka::Offset::Offset(offset);
-    // Waits for librdkafka's fetcher to take the seek (no broker round trip): a seek that
-    // failed unseen would leave the messages from `offset` on unhandled.
-    match consumer.seek(&tp.topic, tp.partition, to, REWIND_TIMEOUT) {
-        Ok(()) => {
-            debug!(topic = %tp.topic, partition = tp.partition, offset, "over bounds: the rest of the round handed back");
-            true
-        }
-        Err(e) => {
-            warn!(topic = %tp.topic, partition = tp.partition, offset, error = %e, "could not hand back messages over the bounds; kept");
-            false
-        }
-    }
-}
-
+/// Pauses or resumes `tp`. A pause also moves librdkafka's fetch position to `next_fetch`
+/// (where the runtime stopped taking messages): librdkafka would resume from its own record of
+/// what the application took, which a batch take moves past everything in the batch, including
+/// messages the runtime then handed back and errors that carry no message.
 fn pause<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     tp: &TopicPartition,
     pause: bool,
     why: &str,
+    next_fetch: Option<i64>,
 ) {
     let list = partitions([(tp.topic.as_str(), tp.partition)]);
     let result = if pause {
-        consumer.pause(&list)
+        consumer.pause(&list).and_then(|()| match next_fetch {
+            // Queued behind the pause, without waiting; it can only fail while the partition
+            // is being revoked, when what it holds is dropped anyway.
+            Some(offset) => consumer.seek(
+                &tp.topic,
+                tp.partition,
+                rdkafka::Offset::Offset(offset),
+                Duration::ZERO,
+            ),
+            None => Ok(()),
+        })
     } else {
         consumer.resume(&list)
     };

@@ -244,7 +244,6 @@ impl<W: Work> Consumer<W> {
             routing: Routing {
                 ordering: s.ordering,
                 width,
-                key_runs: self.batch.is_none(),
                 limits: s.limits,
                 drain_timeout: s.drain_timeout,
                 breaker,
