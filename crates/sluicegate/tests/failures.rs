@@ -61,6 +61,37 @@ fn quick_retries(attempts: u32) -> RetryPolicy {
         })
 }
 
+/// A handler that records each message it handles, and fails (retryably) the first `failures`
+/// attempts at the message whose payload is `flaky`, telling `failed` of each.
+fn flaky_handler(
+    flaky: String,
+    failures: usize,
+    recorder: &Recorder,
+    failed: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+) -> impl sluicegate::Handler {
+    let failures_left = AtomicUsize::new(failures);
+    let recorder = recorder.clone();
+    handler_fn(move |msg: Message| {
+        let fail = text(msg.payload()) == flaky
+            && failures_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        match (fail, &failed) {
+            (true, Some(failed)) => {
+                let _ = failed.send(());
+            }
+            (true, None) => {}
+            (false, _) => recorder.record(&msg),
+        }
+        async move {
+            match fail {
+                true => Err(HandlerError::retryable("not yet")),
+                false => Ok(()),
+            }
+        }
+    })
+}
+
 fn text(bytes: Option<&[u8]>) -> String {
     String::from_utf8_lossy(bytes.unwrap_or_default()).into_owned()
 }
@@ -167,31 +198,8 @@ async fn retried_message_keeps_its_place_in_its_partition(
 ) -> anyhow::Result<()> {
     let topic = unique("retry-order");
     let (produced, end) = broker.fill_topic(&topic, 2, 300).await?;
-    let flaky = produced[100].clone();
-    let failures_left = Arc::new(AtomicUsize::new(2));
     let recorder = Recorder::default();
-    let handler = {
-        let (flaky, failures_left, recorder) = (
-            flaky.payload.clone(),
-            failures_left.clone(),
-            recorder.clone(),
-        );
-        handler_fn(move |msg: Message| {
-            let fail = text(msg.payload()) == flaky
-                && failures_left
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok();
-            if !fail {
-                recorder.record(&msg);
-            }
-            async move {
-                match fail {
-                    true => Err(HandlerError::retryable("not yet")),
-                    false => Ok(()),
-                }
-            }
-        })
-    };
+    let handler = flaky_handler(produced[100].payload.clone(), 2, &recorder, None);
     let handle = broker
         .consumer(&unique("retry-order-group"), &topic)
         .retry_policy(RetryPolicy::default().with_backoff(backoff(100, 100)))
@@ -234,28 +242,8 @@ async fn a_record_written_while_its_partition_waits_on_a_retry_after_its_end_is_
     let (produced, _) = broker.fill_topic(&topic, 1, 10).await?;
     let last = produced[produced.len() - 1].payload.clone();
     let (failed_tx, mut failed) = tokio::sync::mpsc::unbounded_channel();
-    let failures_left = Arc::new(AtomicUsize::new(1));
     let recorder = Recorder::default();
-    let handler = {
-        let (failures_left, recorder) = (failures_left.clone(), recorder.clone());
-        handler_fn(move |msg: Message| {
-            let fail = text(msg.payload()) == last
-                && failures_left
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok();
-            if fail {
-                let _ = failed_tx.send(());
-            } else {
-                recorder.record(&msg);
-            }
-            async move {
-                match fail {
-                    true => Err(HandlerError::retryable("not yet")),
-                    false => Ok(()),
-                }
-            }
-        })
-    };
+    let handler = flaky_handler(last, 1, &recorder, Some(failed_tx));
     let handle = broker
         .consumer(&unique("eof-retry-group"), &topic)
         .set("enable.partition.eof", "true")
