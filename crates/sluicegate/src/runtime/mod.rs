@@ -360,10 +360,10 @@ impl Session {
                 self.oauth.clone(),
             ))
             .map_err(Error::from_client_creation)?;
-        let wakeup = reports.wakeup().clone();
+        // The consumer's queue and the fetch queue both wake the poll loop.
+        let (wakeup, fetched) = (reports.wakeup().clone(), reports.wakeup().clone());
         consumer.set_nonempty_callback(move || wakeup.raise());
-        let wakeup = reports.wakeup().clone();
-        let consumer = RuntimeConsumer::new(consumer, move || wakeup.raise());
+        let consumer = RuntimeConsumer::new(consumer, move || fetched.raise());
         if self.read_from_beginning {
             let list = all_partitions(&consumer, &self.topics, Offset::Beginning)?;
             // Looked up before reading starts; a new client after a lost one reads everything

@@ -143,7 +143,14 @@ fn poll(
                     break;
                 };
                 taken += 1;
-                if !take(consumer, polled) {
+                let go_on = match polled {
+                    Ok(m) => {
+                        consumer.context().assignment().dispatch(consumer, &m);
+                        true
+                    }
+                    Err(e) => take_error(consumer, e),
+                };
+                if !go_on {
                     break;
                 }
             }
@@ -171,21 +178,6 @@ fn poll(
             assignment.request_commit(None);
             assignment.publish_figures();
         }
-    }
-}
-
-/// Dispatches a message or reports an error from the consumer's queue; `false` after a fatal
-/// error.
-fn take(
-    consumer: &BaseConsumer<RuntimeContext>,
-    polled: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
-) -> bool {
-    match polled {
-        Ok(m) => {
-            consumer.context().assignment().dispatch(consumer, &m);
-            true
-        }
-        Err(e) => take_error(consumer, e),
     }
 }
 
