@@ -8,7 +8,6 @@ mod commands;
 mod consumer_protocol;
 mod cpu;
 mod logging;
-mod mem;
 mod meter;
 mod produce;
 mod progress;

@@ -1,6 +1,7 @@
 //! Reading a topic back: every record from the start of each partition up to the high
 //! watermarks taken when reading begins, so that a read of a live topic still ends.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +14,7 @@ use sluicegate::security::ClientSecurity;
 
 use crate::cluster;
 use crate::settings::Connection;
+use crate::workload::read_back::{read, Until};
 
 /// How long one metadata or watermark look-up may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,7 +64,7 @@ pub fn read_to_end(
     connection: &Connection,
     topic: &str,
     timeout: Duration,
-    mut each: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
+    each: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
 ) -> Result<ReadEnd> {
     let deadline = Instant::now() + timeout;
     let mut config = connection.client_config(ClientKind::Consumer);
@@ -82,7 +84,7 @@ pub fn read_to_end(
         _ => bail!("topic `{topic}` does not exist (or has no partitions)"),
     };
     // The end of each partition: the high watermark now.
-    let mut ends: Vec<Option<i64>> = Vec::with_capacity(partitions);
+    let mut ends = BTreeMap::new();
     let mut list = TopicPartitionList::new();
     let mut span = 0u64;
     for p in 0..partitions as i32 {
@@ -92,9 +94,7 @@ pub fn read_to_end(
         if low < high {
             list.add_partition_offset(topic, p, Offset::Offset(low))?;
             span += (high - low) as u64;
-            ends.push(Some(high));
-        } else {
-            ends.push(None);
+            ends.insert(p, high);
         }
     }
     let mut end = ReadEnd { records: 0, span };
@@ -104,47 +104,8 @@ pub fn read_to_end(
     consumer
         .assign(&list)
         .with_context(|| format!("cannot assign the partitions of `{topic}`"))?;
-    let mut open = ends.iter().filter(|e| e.is_some()).count();
-    while open > 0 {
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-            bail!(
-                "read only {} of up to {} records of `{topic}` within {timeout:?}; \
-                 {open} partition(s) did not reach the end",
-                end.records,
-                end.span
-            );
-        };
-        let polled = consumer.poll(left.min(Duration::from_millis(200)));
-        let (partition, done) = match polled {
-            None => continue,
-            Some(Ok(m)) => {
-                let high = usize::try_from(m.partition())
-                    .ok()
-                    .and_then(|p| ends.get(p).copied().flatten());
-                let Some(high) = high else { continue };
-                if m.offset() < high {
-                    end.records += 1;
-                    each(&m)?;
-                }
-                (m.partition(), m.offset() + 1 >= high)
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => (p, true),
-            Some(Err(e)) => {
-                tracing::warn!(topic, error = %e, "error while reading");
-                continue;
-            }
-        };
-        if done {
-            if let Some(slot) = usize::try_from(partition)
-                .ok()
-                .and_then(|p| ends.get_mut(p))
-            {
-                if slot.take().is_some() {
-                    open -= 1;
-                }
-            }
-        }
-    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    end.records = read(&consumer, topic, Until::Offsets(ends), left, each)? as u64;
     Ok(end)
 }
 

@@ -2,9 +2,13 @@
 //!
 //! ```text
 //! cargo run --example ledger -- --bootstrap localhost:9092 --group ledger --topic orders \
-//!     --ledger /tmp/ledger.txt [--ordering partition|key|unordered] [--batch N] \
+//!     --ledger /tmp/ledger.txt [--ordering partition|key|unordered] [--batch N] [--stream] \
 //!     [--work-ms MS] [--commit-interval-ms MS] [--max-in-flight N] [--set KEY=VALUE]...
 //! ```
+//!
+//! With `--stream` it takes the messages as a stream (`ConsumerBuilder::messages`) and writes
+//! its own loop, one task per delivery, instead of giving the consumer a handler: the same
+//! guarantees, by the other way in.
 //!
 //! For every message it appends one line to the ledger and returns:
 //!
@@ -37,10 +41,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use sluicegate::{batch_handler_fn, handler_fn, BatchLimits, Consumer, Message, Ordering};
+use futures::StreamExt as _;
+use sluicegate::{
+    batch_handler_fn, handler_fn, BatchLimits, Consumer, HandlerError, Message, Ordering,
+};
 
 const USAGE: &str = "usage: ledger --bootstrap HOST:PORT --group GROUP --topic TOPIC \
---ledger FILE [--ordering partition|key|unordered] [--batch N] [--work-ms MS] \
+--ledger FILE [--ordering partition|key|unordered] [--batch N] [--stream] [--work-ms MS] \
 [--commit-interval-ms MS] [--max-in-flight N] [--set KEY=VALUE]...";
 
 /// The command line, each option falling back to `LEDGER_<OPTION>` in the environment.
@@ -51,6 +58,8 @@ struct Options {
     ledger: PathBuf,
     ordering: Ordering,
     batch: Option<usize>,
+    /// Take the messages as a stream rather than through a handler.
+    stream: bool,
     work: Duration,
     commit_interval: Duration,
     max_in_flight: usize,
@@ -69,6 +78,10 @@ impl Options {
             let Some(name) = arg.strip_prefix("--") else {
                 bail!("unexpected argument {arg:?}\n{USAGE}");
             };
+            if name == "stream" {
+                given.push((name.to_string(), "1".into()));
+                continue;
+            }
             let (name, value) = match name.split_once('=') {
                 Some((n, v)) if n != "set" => (n.to_string(), v.to_string()),
                 _ => {
@@ -107,6 +120,7 @@ impl Options {
                 "ledger",
                 "ordering",
                 "batch",
+                "stream",
                 "work-ms",
                 "commit-interval-ms",
                 "max-in-flight",
@@ -143,6 +157,7 @@ impl Options {
                 0 => None,
                 n => Some(n as usize),
             },
+            stream: number("stream", 0)? != 0,
             work: Duration::from_millis(number("work-ms", 0)?),
             commit_interval: Duration::from_millis(number("commit-interval-ms", 200)?),
             max_in_flight: number("max-in-flight", 100)? as usize,
@@ -229,6 +244,31 @@ async fn main() -> anyhow::Result<()> {
     );
     let work = opts.work;
     match opts.batch {
+        None if opts.stream => {
+            let mut messages = builder.messages()?;
+            let mut signal = std::pin::pin!(shutdown_signal());
+            let mut stopping = false;
+            loop {
+                let delivery = tokio::select! {
+                    delivery = messages.next() => delivery,
+                    // Stop taking new work; the stream ends once what is in flight finished
+                    // and was committed.
+                    _ = &mut signal, if !stopping => {
+                        stopping = true;
+                        messages.shutdown();
+                        continue;
+                    }
+                };
+                let Some(delivery) = delivery else { break };
+                let delivery = delivery?;
+                let ledger = ledger.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(work).await;
+                    let written = ledger.append(std::slice::from_ref(delivery.message()));
+                    delivery.finish(written.map_err(HandlerError::retryable));
+                });
+            }
+        }
         None => {
             builder
                 .build(handler_fn(move |msg: Message| {
@@ -260,4 +300,14 @@ async fn main() -> anyhow::Result<()> {
     }
     eprintln!("ledger: stopped; finished work committed");
     Ok(())
+}
+
+/// SIGINT or SIGTERM, as `Consumer::run` waits for them.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

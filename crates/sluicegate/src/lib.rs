@@ -76,5 +76,8 @@ pub use layer::Layer;
 pub use message::{DecodeError, Header, Message};
 pub use offsets::{offset_map, OffsetTracker};
 pub use output::{Delivered, Output, OutputRecord};
-pub use runtime::{Consumer, ConsumerBuilder, ConsumerHandle, SeekTo, StatusWatch};
+pub use runtime::{
+    Consumer, ConsumerBuilder, ConsumerHandle, Delivery, Messages, SeekTo, StatusWatch,
+    StreamHandler,
+};
 pub use status::{CatchUp, ConsumerStatus, Progress, StuckPartition, TopicPartition};

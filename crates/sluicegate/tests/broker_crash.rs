@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use common::checker::{check, Evidence, Mode, Verdict};
 use common::kafka_broker::KafkaBroker;
 use common::records::{due, parse, scenario_record};
-use common::{diagnosis, stop, unique, wait_status, Produced, Recorder, TestBroker};
+use common::{ends_of, stop, unique, wait_status, Produced, Recorder, TestBroker};
 
 /// Bound on one phase (a join, catching up, a restart, a shutdown).
 const PHASE: Duration = Duration::from_secs(120);
@@ -240,16 +240,6 @@ async fn flowing(group: &Group, more: usize) -> anyhow::Result<()> {
         .with_context(|| format!("{} is not consuming", group.name))
 }
 
-/// Each partition's log end, from what was written to a fresh topic.
-fn log_end(written: &[Produced]) -> BTreeMap<i32, i64> {
-    let mut end = BTreeMap::new();
-    for w in written {
-        let e = end.entry(w.partition).or_insert(0);
-        *e = (*e).max(w.offset + 1);
-    }
-    end
-}
-
 /// The offsets `group` committed on `topic`, read back as soon as the restarted broker's group
 /// coordinator answers (while it loads the groups it refuses, for seconds on a busy machine).
 async fn committed_once_loaded(
@@ -332,7 +322,7 @@ async fn broker_killed_and_restarted_mid_stream_loses_nothing() -> anyhow::Resul
     tokio::time::sleep(AFTER).await; // the stream goes on for a while
     stop_stream.cancel();
     let written = writer.await.context("the stream task panicked")??;
-    let end = log_end(&written);
+    let end = ends_of(&written);
     ensure!(
         broker.high_watermarks(&topic).await? == end,
         "the log ends differ from what the broker acknowledged"
@@ -362,18 +352,8 @@ async fn broker_killed_and_restarted_mid_stream_loses_nothing() -> anyhow::Resul
         for m in g.members {
             stop(m).await?;
         }
-        // Everything in the dead-letter topic: a record handled twice may be dead-lettered twice.
-        let held = broker
-            .high_watermarks(&g.dead_letter_topic)
-            .await?
-            .values()
-            .sum::<i64>() as usize;
         let mut dead_lettered = BTreeSet::new();
-        for r in broker
-            .read_records(&g.dead_letter_topic, held, PHASE)
-            .await?
-        {
-            let d = diagnosis(&r)?;
+        for d in broker.dead_letters(&g.dead_letter_topic, 0, PHASE).await? {
             ensure!(d.group == g.name && d.original_topic == topic, "{d:?}");
             dead_lettered.insert((d.original_partition, d.original_offset));
         }

@@ -89,15 +89,55 @@ mod killed_and_restarted {
     }
 }
 
+/// The same with the consumer taking its messages as a stream (`ConsumerBuilder::messages`,
+/// the ledger example's `--stream`) and running its own loop, in partition and key order.
+mod stream_killed_and_restarted {
+    use super::*;
+
+    const MODES: [Mode; 2] = [Mode::Partition, Mode::Key];
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded() -> anyhow::Result<()> {
+        let mut brokers = Vec::new();
+        for _ in MODES {
+            brokers.push(TestBroker::embedded()?);
+        }
+        every_mode_by(Api::Stream, brokers.iter().zip(MODES)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka() -> anyhow::Result<()> {
+        let broker = TestBroker::kafka()?;
+        every_mode_by(Api::Stream, MODES.into_iter().map(|mode| (&broker, mode))).await
+    }
+}
+
+/// How the consumer takes its messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Api {
+    /// A handler given to the consumer.
+    Handler,
+    /// A stream of deliveries, finished by the program's own loop.
+    Stream,
+}
+
 /// Runs the scenario in each mode, at once; fails naming every mode that failed.
 async fn every_mode<'a>(
+    runs: impl IntoIterator<Item = (&'a TestBroker, Mode)>,
+) -> anyhow::Result<()> {
+    every_mode_by(Api::Handler, runs).await
+}
+
+/// [`every_mode`], the consumer taking its messages by `api`.
+async fn every_mode_by<'a>(
+    api: Api,
     runs: impl IntoIterator<Item = (&'a TestBroker, Mode)>,
 ) -> anyhow::Result<()> {
     let bin = ledger_binary()?;
     let runs: Vec<_> = runs.into_iter().collect();
     let results = futures::future::join_all(
         runs.iter()
-            .map(|(broker, mode)| crash_restart(broker, *mode, &bin)),
+            .map(|(broker, mode)| crash_restart(broker, *mode, api, &bin)),
     )
     .await;
     let failures: Vec<String> = runs
@@ -153,10 +193,15 @@ fn scale() -> (usize, u64) {
     }
 }
 
-async fn crash_restart(broker: &TestBroker, mode: Mode, bin: &Path) -> anyhow::Result<()> {
+async fn crash_restart(
+    broker: &TestBroker,
+    mode: Mode,
+    api: Api,
+    bin: &Path,
+) -> anyhow::Result<()> {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("crash"));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let result = scenario(broker, mode, bin, &dir).await;
+    let result = scenario(broker, mode, api, bin, &dir).await;
     match &result {
         Ok(()) => {
             let _ = std::fs::remove_dir_all(&dir);
@@ -166,7 +211,13 @@ async fn crash_restart(broker: &TestBroker, mode: Mode, bin: &Path) -> anyhow::R
     result
 }
 
-async fn scenario(broker: &TestBroker, mode: Mode, bin: &Path, dir: &Path) -> anyhow::Result<()> {
+async fn scenario(
+    broker: &TestBroker,
+    mode: Mode,
+    api: Api,
+    bin: &Path,
+    dir: &Path,
+) -> anyhow::Result<()> {
     let (kills, records) = scale();
     let topic = unique("crash");
     let group = unique("crash-group");
@@ -212,6 +263,9 @@ async fn scenario(broker: &TestBroker, mode: Mode, bin: &Path, dir: &Path) -> an
         format!("heartbeat.interval.ms={}", session / 6),
     ]);
     args.extend(mode.args());
+    if api == Api::Stream {
+        args.push("--stream".into());
+    }
 
     let delays: Vec<Duration> = {
         let mut rng = rand::rng();
@@ -313,10 +367,14 @@ async fn scenario(broker: &TestBroker, mode: Mode, bin: &Path, dir: &Path) -> an
         mode.order(),
     );
     let broker_name = broker.kind().name();
+    let label = match api {
+        Api::Handler => mode.name().to_string(),
+        Api::Stream => format!("{} (stream)", mode.name()),
+    };
     eprintln!(
         "RELIABILITY | crash-restart | {broker_name} | {} | written {} | lost {} | duplicates {} \
          | order violations {} | worst recovery {} | kills {kills}",
-        mode.name(),
+        label,
         verdict.written,
         verdict.lost,
         verdict.duplicates,
@@ -330,7 +388,7 @@ async fn scenario(broker: &TestBroker, mode: Mode, bin: &Path, dir: &Path) -> an
          (finishes in the {} ms before each kill); oldest re-handled finish {} ms before its \
          kill; {kills_mid_work} of {kills} kills came with records unfinished; recoveries {:?} s; kills took {:.1} s, the last run {:.1} s, its graceful stop \
          {:.1} s",
-        mode.name(),
+        label,
         UNCOMMITTED_WINDOW.as_millis(),
         crashes.oldest.as_millis(),
         verdict

@@ -86,3 +86,12 @@ async fn metrics() -> anyhow::Result<()> {
 async fn idempotency() -> anyhow::Result<()> {
     runs_to_its_end("idempotency", &["charged 100 payments, each once"]).await
 }
+
+#[tokio::test]
+async fn stream() -> anyhow::Result<()> {
+    runs_to_its_end(
+        "stream",
+        &["999 orders, ", "1 dead-lettered; all committed"],
+    )
+    .await
+}

@@ -30,7 +30,9 @@ use sluicegate::{
 use common::checker::{check, Evidence, Mode, OrderCheck, Verdict};
 use common::ledger::{PartitionLedger, Totals};
 use common::records::{due, parse, payload, records};
-use common::{diagnosis, stop, unique, wait_status, Handled, Produced, Recorder, TestBroker};
+use common::{
+    diagnosis, ends_of, stop, unique, wait_status, Handled, Produced, Recorder, TestBroker,
+};
 
 /// Bound on one phase of a scenario (a join, catching up, a shutdown).
 const PHASE: Duration = Duration::from_secs(90);
@@ -298,7 +300,7 @@ async fn run(
         })
         .await;
     stop(first).await?;
-    let end = log_end(&written);
+    let end = ends_of(&written);
     // A record handed over at the last moment may still have been on its way to the
     // dead-letter topic when the members stopped: one more member takes up what is
     // uncommitted (its re-deliveries count as duplicates) until the group is at the end.
@@ -331,15 +333,12 @@ async fn run(
         .filter(|w| outcome(w).dead_lettered())
         .count();
     let dead_lettered: BTreeSet<(i32, i64)> = if poison > 0 {
-        // Everything in the topic: a record handled twice may be dead-lettered twice.
-        let dlq = format!("{}.dlq", ctx.topic);
-        let held = broker.high_watermarks(&dlq).await?.values().sum::<i64>() as usize;
         broker
-            .read_records(&dlq, held.max(poison), PHASE)
+            .dead_letters(&format!("{}.dlq", ctx.topic), poison, PHASE)
             .await?
             .iter()
-            .map(|r| diagnosis(r).map(|d| (d.original_partition, d.original_offset)))
-            .collect::<anyhow::Result<_>>()?
+            .map(|d| (d.original_partition, d.original_offset))
+            .collect()
     } else {
         BTreeSet::new()
     };
@@ -377,16 +376,6 @@ async fn run(
         "committed {committed:?}, log end {end:?}: {verdict}"
     );
     Ok(verdict)
-}
-
-/// Each partition's log end, from what was written to a fresh topic.
-fn log_end(written: &[Produced]) -> BTreeMap<i32, i64> {
-    let mut end = BTreeMap::new();
-    for w in written {
-        let e = end.entry(w.partition).or_insert(0);
-        *e = (*e).max(w.offset + 1);
-    }
-    end
 }
 
 /// One line for RELIABILITY.md.
@@ -851,7 +840,7 @@ async fn hostile_records_are_handled_or_dead_lettered(broker: TestBroker) -> any
         .collect();
     ensure!(values.contains(&Some(vec![0xc3, 0x28, 0xff])), "{values:?}");
     ensure!(*headers_seen.lock().unwrap() == vec![Some(not_utf8_header)]);
-    ensure!(committed == log_end(&written), "{committed:?}");
+    ensure!(committed == ends_of(&written), "{committed:?}");
     Ok(())
 }
 
@@ -969,20 +958,6 @@ impl Tally {
     }
 }
 
-/// Resident memory of this process, in MB (Linux).
-fn rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
 /// A mixed scenario for `SLUICEGATE_SOAK_SECS` (10 in CI; `scripts/soak --duration` sets it):
 /// a stream at 500 records/s over 4 partitions with 1% poison records, and every 10 s one of a
 /// broker outage, a burst of request errors, or a member joining and leaving. Prints the
@@ -1059,7 +1034,7 @@ async fn soak() -> anyhow::Result<()> {
         }
         let t = started.elapsed().as_secs();
         if t >= next_report {
-            let mb = rss_mb().unwrap_or(0.0);
+            let mb = common::mem::rss_mb().unwrap_or(0.0);
             rss.push((t, mb));
             let n = tally.lock().unwrap().totals().processed;
             eprintln!("SOAK | t {t:>5} s | written {id:>8} | finished {n:>8} | rss {mb:.1} MB");
@@ -1115,14 +1090,12 @@ async fn soak() -> anyhow::Result<()> {
     })
     .await;
     stop(first).await?;
-    let dlq = format!("{topic}.dlq");
-    let held = broker.high_watermarks(&dlq).await?.values().sum::<i64>() as usize;
     let dead: BTreeSet<(i32, i64)> = broker
-        .read_records(&dlq, held, PHASE)
+        .dead_letters(&format!("{topic}.dlq"), 0, PHASE)
         .await?
         .iter()
-        .map(|r| diagnosis(r).map(|d| (d.original_partition, d.original_offset)))
-        .collect::<anyhow::Result<_>>()?;
+        .map(|d| (d.original_partition, d.original_offset))
+        .collect();
     let tally = tally.lock().unwrap();
     let totals = tally.totals();
     let lost: u64 = ends

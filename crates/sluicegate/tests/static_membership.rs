@@ -33,7 +33,7 @@ use sluicegate::{
 };
 
 use common::checker::{check, Evidence, OrderCheck, Verdict};
-use common::{stop, unique, wait_status, Produced, Recorder, TestBroker};
+use common::{ends_of, stop, unique, wait_status, Produced, Recorder, TestBroker};
 
 /// Bound on one phase (a join, a fight over an instance id, catching up, a shutdown).
 const PHASE: Duration = Duration::from_secs(60);
@@ -154,7 +154,7 @@ async fn wait_consumed(
             places.is_subset(&done)
         })
         .await?;
-    let end = log_end(written);
+    let end = ends_of(written);
     let deadline = Instant::now() + PHASE;
     loop {
         let committed = broker.committed_offsets(group, topic).await?;
@@ -168,16 +168,6 @@ async fn wait_consumed(
         // Commits are periodic (200 ms): the broker is asked again, there is no event to await.
         tokio::time::sleep(COMMIT_INTERVAL).await;
     }
-}
-
-/// The log end of each partition written to.
-fn log_end(written: &[Produced]) -> BTreeMap<i32, i64> {
-    let mut end = BTreeMap::new();
-    for w in written {
-        let e = end.entry(w.partition).or_insert(0);
-        *e = (*e).max(w.offset + 1);
-    }
-    end
 }
 
 /// The checker's verdict on the whole scenario, and one line for RELIABILITY.md.
@@ -212,9 +202,9 @@ async fn verdict(
         v.committed_past_unfinished
     );
     ensure!(
-        committed == log_end(written),
+        committed == ends_of(written),
         "committed {committed:?}, log end {:?}: {v}",
-        log_end(written)
+        ends_of(written)
     );
     Ok(v)
 }

@@ -177,3 +177,15 @@ mod records {
         assert_eq!(due(15, 300), Duration::from_millis(50));
     }
 }
+
+mod mem {
+    use crate::workload::mem::*;
+
+    #[test]
+    fn peak_is_at_least_current_on_linux() {
+        assert!((kib_to_mb(1000) - 1.024).abs() < 1e-9);
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss_mb().unwrap() >= rss_mb().unwrap() * 0.5);
+        }
+    }
+}

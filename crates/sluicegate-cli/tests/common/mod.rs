@@ -46,6 +46,8 @@ pub mod kafka;
 pub mod kafka_broker;
 #[path = "../../../sluicegate/tests/common/pki.rs"]
 pub mod pki;
+#[path = "../../src/workload/read_back.rs"]
+pub mod read_back;
 pub mod records;
 #[path = "../../../sluicegate/tests/common/tansu.rs"]
 pub mod tansu;

@@ -1,14 +1,13 @@
 //! Records with headers, as the dead-letter tests write and read them: produce a list to one
 //! partition, read a topic back from its start, its high watermarks.
 
-use std::time::{Duration, Instant};
-
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 
 use super::kafka::{unique, LIMIT};
+use super::read_back::{read, Until};
 
 /// One record as it travels: key, value and headers (name, value).
 pub type Record = (Vec<u8>, Vec<u8>, Vec<(String, Option<Vec<u8>>)>);
@@ -76,18 +75,8 @@ pub fn read_all(bootstrap: &str, topic: &str, partitions: i32, count: usize) -> 
             .expect("partition");
     }
     consumer.assign(&list).expect("assign");
-    let deadline = Instant::now() + LIMIT;
     let mut out = Vec::new();
-    while out.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {count} records arrived at {topic} within {LIMIT:?}",
-            out.len()
-        );
-        let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let m = polled.expect("a record");
+    read(&consumer, topic, Until::Count(count), LIMIT, |m| {
         let hs = m.headers().map_or_else(Vec::new, |hs| {
             hs.iter()
                 .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
@@ -98,6 +87,8 @@ pub fn read_all(bootstrap: &str, topic: &str, partitions: i32, count: usize) -> 
             m.payload().unwrap_or_default().to_vec(),
             hs,
         ));
-    }
+        Ok(())
+    })
+    .expect("every record read back");
     out
 }

@@ -19,6 +19,7 @@ use crate::policy::{CircuitBreaker, Reconnect, RetryPolicy};
 use crate::security::{OAuth, TokenProvider};
 use crate::Error;
 
+use super::stream::{self, StreamHandler};
 use super::Consumer;
 
 /// Builds a [`Consumer`]. Start with [`Consumer::builder`]. Its `Debug` output hides the
@@ -719,6 +720,58 @@ impl<L> ConsumerBuilder<L> {
     {
         let (builder, layers) = self.with_layers(Identity);
         builder.build_work(layers.layer(handler), None)
+    }
+
+    /// Checks the settings, starts the consumer and returns its messages as a
+    /// [`Stream`](futures::Stream) of [`Delivery`]s: the way in for programs that write their
+    /// own loop. Finish each delivery with its outcome (or drop it after success); errors go
+    /// through the retry policy, dead-letter topic and [layers](Self::layer) as a handler's
+    /// would, and offsets are committed as for [`build`](Self::build)'s consumers: in
+    /// partition order a partition's next message comes out once the one before it is
+    /// finished; in key order, a key's. Must be called within a Tokio runtime. Not with
+    /// [`exactly_once`](Self::exactly_once) (its transactions take a handler's batches).
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// use sluicegate::{Consumer, HandlerError};
+    ///
+    /// # async fn run() -> Result<(), sluicegate::Error> {
+    /// let mut messages = Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .group_id("billing")
+    ///     .topic("orders")
+    ///     .messages()?;
+    /// while let Some(delivery) = messages.next().await {
+    ///     let delivery = delivery?; // the consumer's fatal error, if it stops on one
+    ///     match delivery.json::<serde_json::Value>() {
+    ///         Ok(order) => {
+    ///             println!("order {order}");
+    ///             delivery.ack();
+    ///         }
+    ///         Err(e) => delivery.finish(Err(HandlerError::from(e))), // dead-lettered
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`Delivery`]: crate::Delivery
+    pub fn messages(self) -> Result<crate::Messages, Error>
+    where
+        L: Layer<StreamHandler>,
+        L::Handler: Handler,
+    {
+        if let Some(id) = &self.exactly_once {
+            return Err(Error::Config {
+                key: "exactly_once".into(),
+                value: id.clone(),
+                reason: "a message stream has no batches for transactions to hold; \
+                         use build or build_batch"
+                    .into(),
+            });
+        }
+        let (handler, received) = stream::channel();
+        let handle = self.build(handler)?.spawn()?;
+        Ok(crate::Messages::new(received, handle))
     }
 
     /// Checks the settings and builds a consumer that calls `handler` with batches cut by

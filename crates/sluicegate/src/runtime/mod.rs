@@ -14,6 +14,7 @@ mod http;
 mod poll;
 mod seek;
 mod status;
+mod stream;
 mod transactional;
 mod wakeup;
 mod worker;
@@ -21,6 +22,7 @@ mod worker;
 pub use builder::ConsumerBuilder;
 pub use seek::SeekTo;
 pub use status::StatusWatch;
+pub use stream::{Delivery, Messages, StreamHandler};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

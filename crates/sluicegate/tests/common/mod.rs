@@ -60,11 +60,18 @@ pub mod checker;
 pub mod http;
 pub mod process;
 
-// What the CLI's demo and bench share with these tests: the records written, the ledgers.
+// What the CLI's demo and bench share with these tests: the records written, the ledgers,
+// the read-back loop.
 #[path = "../../../sluicegate-cli/src/workload/ledger.rs"]
 pub mod ledger;
+#[path = "../../../sluicegate-cli/src/workload/mem.rs"]
+#[allow(dead_code)] // Only the soak test reads it.
+pub mod mem;
+#[path = "../../../sluicegate-cli/src/workload/read_back.rs"]
+pub mod read_back;
 #[path = "../../../sluicegate-cli/src/workload/records.rs"]
 pub mod records;
+use read_back::Until;
 
 /// How long one request of the harness to a broker may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -665,37 +672,8 @@ impl TestBroker {
         n: usize,
         limit: Duration,
     ) -> anyhow::Result<Vec<OwnedMessage>> {
-        let mut config = self.client();
-        config
-            .set("group.id", unique("reader"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest");
-        let topic = topic.to_string();
-        blocking(move || {
-            let client: BaseConsumer = config.create()?;
-            let mut list = TopicPartitionList::new();
-            for p in partitions_of(&client, &topic)? {
-                list.add_partition_offset(&topic, p, Offset::Beginning)?;
-            }
-            client.assign(&list)?;
-            let deadline = Instant::now() + limit;
-            let mut records = Vec::new();
-            while records.len() < n {
-                let left = deadline.saturating_duration_since(Instant::now());
-                ensure!(
-                    !left.is_zero(),
-                    "timed out after {limit:?} reading {n} records of {topic}; got {}",
-                    records.len()
-                );
-                match client.poll(left.min(Duration::from_millis(200))) {
-                    Some(Ok(m)) => records.push(m.detach()),
-                    Some(Err(e)) => bail!("reading {topic}: {e}"),
-                    None => {}
-                }
-            }
-            Ok(records)
-        })
-        .await
+        self.read(topic, Isolation::ReadUncommitted, Until::Count(n), limit)
+            .await
     }
 
     /// Reads every partition of `topic` from its beginning to its end, in no group, as a
@@ -710,6 +688,35 @@ impl TestBroker {
         isolation: Isolation,
         limit: Duration,
     ) -> anyhow::Result<Vec<OwnedMessage>> {
+        self.read(topic, isolation, Until::End, limit).await
+    }
+
+    /// The diagnosis of every record in the dead-letter topic `topic` (a record handled twice
+    /// may be dead-lettered twice): as many as its high watermarks count, and at least `least`
+    /// (tansu 0.6 misreports high watermarks); at most `limit`.
+    pub async fn dead_letters(
+        &self,
+        topic: &str,
+        least: usize,
+        limit: Duration,
+    ) -> anyhow::Result<Vec<sluicegate::dead_letter::DeadLetterRecord>> {
+        let held = self.high_watermarks(topic).await?.values().sum::<i64>() as usize;
+        self.read_records(topic, held.max(least), limit)
+            .await?
+            .iter()
+            .map(diagnosis)
+            .collect()
+    }
+
+    /// Reads every partition of `topic` from its beginning, in no group, as `isolation` says,
+    /// until `until` holds; at most `limit`.
+    async fn read(
+        &self,
+        topic: &str,
+        isolation: Isolation,
+        until: Until,
+        limit: Duration,
+    ) -> anyhow::Result<Vec<OwnedMessage>> {
         let mut config = self.client();
         config
             .set("group.id", unique("reader"))
@@ -719,33 +726,16 @@ impl TestBroker {
         let topic = topic.to_string();
         blocking(move || {
             let client: BaseConsumer = config.create()?;
-            let partitions = partitions_of(&client, &topic)?;
             let mut list = TopicPartitionList::new();
-            for p in &partitions {
-                list.add_partition_offset(&topic, *p, Offset::Beginning)?;
+            for p in partitions_of(&client, &topic)? {
+                list.add_partition_offset(&topic, p, Offset::Beginning)?;
             }
             client.assign(&list)?;
-            let deadline = Instant::now() + limit;
             let mut records = Vec::new();
-            let mut at_end = BTreeSet::new();
-            while at_end.len() < partitions.len() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                ensure!(
-                    !left.is_zero(),
-                    "timed out after {limit:?} reading {topic} {}: {} records, partitions {at_end:?} \
-                     of {partitions:?} at their end",
-                    isolation.as_str(),
-                    records.len()
-                );
-                match client.poll(left.min(Duration::from_millis(200))) {
-                    Some(Ok(m)) => records.push(m.detach()),
-                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                        at_end.insert(p);
-                    }
-                    Some(Err(e)) => bail!("reading {topic}: {e}"),
-                    None => {}
-                }
-            }
+            read_back::read(&client, &topic, until, limit, |m| {
+                records.push(m.detach());
+                Ok(())
+            })?;
             Ok(records)
         })
         .await
@@ -825,6 +815,17 @@ pub fn tp(topic: &str, partition: i32) -> TopicPartition {
 pub fn committed_to_end(status: &ConsumerStatus, topic: &str, end: &BTreeMap<i32, i64>) -> bool {
     end.iter()
         .all(|(p, e)| *e == 0 || status.committed.get(&tp(topic, *p)) == Some(e))
+}
+
+/// Each partition's log end (the offset after its last record) from what was written to a
+/// fresh topic.
+pub fn ends_of(written: &[Produced]) -> BTreeMap<i32, i64> {
+    let mut end = BTreeMap::new();
+    for w in written {
+        let e = end.entry(w.partition).or_insert(0);
+        *e = (*e).max(w.offset + 1);
+    }
+    end
 }
 
 /// The diagnosis of a record read from a dead-letter topic.

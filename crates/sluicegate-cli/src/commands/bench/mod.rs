@@ -330,15 +330,15 @@ struct MemoryWatch {
 impl MemoryWatch {
     fn start() -> Self {
         MemoryWatch {
-            peak_reset: crate::mem::reset_peak_rss(),
-            start_mb: crate::mem::rss_mb(),
+            peak_reset: crate::workload::mem::reset_peak_rss(),
+            start_mb: crate::workload::mem::rss_mb(),
         }
     }
 
     fn finish(self, mut pass: PassReport) -> PassReport {
         pass.rss_start_mb = self.start_mb.map(|m| round(m, 1));
         // Without a reset the kernel's peak would include the fill: better none than wrong.
-        pass.peak_rss_mb = crate::mem::peak_rss_mb()
+        pass.peak_rss_mb = crate::workload::mem::peak_rss_mb()
             .filter(|_| self.peak_reset)
             .map(|m| round(m, 1));
         pass
