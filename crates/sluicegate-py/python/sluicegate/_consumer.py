@@ -1,0 +1,282 @@
+"""The consumer: settings, the handler, and the two ways to run it (``run`` with a handler,
+``messages`` with a loop of your own)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import inspect
+import logging
+import signal
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, Optional, Union
+
+from . import _sluicegate
+from ._errors import ConfigError, DecodeError, PermanentError, Skip, SluicegateError
+from ._message import Message
+
+logger = logging.getLogger("sluicegate")
+
+#: How many deliveries one call takes from the native queue.
+_TAKE = 1024
+
+Handler = Callable[[Message], Union[Awaitable[Optional[bool]], Optional[bool]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Retry:
+    """How failed messages are retried: exponential back-off from ``initial_backoff`` seconds
+    up to ``max_backoff``, times ``multiplier`` per attempt, with up to ``jitter`` (a fraction)
+    of random spread. ``max_attempts=None`` retries retryable failures without limit; a
+    message given up on goes to the dead-letter topic (if set).
+    """
+
+    max_attempts: Optional[int] = None
+    initial_backoff: float = 0.1
+    max_backoff: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+
+
+class Consumer:
+    """A Kafka consumer run by Sluicegate's Rust runtime.
+
+    Args:
+        bootstrap_servers: ``host:port[,host:port...]``.
+        group_id: the consumer group (commits go there).
+        topics: the topics to subscribe to.
+        ordering: ``"partition"`` (one message at a time per partition, the default),
+            ``"key"`` (one at a time per key, keys side by side) or ``"unordered"``.
+        max_in_flight: handler calls running at once over the whole consumer.
+        retry: the :class:`Retry` policy (default: retry without limit).
+        dead_letter: ``True`` for ``<topic>.dlq``, a topic name, or ``False`` (none: a message
+            given up on stops its partition, visibly).
+        commit_interval: seconds between commits of finished offsets.
+        drain_timeout: seconds running handlers get at a rebalance or shutdown.
+        handler_timeout: seconds after which a handler call counts as failed (retried).
+        threads: threads for plain ``def`` handlers (``async def`` ones run on the loop).
+        config: librdkafka properties, passed through (``{"security.protocol": "SSL"}``).
+
+    Raises:
+        ConfigError: a setting was refused; the message names it.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        group_id: Optional[str] = None,
+        topics: Iterable[str],
+        ordering: str = "partition",
+        max_in_flight: int = 1000,
+        retry: Optional[Retry] = None,
+        dead_letter: Union[bool, str] = False,
+        commit_interval: float = 1.0,
+        drain_timeout: float = 10.0,
+        handler_timeout: Optional[float] = None,
+        threads: int = 32,
+        config: Optional[Dict[str, str]] = None,
+    ) -> None:
+        retry = retry or Retry()
+        if isinstance(topics, str):
+            raise ConfigError(f"topics: expected a list of topic names, got the string {topics!r}")
+        if dead_letter is True:
+            dlq: Optional[str] = ""
+        elif dead_letter is False or dead_letter is None:
+            dlq = None
+        else:
+            dlq = str(dead_letter)
+        self._core = _sluicegate.Core(
+            bootstrap_servers,
+            group_id,
+            list(topics),
+            ordering,
+            max_in_flight,
+            commit_interval,
+            drain_timeout,
+            retry.max_attempts,
+            retry.initial_backoff,
+            retry.max_backoff,
+            retry.multiplier,
+            retry.jitter,
+            dlq,
+            handler_timeout,
+            [(str(k), str(v)) for k, v in (config or {}).items()],
+        )
+        self._threads = threads
+        self._handler: Optional[Handler] = None
+        self._started = False
+
+    def handler(self, fn: Handler) -> Handler:
+        """Decorates the handler: ``async def`` (run on the event loop) or ``def`` (run in a
+        bounded thread pool), taking a :class:`Message`."""
+        self._handler = fn
+        return fn
+
+    def shutdown(self) -> None:
+        """Asks for a graceful stop: no new messages; those in flight are finished and
+        committed; then :meth:`run` returns (or the :meth:`messages` loop ends). Safe to call
+        from any thread."""
+        self._core.shutdown()
+
+    def status(self) -> Dict[str, Any]:
+        """What the consumer reports now: ``assigned``, ``committed`` and ``lag`` (keyed by
+        ``(topic, partition)``), ``dead_lettered``, ``retried``, ``joined``, ``rebalances``,
+        ``stopped``."""
+        return self._core.status()
+
+    async def run(self) -> None:
+        """Runs the handler until SIGINT or SIGTERM (or :meth:`shutdown`), then drains,
+        commits and leaves the group.
+
+        Raises:
+            SluicegateError: the consumer stopped on an error (a fatal client error, a TLS or
+                authentication failure).
+        """
+        if self._handler is None:
+            raise ConfigError("no handler: decorate one with @consumer.handler")
+        handler = self._handler
+        is_async = inspect.iscoroutinefunction(handler)
+        pool = (
+            None
+            if is_async
+            else concurrent.futures.ThreadPoolExecutor(
+                max_workers=self._threads, thread_name_prefix="sluicegate-handler"
+            )
+        )
+        loop = asyncio.get_running_loop()
+        tasks: set = set()
+
+        async def handle(msg: Message) -> None:
+            try:
+                if pool is None:
+                    result = await handler(msg)  # type: ignore[misc]
+                else:
+                    result = await loop.run_in_executor(pool, handler, msg)
+            except asyncio.CancelledError:
+                msg._finish("retryable", "the handler was cancelled")
+                raise
+            except BaseException as e:  # noqa: BLE001 - every outcome goes back to the runtime
+                _finish_with_error(msg, e)
+                if not isinstance(e, Exception):
+                    raise
+                return
+            if result is False:
+                msg._finish("retryable", "the handler returned False")
+            else:
+                msg._finish("ok")
+
+        batches = self._batches()
+        try:
+            async for batch in batches:
+                for msg in batch:
+                    task = loop.create_task(handle(msg))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+        finally:
+            await batches.aclose()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if pool is not None:
+                pool.shutdown(wait=False)
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """The messages, for a loop of your own::
+
+            async for msg in consumer.messages():
+                process(msg.json())
+
+        A message is finished when the loop body ends without raising; if it raises (or the
+        loop is left with ``break``), the consumer shuts down and that message is delivered
+        again next time. Runs until SIGINT or SIGTERM (or :meth:`shutdown`) like :meth:`run`.
+        """
+        batches = self._batches()
+        current: Optional[Message] = None
+        pending: list = []
+        try:
+            async for batch in batches:
+                pending = list(reversed(batch))
+                while pending:
+                    current = pending.pop()
+                    yield current
+                    current._finish("ok")
+                    current = None
+        finally:
+            # Left early: the message in the body and those after it are not done.
+            unfinished = ([current] if current is not None else []) + pending
+            for msg in unfinished:
+                msg._finish("retryable", "the loop ended before this message was finished")
+            self._core.shutdown()
+            await batches.aclose()
+
+    async def _batches(self) -> AsyncIterator[list]:
+        """The native queue's deliveries, a batch at a time, until the stream ends; installs
+        the SIGINT/SIGTERM handlers meanwhile. Raises what the consumer stopped on."""
+        if self._started:
+            raise SluicegateError("a consumer runs once; make a new one to run again")
+        self._started = True
+        loop = asyncio.get_running_loop()
+        core = self._core
+        ready = asyncio.Event()
+        fd = core.fileno()
+        loop.add_reader(fd, ready.set)
+        signals = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, core.shutdown)
+                signals.append(sig)
+        core.start()
+        error: Optional[str] = None
+        try:
+            while True:
+                batch, ended, error = core.take(_TAKE)
+                if batch:
+                    yield batch
+                    continue
+                if ended:
+                    break
+                await ready.wait()
+                ready.clear()
+        finally:
+            loop.remove_reader(fd)
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            if error is None:
+                # Left before the end: stop, and refuse what still comes until it ends.
+                core.shutdown()
+                await _drain(core, ready, loop, fd)
+        if error is not None:
+            raise SluicegateError(error)
+
+
+async def _drain(core: Any, ready: asyncio.Event, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Takes the stream to its end after an early exit, handing back each delivery unfinished."""
+    loop.add_reader(fd, ready.set)
+    try:
+        while True:
+            batch, ended, _ = core.take(_TAKE)
+            for msg in batch:
+                msg._finish("retryable", "the consumer is stopping")
+            if ended:
+                return
+            if not batch:
+                await ready.wait()
+                ready.clear()
+    finally:
+        loop.remove_reader(fd)
+
+
+def _finish_with_error(msg: Message, e: BaseException) -> None:
+    """Hands a handler's exception back as the outcome it stands for."""
+    text = f"{type(e).__name__}: {e}"
+    if isinstance(e, Skip):
+        msg._finish("skip", str(e) or "skipped by the handler")
+    elif isinstance(e, DecodeError):
+        msg._finish("decode", str(e))
+    elif isinstance(e, PermanentError):
+        logger.error("handler gave up on %r: %s", msg, text)
+        msg._finish("permanent", text)
+    else:
+        logger.warning("handler failed on %r: %s (retried)", msg, text)
+        msg._finish("retryable", text)

@@ -1,0 +1,97 @@
+"""Type stubs of the native module (the Rust core). Use the package's public names instead:
+``sluicegate.Consumer``, ``sluicegate.Message``, ``sluicegate.testing.EmbeddedKafka``."""
+
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+class SluicegateError(Exception):
+    """An error of the consumer: a bad setting, a broker or client failure."""
+
+class ConfigError(SluicegateError):
+    """A setting was refused: the message names the setting and why."""
+
+class Message:
+    """A Kafka record handed to a handler."""
+
+    @property
+    def topic(self) -> str:
+        """The topic."""
+    @property
+    def partition(self) -> int:
+        """The partition."""
+    @property
+    def offset(self) -> int:
+        """The offset."""
+    @property
+    def timestamp(self) -> Optional[int]:
+        """The record's timestamp in milliseconds since the Unix epoch, if it has one."""
+    @property
+    def key(self) -> Optional[bytes]:
+        """The key, or ``None``."""
+    @property
+    def value(self) -> Optional[bytes]:
+        """The value, or ``None`` for a tombstone."""
+    @property
+    def headers(self) -> List[Tuple[str, Optional[bytes]]]:
+        """The headers, as ``(name, value)`` pairs in the record's order."""
+    def json(self) -> Any:
+        """The value decoded as JSON. Raises ``sluicegate.DecodeError`` (never retried),
+        naming the record, if it is not JSON or is a tombstone."""
+    def text(self) -> str:
+        """The value as UTF-8 text. Raises ``sluicegate.DecodeError`` if it is not UTF-8 or
+        is a tombstone."""
+    def _finish(self, kind: str, reason: Optional[str] = None) -> None:
+        """Says what handling the message came to (the consumer calls it)."""
+
+class Core:
+    """A consumer running on its own Tokio runtime (used by ``sluicegate.Consumer``)."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        group_id: Optional[str],
+        topics: Sequence[str],
+        ordering: str,
+        max_in_flight: int,
+        commit_interval: float,
+        drain_timeout: float,
+        max_attempts: Optional[int],
+        initial_backoff: float,
+        max_backoff: float,
+        multiplier: float,
+        jitter: float,
+        dead_letter: Optional[str],
+        handler_timeout: Optional[float],
+        config: Sequence[Tuple[str, str]],
+    ) -> None: ...
+    def fileno(self) -> int:
+        """The socket that turns readable when deliveries (or the end) are waiting."""
+    def start(self) -> None:
+        """Starts moving deliveries to the queue."""
+    def take(self, n: int) -> Tuple[List[Message], bool, Optional[str]]:
+        """Up to ``n`` queued deliveries, whether the stream ended, and its error if any."""
+    def status(self) -> Dict[str, Any]:
+        """What the consumer reports now."""
+    def shutdown(self) -> None:
+        """Asks for a graceful shutdown."""
+
+class EmbeddedKafka:
+    """An embedded Kafka cluster (librdkafka's mock cluster) in this process, for tests."""
+
+    def __init__(self, brokers: int = 1) -> None: ...
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port,...`` of its brokers."""
+    def create_topic(self, topic: str, partitions: int) -> None:
+        """Creates ``topic`` with ``partitions`` partitions."""
+    def produce(
+        self,
+        topic: str,
+        records: Iterable[Union[bytes, str, Tuple[Optional[Union[bytes, str]], Optional[Union[bytes, str]]]]],
+        partition: Optional[int] = None,
+    ) -> List[Tuple[int, int]]:
+        """Writes ``records`` (values, or ``(key, value)`` pairs) to ``topic`` and waits until
+        each is acknowledged; returns each one's ``(partition, offset)``, in order."""
+    def broker_down(self, broker: int) -> None:
+        """Takes broker ``broker`` (1-based) down."""
+    def broker_up(self, broker: int) -> None:
+        """Brings broker ``broker`` back up."""

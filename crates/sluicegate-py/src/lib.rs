@@ -1,0 +1,555 @@
+//! The native half of the `sluicegate` Python package: converts and delegates to the library's
+//! public API, with no semantics of its own.
+//!
+//! The consumer runs on a Tokio runtime of its own, as a stream of deliveries
+//! ([`sluicegate::ConsumerBuilder::messages`]). A pump task moves each delivery into a queue and
+//! rings a socket when the queue stops being empty; the Python side watches the socket from its
+//! event loop (`loop.add_reader`) and takes what is queued in one call, so messages cross into
+//! Python in batches and nothing of the consumer (polling, heartbeats, rebalances) waits for the
+//! GIL. A Python handler finishes a message by calling [`Message::_finish`], which hands the
+//! outcome back without blocking.
+
+use std::collections::VecDeque;
+use std::io::{Read as _, Write as _};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use sluicegate::dead_letter::DeadLetter;
+use sluicegate::policy::{Backoff, RetryPolicy};
+use sluicegate::{Consumer, Delivery, HandlerError, Ordering};
+
+create_exception!(
+    _sluicegate,
+    SluicegateError,
+    PyException,
+    "An error of the consumer: a bad setting, a broker or client failure."
+);
+create_exception!(
+    _sluicegate,
+    ConfigError,
+    SluicegateError,
+    "A setting was refused: the message names the setting and why."
+);
+
+fn error(e: sluicegate::Error) -> PyErr {
+    match e {
+        sluicegate::Error::Config { .. } | sluicegate::Error::MissingConfig(_) => {
+            ConfigError::new_err(e.to_string())
+        }
+        other => SluicegateError::new_err(other.to_string()),
+    }
+}
+
+/// What the pump task and the Python side share.
+#[derive(Default)]
+struct Queue {
+    deliveries: VecDeque<Delivery>,
+    /// Set when the stream ended: `Some(Err(message))` if the consumer failed.
+    ended: Option<Result<(), String>>,
+    /// Whether the socket must be rung for the next delivery (the Python side took
+    /// everything and waits).
+    armed: bool,
+}
+
+/// The queue and the socket that says it has something.
+struct Shared {
+    queue: Mutex<Queue>,
+    bell: UnixStream,
+}
+
+impl Shared {
+    fn push(&self, change: impl FnOnce(&mut Queue)) {
+        let ring = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            change(&mut q);
+            std::mem::take(&mut q.armed)
+        };
+        if ring {
+            // A full socket buffer already says "something is there".
+            let _ = (&self.bell).write(&[1]);
+        }
+    }
+}
+
+/// A consumer running on its own Tokio runtime, its deliveries queued for Python.
+#[pyclass(module = "sluicegate._sluicegate")]
+struct Core {
+    runtime: tokio::runtime::Runtime,
+    shared: Arc<Shared>,
+    /// The socket's other end, which the Python side watches.
+    listener: UnixStream,
+    messages: Option<sluicegate::Messages>,
+    status: sluicegate::StatusWatch,
+    shutdown: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+#[pymethods]
+impl Core {
+    /// Checks the settings and builds the consumer (nothing connects until `start`).
+    #[new]
+    #[pyo3(signature = (
+        bootstrap_servers, group_id, topics, ordering, max_in_flight, commit_interval,
+        drain_timeout, max_attempts, initial_backoff, max_backoff, multiplier, jitter,
+        dead_letter, handler_timeout, config,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        bootstrap_servers: String,
+        group_id: Option<String>,
+        topics: Vec<String>,
+        ordering: &str,
+        max_in_flight: usize,
+        commit_interval: f64,
+        drain_timeout: f64,
+        max_attempts: Option<u32>,
+        initial_backoff: f64,
+        max_backoff: f64,
+        multiplier: f64,
+        jitter: f64,
+        dead_letter: Option<String>,
+        handler_timeout: Option<f64>,
+        config: Vec<(String, String)>,
+    ) -> PyResult<Self> {
+        let ordering: Ordering = ordering.parse().map_err(ConfigError::new_err)?;
+        let seconds = |name: &str, s: f64| {
+            Duration::try_from_secs_f64(s)
+                .map_err(|_| ConfigError::new_err(format!("{name}: not a duration: {s}")))
+        };
+        let mut retry = RetryPolicy::default().with_backoff(Backoff {
+            initial: seconds("retry.initial_backoff", initial_backoff)?,
+            max: seconds("retry.max_backoff", max_backoff)?,
+            multiplier,
+            jitter,
+        });
+        if let Some(n) = max_attempts {
+            retry = retry.with_max_attempts(n);
+        }
+        let mut builder = Consumer::builder()
+            .bootstrap_servers(bootstrap_servers)
+            .topics(topics)
+            .ordering(ordering)
+            .max_in_flight(max_in_flight)
+            .commit_interval(seconds("commit_interval", commit_interval)?)
+            .drain_timeout(seconds("drain_timeout", drain_timeout)?)
+            .retry_policy(retry);
+        if let Some(group) = group_id {
+            builder = builder.group_id(group);
+        }
+        if let Some(t) = handler_timeout {
+            builder = builder.handler_timeout(seconds("handler_timeout", t)?);
+        }
+        builder = match dead_letter.as_deref() {
+            None => builder,
+            Some("") => builder.dead_letter(DeadLetter::default()),
+            Some(topic) => builder.dead_letter(DeadLetter::to_topic(topic)),
+        };
+        for (key, value) in config {
+            builder = builder.set(key, value);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluicegate")
+            .enable_all()
+            .build()
+            .map_err(|e| SluicegateError::new_err(format!("cannot start a Tokio runtime: {e}")))?;
+        let (bell, listener) = UnixStream::pair()
+            .and_then(|(a, b)| {
+                a.set_nonblocking(true)?;
+                b.set_nonblocking(true)?;
+                Ok((a, b))
+            })
+            .map_err(|e| SluicegateError::new_err(format!("cannot make a socket pair: {e}")))?;
+        let messages = {
+            let _entered = runtime.enter();
+            builder.messages().map_err(error)?
+        };
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                armed: true,
+                ..Queue::default()
+            }),
+            bell,
+        });
+        Ok(Core {
+            runtime,
+            shared,
+            listener,
+            status: messages.handle().status(),
+            messages: Some(messages),
+            shutdown: None,
+        })
+    }
+
+    /// The socket to watch for readability: deliveries (or the end) are waiting.
+    fn fileno(&self) -> i32 {
+        self.listener.as_raw_fd()
+    }
+
+    /// Starts moving deliveries to the queue.
+    fn start(&mut self) -> PyResult<()> {
+        let Some(mut messages) = self.messages.take() else {
+            return Err(SluicegateError::new_err("the consumer was started already"));
+        };
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let shared = self.shared.clone();
+        let stopping = stop.clone();
+        self.runtime.spawn(async move {
+            let mut asked = false;
+            loop {
+                tokio::select! {
+                    next = messages.next() => match next {
+                        Some(Ok(delivery)) => shared.push(|q| q.deliveries.push_back(delivery)),
+                        Some(Err(e)) => shared.push(|q| q.ended = Some(Err(e.to_string()))),
+                        None => break,
+                    },
+                    _ = stopping.notified(), if !asked => {
+                        asked = true;
+                        messages.shutdown();
+                    }
+                }
+            }
+            shared.push(|q| {
+                q.ended.get_or_insert(Ok(()));
+            });
+        });
+        self.shutdown = Some(Box::new(move || stop.notify_one()));
+        Ok(())
+    }
+
+    /// Takes up to `n` queued deliveries, without waiting: `(messages, ended, error)`.
+    /// `ended` says the stream is over (nothing more will come), `error` why, if it failed.
+    fn take<'py>(
+        &self,
+        py: Python<'py>,
+        n: usize,
+    ) -> PyResult<(Bound<'py, PyList>, bool, Option<String>)> {
+        let mut drained = [0u8; 256];
+        while matches!((&self.listener).read(&mut drained), Ok(k) if k > 0) {}
+        let (taken, ended) = {
+            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let k = n.min(q.deliveries.len());
+            let taken: Vec<Delivery> = q.deliveries.drain(..k).collect();
+            if q.deliveries.is_empty() {
+                q.armed = true;
+            }
+            let ended = match (&q.ended, q.deliveries.is_empty()) {
+                (Some(end), true) => Some(end.clone()),
+                _ => None,
+            };
+            (taken, ended)
+        };
+        let list = PyList::empty(py);
+        for d in taken {
+            list.append(Message::new(py, d))?;
+        }
+        let (ended, error) = match ended {
+            None => (false, None),
+            Some(Ok(())) => (true, None),
+            Some(Err(e)) => (true, Some(e)),
+        };
+        Ok((list, ended, error))
+    }
+
+    /// What the consumer reports now: `assigned` (a list of `(topic, partition)`),
+    /// `committed` (`{(topic, partition): offset}`), `dead_lettered`, `retried`, `joined`,
+    /// `rebalances`, `lag` (`{(topic, partition): records}`) and `stopped`.
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.status.current();
+        let offsets = |map: &std::collections::BTreeMap<sluicegate::TopicPartition, i64>| {
+            let d = PyDict::new(py);
+            for (tp, offset) in map {
+                d.set_item((tp.topic.as_str(), tp.partition), offset)?;
+            }
+            PyResult::Ok(d)
+        };
+        let d = PyDict::new(py);
+        let assigned: Vec<(&str, i32)> = s
+            .assigned
+            .iter()
+            .map(|tp| (tp.topic.as_str(), tp.partition))
+            .collect();
+        d.set_item("assigned", assigned)?;
+        d.set_item("committed", offsets(&s.committed)?)?;
+        d.set_item("lag", offsets(&s.lag)?)?;
+        d.set_item("dead_lettered", s.dead_lettered)?;
+        d.set_item("retried", s.retried)?;
+        d.set_item("joined", s.joined)?;
+        d.set_item("rebalances", s.rebalances)?;
+        d.set_item("stopped", s.stopped)?;
+        Ok(d)
+    }
+
+    /// Asks for a graceful shutdown: deliveries in flight are still finished and committed;
+    /// the stream ends once they are.
+    fn shutdown(&self) {
+        if let Some(stop) = &self.shutdown {
+            stop();
+        }
+    }
+}
+
+/// A Kafka record handed to a Python handler.
+#[pyclass(module = "sluicegate._sluicegate", frozen)]
+struct Message {
+    delivery: Mutex<Option<Delivery>>,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    timestamp: Option<i64>,
+    key: Option<Py<PyBytes>>,
+    value: Option<Py<PyBytes>>,
+}
+
+impl Message {
+    /// A `sluicegate.DecodeError` saying why the value could not be read as `what`.
+    fn decode_error(&self, py: Python<'_>, what: &str, why: &str) -> PyErr {
+        let text = format!(
+            "cannot decode the value of {}/{} at offset {} as {what}: {why}",
+            self.topic, self.partition, self.offset
+        );
+        match py
+            .import("sluicegate._errors")
+            .and_then(|m| m.getattr("DecodeError"))
+        {
+            Ok(class) => PyErr::from_value(match class.call1((text.clone(),)) {
+                Ok(e) => e,
+                Err(e) => return e,
+            }),
+            Err(e) => e,
+        }
+    }
+
+    fn new(py: Python<'_>, d: Delivery) -> Self {
+        let m = d.message();
+        let (topic, partition, offset, timestamp) = (
+            m.topic().to_string(),
+            m.partition(),
+            m.offset(),
+            m.timestamp(),
+        );
+        let key = m.key().map(|k| PyBytes::new(py, k).unbind());
+        let value = m.payload().map(|v| PyBytes::new(py, v).unbind());
+        Message {
+            topic,
+            partition,
+            offset,
+            timestamp,
+            key,
+            value,
+            delivery: Mutex::new(Some(d)),
+        }
+    }
+}
+
+#[pymethods]
+impl Message {
+    /// The topic.
+    #[getter]
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition.
+    #[getter]
+    fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The offset.
+    #[getter]
+    fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// The record's timestamp in milliseconds since the Unix epoch, if it has one.
+    #[getter]
+    fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    /// The key, or `None`.
+    #[getter]
+    fn key<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.key.as_ref().map(|k| k.bind(py).clone())
+    }
+
+    /// The value, or `None` for a tombstone.
+    #[getter]
+    fn value<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.value.as_ref().map(|v| v.bind(py).clone())
+    }
+
+    /// The headers, as `(name, value)` pairs in the record's order.
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        let guard = self.delivery.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = guard.as_ref() {
+            for h in d.message().headers() {
+                let value = h.value.as_deref().map(|v| PyBytes::new(py, v));
+                list.append(PyTuple::new(
+                    py,
+                    [
+                        h.key.as_str().into_pyobject(py)?.into_any(),
+                        value.into_pyobject(py)?.into_any(),
+                    ],
+                )?)?;
+            }
+        }
+        Ok(list)
+    }
+
+    /// The value decoded as JSON (`json.loads`). Raises `sluicegate.DecodeError`, naming the
+    /// record, if it is not JSON or is a tombstone: never retried.
+    fn json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let Some(value) = &self.value else {
+            return Err(self.decode_error(py, "JSON", "a tombstone (no value)"));
+        };
+        py.import("json")?
+            .call_method1("loads", (value.bind(py),))
+            .map_err(|e| self.decode_error(py, "JSON", &e.to_string()))
+    }
+
+    /// The value as UTF-8 text. Raises `sluicegate.DecodeError`, naming the record, if it is
+    /// not UTF-8 or is a tombstone.
+    fn text(&self, py: Python<'_>) -> PyResult<String> {
+        let Some(value) = &self.value else {
+            return Err(self.decode_error(py, "text", "a tombstone (no value)"));
+        };
+        String::from_utf8(value.bind(py).as_bytes().to_vec())
+            .map_err(|e| self.decode_error(py, "text", &e.to_string()))
+    }
+
+    /// Says what handling the message came to. `kind`: `"ok"`, `"retryable"`,
+    /// `"permanent"`, `"skip"` or `"decode"`; `reason` for the others. Only the first call
+    /// counts.
+    #[pyo3(signature = (kind, reason=None))]
+    fn _finish(&self, kind: &str, reason: Option<String>) -> PyResult<()> {
+        let reason = || reason.clone().unwrap_or_else(|| kind.to_string());
+        let result = match kind {
+            "ok" => Ok(()),
+            "retryable" => Err(HandlerError::retryable(reason())),
+            "permanent" => Err(HandlerError::permanent(reason())),
+            "skip" => Err(HandlerError::skip(reason())),
+            "decode" => Err(HandlerError::decode(reason())),
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "unknown outcome {other:?}"
+                )))
+            }
+        };
+        let taken = self
+            .delivery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(d) = taken {
+            d.finish(result);
+        }
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Message(topic={:?}, partition={}, offset={})",
+            self.topic, self.partition, self.offset
+        )
+    }
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        // A message dropped unfinished (the Python side lost it) is not done: retried.
+        if let Some(d) = self.delivery.get_mut().ok().and_then(Option::take) {
+            d.finish(Err(HandlerError::retryable(
+                "the message was dropped by Python without an outcome",
+            )));
+        }
+    }
+}
+
+/// An embedded Kafka cluster (librdkafka's mock cluster) in this process, for tests.
+#[pyclass(module = "sluicegate._sluicegate", name = "EmbeddedKafka")]
+struct Embedded(sluicegate::EmbeddedKafka);
+
+#[pymethods]
+impl Embedded {
+    #[new]
+    #[pyo3(signature = (brokers=1))]
+    fn new(brokers: i32) -> PyResult<Self> {
+        sluicegate::EmbeddedKafka::start(brokers)
+            .map(Embedded)
+            .map_err(error)
+    }
+
+    /// `host:port,...` of its brokers.
+    #[getter]
+    fn bootstrap_servers(&self) -> String {
+        self.0.bootstrap_servers().to_string()
+    }
+
+    /// Creates `topic` with `partitions` partitions.
+    fn create_topic(&self, topic: &str, partitions: i32) -> PyResult<()> {
+        self.0.create_topic(topic, partitions).map_err(error)
+    }
+
+    /// Writes `records` to `topic` and waits until each is acknowledged; returns each one's
+    /// `(partition, offset)`, in order. A record is a value (`bytes` or `str`) or a
+    /// `(key, value)` pair (either may be `None`). Records go to `partition` if given, else by
+    /// key.
+    #[pyo3(signature = (topic, records, partition=None))]
+    fn produce(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        records: &Bound<'_, PyAny>,
+        partition: Option<i32>,
+    ) -> PyResult<Vec<(i32, i64)>> {
+        fn bytes(v: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
+            if v.is_none() {
+                Ok(None)
+            } else if let Ok(s) = v.extract::<String>() {
+                Ok(Some(s.into_bytes()))
+            } else {
+                Ok(Some(v.extract::<Vec<u8>>()?))
+            }
+        }
+        let mut pairs = Vec::new();
+        for record in records.try_iter()? {
+            let record = record?;
+            pairs.push(match record.cast::<PyTuple>() {
+                Ok(t) if t.len() == 2 => (bytes(&t.get_item(0)?)?, bytes(&t.get_item(1)?)?),
+                _ => (None, bytes(&record)?),
+            });
+        }
+        py.detach(|| self.0.produce(topic, partition, pairs))
+            .map_err(error)
+    }
+
+    /// Takes broker `broker` (1-based) down: its connections are closed and refused.
+    fn broker_down(&self, broker: i32) -> PyResult<()> {
+        self.0.broker_down(broker).map_err(error)
+    }
+
+    /// Brings broker `broker` back up.
+    fn broker_up(&self, broker: i32) -> PyResult<()> {
+        self.0.broker_up(broker).map_err(error)
+    }
+}
+
+#[pymodule]
+fn _sluicegate(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Core>()?;
+    m.add_class::<Message>()?;
+    m.add_class::<Embedded>()?;
+    m.add("SluicegateError", m.py().get_type::<SluicegateError>())?;
+    m.add("ConfigError", m.py().get_type::<ConfigError>())?;
+    Ok(())
+}

@@ -1,0 +1,197 @@
+"""The Python package against the embedded broker and Apache Kafka: each handler outcome,
+the ordering modes, plain ``def`` handlers, the ``async for`` loop, bad settings."""
+
+import asyncio
+import json
+import threading
+from collections import Counter, defaultdict
+
+import pytest
+
+import sluicegate
+from conftest import PHASE, committed_to, ends_of, unique, wait_until
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, PHASE * 2))
+
+
+def test_each_outcome_goes_where_the_runtime_sends_it(broker):
+    """Of 200 records: one returns False once, one raises RetryableError twice, one raises
+    ValueError once (all three retried, then handled), one raises PermanentError and one is
+    not JSON (both dead-lettered with their reason), one raises Skip. Everything else is
+    handled once, and the group commits the log end."""
+    topic = unique("py-outcomes")
+    broker.create_topic(topic, 2)
+    values = [json.dumps({"n": i}).encode() for i in range(200)]
+    values[120] = b"not json"
+    placed = broker.produce(topic, [(i % 2, f"k{i}", v) for i, v in enumerate(values)])
+    ends = ends_of(placed)
+    consumer = broker.consumer(
+        topic,
+        retry=sluicegate.Retry(initial_backoff=0.005, max_backoff=0.02, jitter=0.0),
+        dead_letter=True,
+    )
+    calls = Counter()
+    handled = Counter()
+
+    @consumer.handler
+    async def handle(msg: sluicegate.Message):
+        n = msg.json()["n"]  # record 120 raises DecodeError here
+        calls[n] += 1
+        if n == 10 and calls[n] == 1:
+            return False
+        if n == 20 and calls[n] <= 2:
+            raise sluicegate.RetryableError("not yet")
+        if n == 30 and calls[n] == 1:
+            raise ValueError("a bug, for now")
+        if n == 40:
+            raise sluicegate.PermanentError("refused for good")
+        if n == 50:
+            raise sluicegate.Skip("not for us")
+        handled[n] += 1
+
+    async def scenario():
+        running = asyncio.ensure_future(consumer.run())
+        await wait_until(
+            "commits at the log end, two records dead-lettered",
+            lambda: committed_to(consumer, topic, ends) and consumer.status()["dead_lettered"] == 2,
+        )
+        consumer.shutdown()
+        await running
+
+    run(scenario())
+    assert (calls[10], calls[20], calls[30], calls[40]) == (2, 3, 2, 1)
+    expected = set(range(200)) - {40, 50, 120}
+    assert set(handled) == expected
+    assert all(n == 1 for n in handled.values()), [n for n, c in handled.items() if c > 1]
+    letters = broker.read(f"{topic}.dlq", 2)
+    reasons = {m.value(): dict(m.headers() or []) for m in letters}
+    assert set(reasons) == {values[40], b"not json"}
+    refused, undecodable = reasons[values[40]], reasons[b"not json"]
+    assert refused["sluicegate.error.kind"] == b"permanent", refused
+    assert b"refused for good" in refused["sluicegate.error.message"], refused
+    assert undecodable["sluicegate.error.kind"] == b"decode", undecodable
+    assert b"cannot decode the value of" in undecodable["sluicegate.error.message"], undecodable
+
+
+@pytest.mark.parametrize("ordering", ["partition", "key"])
+def test_ordering_modes_keep_their_order(broker, ordering):
+    """400 records over 2 partitions and 8 keys, a handler that awaits a little: no record
+    starts while another of its partition (or key) runs, each unit sees its offsets in order,
+    and in key order several keys run at once."""
+    topic = unique("py-order")
+    broker.create_topic(topic, 2)
+    placed = broker.produce(topic, [(None, f"key-{i % 8}", f"{i}".encode()) for i in range(400)])
+    ends = ends_of(placed)
+    consumer = broker.consumer(topic, ordering=ordering, max_in_flight=16)
+    running_now = defaultdict(int)
+    last = {}
+    most = [0]
+    problems = []
+
+    @consumer.handler
+    async def handle(msg: sluicegate.Message) -> None:
+        unit = (msg.partition, msg.key) if ordering == "key" else msg.partition
+        if running_now[unit]:
+            problems.append(f"{unit}: {msg.offset} started while another ran")
+        running_now[unit] += 1
+        most[0] = max(most[0], sum(running_now.values()))
+        if last.get(unit, -1) >= msg.offset:
+            problems.append(f"{unit}: {msg.offset} after {last[unit]}")
+        last[unit] = msg.offset
+        await asyncio.sleep(0.002)
+        running_now[unit] -= 1
+
+    async def scenario():
+        running = asyncio.ensure_future(consumer.run())
+        await wait_until("commits at the log end", lambda: committed_to(consumer, topic, ends))
+        consumer.shutdown()
+        await running
+
+    run(scenario())
+    assert not problems, problems[:5]
+    if ordering == "key":
+        assert most[0] > 2, f"at most {most[0]} handlers ran at once"
+
+
+def test_plain_def_handlers_run_in_threads(broker):
+    """A blocking ``def`` handler runs in the thread pool, off the event loop: every record
+    is handled once and committed."""
+    topic = unique("py-threads")
+    broker.create_topic(topic, 4)
+    placed = broker.produce(topic, [(None, f"k{i}", f"{i}".encode()) for i in range(200)])
+    consumer = broker.consumer(topic, ordering="key", threads=8)
+    seen = Counter()
+    threads = set()
+    lock = threading.Lock()
+
+    @consumer.handler
+    def handle(msg: sluicegate.Message) -> None:
+        with lock:
+            seen[msg.text()] += 1
+            threads.add(threading.get_ident())
+
+    async def scenario():
+        running = asyncio.ensure_future(consumer.run())
+        await wait_until("commits at the log end", lambda: committed_to(consumer, topic, ends_of(placed)))
+        consumer.shutdown()
+        await running
+
+    run(scenario())
+    assert sorted(seen) == sorted(str(i) for i in range(200))
+    assert set(seen.values()) == {1}
+    assert threading.get_ident() not in threads
+
+
+def test_an_async_for_loop_finishes_what_its_body_finished(broker):
+    """``async for msg in consumer.messages()``: a message is finished when the body ends
+    without raising. The body raises on the 60th record: the loop stops and the consumer shuts
+    down, committing the 59 before it; a second consumer of the group starts at the 60th."""
+    topic = unique("py-loop")
+    broker.create_topic(topic, 1)
+    broker.produce(topic, [(0, "k", f"{i}".encode()) for i in range(100)])
+    group = unique("py-loop-group")
+
+    async def first():
+        consumer = broker.consumer(topic, group_id=group)
+        seen = []
+        with pytest.raises(RuntimeError, match="boom"):
+            async for msg in consumer.messages():
+                if msg.offset == 59:
+                    raise RuntimeError("boom")
+                seen.append(msg.offset)
+        assert seen == list(range(59))
+        # Leaving the loop closes it (asyncio finalizes the generator): the consumer drains,
+        # commits and stops.
+        await wait_until("the consumer stopped", lambda: consumer.status()["stopped"])
+        assert consumer.status()["committed"].get((topic, 0)) == 59
+
+    async def second():
+        consumer = broker.consumer(topic, group_id=group)
+        seen = []
+        async for msg in consumer.messages():
+            seen.append(msg.offset)
+            if msg.offset == 99:
+                consumer.shutdown()
+        assert seen == list(range(59, 100))
+
+    run(first())
+    run(second())
+
+
+def test_bad_settings_are_refused_naming_the_setting():
+    with pytest.raises(sluicegate.ConfigError, match="ordering|bogus"):
+        sluicegate.Consumer(bootstrap_servers="localhost:1", group_id="g", topics=["t"], ordering="bogus")
+    with pytest.raises(sluicegate.ConfigError, match="topics"):
+        sluicegate.Consumer(bootstrap_servers="localhost:1", group_id="g", topics="orders")
+    with pytest.raises(sluicegate.ConfigError, match="enable.auto.commit"):
+        sluicegate.Consumer(
+            bootstrap_servers="localhost:1",
+            group_id="g",
+            topics=["t"],
+            config={"enable.auto.commit": "true"},
+        )
+    consumer = sluicegate.Consumer(bootstrap_servers="localhost:1", group_id="g", topics=["t"])
+    with pytest.raises(sluicegate.ConfigError, match="handler"):
+        asyncio.run(consumer.run())
