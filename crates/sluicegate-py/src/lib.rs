@@ -25,6 +25,8 @@ use sluicegate::dead_letter::DeadLetter;
 use sluicegate::policy::{Backoff, RetryPolicy};
 use sluicegate::{Consumer, Delivery, HandlerError, Ordering};
 
+mod logs;
+
 create_exception!(
     _sluicegate,
     SluicegateError,
@@ -65,6 +67,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// Wakes the Python side (a full socket buffer already says "something is there").
+    fn ring(&self) {
+        let _ = (&self.bell).write(&[1]);
+    }
+
     fn push(&self, change: impl FnOnce(&mut Queue)) {
         let ring = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -72,8 +79,7 @@ impl Shared {
             std::mem::take(&mut q.armed)
         };
         if ring {
-            // A full socket buffer already says "something is there".
-            let _ = (&self.bell).write(&[1]);
+            self.ring();
         }
     }
 }
@@ -177,6 +183,7 @@ impl Core {
             }),
             bell,
         });
+        logs::ring(Arc::downgrade(&shared));
         Ok(Core {
             runtime,
             shared,
@@ -255,6 +262,12 @@ impl Core {
             Some(Err(e)) => (true, Some(e)),
         };
         Ok((list, ended, error))
+    }
+
+    /// The runtime's log records queued since the last call, as `(level, logger, text)`
+    /// (levels are `logging`'s numbers), and how many were dropped before them.
+    fn logs(&self) -> (Vec<logs::Record>, u64) {
+        logs::take()
     }
 
     /// What the consumer reports now: `assigned` (a list of `(topic, partition)`),
@@ -546,6 +559,7 @@ impl Embedded {
 
 #[pymodule]
 fn _sluicegate(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    logs::install();
     m.add_class::<Core>()?;
     m.add_class::<Message>()?;
     m.add_class::<Embedded>()?;

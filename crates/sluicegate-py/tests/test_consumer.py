@@ -180,6 +180,36 @@ def test_an_async_for_loop_finishes_what_its_body_finished(broker):
     run(second())
 
 
+def test_the_runtimes_logs_reach_python_logging(broker, caplog):
+    """A record given up on is logged by the runtime at ERROR, naming it, through Python's
+    ``logging`` (logger ``sluicegate.<module>``)."""
+    topic = unique("py-logs")
+    broker.create_topic(topic, 1)
+    placed = broker.produce(topic, [(0, "k", b"fine"), (0, "k", b"refused"), (0, "k", b"fine")])
+    consumer = broker.consumer(topic, dead_letter=True)
+
+    @consumer.handler
+    async def handle(msg: sluicegate.Message) -> None:
+        if msg.value == b"refused":
+            raise sluicegate.PermanentError("refused for good")
+
+    async def scenario():
+        running = asyncio.ensure_future(consumer.run())
+        await wait_until("commits at the log end", lambda: committed_to(consumer, topic, ends_of(placed)))
+        consumer.shutdown()
+        await running
+
+    with caplog.at_level("INFO", logger="sluicegate"):
+        run(scenario())
+    gave_up = [
+        r
+        for r in caplog.records
+        if r.name.startswith("sluicegate.runtime") and r.levelname == "ERROR" and "dead-lettering" in r.getMessage()
+    ]
+    assert gave_up, [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert "offset=1" in gave_up[0].getMessage() and "refused for good" in gave_up[0].getMessage()
+
+
 def test_bad_settings_are_refused_naming_the_setting():
     with pytest.raises(sluicegate.ConfigError, match="ordering|bogus"):
         sluicegate.Consumer(bootstrap_servers="localhost:1", group_id="g", topics=["t"], ordering="bogus")

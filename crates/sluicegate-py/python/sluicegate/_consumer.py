@@ -230,6 +230,7 @@ class Consumer:
         error: Optional[str] = None
         try:
             while True:
+                _emit(core.logs())
                 batch, ended, error = core.take(_TAKE)
                 if batch:
                     yield batch
@@ -239,6 +240,7 @@ class Consumer:
                 await ready.wait()
                 ready.clear()
         finally:
+            _emit(core.logs())
             loop.remove_reader(fd)
             for sig in signals:
                 loop.remove_signal_handler(sig)
@@ -255,6 +257,7 @@ async def _drain(core: Any, ready: asyncio.Event, loop: asyncio.AbstractEventLoo
     loop.add_reader(fd, ready.set)
     try:
         while True:
+            _emit(core.logs())
             batch, ended, _ = core.take(_TAKE)
             for msg in batch:
                 msg._finish("retryable", "the consumer is stopping")
@@ -265,6 +268,15 @@ async def _drain(core: Any, ready: asyncio.Event, loop: asyncio.AbstractEventLoo
                 ready.clear()
     finally:
         loop.remove_reader(fd)
+
+
+def _emit(logs: Any) -> None:
+    """Hands the runtime's log records to Python's ``logging``."""
+    records, dropped = logs
+    if dropped:
+        logger.warning("%d log records of the runtime were dropped (not taken in time)", dropped)
+    for level, name, text in records:
+        logging.getLogger(name).log(level, "%s", text)
 
 
 def _finish_with_error(msg: Message, e: BaseException) -> None:

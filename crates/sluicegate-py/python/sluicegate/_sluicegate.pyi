@@ -69,6 +69,9 @@ class Core:
         """Starts moving deliveries to the queue."""
     def take(self, n: int) -> Tuple[List[Message], bool, Optional[str]]:
         """Up to ``n`` queued deliveries, whether the stream ended, and its error if any."""
+    def logs(self) -> Tuple[List[Tuple[int, str, str]], int]:
+        """The runtime's log records since the last call, as ``(level, logger, text)``, and
+        how many were dropped before them."""
     def status(self) -> Dict[str, Any]:
         """What the consumer reports now."""
     def shutdown(self) -> None:
