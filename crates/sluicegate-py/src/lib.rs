@@ -23,7 +23,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use sluicegate::dead_letter::DeadLetter;
 use sluicegate::policy::{Backoff, RetryPolicy};
-use sluicegate::{Consumer, Delivery, HandlerError, Ordering};
+use sluicegate::{
+    batch_handler_fn, handler_fn, BatchLimits, Consumer, ConsumerBuilder, Delivery, HandlerError,
+    HandlerResult, Ordering,
+};
+use tokio::sync::oneshot;
 
 mod logs;
 
@@ -49,10 +53,16 @@ fn error(e: sluicegate::Error) -> PyErr {
     }
 }
 
-/// What the pump task and the Python side share.
+/// Work for Python: a message of the stream, or a batch for a batch handler.
+enum Work {
+    Single(Delivery),
+    Batch(Vec<sluicegate::Message>, oneshot::Sender<HandlerResult>),
+}
+
+/// What the consumer and the Python side share.
 #[derive(Default)]
 struct Queue {
-    deliveries: VecDeque<Delivery>,
+    deliveries: VecDeque<Work>,
     /// Set when the stream ended: `Some(Err(message))` if the consumer failed.
     ended: Option<Result<(), String>>,
     /// Whether the socket must be rung for the next delivery (the Python side took
@@ -91,8 +101,9 @@ struct Core {
     shared: Arc<Shared>,
     /// The socket's other end, which the Python side watches.
     listener: UnixStream,
-    messages: Option<sluicegate::Messages>,
-    status: sluicegate::StatusWatch,
+    /// The checked settings, built into a consumer at `start`.
+    builder: Option<ConsumerBuilder>,
+    status: Option<sluicegate::StatusWatch>,
     shutdown: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
@@ -172,10 +183,11 @@ impl Core {
                 Ok((a, b))
             })
             .map_err(|e| SluicegateError::new_err(format!("cannot make a socket pair: {e}")))?;
-        let messages = {
-            let _entered = runtime.enter();
-            builder.messages().map_err(error)?
-        };
+        // Checked now, so that a bad setting is refused where the consumer is made.
+        builder
+            .clone()
+            .build(handler_fn(|_| async { Ok(()) }))
+            .map_err(error)?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 armed: true,
@@ -188,8 +200,8 @@ impl Core {
             runtime,
             shared,
             listener,
-            status: messages.handle().status(),
-            messages: Some(messages),
+            builder: Some(builder),
+            status: None,
             shutdown: None,
         })
     }
@@ -199,39 +211,88 @@ impl Core {
         self.listener.as_raw_fd()
     }
 
-    /// Starts moving deliveries to the queue.
-    fn start(&mut self) -> PyResult<()> {
-        let Some(mut messages) = self.messages.take() else {
-            return Err(SluicegateError::new_err("the consumer was started already"));
+    /// Starts the consumer: each message (or, with `batch` = `(max_messages, max_wait,
+    /// max_bytes)`, each batch) is queued for Python.
+    #[pyo3(signature = (batch=None))]
+    fn start(&mut self, batch: Option<(usize, f64, usize)>) -> PyResult<()> {
+        let Some(builder) = self.builder.take() else {
+            return Err(SluicegateError::new_err(
+                "a consumer runs once; make a new one to run again",
+            ));
         };
         let stop = Arc::new(tokio::sync::Notify::new());
-        let shared = self.shared.clone();
-        let stopping = stop.clone();
-        self.runtime.spawn(async move {
-            let mut asked = false;
-            loop {
-                tokio::select! {
-                    next = messages.next() => match next {
-                        Some(Ok(delivery)) => shared.push(|q| q.deliveries.push_back(delivery)),
-                        Some(Err(e)) => shared.push(|q| q.ended = Some(Err(e.to_string()))),
-                        None => break,
-                    },
-                    _ = stopping.notified(), if !asked => {
-                        asked = true;
-                        messages.shutdown();
+        let (shared, stopping) = (self.shared.clone(), stop.clone());
+        let _entered = self.runtime.enter();
+        match batch {
+            None => {
+                let mut messages = builder.messages().map_err(error)?;
+                self.status = Some(messages.handle().status());
+                self.runtime.spawn(async move {
+                    let mut asked = false;
+                    loop {
+                        tokio::select! {
+                            next = messages.next() => match next {
+                                Some(Ok(d)) => shared.push(|q| q.deliveries.push_back(Work::Single(d))),
+                                Some(Err(e)) => shared.push(|q| q.ended = Some(Err(e.to_string()))),
+                                None => break,
+                            },
+                            _ = stopping.notified(), if !asked => {
+                                asked = true;
+                                messages.shutdown();
+                            }
+                        }
                     }
-                }
+                    shared.push(|q| {
+                        q.ended.get_or_insert(Ok(()));
+                    });
+                });
             }
-            shared.push(|q| {
-                q.ended.get_or_insert(Ok(()));
-            });
-        });
+            Some((max_messages, max_wait, max_bytes)) => {
+                let max_wait = Duration::try_from_secs_f64(max_wait).map_err(|_| {
+                    ConfigError::new_err(format!("batch max_wait: not a duration: {max_wait}"))
+                })?;
+                let limits = BatchLimits::default()
+                    .max_messages(max_messages)
+                    .max_wait(max_wait)
+                    .max_bytes(max_bytes);
+                let to_python = shared.clone();
+                let handle = builder
+                    .batch_limits(limits)
+                    .build_batch(batch_handler_fn(move |batch: Vec<sluicegate::Message>| {
+                        let shared = to_python.clone();
+                        async move {
+                            let (reply, outcome) = oneshot::channel();
+                            shared.push(|q| q.deliveries.push_back(Work::Batch(batch, reply)));
+                            outcome.await.unwrap_or_else(|_| {
+                                Err(HandlerError::retryable("the batch was dropped by Python"))
+                            })
+                        }
+                    }))
+                    .map_err(error)?
+                    .spawn()
+                    .map_err(error)?;
+                let mut watch = handle.status();
+                self.status = Some(handle.status());
+                self.runtime.spawn(async move {
+                    tokio::select! {
+                        _ = stopping.notified() => handle.shutdown(),
+                        // Stopped on its own (a fatal error), or gone.
+                        _ = watch.wait_for(|s| s.stopped) => {}
+                    }
+                    let ended = handle.wait().await;
+                    shared.push(|q| {
+                        q.ended.get_or_insert(ended.map_err(|e| e.to_string()));
+                    });
+                });
+            }
+        }
         self.shutdown = Some(Box::new(move || stop.notify_one()));
         Ok(())
     }
 
-    /// Takes up to `n` queued deliveries, without waiting: `(messages, ended, error)`.
-    /// `ended` says the stream is over (nothing more will come), `error` why, if it failed.
+    /// Takes up to `n` queued messages (or batches, for a batch handler), without waiting:
+    /// `(work, ended, error)`. `ended` says nothing more will come, `error` why, if the
+    /// consumer failed.
     fn take<'py>(
         &self,
         py: Python<'py>,
@@ -242,7 +303,7 @@ impl Core {
         let (taken, ended) = {
             let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             let k = n.min(q.deliveries.len());
-            let taken: Vec<Delivery> = q.deliveries.drain(..k).collect();
+            let taken: Vec<Work> = q.deliveries.drain(..k).collect();
             if q.deliveries.is_empty() {
                 q.armed = true;
             }
@@ -253,8 +314,21 @@ impl Core {
             (taken, ended)
         };
         let list = PyList::empty(py);
-        for d in taken {
-            list.append(Message::new(py, d))?;
+        for work in taken {
+            match work {
+                Work::Single(d) => {
+                    let message = Message::of(py, d.message());
+                    *message.delivery.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+                    list.append(message)?;
+                }
+                Work::Batch(messages, reply) => {
+                    let messages = PyList::new(py, messages.iter().map(|m| Message::of(py, m)))?;
+                    list.append(Batch {
+                        messages: messages.unbind(),
+                        reply: Mutex::new(Some(reply)),
+                    })?;
+                }
+            }
         }
         let (ended, error) = match ended {
             None => (false, None),
@@ -274,7 +348,11 @@ impl Core {
     /// `committed` (`{(topic, partition): offset}`), `dead_lettered`, `retried`, `joined`,
     /// `rebalances`, `lag` (`{(topic, partition): records}`) and `stopped`.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.status.current();
+        let s = match &self.status {
+            Some(watch) => watch.current(),
+            // Not started: nothing assigned, committed or counted yet.
+            None => sluicegate::ConsumerStatus::default(),
+        };
         let offsets = |map: &std::collections::BTreeMap<sluicegate::TopicPartition, i64>| {
             let d = PyDict::new(py);
             for (tp, offset) in map {
@@ -318,6 +396,7 @@ struct Message {
     timestamp: Option<i64>,
     key: Option<Py<PyBytes>>,
     value: Option<Py<PyBytes>>,
+    headers: Vec<sluicegate::Header>,
 }
 
 impl Message {
@@ -339,24 +418,17 @@ impl Message {
         }
     }
 
-    fn new(py: Python<'_>, d: Delivery) -> Self {
-        let m = d.message();
-        let (topic, partition, offset, timestamp) = (
-            m.topic().to_string(),
-            m.partition(),
-            m.offset(),
-            m.timestamp(),
-        );
-        let key = m.key().map(|k| PyBytes::new(py, k).unbind());
-        let value = m.payload().map(|v| PyBytes::new(py, v).unbind());
+    /// `m` as Python sees it, with no delivery to finish (a batch's message).
+    fn of(py: Python<'_>, m: &sluicegate::Message) -> Self {
         Message {
-            topic,
-            partition,
-            offset,
-            timestamp,
-            key,
-            value,
-            delivery: Mutex::new(Some(d)),
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp(),
+            key: m.key().map(|k| PyBytes::new(py, k).unbind()),
+            value: m.payload().map(|v| PyBytes::new(py, v).unbind()),
+            headers: m.headers().to_vec(),
+            delivery: Mutex::new(None),
         }
     }
 }
@@ -403,9 +475,8 @@ impl Message {
     #[getter]
     fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
-        let guard = self.delivery.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(d) = guard.as_ref() {
-            for h in d.message().headers() {
+        {
+            for h in &self.headers {
                 let value = h.value.as_deref().map(|v| PyBytes::new(py, v));
                 list.append(PyTuple::new(
                     py,
@@ -445,19 +516,7 @@ impl Message {
     /// counts.
     #[pyo3(signature = (kind, reason=None))]
     fn _finish(&self, kind: &str, reason: Option<String>) -> PyResult<()> {
-        let reason = || reason.clone().unwrap_or_else(|| kind.to_string());
-        let result = match kind {
-            "ok" => Ok(()),
-            "retryable" => Err(HandlerError::retryable(reason())),
-            "permanent" => Err(HandlerError::permanent(reason())),
-            "skip" => Err(HandlerError::skip(reason())),
-            "decode" => Err(HandlerError::decode(reason())),
-            other => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "unknown outcome {other:?}"
-                )))
-            }
-        };
+        let result = outcome(kind, reason)?;
         let taken = self
             .delivery
             .lock()
@@ -486,6 +545,68 @@ impl Drop for Message {
             )));
         }
     }
+}
+
+/// A batch of messages handed to a batch handler, finished as one.
+#[pyclass(module = "sluicegate._sluicegate", frozen)]
+struct Batch {
+    messages: Py<PyList>,
+    reply: Mutex<Option<oneshot::Sender<HandlerResult>>>,
+}
+
+#[pymethods]
+impl Batch {
+    /// The messages, in offset order within each partition.
+    #[getter]
+    fn messages<'py>(&self, py: Python<'py>) -> Bound<'py, PyList> {
+        self.messages.bind(py).clone()
+    }
+
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.messages.bind(py).len()
+    }
+
+    /// Says what handling the batch came to (see `Message._finish`); a failed batch is
+    /// retried, then bisected to isolate the records that fail on their own.
+    #[pyo3(signature = (kind, reason=None))]
+    fn _finish(&self, kind: &str, reason: Option<String>) -> PyResult<()> {
+        let result = outcome(kind, reason)?;
+        if let Some(reply) = self.reply.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = reply.send(result);
+        }
+        Ok(())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!("Batch({} messages)", self.messages.bind(py).len())
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(reply) = self.reply.get_mut().ok().and_then(Option::take) {
+            let _ = reply.send(Err(HandlerError::retryable(
+                "the batch was dropped by Python without an outcome",
+            )));
+        }
+    }
+}
+
+/// The handler result an outcome `kind` (and `reason`) from Python stands for.
+fn outcome(kind: &str, reason: Option<String>) -> PyResult<HandlerResult> {
+    let reason = || reason.clone().unwrap_or_else(|| kind.to_string());
+    Ok(match kind {
+        "ok" => Ok(()),
+        "retryable" => Err(HandlerError::retryable(reason())),
+        "permanent" => Err(HandlerError::permanent(reason())),
+        "skip" => Err(HandlerError::skip(reason())),
+        "decode" => Err(HandlerError::decode(reason())),
+        other => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "unknown outcome {other:?}"
+            )))
+        }
+    })
 }
 
 /// An embedded Kafka cluster (librdkafka's mock cluster) in this process, for tests.
@@ -562,6 +683,7 @@ fn _sluicegate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logs::install();
     m.add_class::<Core>()?;
     m.add_class::<Message>()?;
+    m.add_class::<Batch>()?;
     m.add_class::<Embedded>()?;
     m.add("SluicegateError", m.py().get_type::<SluicegateError>())?;
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;

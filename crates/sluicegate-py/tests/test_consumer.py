@@ -180,6 +180,50 @@ def test_an_async_for_loop_finishes_what_its_body_finished(broker):
     run(second())
 
 
+def test_batch_handlers_get_bounded_batches_and_poison_is_isolated(broker):
+    """A batch handler over 4 partitions in partition order: each batch holds at most 50
+    messages of one partition in offset order; a batch holding the poison record fails as a
+    whole and is bisected until the record alone is dead-lettered; every other record is
+    handled once and the group commits the log end."""
+    topic = unique("py-batch")
+    broker.create_topic(topic, 4)
+    placed = broker.produce(topic, [(p, f"k{i}", f"{i}".encode()) for i in range(200) for p in range(4)])
+    poison = placed[333]
+    consumer = broker.consumer(
+        topic,
+        retry=sluicegate.Retry(max_attempts=2, initial_backoff=0.005, max_backoff=0.02, jitter=0.0),
+        dead_letter=True,
+    )
+    handled = Counter()
+    problems = []
+
+    @consumer.batch_handler(max_messages=50, max_wait=0.05)
+    async def handle(batch):
+        places = [(m.partition, m.offset) for m in batch]
+        if len(batch) > 50 or len({p for p, _ in places}) != 1 or places != sorted(places):
+            problems.append(places)
+        if poison in places:
+            raise sluicegate.PermanentError("poison")
+        handled.update(places)
+
+    async def scenario():
+        running = asyncio.ensure_future(consumer.run())
+        await wait_until(
+            "commits at the log end with the poison dead-lettered",
+            lambda: committed_to(consumer, topic, ends_of(placed)) and consumer.status()["dead_lettered"] == 1,
+        )
+        consumer.shutdown()
+        await running
+
+    run(scenario())
+    assert not problems, problems[:3]
+    assert set(handled) == set(placed) - {poison}
+    assert set(handled.values()) == {1}
+    letters = broker.read(f"{topic}.dlq", 1)
+    headers = dict(letters[0].headers())
+    assert (int(headers["sluicegate.original.partition"]), int(headers["sluicegate.original.offset"])) == poison
+
+
 def test_the_runtimes_logs_reach_python_logging(broker, caplog):
     """A record given up on is logged by the runtime at ERROR, naming it, through Python's
     ``logging`` (logger ``sluicegate.<module>``)."""

@@ -10,7 +10,7 @@ import dataclasses
 import inspect
 import logging
 import signal
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, Optional, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, List, Optional, Union
 
 from . import _sluicegate
 from ._errors import ConfigError, DecodeError, PermanentError, Skip, SluicegateError
@@ -22,6 +22,7 @@ logger = logging.getLogger("sluicegate")
 _TAKE = 1024
 
 Handler = Callable[[Message], Union[Awaitable[Optional[bool]], Optional[bool]]]
+BatchHandler = Callable[[List[Message]], Union[Awaitable[Optional[bool]], Optional[bool]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,13 +107,38 @@ class Consumer:
         )
         self._threads = threads
         self._handler: Optional[Handler] = None
+        self._batch: Optional[tuple] = None
         self._started = False
 
     def handler(self, fn: Handler) -> Handler:
         """Decorates the handler: ``async def`` (run on the event loop) or ``def`` (run in a
         bounded thread pool), taking a :class:`Message`."""
         self._handler = fn
+        self._batch = None
         return fn
+
+    def batch_handler(
+        self,
+        fn: Optional[BatchHandler] = None,
+        *,
+        max_messages: int = 200,
+        max_wait: float = 0.1,
+        max_bytes: int = 16 * 1024 * 1024,
+    ) -> Any:
+        """Decorates a batch handler, taking a ``list`` of :class:`Message`: batches of up to
+        ``max_messages`` messages or ``max_bytes`` bytes, cut after ``max_wait`` seconds at the
+        latest. In partition order a batch holds one partition's messages in offset order;
+        unordered, batches mix partitions (key order is refused). A failed batch is retried,
+        then bisected down to the records that fail on their own, which alone are
+        dead-lettered. Use as ``@consumer.batch_handler`` or
+        ``@consumer.batch_handler(max_messages=500)``."""
+
+        def decorate(handler: BatchHandler) -> BatchHandler:
+            self._handler = handler  # type: ignore[assignment]
+            self._batch = (max_messages, max_wait, max_bytes)
+            return handler
+
+        return decorate(fn) if fn is not None else decorate
 
     def shutdown(self) -> None:
         """Asks for a graceful stop: no new messages; those in flight are finished and
@@ -148,12 +174,17 @@ class Consumer:
         loop = asyncio.get_running_loop()
         tasks: set = set()
 
-        async def handle(msg: Message) -> None:
+        batched = self._batch is not None
+
+        async def handle(work: Any) -> None:
+            # A message, or a batch whose handler takes the list of its messages.
+            arg = work.messages if batched else work
+            msg = work
             try:
                 if pool is None:
-                    result = await handler(msg)  # type: ignore[misc]
+                    result = await handler(arg)  # type: ignore[misc]
                 else:
-                    result = await loop.run_in_executor(pool, handler, msg)
+                    result = await loop.run_in_executor(pool, handler, arg)
             except asyncio.CancelledError:
                 msg._finish("retryable", "the handler was cancelled")
                 raise
@@ -167,7 +198,7 @@ class Consumer:
             else:
                 msg._finish("ok")
 
-        batches = self._batches()
+        batches = self._batches(self._batch)
         try:
             async for batch in batches:
                 for msg in batch:
@@ -191,7 +222,7 @@ class Consumer:
         loop is left with ``break``), the consumer shuts down and that message is delivered
         again next time. Runs until SIGINT or SIGTERM (or :meth:`shutdown`) like :meth:`run`.
         """
-        batches = self._batches()
+        batches = self._batches(None)
         current: Optional[Message] = None
         pending: list = []
         try:
@@ -210,9 +241,10 @@ class Consumer:
             self._core.shutdown()
             await batches.aclose()
 
-    async def _batches(self) -> AsyncIterator[list]:
-        """The native queue's deliveries, a batch at a time, until the stream ends; installs
-        the SIGINT/SIGTERM handlers meanwhile. Raises what the consumer stopped on."""
+    async def _batches(self, batch: Optional[tuple]) -> AsyncIterator[list]:
+        """Starts the consumer (for a batch handler if ``batch`` gives its limits) and yields
+        what the native queue holds, a list per wake-up, until the end; installs the
+        SIGINT/SIGTERM handlers meanwhile. Raises what the consumer stopped on."""
         if self._started:
             raise SluicegateError("a consumer runs once; make a new one to run again")
         self._started = True
@@ -226,7 +258,7 @@ class Consumer:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, core.shutdown)
                 signals.append(sig)
-        core.start()
+        core.start(batch)
         error: Optional[str] = None
         try:
             while True:

@@ -42,6 +42,16 @@ class Message:
     def _finish(self, kind: str, reason: Optional[str] = None) -> None:
         """Says what handling the message came to (the consumer calls it)."""
 
+class Batch:
+    """A batch of messages handed to a batch handler, finished as one."""
+
+    @property
+    def messages(self) -> List[Message]:
+        """The messages, in offset order within each partition."""
+    def __len__(self) -> int: ...
+    def _finish(self, kind: str, reason: Optional[str] = None) -> None:
+        """Says what handling the batch came to (the consumer calls it)."""
+
 class Core:
     """A consumer running on its own Tokio runtime (used by ``sluicegate.Consumer``)."""
 
@@ -65,10 +75,11 @@ class Core:
     ) -> None: ...
     def fileno(self) -> int:
         """The socket that turns readable when deliveries (or the end) are waiting."""
-    def start(self) -> None:
-        """Starts moving deliveries to the queue."""
-    def take(self, n: int) -> Tuple[List[Message], bool, Optional[str]]:
-        """Up to ``n`` queued deliveries, whether the stream ended, and its error if any."""
+    def start(self, batch: Optional[Tuple[int, float, int]] = None) -> None:
+        """Starts the consumer; with ``batch`` = ``(max_messages, max_wait, max_bytes)``, for
+        a batch handler."""
+    def take(self, n: int) -> Tuple[List[Union[Message, Batch]], bool, Optional[str]]:
+        """Up to ``n`` queued messages (or batches), whether the end came, and its error."""
     def logs(self) -> Tuple[List[Tuple[int, str, str]], int]:
         """The runtime's log records since the last call, as ``(level, logger, text)``, and
         how many were dropped before them."""
