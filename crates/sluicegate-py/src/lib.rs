@@ -107,6 +107,47 @@ struct Core {
     shutdown: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
+impl Core {
+    /// A consumer of `builder`'s settings, checked now (so that a bad setting is refused
+    /// where the consumer is made) and built at `start`.
+    fn with(builder: ConsumerBuilder) -> PyResult<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluicegate")
+            .enable_all()
+            .build()
+            .map_err(|e| SluicegateError::new_err(format!("cannot start a Tokio runtime: {e}")))?;
+        let (bell, listener) = UnixStream::pair()
+            .and_then(|(a, b)| {
+                a.set_nonblocking(true)?;
+                b.set_nonblocking(true)?;
+                Ok((a, b))
+            })
+            .map_err(|e| SluicegateError::new_err(format!("cannot make a socket pair: {e}")))?;
+        // Checked now, so that a bad setting is refused where the consumer is made.
+        builder
+            .clone()
+            .build(handler_fn(|_| async { Ok(()) }))
+            .map_err(error)?;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                armed: true,
+                ..Queue::default()
+            }),
+            bell,
+        });
+        logs::ring(Arc::downgrade(&shared));
+        Ok(Core {
+            runtime,
+            shared,
+            listener,
+            builder: Some(builder),
+            status: None,
+            shutdown: None,
+        })
+    }
+}
+
 #[pymethods]
 impl Core {
     /// Checks the settings and builds the consumer (nothing connects until `start`).
@@ -170,40 +211,22 @@ impl Core {
         for (key, value) in config {
             builder = builder.set(key, value);
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("sluicegate")
-            .enable_all()
-            .build()
-            .map_err(|e| SluicegateError::new_err(format!("cannot start a Tokio runtime: {e}")))?;
-        let (bell, listener) = UnixStream::pair()
-            .and_then(|(a, b)| {
-                a.set_nonblocking(true)?;
-                b.set_nonblocking(true)?;
-                Ok((a, b))
-            })
-            .map_err(|e| SluicegateError::new_err(format!("cannot make a socket pair: {e}")))?;
-        // Checked now, so that a bad setting is refused where the consumer is made.
-        builder
-            .clone()
-            .build(handler_fn(|_| async { Ok(()) }))
-            .map_err(error)?;
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                armed: true,
-                ..Queue::default()
-            }),
-            bell,
-        });
-        logs::ring(Arc::downgrade(&shared));
-        Ok(Core {
-            runtime,
-            shared,
-            listener,
-            builder: Some(builder),
-            status: None,
-            shutdown: None,
-        })
+        Core::with(builder)
+    }
+
+    /// Builds the consumer from a configuration file with the `KAFKA_*` environment
+    /// variables over it (the library's `ConsumerConfig::load_from_env`: the rules of
+    /// `sluicegate config check`), then `config` librdkafka properties over both.
+    #[staticmethod]
+    #[pyo3(signature = (path, config))]
+    fn from_config(path: std::path::PathBuf, config: Vec<(String, String)>) -> PyResult<Self> {
+        let file = sluicegate::config::ConsumerConfig::load_from_env(&path)
+            .map_err(|e| ConfigError::new_err(format!("{}: {e}", path.display())))?;
+        let mut builder = ConsumerBuilder::from_config(&file);
+        for (key, value) in config {
+            builder = builder.set(key, value);
+        }
+        Core::with(builder)
     }
 
     /// The socket to watch for readability: deliveries (or the end) are waiting.

@@ -254,6 +254,42 @@ def test_the_runtimes_logs_reach_python_logging(broker, caplog):
     assert "offset=1" in gave_up[0].getMessage() and "refused for good" in gave_up[0].getMessage()
 
 
+def test_a_consumer_from_a_configuration_file_and_the_environment(broker, tmp_path, monkeypatch):
+    """``Consumer.from_config``: the YAML file's settings (key order, a dead-letter topic),
+    ``KAFKA_*`` variables over it (the bootstrap servers), and a bad value refused naming the
+    file and the setting."""
+    topic = unique("py-config")
+    broker.create_topic(topic, 2)
+    placed = broker.produce(topic, [(None, f"k{i % 4}", b"x" if i != 7 else b"poison") for i in range(40)])
+    path = tmp_path / "sluicegate.yaml"
+    path.write_text(
+        f"kafka:\n  bootstrap_servers: nowhere:1\n  group_id: {unique('cfg')}\n  topics: [{topic}]\n"
+        "  ordering: key\n  commit_interval: 100ms\n  dead_letter:\n    enabled: true\n"
+    )
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
+    consumer = sluicegate.Consumer.from_config(path, config={"session.timeout.ms": "6000"})
+
+    @consumer.handler
+    async def handle(msg):
+        if msg.value == b"poison":
+            raise sluicegate.PermanentError("poison")
+
+    async def scenario():
+        running = asyncio.ensure_future(consumer.run())
+        await wait_until(
+            "commits at the log end, one dead-lettered",
+            lambda: committed_to(consumer, topic, ends_of(placed)) and consumer.status()["dead_lettered"] == 1,
+        )
+        consumer.shutdown()
+        await running
+
+    run(scenario())
+    path.write_text(f"kafka:\n  bootstrap_servers: b:1\n  group_id: g\n  topics: [t]\n  ordering: sideways\n")
+    with pytest.raises(sluicegate.ConfigError, match="ordering") as refused:
+        sluicegate.Consumer.from_config(path)
+    assert str(path) in str(refused.value)
+
+
 def test_bad_settings_are_refused_naming_the_setting():
     with pytest.raises(sluicegate.ConfigError, match="ordering|bogus"):
         sluicegate.Consumer(bootstrap_servers="localhost:1", group_id="g", topics=["t"], ordering="bogus")

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import os
 import signal
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, List, Optional, Union
 
@@ -105,6 +106,33 @@ class Consumer:
             handler_timeout,
             [(str(k), str(v)) for k, v in (config or {}).items()],
         )
+        self._setup(threads)
+
+    @classmethod
+    def from_config(
+        cls,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        threads: int = 32,
+        config: Optional[Dict[str, str]] = None,
+    ) -> "Consumer":
+        """A consumer described by a YAML configuration file with the ``KAFKA_*``
+        environment variables over it: the same file, variables and checks as the Rust
+        library's and ``sluicegate config check`` (see ``examples/sluicegate.yaml``).
+        ``config`` sets librdkafka properties over both.
+
+        Raises:
+            ConfigError: the file cannot be read, or a setting in it (or in the environment)
+                is refused; the message names the file, the setting and why.
+        """
+        self = cls.__new__(cls)
+        self._core = _sluicegate.Core.from_config(
+            os.fspath(path), [(str(k), str(v)) for k, v in (config or {}).items()]
+        )
+        self._setup(threads)
+        return self
+
+    def _setup(self, threads: int) -> None:
         self._threads = threads
         self._handler: Optional[Handler] = None
         self._batch: Optional[tuple] = None

@@ -73,6 +73,9 @@ class Core:
         handler_timeout: Optional[float],
         config: Sequence[Tuple[str, str]],
     ) -> None: ...
+    @staticmethod
+    def from_config(path: str, config: Sequence[Tuple[str, str]]) -> "Core":
+        """A consumer from a configuration file with the ``KAFKA_*`` environment over it."""
     def fileno(self) -> int:
         """The socket that turns readable when deliveries (or the end) are waiting."""
     def start(self, batch: Optional[Tuple[int, float, int]] = None) -> None:

@@ -26,9 +26,10 @@ use super::ConsumerHandle;
 /// through the consumer's policies as a handler's error would (a retryable one is retried,
 /// and the message comes out of the stream again after the back-off; a permanent one is
 /// dead-lettered, or stops its partition without a dead-letter topic; see
-/// [`ErrorKind`](crate::ErrorKind)). Dropping it unfinished counts as success, so that
-/// `let m = messages.next().await; work(&m)?;` acks after `work` returns; dropping it while
-/// the thread panics counts as a failure of kind [`Panic`](crate::ErrorKind::Panic).
+/// [`ErrorKind`](crate::ErrorKind)). Dropping it unfinished counts as success (dropping it
+/// while the thread panics, as a failure of kind [`Panic`](crate::ErrorKind::Panic)). So an
+/// early return drops it *as done*: rather than `work(&delivery)?`, hand the error over with
+/// `delivery.finish(work(&delivery).map_err(HandlerError::from))`.
 ///
 /// It reads as the [`Message`] it holds (`Deref`).
 #[derive(Debug)]
