@@ -61,6 +61,7 @@ mod readme;
 mod runtime;
 mod secret;
 pub mod security;
+pub mod settings;
 mod status;
 
 pub use config::GroupProtocol;
