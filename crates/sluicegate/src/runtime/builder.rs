@@ -815,4 +815,6 @@ impl Settings {
 }
 
 #[cfg(test)]
+mod one_validation;
+#[cfg(test)]
 mod tests;

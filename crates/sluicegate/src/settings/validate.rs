@@ -194,4 +194,39 @@ fn backoff_problems(
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+    use crate::dispatch::Ordering;
+
+    #[test]
+    fn the_defaults_pass_their_own_validation() {
+        let problems = Settings::default().problems(&|s| s.to_owned());
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn a_reason_names_the_other_setting_as_the_caller_names_settings() {
+        let mut s = Settings::default();
+        s.retry.backoff.initial = Duration::from_secs(60);
+        let problems = s.problems(&|s| format!("kafka.{s}"));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].setting, "retry.initial_backoff");
+        assert!(problems[0]
+            .reason
+            .contains("at most kafka.retry.max_backoff (30s)"));
+    }
+
+    #[test]
+    fn the_per_partition_limit_does_not_follow_the_global_one() {
+        let mut s = Settings {
+            ordering: Ordering::Unordered,
+            max_in_flight: 10,
+            ..Settings::default()
+        };
+        assert_eq!(s.max_in_flight_per_partition(), 1_024);
+        assert_eq!(s.lanes_per_partition(), 10);
+        s.ordering = Ordering::Partition;
+        assert_eq!(s.max_in_flight_per_partition(), 1);
+        assert_eq!(s.lanes_per_partition(), 1);
+    }
+}

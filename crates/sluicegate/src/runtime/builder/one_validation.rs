@@ -1,6 +1,6 @@
-//! One validation: each value the builder used to clamp silently is refused the same way from
-//! code (at `build`, naming the builder method), from a file (naming the path and line) and
-//! from the environment (naming the variable).
+//! One validation (`Settings::problems`): each value the builder used to clamp silently is
+//! refused the same way from code (at `build`, naming the builder method), from a file (naming
+//! the path and line) and from the environment (naming the variable).
 
 use std::time::Duration;
 
