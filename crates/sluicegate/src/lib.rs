@@ -43,7 +43,6 @@ mod commit;
 pub mod config;
 mod config_error;
 pub mod dead_letter;
-mod defaults;
 pub mod dispatch;
 mod embedded;
 mod error;

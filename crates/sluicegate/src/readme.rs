@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::config::ConsumerConfig;
 use crate::dead_letter::DeadLetter;
-use crate::defaults::*;
 use crate::policy::{Backoff, CircuitBreaker, Reconnect};
+use crate::settings::defaults::*;
 use crate::{BatchLimits, BufferLimits, ConsumerBuilder};
 
 const README: &str = include_str!("../../../README.md");

@@ -913,6 +913,7 @@ impl ConsumerConfig {
         }
         if let Some(d) = self.dead_letter() {
             s.dead_letter = Some(d);
+            given.push("dead_letter");
         }
         if let Some(addr) = self.metrics_addr {
             s.http_endpoint = Some(addr);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::BaseConsumer;
 
-use crate::defaults::{self, MANAGED, MANAGED_REASON, READER_GROUP_ID};
+use crate::settings::defaults::{self, MANAGED, MANAGED_REASON, READER_GROUP_ID};
 use crate::Error;
 
 use super::load::Purpose;
@@ -287,15 +287,9 @@ impl ConsumerConfig {
 
         // Dead letters.
         if let Some(topic) = &self.dead_letter.topic {
+            // One among the consumed topics is the one validation's (`Settings::problems`).
             if let Some(problem) = topic_problem(topic) {
                 err("kafka.dead_letter.topic", topic.clone(), problem);
-            } else if self.dead_letter.enabled && self.topics.contains(topic) {
-                err(
-                    "kafka.dead_letter.topic",
-                    topic.clone(),
-                    "is one of kafka.topics: dead letters would be consumed again; pick \
-                     another topic, or leave it unset for `<topic>.dlq`",
-                );
             }
         }
 

@@ -9,7 +9,6 @@ use rdkafka::consumer::BaseConsumer;
 
 use crate::config::{ConsumerConfig, GroupProtocol};
 use crate::dead_letter::DeadLetter;
-use crate::defaults;
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::handler::{BatchHandler, Batched, Handler, Work};
 use crate::layer::{Identity, Layer, Stack};
@@ -17,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::output::{producer_config, Output};
 use crate::policy::{CircuitBreaker, Reconnect, RetryPolicy};
 use crate::security::{OAuth, TokenProvider};
+use crate::settings::defaults;
 use crate::settings::{Origin, Settings};
 use crate::Error;
 
@@ -369,6 +369,8 @@ impl<L> ConsumerBuilder<L> {
     /// and permanent errors give up; retryable failures are retried without limit.
     pub fn dead_letter(mut self, dead_letter: DeadLetter) -> Self {
         self.settings.dead_letter = Some(dead_letter);
+        self.settings
+            .given("dead_letter", Origin::Code("dead_letter"));
         self
     }
 

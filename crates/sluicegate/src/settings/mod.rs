@@ -5,6 +5,7 @@
 //! its defaults are these), so a value is accepted or refused the same way from code, file or
 //! environment.
 
+pub(crate) mod defaults;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -15,7 +16,6 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::dead_letter::DeadLetter;
-use crate::defaults;
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::metrics::Metrics;
 use crate::output::Output;

@@ -42,6 +42,7 @@ pub(crate) fn group_of(setting: &str) -> (&str, &'static str) {
         "reconnect" => "reconnect",
         "commit_interval" => "commit_interval",
         "drain_timeout" => "drain_timeout",
+        "dead_letter" => "dead_letter",
         _ => "",
     };
     (group, method)
@@ -55,7 +56,7 @@ impl Settings {
     /// Every value these settings refuse (no I/O). The rules: counts at least 1; durations
     /// above zero; a backoff's first delay at most its longest, its multiplier at least 1, its
     /// jitter from 0 to 1; a circuit breaker's counts at least 1 and its failure rate from 0
-    /// to 1.
+    /// to 1; no dead-letter topic among the consumed topics.
     /// A reason that names another setting names it with `name` (`kafka.retry.max_backoff` in
     /// a file).
     pub(crate) fn problems(&self, name: &dyn Fn(&str) -> String) -> Vec<Problem> {
@@ -131,6 +132,26 @@ impl Settings {
 
         backoff_problems("retry", &r.backoff, name, &mut err);
         backoff_problems("reconnect.backoff", &self.reconnect.backoff, name, &mut err);
+
+        if let Some(d) = &self.dead_letter {
+            // A dead-letter topic consumed again would loop a poison record forever.
+            if let Some(dlq) = self
+                .topics
+                .iter()
+                .map(|t| d.topic_for(t))
+                .find(|dlq| self.topics.contains(dlq))
+            {
+                err(
+                    "dead_letter.topic",
+                    dlq,
+                    &format!(
+                        "is one of {}: dead letters would be consumed again; pick another \
+                         topic, or leave it unset for `<topic>.dlq`",
+                        name("topics")
+                    ),
+                );
+            }
+        }
 
         if let Some(b) = &self.circuit_breaker {
             if !(0.0..=1.0).contains(&b.failure_rate) {

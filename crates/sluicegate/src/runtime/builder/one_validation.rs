@@ -113,6 +113,12 @@ fn values_once_clamped_are_refused_at_build_naming_the_builder_method() {
         "0",
         &["at least 1", "given to ConsumerBuilder::reconnect"],
     );
+    assert_refused_in_code(
+        builder().dead_letter(crate::dead_letter::DeadLetter::to_topic("orders")),
+        "dead_letter.topic",
+        "orders",
+        &["is one of topics", "given to ConsumerBuilder::dead_letter"],
+    );
     // The policy itself keeps the value it was given: the one check is at build.
     assert_eq!(
         RetryPolicy::default().with_max_attempts(0).max_attempts,
