@@ -43,7 +43,6 @@ mod commit;
 pub mod config;
 mod config_error;
 pub mod dead_letter;
-mod defaults;
 pub mod dispatch;
 mod embedded;
 mod error;
@@ -61,6 +60,7 @@ mod readme;
 mod runtime;
 mod secret;
 pub mod security;
+pub mod settings;
 mod status;
 
 pub use config::GroupProtocol;

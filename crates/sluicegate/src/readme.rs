@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::config::ConsumerConfig;
 use crate::dead_letter::DeadLetter;
-use crate::defaults::*;
 use crate::policy::{Backoff, CircuitBreaker, Reconnect};
+use crate::settings::defaults::*;
 use crate::{BatchLimits, BufferLimits, ConsumerBuilder};
 
 const README: &str = include_str!("../../../README.md");
@@ -61,14 +61,15 @@ fn expected() -> BTreeMap<String, String> {
     );
     let mut rows: BTreeMap<String, String> = [
         ("ordering", config.ordering.to_string()),
-        ("max_in_flight", count(MAX_IN_FLIGHT)),
+        ("max_in_flight", count(config.max_in_flight)),
         (
             "max_in_flight_per_partition",
             format!(
-                "partition order: 1; key and unordered: `max_in_flight`, at most {}",
+                "partition order: 1; key and unordered: {}",
                 count(MAX_IN_FLIGHT_PER_PARTITION)
             ),
         ),
+        ("max_batches_in_flight", count(config.max_batches_in_flight)),
         (
             "buffer.partition_messages",
             count(buffer.partition_messages),
@@ -234,12 +235,12 @@ fn the_builder_and_the_file_share_their_defaults() {
     let built = ConsumerBuilder::default();
     let mut configured = ConsumerBuilder::default().config(&ConsumerConfig::default());
     // The file states its defaults as librdkafka properties; they are the client's own.
-    for (key, value) in &configured.client.0 {
+    for (key, value) in &configured.settings.client.0 {
         let client_default = CLIENT_PROPERTIES.contains(&(key.as_str(), value.as_str()))
             || (key == "group.protocol" && value == "classic");
         assert!(client_default, "the file's default sets {key}={value}");
     }
-    configured.client = built.client.clone();
+    configured.settings.client = built.settings.client.clone();
     assert_eq!(format!("{built:?}"), format!("{configured:?}"));
 }
 

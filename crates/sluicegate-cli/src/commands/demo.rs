@@ -523,6 +523,9 @@ async fn pass(
             .spawn(),
         Some(n) => builder
             .batch_limits(BatchLimits::default().max_messages(n as usize))
+            // As many batches at once as `--max-in-flight` holds (the library's rule before
+            // `max_batches_in_flight` was a setting), so that figures stay comparable.
+            .max_batches_in_flight(args.max_in_flight.checked_div(n).unwrap_or(1).max(1) as usize)
             .build_batch(batch_handler_fn(move |batch: Vec<Message>| {
                 let state = shared.clone();
                 async move { state.handle_batch(batch).await }

@@ -27,6 +27,12 @@ fn number<T: FromStr>(v: &str) -> Result<T, String> {
         .map_err(|_| "expected a whole number".to_string())
 }
 
+fn decimal(v: &str) -> Result<f64, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| "expected a number, like 2 or 0.5".to_string())
+}
+
 fn millis(v: &str) -> Result<Duration, String> {
     number::<u64>(v)
         .map(Duration::from_millis)
@@ -85,6 +91,7 @@ macro_rules! var {
 /// | `KAFKA_ORDERING` | `kafka.ordering` | `partition`, `key`, `unordered` |
 /// | `KAFKA_MAX_IN_FLIGHT` | `kafka.max_in_flight` | number |
 /// | `KAFKA_MAX_IN_FLIGHT_PER_PARTITION` | `kafka.max_in_flight_per_partition` | number |
+/// | `KAFKA_MAX_BATCHES_IN_FLIGHT` | `kafka.max_batches_in_flight` | number |
 /// | `KAFKA_BATCH_SIZE` | `kafka.batch.max_messages` | number |
 /// | `KAFKA_BATCH_TIMEOUT_MS` | `kafka.batch.max_wait` | milliseconds |
 /// | `KAFKA_BATCH_MAX_BYTES` | `kafka.batch.max_bytes` | bytes |
@@ -92,6 +99,8 @@ macro_rules! var {
 /// | `KAFKA_RETRY_MAX_ATTEMPTS` | `kafka.retry.max_attempts` | attempts in all (wins over `KAFKA_MAX_RETRIES`) |
 /// | `KAFKA_RETRY_BACKOFF_MS` | `kafka.retry.initial_backoff` | milliseconds |
 /// | `KAFKA_RETRY_BACKOFF_MAX_MS` | `kafka.retry.max_backoff` | milliseconds |
+/// | `KAFKA_RETRY_MULTIPLIER` | `kafka.retry.multiplier` | number, like 2 or 1.5 |
+/// | `KAFKA_RETRY_JITTER` | `kafka.retry.jitter` | number from 0 to 1 |
 /// | `KAFKA_DLQ_TOPIC` | `kafka.dead_letter.topic` | topic; also sets `enabled: true` |
 /// | `KAFKA_DLQ_ENABLED` | `kafka.dead_letter.enabled` | `true`/`false` (wins over `KAFKA_DLQ_TOPIC`) |
 /// | `KAFKA_PROCESSING_TIMEOUT_MS` | `kafka.processing_timeout` | milliseconds |
@@ -175,6 +184,12 @@ pub const ENV_VARS: &[EnvVar] = &[
         |c, v| c.max_in_flight_per_partition = Some(number(v)?)
     ),
     var!(
+        "KAFKA_MAX_BATCHES_IN_FLIGHT",
+        "kafka.max_batches_in_flight",
+        "number",
+        |c, v| c.max_batches_in_flight = number(v)?
+    ),
+    var!(
         "KAFKA_BATCH_SIZE",
         "kafka.batch.max_messages",
         "number",
@@ -215,6 +230,18 @@ pub const ENV_VARS: &[EnvVar] = &[
         "kafka.retry.max_backoff",
         "milliseconds",
         |c, v| c.retry.max_backoff = millis(v)?
+    ),
+    var!(
+        "KAFKA_RETRY_MULTIPLIER",
+        "kafka.retry.multiplier",
+        "number",
+        |c, v| c.retry.multiplier = decimal(v)?
+    ),
+    var!(
+        "KAFKA_RETRY_JITTER",
+        "kafka.retry.jitter",
+        "number from 0 to 1",
+        |c, v| c.retry.jitter = decimal(v)?
     ),
     var!(
         "KAFKA_DLQ_TOPIC",

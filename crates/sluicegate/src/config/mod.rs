@@ -69,72 +69,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::dead_letter::DeadLetter;
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::policy::{Backoff, RetryPolicy};
+use crate::settings::{shown, Origin, Settings};
 
 pub use crate::config_error::{ConfigError, ConfigErrors, Source};
 pub use crate::secret::{is_secret_key, Secret, REDACTED};
+pub use crate::settings::Properties;
 pub use client::ClientKind;
 pub use env::{EnvVar, ENV_VARS, OTHER_VARS};
 pub use load::{Loaded, Purpose, Report};
 pub use source::Sources;
 pub(crate) use validate::refused_property;
 pub use validate::BROKER_SESSION_TIMEOUT;
-
-/// librdkafka properties passed through as they are (the `librdkafka:` map). Values may be
-/// written as YAML strings, numbers or booleans. Entries whose names mark a secret (see
-/// [`is_secret_key`]) print and serialize as [`REDACTED`].
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Properties(pub BTreeMap<String, String>);
-
-impl fmt::Debug for Properties {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| (k, shown(k, v))))
-            .finish()
-    }
-}
-
-impl Serialize for Properties {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(k, v)| (k, shown(k, v))))
-    }
-}
-
-impl<'de> Deserialize<'de> for Properties {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Scalar {
-            Bool(bool),
-            Int(i64),
-            UInt(u64),
-            Float(f64),
-            Str(String),
-        }
-        let map = BTreeMap::<String, Scalar>::deserialize(d)?;
-        Ok(Properties(
-            map.into_iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Scalar::Bool(b) => b.to_string(),
-                        Scalar::Int(i) => i.to_string(),
-                        Scalar::UInt(u) => u.to_string(),
-                        Scalar::Float(f) => f.to_string(),
-                        Scalar::Str(s) => s,
-                    };
-                    (k, v)
-                })
-                .collect(),
-        ))
-    }
-}
-
-fn shown<'a>(key: &str, value: &'a str) -> &'a str {
-    if is_secret_key(key) {
-        REDACTED
-    } else {
-        value
-    }
-}
 
 /// Declares a configuration enum read and written as one of its names; the names after
 /// `refused` are refused with their own reasons (what a user may expect but the build lacks).
@@ -449,10 +394,14 @@ pub struct ConsumerConfig {
     /// How messages of a partition may run in parallel (`partition`, `key`, `unordered`).
     #[serde(with = "ordering_name")]
     pub ordering: Ordering,
-    /// The most handler calls running at once (1000).
+    /// The most messages in handler calls at once over the whole consumer (1000); a batch
+    /// counts as its messages.
     pub max_in_flight: usize,
-    /// The most handler calls at once within one partition, in key and unordered modes.
+    /// The most handler calls at once within one partition, in key and unordered modes
+    /// (1024 when unset; partition order runs one at a time).
     pub max_in_flight_per_partition: Option<usize>,
+    /// The most batches handled at once in the unordered mode with a batch handler (5).
+    pub max_batches_in_flight: usize,
     /// How batches of a batch handler are cut.
     pub batch: BatchConfig,
     /// Retries of failed messages.
@@ -496,7 +445,9 @@ pub struct ConsumerConfig {
 }
 
 impl Default for ConsumerConfig {
+    /// The defaults of [`Settings`]: one set for code and file.
     fn default() -> Self {
+        let s = Settings::default();
         ConsumerConfig {
             bootstrap_servers: String::new(),
             group_id: String::new(),
@@ -505,15 +456,16 @@ impl Default for ConsumerConfig {
             static_assignment: false,
             read_from_beginning: false,
             auto_offset_reset: OffsetReset::Earliest,
-            ordering: Ordering::Partition,
-            max_in_flight: crate::defaults::MAX_IN_FLIGHT,
-            max_in_flight_per_partition: None,
+            ordering: s.ordering,
+            max_in_flight: s.max_in_flight,
+            max_in_flight_per_partition: s.max_in_flight_per_partition,
+            max_batches_in_flight: s.max_batches_in_flight,
             batch: BatchConfig::default(),
             retry: RetryConfig::default(),
             dead_letter: DeadLetterConfig::default(),
-            processing_timeout: None,
-            commit_interval: crate::defaults::COMMIT_INTERVAL,
-            drain_timeout: crate::defaults::DRAIN_TIMEOUT,
+            processing_timeout: s.handler_timeout,
+            commit_interval: s.commit_interval,
+            drain_timeout: s.drain_timeout,
             group_protocol: GroupProtocol::Classic,
             session_timeout: None,
             heartbeat_interval: None,
@@ -542,7 +494,7 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        let d = BatchLimits::default();
+        let d = Settings::default().batch;
         BatchConfig {
             max_messages: d.max_messages,
             max_wait: d.max_wait,
@@ -574,10 +526,11 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        let b = Backoff::default();
+        let r = Settings::default().retry;
+        let b = r.backoff;
         RetryConfig {
-            max_attempts: None,
-            max_elapsed: None,
+            max_attempts: r.max_attempts,
+            max_elapsed: r.max_elapsed,
             initial_backoff: b.initial,
             max_backoff: b.max,
             multiplier: b.multiplier,
@@ -630,7 +583,7 @@ pub struct BufferConfig {
 
 impl Default for BufferConfig {
     fn default() -> Self {
-        let d = BufferLimits::default();
+        let d = Settings::default().limits;
         BufferConfig {
             partition_messages: d.partition_messages,
             partition_bytes: d.partition_bytes,
@@ -901,7 +854,7 @@ impl ConsumerConfig {
     pub fn retry_policy(&self) -> RetryPolicy {
         let r = &self.retry;
         RetryPolicy {
-            max_attempts: r.max_attempts.map(|n| n.max(1)),
+            max_attempts: r.max_attempts,
             max_elapsed: r.max_elapsed,
             backoff: Backoff {
                 initial: r.initial_backoff,
@@ -909,6 +862,73 @@ impl ConsumerConfig {
                 multiplier: r.multiplier,
                 jitter: r.jitter,
             },
+        }
+    }
+
+    /// Puts every setting of this configuration into `settings` (what
+    /// [`ConsumerBuilder::config`](crate::ConsumerBuilder::config) does): the values land in
+    /// the one [`Settings`] type, and are checked by its one validation. Topics are added.
+    pub(crate) fn apply_to(&self, s: &mut Settings) {
+        if !self.bootstrap_servers.is_empty() {
+            s.bootstrap_servers = Some(self.bootstrap_servers.clone());
+        }
+        if !self.group_id.is_empty() {
+            s.group_id = Some(self.group_id.clone());
+        }
+        s.topics.extend(self.topics.iter().cloned());
+        s.ordering = self.ordering;
+        s.max_in_flight = self.max_in_flight;
+        s.max_batches_in_flight = self.max_batches_in_flight;
+        s.batch = BatchLimits::default()
+            .max_messages(self.batch.max_messages)
+            .max_wait(self.batch.max_wait)
+            .max_bytes(self.batch.max_bytes);
+        s.limits = BufferLimits {
+            partition_messages: self.buffer.partition_messages,
+            partition_bytes: self.buffer.partition_bytes,
+            total_messages: self.buffer.total_messages,
+            total_bytes: self.buffer.total_bytes,
+        };
+        s.retry = self.retry_policy();
+        s.commit_interval = self.commit_interval;
+        s.drain_timeout = self.drain_timeout;
+        let mut given = vec![
+            "max_in_flight",
+            "max_batches_in_flight",
+            "batch",
+            "buffer",
+            "retry",
+            "commit_interval",
+            "drain_timeout",
+        ];
+        if let Some(n) = self.max_in_flight_per_partition {
+            s.max_in_flight_per_partition = Some(n);
+            given.push("max_in_flight_per_partition");
+        }
+        s.static_assignment |= self.static_assignment;
+        s.read_from_beginning |= self.read_from_beginning;
+        if let Some(t) = self.processing_timeout {
+            s.handler_timeout = Some(t);
+            given.push("processing_timeout");
+        }
+        if let Some(d) = self.dead_letter() {
+            s.dead_letter = Some(d);
+            given.push("dead_letter");
+        }
+        if let Some(addr) = self.metrics_addr {
+            s.http_endpoint = Some(addr);
+        }
+        if let Some(oauth) = self.token_provider() {
+            s.oauth = Some(oauth);
+        }
+        for (key, _, value) in self.derived() {
+            s.client.0.insert(key.into(), value);
+        }
+        for (key, value) in &self.librdkafka.0 {
+            s.client.0.insert(key.clone(), value.clone());
+        }
+        for group in given {
+            s.given(group, Origin::Config);
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::BaseConsumer;
 
-use crate::defaults::{self, MANAGED, MANAGED_REASON, READER_GROUP_ID};
+use crate::settings::defaults::{self, MANAGED, MANAGED_REASON, READER_GROUP_ID};
 use crate::Error;
 
 use super::load::Purpose;
@@ -14,6 +14,7 @@ use super::source::property_path;
 use super::{human, ConsumerConfig, GroupProtocol, SaslMechanism, SecurityProtocol};
 use crate::config_error::{ConfigError, ConfigErrors};
 use crate::secret::REDACTED;
+use crate::settings::Settings;
 
 /// Kafka brokers' default bounds on the session timeout (`group.min.session.timeout.ms`,
 /// `group.max.session.timeout.ms`); a group join with a timeout outside them is refused.
@@ -246,38 +247,15 @@ impl ConsumerConfig {
             }
         }
 
-        // Counts that must be at least 1.
+        // The rules of every consumer, from code or file: one validation.
+        let mut settings = Settings::default();
+        self.apply_to(&mut settings);
+        for p in settings.problems(&|s| format!("kafka.{s}")) {
+            err(&format!("kafka.{}", p.setting), p.value, &p.reason);
+        }
+
+        // Counts of the file's own settings (librdkafka's fetch properties).
         let counts = [
-            ("kafka.max_in_flight", Some(self.max_in_flight as u64)),
-            (
-                "kafka.max_in_flight_per_partition",
-                self.max_in_flight_per_partition.map(|n| n as u64),
-            ),
-            (
-                "kafka.batch.max_messages",
-                Some(self.batch.max_messages as u64),
-            ),
-            ("kafka.batch.max_bytes", Some(self.batch.max_bytes as u64)),
-            (
-                "kafka.buffer.partition_messages",
-                Some(self.buffer.partition_messages as u64),
-            ),
-            (
-                "kafka.buffer.partition_bytes",
-                Some(self.buffer.partition_bytes as u64),
-            ),
-            (
-                "kafka.buffer.total_messages",
-                Some(self.buffer.total_messages as u64),
-            ),
-            (
-                "kafka.buffer.total_bytes",
-                Some(self.buffer.total_bytes as u64),
-            ),
-            (
-                "kafka.retry.max_attempts",
-                self.retry.max_attempts.map(u64::from),
-            ),
             ("kafka.fetch.min_bytes", self.fetch.min_bytes),
             (
                 "kafka.fetch.max_partition_bytes",
@@ -295,12 +273,8 @@ impl ConsumerConfig {
             }
         }
 
-        // Durations that must be above zero.
+        // Durations of the file's own settings (librdkafka's group timeouts).
         let durations = [
-            ("kafka.batch.max_wait", Some(self.batch.max_wait)),
-            ("kafka.commit_interval", Some(self.commit_interval)),
-            ("kafka.processing_timeout", self.processing_timeout),
-            ("kafka.retry.max_elapsed", self.retry.max_elapsed),
             ("kafka.session_timeout", self.session_timeout),
             ("kafka.heartbeat_interval", self.heartbeat_interval),
             ("kafka.max_poll_interval", self.max_poll_interval),
@@ -311,44 +285,11 @@ impl ConsumerConfig {
             }
         }
 
-        // Retry and backoff.
-        let r = &self.retry;
-        if r.initial_backoff > r.max_backoff {
-            err(
-                "kafka.retry.initial_backoff",
-                human::show(r.initial_backoff),
-                &format!(
-                    "must be at most kafka.retry.max_backoff ({})",
-                    human::show(r.max_backoff)
-                ),
-            );
-        }
-        if !(r.multiplier.is_finite() && r.multiplier >= 1.0) {
-            err(
-                "kafka.retry.multiplier",
-                r.multiplier.to_string(),
-                "must be a number of at least 1 (1 keeps the delay constant)",
-            );
-        }
-        if !(0.0..=1.0).contains(&r.jitter) {
-            err(
-                "kafka.retry.jitter",
-                r.jitter.to_string(),
-                "must be from 0 to 1 (the randomized fraction of each delay)",
-            );
-        }
-
         // Dead letters.
         if let Some(topic) = &self.dead_letter.topic {
+            // One among the consumed topics is the one validation's (`Settings::problems`).
             if let Some(problem) = topic_problem(topic) {
                 err("kafka.dead_letter.topic", topic.clone(), problem);
-            } else if self.dead_letter.enabled && self.topics.contains(topic) {
-                err(
-                    "kafka.dead_letter.topic",
-                    topic.clone(),
-                    "is one of kafka.topics: dead letters would be consumed again; pick \
-                     another topic, or leave it unset for `<topic>.dlq`",
-                );
             }
         }
 

@@ -53,17 +53,19 @@ impl Default for CircuitBreaker {
 }
 
 impl CircuitBreaker {
-    /// Opens after this many failed attempts in a row (at least 1).
+    /// Opens after this many failed attempts in a row: at least 1 (0 is refused when the
+    /// consumer is built).
     pub fn with_consecutive_failures(mut self, n: u32) -> Self {
-        self.consecutive_failures = n.max(1);
+        self.consecutive_failures = n;
         self
     }
 
-    /// Opens when `rate` (0 to 1) of at least `min_calls` attempts within `window` failed.
+    /// Opens when `rate` (0 to 1) of at least `min_calls` (at least 1) attempts within
+    /// `window` failed. Values outside those bounds are refused when the consumer is built.
     pub fn with_failure_rate(mut self, rate: f64, window: Duration, min_calls: u32) -> Self {
-        self.failure_rate = rate.clamp(0.0, 1.0);
+        self.failure_rate = rate;
         self.window = window;
-        self.min_calls = min_calls.max(1);
+        self.min_calls = min_calls;
         self
     }
 

@@ -13,9 +13,11 @@ pub struct Backoff {
     pub initial: Duration,
     /// The longest delay.
     pub max: Duration,
-    /// The growth factor from one delay to the next (at least 1).
+    /// The growth factor from one delay to the next: at least 1 (a smaller one is refused
+    /// when the consumer is built).
     pub multiplier: f64,
-    /// The fraction of each delay (0 to 1) that is randomized.
+    /// The fraction of each delay that is randomized: from 0 to 1 (others are refused when
+    /// the consumer is built).
     pub jitter: f64,
 }
 
@@ -32,7 +34,8 @@ impl Default for Backoff {
 
 impl Backoff {
     /// The delay after failed attempt number `attempt` (1-based); `unit` is a random number in
-    /// `[0, 1)` that picks the jitter.
+    /// `[0, 1)` that picks the jitter. A consumer refuses a multiplier below 1 or a jitter
+    /// outside 0 to 1 at build; used alone, this reads them as 1 and as 0 or 1.
     ///
     /// ```
     /// use std::time::Duration;
@@ -96,9 +99,10 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Limits the attempts in all, the first included (at least 1).
+    /// Limits the attempts in all, the first included: at least 1 (0 is refused when the
+    /// consumer is built, as from a configuration file).
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = Some(attempts.max(1));
+        self.max_attempts = Some(attempts);
         self
     }
 

@@ -7,9 +7,8 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 
-use crate::config::{ConsumerConfig, GroupProtocol, Properties};
+use crate::config::{ConsumerConfig, GroupProtocol};
 use crate::dead_letter::DeadLetter;
-use crate::defaults;
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::handler::{BatchHandler, Batched, Handler, Work};
 use crate::layer::{Identity, Layer, Stack};
@@ -17,6 +16,8 @@ use crate::metrics::Metrics;
 use crate::output::{producer_config, Output};
 use crate::policy::{CircuitBreaker, Reconnect, RetryPolicy};
 use crate::security::{OAuth, TokenProvider};
+use crate::settings::defaults;
+use crate::settings::{Origin, Settings};
 use crate::Error;
 
 use super::stream::{self, StreamHandler};
@@ -29,31 +30,8 @@ use super::Consumer;
 /// [`Identity`] (none) by default.
 #[derive(Clone)]
 pub struct ConsumerBuilder<L = Identity> {
-    pub(super) bootstrap_servers: Option<String>,
-    pub(super) group_id: Option<String>,
-    pub(super) topics: Vec<String>,
-    pub(super) static_assignment: bool,
-    pub(super) read_from_beginning: bool,
-    /// librdkafka properties; secrets are redacted in `Debug`.
-    pub(crate) client: Properties,
-    pub(super) ordering: Ordering,
-    pub(super) max_in_flight: usize,
-    pub(super) max_in_flight_per_partition: Option<usize>,
-    pub(super) limits: BufferLimits,
-    pub(super) batch: BatchLimits,
-    pub(super) retry: RetryPolicy,
-    pub(super) handler_timeout: Option<Duration>,
-    pub(super) circuit_breaker: Option<CircuitBreaker>,
-    pub(super) dead_letter: Option<DeadLetter>,
-    pub(super) reconnect: Reconnect,
-    pub(super) commit_interval: Duration,
-    pub(super) drain_timeout: Duration,
-    pub(super) producer: Properties,
-    pub(super) output: Option<Output>,
-    pub(super) exactly_once: Option<String>,
-    pub(super) metrics: Option<Metrics>,
-    pub(super) http_endpoint: Option<SocketAddr>,
-    pub(super) oauth: Option<OAuth>,
+    /// Every setting, with its defaults; checked at build.
+    pub(crate) settings: Settings,
     /// The user layers, wrapped around the handler at build.
     pub(super) layers: L,
 }
@@ -61,33 +39,7 @@ pub struct ConsumerBuilder<L = Identity> {
 impl<L> std::fmt::Debug for ConsumerBuilder<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsumerBuilder")
-            .field("bootstrap_servers", &self.bootstrap_servers)
-            .field("group_id", &self.group_id)
-            .field("topics", &self.topics)
-            .field("static_assignment", &self.static_assignment)
-            .field("read_from_beginning", &self.read_from_beginning)
-            .field("client", &self.client)
-            .field("ordering", &self.ordering)
-            .field("max_in_flight", &self.max_in_flight)
-            .field(
-                "max_in_flight_per_partition",
-                &self.max_in_flight_per_partition,
-            )
-            .field("limits", &self.limits)
-            .field("batch", &self.batch)
-            .field("retry", &self.retry)
-            .field("handler_timeout", &self.handler_timeout)
-            .field("circuit_breaker", &self.circuit_breaker)
-            .field("dead_letter", &self.dead_letter)
-            .field("reconnect", &self.reconnect)
-            .field("commit_interval", &self.commit_interval)
-            .field("drain_timeout", &self.drain_timeout)
-            .field("producer", &self.producer)
-            .field("output", &self.output)
-            .field("exactly_once", &self.exactly_once)
-            .field("metrics", &self.metrics.is_some())
-            .field("http_endpoint", &self.http_endpoint)
-            .field("oauth_token_provider", &self.oauth)
+            .field("settings", &self.settings)
             .field("layers", &std::any::type_name::<L>())
             .finish()
     }
@@ -96,30 +48,7 @@ impl<L> std::fmt::Debug for ConsumerBuilder<L> {
 impl Default for ConsumerBuilder {
     fn default() -> Self {
         ConsumerBuilder {
-            bootstrap_servers: None,
-            group_id: None,
-            topics: Vec::new(),
-            static_assignment: false,
-            read_from_beginning: false,
-            client: Properties::default(),
-            ordering: Ordering::Partition,
-            max_in_flight: defaults::MAX_IN_FLIGHT,
-            max_in_flight_per_partition: None,
-            limits: BufferLimits::default(),
-            batch: BatchLimits::default(),
-            retry: RetryPolicy::default(),
-            handler_timeout: None,
-            circuit_breaker: None,
-            dead_letter: None,
-            reconnect: Reconnect::default(),
-            commit_interval: defaults::COMMIT_INTERVAL,
-            drain_timeout: defaults::DRAIN_TIMEOUT,
-            producer: Properties::default(),
-            output: None,
-            exactly_once: None,
-            metrics: None,
-            http_endpoint: None,
-            oauth: None,
+            settings: Settings::default(),
             layers: Identity,
         }
     }
@@ -149,19 +78,19 @@ impl ConsumerBuilder {
 impl<L> ConsumerBuilder<L> {
     /// The brokers to bootstrap from, as `host:port[,host:port...]`. Required.
     pub fn bootstrap_servers(mut self, servers: impl Into<String>) -> Self {
-        self.bootstrap_servers = Some(servers.into());
+        self.settings.bootstrap_servers = Some(servers.into());
         self
     }
 
     /// The consumer group. Required.
     pub fn group_id(mut self, group: impl Into<String>) -> Self {
-        self.group_id = Some(group.into());
+        self.settings.group_id = Some(group.into());
         self
     }
 
     /// Adds a topic to subscribe to. At least one is required.
     pub fn topic(mut self, topic: impl Into<String>) -> Self {
-        self.topics.push(topic.into());
+        self.settings.topics.push(topic.into());
         self
     }
 
@@ -171,7 +100,9 @@ impl<L> ConsumerBuilder<L> {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.topics.extend(topics.into_iter().map(Into::into));
+        self.settings
+            .topics
+            .extend(topics.into_iter().map(Into::into));
         self
     }
 
@@ -182,7 +113,7 @@ impl<L> ConsumerBuilder<L> {
     /// reconnect); a topic that does not exist then is an error. Not with
     /// [`exactly_once`](Self::exactly_once), whose transactions need a group generation.
     pub fn static_assignment(mut self) -> Self {
-        self.static_assignment = true;
+        self.settings.static_assignment = true;
         self
     }
 
@@ -234,7 +165,7 @@ impl<L> ConsumerBuilder<L> {
     /// # Ok(()) }
     /// ```
     pub fn read_from_beginning(mut self) -> Self {
-        self.read_from_beginning = true;
+        self.settings.read_from_beginning = true;
         self
     }
 
@@ -250,7 +181,7 @@ impl<L> ConsumerBuilder<L> {
     /// to 100 ms (librdkafka: 500 ms), so that consumption resumes within a second of a broker
     /// coming back.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.client.0.insert(key.into(), value.into());
+        self.settings.client.0.insert(key.into(), value.into());
         self
     }
 
@@ -337,33 +268,58 @@ impl<L> ConsumerBuilder<L> {
 
     /// How messages of a partition may run in parallel; [`Ordering::Partition`] by default.
     pub fn ordering(mut self, ordering: Ordering) -> Self {
-        self.ordering = ordering;
+        self.settings.ordering = ordering;
         self
     }
 
-    /// The most handler calls running at once over all partitions (1,000 by default).
+    /// The most messages in handler calls at once over all partitions (1,000 by default): the
+    /// consumer's one global limit. A batch counts as its messages; a batch larger than the
+    /// limit takes all of it and runs alone. See [`Settings`] for the other two concurrency
+    /// settings, each with its own default.
     pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n;
+        self.settings.max_in_flight = n;
+        self.settings
+            .given("max_in_flight", Origin::Code("max_in_flight"));
         self
     }
 
     /// The most handler calls running at once within one partition in the key and unordered
-    /// modes (by default the global limit, at most 1,024). Partition mode runs one at a time.
+    /// modes (1,024 by default; [`max_in_flight`](Self::max_in_flight) still bounds the whole
+    /// consumer). Partition mode runs one at a time.
     pub fn max_in_flight_per_partition(mut self, n: usize) -> Self {
-        self.max_in_flight_per_partition = Some(n);
+        self.settings.max_in_flight_per_partition = Some(n);
+        self.settings.given(
+            "max_in_flight_per_partition",
+            Origin::Code("max_in_flight_per_partition"),
+        );
+        self
+    }
+
+    /// The most batches handled at once in the unordered mode with a batch handler (see
+    /// [`build_batch`](Self::build_batch)); 5 by default. Each batch also counts its messages
+    /// against [`max_in_flight`](Self::max_in_flight). In partition order a partition's
+    /// batches run one at a time.
+    pub fn max_batches_in_flight(mut self, n: usize) -> Self {
+        self.settings.max_batches_in_flight = n;
+        self.settings.given(
+            "max_batches_in_flight",
+            Origin::Code("max_batches_in_flight"),
+        );
         self
     }
 
     /// Bounds on buffered (received, not yet finished) messages; partitions over them pause.
     pub fn buffer_limits(mut self, limits: BufferLimits) -> Self {
-        self.limits = limits;
+        self.settings.limits = limits;
+        self.settings.given("buffer", Origin::Code("buffer_limits"));
         self
     }
 
     /// How a batch handler's batches are cut (see [`build_batch`](Self::build_batch)); 200
     /// messages, 100 ms, 16 MiB by default.
     pub fn batch_limits(mut self, limits: BatchLimits) -> Self {
-        self.batch = limits;
+        self.settings.batch = limits;
+        self.settings.given("batch", Origin::Code("batch_limits"));
         self
     }
 
@@ -376,7 +332,8 @@ impl<L> ConsumerBuilder<L> {
     /// second or longer (polling and heartbeats go on; shorter waits cost less than the
     /// re-fetch a pause and resume causes). In the unordered mode other messages go on.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.settings.retry = policy;
+        self.settings.given("retry", Origin::Code("retry_policy"));
         self
     }
 
@@ -384,14 +341,18 @@ impl<L> ConsumerBuilder<L> {
     /// of kind [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) and is retried. No limit by
     /// default.
     pub fn handler_timeout(mut self, timeout: Duration) -> Self {
-        self.handler_timeout = Some(timeout);
+        self.settings.handler_timeout = Some(timeout);
+        self.settings
+            .given("processing_timeout", Origin::Code("handler_timeout"));
         self
     }
 
     /// Stops calling the handler (and pauses every partition) for a cool-down when it fails
     /// too often; see [`CircuitBreaker`]. None by default.
     pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
-        self.circuit_breaker = Some(breaker);
+        self.settings.circuit_breaker = Some(breaker);
+        self.settings
+            .given("circuit_breaker", Origin::Code("circuit_breaker"));
         self
     }
 
@@ -408,28 +369,35 @@ impl<L> ConsumerBuilder<L> {
     /// dead-letter topic), a rebalance, or a seek. With the default retry policy only decode
     /// and permanent errors give up; retryable failures are retried without limit.
     pub fn dead_letter(mut self, dead_letter: DeadLetter) -> Self {
-        self.dead_letter = Some(dead_letter);
+        self.settings.dead_letter = Some(dead_letter);
+        self.settings
+            .given("dead_letter", Origin::Code("dead_letter"));
         self
     }
 
     /// When the runtime re-creates its Kafka client; see [`Reconnect`]. By default after a
     /// fatal error, or after 60 s with no broker reachable.
     pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
-        self.reconnect = reconnect;
+        self.settings.reconnect = reconnect;
+        self.settings.given("reconnect", Origin::Code("reconnect"));
         self
     }
 
     /// How often finished offsets are committed (1 s by default). Shorter means fewer
     /// re-deliveries after a crash, at the cost of more commit requests.
     pub fn commit_interval(mut self, interval: Duration) -> Self {
-        self.commit_interval = interval;
+        self.settings.commit_interval = interval;
+        self.settings
+            .given("commit_interval", Origin::Code("commit_interval"));
         self
     }
 
     /// How long revocation and shutdown wait for handlers in flight (10 s by default). Work
     /// still running then is abandoned and re-delivered to the next owner.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.drain_timeout = timeout;
+        self.settings.drain_timeout = timeout;
+        self.settings
+            .given("drain_timeout", Origin::Code("drain_timeout"));
         self
     }
 
@@ -437,7 +405,7 @@ impl<L> ConsumerBuilder<L> {
     /// `linger.ms`). Connection and security settings come from the consumer's; the producer
     /// is idempotent with `acks=all`.
     pub fn producer_set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.producer.0.insert(key.into(), value.into());
+        self.settings.producer.0.insert(key.into(), value.into());
         self
     }
 
@@ -445,15 +413,15 @@ impl<L> ConsumerBuilder<L> {
     /// setting (in particular [`exactly_once`](Self::exactly_once)), then move clones of it into
     /// the handler. Every call returns the same producer.
     pub fn output(&mut self) -> Result<Output, Error> {
-        if let Some(output) = &self.output {
+        if let Some(output) = &self.settings.output {
             return Ok(output.clone());
         }
         let output = Output::new(
-            &self.producer_config()?,
-            self.exactly_once.is_some(),
-            self.current_oauth(),
+            &self.settings.producer_config()?,
+            self.settings.exactly_once.is_some(),
+            self.settings.current_oauth(),
         )?;
-        self.output = Some(output.clone());
+        self.settings.output = Some(output.clone());
         Ok(output)
     }
 
@@ -473,7 +441,7 @@ impl<L> ConsumerBuilder<L> {
     /// producer error, such as being fenced by a newer instance, stops the consumer with
     /// [`Error::Fatal`].
     pub fn exactly_once(mut self, transactional_id: impl Into<String>) -> Self {
-        self.exactly_once = Some(transactional_id.into());
+        self.settings.exactly_once = Some(transactional_id.into());
         self
     }
 
@@ -481,7 +449,7 @@ impl<L> ConsumerBuilder<L> {
     /// `metrics`, which several consumers and your own metrics may share. None by default,
     /// unless an [`http_endpoint`](Self::http_endpoint) is set.
     pub fn metrics(mut self, metrics: Metrics) -> Self {
-        self.metrics = Some(metrics);
+        self.settings.metrics = Some(metrics);
         self
     }
 
@@ -505,67 +473,29 @@ impl<L> ConsumerBuilder<L> {
     /// # }
     /// ```
     pub fn http_endpoint(mut self, addr: SocketAddr) -> Self {
-        self.http_endpoint = Some(addr);
+        self.settings.http_endpoint = Some(addr);
         self
     }
 
     /// Applies every setting of `config`; calls made after it win. See
     /// [`from_config`](Self::from_config).
-    pub fn config(self, config: &ConsumerConfig) -> Self {
-        let mut b = self;
-        if !config.bootstrap_servers.is_empty() {
-            b = b.bootstrap_servers(config.bootstrap_servers.clone());
-        }
-        if !config.group_id.is_empty() {
-            b = b.group_id(config.group_id.clone());
-        }
-        b = b
-            .topics(config.topics.iter().cloned())
-            .ordering(config.ordering)
-            .max_in_flight(config.max_in_flight)
-            .batch_limits(
-                BatchLimits::default()
-                    .max_messages(config.batch.max_messages)
-                    .max_wait(config.batch.max_wait)
-                    .max_bytes(config.batch.max_bytes),
-            )
-            .buffer_limits(BufferLimits {
-                partition_messages: config.buffer.partition_messages,
-                partition_bytes: config.buffer.partition_bytes,
-                total_messages: config.buffer.total_messages,
-                total_bytes: config.buffer.total_bytes,
-            })
-            .retry_policy(config.retry_policy())
-            .commit_interval(config.commit_interval)
-            .drain_timeout(config.drain_timeout);
-        if let Some(n) = config.max_in_flight_per_partition {
-            b = b.max_in_flight_per_partition(n);
-        }
-        if config.static_assignment {
-            b = b.static_assignment();
-        }
-        if config.read_from_beginning {
-            b = b.read_from_beginning();
-        }
-        if let Some(t) = config.processing_timeout {
-            b = b.handler_timeout(t);
-        }
-        if let Some(d) = config.dead_letter() {
-            b = b.dead_letter(d);
-        }
-        if let Some(addr) = config.metrics_addr {
-            b = b.http_endpoint(addr);
-        }
-        if let Some(oauth) = config.token_provider() {
-            b = b.configured_oauth(oauth);
-        }
-        for (key, _, value) in config.derived() {
-            b = b.set(key, value);
-        }
-        for (key, value) in &config.librdkafka.0 {
-            b = b.set(key.clone(), value.clone());
-        }
-        b
+    pub fn config(mut self, config: &ConsumerConfig) -> Self {
+        config.apply_to(&mut self.settings);
+        self
+    }
+
+    /// The settings given so far, with the defaults of the others: what
+    /// [`build`](Self::build) checks and the consumer runs with.
+    ///
+    /// ```
+    /// use sluicegate::Consumer;
+    ///
+    /// let builder = Consumer::builder().max_in_flight(64);
+    /// assert_eq!(builder.settings().max_in_flight(), 64);
+    /// assert_eq!(builder.settings().commit_interval().as_secs(), 1); // the default
+    /// ```
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Lets librdkafka judge the client settings, as [`build`](Self::build) does: creates a
@@ -573,7 +503,7 @@ impl<L> ConsumerBuilder<L> {
     /// left out so that no connection is even tried) and drops it.
     #[cfg(test)]
     pub(crate) fn check_client(&self) -> Result<(), Error> {
-        let mut client = self.client_config()?;
+        let mut client = self.settings.client_config()?;
         client.remove("bootstrap.servers");
         client
             .create::<BaseConsumer>()
@@ -612,7 +542,7 @@ impl<L> ConsumerBuilder<L> {
     /// # }
     /// ```
     pub fn oauth_token_provider<P: TokenProvider>(mut self, provider: P) -> Self {
-        self.oauth = Some(OAuth::new(provider));
+        self.settings.oauth = Some(OAuth::new(provider));
         self
     }
 
@@ -623,15 +553,8 @@ impl<L> ConsumerBuilder<L> {
     /// rest of the configuration. Without a provider, nothing changes.
     pub fn token_provider_of(mut self, security: &crate::security::ClientSecurity) -> Self {
         if let Some(oauth) = security.oauth() {
-            self.oauth = Some(oauth.clone());
+            self.settings.oauth = Some(oauth.clone());
         }
-        self
-    }
-
-    /// [`oauth_token_provider`](Self::oauth_token_provider) for a provider made from
-    /// configuration.
-    pub(crate) fn configured_oauth(mut self, oauth: OAuth) -> Self {
-        self.oauth = Some(oauth);
         self
     }
 
@@ -654,64 +577,38 @@ impl<L> ConsumerBuilder<L> {
     /// This builder with `layers` in place of its own, which are returned beside it.
     fn with_layers<M>(self, layers: M) -> (ConsumerBuilder<M>, L) {
         let ConsumerBuilder {
-            bootstrap_servers,
-            group_id,
-            topics,
-            static_assignment,
-            read_from_beginning,
-            client,
-            ordering,
-            max_in_flight,
-            max_in_flight_per_partition,
-            limits,
-            batch,
-            retry,
-            handler_timeout,
-            circuit_breaker,
-            dead_letter,
-            reconnect,
-            commit_interval,
-            drain_timeout,
-            producer,
-            output,
-            exactly_once,
-            metrics,
-            http_endpoint,
-            oauth,
+            settings,
             layers: old,
         } = self;
-        let builder = ConsumerBuilder {
-            bootstrap_servers,
-            group_id,
-            topics,
-            static_assignment,
-            read_from_beginning,
-            client,
-            ordering,
-            max_in_flight,
-            max_in_flight_per_partition,
-            limits,
-            batch,
-            retry,
-            handler_timeout,
-            circuit_breaker,
-            dead_letter,
-            reconnect,
-            commit_interval,
-            drain_timeout,
-            producer,
-            output,
-            exactly_once,
-            metrics,
-            http_endpoint,
-            oauth,
-            layers,
-        };
-        (builder, old)
+        (ConsumerBuilder { settings, layers }, old)
     }
 
     /// Checks the settings and builds the consumer around `handler`, wrapped in the
     /// [layers](Self::layer) if any. Nothing connects yet.
+    ///
+    /// A value the [settings](Settings) refuse fails with [`Error::Config`], whose reason
+    /// says where it was given: the builder method, or the configuration applied with
+    /// [`config`](Self::config). The rules are those of a configuration file; nothing is
+    /// clamped.
+    ///
+    /// ```
+    /// use sluicegate::policy::RetryPolicy;
+    /// use sluicegate::{handler_fn, Consumer, Error, Message};
+    ///
+    /// let refused = Consumer::builder()
+    ///     .bootstrap_servers("localhost:9092")
+    ///     .group_id("billing")
+    ///     .topic("orders")
+    ///     .retry_policy(RetryPolicy::default().with_max_attempts(0))
+    ///     .build(handler_fn(|_: Message| async { Ok(()) }));
+    /// match refused {
+    ///     Err(Error::Config { key, reason, .. }) => {
+    ///         assert_eq!(key, "retry.max_attempts");
+    ///         assert!(reason.contains("ConsumerBuilder::retry_policy"));
+    ///     }
+    ///     _ => panic!("a retry policy of 0 attempts was accepted"),
+    /// }
+    /// ```
     pub fn build<H>(self, handler: H) -> Result<Consumer<L::Handler>, Error>
     where
         H: Handler,
@@ -760,7 +657,7 @@ impl<L> ConsumerBuilder<L> {
         L: Layer<StreamHandler>,
         L::Handler: Handler,
     {
-        if let Some(id) = &self.exactly_once {
+        if let Some(id) = &self.settings.exactly_once {
             return Err(Error::Config {
                 key: "exactly_once".into(),
                 value: id.clone(),
@@ -779,8 +676,9 @@ impl<L> ConsumerBuilder<L> {
     ///
     /// In [`Ordering::Partition`] (the default) each batch holds messages of one partition,
     /// in offset order, and a partition's batches run one at a time. In
-    /// [`Ordering::Unordered`] batches mix partitions, and up to `max_in_flight / max_messages`
-    /// batches (at least one) run at once. [`Ordering::Key`] is refused: use partition order.
+    /// [`Ordering::Unordered`] batches mix partitions, and up to
+    /// [`max_batches_in_flight`](Self::max_batches_in_flight) batches (5 by default) run at
+    /// once. [`Ordering::Key`] is refused: use partition order.
     ///
     /// ```no_run
     /// use sluicegate::{batch_handler_fn, BatchLimits, Consumer, Message};
@@ -805,38 +703,88 @@ impl<L> ConsumerBuilder<L> {
         L: Layer<B>,
         L::Handler: BatchHandler,
     {
-        let limits = self.batch;
-        if self.ordering == Ordering::Key {
+        let limits = self.settings.batch;
+        if self.settings.ordering == Ordering::Key {
             return Err(Error::Config {
                 key: "ordering".into(),
                 value: "key".into(),
                 reason: "batch handlers run in partition or unordered mode".into(),
             });
         }
-        for (key, value, ok) in [
-            (
-                "batch_limits.max_messages",
-                limits.max_messages.to_string(),
-                limits.max_messages > 0,
-            ),
-            (
-                "batch_limits.max_bytes",
-                limits.max_bytes.to_string(),
-                limits.max_bytes > 0,
-            ),
-        ] {
-            if !ok {
-                return Err(Error::Config {
-                    key: key.into(),
-                    value,
-                    reason: "must be at least 1".into(),
-                });
-            }
-        }
         let (builder, layers) = self.with_layers(Identity);
         builder.build_work(Batched(layers.layer(handler)), Some(limits))
     }
+}
 
+impl ConsumerBuilder {
+    /// Checks the settings and builds the consumer around `work`, the handler with its layers.
+    fn build_work<W: Work>(
+        mut self,
+        work: W,
+        batch: Option<BatchLimits>,
+    ) -> Result<Consumer<W>, Error> {
+        if self.settings.topics.is_empty() {
+            return Err(Error::MissingConfig("at least one topic"));
+        }
+        if let Some(p) = self.settings.problems(&|s| s.to_owned()).into_iter().next() {
+            let reason = match self.settings.origin_of(&p.setting) {
+                Some(origin) => format!("{} ({origin})", p.reason),
+                None => p.reason,
+            };
+            return Err(Error::Config {
+                key: p.setting,
+                value: p.value,
+                reason,
+            });
+        }
+        self.settings.check_read_from_beginning()?;
+        let client = self.settings.client_config()?;
+        if self.settings.static_assignment && self.settings.exactly_once.is_some() {
+            return Err(Error::Config {
+                key: "static_assignment".into(),
+                value: "true".into(),
+                reason: "exactly-once mode needs group membership: its transactions commit \
+                         offsets with the group's generation"
+                    .into(),
+            });
+        }
+        if self.settings.exactly_once.is_some() {
+            match &self.settings.output {
+                Some(o) if !o.is_transactional() => {
+                    return Err(Error::Config {
+                        key: "exactly_once".into(),
+                        value: self.settings.exactly_once.clone().unwrap_or_default(),
+                        reason: "set exactly_once before taking the output: an output taken \
+                                 earlier is not transactional"
+                            .into(),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    self.settings.output = Some(Output::new(
+                        &self.settings.producer_config()?,
+                        true,
+                        self.settings.current_oauth(),
+                    )?)
+                }
+            }
+        }
+        // Let librdkafka judge every property now, so a typo fails at build, not at run.
+        client
+            .create::<BaseConsumer>()
+            .map_err(Error::from_client_creation)?;
+        Ok(Consumer {
+            settings: self.settings,
+            client,
+            work,
+            batch,
+        })
+    }
+}
+
+/// What the runtime makes of the settings: client configurations and checks between settings
+/// (the checks of single values are `Settings::problems`).
+impl Settings {
     /// The consumer's client settings.
     pub(super) fn client_config(&self) -> Result<ClientConfig, Error> {
         let bootstrap = self
@@ -921,86 +869,7 @@ impl<L> ConsumerBuilder<L> {
     }
 }
 
-impl ConsumerBuilder {
-    /// Checks the settings and builds the consumer around `work`, the handler with its layers.
-    fn build_work<W: Work>(
-        mut self,
-        work: W,
-        batch: Option<BatchLimits>,
-    ) -> Result<Consumer<W>, Error> {
-        if self.topics.is_empty() {
-            return Err(Error::MissingConfig("at least one topic"));
-        }
-        for (key, value, ok) in [
-            ("max_in_flight", self.max_in_flight, self.max_in_flight > 0),
-            (
-                "max_in_flight_per_partition",
-                self.max_in_flight_per_partition.unwrap_or(1),
-                self.max_in_flight_per_partition != Some(0),
-            ),
-            (
-                "buffer_limits.partition_messages",
-                self.limits.partition_messages,
-                self.limits.partition_messages > 0,
-            ),
-            (
-                "buffer_limits.total_messages",
-                self.limits.total_messages,
-                self.limits.total_messages > 0,
-            ),
-        ] {
-            if !ok {
-                return Err(Error::Config {
-                    key: key.into(),
-                    value: value.to_string(),
-                    reason: "must be at least 1".into(),
-                });
-            }
-        }
-        self.check_read_from_beginning()?;
-        let client = self.client_config()?;
-        if self.static_assignment && self.exactly_once.is_some() {
-            return Err(Error::Config {
-                key: "static_assignment".into(),
-                value: "true".into(),
-                reason: "exactly-once mode needs group membership: its transactions commit \
-                         offsets with the group's generation"
-                    .into(),
-            });
-        }
-        if self.exactly_once.is_some() {
-            match &self.output {
-                Some(o) if !o.is_transactional() => {
-                    return Err(Error::Config {
-                        key: "exactly_once".into(),
-                        value: self.exactly_once.clone().unwrap_or_default(),
-                        reason: "set exactly_once before taking the output: an output taken \
-                                 earlier is not transactional"
-                            .into(),
-                    })
-                }
-                Some(_) => {}
-                None => {
-                    self.output = Some(Output::new(
-                        &self.producer_config()?,
-                        true,
-                        self.current_oauth(),
-                    )?)
-                }
-            }
-        }
-        // Let librdkafka judge every property now, so a typo fails at build, not at run.
-        client
-            .create::<BaseConsumer>()
-            .map_err(Error::from_client_creation)?;
-        Ok(Consumer {
-            settings: self,
-            client,
-            work,
-            batch,
-        })
-    }
-}
-
+#[cfg(test)]
+mod one_validation;
 #[cfg(test)]
 mod tests;

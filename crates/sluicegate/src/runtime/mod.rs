@@ -36,13 +36,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::dead_letter::DeadLetterWriter;
-use crate::defaults;
 use crate::dispatch::{BatchLimits, Ordering};
 use crate::handler::Work;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::policy::{Breaker, CircuitState, Reconnect};
 use crate::security::{OAuth, SecurityWatch};
+use crate::settings::Settings;
 use crate::status::{CatchUp, TopicPartition};
 use crate::Error;
 
@@ -77,7 +77,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 /// # }
 /// ```
 pub struct Consumer<W> {
-    settings: ConsumerBuilder,
+    settings: Settings,
     client: ClientConfig,
     work: W,
     batch: Option<BatchLimits>,
@@ -127,13 +127,10 @@ impl<W: Work> Consumer<W> {
         let s = self.settings;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::MissingConfig("a Tokio runtime to run handlers on"))?;
-        let width = match s.ordering {
+        let width = match self.batch {
             // A batch lane, or a partition's forwarder to the shared batch lanes.
-            _ if self.batch.is_some() => 1,
-            Ordering::Partition => 1,
-            _ => s
-                .max_in_flight_per_partition
-                .unwrap_or(s.max_in_flight.min(defaults::MAX_IN_FLIGHT_PER_PARTITION)),
+            Some(_) => 1,
+            None => s.lanes_per_partition(),
         };
         let group = s.group_id.clone().unwrap_or_default();
         let oauth = s.current_oauth();
@@ -221,7 +218,7 @@ impl<W: Work> Consumer<W> {
             // Batches across partitions: each partition forwards to shared batch lanes.
             Some(limits) if s.ordering == Ordering::Unordered => {
                 let (shared, routed) = async_channel::bounded(limits.max_messages);
-                for _ in 0..(s.max_in_flight / limits.max_messages).max(1) {
+                for _ in 0..s.max_batches_in_flight {
                     runtime.spawn(worker.clone().run_shared_batches(routed.clone()));
                 }
                 Arc::new(move |slot, queue, revoked, events| {

@@ -776,6 +776,11 @@ fn start_runtime(
             let errors = decode_errors.clone();
             builder
                 .batch_limits(BatchLimits::default().max_messages(n as usize))
+                // As many batches at once as `--max-in-flight` holds (the library's rule before
+                // `max_batches_in_flight` was a setting), so that figures stay comparable.
+                .max_batches_in_flight(
+                    args.max_in_flight.checked_div(n).unwrap_or(1).max(1) as usize
+                )
                 .build_batch(batch_handler_fn(move |batch: Vec<Message>| {
                     let meter = meter.clone();
                     let done: Vec<_> = batch.iter().map(|m| handle(m, &errors)).collect();

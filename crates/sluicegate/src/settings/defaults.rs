@@ -1,5 +1,6 @@
-//! The runtime's defaults that the builder and the configuration file share, in one place
-//! (the policies keep theirs in their own `Default`s). The README's "Defaults" table is
+//! The runtime's defaults, in one place: [`Settings`](crate::settings::Settings)' `Default`
+//! takes them, and the configuration file's defaults are those (the policies keep theirs in
+//! their own `Default`s). The README's "Defaults" table is
 //! checked against these and those by the tests in `readme.rs`.
 
 use std::time::Duration;
@@ -8,8 +9,12 @@ use std::time::Duration;
 pub(crate) const MAX_IN_FLIGHT: usize = 1_000;
 
 /// The most handler calls at once within one partition when none is set (the key and
-/// unordered modes): the global limit, capped here.
+/// unordered modes).
 pub(crate) const MAX_IN_FLIGHT_PER_PARTITION: usize = 1_024;
+
+/// Batches at once in the unordered mode with a batch handler: what the global limit allowed
+/// with default batches (1,000 / 200) before it was a setting of its own.
+pub(crate) const MAX_BATCHES_IN_FLIGHT: usize = 5;
 
 /// How often finished offsets are committed.
 pub(crate) const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
