@@ -450,6 +450,46 @@ async fn crashed_and_restarted_pipeline_commits_each_result_once(
     Ok(())
 }
 
+/// A retry waiting out its back-off ends when the pipeline shuts down, as a lane's does: the
+/// shutdown does not wait for the back-off (ten minutes here), and the handler is not called
+/// again. On the embedded broker: the transaction loop is the same on every broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_wait_ends_when_the_pipeline_shuts_down() -> anyhow::Result<()> {
+    let broker = TestBroker::embedded()?;
+    let (input, output_topic, group) = (unique("held-in"), unique("held-out"), unique("held"));
+    broker.fill_topic(&input, 1, 1).await?;
+    broker.create_topic(&output_topic, 1).await?;
+    let mut builder = broker
+        .consumer(&group, &input)
+        .exactly_once(unique("tx"))
+        .retry_policy(RetryPolicy::default().with_backoff(Backoff {
+            initial: Duration::from_secs(600),
+            max: Duration::from_secs(600),
+            multiplier: 1.0,
+            jitter: 0.0,
+        }));
+    let _output = builder.output()?;
+    let (called, mut calls) = tokio::sync::mpsc::unbounded_channel();
+    let handle = builder
+        .build(handler_fn(move |_: Message| {
+            let called = called.clone();
+            async move {
+                let _ = called.send(());
+                Err(HandlerError::retryable("downstream down"))
+            }
+        }))?
+        .spawn()?;
+    tokio::time::timeout(PHASE, calls.recv())
+        .await?
+        .context("the handler was never called")?;
+    handle.shutdown();
+    tokio::time::timeout(Duration::from_secs(30), handle.wait())
+        .await
+        .context("the shutdown waited for the retry's back-off")??;
+    ensure!(calls.try_recv().is_err(), "the handler was called again");
+    Ok(())
+}
+
 mod zombie_with_the_same_transactional_id_is_fenced {
     /// On Apache Kafka only: the other test brokers cannot show exactly-once delivery (see the
     /// module's docs).
