@@ -5,7 +5,8 @@
 //! the batch's offsets (`send_offsets_to_transaction` with the group's metadata). A handler
 //! failure aborts the transaction, so `read_committed` readers never see an output of a failed
 //! attempt; the batch is retried from memory, and bisected down to single records when the
-//! retry policy gives up, as in at-least-once mode.
+//! retry policy gives up, by the same built-in layers as at-least-once mode (see
+//! [`crate::layer`]), each attempt and each dead-letter write in a transaction of its own.
 //!
 //! A single record the handler gives up on with no dead-letter topic stops its partition: the
 //! partition is paused and rewound to the record, and its messages are dropped until it is
