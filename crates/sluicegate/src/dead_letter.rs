@@ -19,7 +19,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::handler::{ErrorKind, HandlerError};
@@ -296,36 +295,15 @@ impl DeadLetterWriter {
         Ok(())
     }
 
-    /// Writes `message` to its dead-letter topic and waits for the acknowledgement, retrying
-    /// with back-off until the broker takes it. Returns `false`, having written nothing
-    /// known, if `revoked` is cancelled first: the message is then left to the next owner.
-    pub async fn send(
-        &self,
-        message: &Message,
-        failure: &Failure,
-        revoked: &CancellationToken,
-    ) -> bool {
-        let topic = self.config.topic_for(message.topic());
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let sent = tokio::select! {
-                r = self.send_once(message, failure) => r,
-                _ = revoked.cancelled() => return false,
-            };
-            let error = match sent {
-                Ok(()) => return true,
-                Err(e) => e,
-            };
-            let delay = self.config.backoff.delay(attempt, rand::random());
-            warn!(topic, source = message.topic(), partition = message.partition(),
-                  offset = message.offset(), attempt, ?delay, error = %error,
-                  "dead-letter write failed; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = revoked.cancelled() => return false,
-            }
-        }
+    /// The dead-letter topic of messages from `source`.
+    pub fn topic_for(&self, source: &str) -> String {
+        self.config.topic_for(source)
+    }
+
+    /// The delays between attempts to write a dead letter the broker did not accept (the
+    /// dead-letter layer applies them).
+    pub fn backoff(&self) -> &Backoff {
+        &self.config.backoff
     }
 
     /// Writes `message` to its dead-letter topic once and waits for the acknowledgement.

@@ -450,6 +450,105 @@ async fn crashed_and_restarted_pipeline_commits_each_result_once(
     Ok(())
 }
 
+/// A retry waiting out its back-off ends when the pipeline shuts down, as a lane's does: the
+/// shutdown does not wait for the back-off (ten minutes here), and the handler is not called
+/// again. On the embedded broker: the transaction loop is the same on every broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_wait_ends_when_the_pipeline_shuts_down() -> anyhow::Result<()> {
+    let broker = TestBroker::embedded()?;
+    let (input, output_topic, group) = (unique("held-in"), unique("held-out"), unique("held"));
+    broker.fill_topic(&input, 1, 1).await?;
+    broker.create_topic(&output_topic, 1).await?;
+    let mut builder = broker
+        .consumer(&group, &input)
+        .exactly_once(unique("tx"))
+        .retry_policy(RetryPolicy::default().with_backoff(Backoff {
+            initial: Duration::from_secs(600),
+            max: Duration::from_secs(600),
+            multiplier: 1.0,
+            jitter: 0.0,
+        }));
+    let _output = builder.output()?;
+    let (called, mut calls) = tokio::sync::mpsc::unbounded_channel();
+    let handle = builder
+        .build(handler_fn(move |_: Message| {
+            let called = called.clone();
+            async move {
+                let _ = called.send(());
+                Err(HandlerError::retryable("downstream down"))
+            }
+        }))?
+        .spawn()?;
+    tokio::time::timeout(PHASE, calls.recv())
+        .await?
+        .context("the handler was never called")?;
+    handle.shutdown();
+    tokio::time::timeout(Duration::from_secs(30), handle.wait())
+        .await
+        .context("the shutdown waited for the retry's back-off")??;
+    ensure!(calls.try_recv().is_err(), "the handler was called again");
+    Ok(())
+}
+
+/// A retry waiting a second or more pauses the batch's partitions until the batch is done, as a
+/// lane's pauses its partition: nothing fetched before or after the pause is lost, and every
+/// input is handled and committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_retry_wait_pauses_and_resumes_without_losing_records() -> anyhow::Result<()> {
+    let broker = TestBroker::embedded()?;
+    let (input, group) = (unique("paused-in"), unique("paused"));
+    let (produced, end) = broker.fill_topic(&input, 2, 200).await?;
+    let mut builder = broker
+        .consumer(&group, &input)
+        .exactly_once(unique("tx"))
+        .batch_limits(
+            BatchLimits::default()
+                .max_messages(50)
+                .max_wait(Duration::from_millis(50)),
+        )
+        .retry_policy(RetryPolicy::default().with_backoff(Backoff {
+            initial: Duration::from_millis(1200),
+            max: Duration::from_millis(1200),
+            multiplier: 1.0,
+            jitter: 0.0,
+        }));
+    let _output = builder.output()?;
+    let handled = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let (seen, fails) = (handled.clone(), failed.clone());
+    let handle = builder
+        .build(handler_fn(move |msg: Message| {
+            let (seen, fails) = (seen.clone(), fails.clone());
+            async move {
+                let at = (msg.partition(), msg.offset());
+                if at == (0, 30) && fails.fetch_add(1, Ordering::Relaxed) == 0 {
+                    return Err(HandlerError::retryable("failing once"));
+                }
+                seen.lock().unwrap().insert(at);
+                Ok(())
+            }
+        }))?
+        .spawn()?;
+    wait_status(&mut handle.status(), PHASE, "commits at the log end", |s| {
+        common::committed_to_end(s, &input, &end)
+    })
+    .await?;
+    handle.shutdown();
+    tokio::time::timeout(PHASE, handle.wait()).await??;
+    ensure!(
+        failed.load(Ordering::Relaxed) >= 1,
+        "the record never failed"
+    );
+    let handled = handled.lock().unwrap();
+    ensure!(
+        handled.len() == produced.len(),
+        "{} of {} inputs handled",
+        handled.len(),
+        produced.len()
+    );
+    Ok(())
+}
+
 mod zombie_with_the_same_transactional_id_is_fenced {
     /// On Apache Kafka only: the other test brokers cannot show exactly-once delivery (see the
     /// module's docs).

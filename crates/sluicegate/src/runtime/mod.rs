@@ -39,6 +39,7 @@ use crate::dead_letter::DeadLetterWriter;
 use crate::dispatch::{BatchLimits, Ordering};
 use crate::handler::Work;
 use crate::health::Health;
+use crate::layer::{self, Policies};
 use crate::metrics::Metrics;
 use crate::policy::{Breaker, CircuitState, Reconnect};
 use crate::security::{OAuth, SecurityWatch};
@@ -178,18 +179,20 @@ impl<W: Work> Consumer<W> {
             }
             _ => None,
         };
-        let worker = Arc::new(Worker {
-            work: self.work,
-            batch: self.batch,
+        let policies = Policies {
             retry: s.retry.clone(),
             timeout: s.handler_timeout,
             breaker: breaker.clone(),
             dead_letter: dead_letter.clone(),
+            metrics: publisher.metrics().cloned(),
+        };
+        let worker = Arc::new(Worker {
+            stack: layer::built_in(self.work, policies),
+            batch: self.batch,
             ordered: s.ordering != Ordering::Unordered,
             in_flight,
             max_in_flight,
             abort: control.abort.clone(),
-            metrics: publisher.metrics().cloned(),
         });
         if let Some(d) = &dead_letter {
             let (d, topics) = (d.clone(), s.topics.clone());

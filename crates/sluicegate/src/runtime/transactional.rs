@@ -5,7 +5,8 @@
 //! the batch's offsets (`send_offsets_to_transaction` with the group's metadata). A handler
 //! failure aborts the transaction, so `read_committed` readers never see an output of a failed
 //! attempt; the batch is retried from memory, and bisected down to single records when the
-//! retry policy gives up, as in at-least-once mode.
+//! retry policy gives up, by the same built-in layers as at-least-once mode (see
+//! [`crate::layer`]), each attempt and each dead-letter write in a transaction of its own.
 //!
 //! A single record the handler gives up on with no dead-letter topic stops its partition: the
 //! partition is paused and rewound to the record, and its messages are dropped until it is
@@ -22,6 +23,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio_util::sync::CancellationToken;
+
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
@@ -30,14 +33,14 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::Producer as _;
 use rdkafka::statistics::Statistics;
 use rdkafka::Offset;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::commit::{commit_list, partitions, CommitEntry};
 use crate::dead_letter::Failure;
 use crate::dispatch::{BatchLimits, Batcher};
-use crate::handler::{ErrorKind, HandlerResult, Outcome, Work};
+use crate::handler::{ErrorKind, Outcome, Work};
+use crate::layer::{Attempt, Attempted, Scope, Stages, WithBreaker, WithDeadLetter, WithTimeout};
 use crate::output::Producer;
-use crate::policy::RetryDecision;
 use crate::security::{generate_oauth_token, ClientErrors, SecurityWatch};
 use crate::status::TopicPartition;
 use crate::{Error, Message};
@@ -45,7 +48,7 @@ use crate::{Error, Message};
 use super::poll::Control;
 use super::seek::{self, SeekTo};
 use super::status::{Figures, StatusPublisher};
-use super::worker::{log_stuck, stuck_partition, Worker};
+use super::worker::{log_stuck, stuck_partition, Worker, PAUSE_RETRIES_FROM};
 
 /// How long a transaction call (init, send offsets, commit, abort) may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -172,6 +175,11 @@ impl<W: Work> Pipeline<W> {
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
         let mut counters = Counters::default();
+        // The same policies as the lanes', around the transaction's handler calls.
+        let stack = self.worker.stack.around(EachMessage {
+            batch: self.worker.batch.is_some(),
+            calls: self.worker.stack.calls(),
+        });
         let mut batcher: Batcher<Message> = Batcher::new(self.limits);
         let mut topic_names: Vec<Arc<str>> = Vec::new();
         // Partitions stopped at a record given up on: their messages are dropped until they
@@ -241,7 +249,7 @@ impl<W: Work> Pipeline<W> {
             }
             while let Some(batch) = batcher.next_batch(Instant::now(), false) {
                 let mut next = first_offsets(&batch);
-                match self.settle(&consumer, &batch, &mut next, &mut counters, false)? {
+                match self.settle(&stack, &consumer, &batch, &mut next, &mut counters)? {
                     Flow::Next => {}
                     Flow::Stop => return Ok(()),
                     Flow::Rewind(from) => rewind(&consumer, &mut batcher, &from),
@@ -319,165 +327,36 @@ impl<W: Work> Pipeline<W> {
         }
     }
 
-    /// Runs `batch` in transactions until it is committed: retried as the policy says (tried
-    /// `once` while isolating), then bisected, with single records that still fail after their
-    /// retries dead-lettered inside their transaction. `next` holds, per partition, the first
-    /// offset of the batch not yet committed.
+    /// Runs `batch` through the built-in layers (`stack`, the same policies as at-least-once
+    /// mode) until every message of it is committed: each handler attempt and each dead-letter
+    /// write in a transaction of its own, aborted if it fails, and each group of messages that
+    /// settles (the batch, or a half of it bisected) committed in its transaction. `next`
+    /// holds, per partition, the first offset of the batch not yet committed. A retry or
+    /// dead-letter wait ends when the consumer shuts down, leaving the rest to the next owner.
     fn settle(
         &self,
+        stack: &Stack<'_, W>,
         consumer: &BaseConsumer<PipelineContext>,
         batch: &[Message],
         next: &mut BTreeMap<TopicPartition, i64>,
         counters: &mut Counters,
-        once: bool,
     ) -> Result<Flow, Error> {
-        let worker = &self.worker;
-        let mut attempts = 0u32;
-        let mut first_failure: Option<(Instant, SystemTime)> = None;
-        loop {
-            attempts += 1;
-            self.producer.begin_transaction().map_err(Error::Fatal)?;
-            let Some(result) = self.until_aborted(self.attempt(batch)) else {
-                return Ok(Flow::Stop);
-            };
-            let error = match result {
-                Ok(()) => {
-                    counters.retried += u64::from(attempts - 1) * batch.len() as u64;
-                    let handled = Outcome::Handled { attempts };
-                    return self.commit(consumer, batch, handled, next, counters);
-                }
-                Err(e) if e.kind() == ErrorKind::Skip => {
-                    return self.commit(consumer, batch, Outcome::Skipped, next, counters)
-                }
-                Err(e) => e,
-            };
-            self.abort_transaction()?;
-            let (first, first_at) =
-                *first_failure.get_or_insert_with(|| (Instant::now(), SystemTime::now()));
-            let stuck = batch.len() == 1 && worker.dead_letter.is_none();
-            let decision = if once {
-                RetryDecision::GiveUp
-            } else {
-                worker
-                    .retry
-                    .decide(error.kind(), attempts, first.elapsed(), rand::random())
-            };
-            let delay = match decision {
-                RetryDecision::RetryAfter(delay) => {
-                    warn!(messages = batch.len(), attempts, ?delay, %error,
-                          "handler failed; transaction aborted, retrying");
-                    delay
-                }
-                RetryDecision::GiveUp if stuck => {
-                    let failure = Failure {
-                        error,
-                        attempts,
-                        first: first_at,
-                        last: SystemTime::now(),
-                    };
-                    return Ok(Flow::Stuck(batch[0].clone(), failure));
-                }
-                RetryDecision::GiveUp if batch.len() > 1 => {
-                    warn!(messages = batch.len(), %error,
-                          "batch failed; bisecting it to isolate the failing records");
-                    for half in batch.chunks(batch.len().div_ceil(2)) {
-                        match self.settle(consumer, half, next, counters, half.len() > 1)? {
-                            Flow::Next => {}
-                            other => return Ok(other),
-                        }
-                    }
-                    return Ok(Flow::Next);
-                }
-                RetryDecision::GiveUp => {
-                    let failure = Failure {
-                        error,
-                        attempts,
-                        first: first_at,
-                        last: SystemTime::now(),
-                    };
-                    return self.dead_letter(consumer, &batch[0], &failure, next, counters);
-                }
-            };
-            if self.until_aborted(tokio::time::sleep(delay)).is_none() {
-                return Ok(Flow::Stop);
-            }
-        }
-    }
-
-    /// Writes `message` to the dead-letter topic and commits its offset, in one transaction.
-    fn dead_letter(
-        &self,
-        consumer: &BaseConsumer<PipelineContext>,
-        message: &Message,
-        failure: &Failure,
-        next: &mut BTreeMap<TopicPartition, i64>,
-        counters: &mut Counters,
-    ) -> Result<Flow, Error> {
-        let writer =
-            self.worker.dead_letter.as_ref().expect(
-                "without a dead-letter topic a single message given up on stops its partition",
-            );
-        error!(topic = message.topic(), partition = message.partition(), offset = message.offset(),
-               attempts = failure.attempts, error = %failure.error, "handler gave up; dead-lettering");
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            self.producer.begin_transaction().map_err(Error::Fatal)?;
-            let Some(sent) = self.until_aborted(writer.send_once(message, failure)) else {
-                return Ok(Flow::Stop);
-            };
-            match sent {
-                Ok(()) => {
-                    counters.dead_lettered += 1;
-                    counters.retried += u64::from(failure.attempts - 1);
-                    let outcome = Outcome::DeadLettered {
-                        attempts: failure.attempts,
-                    };
-                    let batch = std::slice::from_ref(message);
-                    return self.commit(consumer, batch, outcome, next, counters);
-                }
-                Err(e) => {
-                    self.abort_transaction()?;
-                    let delay = self.worker.retry.backoff.delay(attempt, rand::random());
-                    warn!(error = %e, ?delay, "dead-letter write failed; transaction aborted, retrying");
-                    if self.until_aborted(tokio::time::sleep(delay)).is_none() {
-                        return Ok(Flow::Stop);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Calls the handler with `batch`: at once for a batch handler, one message after the
-    /// other for a handler.
-    async fn attempt(&self, batch: &[Message]) -> HandlerResult {
-        let worker = &self.worker;
-        let ticket = match &worker.breaker {
-            Some(breaker) => Some(breaker.admit().await),
-            None => None,
+        let released = vec![&self.control.shutdown; batch.len()];
+        let mut transaction = Transaction {
+            pipeline: self,
+            consumer,
+            next,
+            counters,
+            paused: Vec::new(),
         };
-        let result = if worker.batch.is_some() {
-            worker.attempt(batch).await
-        } else {
-            let mut result = Ok(());
-            for m in batch {
-                match worker.attempt(std::slice::from_ref(m)).await {
-                    Err(e) if e.kind() != ErrorKind::Skip => {
-                        result = Err(e);
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            result
-        };
-        if let (Some(breaker), Some(ticket)) = (&worker.breaker, ticket) {
-            breaker.record(
-                ticket,
-                result.as_ref().is_err_and(|e| e.kind().is_retryable()),
-            );
+        let handled = self.until_aborted(stack.handle(batch, &released, &mut transaction));
+        transaction.resume();
+        match handled {
+            None | Some(Err(Halt::Flow(Flow::Stop))) => Ok(Flow::Stop),
+            Some(Ok(())) => Ok(Flow::Next),
+            Some(Err(Halt::Flow(flow))) => Ok(flow),
+            Some(Err(Halt::Failed(e))) => Err(e),
         }
-        result
     }
 
     /// Commits the open transaction with the offsets after `batch`, whose messages ended with
@@ -563,6 +442,156 @@ impl<W: Work> Pipeline<W> {
                 r = future => Some(r),
             }
         })
+    }
+}
+
+/// The built-in layers as exactly-once mode applies them (see [`EachMessage`]).
+type Stack<'a, W> = WithDeadLetter<EachMessage<&'a WithBreaker<WithTimeout<W>>>>;
+
+/// The calls of one transaction's attempt: the batch in one call for a batch handler, or one
+/// call per message for a handler, up to the first failure (a skip goes on). Each call goes
+/// through the breaker and the handler timeout, as in a lane.
+struct EachMessage<A> {
+    batch: bool,
+    calls: A,
+}
+
+impl<A: Attempt> Attempt for EachMessage<A> {
+    async fn attempt(
+        &self,
+        messages: &[Message],
+        released: &[&CancellationToken],
+        stages: Stages,
+    ) -> Option<Attempted> {
+        if self.batch {
+            return self.calls.attempt(messages, released, stages).await;
+        }
+        let mut last = None;
+        for (i, message) in messages.iter().enumerate() {
+            let one = std::slice::from_ref(message);
+            let attempted = self.calls.attempt(one, &released[i..=i], stages).await?;
+            match &attempted.result {
+                Err(e) if e.kind() != ErrorKind::Skip => return Some(attempted),
+                _ => last = attempted.ended,
+            }
+        }
+        Some(Attempted {
+            result: Ok(()),
+            ended: last,
+        })
+    }
+
+    fn handler_ended(&self, messages: &[Message], ended: Option<quanta::Instant>) {
+        self.calls.handler_ended(messages, ended)
+    }
+}
+
+/// Why the layers stop a batch early in exactly-once mode.
+enum Halt {
+    /// What the loop does next instead.
+    Flow(Flow),
+    /// A fatal error: the consumer stops with it.
+    Failed(Error),
+}
+
+impl From<Error> for Halt {
+    fn from(e: Error) -> Self {
+        Halt::Failed(e)
+    }
+}
+
+/// The [`Scope`] of a batch in exactly-once mode: each attempt runs in a transaction, and what
+/// settles is committed in it.
+struct Transaction<'a, W> {
+    pipeline: &'a Pipeline<W>,
+    consumer: &'a BaseConsumer<PipelineContext>,
+    next: &'a mut BTreeMap<TopicPartition, i64>,
+    counters: &'a mut Counters,
+    /// Partitions paused while a retry waits, resumed when the batch is done.
+    paused: Vec<TopicPartition>,
+}
+
+impl<W> Transaction<'_, W> {
+    /// Resumes the partitions paused for retry waits.
+    fn resume(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let list = partitions(
+            self.paused
+                .iter()
+                .map(|tp| (tp.topic.as_str(), tp.partition)),
+        );
+        if let Err(e) = self.consumer.resume(&list) {
+            warn!(error = %e, "could not resume partitions paused for a retry");
+        }
+        self.paused.clear();
+    }
+}
+
+impl<W: Work> Scope for Transaction<'_, W> {
+    type Halt = Halt;
+
+    const STAGES: bool = false;
+
+    fn begin(&mut self) -> Result<(), Halt> {
+        self.pipeline
+            .producer
+            .begin_transaction()
+            .map_err(|e| Halt::Failed(Error::Fatal(e)))
+    }
+
+    fn failed(&mut self) -> Result<(), Halt> {
+        Ok(self.pipeline.abort_transaction()?)
+    }
+
+    fn settled(&mut self, messages: &[Message], outcome: Option<Outcome>) -> Result<(), Halt> {
+        let Some(outcome) = outcome else {
+            // Released: the consumer is shutting down, and nothing is open.
+            return Err(Halt::Flow(Flow::Stop));
+        };
+        match outcome {
+            Outcome::Handled { attempts } => {
+                self.counters.retried += u64::from(attempts - 1) * messages.len() as u64;
+            }
+            Outcome::DeadLettered { attempts } => {
+                self.counters.dead_lettered += 1;
+                self.counters.retried += u64::from(attempts - 1);
+            }
+            Outcome::Skipped => {}
+        }
+        let flow =
+            self.pipeline
+                .commit(self.consumer, messages, outcome, self.next, self.counters)?;
+        match flow {
+            Flow::Next => Ok(()),
+            other => Err(Halt::Flow(other)),
+        }
+    }
+
+    fn stuck(&mut self, message: &Message, failure: Failure) -> Result<(), Halt> {
+        Err(Halt::Flow(Flow::Stuck(message.clone(), failure)))
+    }
+
+    fn waiting(&mut self, messages: &[Message], delay: Duration) {
+        if delay < PAUSE_RETRIES_FROM {
+            return;
+        }
+        let mut added = Vec::new();
+        for m in messages {
+            let tp = TopicPartition::new(m.topic(), m.partition());
+            if !self.paused.contains(&tp) && !added.contains(&tp) {
+                added.push(tp);
+            }
+        }
+        if added.is_empty() {
+            return;
+        }
+        let list = partitions(added.iter().map(|tp| (tp.topic.as_str(), tp.partition)));
+        match self.consumer.pause(&list) {
+            Ok(()) => self.paused.extend(added),
+            Err(e) => warn!(error = %e, "could not pause partitions for a retry"),
+        }
     }
 }
 

@@ -2,22 +2,19 @@
 //! a time, applying the policies around the user's handler, and reports each outcome to the
 //! poll loop.
 
-use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::error;
 
-use crate::dead_letter::{DeadLetterWriter, Failure};
+use crate::dead_letter::Failure;
 use crate::dispatch::{BatchLimits, Batcher};
-use crate::handler::{ErrorKind, HandlerError, HandlerResult, Outcome, Work};
-use crate::metrics::{wall, ConsumerMetrics, Stage};
-use crate::policy::{Breaker, RetryDecision, RetryPolicy};
+use crate::handler::{Outcome, Work};
+use crate::layer::{BuiltIn, Scope};
 use crate::status::StuckPartition;
 use crate::Message;
 
@@ -27,20 +24,16 @@ use super::event::{Chunk, Event, LaneQueue, Left, Reports, Slot};
 /// drop its prefetched messages and fetch again, which costs up to a fetch round trip (about a
 /// second), so shorter waits are better spent with the partition fetching: its buffer bounds
 /// still apply.
-const PAUSE_RETRIES_FROM: Duration = Duration::from_secs(1);
+pub(crate) const PAUSE_RETRIES_FROM: Duration = Duration::from_secs(1);
 /// The longest a finished message waits in a lane before it is reported.
 const REPORT_EVERY: Duration = Duration::from_millis(5);
 
 /// What every lane of a consumer shares.
 pub(crate) struct Worker<W> {
-    pub work: W,
+    /// The handler (inside the user's layers) inside the built-in layers.
+    pub stack: BuiltIn<W>,
     /// Set for a batch handler.
     pub batch: Option<BatchLimits>,
-    pub retry: RetryPolicy,
-    /// Cancels a handler call that runs longer, as a [`ErrorKind::Timeout`] failure.
-    pub timeout: Option<Duration>,
-    pub breaker: Option<Arc<Breaker>>,
-    pub dead_letter: Option<Arc<DeadLetterWriter>>,
     /// The partition and key modes, where nothing behind a message may go first: a message
     /// waiting to be retried pauses its partition, and one the handler gave up on with no
     /// dead-letter topic holds its lane until the partition is released.
@@ -51,7 +44,6 @@ pub(crate) struct Worker<W> {
     pub max_in_flight: u32,
     /// Cancelled on abort: running handlers are dropped, as a crash would.
     pub abort: CancellationToken,
-    pub metrics: Option<ConsumerMetrics>,
 }
 
 impl<W: Work> Worker<W> {
@@ -255,91 +247,34 @@ impl<W: Work> Worker<W> {
     /// each, in order: `None` for those abandoned because their partition was revoked while
     /// they waited (to be retried, for the circuit breaker, or for a dead-letter write), and
     /// for those the handler gave up on with no dead-letter topic (listed in
-    /// [`Processed::stuck`]). `revoked` holds each message's partition token. `retrying`
-    /// names the partition that pauses while a retry waits, in the ordered modes.
+    /// [`Processed::stuck`]; in the ordered modes the messages after it are then not tried).
+    /// `revoked` holds each message's partition token. `retrying` names the partition that
+    /// pauses while a retry waits, in the ordered modes.
     async fn process(
         &self,
         messages: &[Message],
         revoked: &[&CancellationToken],
         retrying: Option<(Slot, &Reports)>,
     ) -> Processed {
-        let permits = u32::try_from(messages.len())
-            .unwrap_or(u32::MAX)
-            .min(self.max_in_flight);
-        let _permit = self.in_flight.acquire_many(permits).await;
-        let mut guard = RetryingGuard {
-            target: retrying.filter(|_| self.ordered),
-            active: false,
-        };
         let n = messages.len();
-        match self
-            .retry_until_settled(messages, revoked, &mut guard, false, true)
-            .await
-        {
-            Settled::Finished(outcome) => Processed::all(n, Some(outcome)),
-            Settled::Revoked => Processed::abandoned(n),
-            Settled::GaveUp(failure) => self.give_up(messages, revoked, &mut guard, failure).await,
-        }
-    }
-
-    /// What follows a give-up: a batch is bisected, each half tried once more and, if it
-    /// fails, bisected again, down to single messages, which get the whole retry policy
-    /// before they are dead-lettered. So only records that fail on their own are dead-lettered,
-    /// and isolating one costs about two calls per halving, without back-off waits.
-    ///
-    /// With no dead-letter topic, a single message given up on is *stuck*: it is listed in
-    /// [`Processed::stuck`] and left unfinished. In the ordered modes the messages after it
-    /// are then not tried either.
-    fn give_up<'a>(
-        &'a self,
-        messages: &'a [Message],
-        revoked: &'a [&'a CancellationToken],
-        guard: &'a mut RetryingGuard<'_>,
-        failure: Failure,
-    ) -> futures::future::BoxFuture<'a, Processed> {
-        Box::pin(async move {
-            let n = messages.len();
-            if n > 1 {
-                warn!(messages = n, error = %failure.error,
-                      "batch failed; bisecting it to isolate the failing records");
-                let mut processed = Processed::all(0, None);
-                for (half, tokens) in messages
-                    .chunks(n.div_ceil(2))
-                    .zip(revoked.chunks(n.div_ceil(2)))
-                {
-                    if self.ordered && !processed.stuck.is_empty() {
-                        // Nothing after a stuck message may go first.
-                        processed.push(Processed::abandoned(half.len()));
-                        continue;
-                    }
-                    let once = half.len() > 1;
-                    processed.push(
-                        match self
-                            .retry_until_settled(half, tokens, guard, once, false)
-                            .await
-                        {
-                            Settled::Finished(outcome) => Processed::all(half.len(), Some(outcome)),
-                            Settled::Revoked => Processed::abandoned(half.len()),
-                            Settled::GaveUp(f) => self.give_up(half, tokens, guard, f).await,
-                        },
-                    );
-                }
-                return processed;
-            }
-            let Some(dead_letter) = &self.dead_letter else {
-                return Processed {
-                    outcomes: vec![None],
-                    stuck: vec![(0, failure)],
-                };
-            };
-            let message = &messages[0];
-            error!(topic = message.topic(), partition = message.partition(),
-                   offset = message.offset(), attempts = failure.attempts, error = %failure.error,
-                   "handler gave up; dead-lettering");
-            let attempts = failure.attempts;
-            let sent = dead_letter.send(message, &failure, revoked[0]).await;
-            Processed::all(1, sent.then_some(Outcome::DeadLettered { attempts }))
-        })
+        let permits = u32::try_from(n).unwrap_or(u32::MAX).min(self.max_in_flight);
+        let _permit = self.in_flight.acquire_many(permits).await;
+        let mut lane = LaneScope {
+            retrying: RetryingGuard {
+                target: retrying.filter(|_| self.ordered),
+                active: false,
+            },
+            ordered: self.ordered,
+            processed: Processed {
+                outcomes: Vec::with_capacity(n),
+                stuck: Vec::new(),
+            },
+        };
+        // Halted at a stuck message: what follows it was not tried.
+        let _ = self.stack.handle(messages, revoked, &mut lane).await;
+        let LaneScope { mut processed, .. } = lane;
+        processed.outcomes.resize(n, None);
+        processed
     }
 
     /// Stops the partition of `message`, which the handler gave up on with no dead-letter
@@ -368,151 +303,6 @@ impl<W: Work> Worker<W> {
             }
         }
     }
-
-    /// Calls the handler with `messages` until it succeeds or the retry policy gives up; with
-    /// `once`, gives up after the first failure. `first` says no call of these messages came
-    /// before (a bisected batch's halves were called already): their ages at handler start are
-    /// counted. Their ages at handler end are counted when the last call settles them: a
-    /// success or skip, or a single message given up on.
-    async fn retry_until_settled(
-        &self,
-        messages: &[Message],
-        revoked: &[&CancellationToken],
-        guard: &mut RetryingGuard<'_>,
-        once: bool,
-        first: bool,
-    ) -> Settled {
-        let all_revoked = || futures::future::join_all(revoked.iter().map(|t| t.cancelled()));
-        let mut attempts = 0u32;
-        let mut first_failure: Option<(Instant, SystemTime)> = None;
-        loop {
-            attempts += 1;
-            let starts = first && attempts == 1;
-            let (result, ended) = match &self.breaker {
-                Some(breaker) => {
-                    let ticket = tokio::select! {
-                        ticket = breaker.admit() => ticket,
-                        _ = all_revoked() => return Settled::Revoked,
-                    };
-                    let attempted = self.timed_attempt(messages, starts, true).await;
-                    let failed = attempted.0.as_ref().is_err_and(|e| e.kind().is_retryable());
-                    breaker.record(ticket, failed);
-                    attempted
-                }
-                None => self.timed_attempt(messages, starts, true).await,
-            };
-            // A success or skip counted its age at handler end already (see `timed_attempt`).
-            let error = match result {
-                Ok(()) => return Settled::Finished(Outcome::Handled { attempts }),
-                Err(e) if e.kind() == ErrorKind::Skip => {
-                    return Settled::Finished(Outcome::Skipped)
-                }
-                Err(e) => e,
-            };
-            let (first, first_at) =
-                *first_failure.get_or_insert_with(|| (Instant::now(), SystemTime::now()));
-            let (topic, partition, offset) = {
-                let m = &messages[0];
-                (m.topic(), m.partition(), m.offset())
-            };
-            let decision = if once {
-                RetryDecision::GiveUp
-            } else {
-                self.retry
-                    .decide(error.kind(), attempts, first.elapsed(), rand::random())
-            };
-            let delay = match decision {
-                RetryDecision::RetryAfter(delay) => {
-                    warn!(topic, partition, offset, messages = messages.len(), attempts, ?delay,
-                          %error, "handler failed; retrying");
-                    delay
-                }
-                RetryDecision::GiveUp => {
-                    // A batch's messages are called again, bisected: their last call is later.
-                    if messages.len() == 1 {
-                        self.handler_ended(messages, ended);
-                    }
-                    return Settled::GaveUp(Failure {
-                        error,
-                        attempts,
-                        first: first_at,
-                        last: SystemTime::now(),
-                    });
-                }
-            };
-            if delay >= PAUSE_RETRIES_FROM {
-                guard.start();
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = all_revoked() => return Settled::Revoked,
-            }
-        }
-    }
-
-    /// One call of the handler, bounded by the timeout, and measured.
-    pub(crate) async fn attempt(&self, messages: &[Message]) -> HandlerResult {
-        self.timed_attempt(messages, false, false).await.0
-    }
-
-    /// [`attempt`](Self::attempt), which also counts the ages of `messages` at handler start
-    /// if `starts`, and at handler end if `ends` and the call settled them (a success or
-    /// skip); returns when the call ended (with metrics on), for
-    /// [`handler_ended`](Self::handler_ended) after a failure.
-    async fn timed_attempt(
-        &self,
-        messages: &[Message],
-        starts: bool,
-        ends: bool,
-    ) -> (HandlerResult, Option<quanta::Instant>) {
-        let call = invoke(&self.work, messages);
-        let call = async {
-            match self.timeout {
-                Some(limit) => tokio::time::timeout(limit, call)
-                    .await
-                    .unwrap_or_else(|_| Err(HandlerError::timeout(limit))),
-                None => call.await,
-            }
-        };
-        let Some(metrics) = &self.metrics else {
-            return (call.await, None);
-        };
-        // Read on every call: quanta's clock costs half of the standard one's here.
-        let started = quanta::Instant::now();
-        let result = call.await;
-        let ended = quanta::Instant::now();
-        let took = ended - started;
-        // One look-up of the topic's handles per call: each costs a hash of its name.
-        metrics.with_topic(messages[0].topic(), |topic| {
-            topic.handler_duration.observe(took);
-            if starts {
-                topic.reached(Stage::HandlerStart, messages, wall(started));
-            }
-            let settled = match &result {
-                Ok(()) => true,
-                Err(e) => e.kind() == ErrorKind::Skip,
-            };
-            if ends && settled {
-                topic.reached(Stage::HandlerEnd, messages, wall(ended));
-            }
-            match &result {
-                Err(e) if e.kind() != ErrorKind::Skip => {
-                    metrics.failed(topic, e.kind(), messages.len())
-                }
-                _ => {}
-            }
-        });
-        (result, Some(ended))
-    }
-
-    /// Counts the ages of `messages` at handler end, their last call having ended at `ended`.
-    fn handler_ended(&self, messages: &[Message], ended: Option<quanta::Instant>) {
-        if let (Some(metrics), Some(ended)) = (&self.metrics, ended) {
-            metrics.with_topic(messages[0].topic(), |topic| {
-                topic.reached(Stage::HandlerEnd, messages, wall(ended));
-            });
-        }
-    }
 }
 
 /// What handling a message or a batch came to.
@@ -538,14 +328,6 @@ impl Processed {
     fn abandoned(n: usize) -> Self {
         Self::all(n, None)
     }
-
-    /// Appends what the messages after these came to.
-    fn push(&mut self, next: Processed) {
-        let at = self.outcomes.len();
-        self.outcomes.extend(next.outcomes);
-        self.stuck
-            .extend(next.stuck.into_iter().map(|(i, f)| (at + i, f)));
-    }
 }
 
 /// The status entry of a partition stopped at `message`, which failed with `failure`.
@@ -569,13 +351,6 @@ pub(crate) fn log_stuck(message: &Message, failure: &Failure) {
             consumer restarts or the partition is reassigned or moved by a seek. Configure a \
             dead-letter topic (ConsumerBuilder::dead_letter, KAFKA_DLQ_TOPIC, or `dead_letter:` \
             in the configuration file) to set such records aside and go on");
-}
-
-/// How a retried call ended.
-enum Settled {
-    Finished(Outcome),
-    GaveUp(Failure),
-    Revoked,
 }
 
 /// A message on its way from its partition's lane to the shared batch lanes.
@@ -627,6 +402,55 @@ impl Drop for RetryingGuard<'_> {
     }
 }
 
+/// The [`Scope`] of a lane: collects each message's outcome, lists stuck messages (in the
+/// ordered modes the first one halts the stack), and pauses the partition during long retry
+/// waits.
+struct LaneScope<'a> {
+    retrying: RetryingGuard<'a>,
+    ordered: bool,
+    processed: Processed,
+}
+
+/// An ordered lane stopped at a stuck message.
+struct Halted;
+
+impl Scope for LaneScope<'_> {
+    type Halt = Halted;
+
+    const STAGES: bool = true;
+
+    fn begin(&mut self) -> Result<(), Halted> {
+        Ok(())
+    }
+
+    fn failed(&mut self) -> Result<(), Halted> {
+        Ok(())
+    }
+
+    fn settled(&mut self, messages: &[Message], outcome: Option<Outcome>) -> Result<(), Halted> {
+        let outcomes = &mut self.processed.outcomes;
+        outcomes.extend(std::iter::repeat_n(outcome, messages.len()));
+        Ok(())
+    }
+
+    fn stuck(&mut self, _: &Message, failure: Failure) -> Result<(), Halted> {
+        let at = self.processed.outcomes.len();
+        self.processed.outcomes.push(None);
+        self.processed.stuck.push((at, failure));
+        // Nothing after a stuck message may go first.
+        if self.ordered {
+            return Err(Halted);
+        }
+        Ok(())
+    }
+
+    fn waiting(&mut self, _: &[Message], delay: Duration) {
+        if delay >= PAUSE_RETRIES_FROM {
+            self.retrying.start();
+        }
+    }
+}
+
 /// Waits for what `queue` brings next, but not past the batcher's deadline, and adds it with
 /// `add`; sets `open` to false once the queue is closed.
 async fn receive_into<T, I>(
@@ -662,26 +486,13 @@ fn report(events: &Reports, slot: Slot, left: &mut Vec<Left>) {
     }
 }
 
-/// Calls the handler, turning a panic into a [`HandlerError`] of kind [`ErrorKind::Panic`].
-async fn invoke<W: Work>(work: &W, messages: &[Message]) -> Result<(), HandlerError> {
-    match AssertUnwindSafe(work.call(messages)).catch_unwind().await {
-        Ok(result) => result,
-        Err(panic) => {
-            let text = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
-            Err(HandlerError::panic(format!("handler panicked: {text}")))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
+    use std::time::SystemTime;
 
     use super::*;
+    use crate::handler::{ErrorKind, HandlerError};
 
     /// Collects what a `fmt` subscriber writes.
     #[derive(Clone, Default)]

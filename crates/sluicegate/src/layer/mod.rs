@@ -26,6 +26,35 @@
 //! [`Panic`](crate::ErrorKind::Panic), and time a layer spends counts in the handler timeout.
 //! The same holds in exactly-once mode, where each attempt runs in its own transaction.
 //!
+//! # The built-in layers
+//!
+//! Steps 1 to 4 are layers of the library, one type each, built around the user's stack once,
+//! when the consumer starts; each *applies* one policy, while the policy types of
+//! [`crate::policy`] (and the dead-letter writer) *decide*:
+//!
+//! - `WithDeadLetter` (outermost) settles each message: when the retry policy gives up on a
+//!   batch it bisects it (each half tried once more, single records get the whole policy); a
+//!   single record given up on is written to the dead-letter topic, retried with the
+//!   [`DeadLetter::retry_backoff`](crate::dead_letter::DeadLetter::retry_backoff) until the
+//!   broker acknowledges it, or, with no dead-letter topic, stops its partition;
+//! - `WithRetry` calls the attempt again after a failure, waiting what
+//!   [`RetryPolicy::decide`](crate::policy::RetryPolicy::decide) says;
+//! - `WithBreaker` holds each attempt while the [`CircuitBreaker`](crate::policy::CircuitBreaker)
+//!   is open, and counts each handler call (one message, or one batch) as a success or a
+//!   failure;
+//! - `WithTimeout` (innermost) calls the user's stack, cancels a call over the
+//!   [handler timeout](crate::ConsumerBuilder::handler_timeout), turns a panic into an error,
+//!   and measures the call.
+//!
+//! Around them runs a *scope*: the lane of the at-least-once mode, which reports each outcome
+//! (and pauses a partition whose retry waits a second or more), or the transaction loop of the
+//! exactly-once mode, which runs each attempt (handler calls or a dead-letter write) in a
+//! transaction and commits what settles in it. The two modes share these layers, so retries,
+//! bisection, the breaker and dead letters follow the same rules in both. Waits (a back-off,
+//! the open breaker, a failed dead-letter write) end when the message's partition is released
+//! or the consumer shuts down; a running handler call is left to finish. On success no layer
+//! allocates: a call costs the layers' function calls, with static dispatch.
+//!
 //! A layer wraps a [`Handler`](crate::Handler) for [`build`](crate::ConsumerBuilder::build)
 //! and a [`BatchHandler`](crate::BatchHandler) for
 //! [`build_batch`](crate::ConsumerBuilder::build_batch); one wrapper type may implement both.
@@ -74,6 +103,27 @@
 //! # });
 //! assert_eq!(count.0.load(Ordering::Relaxed), 1);
 //! ```
+
+mod attempt;
+mod breaker;
+mod dead_letter;
+#[cfg(test)]
+mod fakes;
+mod retry;
+mod timeout;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) use attempt::{Attempt, Attempted, Scope, Stages};
+pub(crate) use breaker::WithBreaker;
+pub(crate) use dead_letter::WithDeadLetter;
+pub(crate) use retry::WithRetry;
+pub(crate) use timeout::WithTimeout;
+
+use crate::dead_letter::DeadLetterWriter;
+use crate::metrics::ConsumerMetrics;
+use crate::policy::{Breaker, RetryPolicy};
 
 /// A policy that wraps a handler `H` in another handler.
 ///
@@ -127,6 +177,40 @@ where
 
     fn layer(&self, inner: H) -> Self::Handler {
         self.outer.layer(self.inner.layer(inner))
+    }
+}
+
+/// The built-in layers around `W` (the handler inside the user's layers), from the outside in:
+/// dead-letter write (with the bisection of a batch given up on), retry with back-off, circuit
+/// breaker, handler timeout and panic catching. See [`built_in`].
+pub(crate) type BuiltIn<W> = WithDeadLetter<WithBreaker<WithTimeout<W>>>;
+
+/// What the built-in layers apply: each policy's configuration, decided elsewhere.
+pub(crate) struct Policies {
+    pub retry: RetryPolicy,
+    pub timeout: Option<Duration>,
+    pub breaker: Option<Arc<Breaker>>,
+    pub dead_letter: Option<Arc<DeadLetterWriter>>,
+    pub metrics: Option<ConsumerMetrics>,
+}
+
+/// Wraps `work` in the built-in layers, in the order the [module documentation](self) gives.
+pub(crate) fn built_in<W>(work: W, policies: Policies) -> BuiltIn<W> {
+    let timeout = WithTimeout {
+        work,
+        limit: policies.timeout,
+        metrics: policies.metrics,
+    };
+    let breaker = WithBreaker {
+        breaker: policies.breaker,
+        inner: timeout,
+    };
+    WithDeadLetter {
+        writer: policies.dead_letter,
+        inner: WithRetry {
+            policy: policies.retry,
+            inner: breaker,
+        },
     }
 }
 
