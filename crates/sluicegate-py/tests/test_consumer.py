@@ -248,7 +248,7 @@ def test_the_runtimes_logs_reach_python_logging(broker, caplog):
     gave_up = [
         r
         for r in caplog.records
-        if r.name.startswith("sluicegate.runtime") and r.levelname == "ERROR" and "dead-lettering" in r.getMessage()
+        if r.name.startswith("sluicegate.") and r.levelname == "ERROR" and "dead-lettering" in r.getMessage()
     ]
     assert gave_up, [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
     assert "offset=1" in gave_up[0].getMessage() and "refused for good" in gave_up[0].getMessage()

@@ -340,15 +340,14 @@ def _emit(logs: Any) -> None:
 
 
 def _finish_with_error(msg: Message, e: BaseException) -> None:
-    """Hands a handler's exception back as the outcome it stands for."""
+    """Hands a handler's exception back as the outcome it stands for (the runtime logs what
+    it does with it, naming the record and the exception)."""
     text = f"{type(e).__name__}: {e}"
     if isinstance(e, Skip):
         msg._finish("skip", str(e) or "skipped by the handler")
     elif isinstance(e, DecodeError):
         msg._finish("decode", str(e))
     elif isinstance(e, PermanentError):
-        logger.error("handler gave up on %r: %s", msg, text)
         msg._finish("permanent", text)
     else:
-        logger.warning("handler failed on %r: %s (retried)", msg, text)
         msg._finish("retryable", text)
