@@ -8,8 +8,6 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use sluicegate::dead_letter::DeadLetter;
 use sluicegate::{Consumer, EmbeddedKafka, HandlerError};
 
@@ -20,24 +18,14 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let kafka = EmbeddedKafka::start(1)?;
     kafka.create_topic("orders", 4)?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", kafka.bootstrap_servers())
-        .create()?;
-    for i in 0..1_000 {
+    let orders = (0..1_000).map(|i| {
         let payload = match i {
             500 => "not json".to_string(),
             _ => format!(r#"{{"order_id":{i},"amount_cents":{}}}"#, i * 7 % 5_000),
         };
-        producer
-            .send(
-                FutureRecord::to("orders")
-                    .key(&format!("customer-{}", i % 50))
-                    .payload(&payload),
-                Duration::from_secs(5),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
-    }
+        (Some(format!("customer-{}", i % 50)), Some(payload))
+    });
+    kafka.produce("orders", None, orders)?;
 
     let mut messages = Consumer::builder()
         .bootstrap_servers(kafka.bootstrap_servers())
