@@ -104,6 +104,8 @@ struct Core {
     /// The checked settings, built into a consumer at `start`.
     builder: Option<ConsumerBuilder>,
     status: Option<sluicegate::StatusWatch>,
+    /// Where `/metrics` and `/health/*` are served, once started with an endpoint.
+    http_addr: Option<std::net::SocketAddr>,
     shutdown: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
@@ -143,6 +145,7 @@ impl Core {
             listener,
             builder: Some(builder),
             status: None,
+            http_addr: None,
             shutdown: None,
         })
     }
@@ -155,7 +158,7 @@ impl Core {
     #[pyo3(signature = (
         bootstrap_servers, group_id, topics, ordering, max_in_flight, commit_interval,
         drain_timeout, max_attempts, initial_backoff, max_backoff, multiplier, jitter,
-        dead_letter, handler_timeout, config,
+        dead_letter, handler_timeout, config, metrics_addr=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -174,6 +177,7 @@ impl Core {
         dead_letter: Option<String>,
         handler_timeout: Option<f64>,
         config: Vec<(String, String)>,
+        metrics_addr: Option<String>,
     ) -> PyResult<Self> {
         let ordering: Ordering = ordering.parse().map_err(ConfigError::new_err)?;
         let seconds = |name: &str, s: f64| {
@@ -208,6 +212,14 @@ impl Core {
             Some("") => builder.dead_letter(DeadLetter::default()),
             Some(topic) => builder.dead_letter(DeadLetter::to_topic(topic)),
         };
+        if let Some(addr) = metrics_addr {
+            let parsed = addr.parse().map_err(|e| {
+                ConfigError::new_err(format!(
+                    "metrics_addr: {addr:?} is not a host:port address ({e})"
+                ))
+            })?;
+            builder = builder.http_endpoint(parsed);
+        }
         for (key, value) in config {
             builder = builder.set(key, value);
         }
@@ -250,6 +262,7 @@ impl Core {
             None => {
                 let mut messages = builder.messages().map_err(error)?;
                 self.status = Some(messages.handle().status());
+                self.http_addr = messages.handle().http_addr();
                 self.runtime.spawn(async move {
                     let mut asked = false;
                     loop {
@@ -296,6 +309,7 @@ impl Core {
                     .map_err(error)?;
                 let mut watch = handle.status();
                 self.status = Some(handle.status());
+                self.http_addr = handle.http_addr();
                 self.runtime.spawn(async move {
                     tokio::select! {
                         _ = stopping.notified() => handle.shutdown(),
@@ -359,6 +373,12 @@ impl Core {
             Some(Err(e)) => (true, Some(e)),
         };
         Ok((list, ended, error))
+    }
+
+    /// `host:port` where `/metrics` and `/health/live|ready` are served (the port picked
+    /// when 0 was asked for), once started; `None` without `metrics_addr`.
+    fn http_addr(&self) -> Option<String> {
+        self.http_addr.map(|a| a.to_string())
     }
 
     /// The runtime's log records queued since the last call, as `(level, logger, text)`

@@ -290,6 +290,42 @@ def test_a_consumer_from_a_configuration_file_and_the_environment(broker, tmp_pa
     assert str(path) in str(refused.value)
 
 
+def test_metrics_and_health_are_served_while_running(broker):
+    """``metrics_addr``: Prometheus metrics (messages processed by outcome) and the health
+    endpoints are served while the consumer runs."""
+    import urllib.request
+
+    topic = unique("py-metrics")
+    broker.create_topic(topic, 1)
+    placed = broker.produce(topic, [(0, "k", b"x")] * 20)
+    consumer = broker.consumer(topic, metrics_addr="127.0.0.1:0")
+
+    @consumer.handler
+    async def handle(msg):
+        pass
+
+    def get(path):
+        with urllib.request.urlopen(f"http://{consumer.http_addr}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+
+    async def scenario():
+        running = asyncio.ensure_future(consumer.run())
+        await wait_until("commits at the log end", lambda: committed_to(consumer, topic, ends_of(placed)))
+        metrics = await asyncio.to_thread(get, "/metrics")
+        ready = await asyncio.to_thread(get, "/health/ready")
+        consumer.shutdown()
+        await running
+        return metrics, ready
+
+    (status, metrics), (ready_status, _) = run(scenario())
+    assert status == 200 and ready_status == 200
+    processed = [
+        line for line in metrics.splitlines()
+        if line.startswith("sluicegate_messages_processed_total{") and topic in line
+    ]
+    assert processed and sum(float(line.rsplit(" ", 1)[1]) for line in processed) == 20, processed
+
+
 def test_bad_settings_are_refused_naming_the_setting():
     with pytest.raises(sluicegate.ConfigError, match="ordering|bogus"):
         sluicegate.Consumer(bootstrap_servers="localhost:1", group_id="g", topics=["t"], ordering="bogus")
@@ -302,6 +338,8 @@ def test_bad_settings_are_refused_naming_the_setting():
             topics=["t"],
             config={"enable.auto.commit": "true"},
         )
+    with pytest.raises(sluicegate.ConfigError, match="metrics_addr"):
+        sluicegate.Consumer(bootstrap_servers="localhost:1", group_id="g", topics=["t"], metrics_addr="nowhere")
     consumer = sluicegate.Consumer(bootstrap_servers="localhost:1", group_id="g", topics=["t"])
     with pytest.raises(sluicegate.ConfigError, match="handler"):
         asyncio.run(consumer.run())

@@ -59,6 +59,8 @@ class Consumer:
         handler_timeout: seconds after which a handler call counts as failed (retried).
         threads: threads for plain ``def`` handlers (``async def`` ones run on the loop).
         config: librdkafka properties, passed through (``{"security.protocol": "SSL"}``).
+        metrics_addr: ``host:port`` to serve Prometheus ``/metrics`` and ``/health/live``,
+            ``/health/ready`` on while running (port 0: any free one, see :attr:`http_addr`).
 
     Raises:
         ConfigError: a setting was refused; the message names it.
@@ -79,6 +81,7 @@ class Consumer:
         handler_timeout: Optional[float] = None,
         threads: int = 32,
         config: Optional[Dict[str, str]] = None,
+        metrics_addr: Optional[str] = None,
     ) -> None:
         retry = retry or Retry()
         if isinstance(topics, str):
@@ -105,6 +108,7 @@ class Consumer:
             dlq,
             handler_timeout,
             [(str(k), str(v)) for k, v in (config or {}).items()],
+            metrics_addr,
         )
         self._setup(threads)
 
@@ -173,6 +177,12 @@ class Consumer:
         committed; then :meth:`run` returns (or the :meth:`messages` loop ends). Safe to call
         from any thread."""
         self._core.shutdown()
+
+    @property
+    def http_addr(self) -> Optional[str]:
+        """``host:port`` where ``/metrics`` and ``/health/*`` are served, once running with
+        ``metrics_addr``; ``None`` otherwise."""
+        return self._core.http_addr()
 
     def status(self) -> Dict[str, Any]:
         """What the consumer reports now: ``assigned``, ``committed`` and ``lag`` (keyed by

@@ -72,10 +72,13 @@ class Core:
         dead_letter: Optional[str],
         handler_timeout: Optional[float],
         config: Sequence[Tuple[str, str]],
+        metrics_addr: Optional[str] = None,
     ) -> None: ...
     @staticmethod
     def from_config(path: str, config: Sequence[Tuple[str, str]]) -> "Core":
         """A consumer from a configuration file with the ``KAFKA_*`` environment over it."""
+    def http_addr(self) -> Optional[str]:
+        """``host:port`` of ``/metrics`` and ``/health/*``, once started with an endpoint."""
     def fileno(self) -> int:
         """The socket that turns readable when deliveries (or the end) are waiting."""
     def start(self, batch: Optional[Tuple[int, float, int]] = None) -> None:
