@@ -44,6 +44,12 @@ create_exception!(
     "A setting was refused: the message names the setting and why."
 );
 
+/// `s` seconds as a duration; a negative, infinite or NaN value is refused naming `name`.
+fn seconds(name: &str, s: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| ConfigError::new_err(format!("{name}: not a duration: {s}")))
+}
+
 fn error(e: sluicegate::Error) -> PyErr {
     match e {
         sluicegate::Error::Config { .. } | sluicegate::Error::MissingConfig(_) => {
@@ -180,10 +186,6 @@ impl Core {
         metrics_addr: Option<String>,
     ) -> PyResult<Self> {
         let ordering: Ordering = ordering.parse().map_err(ConfigError::new_err)?;
-        let seconds = |name: &str, s: f64| {
-            Duration::try_from_secs_f64(s)
-                .map_err(|_| ConfigError::new_err(format!("{name}: not a duration: {s}")))
-        };
         let mut retry = RetryPolicy::default().with_backoff(Backoff {
             initial: seconds("retry.initial_backoff", initial_backoff)?,
             max: seconds("retry.max_backoff", max_backoff)?,
@@ -284,9 +286,7 @@ impl Core {
                 });
             }
             Some((max_messages, max_wait, max_bytes)) => {
-                let max_wait = Duration::try_from_secs_f64(max_wait).map_err(|_| {
-                    ConfigError::new_err(format!("batch max_wait: not a duration: {max_wait}"))
-                })?;
+                let max_wait = seconds("batch max_wait", max_wait)?;
                 let limits = BatchLimits::default()
                     .max_messages(max_messages)
                     .max_wait(max_wait)
@@ -518,17 +518,9 @@ impl Message {
     #[getter]
     fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
-        {
-            for h in &self.headers {
-                let value = h.value.as_deref().map(|v| PyBytes::new(py, v));
-                list.append(PyTuple::new(
-                    py,
-                    [
-                        h.key.as_str().into_pyobject(py)?.into_any(),
-                        value.into_pyobject(py)?.into_any(),
-                    ],
-                )?)?;
-            }
+        for h in &self.headers {
+            let value = h.value.as_deref().map(|v| PyBytes::new(py, v));
+            list.append((h.key.as_str(), value))?;
         }
         Ok(list)
     }
