@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
-use sluicegate::{handler_fn, ConsumerStatus, HandlerResult, Message, StatusWatch};
+use sluicegate::{handler_fn, ConsumerStatus, HandlerError, HandlerResult, Message, StatusWatch};
 use tokio::sync::{mpsc, watch};
 
 use common::{
@@ -709,6 +709,33 @@ async fn static_assignment_reads_every_partition_without_joining_the_group(
             .build(handler_fn(recording(recorder)))?
             .spawn()
     };
+    // Both instances share the group's committed offsets: each first holds its handlers until
+    // both have fetched from every partition, so neither starts where the other committed.
+    let fetched = Arc::new(watch::channel(BTreeSet::<(usize, i32)>::new()).0);
+    let start_held = |instance: usize, recorder: &Recorder| {
+        let (fetched, recorder) = (fetched.clone(), recorder.clone());
+        broker
+            .consumer(&group, &topic)
+            .static_assignment()
+            .commit_interval(Duration::from_millis(100))
+            .build(handler_fn(move |msg: Message| {
+                let (fetched, recorder) = (fetched.clone(), recorder.clone());
+                async move {
+                    fetched.send_modify(|f| {
+                        f.insert((instance, msg.partition()));
+                    });
+                    let all = 2 * PARTITIONS as usize;
+                    let mut seen = fetched.subscribe();
+                    tokio::time::timeout(PHASE, seen.wait_for(|f| f.len() == all))
+                        .await
+                        .map_err(|_| HandlerError::retryable("the other instance never fetched"))?
+                        .map_err(|_| HandlerError::retryable("gate closed"))?;
+                    recorder.record(&msg);
+                    Ok(())
+                }
+            }))?
+            .spawn()
+    };
 
     // Transactions commit offsets with a group generation, which a static assignment lacks.
     let refused = broker
@@ -723,7 +750,7 @@ async fn static_assignment_reads_every_partition_without_joining_the_group(
     );
 
     let (rec_a, rec_b) = (Recorder::default(), Recorder::default());
-    let (a, b) = (start(&rec_a)?, start(&rec_b)?);
+    let (a, b) = (start_held(0, &rec_a)?, start_held(1, &rec_b)?);
     for handle in [&a, &b] {
         let mut status = handle.status();
         let s = wait_status(

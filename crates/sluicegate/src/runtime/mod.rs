@@ -305,6 +305,45 @@ fn all_partitions<C: ConsumerContext>(
     Ok(list)
 }
 
+/// Every partition of `topics` from the offset the group committed, or from `reset` where it
+/// committed none. The offsets are looked up before assigning, and looked up again while the
+/// group's coordinator is not ready: assigned with [`Offset::Stored`], librdkafka looks them up
+/// once, and a partition whose look-up fails (the coordinator moving, a broker just started) is
+/// never fetched.
+fn from_committed<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topics: &[String],
+    reset: Offset,
+) -> Result<TopicPartitionList, Error> {
+    let list = all_partitions(consumer, topics, Offset::Stored)?;
+    let deadline = Instant::now() + METADATA_TIMEOUT;
+    let mut backoff = Duration::from_millis(100);
+    let committed = loop {
+        let failed = match consumer.committed_offsets(list.clone(), METADATA_TIMEOUT) {
+            Ok(c) => match c.elements().iter().find_map(|e| e.error().err()) {
+                None => break c,
+                Some(e) => e,
+            },
+            Err(e) => e,
+        };
+        if Instant::now() + backoff >= deadline {
+            return Err(failed.into());
+        }
+        warn!(error = %failed, "could not look up the committed offsets; trying again");
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    };
+    let mut assign = TopicPartitionList::with_capacity(committed.count());
+    for e in committed.elements() {
+        let from = match e.offset() {
+            Offset::Offset(next) => Offset::Offset(next),
+            _ => reset,
+        };
+        assign.add_partition_offset(e.topic(), e.partition(), from)?;
+    }
+    Ok(assign)
+}
+
 /// The log start and end of every partition of `list` now: what a reader from the beginning
 /// catches up with.
 fn catch_up_targets<C: ConsumerContext>(
@@ -341,6 +380,16 @@ type Started = (
 );
 
 impl Session {
+    /// Where a partition without a committed offset starts, as `auto.offset.reset` says.
+    fn offset_reset(&self) -> Offset {
+        match self.client.get("auto.offset.reset") {
+            Some("latest" | "largest" | "end") => Offset::End,
+            Some("earliest" | "smallest" | "beginning") | None => Offset::Beginning,
+            // `error`: left to librdkafka, which reports it.
+            Some(_) => Offset::Stored,
+        }
+    }
+
     /// Creates a client and subscribes it. Each client has its own channels, so that reports
     /// from a lost client's lanes never reach the next one.
     fn start(&self) -> Result<Started, Error> {
@@ -383,7 +432,7 @@ impl Session {
                 assignment.catch_up(targets);
             }
         } else if self.static_assignment {
-            let list = all_partitions(&consumer, &self.topics, Offset::Stored)?;
+            let list = from_committed(&consumer, &self.topics, self.offset_reset())?;
             consumer.context().forward(&consumer, &list);
             consumer.assign(&list)?;
             consumer
