@@ -1,14 +1,15 @@
-//! The committer: the one place that commits offsets. It runs on a thread of its own and
-//! commits synchronously, so every result is known (librdkafka reports nothing back for
-//! manual asynchronous commits) while the poll loop never blocks on the coordinator.
+//! The committer: a thread of its own that runs the group's offset commits one request at a
+//! time, synchronously, so every result is known (librdkafka reports nothing back for manual
+//! asynchronous commits) while the poll loop never blocks on the coordinator.
 
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 
-use crate::commit::{commit_list, CommitEntry};
+use crate::commit::CommitEntry;
 
+use super::commit::{CommitOffsets as _, GroupCommit};
 use super::event::{Event, Reports};
 
 /// Offsets to commit.
@@ -23,10 +24,10 @@ pub(crate) fn run<C: ConsumerContext>(
     requests: Receiver<CommitRequest>,
     events: Reports,
 ) {
+    let group = GroupCommit(consumer);
     for CommitRequest { id, offsets } in requests {
-        let list = commit_list(&offsets);
         let started = Instant::now();
-        let result = consumer.commit(&list, CommitMode::Sync);
+        let result = group.commit(&offsets);
         events.send(Event::Committed {
             id,
             offsets,

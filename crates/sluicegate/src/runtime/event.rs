@@ -3,13 +3,12 @@
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use rdkafka::error::KafkaResult;
-
 use crate::commit::CommitEntry;
 use crate::handler::Outcome;
 use crate::status::StuckPartition;
 use crate::Message;
 
+use super::commit::CommitError;
 use super::wakeup::Wakeup;
 
 /// Identifies one assignment of one partition. The generation changes on every assignment, so
@@ -186,7 +185,7 @@ pub(crate) enum Event {
     Committed {
         id: u64,
         offsets: Vec<CommitEntry>,
-        result: KafkaResult<()>,
+        result: Result<(), CommitError>,
         latency: Duration,
     },
 }

@@ -6,6 +6,7 @@
 mod assignment;
 mod builder;
 mod catch_up;
+mod commit;
 mod committer;
 mod context;
 mod event;

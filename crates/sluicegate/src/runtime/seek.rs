@@ -4,14 +4,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 
-use crate::commit::{commit_list, CommitEntry};
+use crate::commit::CommitEntry;
 use crate::Error;
 
 use crate::status::TopicPartition;
+
+use super::commit::{CommitError, CommitOffsets as _, GroupCommit};
 
 /// How long a look-up of watermarks or of an offset by time may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,7 +105,9 @@ pub(crate) fn move_to<C: ConsumerContext>(
         next: offset,
         metadata: String::new(),
     };
-    consumer.commit(&commit_list(std::slice::from_ref(&entry)), CommitMode::Sync)?;
+    GroupCommit(consumer)
+        .commit(std::slice::from_ref(&entry))
+        .map_err(CommitError::into_error)?;
     Ok(entry)
 }
 

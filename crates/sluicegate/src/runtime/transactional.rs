@@ -45,17 +45,16 @@ use crate::security::{generate_oauth_token, ClientErrors, SecurityWatch};
 use crate::status::TopicPartition;
 use crate::{Error, Message};
 
+use super::commit::{CommitError, CommitOffsets as _, TransactionCommit};
 use super::poll::Control;
 use super::seek::{self, SeekTo};
 use super::status::{Figures, StatusPublisher};
 use super::worker::{log_stuck, stuck_partition, Worker, PAUSE_RETRIES_FROM};
 
-/// How long a transaction call (init, send offsets, commit, abort) may take.
+/// How long a transaction call (init, abort) may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a poll blocks when no batch is due sooner.
 const POLL_WAIT: Duration = Duration::from_millis(50);
-/// How often a commit that failed with a retriable error is tried again before giving up.
-const COMMIT_TRIES: u32 = 3;
 
 /// The exactly-once loop and what it needs.
 pub(crate) struct Pipeline<W> {
@@ -373,21 +372,11 @@ impl<W: Work> Pipeline<W> {
             return Ok(Flow::Stop);
         }
         let offsets = offsets_after(batch);
-        let list = commit_list(&offsets);
-        let metadata = consumer
-            .group_metadata()
-            .ok_or(Error::MissingConfig("the consumer group's metadata"))?;
-        let mut result = self
-            .producer
-            .send_offsets_to_transaction(&list, &metadata, TXN_TIMEOUT);
-        if result.is_ok() {
-            for _ in 0..COMMIT_TRIES {
-                result = self.producer.commit_transaction(TXN_TIMEOUT);
-                if !is_retriable(&result) {
-                    break;
-                }
-            }
+        let result = TransactionCommit {
+            consumer,
+            producer: &self.producer,
         }
+        .commit(&offsets);
         match result {
             Ok(()) => {
                 for e in &offsets {
@@ -415,7 +404,7 @@ impl<W: Work> Pipeline<W> {
                 });
                 Ok(Flow::Next)
             }
-            Err(e) if is_fatal(&e) => Err(Error::Fatal(e)),
+            Err(e @ (CommitError::Fatal(_) | CommitError::Missing(_))) => Err(e.into_error()),
             Err(e) => {
                 warn!(error = %e, "transaction commit failed; aborting it and fetching the batch again");
                 self.abort_transaction()?;
@@ -642,14 +631,6 @@ fn seek_partition(
 struct Counters {
     dead_lettered: u64,
     retried: u64,
-}
-
-fn is_retriable(result: &Result<(), KafkaError>) -> bool {
-    matches!(result, Err(KafkaError::Transaction(e)) if e.is_retriable())
-}
-
-fn is_fatal(e: &KafkaError) -> bool {
-    matches!(e, KafkaError::Transaction(e) if e.is_fatal())
 }
 
 /// Per partition, the first offset in `batch`.
