@@ -69,6 +69,23 @@ impl Service {
     }
 
     fn serve(listener: TcpListener, script: Arc<Script>) -> Service {
+        Service::serve_with(listener, script, None)
+    }
+
+    /// HTTPS with `tls`.
+    fn start_tls(
+        tls: Arc<rustls::ServerConfig>,
+        script: impl Fn(&str, usize) -> (u16, String) + Send + Sync + 'static,
+    ) -> Service {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        Service::serve_with(listener, Arc::new(script), Some(tls))
+    }
+
+    fn serve_with(
+        listener: TcpListener,
+        script: Arc<Script>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Service {
         let addr = listener.local_addr().expect("address");
         let served = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let stopped = Arc::new(AtomicBool::new(false));
@@ -79,8 +96,17 @@ impl Service {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
-                let (s, script, stop) = (s.clone(), script.clone(), stop.clone());
-                std::thread::spawn(move || connection(conn, &*script, &s, &stop));
+                let (s, script, stop, tls) = (s.clone(), script.clone(), stop.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    None => connection(conn, &*script, &s, &stop),
+                    Some(config) => {
+                        let Ok(session) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        let stream = rustls::StreamOwned::new(session, conn);
+                        connection(stream, &*script, &s, &stop)
+                    }
+                });
             }
         });
         Service {
@@ -125,12 +151,11 @@ impl Drop for Service {
 
 /// Serves the requests of one connection (keep-alive) until it closes or the service stops.
 fn connection(
-    conn: TcpStream,
+    conn: impl Read + Write,
     script: &Script,
     served: &(Mutex<Vec<Served>>, Condvar),
     stopped: &AtomicBool,
 ) {
-    let mut out = conn.try_clone().expect("clone");
     let mut reader = BufReader::new(conn);
     loop {
         let mut line = String::new();
@@ -169,7 +194,12 @@ fn connection(
             "HTTP/1.1 {status} Scripted\r\nContent-Length: {}\r\n\r\n{answer}",
             answer.len()
         );
-        if out.write_all(response.as_bytes()).is_err() {
+        let out = reader.get_mut();
+        if out
+            .write_all(response.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
             return;
         }
         let (lock, changed) = served;
@@ -443,7 +473,8 @@ fn http_outcomes(broker: &Broker) {
 on_brokers!(http_outcomes => http_sink_outcomes: embedded, kafka);
 
 /// The service is down (nothing listens): nothing is committed, the breaker opens and the
-/// worker reports not ready; once it listens, every record is delivered and committed.
+/// worker reports not ready; once it listens, every record is delivered and committed, and the
+/// worker is ready again (the breaker closed).
 fn http_service_down_then_up(broker: &Broker) {
     let values = values(&["a", "b", "c", "d", "e"]);
     let setup = Setup::new(broker, &values);
@@ -477,6 +508,15 @@ fn http_service_down_then_up(broker: &Broker) {
 
     let service = Service::start_on(service_addr, |_, _| (200, String::new()));
     setup.await_committed(values.len() as i64);
+    let deadline = Instant::now() + LIMIT;
+    while get(metrics_addr, "/health/ready").map(|(status, _)| status) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "not ready again within {LIMIT:?}"
+        );
+        // The health endpoint is read, not pushed.
+        std::thread::sleep(Duration::from_millis(100));
+    }
     run.stop();
     let mut delivered: Vec<String> = service.served().iter().map(Served::value).collect();
     delivered.dedup();
@@ -537,6 +577,60 @@ fn http_batches(broker: &Broker) {
     assert_eq!(seen, values);
 }
 on_brokers!(http_batches => http_sink_batches: embedded, kafka);
+
+/// An HTTPS service that trusts only the test CA's client certificates: the sink trusts the
+/// test CA (`tls.ca_file`) and presents its client certificate; records are delivered.
+#[test]
+fn http_sink_delivers_over_mutual_tls() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(unique("run-pki"));
+    std::fs::create_dir_all(&dir).expect("the certificates' directory");
+    let pki = common::pki::Pki::generate_in(&dir).expect("test certificates");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&pki.ca).expect("CA") {
+        roots
+            .add(cert.expect("CA certificate"))
+            .expect("a trusted CA");
+    }
+    let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("client verifier");
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.server_keystore)
+        .expect("server chain")
+        .map(|c| c.expect("certificate"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&pki.server_keystore).expect("server key");
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_client_cert_verifier(clients)
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let service = Service::start_tls(Arc::new(tls), |_, _| (200, String::new()));
+
+    let broker = Broker::embedded();
+    let values = values(&["a", "b"]);
+    let setup = Setup::new(&broker, &values);
+    let sink = format!(
+        "  http:\n    url: https://127.0.0.1:{}/events\n    tls:\n      ca_file: {}\n      \
+         cert_file: {}\n      key_file: {}\n",
+        service.addr.port(),
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display()
+    );
+    let run = Running::start(&setup.config("", &sink));
+    setup.await_committed(values.len() as i64);
+    run.stop();
+    let delivered: Vec<String> = service.served().iter().map(Served::value).collect();
+    assert_eq!(delivered, values);
+}
 
 // ---------------------------------------------------------------------------------------------
 // The exec sink.

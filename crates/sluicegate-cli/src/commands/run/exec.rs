@@ -114,9 +114,9 @@ impl ExecSink {
             .map_err(|_| HandlerError::retryable("the exec sink is closed"))?;
         let mut watch = self.shared.worker.clone();
         let worker = tokio::select! {
-            w = watch.wait_for(Option::is_some) => match w {
-                Ok(w) => w.clone().expect("waited for Some"),
-                Err(_) => return Err(HandlerError::retryable("the exec sink is closed")),
+            w = watch.wait_for(Option::is_some) => match w.ok().and_then(|w| w.clone()) {
+                Some(w) => w,
+                None => return Err(HandlerError::retryable("the exec sink is closed")),
             },
             _ = self.shared.stop.cancelled() => {
                 return Err(HandlerError::retryable("the exec sink is stopping"))
@@ -358,5 +358,32 @@ async fn read_answers(worker: &Worker, stdout: ChildStdout, stop: &CancellationT
                 return false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluicegate::ErrorKind;
+
+    fn answered(result: &str, error: Option<&str>) -> HandlerResult {
+        outcome(Reply {
+            id: 1,
+            result: result.into(),
+            error: error.map(str::to_string),
+        })
+    }
+
+    #[test]
+    fn each_answer_is_its_outcome() {
+        assert!(answered("ok", None).is_ok());
+        let kind = |r: HandlerResult| r.unwrap_err().kind();
+        assert_eq!(kind(answered("retry", None)), ErrorKind::Retryable);
+        assert_eq!(kind(answered("skip", None)), ErrorKind::Skip);
+        let fail = answered("fail", Some("no such user")).unwrap_err();
+        assert_eq!(fail.kind(), ErrorKind::Permanent);
+        assert_eq!(fail.source().to_string(), "no such user");
+        // A worker's typo must not lose or dead-letter the message.
+        assert_eq!(kind(answered("okay", None)), ErrorKind::Retryable);
     }
 }

@@ -30,6 +30,8 @@ impl HttpSink {
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             .default_headers(settings.headers.clone())
+            // A redirect is answered as any other status: a POST is not replayed elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("sluicegate/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &settings.ca_pem {
             for cert in reqwest::Certificate::from_pem_bundle(pem)
