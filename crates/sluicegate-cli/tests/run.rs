@@ -635,12 +635,19 @@ fn http_sink_delivers_over_mutual_tls() {
 // ---------------------------------------------------------------------------------------------
 // The exec sink.
 
-/// A Python worker: answers by the value's prefix (`ok`, `retry` once then ok, `fail`,
-/// `skip`, `crash`: exits the first time it ever sees one, then ok), and logs every request
-/// to `DIR/log` as `pid offset value`.
+/// A Python worker, started as `worker.py DIR FAILED_STARTS`: its first FAILED_STARTS starts
+/// exit at once (counted in `DIR/starts`); then it answers by the value's prefix (`ok`,
+/// `retry` once then ok, `fail`, `skip`, `crash`: exits the first time it ever sees one, then
+/// ok), and logs every request to `DIR/log` as `pid offset value`.
 const WORKER: &str = r#"
 import json, os, sys
-state = sys.argv[1]
+state, failed_starts = sys.argv[1], int(sys.argv[2])
+starts_file = os.path.join(state, "starts")
+starts = int(open(starts_file).read()) if os.path.exists(starts_file) else 0
+with open(starts_file, "w") as f:
+    f.write(str(starts + 1))
+if starts < failed_starts:
+    os._exit(1)
 seen = {}
 for line in sys.stdin:
     r = json.loads(line)
@@ -672,8 +679,13 @@ fn worker_dir() -> PathBuf {
 }
 
 fn exec_sink(dir: &Path, in_flight: usize) -> String {
+    exec_sink_failing_starts(dir, in_flight, 0)
+}
+
+/// The worker of `dir`, whose first `failed_starts` starts exit at once.
+fn exec_sink_failing_starts(dir: &Path, in_flight: usize, failed_starts: u32) -> String {
     format!(
-        "  exec:\n    command: [python3, {}, {}]\n    in_flight: {in_flight}\n",
+        "  exec:\n    command: [python3, {}, {}, '{failed_starts}']\n    in_flight: {in_flight}\n",
         dir.join("worker.py").display(),
         dir.display()
     )
@@ -755,6 +767,83 @@ fn exec_child_dies(broker: &Broker) {
     assert!(setup.dead_letters(0).is_empty());
 }
 on_brokers!(exec_child_dies => exec_sink_child_dies: embedded, kafka);
+
+/// The worker exits at once on each of its first starts (a crash loop): it is started again
+/// with backoff until it stays up, and then every record is delivered and committed.
+fn exec_crash_loop(broker: &Broker) {
+    let values = values(&["ok", "ok", "ok"]);
+    let setup = Setup::new(broker, &values);
+    let dir = worker_dir();
+    let run = Running::start(&setup.config("", &exec_sink_failing_starts(&dir, 4, 4)));
+    setup.await_committed(values.len() as i64);
+    let err = run.stop();
+    let starts: u32 = std::fs::read_to_string(dir.join("starts"))
+        .expect("starts counted")
+        .parse()
+        .expect("a number");
+    assert_eq!(
+        starts, 5,
+        "four failed starts, then one that stayed up\n{err}"
+    );
+    assert_eq!(err.matches("; starting it again in").count(), 4, "{err}");
+    let asked: Vec<String> = worker_log(&dir).into_iter().map(|(_, _, v)| v).collect();
+    assert_eq!(asked, values);
+}
+on_brokers!(exec_crash_loop => exec_sink_crash_loop: embedded, kafka);
+
+/// The value of the first sample of `family` in Prometheus text whose labels contain `label`.
+fn metric(text: &str, family: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// A slow service (each answer takes 200 ms) behind small buffers, for longer than
+/// `max.poll.interval.ms`: the partition is paused (backpressure) rather than the consumer
+/// evicted; every record is delivered once and committed, after a single assignment.
+fn http_slow_service(broker: &Broker) {
+    let values: Vec<String> = (0..40).map(|i| format!("slow-{i}")).collect();
+    let setup = Setup::new(broker, &values);
+    let service = Service::start(|_, _| {
+        // The service's own pace.
+        std::thread::sleep(Duration::from_millis(200));
+        (200, String::new())
+    });
+    let metrics_addr = free_port();
+    let extra = format!(
+        "  metrics_addr: {metrics_addr}\n  max_poll_interval: 6s\n  max_in_flight: 4\n  \
+         buffer: {{ partition_messages: 4, total_messages: 4 }}\n"
+    );
+    let sink = format!("  http:\n    url: {}\n", service.url());
+    let run = Running::start(&setup.config(&extra, &sink));
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let paused = get(metrics_addr, "/metrics")
+            .and_then(|(_, text)| metric(&text, "sluicegate_partitions_paused", ""));
+        if paused == Some(1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never paused within {LIMIT:?}");
+        // The metrics are read, not pushed.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    setup.await_committed(values.len() as i64);
+    let (_, text) = get(metrics_addr, "/metrics").expect("metrics");
+    run.stop();
+    let delivered: Vec<String> = service.served().iter().map(Served::value).collect();
+    assert_eq!(delivered, values, "each record once, in order");
+    assert_eq!(
+        metric(&text, "sluicegate_rebalances_total", "kind=\"assign\""),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "sluicegate_rebalances_total", "kind=\"revoke\"").unwrap_or(0.0),
+        0.0,
+        "{text}"
+    );
+}
+on_brokers!(http_slow_service => http_sink_slow_service: embedded, kafka);
 
 // ---------------------------------------------------------------------------------------------
 // Bad configuration.
