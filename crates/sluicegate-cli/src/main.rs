@@ -88,7 +88,7 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum ConfigCommand {
     /// Check a consumer configuration file (a `kafka:` section; see the README's
-    /// "Configuration" section): load it, apply the KAFKA_* environment variables over it,
+    /// "Configuration" section; a `sluicegate run` file's `sink:` section too): load it, apply the KAFKA_* environment variables over it,
     /// check every rule and librdkafka's view of its properties (no broker is contacted), and
     /// print the effective configuration with secrets redacted and, for each value, where it
     /// came from (file line and column, environment variable, or default). Warnings (such as

@@ -6,7 +6,7 @@
 mod exec;
 mod http;
 mod record;
-mod sink;
+pub mod sink;
 
 use std::collections::BTreeMap;
 

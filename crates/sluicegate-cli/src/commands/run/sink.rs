@@ -271,10 +271,25 @@ impl RawBreaker {
     }
 }
 
+impl Sink {
+    /// One line saying where messages go.
+    pub fn describe(&self) -> String {
+        match self {
+            Sink::Http(h) => format!("http: POST to {}", h.url),
+            Sink::Exec(e) => format!("exec: `{}`", e.command.join(" ")),
+        }
+    }
+}
+
+/// Whether `yaml` has a top-level `sink:` section (is a `sluicegate run` file).
+pub fn has_sink(yaml: &str) -> bool {
+    without_sink(yaml) != yaml
+}
+
 /// `yaml` with its top-level `sink:` block turned into empty lines: what the library's loader,
 /// which knows `kafka:` alone, reads. Lines keep their numbers, so its errors point into the
 /// file as written.
-fn without_sink(yaml: &str) -> String {
+pub fn without_sink(yaml: &str) -> String {
     let mut out = String::with_capacity(yaml.len());
     let mut in_sink = false;
     for line in yaml.split_inclusive('\n') {
@@ -316,6 +331,7 @@ mod tests {
         assert_eq!(out.lines().count(), yaml.lines().count());
         let flow = "sink: {exec: {command: [a]}}\nkafka:\n  group_id: g";
         assert_eq!(without_sink(flow), "\nkafka:\n  group_id: g");
+        assert!(has_sink(flow) && !has_sink("kafka:\n  group_id: g\n"));
     }
 
     #[test]
