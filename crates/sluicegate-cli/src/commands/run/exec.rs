@@ -31,7 +31,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A child that lived this long resets the backoff.
 const HEALTHY_LIFE: Duration = Duration::from_secs(10);
-/// How long a child may take to exit once its stdin is closed at shutdown.
+/// How long a child may take to exit once its stdin is closed at shutdown, or once it has
+/// closed its stdout.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// One answer line.
@@ -302,9 +303,14 @@ async fn supervise(
             worker.close(how);
             return;
         }
-        let how = match child.wait().await {
-            Ok(status) => format!("exited ({status})"),
-            Err(e) => format!("was lost ({e})"),
+        // Its stdout closed: it is exiting, or no longer answers either way.
+        let how = match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+            Ok(Ok(status)) => format!("exited ({status})"),
+            Ok(Err(e)) => format!("was lost ({e})"),
+            Err(_) => {
+                let _ = child.kill().await;
+                "closed its stdout and was killed".to_string()
+            }
         };
         tracing::warn!(command = %command.join(" "), "the worker process {how}; starting it again in {backoff:?}");
         worker.close(how);

@@ -70,8 +70,7 @@ impl HttpSink {
         if status.is_success() {
             return Ok(());
         }
-        let body = response.bytes().await.unwrap_or_default();
-        let start = String::from_utf8_lossy(&body[..body.len().min(BODY_START)]).into_owned();
+        let start = body_start(response).await;
         let error = format!("POST {} answered HTTP {status}: {start}", self.url);
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             Err(HandlerError::retryable(error))
@@ -79,6 +78,19 @@ impl HttpSink {
             Err(HandlerError::permanent(error))
         }
     }
+}
+
+/// The first `BODY_START` bytes of the answer's body, as text; the rest is not read.
+async fn body_start(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < BODY_START {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(BODY_START);
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// An error with its causes: reqwest's own message names only the step that failed.
