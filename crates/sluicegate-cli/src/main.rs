@@ -39,6 +39,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a consumer that delivers each message to an HTTP service or to a child process (any
+    /// language), with the library's guarantees: at-least-once commits, retries, dead-letter
+    /// topic, circuit breaker, metrics and health endpoints, graceful drain on SIGTERM.
+    ///
+    /// The configuration file is the library's (`kafka:`, see the README's "Configuration")
+    /// with a `sink:` section (see the README's "sluicegate run"); the KAFKA_* environment
+    /// variables and --set override it. A bad sink or setting is reported, naming its key,
+    /// before anything is consumed. Runs until SIGINT or SIGTERM.
+    Run(RunArgs),
     /// Produce realistic events to an embedded broker and consume them with Sluicegate,
     /// then check that nothing was lost and order was kept.
     Demo(DemoArgs),
@@ -79,7 +88,7 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum ConfigCommand {
     /// Check a consumer configuration file (a `kafka:` section; see the README's
-    /// "Configuration" section): load it, apply the KAFKA_* environment variables over it,
+    /// "Configuration" section; a `sluicegate run` file's `sink:` section too): load it, apply the KAFKA_* environment variables over it,
     /// check every rule and librdkafka's view of its properties (no broker is contacted), and
     /// print the effective configuration with secrets redacted and, for each value, where it
     /// came from (file line and column, environment variable, or default). Warnings (such as
@@ -87,6 +96,32 @@ enum ConfigCommand {
     /// listed and do not fail the check. Exits non-zero listing every error, one per line,
     /// when there is any.
     Check(ConfigCheckArgs),
+}
+
+/// Options of `sluicegate run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The worker's configuration file: the library's `kafka:` section and a `sink:` section.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: std::path::PathBuf,
+    /// The Kafka cluster (`host:port,...`). Wins over the configuration's `bootstrap_servers`
+    /// (file, KAFKA_BOOTSTRAP_SERVERS, --set).
+    #[arg(long, value_name = "ADDR")]
+    pub bootstrap: Option<String>,
+    /// Override one setting of the `kafka:` section, as `PATH=VALUE` (repeatable), e.g.
+    /// `--set max_in_flight=64`; wins over the file and the environment.
+    #[arg(long = "set", value_name = "PATH=VALUE", value_parser = parse_setting)]
+    pub set: Vec<(String, String)>,
+    /// A librdkafka property of the consumer, as `KEY=VALUE` (repeatable); wins over the
+    /// configuration.
+    #[arg(short = 'X', long = "librdkafka", value_name = "KEY=VALUE",
+          value_parser = parse_key_value)]
+    pub properties: Vec<(String, String)>,
+    /// Try it without a cluster: start an embedded broker, write N sample JSON records to each
+    /// configured topic (2 partitions each), deliver them, and stop once all are committed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          conflicts_with = "bootstrap")]
+    pub embedded: Option<u64>,
 }
 
 /// Options of `sluicegate config check`.
@@ -639,6 +674,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => commands::demo::run(args).await,
+            Command::Run(args) => commands::run::run(args).await,
             Command::Bench(BenchCommand::Produce(args)) => commands::bench::produce(args).await,
             Command::Bench(BenchCommand::Consume(args)) => commands::bench::consume(args).await,
             Command::Dlq(DlqCommand::Replay(args)) => commands::dlq::replay(args).await,

@@ -343,3 +343,29 @@ fn token_provider_settings_are_checked_and_the_secret_redacted() {
         "{err}"
     );
 }
+
+/// A `sluicegate run` file: the `kafka:` section is checked as a consumer's, and `sink:` as
+/// `run` checks it.
+#[test]
+fn a_run_file_is_checked_with_its_sink() {
+    let worker = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/workers/echo.yaml")
+        .display()
+        .to_string();
+    let (ok, out, err) = run_with_env(&["config", "check", "--no-env", &worker], &[], LIMIT);
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("# sink: exec: `python3 examples/workers/echo.py`"),
+        "{out}"
+    );
+    let bad = file(
+        "bad-sink",
+        "kafka:\n  bootstrap_servers: k:9092\n  group_id: g\n  topics: [t]\nsink:\n  http: { url: nope }\n",
+    );
+    let (ok, _, err) = run_with_env(&["config", "check", "--no-env", &bad], &[], LIMIT);
+    assert!(!ok);
+    assert!(
+        err.contains("error: sink.http.url: `nope` is not a URL"),
+        "{err}"
+    );
+}

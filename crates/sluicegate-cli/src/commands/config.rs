@@ -1,7 +1,7 @@
 //! `sluicegate config check FILE`: loads a consumer configuration file, applies the
 //! environment, checks every rule and librdkafka's view of the properties, and prints the
 //! effective configuration (secrets redacted) with where each value came from, or every
-//! error, one per line.
+//! error, one per line. A `sluicegate run` file's `sink:` section is checked too.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sluicegate::config::{ConfigError, ConsumerConfig, Report, Source, Sources};
 
+use crate::commands::run::sink::{self as run_sink, RunFile};
 use crate::settings::shown_value;
 use crate::ConfigCheckArgs;
 
@@ -144,6 +145,20 @@ fn redacted(config: &ConsumerConfig) -> Result<Value> {
     Ok(value)
 }
 
+/// A problem of a `sink:` section (`run`'s message, `PATH: REASON`) as a configuration error.
+fn sink_problem(message: &str) -> ConfigError {
+    let (path, reason) = match message.split_once(": ") {
+        Some((path, reason)) if path.starts_with("sink") && !path.contains(' ') => (path, reason),
+        _ => ("sink", message),
+    };
+    ConfigError {
+        path: path.to_string(),
+        value: String::new(),
+        reason: reason.to_string(),
+        source: None,
+    }
+}
+
 /// Runs `config check`; `Ok(false)` when the configuration has errors.
 pub fn check(args: ConfigCheckArgs) -> Result<bool> {
     let yaml = std::fs::read_to_string(&args.file)
@@ -153,7 +168,21 @@ pub fn check(args: ConfigCheckArgs) -> Result<bool> {
     } else {
         std::env::vars().collect()
     };
-    let report: Report = ConsumerConfig::check(Some(&yaml), env);
+    // A `sluicegate run` file: its `sink:` section is checked as `run` checks it, the rest as
+    // a consumer configuration.
+    let mut sink = None;
+    let mut sink_error = None;
+    let yaml = if run_sink::has_sink(&yaml) {
+        match RunFile::parse(&yaml) {
+            Ok(file) => sink = Some(file.sink.describe()),
+            Err(e) => sink_error = Some(sink_problem(&format!("{e:#}"))),
+        }
+        run_sink::without_sink(&yaml)
+    } else {
+        yaml
+    };
+    let mut report: Report = ConsumerConfig::check(Some(&yaml), env);
+    report.errors.extend(sink_error);
     let config = report.config.as_ref().map(redacted).transpose()?;
     let mut sources = BTreeMap::new();
     if let Some(c) = &config {
@@ -214,6 +243,9 @@ pub fn check(args: ConfigCheckArgs) -> Result<bool> {
     );
     if let Some(c) = &config {
         render_yaml(c, "kafka", 1, &report.sources, &mut out);
+    }
+    if let Some(sink) = &sink {
+        out.push_str(&format!("# sink: {sink}\n"));
     }
     out.push_str("# librdkafka properties it sets:\n");
     for (k, v) in &librdkafka {

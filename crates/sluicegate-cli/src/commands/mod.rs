@@ -7,4 +7,5 @@ pub mod diagnose;
 pub mod dlq;
 pub mod lag;
 pub mod offsets;
+pub mod run;
 pub mod topics;
