@@ -241,7 +241,7 @@ impl DeadLetterWriter {
             .producer
             .client()
             .fetch_metadata(None, timeout)
-            .map_err(Error::Kafka)?;
+            .map_err(Error::from)?;
         let exists = |t: &str| {
             metadata
                 .topics()
@@ -281,7 +281,7 @@ impl DeadLetterWriter {
         let results = admin
             .create_topics(&topics, &options)
             .await
-            .map_err(Error::Kafka)?;
+            .map_err(Error::from)?;
         for result in results {
             match result {
                 Ok(topic) => info!(topic, "dead-letter topic created"),

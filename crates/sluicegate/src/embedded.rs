@@ -10,11 +10,72 @@ use rdkafka::producer::{
     BaseProducer, BaseRecord, DefaultProducerContext, DeliveryResult, Producer as _,
     ProducerContext,
 };
+use rdkafka::types::RDKafkaApiKey;
 use rdkafka::{ClientContext, Message as _};
 
-pub use rdkafka::types::{RDKafkaApiKey as ApiKey, RDKafkaRespErr as ResponseError};
+use crate::{Error, ErrorCode};
 
-use crate::Error;
+/// A kind of Kafka request, for [`EmbeddedKafka::request_errors`]: the requests a consumer, a
+/// producer and a transaction make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApiKey {
+    /// Writing records.
+    Produce,
+    /// Reading records.
+    Fetch,
+    /// Looking up offsets by time or the log ends.
+    ListOffsets,
+    /// Cluster and topic metadata.
+    Metadata,
+    /// Committing a group's offsets.
+    OffsetCommit,
+    /// Reading a group's committed offsets.
+    OffsetFetch,
+    /// Finding a group's or a transaction's coordinator.
+    FindCoordinator,
+    /// Joining a group (the classic protocol).
+    JoinGroup,
+    /// A group member's heartbeat (the classic protocol).
+    Heartbeat,
+    /// Leaving a group.
+    LeaveGroup,
+    /// Receiving an assignment (the classic protocol).
+    SyncGroup,
+    /// Starting a producer id, for idempotence and transactions.
+    InitProducerId,
+    /// Adding partitions to a transaction.
+    AddPartitionsToTxn,
+    /// Adding a group's offsets to a transaction.
+    AddOffsetsToTxn,
+    /// Committing or aborting a transaction.
+    EndTxn,
+    /// Committing a group's offsets within a transaction.
+    TxnOffsetCommit,
+}
+
+impl ApiKey {
+    fn client(self) -> RDKafkaApiKey {
+        match self {
+            ApiKey::Produce => RDKafkaApiKey::Produce,
+            ApiKey::Fetch => RDKafkaApiKey::Fetch,
+            ApiKey::ListOffsets => RDKafkaApiKey::ListOffsets,
+            ApiKey::Metadata => RDKafkaApiKey::Metadata,
+            ApiKey::OffsetCommit => RDKafkaApiKey::OffsetCommit,
+            ApiKey::OffsetFetch => RDKafkaApiKey::OffsetFetch,
+            ApiKey::FindCoordinator => RDKafkaApiKey::FindCoordinator,
+            ApiKey::JoinGroup => RDKafkaApiKey::JoinGroup,
+            ApiKey::Heartbeat => RDKafkaApiKey::Heartbeat,
+            ApiKey::LeaveGroup => RDKafkaApiKey::LeaveGroup,
+            ApiKey::SyncGroup => RDKafkaApiKey::SyncGroup,
+            ApiKey::InitProducerId => RDKafkaApiKey::InitProducerId,
+            ApiKey::AddPartitionsToTxn => RDKafkaApiKey::AddPartitionsToTxn,
+            ApiKey::AddOffsetsToTxn => RDKafkaApiKey::AddOffsetsToTxn,
+            ApiKey::EndTxn => RDKafkaApiKey::EndTxn,
+            ApiKey::TxnOffsetCommit => RDKafkaApiKey::TxnOffsetCommit,
+        }
+    }
+}
 
 /// What [`EmbeddedKafka::produce`]'s producer learns of each record: its partition and offset,
 /// or why it was not written.
@@ -247,13 +308,16 @@ impl EmbeddedKafka {
     }
 
     /// Makes the next requests of kind `api` fail with `errors`, one error per request, in
-    /// order. [`ResponseError::RD_KAFKA_RESP_ERR__TRANSPORT`] disconnects the client instead.
-    pub fn request_errors(&self, api: ApiKey, errors: &[ResponseError]) -> Result<(), Error> {
-        let errors = errors.to_vec();
+    /// order. [`ErrorCode::TRANSPORT`] disconnects the client instead.
+    pub fn request_errors(&self, api: ApiKey, errors: &[ErrorCode]) -> Result<(), Error> {
+        let errors = errors
+            .iter()
+            .map(|e| e.response())
+            .collect::<Result<Vec<_>, _>>()?;
         self.run(
             "push request errors",
             Box::new(move |c| {
-                c.request_errors(api, &errors);
+                c.request_errors(api.client(), &errors);
                 Ok(())
             }),
         )
@@ -264,7 +328,7 @@ impl EmbeddedKafka {
         self.run(
             "clear request errors",
             Box::new(move |c| {
-                c.clear_request_errors(api);
+                c.clear_request_errors(api.client());
                 Ok(())
             }),
         )

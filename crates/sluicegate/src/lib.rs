@@ -65,8 +65,8 @@ mod status;
 
 pub use config::GroupProtocol;
 pub use dispatch::{BatchLimits, BufferLimits, Ordering};
-pub use embedded::{ApiKey, EmbeddedKafka, ResponseError};
-pub use error::Error;
+pub use embedded::{ApiKey, EmbeddedKafka};
+pub use error::{ClientError, Error, ErrorCode};
 pub use handler::{
     batch_handler_fn, handler_fn, json_handler, BatchHandler, BatchHandlerFn, Batched, ErrorKind,
     Handler, HandlerError, HandlerFn, HandlerResult, JsonHandler, Work,

@@ -20,8 +20,7 @@ use serde::Deserialize;
 use sluicegate::dead_letter::DeadLetter;
 use sluicegate::policy::{Backoff, CircuitBreaker, CircuitState, Reconnect, RetryPolicy};
 use sluicegate::{
-    handler_fn, json_handler, ApiKey, ConsumerStatus, ErrorKind, HandlerError, Message,
-    ResponseError,
+    handler_fn, json_handler, ApiKey, ConsumerStatus, ErrorCode, ErrorKind, HandlerError, Message,
 };
 
 use common::{
@@ -565,23 +564,23 @@ async fn commit_and_fetch_errors_lose_nothing() -> anyhow::Result<()> {
         |b| b,
         async |broker, _| {
             let kafka = broker.embedded_kafka().expect("embedded");
-            use ResponseError as E;
+            use ErrorCode as E;
             kafka.request_errors(
                 ApiKey::OffsetCommit,
                 &[
-                    E::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-                    E::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
-                    E::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
-                    E::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                    E::REQUEST_TIMED_OUT,
+                    E::NOT_COORDINATOR,
+                    E::COORDINATOR_LOAD_IN_PROGRESS,
+                    E::REQUEST_TIMED_OUT,
                 ],
             )?;
             kafka.request_errors(
                 ApiKey::Fetch,
                 &[
-                    E::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-                    E::RD_KAFKA_RESP_ERR__TRANSPORT,
-                    E::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
-                    E::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                    E::NOT_LEADER_FOR_PARTITION,
+                    E::TRANSPORT,
+                    E::UNKNOWN_TOPIC_OR_PARTITION,
+                    E::REQUEST_TIMED_OUT,
                 ],
             )?;
             Ok(())
@@ -612,7 +611,7 @@ async fn refused_final_commit_is_sent_again() -> anyhow::Result<()> {
     // Errors librdkafka hands back to the application instead of retrying itself.
     kafka.request_errors(
         ApiKey::OffsetCommit,
-        &[ResponseError::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE; 2],
+        &[ErrorCode::OFFSET_METADATA_TOO_LARGE; 2],
     )?;
     stop(handle).await?;
     let committed = broker.committed_offsets(&group, &topic).await?;
@@ -634,7 +633,7 @@ async fn failing_dead_letter_writes_hold_commits_back() -> anyhow::Result<()> {
     kafka.create_topic(&format!("{topic}.dlq"), 2)?;
     kafka.request_errors(
         ApiKey::Produce,
-        &[ResponseError::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 10_000],
+        &[ErrorCode::TOPIC_AUTHORIZATION_FAILED; 10_000],
     )?;
 
     let recorder = Recorder::default();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::ensure;
 use rdkafka::Message as _;
 use sluicegate::policy::{Backoff, RetryPolicy};
-use sluicegate::{handler_fn, ApiKey, Message, OutputRecord, ResponseError};
+use sluicegate::{handler_fn, ApiKey, ErrorCode, Message, OutputRecord};
 use tokio::sync::watch;
 
 use common::{tp, unique, wait_status, TestBroker};
@@ -30,7 +30,7 @@ async fn inputs_are_committed_only_after_their_outputs_are_acknowledged() -> any
     broker.create_topic(&output_topic, 1).await?;
     kafka.request_errors(
         ApiKey::Produce,
-        &[ResponseError::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 10_000],
+        &[ErrorCode::TOPIC_AUTHORIZATION_FAILED; 10_000],
     )?;
 
     let (failures_tx, mut failures) = watch::channel(0usize);

@@ -23,8 +23,8 @@ use anyhow::{ensure, Context as _};
 use sluicegate::dead_letter::DeadLetter;
 use sluicegate::policy::{Backoff, RetryPolicy};
 use sluicegate::{
-    batch_handler_fn, handler_fn, json_handler, ApiKey, ConsumerBuilder, ConsumerHandle,
-    HandlerError, Message, ResponseError,
+    batch_handler_fn, handler_fn, json_handler, ApiKey, ConsumerBuilder, ConsumerHandle, ErrorCode,
+    HandlerError, Message,
 };
 
 use common::checker::{check, Evidence, Mode, OrderCheck, Verdict};
@@ -460,7 +460,7 @@ async fn broker_down_and_up(mode: Mode) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_errors_on_fetch_commit_heartbeat_join_sync_coordinator_and_dead_letters(
 ) -> anyhow::Result<()> {
-    use ResponseError as E;
+    use ErrorCode as E;
     let broker = TestBroker::embedded()?;
     let mut scenario = Scenario::new("request-errors", Mode::Partition);
     // Joins and syncs meet errors with either protocol; the incremental one keeps the
@@ -484,48 +484,33 @@ async fn request_errors_on_fetch_commit_heartbeat_join_sync_coordinator_and_dead
             k.request_errors(
                 ApiKey::Fetch,
                 &[
-                    E::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-                    E::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-                    E::RD_KAFKA_RESP_ERR__TRANSPORT,
+                    E::NOT_LEADER_FOR_PARTITION,
+                    E::REQUEST_TIMED_OUT,
+                    E::TRANSPORT,
                 ],
             )?;
             k.request_errors(
                 ApiKey::OffsetCommit,
                 &[
-                    E::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-                    E::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
-                    E::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+                    E::REQUEST_TIMED_OUT,
+                    E::NOT_COORDINATOR,
+                    E::COORDINATOR_LOAD_IN_PROGRESS,
                 ],
             )?;
             k.request_errors(
                 ApiKey::Heartbeat,
-                &[
-                    E::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
-                    E::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
-                ],
+                &[E::NOT_COORDINATOR, E::REBALANCE_IN_PROGRESS],
             )?;
             k.request_errors(
                 ApiKey::JoinGroup,
-                &[
-                    E::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
-                    E::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
-                ],
+                &[E::COORDINATOR_LOAD_IN_PROGRESS, E::NOT_COORDINATOR],
             )?;
-            k.request_errors(
-                ApiKey::SyncGroup,
-                &[E::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS],
-            )?;
+            k.request_errors(ApiKey::SyncGroup, &[E::REBALANCE_IN_PROGRESS])?;
             k.request_errors(
                 ApiKey::FindCoordinator,
-                &[
-                    E::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
-                    E::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
-                ],
+                &[E::COORDINATOR_NOT_AVAILABLE, E::COORDINATOR_NOT_AVAILABLE],
             )?;
-            k.request_errors(
-                ApiKey::Produce,
-                &[E::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 3],
-            )?;
+            k.request_errors(ApiKey::Produce, &[E::NOT_ENOUGH_REPLICAS; 3])?;
             // A join and a leave: JoinGroup and SyncGroup under errors.
             let second = ctx.member()?;
             wait_status(
@@ -1050,19 +1035,10 @@ async fn soak() -> anyhow::Result<()> {
                     kafka.broker_up(1)?;
                 }
                 (1, Some(kafka)) => {
-                    use ResponseError as E;
-                    kafka.request_errors(
-                        ApiKey::Fetch,
-                        &[E::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 3],
-                    )?;
-                    kafka.request_errors(
-                        ApiKey::OffsetCommit,
-                        &[E::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 3],
-                    )?;
-                    kafka.request_errors(
-                        ApiKey::Produce,
-                        &[E::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 3],
-                    )?;
+                    use ErrorCode as E;
+                    kafka.request_errors(ApiKey::Fetch, &[E::NOT_LEADER_FOR_PARTITION; 3])?;
+                    kafka.request_errors(ApiKey::OffsetCommit, &[E::REQUEST_TIMED_OUT; 3])?;
+                    kafka.request_errors(ApiKey::Produce, &[E::NOT_ENOUGH_REPLICAS; 3])?;
                 }
                 _ => {
                     let second = member()?;

@@ -26,10 +26,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use rdkafka::types::RDKafkaErrorCode;
 use sluicegate::policy::{Backoff, Reconnect};
 use sluicegate::{
-    handler_fn, ConsumerHandle, ConsumerStatus, Error, GroupProtocol, Message, StatusWatch,
+    handler_fn, ConsumerHandle, ConsumerStatus, Error, ErrorCode, GroupProtocol, Message,
+    StatusWatch,
 };
 
 use common::checker::{check, Evidence, OrderCheck, Verdict};
@@ -368,9 +368,9 @@ async fn restart_within_session_timeout(
 }
 
 /// What the fenced member's `wait` must end with: `Error::Fatal` for a fatal error of `code`.
-fn fatal_with(result: Result<(), Error>, code: RDKafkaErrorCode) -> anyhow::Result<()> {
+fn fatal_with(result: Result<(), Error>, code: ErrorCode) -> anyhow::Result<()> {
     match result {
-        Err(Error::Fatal(e)) if e.rdkafka_error_code() == Some(code) => Ok(()),
+        Err(Error::Fatal(e)) if e.code() == Some(code) => Ok(()),
         other => bail!("expected Error::Fatal with {code:?}, got {other:?}"),
     }
 }
@@ -432,7 +432,7 @@ async fn same_instance_id_twice(reconnect: Reconnect) -> anyhow::Result<()> {
         .await
         .context("the fenced member did not stop")?;
     let settled = started.elapsed();
-    fatal_with(a_ended, RDKafkaErrorCode::FencedInstanceId)?;
+    fatal_with(a_ended, ErrorCode::FENCED_INSTANCE_ID)?;
     let a_last = a_status.current();
     let expected_fences = if fights { reconnect.max_fenced } else { 1 };
     ensure!(

@@ -63,8 +63,8 @@ impl CommitError {
     /// The error as the library reports it to users.
     pub fn into_error(self) -> Error {
         match self {
-            CommitError::Fatal(e) => Error::Fatal(e),
-            CommitError::Retriable(e) | CommitError::Refused(e) => Error::Kafka(e),
+            CommitError::Fatal(e) => Error::fatal(e),
+            CommitError::Retriable(e) | CommitError::Refused(e) => Error::from(e),
             CommitError::Missing(what) => Error::MissingConfig(what),
         }
     }

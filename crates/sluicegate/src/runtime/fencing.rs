@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{ClientError, ErrorCode};
 
 /// A fatal error caused by another member using the same `group.instance.id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,11 +21,14 @@ pub(crate) enum InstanceConflict {
 
 impl InstanceConflict {
     /// The conflict a fatal error stands for, if it is one.
-    pub fn of(e: &KafkaError) -> Option<Self> {
-        match e.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::FencedInstanceId) => Some(InstanceConflict::Fenced),
-            Some(RDKafkaErrorCode::UnreleasedInstanceId) => Some(InstanceConflict::Unreleased),
-            _ => None,
+    pub fn of(e: &ClientError) -> Option<Self> {
+        let code = e.code()?;
+        if code == ErrorCode::FENCED_INSTANCE_ID {
+            Some(InstanceConflict::Fenced)
+        } else if code.value() == RDKafkaErrorCode::UnreleasedInstanceId as i32 {
+            Some(InstanceConflict::Unreleased)
+        } else {
+            None
         }
     }
 
@@ -90,6 +94,8 @@ impl FenceCount {
 
 #[cfg(test)]
 mod tests {
+    use rdkafka::error::KafkaError;
+
     use super::*;
 
     const FRESH: Duration = Duration::from_secs(64);
@@ -133,14 +139,14 @@ mod tests {
         let refused = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::UnreleasedInstanceId);
         let other = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal);
         assert_eq!(
-            InstanceConflict::of(&fenced),
+            InstanceConflict::of(&fenced.into()),
             Some(InstanceConflict::Fenced)
         );
         assert_eq!(
-            InstanceConflict::of(&refused),
+            InstanceConflict::of(&refused.into()),
             Some(InstanceConflict::Unreleased)
         );
-        assert_eq!(InstanceConflict::of(&other), None);
+        assert_eq!(InstanceConflict::of(&other.into()), None);
         let text = InstanceConflict::Fenced.explain("billing", "worker-1");
         assert!(
             text.contains("`worker-1`") && text.contains("`billing`"),

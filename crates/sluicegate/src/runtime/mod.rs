@@ -494,7 +494,9 @@ impl Session {
                 attempt = 0;
             }
             attempt += 1;
-            let conflict = fatal.as_ref().and_then(InstanceConflict::of);
+            let conflict = fatal
+                .as_ref()
+                .and_then(|e| InstanceConflict::of(&e.clone().into()));
             let in_row = fences.client_ended(conflict == Some(InstanceConflict::Fenced), lived);
             if let Some(conflict) = conflict {
                 reason = self.explain(conflict);
@@ -509,7 +511,7 @@ impl Session {
                 let e = fatal.unwrap_or(rdkafka::error::KafkaError::MessageConsumptionFatal(
                     rdkafka::types::RDKafkaErrorCode::FencedInstanceId,
                 ));
-                return Err(Error::Fatal(e));
+                return Err(Error::fatal(e));
             }
             let delay = reconnect.backoff.delay(attempt, rand::random());
             if conflict.is_some() {

@@ -223,7 +223,7 @@ fn check_client(
             }))
         } else {
             consumer.context().assignment().abort();
-            Err(Error::Fatal(e))
+            Err(Error::fatal(e))
         };
     }
     let Some(since) = health.unreachable_since else {

@@ -217,7 +217,7 @@ impl<W: Work> Pipeline<W> {
                     batcher.push(message, size, Instant::now());
                 }
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
-                    return Err(Error::Fatal(e))
+                    return Err(Error::fatal(e))
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {}
                 Some(Err(e)) => warn!(error = %e, "consumer error"),
@@ -300,7 +300,7 @@ impl<W: Work> Pipeline<W> {
                 Ok(Err(e)) => {
                     // A security failure explains a failed init better than its timeout.
                     self.check_security(consumer)?;
-                    return Err(Error::Fatal(e));
+                    return Err(Error::fatal(e));
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -416,7 +416,7 @@ impl<W: Work> Pipeline<W> {
     fn abort_transaction(&self) -> Result<(), Error> {
         self.producer
             .abort_transaction(TXN_TIMEOUT)
-            .map_err(Error::Fatal)?;
+            .map_err(Error::fatal)?;
         self.status.transaction(None);
         Ok(())
     }
@@ -527,7 +527,7 @@ impl<W: Work> Scope for Transaction<'_, W> {
         self.pipeline
             .producer
             .begin_transaction()
-            .map_err(|e| Halt::Failed(Error::Fatal(e)))
+            .map_err(|e| Halt::Failed(Error::fatal(e)))
     }
 
     fn failed(&mut self) -> Result<(), Halt> {
