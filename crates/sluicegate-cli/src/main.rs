@@ -13,6 +13,7 @@ mod produce;
 mod progress;
 mod reach;
 mod read_back;
+mod record;
 mod report;
 mod settings;
 mod workload;
@@ -77,6 +78,20 @@ enum Command {
     /// WARN marks something a broker cannot tell or do (a broker without group listing, say);
     /// FAIL marks something consumers need that is broken. Exits non-zero when a check fails.
     Diagnose(DiagnoseArgs),
+    /// Print a topic's records, like kcat -C or kafka-console-consumer: tail it, or read a range
+    /// (from the beginning, the end, offsets or a time; up to its end or a count), as text or
+    /// JSON lines.
+    ///
+    /// Without --group nothing is committed; with --group the offsets of the records printed
+    /// are committed for that group (and where it has committed, reading starts there unless
+    /// --from or --from-time says otherwise). Runs until --until-end or --count is met, or until
+    /// SIGINT or SIGTERM. Exits non-zero when the topic or a partition does not exist.
+    Consume(ConsumeArgs),
+    /// Write lines from stdin to a topic, like kcat -P or kafka-console-producer: one record per
+    /// line (its key before --key-separator, when given), with headers (-H), to a partition or
+    /// the default partitioner's choice. Waits for every delivery; exits non-zero listing the
+    /// lines that failed.
+    Produce(ProduceArgs),
     /// List, describe and create topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
@@ -122,6 +137,95 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
           conflicts_with = "bootstrap")]
     pub embedded: Option<u64>,
+}
+
+/// Options of `sluicegate consume`.
+#[derive(Args, Debug, Clone)]
+pub struct ConsumeArgs {
+    /// The topic to read.
+    #[arg(value_name = "TOPIC")]
+    pub topic: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Where reading starts: `beginning` (each partition's oldest record), `end` (only records
+    /// written from now on), an offset for every partition (`1234`), or `P:OFFSET` for partition
+    /// P (repeatable, or comma-separated; only those partitions are read unless --partition is
+    /// given). Offsets outside what a partition holds are moved to its nearest end. Default:
+    /// with --group, where the group's committed offsets are (else the end); without, the end.
+    #[arg(short = 'o', long = "from", value_name = "WHERE", value_delimiter = ',',
+          value_parser = commands::consume::parse_start, conflicts_with = "from_time",
+          allow_negative_numbers = true)]
+    pub from: Vec<commands::consume::Start>,
+    /// Start at the first record at or after TIME (RFC 3339, like 2024-05-01T12:00:00Z, or
+    /// milliseconds since the epoch), in each partition.
+    #[arg(long, value_name = "TIME", value_parser = commands::dlq::parse_time)]
+    pub from_time: Option<i64>,
+    /// Read only this partition (repeatable, or comma-separated; default: every partition).
+    #[arg(
+        short = 'p',
+        long = "partition",
+        value_name = "P",
+        value_delimiter = ','
+    )]
+    pub partitions: Vec<i32>,
+    /// Stop at the end of each partition: its high watermark when reading starts.
+    #[arg(short = 'e', long)]
+    pub until_end: bool,
+    /// Stop after this many records.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Commit the offsets of the records printed for this consumer group (start where it has
+    /// committed, unless --from or --from-time says otherwise). Without it, nothing is committed.
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// How each record is printed as text (default: its value): the placeholders `{topic}`,
+    /// `{partition}`, `{offset}`, `{key}`, `{value}`, `{headers}` (as `name=value,...`) and
+    /// `{timestamp}` (ms since the epoch), and the escapes `\n` and `\t`; a newline ends each
+    /// record.
+    #[arg(short = 'f', long, value_name = "FORMAT", conflicts_with = "json",
+          value_parser = commands::consume::parse_format)]
+    pub format: Option<commands::consume::Format>,
+    /// Print each record as one JSON object per line: topic, partition, offset, key, value,
+    /// headers and timestamp (bytes that are not UTF-8 as `{"base64": "..."}`, as `run`'s exec
+    /// protocol sends them).
+    #[arg(long)]
+    pub json: bool,
+    /// A librdkafka property of the consumer, as `KEY=VALUE` (repeatable); wins over the
+    /// configuration.
+    #[arg(short = 'X', long = "librdkafka", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub properties: Vec<(String, String)>,
+}
+
+/// Options of `sluicegate produce`.
+#[derive(Args, Debug, Clone)]
+pub struct ProduceArgs {
+    /// The topic to write. It must exist.
+    #[arg(value_name = "TOPIC")]
+    pub topic: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Split each line at the first SEP: the key before it, the value after it (a line without
+    /// SEP fails). Default: no key, the whole line is the value.
+    #[arg(short = 'K', long, value_name = "SEP", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub key_separator: Option<String>,
+    /// Write every record to this partition (default: by key, or spread when there is none).
+    #[arg(short = 'p', long, value_name = "P", value_parser = clap::value_parser!(i32).range(0..))]
+    pub partition: Option<i32>,
+    /// A header on every record, as `NAME=VALUE` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME=VALUE",
+          value_parser = commands::produce::parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// Give up on a record not acknowledged within this many seconds (librdkafka's
+    /// `message.timeout.ms`).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+    /// A librdkafka property of the producer, as `KEY=VALUE` (repeatable), e.g.
+    /// `-X linger.ms=0`; wins over the configuration and the defaults (`acks=all`).
+    #[arg(short = 'X', long = "librdkafka", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub properties: Vec<(String, String)>,
+    /// Print the summary as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `sluicegate config check`.
@@ -681,6 +785,8 @@ fn main() -> ExitCode {
             Command::Offsets(OffsetsCommand::Reset(args)) => commands::offsets::reset(args).await,
             Command::Lag(args) => commands::lag::run(args).await,
             Command::Diagnose(args) => commands::diagnose::run(args).await,
+            Command::Consume(args) => commands::consume::run(args).await,
+            Command::Produce(args) => commands::produce::run(args).await,
             Command::Topics(TopicsCommand::List(args)) => commands::topics::list(args).await,
             Command::Topics(TopicsCommand::Describe(args)) => {
                 commands::topics::describe(args).await

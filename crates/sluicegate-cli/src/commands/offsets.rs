@@ -205,8 +205,9 @@ impl ResetSummary {
     }
 }
 
-/// The partitions to reset: those given (each checked against the topic), or all of them.
-fn chosen_partitions(topic: &str, count: i32, given: &[i32]) -> Result<Vec<i32>> {
+/// The partitions to reset (or, for `consume`, to read): those given (each checked against the
+/// topic), or all of them.
+pub fn chosen_partitions(topic: &str, count: i32, given: &[i32]) -> Result<Vec<i32>> {
     if given.is_empty() {
         return Ok((0..count).collect());
     }
@@ -224,7 +225,7 @@ fn chosen_partitions(topic: &str, count: i32, given: &[i32]) -> Result<Vec<i32>>
 }
 
 /// The broker's answer to "first offset at or after `ms`" for each of `partitions`.
-fn offsets_for_time(
+pub fn offsets_for_time(
     client: &Client,
     topic: &str,
     partitions: &[i32],

@@ -69,13 +69,39 @@ pub fn run_with_env(
     env: &[(&str, &str)],
     limit: Duration,
 ) -> (bool, String, String) {
+    run_with_input(args, env, None, limit)
+}
+
+/// [`run_with_env`] with `input` written to the command's stdin, which is then closed (without
+/// `input`, stdin is inherited).
+pub fn run_with_input(
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: Option<&[u8]>,
+    limit: Duration,
+) -> (bool, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
         .args(args)
         .envs(env.iter().copied())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary starts");
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("piped");
+        let input = input.to_vec();
+        // On a thread, so a child that stops reading cannot stall the test; dropping the pipe
+        // closes the child's stdin.
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&input);
+        });
+    }
     // Read both pipes on threads so a full pipe cannot stall the child.
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");

@@ -1,5 +1,5 @@
 //! The exec sink: one long-lived child process speaking JSON lines. Each message is one
-//! request line on the child's stdin (`{"id": N, ...the record...}`, see `record.rs`), each
+//! request line on the child's stdin (`{"id": N, ...the record...}`, see `crate::record`), each
 //! answer one line on its stdout (`{"id": N, "result": "ok"|"retry"|"fail"|"skip", "error":
 //! "..."}`), in any order, several in flight. The child's stderr is this process's.
 //!
@@ -22,8 +22,8 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::record::record_json;
 use super::sink::ExecSettings;
+use crate::record::record_json;
 
 /// The first wait before a dead child is started again.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);

@@ -8,8 +8,8 @@ use reqwest::{Client, RequestBuilder, StatusCode, Url};
 use serde_json::Value;
 use sluicegate::{BatchHandler, Handler, HandlerError, HandlerResult, Message};
 
-use super::record::{base64_text, record_json};
 use super::sink::HttpSettings;
+use crate::record::{base64_text, record_json};
 
 /// How much of an error response's body goes into the error (and so into the dead-letter
 /// record's `sluicegate.error.message` header).

@@ -5,7 +5,6 @@
 
 mod exec;
 mod http;
-mod record;
 pub mod sink;
 
 use std::collections::BTreeMap;
@@ -170,7 +169,7 @@ async fn serve<W: Work>(
 }
 
 /// SIGINT or SIGTERM.
-async fn signal() {
+pub async fn signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

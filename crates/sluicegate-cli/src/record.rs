@@ -1,10 +1,12 @@
-//! A message as JSON, the one shape both sinks send: the exec sink's requests and the HTTP
-//! sink's batches.
+//! A record as JSON, the one shape the CLI shows records in: `run`'s exec sink requests and
+//! HTTP sink batches, and `consume --json` lines.
 //!
 //! Bytes (key, value, header values) are a JSON string when they are valid UTF-8, `null` when
 //! absent, and `{"base64": "..."}` (standard alphabet, padded) otherwise.
 
 use base64::Engine as _;
+use rdkafka::message::{BorrowedMessage, Headers as _};
+use rdkafka::Message as _;
 use serde_json::{Map, Value};
 use sluicegate::Message;
 
@@ -32,20 +34,52 @@ pub fn base64_text(bytes: &[u8]) -> String {
 /// `timestamp` is milliseconds since the epoch, or `null`. A header name given twice keeps
 /// its last value.
 pub fn record_json(msg: &Message) -> Map<String, Value> {
-    let mut headers = Map::new();
-    for h in msg.headers() {
-        headers.insert(h.key.clone(), bytes_json(h.value.as_deref()));
-    }
+    let headers = msg
+        .headers()
+        .iter()
+        .map(|h| (h.key.as_str(), h.value.as_deref()));
+    let place = (msg.topic(), msg.partition(), msg.offset());
+    fields(place, msg.key(), msg.payload(), headers, msg.timestamp())
+}
+
+/// [`record_json`] of a record as rdkafka hands it over (`CreateTime` or `LogAppendTime`
+/// alike as its timestamp).
+pub fn borrowed_record_json(msg: &BorrowedMessage<'_>) -> Map<String, Value> {
+    let headers = msg
+        .headers()
+        .into_iter()
+        .flat_map(|hs| hs.iter().map(|h| (h.key, h.value)));
+    let place = (msg.topic(), msg.partition(), msg.offset());
+    fields(
+        place,
+        msg.key(),
+        msg.payload(),
+        headers,
+        msg.timestamp().to_millis(),
+    )
+}
+
+/// The JSON object of a record at `(topic, partition, offset)`.
+fn fields<'a>(
+    (topic, partition, offset): (&str, i32, i64),
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+    timestamp: Option<i64>,
+) -> Map<String, Value> {
+    let headers: Map<String, Value> = headers
+        .map(|(name, value)| (name.to_string(), bytes_json(value)))
+        .collect();
     let mut out = Map::new();
-    out.insert("topic".into(), msg.topic().into());
-    out.insert("partition".into(), msg.partition().into());
-    out.insert("offset".into(), msg.offset().into());
-    out.insert("key".into(), bytes_json(msg.key()));
-    out.insert("value".into(), bytes_json(msg.payload()));
+    out.insert("topic".into(), topic.into());
+    out.insert("partition".into(), partition.into());
+    out.insert("offset".into(), offset.into());
+    out.insert("key".into(), bytes_json(key));
+    out.insert("value".into(), bytes_json(value));
     out.insert("headers".into(), Value::Object(headers));
     out.insert(
         "timestamp".into(),
-        msg.timestamp().map_or(Value::Null, Value::from),
+        timestamp.map_or(Value::Null, Value::from),
     );
     out
 }
