@@ -549,6 +549,97 @@ async fn a_long_retry_wait_pauses_and_resumes_without_losing_records() -> anyhow
     Ok(())
 }
 
+on_embedded_and_kafka!(a_batch_retrying_past_max_poll_interval_keeps_its_membership);
+
+/// A batch whose handler fails for longer than `max.poll.interval.ms` (sending its output
+/// before each failure, so each attempt's transaction aborts): the consumer is polled while it
+/// retries, so the member is never evicted and nothing rebalances; every input's output is
+/// committed once (read back `read_committed`) and the offsets reach the log end.
+async fn a_batch_retrying_past_max_poll_interval_keeps_its_membership(
+    broker: TestBroker,
+) -> anyhow::Result<()> {
+    const MAX_POLL_INTERVAL: Duration = Duration::from_secs(6);
+    let (input, output_topic, group) = (unique("slow-in"), unique("slow-out"), unique("slow"));
+    let (produced, end) = broker.fill_topic(&input, 2, 100).await?;
+    broker.create_topic(&output_topic, 2).await?;
+    let all: BTreeSet<_> = (0..2).map(|p| common::tp(&input, p)).collect();
+    let mut builder = broker
+        .consumer(&group, &input)
+        .set(
+            "max.poll.interval.ms",
+            MAX_POLL_INTERVAL.as_millis().to_string(),
+        )
+        .exactly_once(unique("tx"))
+        .batch_limits(
+            BatchLimits::default()
+                .max_messages(20)
+                .max_wait(Duration::from_millis(50)),
+        )
+        .retry_policy(RetryPolicy::default().with_backoff(Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_millis(1500),
+            multiplier: 2.0,
+            jitter: 0.0,
+        }));
+    let output = builder.output()?;
+    let first_failure = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let failing_for = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let (first, longest, topic) = (
+        first_failure.clone(),
+        failing_for.clone(),
+        output_topic.clone(),
+    );
+    let handle = builder
+        .build(handler_fn(move |msg: Message| {
+            let (output, first, longest, topic) = (
+                output.clone(),
+                first.clone(),
+                longest.clone(),
+                topic.clone(),
+            );
+            async move {
+                let key = msg.payload().unwrap_or_default().to_vec();
+                output
+                    .send(OutputRecord::to(topic).key(key.clone()).payload(key))
+                    .await?;
+                if (msg.partition(), msg.offset()) == (0, 30) {
+                    let since = *first.lock().unwrap().get_or_insert_with(Instant::now);
+                    let failing = since.elapsed();
+                    if failing < MAX_POLL_INTERVAL + Duration::from_secs(3) {
+                        return Err(HandlerError::retryable("still failing"));
+                    }
+                    *longest.lock().unwrap() = failing;
+                }
+                Ok(())
+            }
+        }))?
+        .spawn()?;
+    let mut status = handle.status();
+    let assigned = wait_status(&mut status, PHASE, "the first assignment", |s| {
+        s.assigned == all
+    })
+    .await?;
+    let done = wait_status(&mut status, PHASE, "commits at the log end", |s| {
+        common::committed_to_end(s, &input, &end)
+    })
+    .await?;
+    handle.shutdown();
+    tokio::time::timeout(PHASE, handle.wait()).await??;
+    let failing = *failing_for.lock().unwrap();
+    ensure!(
+        failing > MAX_POLL_INTERVAL,
+        "the batch failed for {failing:?}, not longer than max.poll.interval.ms"
+    );
+    ensure!(
+        done.rebalances == assigned.rebalances && done.client_restarts == 0,
+        "the member was evicted or rebalanced while the batch retried: {done:?}"
+    );
+    ensure!(done.transactions_aborted >= 3, "{done:?}");
+    check_outputs(&broker, &output_topic, &input_keys(&produced)).await?;
+    check_group_offsets(&broker, &group, &input, &end).await?;
+    Ok(())
+}
+
 mod zombie_with_the_same_transactional_id_is_fenced {
     /// On Apache Kafka only: the other test brokers cannot show exactly-once delivery (see the
     /// module's docs).

@@ -435,9 +435,10 @@ impl<L> ConsumerBuilder<L> {
     /// instance fences its predecessor and aborts what it left open) and different between
     /// instances running at once. The broker must support transactions (Kafka 2.5 or later).
     ///
-    /// In this mode batches run one at a time (messages of a [`Handler`] one after the other)
-    /// on one thread that polls between transactions: keep a batch's handling well within
-    /// `max.poll.interval.ms`. Dead letters are written inside the transaction. A fatal
+    /// In this mode batches run one at a time (messages of a [`Handler`] one after the other),
+    /// each in its transaction; the consumer is polled all the while, so a slow or retrying
+    /// batch keeps the group membership however long it takes (`max.poll.interval.ms` bounds
+    /// only the time between polls). Dead letters are written inside the transaction. A fatal
     /// producer error, such as being fenced by a newer instance, stops the consumer with
     /// [`Error::Fatal`].
     pub fn exactly_once(mut self, transactional_id: impl Into<String>) -> Self {

@@ -12,7 +12,10 @@
 //! partition is paused and rewound to the record, and its messages are dropped until it is
 //! released (see [`StuckPartition`](crate::StuckPartition)); the other partitions go on.
 //!
-//! The loop polls only between transactions, so a rebalance never lands inside one. Fencing
+//! While a batch is handled (a slow handler, a retry's wait) the loop goes on polling, so
+//! `max.poll.interval.ms` never evicts the member; what those polls fetch waits for the next
+//! batches (bounded: past the batch size it is fetched again later), and a rebalance that lands
+//! inside a transaction makes its offsets refused, so it aborts. Fencing
 //! is the broker's: a producer whose transactional id another instance has initialised since
 //! is fenced (a fatal error: this consumer stops), and offsets sent with the metadata of an
 //! older group generation are refused (the transaction aborts and the batch is re-fetched, if
@@ -222,18 +225,7 @@ impl<W: Work> Pipeline<W> {
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {}
                 Some(Err(e)) => warn!(error = %e, "consumer error"),
             }
-            let revoked = std::mem::take(
-                &mut *consumer
-                    .context()
-                    .revoked
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()),
-            );
-            if !revoked.is_empty() {
-                batcher
-                    .retain(|m| !revoked.contains(&TopicPartition::new(m.topic(), m.partition())));
-                stuck.retain(|tp| !revoked.contains(tp));
-            }
+            drop_revoked(&consumer, &mut batcher, &mut stuck);
             for request in self.control.seeks.take() {
                 let moved = seek_partition(&consumer, &mut batcher, &request.tp, request.to);
                 if let Ok(entry) = &moved {
@@ -248,7 +240,29 @@ impl<W: Work> Pipeline<W> {
             }
             while let Some(batch) = batcher.next_batch(Instant::now(), false) {
                 let mut next = first_offsets(&batch);
-                match self.settle(&stack, &consumer, &batch, &mut next, &mut counters)? {
+                let mut meanwhile = Meanwhile::new(self.limits.max_messages);
+                let flow = self.settle(
+                    &stack,
+                    &consumer,
+                    &batch,
+                    &mut next,
+                    &mut counters,
+                    &mut meanwhile,
+                );
+                // What was fetched while the batch ran goes after it, then the flow applies
+                // to all of it (a rewind drops what it fetches again).
+                if let Some(e) = meanwhile.fatal {
+                    return Err(Error::fatal(e));
+                }
+                for m in meanwhile.messages {
+                    if !stuck.contains(&TopicPartition::new(m.topic(), m.partition())) {
+                        let size = m.size();
+                        batcher.push(m, size, Instant::now());
+                    }
+                }
+                meanwhile.dropped.seek_back(&consumer);
+                drop_revoked(&consumer, &mut batcher, &mut stuck);
+                match flow? {
                     Flow::Next => {}
                     Flow::Stop => return Ok(()),
                     Flow::Rewind(from) => rewind(&consumer, &mut batcher, &from),
@@ -339,6 +353,7 @@ impl<W: Work> Pipeline<W> {
         batch: &[Message],
         next: &mut BTreeMap<TopicPartition, i64>,
         counters: &mut Counters,
+        meanwhile: &mut Meanwhile,
     ) -> Result<Flow, Error> {
         let released = vec![&self.control.shutdown; batch.len()];
         let mut transaction = Transaction {
@@ -348,7 +363,11 @@ impl<W: Work> Pipeline<W> {
             counters,
             paused: Vec::new(),
         };
-        let handled = self.until_aborted(stack.handle(batch, &released, &mut transaction));
+        let handled = self.until_aborted(
+            consumer,
+            meanwhile,
+            stack.handle(batch, &released, &mut transaction),
+        );
         transaction.resume();
         match handled {
             None | Some(Err(Halt::Flow(Flow::Stop))) => Ok(Flow::Stop),
@@ -372,6 +391,24 @@ impl<W: Work> Pipeline<W> {
             return Ok(Flow::Stop);
         }
         let offsets = offsets_after(batch);
+        // A partition of the batch revoked while it ran (the consumer is polled meanwhile) may
+        // already be another member's, which starts from the offsets committed before: the
+        // transaction must not commit.
+        let revoked_meanwhile = {
+            let revoked = consumer
+                .context()
+                .revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            offsets
+                .iter()
+                .any(|e| revoked.contains(&TopicPartition::new(&e.topic, e.partition)))
+        };
+        if revoked_meanwhile {
+            warn!("partitions of the batch were revoked while it ran; aborting its transaction");
+            self.abort_transaction()?;
+            return Ok(Flow::Rewind(next.clone()));
+        }
         let result = TransactionCommit {
             consumer,
             producer: &self.producer,
@@ -421,16 +458,128 @@ impl<W: Work> Pipeline<W> {
         Ok(())
     }
 
-    /// Runs `future` on the Tokio runtime unless the consumer is aborted first (`None`).
-    fn until_aborted<T>(&self, future: impl std::future::Future<Output = T>) -> Option<T> {
+    /// Runs `future` on the Tokio runtime unless the consumer is aborted first (`None`). While
+    /// it runs (a slow handler, a retry's wait), the consumer is polled every [`POLL_WAIT`]:
+    /// that keeps `max.poll.interval.ms` met, so a long batch never costs the group membership,
+    /// and serves rebalances (a transaction whose partitions were revoked meanwhile cannot
+    /// commit its offsets: it aborts, and the next owner handles the batch). What the polls
+    /// return is kept in `meanwhile` for the next batches.
+    fn until_aborted<T>(
+        &self,
+        consumer: &BaseConsumer<PipelineContext>,
+        meanwhile: &mut Meanwhile,
+        future: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
         let abort = self.control.abort.clone();
         self.runtime.block_on(async move {
-            tokio::select! {
-                biased;
-                _ = abort.cancelled() => None,
-                r = future => Some(r),
+            tokio::pin!(future);
+            let mut polls = tokio::time::interval(POLL_WAIT);
+            polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first tick is at once: the loop polled just before the batch.
+            polls.tick().await;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = abort.cancelled() => return None,
+                    r = &mut future => return Some(r),
+                    _ = polls.tick() => {
+                        self.status.heartbeat();
+                        meanwhile.poll(consumer);
+                    }
+                }
             }
         })
+    }
+}
+
+/// Messages the consumer returned while a batch was being handled, up to a bound; past it, a
+/// partition's messages are dropped and fetched again afterwards ([`Refetch`]).
+struct Meanwhile {
+    messages: Vec<Message>,
+    bound: usize,
+    dropped: Refetch,
+    /// A fatal consumer error: the loop stops with it once the batch is done.
+    fatal: Option<KafkaError>,
+}
+
+impl Meanwhile {
+    fn new(bound: usize) -> Self {
+        Meanwhile {
+            messages: Vec::new(),
+            bound,
+            dropped: Refetch::default(),
+            fatal: None,
+        }
+    }
+
+    /// Takes what the consumer has now, without waiting.
+    fn poll(&mut self, consumer: &BaseConsumer<PipelineContext>) {
+        while let Some(result) = consumer.poll(Duration::ZERO) {
+            match result {
+                Ok(m) => {
+                    let tp = TopicPartition::new(m.topic(), m.partition());
+                    // Once one of a partition's messages is dropped, so are those after it.
+                    if self.messages.len() >= self.bound || self.dropped.has(&tp) {
+                        self.dropped.from(tp, m.offset());
+                    } else {
+                        let topic = Arc::from(m.topic());
+                        self.messages
+                            .push(crate::kafka::Record::to_message(&m, topic));
+                    }
+                }
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+                    self.fatal.get_or_insert(e);
+                }
+                Err(KafkaError::PartitionEOF(_)) => {}
+                Err(e) => warn!(error = %e, "consumer error"),
+            }
+        }
+    }
+}
+
+/// Per partition, the first offset dropped: where fetching starts again.
+#[derive(Default)]
+struct Refetch(BTreeMap<TopicPartition, i64>);
+
+impl Refetch {
+    fn has(&self, tp: &TopicPartition) -> bool {
+        self.0.contains_key(tp)
+    }
+
+    fn from(&mut self, tp: TopicPartition, offset: i64) {
+        self.0.entry(tp).or_insert(offset);
+    }
+
+    /// Moves each partition's fetch position back to its first dropped offset.
+    fn seek_back(self, consumer: &BaseConsumer<PipelineContext>) {
+        for (tp, offset) in self.0 {
+            if let Err(e) =
+                consumer.seek(&tp.topic, tp.partition, Offset::Offset(offset), TXN_TIMEOUT)
+            {
+                info!(topic = %tp.topic, partition = tp.partition, error = %e,
+                      "not fetched again; the partition is probably no longer ours");
+            }
+        }
+    }
+}
+
+/// Drops what waits for partitions revoked since the last look, and forgets that they were
+/// stuck.
+fn drop_revoked(
+    consumer: &BaseConsumer<PipelineContext>,
+    batcher: &mut Batcher<Message>,
+    stuck: &mut Vec<TopicPartition>,
+) {
+    let revoked = std::mem::take(
+        &mut *consumer
+            .context()
+            .revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    if !revoked.is_empty() {
+        batcher.retain(|m| !revoked.contains(&TopicPartition::new(m.topic(), m.partition())));
+        stuck.retain(|tp| !revoked.contains(tp));
     }
 }
 
