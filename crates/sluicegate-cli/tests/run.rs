@@ -472,6 +472,45 @@ fn http_outcomes(broker: &Broker) {
 }
 on_brokers!(http_outcomes => http_sink_outcomes: embedded, kafka);
 
+/// `sink.reply_to`: each 2xx answer's body is written to the reply topic, keyed by the
+/// message's key, naming the message in its headers; a message whose service failed has none.
+fn http_replies(broker: &Broker) {
+    let values = values(&["ok", "bad", "ok"]);
+    let setup = Setup::new(broker, &values);
+    let replies = format!("{}.replies", setup.topic);
+    broker.create_topic(&replies, 1);
+    let service = Service::start(|body, _| match body.split('-').next() {
+        Some("bad") => (422, "no".into()),
+        _ => (200, format!("re:{body}")),
+    });
+    let sink = format!(
+        "  http:\n    url: {}\n    timeout: 5s\n  reply_to: {replies}\n",
+        service.url()
+    );
+    let run = Running::start(&setup.config("", &sink));
+    setup.await_committed(values.len() as i64);
+    run.stop();
+    let written = read_all(&setup.bootstrap, &replies, 1, 2);
+    let shown: Vec<(String, String, String)> = written
+        .iter()
+        .map(|r| {
+            (
+                String::from_utf8_lossy(&r.0).into_owned(),
+                String::from_utf8_lossy(&r.1).into_owned(),
+                header(r, "sluicegate-source-offset"),
+            )
+        })
+        .collect();
+    let want = [("key-0", "re:ok-0", "0"), ("key-2", "re:ok-2", "2")];
+    let want: Vec<(String, String, String)> = want
+        .iter()
+        .map(|(k, v, o)| (k.to_string(), v.to_string(), o.to_string()))
+        .collect();
+    assert_eq!(shown, want);
+    assert_eq!(header(&written[0], "sluicegate-source-topic"), setup.topic);
+}
+on_brokers!(http_replies => http_sink_replies: embedded, kafka);
+
 /// The service is down (nothing listens): nothing is committed, the breaker opens and the
 /// worker reports not ready; once it listens, every record is delivered and committed, and the
 /// worker is ready again (the breaker closed).
@@ -656,7 +695,7 @@ for line in sys.stdin:
         log.write(f"{os.getpid()} {r['offset']} {v}\n")
     kind = v.split("-")[0]
     seen[v] = seen.get(v, 0) + 1
-    answer = {"id": r["id"], "result": "ok"}
+    answer = {"id": r["id"], "result": "ok", "value": "re:" + v}
     if kind == "retry" and seen[v] == 1:
         answer = {"id": r["id"], "result": "retry", "error": "not yet"}
     elif kind == "fail":
@@ -726,6 +765,31 @@ fn exec_outcomes(broker: &Broker) {
     assert_eq!(header(&dead[0], headers::ERROR_MESSAGE), "refused fail-2");
 }
 on_brokers!(exec_outcomes => exec_sink_outcomes: embedded, kafka);
+
+/// `sink.reply_to` with the exec sink: an `ok` answer's `value` is the reply.
+fn exec_replies(broker: &Broker) {
+    let values = values(&["ok", "skip", "ok"]);
+    let setup = Setup::new(broker, &values);
+    let replies = format!("{}.replies", setup.topic);
+    broker.create_topic(&replies, 1);
+    let dir = worker_dir();
+    let sink = format!("{}  reply_to: {replies}\n", exec_sink(&dir, 2));
+    let run = Running::start(&setup.config("", &sink));
+    setup.await_committed(values.len() as i64);
+    run.stop();
+    let written: Vec<(Vec<u8>, Vec<u8>)> = read_all(&setup.bootstrap, &replies, 1, 2)
+        .into_iter()
+        .map(|r| (r.0, r.1))
+        .collect();
+    assert_eq!(
+        written,
+        [
+            (b"key-0".to_vec(), b"re:ok-0".to_vec()),
+            (b"key-2".to_vec(), b"re:ok-2".to_vec())
+        ]
+    );
+}
+on_brokers!(exec_replies => exec_sink_replies: embedded, kafka);
 
 /// The worker dies mid-stream: it is started again, the request it died on is retried, and
 /// every record is answered and committed.

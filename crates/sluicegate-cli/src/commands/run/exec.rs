@@ -22,6 +22,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::reply::Replies;
 use super::sink::ExecSettings;
 use crate::record::record_json;
 
@@ -42,6 +43,9 @@ struct Reply {
     result: String,
     #[serde(default)]
     error: Option<String>,
+    /// With `ok`: the reply written to `sink.reply_to`, if set.
+    #[serde(default)]
+    value: Option<Value>,
 }
 
 /// The requests a running child has not answered; `None` once it has exited.
@@ -67,12 +71,14 @@ struct Shared {
     worker: watch::Receiver<Option<Arc<Worker>>>,
     stop: CancellationToken,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Where an `ok` answer's `value` goes, if anywhere (`sink.reply_to`).
+    replies: Option<Replies>,
 }
 
 impl ExecSink {
     /// Starts the first child (failing when it cannot start: a missing program, say) and the
     /// task that restarts it.
-    pub fn start(settings: &ExecSettings) -> Result<Self> {
+    pub fn start(settings: &ExecSettings, replies: Option<Replies>) -> Result<Self> {
         let command = settings.command.clone();
         let (child, stdin, stdout) = spawn(&command)
             .with_context(|| format!("sink.exec.command: cannot start `{}`", command.join(" ")))?;
@@ -92,6 +98,7 @@ impl ExecSink {
                 worker,
                 stop,
                 supervisor: Mutex::new(Some(supervisor)),
+                replies,
             }),
         })
     }
@@ -151,10 +158,15 @@ impl ExecSink {
                 )));
             }
         }
-        match reply.await {
-            Ok(reply) => outcome(reply),
-            Err(_) => Err(worker.gone()),
+        let reply = reply.await.map_err(|_| worker.gone())?;
+        let value = reply.value.clone();
+        outcome(reply)?;
+        if let (Some(replies), Some(value)) = (&self.shared.replies, value) {
+            if let Some(bytes) = reply_bytes(value)? {
+                replies.write(msg, bytes).await?;
+            }
         }
+        Ok(())
     }
 }
 
@@ -187,6 +199,31 @@ fn outcome(reply: Reply) -> HandlerResult {
         other => Err(HandlerError::retryable(format!(
             "the worker answered `\"result\": \"{other}\"`; expected ok, retry, fail or skip"
         ))),
+    }
+}
+
+/// An answer's `value` as bytes: a string as its UTF-8, `{"base64": "..."}` decoded (the
+/// requests' own rule), `null` as no reply.
+fn reply_bytes(value: Value) -> Result<Option<Vec<u8>>, HandlerError> {
+    let refused = || {
+        HandlerError::retryable(
+            "the worker answered a `value` that is not a string, {\"base64\": ...} or null",
+        )
+    };
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.into_bytes())),
+        Value::Object(o) => match o.get("base64") {
+            Some(Value::String(b)) if o.len() == 1 => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map(Some)
+                    .map_err(|_| refused())
+            }
+            _ => Err(refused()),
+        },
+        _ => Err(refused()),
     }
 }
 
@@ -377,7 +414,25 @@ mod tests {
             id: 1,
             result: result.into(),
             error: error.map(str::to_string),
+            value: None,
         })
+    }
+
+    #[test]
+    fn a_reply_value_is_text_base64_or_nothing() {
+        use serde_json::json;
+        assert_eq!(
+            reply_bytes(json!("hé")).unwrap(),
+            Some("hé".as_bytes().to_vec())
+        );
+        assert_eq!(
+            reply_bytes(json!({"base64": "/wA="})).unwrap(),
+            Some(vec![0xff, 0])
+        );
+        assert_eq!(reply_bytes(json!(null)).unwrap(), None);
+        for bad in [json!(3), json!({"base64": "!"}), json!({"text": "x"})] {
+            assert!(reply_bytes(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]

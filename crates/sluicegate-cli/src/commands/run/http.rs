@@ -8,6 +8,7 @@ use reqwest::{Client, RequestBuilder, StatusCode, Url};
 use serde_json::Value;
 use sluicegate::{BatchHandler, Handler, HandlerError, HandlerResult, Message};
 
+use super::reply::Replies;
 use super::sink::HttpSettings;
 use crate::record::{base64_text, record_json};
 
@@ -20,12 +21,14 @@ const BODY_START: usize = 256;
 pub struct HttpSink {
     client: Client,
     url: Url,
+    /// Where a 2xx response's body goes, if anywhere (`sink.reply_to`).
+    replies: Option<Replies>,
 }
 
 impl HttpSink {
     /// A sink for `settings`: the pool, the per-request timeout, the default headers and the
     /// TLS settings.
-    pub fn new(settings: &HttpSettings) -> Result<Self> {
+    pub fn new(settings: &HttpSettings, replies: Option<Replies>) -> Result<Self> {
         let mut builder = Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
@@ -50,11 +53,13 @@ impl HttpSink {
         Ok(HttpSink {
             client,
             url: settings.url.clone(),
+            replies,
         })
     }
 
     /// Sends `request` and turns the answer into an outcome.
-    async fn send(&self, request: RequestBuilder) -> HandlerResult {
+    /// Sends `request`; on a 2xx answer, returns its body when replies are written.
+    async fn send(&self, request: RequestBuilder) -> Result<Option<Vec<u8>>, HandlerError> {
         let response = match request.send().await {
             Ok(r) => r,
             // Connection refused or reset, timeouts: the service may come back.
@@ -68,7 +73,17 @@ impl HttpSink {
         };
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            if self.replies.is_none() {
+                return Ok(None);
+            }
+            return match response.bytes().await {
+                Ok(body) => Ok(Some(body.to_vec())),
+                Err(e) => Err(HandlerError::retryable(format!(
+                    "POST {}: the answer's body could not be read: {}",
+                    self.url,
+                    chain(&e)
+                ))),
+            };
         }
         let start = body_start(response).await;
         let error = format!("POST {} answered HTTP {status}: {start}", self.url);
@@ -176,7 +191,11 @@ impl Handler for HttpSink {
             request = request.header(k, v);
         }
         let body = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
-        self.send(request.body(body)).await
+        let answer = self.send(request.body(body)).await?;
+        if let (Some(replies), Some(answer)) = (&self.replies, answer) {
+            replies.write(&message, answer).await?;
+        }
+        Ok(())
     }
 }
 
@@ -193,7 +212,8 @@ impl BatchHandler for HttpSink {
             .header(CONTENT_TYPE, "application/json")
             .header("Sluicegate-Batch-Size", batch.len().to_string())
             .body(body);
-        self.send(request).await
+        // `reply_to` is refused with batches (see `run`): one answer cannot be split up.
+        self.send(request).await.map(|_| ())
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod exec;
 mod http;
+mod reply;
 pub mod sink;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use sluicegate::{Consumer, EmbeddedKafka, TopicPartition, Work};
 use crate::RunArgs;
 use exec::ExecSink;
 use http::HttpSink;
+use reply::Replies;
 use sink::{RunFile, Sink};
 
 /// Partitions of each topic `--embedded` creates.
@@ -68,13 +70,21 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     if let Some(breaker) = file.breaker {
         builder = builder.circuit_breaker(breaker);
     }
+    let replies = match file.reply_to {
+        Some(topic) if batched => bail!(
+            "sink.reply_to `{topic}`: replies are written per message; remove the kafka.batch \
+             settings or reply_to"
+        ),
+        Some(topic) => Some(Replies::new(builder.output()?, topic)),
+        None => None,
+    };
     let expected = match (embedded, args.embedded) {
         (Some(kafka), Some(n)) => Some(fill(kafka, &config.topics, n)?),
         _ => None,
     };
     match file.sink {
         Sink::Http(settings) => {
-            let sink = HttpSink::new(&settings)?;
+            let sink = HttpSink::new(&settings, replies)?;
             tracing::info!(url = %settings.url, batched, "delivering to an HTTP service");
             if batched {
                 serve(builder.build_batch(sink)?, expected).await
@@ -89,7 +99,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
                      batch settings (they are for the http sink)"
                 );
             }
-            let sink = ExecSink::start(&settings)?;
+            let sink = ExecSink::start(&settings, replies)?;
             let served = match builder.build(sink.clone()) {
                 Ok(consumer) => serve(consumer, expected).await,
                 Err(e) => Err(e.into()),

@@ -58,6 +58,8 @@ pub struct RunFile {
     pub sink: Sink,
     /// The circuit breaker, when `sink.circuit_breaker` is given.
     pub breaker: Option<CircuitBreaker>,
+    /// `sink.reply_to`: the topic the sink's answers are written to.
+    pub reply_to: Option<String>,
     /// The file for the library's loader: the same text with the `sink:` block blanked.
     pub kafka_yaml: String,
 }
@@ -77,6 +79,7 @@ struct RawSink {
     http: Option<RawHttp>,
     exec: Option<RawExec>,
     circuit_breaker: Option<RawBreaker>,
+    reply_to: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +167,7 @@ impl RunFile {
             anyhow!("sink: missing; give `sink: {{http: {{url: ...}}}}` or `sink: {{exec: {{command: [...]}}}}`")
         })?;
         let breaker = sink.circuit_breaker.map(RawBreaker::checked).transpose()?;
+        let reply_to = sink.reply_to.map(checked_topic).transpose()?;
         let sink = match (sink.http, sink.exec) {
             (Some(http), None) => Sink::Http(Box::new(http.checked()?)),
             (None, Some(exec)) => Sink::Exec(exec.checked()?),
@@ -173,9 +177,26 @@ impl RunFile {
         Ok(RunFile {
             sink,
             breaker,
+            reply_to,
             kafka_yaml: without_sink(yaml),
         })
     }
+}
+
+/// A topic name as Kafka accepts it: 1 to 249 of `a-z A-Z 0-9 . _ -`, not `.` or `..`.
+fn checked_topic(topic: String) -> Result<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic.is_empty()
+        || topic.len() > 249
+        || topic == "."
+        || topic == ".."
+        || !topic.chars().all(allowed)
+    {
+        bail!(
+            "sink.reply_to: `{topic}` is not a topic name (1 to 249 of a-z, A-Z, 0-9, `.`, `_`, `-`)"
+        );
+    }
+    Ok(topic)
 }
 
 impl RawHttp {
@@ -364,6 +385,18 @@ mod tests {
         let breaker = file.breaker.unwrap();
         assert_eq!(breaker.consecutive_failures, 3);
         assert_eq!(breaker.cool_down, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_reply_topic_is_read_and_checked() {
+        let file = parse("sink:\n  exec: {command: [w]}\n  reply_to: answers.v1\n").unwrap();
+        assert_eq!(file.reply_to.as_deref(), Some("answers.v1"));
+        for bad in ["''", "'a b'", "'..'"] {
+            let e = error(&format!(
+                "sink:\n  exec: {{command: [w]}}\n  reply_to: {bad}\n"
+            ));
+            assert!(e.starts_with("sink.reply_to:"), "{bad}: {e}");
+        }
     }
 
     #[test]
