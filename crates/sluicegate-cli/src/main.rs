@@ -282,6 +282,30 @@ enum BenchCommand {
     /// runtime, and compare: a backlog (filled first, or an existing topic with --no-fill), or
     /// with --rate a live stream written while it is read.
     Consume(BenchConsumeArgs),
+    /// Read one backlog on the embedded broker with `run`'s HTTP sink and with a hand-written
+    /// library handler making the same POST to a local service that answers at once, in turn,
+    /// and compare msg/s and p99 per request (min/median/max of the ratios over the rounds).
+    Run(BenchRunArgs),
+}
+
+/// Options of `sluicegate bench run`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchRunArgs {
+    /// Messages in the backlog.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: u64,
+    /// Partitions of the backlog's topic.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=1024))]
+    pub partitions: i32,
+    /// How messages of a partition may run in parallel.
+    #[arg(long, value_enum, default_value_t = OrderingArg::Unordered)]
+    pub ordering: OrderingArg,
+    /// The most requests in flight at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_in_flight: u64,
+    /// How many times to read the backlog with each handler.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
 }
 
 /// Options of `sluicegate demo`.
@@ -781,6 +805,7 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(args).await,
             Command::Bench(BenchCommand::Produce(args)) => commands::bench::produce(args).await,
             Command::Bench(BenchCommand::Consume(args)) => commands::bench::consume(args).await,
+            Command::Bench(BenchCommand::Run(args)) => commands::bench::run(args).await,
             Command::Dlq(DlqCommand::Replay(args)) => commands::dlq::replay(args).await,
             Command::Offsets(OffsetsCommand::Reset(args)) => commands::offsets::reset(args).await,
             Command::Lag(args) => commands::lag::run(args).await,

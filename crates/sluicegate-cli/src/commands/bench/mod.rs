@@ -7,12 +7,16 @@
 //!   reports each side's rates, CPU, memory and end-to-end latency next to the baseline's
 //!   ([`consume`]). It reads a backlog (filled first, or found in an existing topic), or, with
 //!   `--rate`, a live stream that it writes while it reads.
+//! - `bench run` reads one backlog with `run`'s HTTP sink and with a hand-written library
+//!   handler making the same call, and reports msg/s and p99 per request as ratios ([`run`]).
 
 mod consume;
 mod produce;
+mod run;
 
 pub use consume::consume;
 pub use produce::produce;
+pub use run::run;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

@@ -4,7 +4,7 @@
 //! dead-letter topic, circuit breaker, metrics, health endpoints, logs and graceful shutdown.
 
 mod exec;
-mod http;
+pub(crate) mod http;
 mod reply;
 pub mod sink;
 
