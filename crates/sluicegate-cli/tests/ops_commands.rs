@@ -12,7 +12,7 @@ mod common;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -395,18 +395,8 @@ fn tail_until_sigterm(broker: &Broker) {
         .status()
         .expect("kill runs");
     assert!(sent.success(), "SIGTERM not sent");
-    let deadline = Instant::now() + LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait works") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("consume did not stop within {LIMIT:?} of SIGTERM");
-        }
-        // The exit of a child announces itself only to `wait`; polling it keeps the wait bounded.
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::exit_within(&mut child, LIMIT)
+        .unwrap_or_else(|| panic!("consume did not stop within {LIMIT:?} of SIGTERM"));
     assert!(status.success(), "{status}");
     assert_eq!(committed(bootstrap, &group, &topic, 1), [Some(4)]);
 }

@@ -273,19 +273,7 @@ impl Running {
 
     /// Waits (bounded by `LIMIT`) for the command to exit: its status, stdout and stderr.
     fn wait(mut self) -> (ExitStatus, String, String) {
-        let deadline = Instant::now() + LIMIT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait works") {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            // A child's exit cannot be awaited with a bound in std: it is polled.
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = common::exit_within(&mut self.child, LIMIT);
         let out = self
             .out
             .take()

@@ -15,6 +15,7 @@ use sluicegate::config::ClientKind;
 use sluicegate::dead_letter::AnyDeadLetter;
 use sluicegate::ErrorKind;
 
+use super::on_blocking_thread;
 use crate::cluster;
 use crate::produce::{send_waiting, DeliveryLog, Subject};
 use crate::read_back::{headers_of, read_to_end};
@@ -472,11 +473,7 @@ fn replay_blocking(args: &DlqReplayArgs, filter: &Filter) -> Result<ReplaySummar
 /// Runs `sluicegate dlq replay`; `Ok(false)` when a delivery failed.
 pub async fn replay(args: DlqReplayArgs) -> Result<bool> {
     let filter = Filter::of(&args)?;
-    let (args, summary) = tokio::task::spawn_blocking(move || {
-        let summary = replay_blocking(&args, &filter);
-        (args, summary)
-    })
-    .await?;
+    let (args, summary) = on_blocking_thread(args, move |a| replay_blocking(a, &filter)).await?;
     let summary = summary?;
     print_summary(
         args.json,

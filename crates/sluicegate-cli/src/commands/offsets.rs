@@ -11,6 +11,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
+use super::on_blocking_thread;
 use crate::cluster::{self, Client, GroupLookup, LOOKUP_TIMEOUT};
 use crate::report::print_summary;
 use crate::settings::Connection;
@@ -394,11 +395,7 @@ fn reset_blocking(args: &OffsetsResetArgs) -> Result<ResetSummary> {
 
 /// Runs `sluicegate offsets reset`; `Ok(false)` when the read-back differs from the commit.
 pub async fn reset(args: OffsetsResetArgs) -> Result<bool> {
-    let (args, summary) = tokio::task::spawn_blocking(move || {
-        let summary = reset_blocking(&args);
-        (args, summary)
-    })
-    .await?;
+    let (args, summary) = on_blocking_thread(args, reset_blocking).await?;
     let summary = summary?;
     print_summary(
         args.json,

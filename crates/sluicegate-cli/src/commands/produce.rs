@@ -12,6 +12,7 @@ use rdkafka::ClientConfig;
 use serde::Serialize;
 use sluicegate::config::ClientKind;
 
+use super::on_blocking_thread;
 use crate::cluster::{self, LOOKUP_TIMEOUT};
 use crate::produce::{send_waiting, DeliveryLog, Subject, MAX_KEPT_FAILURES};
 use crate::report::print_summary;
@@ -202,11 +203,8 @@ fn produce_blocking(args: &ProduceArgs, input: impl BufRead) -> Result<ProduceSu
 
 /// Runs `sluicegate produce`; `Ok(false)` when a line was not written.
 pub async fn run(args: ProduceArgs) -> Result<bool> {
-    let (args, summary) = tokio::task::spawn_blocking(move || {
-        let summary = produce_blocking(&args, std::io::stdin().lock());
-        (args, summary)
-    })
-    .await?;
+    let (args, summary) =
+        on_blocking_thread(args, |a| produce_blocking(a, std::io::stdin().lock())).await?;
     let summary = summary?;
     print_summary(
         args.json,

@@ -358,18 +358,8 @@ pub fn create_topic(tansu: &Tansu, topic: &str, partitions: i32) {
         .stdout(Stdio::null())
         .spawn()
         .expect("tansu topic create runs");
-    let deadline = Instant::now() + LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait works") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("tansu topic create {topic} did not finish within {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = super::exit_within(&mut child, LIMIT)
+        .unwrap_or_else(|| panic!("tansu topic create {topic} did not finish within {LIMIT:?}"));
     assert!(status.success(), "tansu topic create {topic}: {status}");
     await_topic(&tansu.bootstrap, topic, partitions);
 }

@@ -53,7 +53,7 @@ pub mod records;
 pub mod tansu;
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -115,18 +115,7 @@ pub fn run_with_input(
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait works") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut child, limit);
     let (out, err) = (out.join().unwrap(), err.join().unwrap());
     let Some(status) = status else {
         panic!(
@@ -135,6 +124,23 @@ pub fn run_with_input(
         );
     };
     (status.success(), out, err)
+}
+
+/// Waits at most `limit` for `child` to exit: its status, or `None` after killing it.
+pub fn exit_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait works") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        // A child's exit cannot be awaited with a bound in std: it is polled.
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The JSON object on the last line of `stdout`.
