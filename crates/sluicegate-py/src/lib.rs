@@ -8,6 +8,10 @@
 //! Python in batches and nothing of the consumer (polling, heartbeats, rebalances) waits for the
 //! GIL. A Python handler finishes a message by calling [`Message::_finish`], which hands the
 //! outcome back without blocking.
+//!
+//! What Python awaits from the runtime (an `Output` send's acknowledgement, a seek) comes
+//! back through a callback: the runtime task that got the answer calls it, and the Python side
+//! settles its asyncio future with `loop.call_soon_threadsafe`.
 
 use std::collections::VecDeque;
 use std::io::{Read as _, Write as _};
@@ -24,10 +28,10 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use sluicegate::dead_letter::DeadLetter;
 use sluicegate::policy::{Backoff, RetryPolicy};
 use sluicegate::{
-    batch_handler_fn, handler_fn, BatchLimits, Consumer, ConsumerBuilder, Delivery, HandlerError,
-    HandlerResult, Ordering,
+    batch_handler_fn, handler_fn, ApiKey, BatchLimits, Consumer, ConsumerBuilder, Delivery,
+    ErrorCode, HandlerError, HandlerResult, Ordering, OutputRecord, SeekTo,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 mod logs;
 
@@ -56,6 +60,60 @@ fn error(e: sluicegate::Error) -> PyErr {
             ConfigError::new_err(e.to_string())
         }
         other => SluicegateError::new_err(other.to_string()),
+    }
+}
+
+/// Calls the Python callback `done(value, error)` from a runtime thread with what `make`
+/// returns: the value and `None`, or `None` and the exception. The Python side turns the
+/// call into the result of the future it awaits (`loop.call_soon_threadsafe`).
+fn answer(done: Py<PyAny>, make: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyAny>>) {
+    Python::attach(|py| {
+        let (value, exception) = match make(py) {
+            Ok(value) => (value, py.None().into_bound(py)),
+            Err(e) => (
+                py.None().into_bound(py),
+                e.into_value(py).into_bound(py).into_any(),
+            ),
+        };
+        if let Err(e) = done.bind(py).call1((value, exception)) {
+            e.write_unraisable(py, None);
+        }
+    });
+}
+
+/// A seek asked for from Python, for the task that owns the running consumer.
+struct SeekAsk {
+    topic: String,
+    partition: i32,
+    to: SeekTo,
+    /// `done(offset, error)`.
+    done: Py<PyAny>,
+}
+
+impl SeekAsk {
+    /// Answers with the offset the partition starts from now, or the error.
+    fn answer(self, result: Result<i64, sluicegate::Error>) {
+        answer(self.done, move |py| match result {
+            Ok(offset) => Ok(offset.into_pyobject(py)?.into_any()),
+            Err(e) => Err(error(e)),
+        });
+    }
+
+    /// Answers that the consumer is not running (any more).
+    fn refuse(self) {
+        answer(self.done, |_| {
+            Err(SluicegateError::new_err(
+                "cannot seek: the consumer is not running",
+            ))
+        });
+    }
+}
+
+/// Answers, refusing them, the seeks still queued once the consumer has stopped.
+fn refuse_seeks(mut seeks: mpsc::UnboundedReceiver<SeekAsk>) {
+    seeks.close();
+    while let Ok(ask) = seeks.try_recv() {
+        ask.refuse();
     }
 }
 
@@ -103,7 +161,8 @@ impl Shared {
 /// A consumer running on its own Tokio runtime, its deliveries queued for Python.
 #[pyclass(module = "sluicegate._sluicegate")]
 struct Core {
-    runtime: tokio::runtime::Runtime,
+    /// Taken only when the core is dropped.
+    runtime: Option<tokio::runtime::Runtime>,
     shared: Arc<Shared>,
     /// The socket's other end, which the Python side watches.
     listener: UnixStream,
@@ -113,9 +172,18 @@ struct Core {
     /// Where `/metrics` and `/health/*` are served, once started with an endpoint.
     http_addr: Option<std::net::SocketAddr>,
     shutdown: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Seeks for the task that owns the running consumer, once started.
+    seeks: Option<mpsc::UnboundedSender<SeekAsk>>,
 }
 
 impl Core {
+    /// The runtime the consumer runs on.
+    fn runtime(&self) -> PyResult<&tokio::runtime::Runtime> {
+        self.runtime
+            .as_ref()
+            .ok_or_else(|| SluicegateError::new_err("the consumer's runtime has stopped"))
+    }
+
     /// A consumer of `builder`'s settings, checked now (so that a bad setting is refused
     /// where the consumer is made) and built at `start`.
     fn with(builder: ConsumerBuilder) -> PyResult<Self> {
@@ -146,13 +214,14 @@ impl Core {
         });
         logs::ring(Arc::downgrade(&shared));
         Ok(Core {
-            runtime,
+            runtime: Some(runtime),
             shared,
             listener,
             builder: Some(builder),
             status: None,
             http_addr: None,
             shutdown: None,
+            seeks: None,
         })
     }
 }
@@ -259,13 +328,15 @@ impl Core {
         };
         let stop = Arc::new(tokio::sync::Notify::new());
         let (shared, stopping) = (self.shared.clone(), stop.clone());
-        let _entered = self.runtime.enter();
+        let (seek_tx, mut seeks) = mpsc::unbounded_channel::<SeekAsk>();
+        let runtime = self.runtime()?.handle().clone();
+        let _entered = runtime.enter();
         match batch {
             None => {
                 let mut messages = builder.messages().map_err(error)?;
                 self.status = Some(messages.handle().status());
                 self.http_addr = messages.handle().http_addr();
-                self.runtime.spawn(async move {
+                runtime.spawn(async move {
                     let mut asked = false;
                     loop {
                         tokio::select! {
@@ -278,8 +349,18 @@ impl Core {
                                 asked = true;
                                 messages.shutdown();
                             }
+                            // Deliveries wait in the stream meanwhile; the poll thread, which
+                            // carries the seek out, does not wait for them.
+                            Some(ask) = seeks.recv() => {
+                                let result = messages
+                                    .handle()
+                                    .seek(&ask.topic, ask.partition, ask.to)
+                                    .await;
+                                ask.answer(result);
+                            }
                         }
                     }
+                    refuse_seeks(seeks);
                     shared.push(|q| {
                         q.ended.get_or_insert(Ok(()));
                     });
@@ -310,12 +391,22 @@ impl Core {
                 let mut watch = handle.status();
                 self.status = Some(handle.status());
                 self.http_addr = handle.http_addr();
-                self.runtime.spawn(async move {
-                    tokio::select! {
-                        _ = stopping.notified() => handle.shutdown(),
-                        // Stopped on its own (a fatal error), or gone.
-                        _ = watch.wait_for(|s| s.stopped) => {}
+                runtime.spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = stopping.notified() => {
+                                handle.shutdown();
+                                break;
+                            }
+                            // Stopped on its own (a fatal error), or gone.
+                            _ = watch.wait_for(|s| s.stopped) => break,
+                            Some(ask) = seeks.recv() => {
+                                let result = handle.seek(&ask.topic, ask.partition, ask.to).await;
+                                ask.answer(result);
+                            }
+                        }
                     }
+                    refuse_seeks(seeks);
                     let ended = handle.wait().await;
                     shared.push(|q| {
                         q.ended.get_or_insert(ended.map_err(|e| e.to_string()));
@@ -324,6 +415,62 @@ impl Core {
             }
         }
         self.shutdown = Some(Box::new(move || stop.notify_one()));
+        self.seeks = Some(seek_tx);
+        Ok(())
+    }
+
+    /// The consumer's output producer (the library's `ConsumerBuilder::output`): the same one
+    /// on every call. Only before `start`.
+    fn output(&mut self) -> PyResult<Output> {
+        let Some(builder) = self.builder.as_mut() else {
+            return Err(SluicegateError::new_err(
+                "output() is called before run() (or messages()): the consumer is running",
+            ));
+        };
+        Ok(Output {
+            output: builder.output().map_err(error)?,
+            runtime: self.runtime()?.handle().clone(),
+        })
+    }
+
+    /// Moves partition `partition` of `topic` to `to`: `kind` is `"beginning"`, `"end"`,
+    /// `"offset"` or `"timestamp"` (then `value` is the offset, or milliseconds since the
+    /// epoch). Calls `done(offset, error)` from another thread once the poll thread has moved
+    /// it (the offset it starts from now) or refused.
+    #[pyo3(signature = (topic, partition, kind, value, done))]
+    fn seek(
+        &self,
+        topic: String,
+        partition: i32,
+        kind: &str,
+        value: Option<i64>,
+        done: Py<PyAny>,
+    ) -> PyResult<()> {
+        let to = match (kind, value) {
+            ("beginning", _) => SeekTo::Beginning,
+            ("end", _) => SeekTo::End,
+            ("offset", Some(o)) => SeekTo::Offset(o),
+            ("timestamp", Some(ms)) => SeekTo::Timestamp(ms),
+            _ => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "seek to {kind:?} {value:?}: expected beginning, end, an offset or a time"
+                )))
+            }
+        };
+        let Some(seeks) = &self.seeks else {
+            return Err(SluicegateError::new_err(
+                "cannot seek: the consumer is not running (seek from a handler or while run() runs)",
+            ));
+        };
+        let ask = SeekAsk {
+            topic,
+            partition,
+            to,
+            done,
+        };
+        if let Err(mpsc::error::SendError(ask)) = seeks.send(ask) {
+            ask.refuse();
+        }
         Ok(())
     }
 
@@ -426,6 +573,88 @@ impl Core {
         if let Some(stop) = &self.shutdown {
             stop();
         }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // Dropped with the GIL held: waiting here for the runtime's threads, one of which may be
+        // answering Python (an output send, a seek), could wait forever.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The consumer's producer for handlers' results (the library's `Output`).
+#[pyclass(module = "sluicegate._sluicegate")]
+struct Output {
+    output: sluicegate::Output,
+    /// The consumer's runtime, where sends wait for their acknowledgement.
+    runtime: tokio::runtime::Handle,
+}
+
+/// `v` (`bytes`, `str` or `None`) as bytes.
+fn bytes_of(v: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
+    if v.is_none() {
+        Ok(None)
+    } else if let Ok(s) = v.extract::<String>() {
+        Ok(Some(s.into_bytes()))
+    } else if let Ok(b) = v.cast::<PyBytes>() {
+        Ok(Some(b.as_bytes().to_vec()))
+    } else {
+        Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "expected bytes, str or None, got {}",
+            v.get_type().name()?
+        )))
+    }
+}
+
+#[pymethods]
+impl Output {
+    /// Sends a record; calls `done((partition, offset), error)` from another thread once the
+    /// broker has acknowledged it or the send failed. `headers` are `(name, value)` pairs.
+    #[pyo3(signature = (topic, value, key, headers, partition, done))]
+    fn send(
+        &self,
+        topic: String,
+        value: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+        headers: Vec<(String, Bound<'_, PyAny>)>,
+        partition: Option<i32>,
+        done: Py<PyAny>,
+    ) -> PyResult<()> {
+        let mut record = OutputRecord::to(topic.clone());
+        if let Some(v) = bytes_of(value)? {
+            record = record.payload(v);
+        }
+        if let Some(k) = bytes_of(key)? {
+            record = record.key(k);
+        }
+        for (name, v) in headers {
+            let Some(v) = bytes_of(&v)? else {
+                return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                    "header {name:?}: a value is bytes or str, not None"
+                )));
+            };
+            record = record.header(name, v);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        let output = self.output.clone();
+        self.runtime.spawn(async move {
+            let sent = output.send(record).await;
+            answer(done, move |py| match sent {
+                Ok(d) => Ok((d.partition, d.offset).into_pyobject(py)?.into_any()),
+                Err(e) => Err(py
+                    .import("sluicegate._errors")?
+                    .getattr("OutputError")?
+                    .call1((e.source().to_string(),))
+                    .map(PyErr::from_value)?),
+            });
+        });
+        Ok(())
     }
 }
 
@@ -711,6 +940,111 @@ impl Embedded {
     fn broker_up(&self, broker: i32) -> PyResult<()> {
         self.0.broker_up(broker).map_err(error)
     }
+
+    /// Makes the next requests of kind `api` (such as `"offset_commit"`) fail with `codes`
+    /// (such as `"NOT_COORDINATOR"`), one per request, in order.
+    fn request_errors(&self, api: &str, codes: Vec<String>) -> PyResult<()> {
+        let codes = codes
+            .iter()
+            .map(|c| error_code(c))
+            .collect::<PyResult<Vec<_>>>()?;
+        self.0.request_errors(api_key(api)?, &codes).map_err(error)
+    }
+
+    /// Forgets the errors of `api` pushed by `request_errors` and not yet returned.
+    fn clear_request_errors(&self, api: &str) -> PyResult<()> {
+        self.0.clear_request_errors(api_key(api)?).map_err(error)
+    }
+}
+
+/// The request kinds `request_errors` takes, by their Python names.
+const API_KEYS: &[(&str, ApiKey)] = &[
+    ("produce", ApiKey::Produce),
+    ("fetch", ApiKey::Fetch),
+    ("list_offsets", ApiKey::ListOffsets),
+    ("metadata", ApiKey::Metadata),
+    ("offset_commit", ApiKey::OffsetCommit),
+    ("offset_fetch", ApiKey::OffsetFetch),
+    ("find_coordinator", ApiKey::FindCoordinator),
+    ("join_group", ApiKey::JoinGroup),
+    ("heartbeat", ApiKey::Heartbeat),
+    ("leave_group", ApiKey::LeaveGroup),
+    ("sync_group", ApiKey::SyncGroup),
+    ("init_producer_id", ApiKey::InitProducerId),
+    ("add_partitions_to_txn", ApiKey::AddPartitionsToTxn),
+    ("add_offsets_to_txn", ApiKey::AddOffsetsToTxn),
+    ("end_txn", ApiKey::EndTxn),
+    ("txn_offset_commit", ApiKey::TxnOffsetCommit),
+];
+
+/// The error codes `request_errors` takes: the library's `ErrorCode` constants, by name.
+const ERROR_CODES: &[(&str, ErrorCode)] = &[
+    ("TRANSPORT", ErrorCode::TRANSPORT),
+    ("REQUEST_TIMED_OUT", ErrorCode::REQUEST_TIMED_OUT),
+    (
+        "UNKNOWN_TOPIC_OR_PARTITION",
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+    ),
+    (
+        "NOT_LEADER_FOR_PARTITION",
+        ErrorCode::NOT_LEADER_FOR_PARTITION,
+    ),
+    ("LEADER_NOT_AVAILABLE", ErrorCode::LEADER_NOT_AVAILABLE),
+    ("NOT_ENOUGH_REPLICAS", ErrorCode::NOT_ENOUGH_REPLICAS),
+    ("NOT_COORDINATOR", ErrorCode::NOT_COORDINATOR),
+    (
+        "COORDINATOR_LOAD_IN_PROGRESS",
+        ErrorCode::COORDINATOR_LOAD_IN_PROGRESS,
+    ),
+    (
+        "COORDINATOR_NOT_AVAILABLE",
+        ErrorCode::COORDINATOR_NOT_AVAILABLE,
+    ),
+    ("REBALANCE_IN_PROGRESS", ErrorCode::REBALANCE_IN_PROGRESS),
+    ("ILLEGAL_GENERATION", ErrorCode::ILLEGAL_GENERATION),
+    ("UNKNOWN_MEMBER_ID", ErrorCode::UNKNOWN_MEMBER_ID),
+    ("FENCED_INSTANCE_ID", ErrorCode::FENCED_INSTANCE_ID),
+    (
+        "OFFSET_METADATA_TOO_LARGE",
+        ErrorCode::OFFSET_METADATA_TOO_LARGE,
+    ),
+    (
+        "TOPIC_AUTHORIZATION_FAILED",
+        ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+    ),
+    (
+        "GROUP_AUTHORIZATION_FAILED",
+        ErrorCode::GROUP_AUTHORIZATION_FAILED,
+    ),
+    ("PRODUCER_FENCED", ErrorCode::PRODUCER_FENCED),
+];
+
+fn api_key(name: &str) -> PyResult<ApiKey> {
+    API_KEYS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, k)| *k)
+        .ok_or_else(|| {
+            let known: Vec<&str> = API_KEYS.iter().map(|(n, _)| *n).collect();
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "unknown request kind {name:?}; one of: {}",
+                known.join(", ")
+            ))
+        })
+}
+
+fn error_code(name: &str) -> PyResult<ErrorCode> {
+    ERROR_CODES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, c)| *c)
+        .ok_or_else(|| {
+            let known: Vec<&str> = ERROR_CODES.iter().map(|(n, _)| *n).collect();
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "unknown error code {name:?}; one of: {}",
+                known.join(", ")
+            ))
+        })
 }
 
 #[pymodule]
@@ -720,6 +1054,7 @@ fn _sluicegate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Message>()?;
     m.add_class::<Batch>()?;
     m.add_class::<Embedded>()?;
+    m.add_class::<Output>()?;
     m.add("SluicegateError", m.py().get_type::<SluicegateError>())?;
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;
     Ok(())

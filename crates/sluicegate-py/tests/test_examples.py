@@ -16,6 +16,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parents[3] / "examples" / "python"
         ("subscriber.py", "handled 500 events, last click"),
         ("batch_loader.py", "loaded 999 rows, 1 dead-lettered to rows.dlq"),
         ("resilient.py", "processed 300 orders, 6 after retries, in order per customer: True"),
+        ("worker.py", "processed 500 orders, 500 results read back from processed-orders"),
     ],
 )
 def test_example_runs_to_its_end(name, expected):

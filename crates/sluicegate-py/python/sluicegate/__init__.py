@@ -20,25 +20,30 @@ A handler's outcome: returning normally finishes the message; returning ``False`
 :class:`RetryableError` (or any other exception) retries it with back-off; raising
 :class:`PermanentError` (or :class:`DecodeError`, as ``msg.json()`` does on bad JSON) gives
 up at once (to the dead-letter topic, if one is set); raising :class:`Skip` finishes it
-without handling.
+without handling. Handlers write results with the consumer's :class:`Output`
+(``out = consumer.output()``, then ``await out.send(topic, value)``).
 """
 
 from ._consumer import Consumer, Retry
 from ._errors import (
     ConfigError,
     DecodeError,
+    OutputError,
     PermanentError,
     RetryableError,
     Skip,
     SluicegateError,
 )
 from ._message import Message
+from ._output import Output
 
 __all__ = [
     "ConfigError",
     "Consumer",
     "DecodeError",
     "Message",
+    "Output",
+    "OutputError",
     "PermanentError",
     "Retry",
     "RetryableError",

@@ -7,15 +7,17 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import datetime
 import inspect
 import logging
 import os
 import signal
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import _sluicegate
 from ._errors import ConfigError, DecodeError, PermanentError, Skip, SluicegateError
 from ._message import Message
+from ._output import Output, pending
 
 logger = logging.getLogger("sluicegate")
 
@@ -137,6 +139,7 @@ class Consumer:
         return self
 
     def _setup(self, threads: int) -> None:
+        self._output: Optional[Output] = None
         self._threads = threads
         self._handler: Optional[Handler] = None
         self._batch: Optional[tuple] = None
@@ -177,6 +180,59 @@ class Consumer:
         committed; then :meth:`run` returns (or the :meth:`messages` loop ends). Safe to call
         from any thread."""
         self._core.shutdown()
+
+    def output(self) -> Output:
+        """The consumer's output producer, for handlers to write results with (see
+        :class:`Output`); the same one on every call. Call it before :meth:`run`::
+
+            out = consumer.output()
+
+            @consumer.handler
+            async def handle(msg):
+                await out.send("invoices", msg.value, key=msg.key)
+
+        Raises:
+            SluicegateError: the consumer is already running.
+        """
+        if self._output is None:
+            self._output = Output(self._core.output(), self._core)
+        return self._output
+
+    async def seek(
+        self, topic: str, partition: int, to: Union[str, int, datetime.datetime]
+    ) -> int:
+        """Moves an assigned partition while the consumer runs, and returns the offset it
+        starts from now. ``to`` is ``"beginning"`` (the first record still in the log),
+        ``"end"`` (only records written from now on), an offset, or a
+        :class:`~datetime.datetime` (the first record at or after that time; the end if there
+        is none; a naive datetime is local time). Work of the old position not yet finished
+        is abandoned; the new position is committed at once, so it holds across restarts and
+        rebalances.
+
+        Raises:
+            SluicegateError: the partition is not assigned to this consumer, the consumer is
+                not running, or the broker did not answer the look-up.
+            ValueError: ``to`` is none of the above.
+        """
+        if isinstance(to, datetime.datetime):
+            kind, value = "timestamp", int(to.timestamp() * 1000)
+        elif isinstance(to, bool):
+            raise ValueError(f"seek to {to!r}: expected 'beginning', 'end', an offset or a datetime")
+        elif isinstance(to, int):
+            kind, value = "offset", to
+        elif to in ("beginning", "end"):
+            kind, value = to, None
+        else:
+            raise ValueError(f"seek to {to!r}: expected 'beginning', 'end', an offset or a datetime")
+        future, done = pending()
+        self._core.seek(topic, partition, kind, value, done)
+        return await future
+
+    def lag(self) -> Dict[Tuple[str, int], int]:
+        """Records between the committed offset and the log end, per assigned partition:
+        ``{(topic, partition): lag}``, as of the last commit interval (the ``lag`` of
+        :meth:`status`). A partition whose log end is not known yet is missing."""
+        return dict(self._core.status()["lag"])
 
     @property
     def http_addr(self) -> Optional[str]:

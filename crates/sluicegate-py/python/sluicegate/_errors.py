@@ -23,9 +23,16 @@ class Skip(Exception):
     """Finish the message on purpose without handling it (logged, committed)."""
 
 
+class OutputError(SluicegateError, RetryableError):
+    """A record given to :meth:`Output.send` was not taken by the broker; the message names
+    the topic and why. Uncaught in a handler, the input is retried like any
+    :class:`RetryableError`."""
+
+
 __all__ = [
     "ConfigError",
     "DecodeError",
+    "OutputError",
     "PermanentError",
     "RetryableError",
     "Skip",

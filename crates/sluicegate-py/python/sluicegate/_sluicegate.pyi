@@ -1,7 +1,7 @@
 """Type stubs of the native module (the Rust core). Use the package's public names instead:
 ``sluicegate.Consumer``, ``sluicegate.Message``, ``sluicegate.testing.EmbeddedKafka``."""
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 class SluicegateError(Exception):
     """An error of the consumer: a bad setting, a broker or client failure."""
@@ -93,6 +93,33 @@ class Core:
         """What the consumer reports now."""
     def shutdown(self) -> None:
         """Asks for a graceful shutdown."""
+    def output(self) -> "Output":
+        """The consumer's output producer, the same on every call; only before ``start``."""
+    def seek(
+        self,
+        topic: str,
+        partition: int,
+        kind: str,
+        value: Optional[int],
+        done: Callable[[Optional[int], Optional[BaseException]], None],
+    ) -> None:
+        """Moves a partition (``kind``: ``"beginning"``, ``"end"``, ``"offset"`` or
+        ``"timestamp"`` in milliseconds); calls ``done(offset, error)`` from another thread."""
+
+class Output:
+    """The consumer's producer (used by ``sluicegate.Output``)."""
+
+    def send(
+        self,
+        topic: str,
+        value: Optional[Union[bytes, str]],
+        key: Optional[Union[bytes, str]],
+        headers: Sequence[Tuple[str, Union[bytes, str]]],
+        partition: Optional[int],
+        done: Callable[[Optional[Tuple[int, int]], Optional[BaseException]], None],
+    ) -> None:
+        """Sends a record; calls ``done((partition, offset), error)`` from another thread once
+        the broker acknowledged it or the send failed."""
 
 class EmbeddedKafka:
     """An embedded Kafka cluster (librdkafka's mock cluster) in this process, for tests."""
@@ -115,3 +142,16 @@ class EmbeddedKafka:
         """Takes broker ``broker`` (1-based) down."""
     def broker_up(self, broker: int) -> None:
         """Brings broker ``broker`` back up."""
+    def request_errors(self, api: str, codes: Sequence[str]) -> None:
+        """Makes the next requests of kind ``api`` fail with ``codes``, one per request, in
+        order. ``api``: ``"produce"``, ``"fetch"``, ``"list_offsets"``, ``"metadata"``,
+        ``"offset_commit"``, ``"offset_fetch"``, ``"find_coordinator"``, ``"join_group"``,
+        ``"heartbeat"``, ``"leave_group"``, ``"sync_group"``, ``"init_producer_id"``,
+        ``"add_partitions_to_txn"``, ``"add_offsets_to_txn"``, ``"end_txn"``,
+        ``"txn_offset_commit"``. ``codes``: Kafka error names such as ``"NOT_COORDINATOR"``,
+        ``"REQUEST_TIMED_OUT"``, ``"COORDINATOR_NOT_AVAILABLE"``, ``"REBALANCE_IN_PROGRESS"``,
+        ``"NOT_LEADER_FOR_PARTITION"`` (the Rust library's ``ErrorCode`` constants);
+        ``"TRANSPORT"`` disconnects the client instead. Raises ``ValueError`` for an unknown
+        name."""
+    def clear_request_errors(self, api: str) -> None:
+        """Forgets the errors of ``api`` pushed by :meth:`request_errors` not yet returned."""

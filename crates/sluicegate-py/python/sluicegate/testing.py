@@ -10,6 +10,14 @@ cluster, in this process, with fault injection) and a pytest fixture.
         consumer = sluicegate.Consumer(
             bootstrap_servers=embedded_kafka.bootstrap_servers, group_id="t", topics=["orders"]
         )
+
+Faults: ``broker_down(1)`` / ``broker_up(1)``, and failed requests of a kind::
+
+    # the next three commits fail; the consumer retries them, nothing is lost
+    embedded_kafka.request_errors(
+        "offset_commit", ["NOT_COORDINATOR", "REQUEST_TIMED_OUT", "COORDINATOR_NOT_AVAILABLE"]
+    )
+    embedded_kafka.clear_request_errors("offset_commit")  # those not returned yet
 """
 
 from typing import Iterator

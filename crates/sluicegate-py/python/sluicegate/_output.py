@@ -1,0 +1,88 @@
+"""The output producer handlers write their results with, and the bridge from the runtime's
+answers to awaitable results."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Iterable, Mapping, Optional, Tuple, Union
+
+Bytes = Union[bytes, str]
+Headers = Union[Mapping[str, Bytes], Iterable[Tuple[str, Bytes]]]
+
+
+def _settle(future: "asyncio.Future[Any]", value: Any, error: Optional[BaseException]) -> None:
+    if future.done():  # cancelled meanwhile: nobody waits for the answer
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+def pending() -> Tuple["asyncio.Future[Any]", Callable[[Any, Optional[BaseException]], None]]:
+    """A future of the running loop, and the callback (safe from any thread) that settles it
+    with ``(value, error)``: what the runtime calls when its answer comes."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def done(value: Any, error: Optional[BaseException]) -> None:
+        try:
+            loop.call_soon_threadsafe(_settle, future, value, error)
+        except RuntimeError:  # the loop was closed: nobody waits for the answer
+            pass
+
+    return future, done
+
+
+class Output:
+    """The consumer's producer, for handlers to write their results with: get it with
+    :meth:`Consumer.output` before :meth:`Consumer.run`.
+
+    ``await out.send(...)`` returns once the broker has acknowledged the record (``acks=all``,
+    idempotent). Await it inside the handler: the input is finished only when the handler
+    returns, so it is never committed before its outputs are safe; a failed send raises
+    :class:`OutputError`, which, unless the handler catches it, retries the input. The
+    producer has the consumer's connection and security settings. ``send`` is a coroutine of
+    the consumer's event loop: from a plain ``def`` handler (which runs in a thread), use
+    ``asyncio.run_coroutine_threadsafe(out.send(...), loop).result()``.
+    """
+
+    def __init__(self, native: Any, consumer: Any) -> None:
+        self._native = native
+        # The consumer's runtime carries the sends: keep it alive while this is.
+        self._consumer = consumer
+
+    async def send(
+        self,
+        topic: str,
+        value: Optional[Bytes],
+        key: Optional[Bytes] = None,
+        headers: Optional[Headers] = None,
+        partition: Optional[int] = None,
+    ) -> Tuple[int, int]:
+        """Writes a record to ``topic`` and waits for the broker's acknowledgement.
+
+        Args:
+            topic: where to write.
+            value: the value (``str`` is sent as UTF-8), or ``None`` for a tombstone.
+            key: the key, or ``None``; the record's partition follows it unless ``partition``
+                is given.
+            headers: a mapping or ``(name, value)`` pairs (values ``bytes`` or ``str``).
+            partition: the partition to write to, instead of the key's.
+
+        Returns:
+            The record's ``(partition, offset)``.
+
+        Raises:
+            OutputError: the broker did not take the record (the message says why).
+            TypeError: a value, key or header is not ``bytes`` or ``str``.
+        """
+        if headers is None:
+            pairs: list = []
+        elif isinstance(headers, Mapping):
+            pairs = list(headers.items())
+        else:
+            pairs = list(headers)
+        future, done = pending()
+        self._native.send(topic, value, key, pairs, partition, done)
+        return await future
