@@ -116,6 +116,18 @@ async def wait_until(what: str, done: Callable[[], bool], limit: float = PHASE) 
         await asyncio.sleep(0.02)
 
 
+async def run_until(consumer: sluicegate.Consumer, what: str, done: Callable[[], bool]) -> dict:
+    """Runs ``consumer`` until ``done()`` holds (bounded as :func:`wait_until`), then shuts it
+    down, also when the wait fails; returns the status it had when ``done()`` held."""
+    running = asyncio.ensure_future(consumer.run())
+    try:
+        await wait_until(what, done)
+        return consumer.status()
+    finally:
+        consumer.shutdown()
+        await running
+
+
 def committed_to(consumer: sluicegate.Consumer, topic: str, ends: Dict[int, int]) -> bool:
     committed = consumer.status()["committed"]
     return all(committed.get((topic, p)) == end for p, end in ends.items() if end > 0)

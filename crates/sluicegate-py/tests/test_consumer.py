@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 import pytest
 
 import sluicegate
-from conftest import PHASE, committed_to, ends_of, unique, wait_until
+from conftest import PHASE, committed_to, ends_of, run_until, unique, wait_until
 
 
 def run(coro):
@@ -52,13 +52,10 @@ def test_each_outcome_goes_where_the_runtime_sends_it(broker):
         handled[n] += 1
 
     async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        await wait_until(
+        await run_until(consumer, 
             "commits at the log end, two records dead-lettered",
             lambda: committed_to(consumer, topic, ends) and consumer.status()["dead_lettered"] == 2,
         )
-        consumer.shutdown()
-        await running
 
     run(scenario())
     assert (calls[10], calls[20], calls[30], calls[40]) == (2, 3, 2, 1)
@@ -104,10 +101,7 @@ def test_ordering_modes_keep_their_order(broker, ordering):
         running_now[unit] -= 1
 
     async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        await wait_until("commits at the log end", lambda: committed_to(consumer, topic, ends))
-        consumer.shutdown()
-        await running
+        await run_until(consumer, "commits at the log end", lambda: committed_to(consumer, topic, ends))
 
     run(scenario())
     assert not problems, problems[:5]
@@ -133,10 +127,7 @@ def test_plain_def_handlers_run_in_threads(broker):
             threads.add(threading.get_ident())
 
     async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        await wait_until("commits at the log end", lambda: committed_to(consumer, topic, ends_of(placed)))
-        consumer.shutdown()
-        await running
+        await run_until(consumer, "commits at the log end", lambda: committed_to(consumer, topic, ends_of(placed)))
 
     run(scenario())
     assert sorted(seen) == sorted(str(i) for i in range(200))
@@ -207,13 +198,10 @@ def test_batch_handlers_get_bounded_batches_and_poison_is_isolated(broker):
         handled.update(places)
 
     async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        await wait_until(
+        await run_until(consumer, 
             "commits at the log end with the poison dead-lettered",
             lambda: committed_to(consumer, topic, ends_of(placed)) and consumer.status()["dead_lettered"] == 1,
         )
-        consumer.shutdown()
-        await running
 
     run(scenario())
     assert not problems, problems[:3]
@@ -238,10 +226,7 @@ def test_the_runtimes_logs_reach_python_logging(broker, caplog):
             raise sluicegate.PermanentError("refused for good")
 
     async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        await wait_until("commits at the log end", lambda: committed_to(consumer, topic, ends_of(placed)))
-        consumer.shutdown()
-        await running
+        await run_until(consumer, "commits at the log end", lambda: committed_to(consumer, topic, ends_of(placed)))
 
     with caplog.at_level("INFO", logger="sluicegate"):
         run(scenario())
@@ -275,13 +260,10 @@ def test_a_consumer_from_a_configuration_file_and_the_environment(broker, tmp_pa
             raise sluicegate.PermanentError("poison")
 
     async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        await wait_until(
+        await run_until(consumer, 
             "commits at the log end, one dead-lettered",
             lambda: committed_to(consumer, topic, ends_of(placed)) and consumer.status()["dead_lettered"] == 1,
         )
-        consumer.shutdown()
-        await running
 
     run(scenario())
     path.write_text(f"kafka:\n  bootstrap_servers: b:1\n  group_id: g\n  topics: [t]\n  ordering: sideways\n")
@@ -310,12 +292,14 @@ def test_metrics_and_health_are_served_while_running(broker):
 
     async def scenario():
         running = asyncio.ensure_future(consumer.run())
-        await wait_until("commits at the log end", lambda: committed_to(consumer, topic, ends_of(placed)))
-        metrics = await asyncio.to_thread(get, "/metrics")
-        ready = await asyncio.to_thread(get, "/health/ready")
-        consumer.shutdown()
-        await running
-        return metrics, ready
+        try:
+            await wait_until("commits at the log end", lambda: committed_to(consumer, topic, ends_of(placed)))
+            metrics = await asyncio.to_thread(get, "/metrics")
+            ready = await asyncio.to_thread(get, "/health/ready")
+            return metrics, ready
+        finally:
+            consumer.shutdown()
+            await running
 
     (status, metrics), (ready_status, _) = run(scenario())
     assert status == 200 and ready_status == 200

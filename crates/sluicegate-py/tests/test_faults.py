@@ -10,7 +10,7 @@ from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import TopicPartition
 
 import sluicegate
-from conftest import PHASE, Broker, committed_to, ends_of, unique, wait_until
+from conftest import PHASE, Broker, committed_to, ends_of, run_until, unique
 from sluicegate.testing import EmbeddedKafka
 
 COMMIT_ERRORS = ["NOT_COORDINATOR", "REQUEST_TIMED_OUT", "COORDINATOR_NOT_AVAILABLE", "COORDINATOR_LOAD_IN_PROGRESS"]
@@ -54,10 +54,7 @@ def test_a_consumer_rides_out_refused_commits_without_loss(caplog):
             halfway.set()
 
     async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        await wait_until("commits at the log end", lambda: committed_to(consumer, topic, ends))
-        consumer.shutdown()
-        await running
+        await run_until(consumer, "commits at the log end", lambda: committed_to(consumer, topic, ends))
 
     with caplog.at_level("WARNING", logger="sluicegate"):
         run(scenario())
@@ -111,12 +108,7 @@ def test_a_handler_blocking_the_event_loop_past_max_poll_interval_keeps_the_memb
         handled[(msg.partition, msg.offset)] += 1
 
     async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        await wait_until("commits at the log end", lambda: committed_to(consumer, topic, ends))
-        status = consumer.status()
-        consumer.shutdown()
-        await running
-        return status
+        return await run_until(consumer, "commits at the log end", lambda: committed_to(consumer, topic, ends))
 
     status = run(scenario())
     assert blocked and blocked[0] > POLL_INTERVAL_MS / 1000

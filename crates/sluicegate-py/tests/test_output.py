@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 import sluicegate
-from conftest import PHASE, committed_to, ends_of, unique, wait_until
+from conftest import PHASE, committed_to, ends_of, run_until, unique, wait_until
 from sluicegate.testing import EmbeddedKafka
 
 
@@ -44,10 +44,7 @@ def test_sends_return_where_the_broker_acknowledged_each_result(broker):
         )
 
     async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        await wait_until("commits at the log end", lambda: committed_to(consumer, topic, ends))
-        consumer.shutdown()
-        await running
+        await run_until(consumer, "commits at the log end", lambda: committed_to(consumer, topic, ends))
 
     run(scenario())
     assert sorted(landed) == list(range(100))
@@ -94,10 +91,7 @@ def test_a_failed_send_raises_output_error_and_the_input_is_retried(broker):
         await out.send(results, msg.value)
 
     async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        await wait_until("commits at the log end", lambda: committed_to(consumer, topic, ends_of(placed)))
-        consumer.shutdown()
-        await running
+        await run_until(consumer, "commits at the log end", lambda: committed_to(consumer, topic, ends_of(placed)))
 
     run(scenario())
     assert len(failures) == 1
