@@ -943,16 +943,22 @@ fn bad_sinks_are_refused_before_consuming() {
 // ---------------------------------------------------------------------------------------------
 // The README.
 
+/// The README's `sluicegate run` section.
+fn readme_run_section(root: &Path) -> String {
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    readme
+        .split("\n### Run a worker: `sluicegate run`\n")
+        .nth(1)
+        .expect("the README has a `sluicegate run` section")
+        .to_string()
+}
+
 /// The README's `sluicegate run` example runs as written, from the repository's root, and the
 /// worker configuration it shows is the example file's.
 #[test]
 fn the_readme_run_example_works_as_written() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
-    let section = readme
-        .split("\n### Run a worker: `sluicegate run`\n")
-        .nth(1)
-        .expect("the README has a `sluicegate run` section");
+    let section = readme_run_section(&root);
     let command = section
         .lines()
         .find_map(|l| l.strip_prefix("cargo run -p sluicegate-cli -- "))
@@ -980,6 +986,53 @@ fn the_readme_run_example_works_as_written() {
     assert!(out.contains("every sample record delivered"), "{out}");
     let echoed = err.lines().filter(|l| l.starts_with("signups/")).count();
     assert_eq!(echoed, 5, "{err}");
+}
+
+/// The README's HTTP sequence (a local HTTP service started in the background, a worker
+/// delivering to it, the service stopped) runs as written in bash, from the repository's root,
+/// with the test's binary in place of `cargo run`; the service receives every record.
+#[test]
+fn the_readme_http_sequence_works_as_written() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let section = readme_run_section(&root);
+    let script = section
+        .split("```sh\n")
+        .filter_map(|block| block.split("\n```").next())
+        .find(|block| block.contains("http_service.py"))
+        .expect("the section has a shell block starting examples/workers/http_service.py");
+    let file = std::fs::read_to_string(root.join("examples/workers/http.yaml")).expect("example");
+    assert!(
+        section.contains(&file),
+        "the README shows another http.yaml than the file's"
+    );
+    let binary = format!("{} ", env!("CARGO_BIN_EXE_sluicegate"));
+    assert!(
+        script.contains("cargo run -p sluicegate-cli -- "),
+        "{script}"
+    );
+    let script = script.replace("cargo run -p sluicegate-cli -- ", &binary);
+    // Not `bash -e`: the last line must stop the service whatever the worker did, or the
+    // service would keep the output pipe open.
+    let mut child = Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(&root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bash starts");
+    let run = Running {
+        out: Some(collect(child.stdout.take())),
+        err: Some(collect(child.stderr.take())),
+        child,
+    };
+    let (status, out, err) = run.wait();
+    assert!(status.success(), "{status}\nstdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("every sample record delivered"),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
+    let received = out.lines().filter(|l| l.starts_with("signups/")).count();
+    assert_eq!(received, 5, "stdout:\n{out}\nstderr:\n{err}");
 }
 
 fn collect(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
