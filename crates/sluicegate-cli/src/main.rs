@@ -820,6 +820,9 @@ fn main() -> ExitCode {
             Command::Config(ConfigCommand::Check(args)) => commands::config::check(args),
         }
     });
+    // The command is over: a blocking call it gave up on (a commit to a broker that went away)
+    // must not hold the process.
+    runtime.shutdown_background();
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

@@ -9,8 +9,8 @@
 #[macro_use]
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -340,6 +340,81 @@ fn group_commits(broker: &Broker) {
 
 on_brokers!(group_commits => a_group_commits_what_was_printed: embedded, kafka);
 
+/// A tailing `sluicegate consume TOPIC --group GROUP --from FROM`, its stdout read line by line;
+/// killed if the test ends before it does.
+struct Tail {
+    child: Child,
+    printed: mpsc::Receiver<String>,
+}
+
+impl Tail {
+    fn start(bootstrap: &str, topic: &str, group: &str, from: &str) -> Tail {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+            .args([
+                "consume",
+                topic,
+                "--bootstrap",
+                bootstrap,
+                "--group",
+                group,
+                "--from",
+                from,
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (lines, printed) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Tail { child, printed }
+    }
+
+    /// The next `n` lines printed, waiting at most `LIMIT` for them.
+    fn lines(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + LIMIT;
+        let mut got = Vec::new();
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.printed.recv_timeout(left) {
+                Ok(line) => got.push(line),
+                Err(e) => panic!("printed only {got:?} within {LIMIT:?}: {e}"),
+            }
+        }
+        got
+    }
+
+    /// Sends SIGTERM; returns the exit status (within `LIMIT`) and stderr.
+    fn terminate(mut self) -> (ExitStatus, String) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM not sent");
+        let status = common::exit_within(&mut self.child, LIMIT)
+            .unwrap_or_else(|| panic!("consume did not stop within {LIMIT:?} of SIGTERM"));
+        let mut err = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = stderr.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Without --until-end or --count, `consume` tails the topic: records written while it runs
 /// are printed as they come, and SIGTERM ends it, committing what it printed (with --group).
 fn tail_until_sigterm(broker: &Broker) {
@@ -350,58 +425,38 @@ fn tail_until_sigterm(broker: &Broker) {
     let (ok, summary, err) = produce_lines(bootstrap, &topic, &[], "old0\nold1\n");
     assert!(ok, "{summary}\n{err}");
     // From offset 2: the records written below, whenever the command gets to its partition.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
-        .args([
-            "consume",
-            &topic,
-            "--bootstrap",
-            bootstrap,
-            "--group",
-            &group,
-            "--from",
-            "2",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().expect("piped");
-    let (lines, printed) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let tail = Tail::start(bootstrap, &topic, &group, "2");
     let (ok, summary, err) = produce_lines(bootstrap, &topic, &[], "new2\nnew3\n");
     assert!(ok, "{summary}\n{err}");
-    let deadline = Instant::now() + LIMIT;
-    let mut got = Vec::new();
-    while got.len() < 2 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match printed.recv_timeout(left) {
-            Ok(line) => got.push(line),
-            Err(e) => {
-                let _ = child.kill();
-                panic!("printed only {got:?} within {LIMIT:?}: {e}");
-            }
-        }
-    }
-    assert_eq!(got, ["new2", "new3"]);
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(sent.success(), "SIGTERM not sent");
-    let status = common::exit_within(&mut child, LIMIT)
-        .unwrap_or_else(|| panic!("consume did not stop within {LIMIT:?} of SIGTERM"));
-    assert!(status.success(), "{status}");
+    assert_eq!(tail.lines(2), ["new2", "new3"]);
+    let (status, err) = tail.terminate();
+    assert!(status.success(), "{status}\n{err}");
     assert_eq!(committed(bootstrap, &group, &topic, 1), [Some(4)]);
 }
 
 on_brokers!(tail_until_sigterm => tailing_prints_new_records_and_commits_on_sigterm: embedded, kafka);
+
+/// A tailing `consume --group` whose broker went away still ends on SIGTERM, within its grace
+/// for the final commit, and says that the last offsets were not committed.
+#[test]
+fn tailing_ends_on_sigterm_after_its_broker_went_away() {
+    let broker = Broker::embedded();
+    let topic = unique("ops-gone");
+    broker.create_topic(&topic, 1);
+    let (ok, summary, err) = produce_lines(broker.bootstrap(), &topic, &[], "a\nb\n");
+    assert!(ok, "{summary}\n{err}");
+    let tail = Tail::start(
+        broker.bootstrap(),
+        &topic,
+        &unique("ops-gone-g"),
+        "beginning",
+    );
+    assert_eq!(tail.lines(2), ["a", "b"]);
+    drop(broker);
+    let (status, err) = tail.terminate();
+    assert!(!status.success(), "{status}\n{err}");
+    assert!(err.contains("commit"), "{err}");
+}
 
 // ---- bad input -------------------------------------------------------------------------------
 
@@ -475,4 +530,4 @@ fn bad_input(broker: &Broker) {
     assert!(!ok && err.contains("there is no partition 2"), "{err}");
 }
 
-on_brokers!(bad_input => bad_input_gets_a_clear_error: embedded, kafka);
+on_brokers!(bad_input => bad_input_gets_a_clear_error: embedded, kafka, tansu);

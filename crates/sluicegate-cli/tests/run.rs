@@ -458,7 +458,7 @@ fn http_outcomes(broker: &Broker) {
     assert!(message.contains("HTTP 422"), "{message}");
     assert!(message.contains("no such customer"), "{message}");
 }
-on_brokers!(http_outcomes => http_sink_outcomes: embedded, kafka);
+on_brokers!(http_outcomes => http_sink_outcomes: embedded, kafka, tansu);
 
 /// `sink.reply_to`: each 2xx answer's body is written to the reply topic, keyed by the
 /// message's key, naming the message in its headers; a message whose service failed has none.
@@ -497,7 +497,7 @@ fn http_replies(broker: &Broker) {
     assert_eq!(shown, want);
     assert_eq!(header(&written[0], "sluicegate-source-topic"), setup.topic);
 }
-on_brokers!(http_replies => http_sink_replies: embedded, kafka);
+on_brokers!(http_replies => http_sink_replies: embedded, kafka, tansu);
 
 /// The service is down (nothing listens): nothing is committed, the breaker opens and the
 /// worker reports not ready; once it listens, every record is delivered and committed, and the
@@ -549,7 +549,7 @@ fn http_service_down_then_up(broker: &Broker) {
     delivered.dedup();
     assert_eq!(delivered, values, "every record, in order");
 }
-on_brokers!(http_service_down_then_up => http_sink_service_down_then_up: embedded, kafka);
+on_brokers!(http_service_down_then_up => http_sink_service_down_then_up: embedded, kafka, tansu);
 
 /// SIGTERM while the service works on a record: the worker finishes what is in flight,
 /// commits it, and exits with success; what it did not start is left uncommitted.
@@ -573,7 +573,7 @@ fn http_sigterm_drains(broker: &Broker) {
         "what was answered is committed"
     );
 }
-on_brokers!(http_sigterm_drains => http_sink_sigterm_drains: embedded, kafka);
+on_brokers!(http_sigterm_drains => http_sink_sigterm_drains: embedded, kafka, tansu);
 
 /// With `batch:` set, batches are POSTed as JSON arrays of records.
 fn http_batches(broker: &Broker) {
@@ -603,7 +603,7 @@ fn http_batches(broker: &Broker) {
     seen.dedup();
     assert_eq!(seen, values);
 }
-on_brokers!(http_batches => http_sink_batches: embedded, kafka);
+on_brokers!(http_batches => http_sink_batches: embedded, kafka, tansu);
 
 /// An HTTPS service that trusts only the test CA's client certificates: the sink trusts the
 /// test CA (`tls.ca_file`) and presents its client certificate; records are delivered.
@@ -752,7 +752,7 @@ fn exec_outcomes(broker: &Broker) {
     assert_eq!(header(&dead[0], headers::ERROR_KIND), "permanent");
     assert_eq!(header(&dead[0], headers::ERROR_MESSAGE), "refused fail-2");
 }
-on_brokers!(exec_outcomes => exec_sink_outcomes: embedded, kafka);
+on_brokers!(exec_outcomes => exec_sink_outcomes: embedded, kafka, tansu);
 
 /// `sink.reply_to` with the exec sink: an `ok` answer's `value` is the reply.
 fn exec_replies(broker: &Broker) {
@@ -777,7 +777,7 @@ fn exec_replies(broker: &Broker) {
         ]
     );
 }
-on_brokers!(exec_replies => exec_sink_replies: embedded, kafka);
+on_brokers!(exec_replies => exec_sink_replies: embedded, kafka, tansu);
 
 /// The worker dies mid-stream: it is started again, the request it died on is retried, and
 /// every record is answered and committed.
@@ -818,7 +818,7 @@ fn exec_child_dies(broker: &Broker) {
     }
     assert!(setup.dead_letters(0).is_empty());
 }
-on_brokers!(exec_child_dies => exec_sink_child_dies: embedded, kafka);
+on_brokers!(exec_child_dies => exec_sink_child_dies: embedded, kafka, tansu);
 
 /// The worker exits at once on each of its first starts (a crash loop): it is started again
 /// with backoff until it stays up, and then every record is delivered and committed.
@@ -841,7 +841,7 @@ fn exec_crash_loop(broker: &Broker) {
     let asked: Vec<String> = worker_log(&dir).into_iter().map(|(_, _, v)| v).collect();
     assert_eq!(asked, values);
 }
-on_brokers!(exec_crash_loop => exec_sink_crash_loop: embedded, kafka);
+on_brokers!(exec_crash_loop => exec_sink_crash_loop: embedded, kafka, tansu);
 
 /// The value of the first sample of `family` in Prometheus text whose labels contain `label`.
 fn metric(text: &str, family: &str, label: &str) -> Option<f64> {
@@ -895,7 +895,7 @@ fn http_slow_service(broker: &Broker) {
         "{text}"
     );
 }
-on_brokers!(http_slow_service => http_sink_slow_service: embedded, kafka);
+on_brokers!(http_slow_service => http_sink_slow_service: embedded, kafka, tansu);
 
 // ---------------------------------------------------------------------------------------------
 // Bad configuration.

@@ -23,6 +23,8 @@ use crate::ConsumeArgs;
 /// How often the offsets printed are committed while reading (with `--group`); the last ones
 /// are committed, synchronously, when the command ends.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the read may take to end, its final commit included, after SIGINT or SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(15);
 /// How long one poll waits before the stop signal is looked at again.
 const POLL_SLICE: Duration = Duration::from_millis(200);
 
@@ -348,19 +350,29 @@ fn consume_blocking(args: &ConsumeArgs, stop: &AtomicBool) -> Result<u64> {
     Ok(printed)
 }
 
-/// Runs `sluicegate consume`; reads until its stop rule holds, or SIGINT or SIGTERM.
+/// Runs `sluicegate consume`; reads until its stop rule holds, or SIGINT or SIGTERM. After the
+/// signal, the read ends and the final commit gets [`STOP_GRACE`]: a broker that went away must
+/// not keep the command alive for ever.
 pub async fn run(args: ConsumeArgs) -> Result<bool> {
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
+    let mut reading = {
         let stop = stop.clone();
-        tokio::spawn(async move {
-            super::run::signal().await;
-            stop.store(true, Ordering::Relaxed);
-        })
+        tokio::task::spawn_blocking(move || consume_blocking(&args, &stop))
     };
-    let printed = tokio::task::spawn_blocking(move || consume_blocking(&args, &stop)).await?;
-    watcher.abort();
-    let printed = printed?;
+    let printed = tokio::select! {
+        done = &mut reading => done??,
+        () = super::run::signal() => {
+            stop.store(true, Ordering::Relaxed);
+            match tokio::time::timeout(STOP_GRACE, reading).await {
+                Ok(done) => done??,
+                Err(_) => anyhow::bail!(
+                    "stopped without committing the last offsets printed: the broker did not \
+                     answer within {STOP_GRACE:?} of the stop signal (the group will print \
+                     those records again)"
+                ),
+            }
+        }
+    };
     tracing::info!(printed, "consume ended");
     Ok(true)
 }

@@ -1,10 +1,12 @@
 //! Records with headers, as the dead-letter tests write and read them: produce a list to one
 //! partition, read a topic back from its start, its high watermarks.
 
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::kafka::{unique, LIMIT};
 use super::read_back::{read, Until};
@@ -12,12 +14,32 @@ use super::read_back::{read, Until};
 /// One record as it travels: key, value and headers (name, value).
 pub type Record = (Vec<u8>, Vec<u8>, Vec<(String, Option<Vec<u8>>)>);
 
+/// Counts the deliveries that failed.
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicUsize,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            eprintln!("delivery failed: {e}");
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Produces `records` to `topic` partition 0 and waits (bounded) for every acknowledgement.
+/// (Checked by the delivery reports, not by the log end, which tansu reports in batches.)
 pub fn produce_records(bootstrap: &str, topic: &str, records: &[Record]) {
-    let producer: BaseProducer = ClientConfig::new()
+    let producer: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
-        .create()
+        .create_with_context(Deliveries::default())
         .expect("producer");
     for (key, value, hs) in records {
         let mut owned = OwnedHeaders::new();
@@ -38,9 +60,12 @@ pub fn produce_records(bootstrap: &str, topic: &str, records: &[Record]) {
             .expect("queued");
     }
     producer.flush(LIMIT).expect("every record acknowledged");
+    let failed = producer.context().failed.load(Ordering::Relaxed);
     assert_eq!(
-        high_watermarks(bootstrap, topic, 1),
-        vec![records.len() as i64]
+        failed,
+        0,
+        "{failed} of {} records not delivered",
+        records.len()
     );
 }
 
