@@ -7,7 +7,9 @@
 //! event loop (`loop.add_reader`) and takes what is queued in one call, so messages cross into
 //! Python in batches and nothing of the consumer (polling, heartbeats, rebalances) waits for the
 //! GIL. A Python handler finishes a message by calling [`Message::_finish`], which hands the
-//! outcome back without blocking.
+//! outcome back without blocking. In exactly-once mode (which has no stream: a transaction holds
+//! a batch) and for batch handlers, a Rust handler queues the message or batch the same way and
+//! waits for its outcome.
 //!
 //! What Python awaits from the runtime (an `Output` send's acknowledgement, a seek) comes
 //! back through a callback: the runtime task that got the answer calls it, and the Python side
@@ -34,6 +36,8 @@ use sluicegate::{
 use tokio::sync::{mpsc, oneshot};
 
 mod logs;
+mod settings;
+mod tokens;
 
 create_exception!(
     _sluicegate,
@@ -117,10 +121,30 @@ fn refuse_seeks(mut seeks: mpsc::UnboundedReceiver<SeekAsk>) {
     }
 }
 
-/// Work for Python: a message of the stream, or a batch for a batch handler.
+/// Work for Python: a message of the stream, a message for a handler (exactly-once mode), or a
+/// batch for a batch handler.
 enum Work {
     Single(Delivery),
+    One(sluicegate::Message, oneshot::Sender<HandlerResult>),
     Batch(Vec<sluicegate::Message>, oneshot::Sender<HandlerResult>),
+}
+
+/// Where a Python message's outcome goes: its delivery of the stream, or the handler call
+/// waiting for it.
+enum Finish {
+    Delivery(Delivery),
+    Reply(oneshot::Sender<HandlerResult>),
+}
+
+impl Finish {
+    fn finish(self, result: HandlerResult) {
+        match self {
+            Finish::Delivery(d) => d.finish(result),
+            Finish::Reply(reply) => {
+                let _ = reply.send(result);
+            }
+        }
+    }
 }
 
 /// What the consumer and the Python side share.
@@ -174,9 +198,47 @@ struct Core {
     shutdown: Option<Box<dyn Fn() + Send + Sync>>,
     /// Seeks for the task that owns the running consumer, once started.
     seeks: Option<mpsc::UnboundedSender<SeekAsk>>,
+    /// Exactly-once mode: messages go to Python from a handler, not from a stream.
+    exactly_once: bool,
 }
 
 impl Core {
+    /// Keeps `handle`, a consumer whose handler hands its work to Python, until it ends:
+    /// carries out the seeks asked for, shuts it down when asked, and queues its end.
+    fn watch(
+        &mut self,
+        runtime: &tokio::runtime::Handle,
+        handle: sluicegate::ConsumerHandle,
+        stopping: Arc<tokio::sync::Notify>,
+        mut seeks: mpsc::UnboundedReceiver<SeekAsk>,
+    ) {
+        let mut watch = handle.status();
+        self.status = Some(handle.status());
+        self.http_addr = handle.http_addr();
+        let shared = self.shared.clone();
+        runtime.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stopping.notified() => {
+                        handle.shutdown();
+                        break;
+                    }
+                    // Stopped on its own (a fatal error), or gone.
+                    _ = watch.wait_for(|s| s.stopped) => break,
+                    Some(ask) = seeks.recv() => {
+                        let result = handle.seek(&ask.topic, ask.partition, ask.to).await;
+                        ask.answer(result);
+                    }
+                }
+            }
+            refuse_seeks(seeks);
+            let ended = handle.wait().await;
+            shared.push(|q| {
+                q.ended.get_or_insert(ended.map_err(|e| e.to_string()));
+            });
+        });
+    }
+
     /// The runtime the consumer runs on.
     fn runtime(&self) -> PyResult<&tokio::runtime::Runtime> {
         self.runtime
@@ -186,7 +248,7 @@ impl Core {
 
     /// A consumer of `builder`'s settings, checked now (so that a bad setting is refused
     /// where the consumer is made) and built at `start`.
-    fn with(builder: ConsumerBuilder) -> PyResult<Self> {
+    fn with(builder: ConsumerBuilder, exactly_once: bool) -> PyResult<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("sluicegate")
@@ -222,6 +284,7 @@ impl Core {
             http_addr: None,
             shutdown: None,
             seeks: None,
+            exactly_once,
         })
     }
 }
@@ -233,7 +296,8 @@ impl Core {
     #[pyo3(signature = (
         bootstrap_servers, group_id, topics, ordering, max_in_flight, commit_interval,
         drain_timeout, max_attempts, initial_backoff, max_backoff, multiplier, jitter,
-        dead_letter, handler_timeout, config, metrics_addr=None,
+        dead_letter, handler_timeout, config, metrics_addr=None, circuit_breaker=None,
+        reconnect=None, security=None, token_provider=None, exactly_once=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -253,6 +317,11 @@ impl Core {
         handler_timeout: Option<f64>,
         config: Vec<(String, String)>,
         metrics_addr: Option<String>,
+        circuit_breaker: Option<Bound<'_, PyAny>>,
+        reconnect: Option<Bound<'_, PyAny>>,
+        security: Option<Bound<'_, PyAny>>,
+        token_provider: Option<Py<PyAny>>,
+        exactly_once: Option<String>,
     ) -> PyResult<Self> {
         let ordering: Ordering = ordering.parse().map_err(ConfigError::new_err)?;
         let mut retry = RetryPolicy::default().with_backoff(Backoff {
@@ -291,25 +360,51 @@ impl Core {
             })?;
             builder = builder.http_endpoint(parsed);
         }
+        if let Some(b) = circuit_breaker {
+            builder = builder.circuit_breaker(settings::circuit_breaker(&b)?);
+        }
+        if let Some(r) = reconnect {
+            builder = builder.reconnect(settings::reconnect(&r)?);
+        }
+        if let Some(s) = security {
+            for (key, value) in settings::security(&s)? {
+                builder = builder.set(key, value);
+            }
+        }
+        // Passed-through properties win over `security`, as they would over a file's section.
         for (key, value) in config {
             builder = builder.set(key, value);
         }
-        Core::with(builder)
+        if let Some(id) = &exactly_once {
+            builder = builder.exactly_once(id);
+        }
+        if let Some(f) = token_provider {
+            builder = builder.oauth_token_provider(tokens::PythonTokens::new(f));
+        }
+        Core::with(builder, exactly_once.is_some())
     }
 
     /// Builds the consumer from a configuration file with the `KAFKA_*` environment
     /// variables over it (the library's `ConsumerConfig::load_from_env`: the rules of
-    /// `sluicegate config check`), then `config` librdkafka properties over both.
+    /// `sluicegate config check`), then `config` librdkafka properties over both; OAUTHBEARER
+    /// tokens from `token_provider` if given (over the file's provider, if any).
     #[staticmethod]
-    #[pyo3(signature = (path, config))]
-    fn from_config(path: std::path::PathBuf, config: Vec<(String, String)>) -> PyResult<Self> {
+    #[pyo3(signature = (path, config, token_provider=None))]
+    fn from_config(
+        path: std::path::PathBuf,
+        config: Vec<(String, String)>,
+        token_provider: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
         let file = sluicegate::config::ConsumerConfig::load_from_env(&path)
             .map_err(|e| ConfigError::new_err(format!("{}: {e}", path.display())))?;
         let mut builder = ConsumerBuilder::from_config(&file);
         for (key, value) in config {
             builder = builder.set(key, value);
         }
-        Core::with(builder)
+        if let Some(f) = token_provider {
+            builder = builder.oauth_token_provider(tokens::PythonTokens::new(f));
+        }
+        Core::with(builder, false)
     }
 
     /// The socket to watch for readability: deliveries (or the end) are waiting.
@@ -331,8 +426,9 @@ impl Core {
         let (seek_tx, mut seeks) = mpsc::unbounded_channel::<SeekAsk>();
         let runtime = self.runtime()?.handle().clone();
         let _entered = runtime.enter();
+        let to_python = shared.clone();
         match batch {
-            None => {
+            None if !self.exactly_once => {
                 let mut messages = builder.messages().map_err(error)?;
                 self.status = Some(messages.handle().status());
                 self.http_addr = messages.handle().http_addr();
@@ -366,13 +462,31 @@ impl Core {
                     });
                 });
             }
+            // Exactly-once has no message stream (a transaction holds a batch): the handler
+            // hands each message to Python and waits for its outcome.
+            None => {
+                let handle = builder
+                    .build(handler_fn(move |message: sluicegate::Message| {
+                        let shared = to_python.clone();
+                        async move {
+                            let (reply, outcome) = oneshot::channel();
+                            shared.push(|q| q.deliveries.push_back(Work::One(message, reply)));
+                            outcome.await.unwrap_or_else(|_| {
+                                Err(HandlerError::retryable("the message was dropped by Python"))
+                            })
+                        }
+                    }))
+                    .map_err(error)?
+                    .spawn()
+                    .map_err(error)?;
+                self.watch(&runtime, handle, stopping, seeks);
+            }
             Some((max_messages, max_wait, max_bytes)) => {
                 let max_wait = seconds("batch max_wait", max_wait)?;
                 let limits = BatchLimits::default()
                     .max_messages(max_messages)
                     .max_wait(max_wait)
                     .max_bytes(max_bytes);
-                let to_python = shared.clone();
                 let handle = builder
                     .batch_limits(limits)
                     .build_batch(batch_handler_fn(move |batch: Vec<sluicegate::Message>| {
@@ -388,30 +502,7 @@ impl Core {
                     .map_err(error)?
                     .spawn()
                     .map_err(error)?;
-                let mut watch = handle.status();
-                self.status = Some(handle.status());
-                self.http_addr = handle.http_addr();
-                runtime.spawn(async move {
-                    loop {
-                        tokio::select! {
-                            _ = stopping.notified() => {
-                                handle.shutdown();
-                                break;
-                            }
-                            // Stopped on its own (a fatal error), or gone.
-                            _ = watch.wait_for(|s| s.stopped) => break,
-                            Some(ask) = seeks.recv() => {
-                                let result = handle.seek(&ask.topic, ask.partition, ask.to).await;
-                                ask.answer(result);
-                            }
-                        }
-                    }
-                    refuse_seeks(seeks);
-                    let ended = handle.wait().await;
-                    shared.push(|q| {
-                        q.ended.get_or_insert(ended.map_err(|e| e.to_string()));
-                    });
-                });
+                self.watch(&runtime, handle, stopping, seeks);
             }
         }
         self.shutdown = Some(Box::new(move || stop.notify_one()));
@@ -422,14 +513,17 @@ impl Core {
     /// The consumer's output producer (the library's `ConsumerBuilder::output`): the same one
     /// on every call. Only before `start`.
     fn output(&mut self) -> PyResult<Output> {
+        let runtime = self.runtime()?.handle().clone();
         let Some(builder) = self.builder.as_mut() else {
             return Err(SluicegateError::new_err(
                 "output() is called before run() (or messages()): the consumer is running",
             ));
         };
+        // The producer's token provider (if any) runs on the consumer's runtime.
+        let _entered = runtime.enter();
         Ok(Output {
-            output: builder.output().map_err(error)?,
-            runtime: self.runtime()?.handle().clone(),
+            output: Some(builder.output().map_err(error)?),
+            runtime,
         })
     }
 
@@ -502,7 +596,14 @@ impl Core {
             match work {
                 Work::Single(d) => {
                     let message = Message::of(py, d.message());
-                    *message.delivery.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+                    *message.finish.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Finish::Delivery(d));
+                    list.append(message)?;
+                }
+                Work::One(m, reply) => {
+                    let message = Message::of(py, &m);
+                    *message.finish.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Finish::Reply(reply));
                     list.append(message)?;
                 }
                 Work::Batch(messages, reply) => {
@@ -536,7 +637,10 @@ impl Core {
 
     /// What the consumer reports now: `assigned` (a list of `(topic, partition)`),
     /// `committed` (`{(topic, partition): offset}`), `dead_lettered`, `retried`, `joined`,
-    /// `rebalances`, `lag` (`{(topic, partition): records}`) and `stopped`.
+    /// `rebalances`, `lag` (`{(topic, partition): records}`), `circuit` (`"closed"`, `"open"` or
+    /// `"half_open"`), `brokers_unreachable`, `client_restarts`, `client_lost` (why the last
+    /// client was given up, or `None`), `transactions_committed`, `transactions_aborted` and
+    /// `stopped`.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = match &self.status {
             Some(watch) => watch.current(),
@@ -563,6 +667,12 @@ impl Core {
         d.set_item("retried", s.retried)?;
         d.set_item("joined", s.joined)?;
         d.set_item("rebalances", s.rebalances)?;
+        d.set_item("circuit", s.circuit.as_str())?;
+        d.set_item("brokers_unreachable", s.brokers_unreachable)?;
+        d.set_item("client_restarts", s.client_restarts)?;
+        d.set_item("client_lost", s.client_lost.clone())?;
+        d.set_item("transactions_committed", s.transactions_committed)?;
+        d.set_item("transactions_aborted", s.transactions_aborted)?;
         d.set_item("stopped", s.stopped)?;
         Ok(d)
     }
@@ -583,13 +693,19 @@ impl Drop for Core {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+        // A Kafka client waits for librdkafka's threads when dropped, and one of them may be
+        // waiting for the GIL to call a token provider: drop the settings (and the output
+        // producer they hold) without it.
+        let builder = self.builder.take();
+        Python::attach(|py| py.detach(move || drop(builder)));
     }
 }
 
 /// The consumer's producer for handlers' results (the library's `Output`).
 #[pyclass(module = "sluicegate._sluicegate")]
 struct Output {
-    output: sluicegate::Output,
+    /// Taken only when dropped.
+    output: Option<sluicegate::Output>,
     /// The consumer's runtime, where sends wait for their acknowledgement.
     runtime: tokio::runtime::Handle,
 }
@@ -642,7 +758,9 @@ impl Output {
         if let Some(p) = partition {
             record = record.partition(p);
         }
-        let output = self.output.clone();
+        let Some(output) = self.output.clone() else {
+            return Err(SluicegateError::new_err("the output producer is gone"));
+        };
         self.runtime.spawn(async move {
             let sent = output.send(record).await;
             answer(done, move |py| match sent {
@@ -658,10 +776,19 @@ impl Output {
     }
 }
 
+impl Drop for Output {
+    fn drop(&mut self) {
+        // See `Drop for Core`: the producer may wait for a thread that waits for the GIL.
+        let output = self.output.take();
+        Python::attach(|py| py.detach(move || drop(output)));
+    }
+}
+
 /// A Kafka record handed to a Python handler.
 #[pyclass(module = "sluicegate._sluicegate", frozen)]
 struct Message {
-    delivery: Mutex<Option<Delivery>>,
+    /// Where the outcome goes; `None` for a batch's message, or once finished.
+    finish: Mutex<Option<Finish>>,
     topic: String,
     partition: i32,
     offset: i64,
@@ -700,7 +827,7 @@ impl Message {
             key: m.key().map(|k| PyBytes::new(py, k).unbind()),
             value: m.payload().map(|v| PyBytes::new(py, v).unbind()),
             headers: m.headers().to_vec(),
-            delivery: Mutex::new(None),
+            finish: Mutex::new(None),
         }
     }
 }
@@ -781,11 +908,7 @@ impl Message {
     #[pyo3(signature = (kind, reason=None))]
     fn _finish(&self, kind: &str, reason: Option<String>) -> PyResult<()> {
         let result = outcome(kind, reason)?;
-        let taken = self
-            .delivery
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let taken = self.finish.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(d) = taken {
             d.finish(result);
         }
@@ -803,7 +926,7 @@ impl Message {
 impl Drop for Message {
     fn drop(&mut self) {
         // A message dropped unfinished (the Python side lost it) is not done: retried.
-        if let Some(d) = self.delivery.get_mut().ok().and_then(Option::take) {
+        if let Some(d) = self.finish.get_mut().ok().and_then(Option::take) {
             d.finish(Err(HandlerError::retryable(
                 "the message was dropped by Python without an outcome",
             )));
@@ -977,48 +1100,7 @@ const API_KEYS: &[(&str, ApiKey)] = &[
     ("txn_offset_commit", ApiKey::TxnOffsetCommit),
 ];
 
-/// The error codes `request_errors` takes: the library's `ErrorCode` constants, by name.
-const ERROR_CODES: &[(&str, ErrorCode)] = &[
-    ("TRANSPORT", ErrorCode::TRANSPORT),
-    ("REQUEST_TIMED_OUT", ErrorCode::REQUEST_TIMED_OUT),
-    (
-        "UNKNOWN_TOPIC_OR_PARTITION",
-        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-    ),
-    (
-        "NOT_LEADER_FOR_PARTITION",
-        ErrorCode::NOT_LEADER_FOR_PARTITION,
-    ),
-    ("LEADER_NOT_AVAILABLE", ErrorCode::LEADER_NOT_AVAILABLE),
-    ("NOT_ENOUGH_REPLICAS", ErrorCode::NOT_ENOUGH_REPLICAS),
-    ("NOT_COORDINATOR", ErrorCode::NOT_COORDINATOR),
-    (
-        "COORDINATOR_LOAD_IN_PROGRESS",
-        ErrorCode::COORDINATOR_LOAD_IN_PROGRESS,
-    ),
-    (
-        "COORDINATOR_NOT_AVAILABLE",
-        ErrorCode::COORDINATOR_NOT_AVAILABLE,
-    ),
-    ("REBALANCE_IN_PROGRESS", ErrorCode::REBALANCE_IN_PROGRESS),
-    ("ILLEGAL_GENERATION", ErrorCode::ILLEGAL_GENERATION),
-    ("UNKNOWN_MEMBER_ID", ErrorCode::UNKNOWN_MEMBER_ID),
-    ("FENCED_INSTANCE_ID", ErrorCode::FENCED_INSTANCE_ID),
-    (
-        "OFFSET_METADATA_TOO_LARGE",
-        ErrorCode::OFFSET_METADATA_TOO_LARGE,
-    ),
-    (
-        "TOPIC_AUTHORIZATION_FAILED",
-        ErrorCode::TOPIC_AUTHORIZATION_FAILED,
-    ),
-    (
-        "GROUP_AUTHORIZATION_FAILED",
-        ErrorCode::GROUP_AUTHORIZATION_FAILED,
-    ),
-    ("PRODUCER_FENCED", ErrorCode::PRODUCER_FENCED),
-];
-
+/// The request kind `request_errors` takes as `name`.
 fn api_key(name: &str) -> PyResult<ApiKey> {
     API_KEYS
         .iter()
@@ -1033,13 +1115,14 @@ fn api_key(name: &str) -> PyResult<ApiKey> {
         })
 }
 
+/// The error code `request_errors` takes as `name`: one of the library's `ErrorCode` constants.
 fn error_code(name: &str) -> PyResult<ErrorCode> {
-    ERROR_CODES
+    ErrorCode::NAMED
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, c)| *c)
         .ok_or_else(|| {
-            let known: Vec<&str> = ERROR_CODES.iter().map(|(n, _)| *n).collect();
+            let known: Vec<&str> = ErrorCode::NAMED.iter().map(|(n, _)| *n).collect();
             pyo3::exceptions::PyValueError::new_err(format!(
                 "unknown error code {name:?}; one of: {}",
                 known.join(", ")
@@ -1055,6 +1138,7 @@ fn _sluicegate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Batch>()?;
     m.add_class::<Embedded>()?;
     m.add_class::<Output>()?;
+    m.add_function(wrap_pyfunction!(settings::_defaults, m)?)?;
     m.add("SluicegateError", m.py().get_type::<SluicegateError>())?;
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;
     Ok(())

@@ -140,6 +140,11 @@ macro_rules! error_codes {
     ($($(#[$doc:meta])* $name:ident = $code:ident,)+) => {
         impl ErrorCode {
             $($(#[$doc])* pub const $name: ErrorCode = ErrorCode(RDKafkaErrorCode::$code as i32);)+
+
+            /// Every constant above with its name (`("NOT_COORDINATOR", ErrorCode::NOT_COORDINATOR)`),
+            /// for callers that take codes by name, such as the Python binding.
+            pub const NAMED: &'static [(&'static str, ErrorCode)] =
+                &[$((stringify!($name), ErrorCode::$name),)+];
         }
     };
 }

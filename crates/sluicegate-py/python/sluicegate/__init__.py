@@ -25,6 +25,7 @@ without handling. Handlers write results with the consumer's :class:`Output`
 """
 
 from ._consumer import Consumer, Retry
+from ._settings import CircuitBreaker, OAuthToken, Reconnect, Security
 from ._errors import (
     ConfigError,
     DecodeError,
@@ -38,15 +39,19 @@ from ._message import Message
 from ._output import Output
 
 __all__ = [
+    "CircuitBreaker",
     "ConfigError",
     "Consumer",
     "DecodeError",
     "Message",
+    "OAuthToken",
     "Output",
     "OutputError",
     "PermanentError",
+    "Reconnect",
     "Retry",
     "RetryableError",
+    "Security",
     "Skip",
     "SluicegateError",
 ]

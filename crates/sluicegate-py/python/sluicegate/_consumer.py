@@ -18,6 +18,7 @@ from . import _sluicegate
 from ._errors import ConfigError, DecodeError, PermanentError, Skip, SluicegateError
 from ._message import Message
 from ._output import Output, pending
+from ._settings import CircuitBreaker, OAuthToken, Reconnect, Security
 
 logger = logging.getLogger("sluicegate")
 
@@ -25,6 +26,8 @@ logger = logging.getLogger("sluicegate")
 _TAKE = 1024
 
 Handler = Callable[[Message], Union[Awaitable[Optional[bool]], Optional[bool]]]
+#: What a token provider returns: an :class:`OAuthToken`, or ``(token, expires_at[, principal])``.
+TokenProvider = Callable[[], Union[OAuthToken, Tuple[str, float], Tuple[str, float, str]]]
 BatchHandler = Callable[[List[Message]], Union[Awaitable[Optional[bool]], Optional[bool]]]
 
 
@@ -63,6 +66,34 @@ class Consumer:
         config: librdkafka properties, passed through (``{"security.protocol": "SSL"}``).
         metrics_addr: ``host:port`` to serve Prometheus ``/metrics`` and ``/health/live``,
             ``/health/ready`` on while running (port 0: any free one, see :attr:`http_addr`).
+        circuit_breaker: a :class:`CircuitBreaker` (default: none): stops calling the handler
+            and pauses the partitions while it fails too often.
+        reconnect: when the Kafka client is re-created (default: :class:`Reconnect` ``()``).
+        security: TLS and SASL settings (:class:`Security`); properties given in ``config``
+            win over them.
+        token_provider: for ``sasl_mechanism="OAUTHBEARER"``: a function of no arguments
+            returning a token (see below).
+        exactly_once: a transactional id: each batch of messages is handled in a Kafka
+            transaction of the :meth:`output` producer that commits its outputs and its
+            offsets together; a failed handler aborts it. Same id for an instance across
+            restarts, a different one per instance running at once. With
+            :meth:`handler` (messages of a batch one after the other) or :meth:`batch_handler`;
+            not with :meth:`messages`.
+
+    A ``token_provider`` is called when librdkafka wants a token: when each client (the
+    consumer, the output and dead-letter producers) starts, and when 80% of its token's
+    lifetime has passed. It runs in a thread of its own, so it may block (an AWS signer does)::
+
+        from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
+
+        def msk_token():
+            token, expiry_ms = MSKAuthTokenProvider.generate_auth_token("eu-west-1")
+            return sluicegate.OAuthToken(token, expires_at=expiry_ms / 1000)
+
+    If it raises, no token is issued: the error is logged (``sluicegate`` logger, naming the
+    exception) and librdkafka asks again 10 seconds later; nothing is consumed meanwhile. If it
+    raises :class:`PermanentError` (credentials refused), the consumer stops and :meth:`run`
+    raises :class:`SluicegateError` with its message.
 
     Raises:
         ConfigError: a setting was refused; the message names it.
@@ -84,8 +115,16 @@ class Consumer:
         threads: int = 32,
         config: Optional[Dict[str, str]] = None,
         metrics_addr: Optional[str] = None,
+        circuit_breaker: Optional[CircuitBreaker] = None,
+        reconnect: Optional[Reconnect] = None,
+        security: Optional[Security] = None,
+        token_provider: Optional[TokenProvider] = None,
+        exactly_once: Optional[str] = None,
     ) -> None:
         retry = retry or Retry()
+        _check_token_provider(token_provider, security, config)
+        if exactly_once is not None and (not isinstance(exactly_once, str) or not exactly_once):
+            raise ConfigError(f"exactly_once: expected a transactional id (a non-empty string), got {exactly_once!r}")
         if isinstance(topics, str):
             raise ConfigError(f"topics: expected a list of topic names, got the string {topics!r}")
         if dead_letter is True:
@@ -111,8 +150,14 @@ class Consumer:
             handler_timeout,
             [(str(k), str(v)) for k, v in (config or {}).items()],
             metrics_addr,
+            circuit_breaker=circuit_breaker,
+            reconnect=reconnect,
+            security=security,
+            token_provider=token_provider,
+            exactly_once=exactly_once,
         )
         self._setup(threads)
+        self._exactly_once = exactly_once is not None
 
     @classmethod
     def from_config(
@@ -121,11 +166,14 @@ class Consumer:
         *,
         threads: int = 32,
         config: Optional[Dict[str, str]] = None,
+        token_provider: Optional[TokenProvider] = None,
     ) -> "Consumer":
         """A consumer described by a YAML configuration file with the ``KAFKA_*``
         environment variables over it: the same file, variables and checks as the Rust
         library's and ``sluicegate config check`` (see ``examples/sluicegate.yaml``).
-        ``config`` sets librdkafka properties over both.
+        ``config`` sets librdkafka properties over both; ``token_provider`` gives OAUTHBEARER
+        tokens as for :class:`Consumer` (over the file's ``security.oauthbearer`` or
+        ``security.msk_iam``, if set).
 
         Raises:
             ConfigError: the file cannot be read, or a setting in it (or in the environment)
@@ -133,9 +181,12 @@ class Consumer:
         """
         self = cls.__new__(cls)
         self._core = _sluicegate.Core.from_config(
-            os.fspath(path), [(str(k), str(v)) for k, v in (config or {}).items()]
+            os.fspath(path),
+            [(str(k), str(v)) for k, v in (config or {}).items()],
+            token_provider=token_provider,
         )
         self._setup(threads)
+        self._exactly_once = False
         return self
 
     def _setup(self, threads: int) -> None:
@@ -243,7 +294,10 @@ class Consumer:
     def status(self) -> Dict[str, Any]:
         """What the consumer reports now: ``assigned``, ``committed`` and ``lag`` (keyed by
         ``(topic, partition)``), ``dead_lettered``, ``retried``, ``joined``, ``rebalances``,
-        ``stopped``."""
+        ``circuit`` (the :class:`CircuitBreaker`'s state: ``"closed"``, ``"open"`` or
+        ``"half_open"``), ``brokers_unreachable``, ``client_restarts`` and ``client_lost`` (see
+        :class:`Reconnect`), ``transactions_committed`` and ``transactions_aborted`` (with
+        ``exactly_once``), ``stopped``."""
         return self._core.status()
 
     async def run(self) -> None:
@@ -315,7 +369,16 @@ class Consumer:
         A message is finished when the loop body ends without raising; if it raises (or the
         loop is left with ``break``), the consumer shuts down and that message is delivered
         again next time. Runs until SIGINT or SIGTERM (or :meth:`shutdown`) like :meth:`run`.
+
+        Raises:
+            ConfigError: the consumer is in ``exactly_once`` mode, whose transactions need a
+                handler (a loop has no batches for them to hold).
         """
+        if self._exactly_once:
+            raise ConfigError(
+                "exactly_once: a messages() loop has no batches for transactions to hold; "
+                "use @consumer.handler or @consumer.batch_handler"
+            )
         batches = self._batches(None)
         current: Optional[Message] = None
         pending: list = []
@@ -394,6 +457,25 @@ async def _drain(core: Any, ready: asyncio.Event, loop: asyncio.AbstractEventLoo
                 ready.clear()
     finally:
         loop.remove_reader(fd)
+
+
+def _check_token_provider(
+    provider: Optional[TokenProvider], security: Optional[Security], config: Optional[Dict[str, str]]
+) -> None:
+    """Refuses a token provider librdkafka would never call: OAUTHBEARER is not the mechanism."""
+    if provider is None:
+        return
+    if not callable(provider):
+        raise ConfigError(f"token_provider: expected a function returning a token, got {provider!r}")
+    mechanism = (config or {}).get("sasl.mechanism") or (config or {}).get("sasl.mechanisms")
+    if mechanism is None and security is not None:
+        mechanism = security.sasl_mechanism
+    if str(mechanism).upper() != "OAUTHBEARER":
+        raise ConfigError(
+            "token_provider: only used with OAUTHBEARER: give security=sluicegate.Security("
+            "protocol='sasl_ssl', sasl_mechanism='OAUTHBEARER')"
+            f" (the SASL mechanism is {mechanism or 'not set'})"
+        )
 
 
 def _emit(logs: Any) -> None:

@@ -9,6 +9,10 @@ class SluicegateError(Exception):
 class ConfigError(SluicegateError):
     """A setting was refused: the message names the setting and why."""
 
+def _defaults() -> Dict[str, Dict[str, Any]]:
+    """The Rust library's defaults of ``circuit_breaker`` and ``reconnect``, by the Python
+    names (durations in seconds)."""
+
 class Message:
     """A Kafka record handed to a handler."""
 
@@ -73,9 +77,21 @@ class Core:
         handler_timeout: Optional[float],
         config: Sequence[Tuple[str, str]],
         metrics_addr: Optional[str] = None,
-    ) -> None: ...
+        circuit_breaker: Optional[Any] = None,
+        reconnect: Optional[Any] = None,
+        security: Optional[Any] = None,
+        token_provider: Optional[Callable[[], Any]] = None,
+        exactly_once: Optional[str] = None,
+    ) -> None:
+        """Checks the settings; ``circuit_breaker``, ``reconnect`` and ``security`` are
+        ``sluicegate.CircuitBreaker``, ``Reconnect`` and ``Security`` objects (read by
+        attribute); ``token_provider`` returns a ``sluicegate.OAuthToken`` or a tuple."""
     @staticmethod
-    def from_config(path: str, config: Sequence[Tuple[str, str]]) -> "Core":
+    def from_config(
+        path: str,
+        config: Sequence[Tuple[str, str]],
+        token_provider: Optional[Callable[[], Any]] = None,
+    ) -> "Core":
         """A consumer from a configuration file with the ``KAFKA_*`` environment over it."""
     def http_addr(self) -> Optional[str]:
         """``host:port`` of ``/metrics`` and ``/health/*``, once started with an endpoint."""
