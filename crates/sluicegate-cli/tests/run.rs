@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use sluicegate::dead_letter::headers;
 
 use common::kafka::{committed, unique, Broker, LIMIT};
-use common::records::{produce_records, read_all, Record};
+use common::records::{produce_records, read_all, read_all_uncommitted, Record};
 
 // ---------------------------------------------------------------------------------------------
 // The HTTP service.
@@ -498,6 +498,48 @@ fn http_replies(broker: &Broker) {
     assert_eq!(header(&written[0], "sluicegate-source-topic"), setup.topic);
 }
 on_brokers!(http_replies => http_sink_replies: embedded, kafka, tansu);
+
+/// `sink.transactional_id`: replies are written in the transaction that commits their
+/// messages' offsets. The service fails one message once, after the messages before it in the
+/// same transaction got their replies: that transaction aborts and is retried, and a
+/// `read_committed` reader sees each message's reply exactly once, while a `read_uncommitted`
+/// reader sees the aborted replies too (which shows the abort happened). On Apache Kafka only:
+/// the embedded broker keeps no transaction markers.
+fn exactly_once_replies(broker: &Broker) {
+    let values = values(&["ok", "ok", "flaky", "ok"]);
+    let setup = Setup::new(broker, &values);
+    let replies = format!("{}.replies", setup.topic);
+    broker.create_topic(&replies, 1);
+    let service = Service::start(|body, seen| match body.split('-').next() {
+        Some("flaky") if seen == 1 => (503, "not yet".into()),
+        _ => (200, format!("re:{body}")),
+    });
+    let sink = format!(
+        "  http:\n    url: {}\n    timeout: 5s\n  reply_to: {replies}\n  transactional_id: {}\n",
+        service.url(),
+        unique("run-txn")
+    );
+    let run = Running::start(&setup.config("", &sink));
+    setup.await_committed(values.len() as i64);
+    run.stop();
+    let offsets = |records: &[Record]| -> Vec<String> {
+        records
+            .iter()
+            .map(|r| header(r, "sluicegate-source-offset"))
+            .collect()
+    };
+    let committed = offsets(&read_all(&setup.bootstrap, &replies, 1, values.len()));
+    assert_eq!(committed, ["0", "1", "2", "3"]);
+    // Offsets 0 and 1 answered in the aborted transaction, then again.
+    let all = offsets(&read_all_uncommitted(
+        &setup.bootstrap,
+        &replies,
+        1,
+        values.len() + 2,
+    ));
+    assert_eq!(all, ["0", "1", "0", "1", "2", "3"]);
+}
+on_brokers!(exactly_once_replies => exactly_once_replies_are_written_once: kafka);
 
 /// The service is down (nothing listens): nothing is committed, the breaker opens and the
 /// worker reports not ready; once it listens, every record is delivered and committed, and the

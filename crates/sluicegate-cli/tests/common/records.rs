@@ -86,12 +86,33 @@ pub fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64
 }
 
 /// Every record of `topic` (all `partitions`), read from the start until `count` arrived;
-/// bounded by `LIMIT`.
+/// bounded by `LIMIT`. Records of aborted transactions are skipped (`read_committed`).
 pub fn read_all(bootstrap: &str, topic: &str, partitions: i32, count: usize) -> Vec<Record> {
+    read_records(bootstrap, topic, partitions, count, "read_committed")
+}
+
+/// [`read_all`] with the records of aborted (and open) transactions too.
+pub fn read_all_uncommitted(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+) -> Vec<Record> {
+    read_records(bootstrap, topic, partitions, count, "read_uncommitted")
+}
+
+fn read_records(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+    isolation: &str,
+) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("records-reader"))
         .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
         .create()
         .expect("consumer");
     let mut list = TopicPartitionList::new();

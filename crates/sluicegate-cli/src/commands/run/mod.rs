@@ -70,6 +70,9 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     if let Some(breaker) = file.breaker {
         builder = builder.circuit_breaker(breaker);
     }
+    if let Some(id) = &file.transactional_id {
+        builder = builder.exactly_once(id.clone());
+    }
     let replies = match file.reply_to {
         Some(topic) if batched => bail!(
             "sink.reply_to `{topic}`: replies are written per message; remove the kafka.batch \

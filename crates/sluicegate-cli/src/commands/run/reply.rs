@@ -2,7 +2,9 @@
 //! worker's `"value"`) written to a topic, keyed by the message's key, with the message's
 //! topic, partition and offset in headers. The message counts as done only once the broker has
 //! acknowledged its reply, so a crash in between re-delivers it: a reply is written at least
-//! once.
+//! once. With `sink.transactional_id` (the library's exactly-once mode) replies are written in
+//! the transaction that commits their messages' offsets: `read_committed` readers see each
+//! message's reply once, whatever the retries, crashes and restarts.
 
 use sluicegate::{HandlerError, Message, Output, OutputRecord};
 

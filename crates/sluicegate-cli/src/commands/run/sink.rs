@@ -60,6 +60,8 @@ pub struct RunFile {
     pub breaker: Option<CircuitBreaker>,
     /// `sink.reply_to`: the topic the sink's answers are written to.
     pub reply_to: Option<String>,
+    /// `sink.transactional_id`: replies and offsets committed together, exactly once.
+    pub transactional_id: Option<String>,
     /// The file for the library's loader: the same text with the `sink:` block blanked.
     pub kafka_yaml: String,
 }
@@ -80,6 +82,7 @@ struct RawSink {
     exec: Option<RawExec>,
     circuit_breaker: Option<RawBreaker>,
     reply_to: Option<String>,
+    transactional_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +171,16 @@ impl RunFile {
         })?;
         let breaker = sink.circuit_breaker.map(RawBreaker::checked).transpose()?;
         let reply_to = sink.reply_to.map(checked_topic).transpose()?;
+        let transactional_id = match (sink.transactional_id, &reply_to) {
+            (Some(id), _) if id.trim().is_empty() => {
+                bail!("sink.transactional_id: empty; give this worker's own id (the same across its restarts)")
+            }
+            (Some(_), None) => bail!(
+                "sink.transactional_id: exactly-once covers the replies written to Kafka; give \
+                 sink.reply_to too (or remove transactional_id)"
+            ),
+            (id, _) => id,
+        };
         let sink = match (sink.http, sink.exec) {
             (Some(http), None) => Sink::Http(Box::new(http.checked()?)),
             (None, Some(exec)) => Sink::Exec(exec.checked()?),
@@ -178,6 +191,7 @@ impl RunFile {
             sink,
             breaker,
             reply_to,
+            transactional_id,
             kafka_yaml: without_sink(yaml),
         })
     }
@@ -385,6 +399,19 @@ mod tests {
         let breaker = file.breaker.unwrap();
         assert_eq!(breaker.consecutive_failures, 3);
         assert_eq!(breaker.cool_down, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_transactional_id_needs_a_reply_topic() {
+        let file =
+            parse("sink:\n  exec: {command: [w]}\n  reply_to: answers\n  transactional_id: w-1\n")
+                .unwrap();
+        assert_eq!(file.transactional_id.as_deref(), Some("w-1"));
+        let err = parse("sink:\n  exec: {command: [w]}\n  transactional_id: w-1\n").unwrap_err();
+        assert!(err.to_string().contains("sink.reply_to"), "{err}");
+        let err = parse("sink:\n  exec: {command: [w]}\n  reply_to: a\n  transactional_id: ' '\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("sink.transactional_id"), "{err}");
     }
 
     #[test]
