@@ -54,6 +54,7 @@ pub mod metrics;
 mod offsets;
 mod output;
 pub mod policy;
+mod properties;
 #[cfg(test)]
 mod readme;
 mod runtime;

@@ -56,6 +56,15 @@ macro_rules! error_codes {
 error_codes! {
     /// The client lost its connection to a broker (librdkafka's own code).
     TRANSPORT = BrokerTransportFailure,
+    /// No broker is reachable (librdkafka's own code).
+    ALL_BROKERS_DOWN = AllBrokersDown,
+    /// The client hit a fatal error and cannot go on (librdkafka's own code; the error's
+    /// description names the underlying one).
+    FATAL = Fatal,
+    /// SASL authentication failed (librdkafka's own code).
+    AUTHENTICATION = Authentication,
+    /// A TLS error (librdkafka's own code).
+    SSL = SSL,
     /// A request timed out.
     REQUEST_TIMED_OUT = RequestTimedOut,
     /// The topic or partition does not exist.
@@ -177,19 +186,19 @@ impl CommitError {
     }
 }
 
-#[cfg(test)]
-impl ErrorCode {
-    /// librdkafka's generic fatal code (for tests of errors that are no instance conflict).
-    pub(crate) const FATAL: ErrorCode = ErrorCode::from_value(RDKafkaErrorCode::Fatal as i32);
-}
-
-/// A fatal consumption error with `code`, as librdkafka reports one (for tests of what the
-/// runtime does with it).
-#[cfg(test)]
+/// A fatal consumption error with `code`, as librdkafka reports one.
 pub(crate) fn fatal_consumption(code: ErrorCode) -> ClientError {
     let code =
         RDKafkaErrorCode::from(RDKafkaRespErr::try_from(code.value()).expect("a known code"));
     KafkaError::MessageConsumptionFatal(code).into()
+}
+
+/// A client-wide error with `code`, as librdkafka's error callback reports one (for tests).
+#[cfg(test)]
+pub(crate) fn global(code: ErrorCode) -> ClientError {
+    let code =
+        RDKafkaErrorCode::from(RDKafkaRespErr::try_from(code.value()).expect("a known code"));
+    KafkaError::Global(code).into()
 }
 
 #[cfg(test)]
