@@ -39,8 +39,10 @@
 //! settings of an admin client, producer or consumer of your own that connects as a
 //! configuration says, and [`ConsumerConfig::client_security`](crate::config::ConsumerConfig::client_security)
 //! its [`ClientSecurity`]: the token provider, and the same fail-fast watch over TLS and
-//! authentication failures ([`SecureContext`] is a ready-made context with it). The
-//! `sluicegate` CLI makes every client of its commands that way.
+//! authentication failures. With the `rdkafka-interop` feature, `Properties::to_rdkafka` makes
+//! an rdkafka client configuration of the settings, and `SecureContext` is a ready-made
+//! rdkafka client context with the [`ClientSecurity`]. The `sluicegate` CLI makes every client
+//! of its commands that way.
 //!
 //! Token providers from configuration (`kafka.security.oauthbearer`, `kafka.security.msk_iam`
 //! in [`ConsumerConfig`](crate::config::ConsumerConfig)):

@@ -31,7 +31,7 @@ impl ConsumerConfig {
     ///
     /// Pair the client with [`client_security`](Self::client_security) for OAUTHBEARER tokens
     /// and fail-fast TLS and authentication errors. With the `rdkafka-interop` feature,
-    /// [`Properties::to_rdkafka`] makes an rdkafka client configuration of them.
+    /// `Properties::to_rdkafka` makes an rdkafka client configuration of them.
     ///
     /// ```
     /// use sluicegate::config::{ClientKind, ConsumerConfig};

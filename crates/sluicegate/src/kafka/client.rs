@@ -11,6 +11,7 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use tracing::warn;
 
+use super::error::client_error;
 use crate::properties::Properties;
 use crate::security::{generate_oauth_token, ClientErrors, OAuth, OAuthToken};
 use crate::Error;
@@ -90,7 +91,7 @@ impl ClientContext for ProducerLog {
 
     fn error(&self, error: KafkaError, reason: &str) {
         match &self.errors {
-            Some(errors) => errors.error(error.into(), reason),
+            Some(errors) => errors.error(client_error(error), reason),
             None => warn!(error = %error, reason, "producer"),
         }
     }

@@ -20,13 +20,13 @@ impl Error {
                 };
                 Error::Config { key, value, reason }
             }
-            other => Error::Kafka(other.into()),
+            other => Error::Kafka(client_error(other)),
         }
     }
 
     /// The client error a fatal one: the client cannot go on.
     pub(crate) fn fatal(e: KafkaError) -> Self {
-        Error::Fatal(e.into())
+        Error::Fatal(client_error(e))
     }
 }
 
@@ -34,14 +34,14 @@ impl Error {
 #[doc(hidden)]
 impl From<KafkaError> for Error {
     fn from(e: KafkaError) -> Self {
-        Error::Kafka(e.into())
+        Error::Kafka(client_error(e))
     }
 }
 
-impl From<KafkaError> for ClientError {
-    fn from(e: KafkaError) -> Self {
-        ClientError::new(e.rdkafka_error_code().map(ErrorCode::of), e.to_string())
-    }
+/// `e` in Sluicegate's words: its code and description. (A function, not a `From`: a trait
+/// impl would put rdkafka's type in the public API.)
+pub(crate) fn client_error(e: KafkaError) -> ClientError {
+    ClientError::new(e.rdkafka_error_code().map(ErrorCode::of), e.to_string())
 }
 
 macro_rules! error_codes {
@@ -159,9 +159,9 @@ impl CommitError {
     pub(crate) fn of(e: KafkaError) -> Self {
         if let KafkaError::Transaction(t) = &e {
             return match () {
-                () if t.is_fatal() => CommitError::Fatal(e.into()),
-                () if t.is_retriable() => CommitError::Retriable(e.into()),
-                () => CommitError::Refused(e.into()),
+                () if t.is_fatal() => CommitError::Fatal(client_error(e)),
+                () if t.is_retriable() => CommitError::Retriable(client_error(e)),
+                () => CommitError::Refused(client_error(e)),
             };
         }
         match e.rdkafka_error_code() {
@@ -171,8 +171,8 @@ impl CommitError {
                 | RDKafkaErrorCode::FencedInstanceId
                 | RDKafkaErrorCode::FencedMemberEpoch
                 | RDKafkaErrorCode::StaleMemberEpoch,
-            ) => CommitError::Refused(e.into()),
-            _ => CommitError::Retriable(e.into()),
+            ) => CommitError::Refused(client_error(e)),
+            _ => CommitError::Retriable(client_error(e)),
         }
     }
 
@@ -190,7 +190,7 @@ impl CommitError {
 pub(crate) fn fatal_consumption(code: ErrorCode) -> ClientError {
     let code =
         RDKafkaErrorCode::from(RDKafkaRespErr::try_from(code.value()).expect("a known code"));
-    KafkaError::MessageConsumptionFatal(code).into()
+    client_error(KafkaError::MessageConsumptionFatal(code))
 }
 
 /// A client-wide error with `code`, as librdkafka's error callback reports one (for tests).
@@ -198,7 +198,7 @@ pub(crate) fn fatal_consumption(code: ErrorCode) -> ClientError {
 pub(crate) fn global(code: ErrorCode) -> ClientError {
     let code =
         RDKafkaErrorCode::from(RDKafkaRespErr::try_from(code.value()).expect("a known code"));
-    KafkaError::Global(code).into()
+    client_error(KafkaError::Global(code))
 }
 
 #[cfg(test)]
@@ -206,12 +206,12 @@ mod tests {
     use rdkafka::error::KafkaError;
     use rdkafka::types::RDKafkaErrorCode;
 
-    use super::{ClientError, CommitError, ErrorCode};
+    use super::{client_error, CommitError, ErrorCode};
     use crate::Error;
 
     #[test]
     fn a_client_error_keeps_its_code_and_description() {
-        let e = ClientError::from(KafkaError::ConsumerCommit(RDKafkaErrorCode::NotCoordinator));
+        let e = client_error(KafkaError::ConsumerCommit(RDKafkaErrorCode::NotCoordinator));
         assert_eq!(e.code(), Some(ErrorCode::NOT_COORDINATOR));
         assert!(e.message().contains("Not coordinator"), "{}", e.message());
         assert_eq!(
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn only_a_fatal_error_stops_the_consumer() {
-        let fatal = CommitError::Fatal(group_error(RDKafkaErrorCode::Fatal).into());
+        let fatal = CommitError::Fatal(client_error(group_error(RDKafkaErrorCode::Fatal)));
         assert!(matches!(fatal.into_error(), Error::Fatal(_)));
         let retriable = CommitError::of(group_error(RDKafkaErrorCode::NotCoordinator));
         assert!(matches!(retriable.into_error(), Error::Kafka(_)));

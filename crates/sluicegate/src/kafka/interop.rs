@@ -9,6 +9,7 @@ use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
 
 use super::client::{oauth_token, rdkafka_config};
+use super::error::client_error;
 use crate::properties::Properties;
 use crate::security::ClientSecurity;
 
@@ -75,7 +76,7 @@ impl ClientSecurity {
     /// `error`): logs it as a warning, and keeps it when it is a TLS or authentication
     /// failure. Needs the `rdkafka-interop` feature.
     pub fn observe(&self, error: KafkaError, reason: &str) {
-        self.observe_error(error.into(), reason);
+        self.observe_error(client_error(error), reason);
     }
 }
 

@@ -9,6 +9,7 @@ use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 use super::client::{rdkafka_config, ProducerLog};
+use super::error::client_error;
 use crate::properties::Properties;
 use crate::{ClientError, Error};
 
@@ -62,7 +63,7 @@ where
     async move {
         match producer.send(out, queue_wait).await {
             Ok(d) => Ok((d.partition, d.offset)),
-            Err((e, _)) => Err(e.into()),
+            Err((e, _)) => Err(client_error(e)),
         }
     }
 }

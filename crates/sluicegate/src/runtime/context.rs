@@ -111,7 +111,8 @@ impl ClientContext for RuntimeContext {
     }
 
     fn error(&self, e: KafkaError, reason: &str) {
-        self.errors.error(e.into(), reason);
+        self.errors
+            .error(crate::kafka::error::client_error(e), reason);
     }
 }
 

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::commit::CommitSchedule;
+use crate::kafka::error::client_error;
 use crate::policy::Reconnect;
 use crate::{ClientError, Error};
 
@@ -186,7 +187,11 @@ fn poll(
 fn take_error(consumer: &BaseConsumer<RuntimeContext>, e: KafkaError) -> bool {
     match e {
         e @ KafkaError::MessageConsumptionFatal(_) => {
-            consumer.context().health().fatal.get_or_insert(e.into());
+            consumer
+                .context()
+                .health()
+                .fatal
+                .get_or_insert(client_error(e));
             return false;
         }
         KafkaError::PartitionEOF(p) => debug!(partition = p, "end of partition"),
@@ -213,7 +218,7 @@ fn check_client(
     if let Some(e) = health.fatal {
         // The error callback reports a fatal error as `_FATAL`; the client keeps its cause.
         let e = match consumer.client().fatal_error() {
-            Some((code, _)) => KafkaError::MessageConsumptionFatal(code).into(),
+            Some((code, _)) => client_error(KafkaError::MessageConsumptionFatal(code)),
             None => e,
         };
         return if reconnect.on_fatal {

@@ -97,7 +97,8 @@ impl ClientContext for PipelineContext {
     }
 
     fn error(&self, e: KafkaError, reason: &str) {
-        self.errors.error(e.into(), reason);
+        self.errors
+            .error(crate::kafka::error::client_error(e), reason);
     }
 
     fn stats(&self, statistics: Statistics) {

@@ -20,8 +20,8 @@ use crate::{ClientError, Error, ErrorCode};
 /// share the watch.
 ///
 /// With the `rdkafka-interop` feature, use it from your own rdkafka client context: forward
-/// its `generate_oauth_token` and `error` callbacks to
-/// [`generate_oauth_token`](Self::generate_oauth_token) and [`observe`](Self::observe), with
+/// its `generate_oauth_token` and `error` callbacks to its `generate_oauth_token` and
+/// `observe` methods, with
 /// `ENABLE_REFRESH_OAUTH_TOKEN = true`, and after a request failed (or while waiting) ask
 /// [`failure`](Self::failure) why. Or use `SecureContext`, which does just that.
 #[derive(Clone)]
