@@ -6,6 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::ClientConfig;
 use sluicegate::config::{ClientKind, ConsumerConfig, Purpose};
 use sluicegate::security::{ClientSecurity, SecureContext};
+use sluicegate::settings::Properties;
 use sluicegate::ConsumerBuilder;
 
 use crate::ConnectArgs;
@@ -133,19 +134,19 @@ impl Connection {
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let all: Vec<(String, String)> = config
-                .config_map()
-                .keys()
-                .filter_map(|k| config.get(k).map(|v| (k.to_string(), v.to_string())))
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
             tracing::debug!(?kind, settings = %shown(&all), "client settings");
         }
-        config
+        config.to_rdkafka()
     }
 
     /// The security watch and token provider of a client made from `config` (one of
     /// [`client_config`](Self::client_config)'s, with whatever the command set on it).
     pub fn security(&self, config: &ClientConfig) -> ClientSecurity {
-        self.config.client_security(config)
+        self.config
+            .client_security(&Properties::from_rdkafka(config))
     }
 
     /// `builder` (of a Sluicegate consumer the command runs) with the connection's consumer

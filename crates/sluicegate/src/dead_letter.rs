@@ -13,19 +13,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{FutureRecord, Producer as _};
-use rdkafka::types::RDKafkaErrorCode;
 use tracing::{info, warn};
 
 use crate::handler::{ErrorKind, HandlerError};
-use crate::output::{producer_config, Producer, ProducerLog};
+use crate::kafka::admin::{self, TopicCreation};
+use crate::kafka::client::ProducerLog;
+use crate::kafka::producer::{self, Outgoing};
+use crate::output::{producer_config, Producer};
 use crate::policy::Backoff;
+use crate::properties::Properties;
 use crate::security::OAuth;
-use crate::{Error, Header, Message};
+use crate::{ClientError, Error, Header, Message};
 
 pub mod spring;
 
@@ -175,7 +173,7 @@ pub(crate) struct DeadLetterWriter {
     config: DeadLetter,
     group: String,
     /// The producer's settings, also used for the admin client that creates topics.
-    client: ClientConfig,
+    client: Properties,
     producer: Arc<Producer>,
     oauth: Option<OAuth>,
 }
@@ -185,7 +183,7 @@ impl DeadLetterWriter {
     /// transactional producer, in exactly-once mode).
     pub fn new(
         config: DeadLetter,
-        consumer: &ClientConfig,
+        consumer: &Properties,
         group: &str,
         shared: Option<Arc<Producer>>,
         oauth: Option<OAuth>,
@@ -197,14 +195,13 @@ impl DeadLetterWriter {
         }
         let producer = match shared {
             Some(p) => p,
-            None => Arc::new(
-                client
-                    .create_with_context(ProducerLog {
-                        oauth: oauth.clone(),
-                        errors: None,
-                    })
-                    .map_err(Error::from_client_creation)?,
-            ),
+            None => Arc::new(producer::create(
+                &client,
+                ProducerLog {
+                    oauth: oauth.clone(),
+                    errors: None,
+                },
+            )?),
         };
         Ok(DeadLetterWriter {
             config,
@@ -229,66 +226,44 @@ impl DeadLetterWriter {
         if !self.config.create_missing {
             return Ok(());
         }
-        let admin: AdminClient<ProducerLog> = self
-            .client
-            .create_with_context(ProducerLog {
-                oauth: self.oauth.clone(),
-                errors: None,
-            })
-            .map_err(Error::from_client_creation)?;
         let timeout = Duration::from_secs(10);
-        let metadata = self
-            .producer
-            .client()
-            .fetch_metadata(None, timeout)
-            .map_err(Error::from)?;
-        let exists = |t: &str| {
-            metadata
-                .topics()
-                .iter()
-                .any(|m| m.name() == t && m.error().is_none())
-        };
+        let topics = producer::topics(&self.producer, timeout)?;
+        let exists = |t: &str| topics.iter().any(|m| m.name == t && !m.errored);
         let mut wanted: BTreeMap<String, i32> = BTreeMap::new();
         for source in sources {
             let dlq = self.config.topic_for(source);
             if exists(&dlq) {
                 continue;
             }
-            let partitions = metadata
-                .topics()
+            let partitions = topics
                 .iter()
-                .find(|m| m.name() == source)
-                .map_or(1, |m| m.partitions().len().max(1) as i32);
+                .find(|m| m.name == *source)
+                .map_or(1, |m| m.partitions.max(1) as i32);
             let e = wanted.entry(dlq).or_insert(partitions);
             *e = (*e).max(partitions);
         }
         if wanted.is_empty() {
             return Ok(());
         }
-        let topics: Vec<NewTopic<'_>> = wanted
-            .iter()
-            .map(|(name, partitions)| {
-                NewTopic::new(
-                    name,
-                    *partitions,
-                    TopicReplication::Fixed(self.config.replication),
-                )
-            })
+        let new: Vec<(String, i32, i32)> = wanted
+            .into_iter()
+            .map(|(name, partitions)| (name, partitions, self.config.replication))
             .collect();
-        let options = AdminOptions::new()
-            .operation_timeout(Some(timeout))
-            .request_timeout(Some(timeout));
-        let results = admin
-            .create_topics(&topics, &options)
-            .await
-            .map_err(Error::from)?;
-        for result in results {
+        let log = ProducerLog {
+            oauth: self.oauth.clone(),
+            errors: None,
+        };
+        for result in admin::create_topics(&self.client, log, &new, timeout).await? {
             match result {
-                Ok(topic) => info!(topic, "dead-letter topic created"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    warn!(topic, error = %code, "cannot create the dead-letter topic; relying \
-                          on the broker to create it on first write");
+                TopicCreation::Created(topic) => info!(topic, "dead-letter topic created"),
+                TopicCreation::Existed => {}
+                TopicCreation::Refused(topic, error) => {
+                    warn!(
+                        topic,
+                        error,
+                        "cannot create the dead-letter topic; relying \
+                          on the broker to create it on first write"
+                    );
                 }
             }
         }
@@ -307,36 +282,30 @@ impl DeadLetterWriter {
     }
 
     /// Writes `message` to its dead-letter topic once and waits for the acknowledgement.
-    pub async fn send_once(&self, message: &Message, failure: &Failure) -> Result<(), KafkaError> {
+    pub async fn send_once(&self, message: &Message, failure: &Failure) -> Result<(), ClientError> {
         let topic = self.config.topic_for(message.topic());
-        let mut record =
-            FutureRecord::<[u8], [u8]>::to(&topic).headers(self.headers(message, failure));
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
-        match self.producer.send(record, Duration::from_secs(30)).await {
-            Ok(_) => Ok(()),
-            Err((e, _)) => Err(e),
-        }
+        let added = self.headers(message, failure);
+        let headers = message
+            .headers()
+            .iter()
+            .map(|h| (h.key.as_str(), h.value.as_deref()))
+            .chain(added.iter().map(|(k, v)| (*k, Some(v.as_bytes()))));
+        let record = Outgoing {
+            topic: &topic,
+            partition: None,
+            key: message.key(),
+            payload: message.payload(),
+            headers,
+        };
+        producer::send(&self.producer, record, Duration::from_secs(30))
+            .await
+            .map(drop)
     }
 
-    fn headers(&self, message: &Message, failure: &Failure) -> OwnedHeaders {
-        let mut out = OwnedHeaders::new_with_capacity(message.headers().len() + headers::ALL.len());
-        for h in message.headers() {
-            out = out.insert(KafkaHeader {
-                key: &h.key,
-                value: h.value.as_deref(),
-            });
-        }
-        let mut add = |key: &str, value: String| {
-            out = std::mem::replace(&mut out, OwnedHeaders::new()).insert(KafkaHeader {
-                key,
-                value: Some(value.as_bytes()),
-            });
-        };
+    /// The headers a dead letter gains, after the message's own.
+    fn headers(&self, message: &Message, failure: &Failure) -> Vec<(&'static str, String)> {
+        let mut out = Vec::with_capacity(headers::ALL.len());
+        let mut add = |key: &'static str, value: String| out.push((key, value));
         add(headers::ORIGINAL_TOPIC, message.topic().to_owned());
         add(headers::ORIGINAL_PARTITION, message.partition().to_string());
         add(headers::ORIGINAL_OFFSET, message.offset().to_string());

@@ -1,9 +1,6 @@
 //! [`Error`]: what can go wrong outside a handler; [`ClientError`] and [`ErrorCode`]: what the
 //! Kafka client reported, in Sluicegate's own types (librdkafka's stay inside the library).
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::types::RDKafkaRespErr;
-
 /// An error of the Sluicegate runtime or of its Kafka client.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -69,37 +66,6 @@ pub enum Error {
     InvalidConfig(#[from] crate::config_error::ConfigErrors),
 }
 
-impl Error {
-    /// Maps librdkafka's refusal of a configuration property to an error naming the property,
-    /// the value and librdkafka's reason.
-    pub(crate) fn from_client_creation(e: KafkaError) -> Self {
-        match e {
-            KafkaError::ClientConfig(_, reason, key, value) => {
-                let value = if crate::secret::is_secret_key(&key) {
-                    "[redacted]".to_owned()
-                } else {
-                    value
-                };
-                Error::Config { key, value, reason }
-            }
-            other => Error::Kafka(other.into()),
-        }
-    }
-
-    /// The client error a fatal one: the client cannot go on.
-    pub(crate) fn fatal(e: KafkaError) -> Self {
-        Error::Fatal(e.into())
-    }
-}
-
-// Lets the library's `?` turn its client's errors into `Error::Kafka`; not part of the API.
-#[doc(hidden)]
-impl From<KafkaError> for Error {
-    fn from(e: KafkaError) -> Self {
-        Error::Kafka(e.into())
-    }
-}
-
 /// An error the Kafka client reported: its [`ErrorCode`], when it carries one, and its
 /// description.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -121,12 +87,10 @@ impl ClientError {
     }
 }
 
-impl From<KafkaError> for ClientError {
-    fn from(e: KafkaError) -> Self {
-        ClientError {
-            code: e.rdkafka_error_code().map(ErrorCode::of),
-            message: e.to_string(),
-        }
+impl ClientError {
+    /// An error with `code` (if any) and the client's description of it.
+    pub(crate) fn new(code: Option<ErrorCode>, message: String) -> Self {
+        ClientError { code, message }
     }
 }
 
@@ -136,124 +100,17 @@ impl From<KafkaError> for ClientError {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ErrorCode(i32);
 
-macro_rules! error_codes {
-    ($($(#[$doc:meta])* $name:ident = $code:ident,)+) => {
-        impl ErrorCode {
-            $($(#[$doc])* pub const $name: ErrorCode = ErrorCode(RDKafkaErrorCode::$code as i32);)+
-
-            /// Every constant above with its name (`("NOT_COORDINATOR", ErrorCode::NOT_COORDINATOR)`),
-            /// for callers that take codes by name, such as the Python binding.
-            pub const NAMED: &'static [(&'static str, ErrorCode)] =
-                &[$((stringify!($name), ErrorCode::$name),)+];
-        }
-    };
-}
-
-error_codes! {
-    /// The client lost its connection to a broker (librdkafka's own code).
-    TRANSPORT = BrokerTransportFailure,
-    /// A request timed out.
-    REQUEST_TIMED_OUT = RequestTimedOut,
-    /// The topic or partition does not exist.
-    UNKNOWN_TOPIC_OR_PARTITION = UnknownTopicOrPartition,
-    /// The broker is not the partition's leader.
-    NOT_LEADER_FOR_PARTITION = NotLeaderForPartition,
-    /// The partition has no leader now.
-    LEADER_NOT_AVAILABLE = LeaderNotAvailable,
-    /// Fewer in-sync replicas than the topic requires.
-    NOT_ENOUGH_REPLICAS = NotEnoughReplicas,
-    /// The broker is not the group's coordinator.
-    NOT_COORDINATOR = NotCoordinator,
-    /// The group's coordinator is loading its state.
-    COORDINATOR_LOAD_IN_PROGRESS = CoordinatorLoadInProgress,
-    /// The group's coordinator is not available.
-    COORDINATOR_NOT_AVAILABLE = CoordinatorNotAvailable,
-    /// The group is rebalancing.
-    REBALANCE_IN_PROGRESS = RebalanceInProgress,
-    /// The member's group generation is no longer current.
-    ILLEGAL_GENERATION = IllegalGeneration,
-    /// The group does not know the member.
-    UNKNOWN_MEMBER_ID = UnknownMemberId,
-    /// Another member with the same `group.instance.id` took over.
-    FENCED_INSTANCE_ID = FencedInstanceId,
-    /// The commit's metadata is larger than the broker accepts.
-    OFFSET_METADATA_TOO_LARGE = OffsetMetadataTooLarge,
-    /// Not authorized for the topic.
-    TOPIC_AUTHORIZATION_FAILED = TopicAuthorizationFailed,
-    /// Not authorized for the group.
-    GROUP_AUTHORIZATION_FAILED = GroupAuthorizationFailed,
-    /// A newer producer with the same transactional id took over.
-    PRODUCER_FENCED = ProducerFenced,
-}
+// The named codes, and how a code prints (librdkafka's names), are the Kafka adapter's
+// (`kafka::error`): they come from librdkafka's table.
 
 impl ErrorCode {
-    fn of(code: RDKafkaErrorCode) -> Self {
-        ErrorCode(code as i32)
+    /// The code numbered `value`.
+    pub(crate) const fn from_value(value: i32) -> Self {
+        ErrorCode(value)
     }
 
     /// The code as a number.
     pub fn value(self) -> i32 {
         self.0
-    }
-
-    /// The code as librdkafka's mock cluster takes it.
-    pub(crate) fn response(self) -> Result<RDKafkaRespErr, Error> {
-        RDKafkaRespErr::try_from(self.0).map_err(|_| Error::Config {
-            key: "error code".into(),
-            value: self.0.to_string(),
-            reason: "not an error code the Kafka client knows".into(),
-        })
-    }
-}
-
-impl std::fmt::Debug for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match RDKafkaRespErr::try_from(self.0) {
-            Ok(code) => write!(f, "{:?}", RDKafkaErrorCode::from(code)),
-            Err(_) => write!(f, "ErrorCode({})", self.0),
-        }
-    }
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match RDKafkaRespErr::try_from(self.0) {
-            Ok(code) => write!(f, "{}", RDKafkaErrorCode::from(code)),
-            Err(_) => write!(f, "error code {}", self.0),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use rdkafka::error::KafkaError;
-    use rdkafka::types::RDKafkaErrorCode;
-
-    use super::{ClientError, ErrorCode};
-
-    #[test]
-    fn a_client_error_keeps_its_code_and_description() {
-        let e = ClientError::from(KafkaError::ConsumerCommit(RDKafkaErrorCode::NotCoordinator));
-        assert_eq!(e.code(), Some(ErrorCode::NOT_COORDINATOR));
-        assert!(e.message().contains("Not coordinator"), "{}", e.message());
-        assert_eq!(
-            ErrorCode::NOT_COORDINATOR.value(),
-            16,
-            "the Kafka protocol's number"
-        );
-        assert!(
-            ErrorCode::TRANSPORT.value() < 0,
-            "the client's own codes are negative"
-        );
-        assert!(ErrorCode::NOT_COORDINATOR
-            .to_string()
-            .contains("NotCoordinator"));
-    }
-
-    #[test]
-    fn an_unknown_code_is_refused_where_a_known_one_is_needed() {
-        assert!(ErrorCode::REQUEST_TIMED_OUT.response().is_ok());
-        assert!(ErrorCode(123_456).response().is_err());
-        assert_eq!(format!("{:?}", ErrorCode(123_456)), "ErrorCode(123456)");
     }
 }

@@ -44,7 +44,6 @@ pub mod config;
 mod config_error;
 pub mod dead_letter;
 pub mod dispatch;
-mod embedded;
 mod error;
 mod handler;
 mod health;
@@ -55,6 +54,7 @@ pub mod metrics;
 mod offsets;
 mod output;
 pub mod policy;
+mod properties;
 #[cfg(test)]
 mod readme;
 mod runtime;
@@ -65,13 +65,13 @@ mod status;
 
 pub use config::GroupProtocol;
 pub use dispatch::{BatchLimits, BufferLimits, Ordering};
-pub use embedded::{ApiKey, EmbeddedKafka};
 pub use error::{ClientError, Error, ErrorCode};
 pub use handler::{
     batch_handler_fn, handler_fn, json_handler, BatchHandler, BatchHandlerFn, Batched, ErrorKind,
     Handler, HandlerError, HandlerFn, HandlerResult, JsonHandler, Work,
 };
 pub use health::{Check, Health, LIVENESS_STALL};
+pub use kafka::{ApiKey, EmbeddedKafka};
 pub use layer::Layer;
 pub use message::{DecodeError, Header, Message};
 pub use offsets::{offset_map, OffsetTracker};

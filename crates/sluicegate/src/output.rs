@@ -7,46 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use tracing::warn;
 
-use crate::security::{generate_oauth_token, ClientErrors, OAuth, SecurityWatch};
-use crate::{Error, HandlerError, Header};
-
-/// The producer behind [`Output`] and the dead-letter writer.
-pub(crate) type Producer = FutureProducer<ProducerLog>;
-
-/// Reports a producer's client errors as warnings (sends are retried or fail where they are
-/// awaited, which is where it matters), and gets OAUTHBEARER tokens from the consumer's
-/// provider. The transactional producer of exactly-once mode also keeps its TLS and
-/// authentication failures, which stop the consumer (see [`crate::security`]).
-#[derive(Clone, Default)]
-pub(crate) struct ProducerLog {
-    pub oauth: Option<OAuth>,
-    pub errors: Option<Arc<ClientErrors>>,
-}
-
-impl ClientContext for ProducerLog {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        match &self.errors {
-            Some(errors) => errors.error(error, reason),
-            None => warn!(error = %error, reason, "producer"),
-        }
-    }
-
-    fn generate_oauth_token(
-        &self,
-        _config: Option<&str>,
-    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        generate_oauth_token(self.oauth.as_ref(), self.errors.as_deref())
-    }
-}
+use crate::kafka::client::ProducerLog;
+pub(crate) use crate::kafka::producer::Producer;
+use crate::kafka::producer::{self, Outgoing};
+use crate::properties::Properties;
+use crate::security::{ClientErrors, OAuth, SecurityWatch};
+use crate::{ClientError, Error, HandlerError, Header};
 
 /// Consumer settings that mean nothing to a producer (and make librdkafka warn).
 pub(crate) const CONSUMER_ONLY: &[&str] = &[
@@ -69,19 +36,13 @@ pub(crate) const CONSUMER_ONLY: &[&str] = &[
 /// A producer configuration with the consumer's connection and security settings: idempotent,
 /// `acks=all`, then `overrides`.
 pub(crate) fn producer_config<'a>(
-    consumer: &ClientConfig,
+    consumer: &Properties,
     overrides: impl IntoIterator<Item = (&'a String, &'a String)>,
-) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    // `config_map` shows secrets (such as `sasl.password`) as a placeholder: copy each value
-    // through `get`, or the producers would authenticate with the placeholder.
-    for key in consumer.config_map().keys() {
-        if !CONSUMER_ONLY.iter().any(|p| key.starts_with(p)) {
-            if let Some(value) = consumer.get(key) {
-                client.set(*key, value);
-            }
-        }
-    }
+) -> Properties {
+    let mut client: Properties = consumer
+        .iter()
+        .filter(|(key, _)| !CONSUMER_ONLY.iter().any(|p| key.starts_with(p)))
+        .collect();
     client
         .remove("group.id")
         .set("enable.idempotence", "true")
@@ -215,19 +176,20 @@ const QUEUE_WAIT: Duration = Duration::from_secs(30);
 
 impl Output {
     pub(crate) fn new(
-        config: &ClientConfig,
+        config: &Properties,
         transactional: bool,
         oauth: Option<OAuth>,
     ) -> Result<Self, Error> {
         // The exactly-once loop waits on this producer (`init_transactions`, commits): it must
         // learn when the producer cannot connect.
         let errors = transactional.then(|| Arc::new(ClientErrors::new(SecurityWatch::new(config))));
-        let producer = config
-            .create_with_context(ProducerLog {
+        let producer = producer::create(
+            config,
+            ProducerLog {
                 oauth,
                 errors: errors.clone(),
-            })
-            .map_err(Error::from_client_creation)?;
+            },
+        )?;
         Ok(Output {
             producer: Arc::new(producer),
             transactional,
@@ -250,29 +212,20 @@ impl Output {
 
     /// Sends `record` and waits for the broker's acknowledgement.
     pub async fn send(&self, record: OutputRecord) -> Result<Delivered, HandlerError> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for h in &record.headers {
-            headers = headers.insert(KafkaHeader {
-                key: &h.key,
-                value: h.value.as_deref(),
-            });
-        }
-        let mut out = FutureRecord::<[u8], [u8]>::to(&record.topic).headers(headers);
-        if let Some(p) = record.partition {
-            out = out.partition(p);
-        }
-        if let Some(k) = &record.key {
-            out = out.key(k);
-        }
-        if let Some(v) = &record.payload {
-            out = out.payload(v);
-        }
-        match self.producer.send(out, QUEUE_WAIT).await {
-            Ok(d) => Ok(Delivered {
-                partition: d.partition,
-                offset: d.offset,
-            }),
-            Err((e, _)) => Err(HandlerError::retryable(OutputError {
+        let headers = record
+            .headers
+            .iter()
+            .map(|h| (h.key.as_str(), h.value.as_deref()));
+        let outgoing = Outgoing {
+            topic: &record.topic,
+            partition: record.partition,
+            key: record.key.as_deref(),
+            payload: record.payload.as_deref(),
+            headers,
+        };
+        match producer::send(&self.producer, outgoing, QUEUE_WAIT).await {
+            Ok((partition, offset)) => Ok(Delivered { partition, offset }),
+            Err(e) => Err(HandlerError::retryable(OutputError {
                 topic: record.topic,
                 source: e,
             })),
@@ -285,7 +238,7 @@ impl Output {
 #[error("cannot send to `{topic}`: {source}")]
 struct OutputError {
     topic: String,
-    source: KafkaError,
+    source: ClientError,
 }
 
 #[cfg(test)]
@@ -294,7 +247,7 @@ mod tests {
 
     #[test]
     fn producers_get_the_consumers_secrets_not_placeholders() {
-        let mut consumer = ClientConfig::new();
+        let mut consumer = Properties::new();
         consumer
             .set("sasl.password", "pw-123")
             .set("ssl.key.password", "kp-456")

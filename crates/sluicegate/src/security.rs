@@ -39,8 +39,10 @@
 //! settings of an admin client, producer or consumer of your own that connects as a
 //! configuration says, and [`ConsumerConfig::client_security`](crate::config::ConsumerConfig::client_security)
 //! its [`ClientSecurity`]: the token provider, and the same fail-fast watch over TLS and
-//! authentication failures ([`SecureContext`] is a ready-made context with it). The
-//! `sluicegate` CLI makes every client of its commands that way.
+//! authentication failures. With the `rdkafka-interop` feature, `Properties::to_rdkafka` makes
+//! an rdkafka client configuration of the settings, and `SecureContext` is a ready-made
+//! rdkafka client context with the [`ClientSecurity`]. The `sluicegate` CLI makes every client
+//! of its commands that way.
 //!
 //! Token providers from configuration (`kafka.security.oauthbearer`, `kafka.security.msk_iam`
 //! in [`ConsumerConfig`](crate::config::ConsumerConfig)):
@@ -59,20 +61,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::types::RDKafkaErrorCode;
-
-use crate::Error;
+use crate::properties::Properties;
+use crate::{Error, ErrorCode};
 
 mod client;
 #[cfg(feature = "msk-iam")]
 mod msk_iam;
+#[cfg(feature = "rdkafka-interop")]
+pub use crate::kafka::SecureContext;
 /// The AWS credentials types [`MskIamTokenProvider::with_credentials`] takes (`msk-iam`
 /// feature).
 #[cfg(feature = "msk-iam")]
 pub use aws_credential_types;
+pub use client::ClientSecurity;
 pub(crate) use client::{generate_oauth_token, ClientErrors, ClientHealth};
-pub use client::{ClientSecurity, SecureContext};
 #[cfg(feature = "msk-iam")]
 pub use msk_iam::MskIamTokenProvider;
 #[cfg(feature = "oidc")]
@@ -267,7 +269,7 @@ impl OAuth {
     /// What librdkafka's (synchronous) token callback returns. Runs the provider on the
     /// runtime and waits for it on this thread (a librdkafka polling thread, never a runtime
     /// worker), at most [`TOKEN_TIMEOUT`].
-    pub fn generate(&self) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+    pub fn generate(&self) -> Result<OAuthToken, Box<dyn std::error::Error>> {
         let provider = self.provider.clone();
         let token = match &self.runtime {
             Some(runtime) => {
@@ -296,11 +298,7 @@ impl OAuth {
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         tracing::debug!(principal = %token.principal, lifetime_ms, "OAUTHBEARER token issued");
-        Ok(rdkafka::client::OAuthToken {
-            token: token.token,
-            principal_name: token.principal,
-            lifetime_ms,
-        })
+        Ok(token)
     }
 }
 
@@ -345,13 +343,11 @@ pub(crate) struct SecurityWatch {
 }
 
 impl SecurityWatch {
-    pub fn new(config: &ClientConfig) -> Self {
-        // `config_map` hides some secrets' values: read each through `get`.
+    pub fn new(config: &Properties) -> Self {
         let secrets = config
-            .config_map()
-            .keys()
-            .filter(|k| crate::secret::is_secret_key(k))
-            .filter_map(|k| config.get(k))
+            .iter()
+            .filter(|(k, _)| crate::secret::is_secret_key(k))
+            .map(|(_, v)| v)
             .filter(|v| v.len() >= 3)
             .map(str::to_owned)
             .collect();
@@ -381,12 +377,12 @@ impl SecurityWatch {
     /// this one means the consumer cannot connect (see the [module docs](self)).
     pub fn observe(
         &mut self,
-        code: RDKafkaErrorCode,
+        code: ErrorCode,
         reason: &str,
         now: Instant,
     ) -> Option<SecurityFailure> {
         match code {
-            RDKafkaErrorCode::Authentication
+            ErrorCode::AUTHENTICATION
                 if !reason.contains("Failed to acquire SASL OAUTHBEARER token") =>
             {
                 Some(SecurityFailure::Authentication {
@@ -395,7 +391,7 @@ impl SecurityWatch {
                     reason: self.scrub(reason),
                 })
             }
-            RDKafkaErrorCode::BrokerTransportFailure if is_certificate_alert(reason) => {
+            ErrorCode::TRANSPORT if is_certificate_alert(reason) => {
                 let mut reason = self.scrub(reason);
                 reason.push_str(if self.client_certificate {
                     " (the broker refused the client certificate: is it expired, or not signed \
@@ -407,7 +403,7 @@ impl SecurityWatch {
                 });
                 Some(SecurityFailure::Tls(reason))
             }
-            RDKafkaErrorCode::SSL => {
+            ErrorCode::SSL => {
                 if reason.to_ascii_lowercase().contains("certificate") {
                     return Some(SecurityFailure::Tls(self.scrub(reason)));
                 }
@@ -458,7 +454,7 @@ mod tests {
     use super::*;
 
     fn watch() -> SecurityWatch {
-        let mut config = ClientConfig::new();
+        let mut config = Properties::new();
         config
             .set("sasl.mechanism", "SCRAM-SHA-256")
             .set("sasl.username", "alice")
@@ -470,7 +466,7 @@ mod tests {
     fn authentication_failure_stops_at_once_naming_mechanism_and_user_not_password() {
         let e = watch()
             .observe(
-                RDKafkaErrorCode::Authentication,
+                ErrorCode::AUTHENTICATION,
                 "SASL authentication error: bad password hunter2-secret",
                 Instant::now(),
             )
@@ -491,7 +487,7 @@ mod tests {
         let mut w = watch();
         let reason = "Failed to acquire SASL OAUTHBEARER token: provider down";
         assert!(w
-            .observe(RDKafkaErrorCode::Authentication, reason, Instant::now())
+            .observe(ErrorCode::AUTHENTICATION, reason, Instant::now())
             .is_none());
     }
 
@@ -500,7 +496,7 @@ mod tests {
         let reason = "ssl://127.0.0.1:1/bootstrap: SSL handshake failed: \
                       error:0A000086:SSL routines::certificate verify failed";
         let e = watch()
-            .observe(RDKafkaErrorCode::SSL, reason, Instant::now())
+            .observe(ErrorCode::SSL, reason, Instant::now())
             .map(Error::from);
         assert!(matches!(e, Some(Error::Tls(r)) if r.contains("certificate verify failed")));
     }
@@ -510,11 +506,11 @@ mod tests {
         let mut w = watch();
         let start = Instant::now();
         let reason = "SSL handshake failed: Disconnected";
-        assert!(w.observe(RDKafkaErrorCode::SSL, reason, start).is_none());
+        assert!(w.observe(ErrorCode::SSL, reason, start).is_none());
         let later = start + TLS_FAILURE_WINDOW + Duration::from_secs(1);
-        assert!(w.observe(RDKafkaErrorCode::SSL, reason, later).is_none());
-        assert!(w.observe(RDKafkaErrorCode::SSL, reason, later).is_none());
-        assert!(w.observe(RDKafkaErrorCode::SSL, reason, later).is_some());
+        assert!(w.observe(ErrorCode::SSL, reason, later).is_none());
+        assert!(w.observe(ErrorCode::SSL, reason, later).is_none());
+        assert!(w.observe(ErrorCode::SSL, reason, later).is_some());
     }
 
     #[test]
@@ -524,11 +520,7 @@ mod tests {
                       routines::tlsv13 alert certificate required: SSL alert number 116 \
                       (after 0ms in state APIVERSION_QUERY)";
         let e = watch()
-            .observe(
-                RDKafkaErrorCode::BrokerTransportFailure,
-                reason,
-                Instant::now(),
-            )
+            .observe(ErrorCode::TRANSPORT, reason, Instant::now())
             .map(Error::from);
         assert!(
             matches!(&e, Some(Error::Tls(r)) if r.contains("certificate required")
@@ -539,26 +531,18 @@ mod tests {
         let reason = "ssl://127.0.0.1:1/bootstrap: Receive failed: error:0A000412:SSL \
                       routines::ssl/tls alert bad certificate: SSL alert number 42";
         let e = watch()
-            .observe(
-                RDKafkaErrorCode::BrokerTransportFailure,
-                reason,
-                Instant::now(),
-            )
+            .observe(ErrorCode::TRANSPORT, reason, Instant::now())
             .map(Error::from);
         assert!(
             matches!(&e, Some(Error::Tls(r)) if r.contains("wants a client certificate")),
             "{e:?}"
         );
         // With a client certificate configured, the broker refused it.
-        let mut config = ClientConfig::new();
+        let mut config = Properties::new();
         config.set("ssl.certificate.location", "/etc/kafka/client.pem");
         let reason = "Receive failed: error:0A000418:SSL routines::tlsv1 alert unknown ca";
         let e = SecurityWatch::new(&config)
-            .observe(
-                RDKafkaErrorCode::BrokerTransportFailure,
-                reason,
-                Instant::now(),
-            )
+            .observe(ErrorCode::TRANSPORT, reason, Instant::now())
             .map(Error::from);
         assert!(
             matches!(&e, Some(Error::Tls(r)) if r.contains("refused the client certificate")),
@@ -567,11 +551,7 @@ mod tests {
         // Other TLS alerts on an established connection are not about configuration.
         let reason = "Receive failed: error:0A000126:SSL routines::unexpected eof while reading";
         assert!(watch()
-            .observe(
-                RDKafkaErrorCode::BrokerTransportFailure,
-                reason,
-                Instant::now()
-            )
+            .observe(ErrorCode::TRANSPORT, reason, Instant::now())
             .is_none());
     }
 
@@ -580,11 +560,7 @@ mod tests {
         let mut w = watch();
         for _ in 0..10 {
             assert!(w
-                .observe(
-                    RDKafkaErrorCode::BrokerTransportFailure,
-                    "Connection refused",
-                    Instant::now()
-                )
+                .observe(ErrorCode::TRANSPORT, "Connection refused", Instant::now())
                 .is_none());
         }
     }

@@ -978,6 +978,7 @@ async fn own_clients_log_in_with_the_configured_token_provider() -> anyhow::Resu
     let config = oidc_config(kafka, &endpoint, OIDC_CLIENT_SECRET, "unused", "unused")?;
     let client = config.client_config(sluicegate::config::ClientKind::Consumer);
     let context = SecureContext::new(config.client_security(&client));
+    let client = client.to_rdkafka();
     let brokers = tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer<SecureContext> = client.create_with_context(context)?;
         let deadline = Instant::now() + Duration::from_secs(30);

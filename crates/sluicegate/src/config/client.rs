@@ -2,10 +2,9 @@
 //! producer or consumer that connects as the configuration says (brokers, TLS, SASL,
 //! `librdkafka:` entries), and its [`ClientSecurity`].
 
-use rdkafka::config::ClientConfig;
-
 use super::ConsumerConfig;
 use crate::output::CONSUMER_ONLY;
+use crate::properties::Properties;
 use crate::security::ClientSecurity;
 
 /// The kind of client a configuration is applied to ([`ConsumerConfig::client_config`]).
@@ -23,15 +22,16 @@ pub enum ClientKind {
 impl ConsumerConfig {
     /// The librdkafka settings of a client of `kind` that connects as this configuration
     /// says: `bootstrap.servers`, the security settings (`security.protocol`, SASL, TLS) and the
-    /// `librdkafka:` entries, with **secrets exposed** (hand the result to rdkafka, never to a
-    /// log). A consumer also gets `group.id` (when set) and the typed consumer settings
+    /// `librdkafka:` entries, with **secrets exposed** (hand them to a client; their `Debug`
+    /// output hides them). A consumer also gets `group.id` (when set) and the typed consumer settings
     /// ([`client_properties`](Self::client_properties)); producers and admin clients get only
     /// what applies to them, so librdkafka does not warn about consumer properties. The
     /// runtime's own properties (such as `enable.auto.commit=false`) are not included: set what
     /// your client needs on the result.
     ///
     /// Pair the client with [`client_security`](Self::client_security) for OAUTHBEARER tokens
-    /// and fail-fast TLS and authentication errors.
+    /// and fail-fast TLS and authentication errors. With the `rdkafka-interop` feature,
+    /// `Properties::to_rdkafka` makes an rdkafka client configuration of them.
     ///
     /// ```
     /// use sluicegate::config::{ClientKind, ConsumerConfig};
@@ -46,8 +46,8 @@ impl ConsumerConfig {
     /// assert_eq!(admin.get("group.id"), None);
     /// assert_eq!(config.client_config(ClientKind::Consumer).get("group.id"), Some("billing"));
     /// ```
-    pub fn client_config(&self, kind: ClientKind) -> ClientConfig {
-        let mut client = ClientConfig::new();
+    pub fn client_config(&self, kind: ClientKind) -> Properties {
+        let mut client = Properties::new();
         for (key, value) in self.client_properties() {
             let unset =
                 matches!(key.as_str(), "group.id" | "bootstrap.servers") && value.trim().is_empty();
@@ -66,7 +66,7 @@ impl ConsumerConfig {
     /// OAUTHBEARER token provider. With a provider of your own, add it with
     /// [`ClientSecurity::with_token_provider`]. Call it on the Tokio runtime the provider
     /// should run on, if any.
-    pub fn client_security(&self, client: &ClientConfig) -> ClientSecurity {
+    pub fn client_security(&self, client: &Properties) -> ClientSecurity {
         let security = ClientSecurity::new(client);
         match self.token_provider() {
             Some(oauth) => security.with_oauth(oauth),
@@ -78,6 +78,7 @@ impl ConsumerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorCode;
 
     fn config() -> ConsumerConfig {
         let yaml = r#"
@@ -151,8 +152,7 @@ kafka:
             // is made up).
             let mut c = c.clone();
             c.remove("ssl.ca.location");
-            c.create::<rdkafka::admin::AdminClient<_>>()
-                .expect("librdkafka takes the settings");
+            crate::kafka::client::check_admin(&c).expect("librdkafka takes the settings");
         }
     }
 
@@ -171,8 +171,8 @@ kafka:
         let security = config.client_security(&client);
         assert!(security.failure().is_none());
         assert!(!security.has_token_provider());
-        security.observe(
-            rdkafka::error::KafkaError::Global(rdkafka::types::RDKafkaErrorCode::Authentication),
+        security.observe_error(
+            crate::kafka::error::global(ErrorCode::AUTHENTICATION),
             "SASL authentication error: Authentication failed during authentication due to \
              invalid credentials with SASL mechanism SCRAM-SHA-256 (hunter2)",
         );

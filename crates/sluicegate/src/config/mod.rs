@@ -69,7 +69,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::dead_letter::DeadLetter;
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::policy::{Backoff, RetryPolicy};
-use crate::settings::{shown, Origin, Settings};
+use crate::properties::shown;
+use crate::settings::{Origin, Settings};
 
 pub use crate::config_error::{ConfigError, ConfigErrors, Source};
 pub use crate::secret::{is_secret_key, Secret, REDACTED};

@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::consumer::BaseConsumer;
-
 use crate::settings::defaults::{self, MANAGED, MANAGED_REASON, READER_GROUP_ID};
 use crate::Error;
 
@@ -707,10 +705,7 @@ impl ConsumerConfig {
             client.set(key, value);
         }
         client.remove("bootstrap.servers");
-        client
-            .create::<BaseConsumer>()
-            .map(drop)
-            .map_err(Error::from_client_creation)
+        crate::kafka::client::check_consumer(&client)
     }
 }
 

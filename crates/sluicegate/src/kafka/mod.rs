@@ -1,5 +1,20 @@
-//! What the library needs of librdkafka beyond rust-rdkafka's safe API.
+//! The Kafka adapter: the only module that names rdkafka. It offers what the library needs of
+//! librdkafka in Sluicegate's words: clients from [`Properties`](crate::settings::Properties)
+//! and their context ([`client`]), the producer ([`producer`]), topic creation ([`admin`]),
+//! error mapping ([`error`]), the embedded broker, the batch fetch beyond rust-rdkafka's safe
+//! API ([`FetchQueue`]), and, with the `rdkafka-interop` feature, the surface for rdkafka
+//! clients of your own.
 
+pub(crate) mod admin;
+pub(crate) mod client;
+mod embedded;
+pub(crate) mod error;
 mod fetch_queue;
+#[cfg(feature = "rdkafka-interop")]
+mod interop;
+pub(crate) mod producer;
 
+pub use embedded::{ApiKey, EmbeddedKafka};
 pub(crate) use fetch_queue::{FetchQueue, Record};
+#[cfg(feature = "rdkafka-interop")]
+pub use interop::SecureContext;

@@ -150,14 +150,14 @@ mod tests {
     use std::time::Duration;
 
     use proptest::prelude::*;
-    use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
     use super::*;
     use crate::dead_letter::DeadLetter;
     use crate::handler::{ErrorKind, HandlerError, HandlerResult};
+    use crate::kafka::client::high_watermark;
     use crate::layer::fakes::{messages, Calls, Recorder, Told};
     use crate::policy::RetryPolicy;
+    use crate::properties::Properties;
     use crate::EmbeddedKafka;
 
     /// A batch call fails (permanently) when it holds any of `failing`.
@@ -272,7 +272,7 @@ mod tests {
 
     /// A dead-letter writer to `t.dlq` on `kafka`.
     fn writer(kafka: &EmbeddedKafka) -> Arc<DeadLetterWriter> {
-        let mut client = ClientConfig::new();
+        let mut client = Properties::new();
         client.set("bootstrap.servers", kafka.bootstrap_servers());
         let config = DeadLetter::to_topic("t.dlq").create_missing(false);
         Arc::new(DeadLetterWriter::new(config, &client, "g", None, None).unwrap())
@@ -301,14 +301,7 @@ mod tests {
             [1]
         );
         assert_eq!(scope.finished_in_order(), [0, 1, 2]);
-        let reader: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", kafka.bootstrap_servers())
-            .set("group.id", "reader")
-            .create()
-            .unwrap();
-        let (_, high) = reader
-            .fetch_watermarks("t.dlq", 0, Duration::from_secs(10))
-            .unwrap();
+        let high = high_watermark(kafka.bootstrap_servers(), "t.dlq", 0);
         assert_eq!(high, 1);
     }
 

@@ -4,9 +4,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::BaseConsumer;
-
 use crate::config::{ConsumerConfig, GroupProtocol};
 use crate::dead_letter::DeadLetter;
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
@@ -15,6 +12,7 @@ use crate::layer::{Identity, Layer, Stack};
 use crate::metrics::Metrics;
 use crate::output::{producer_config, Output};
 use crate::policy::{CircuitBreaker, Reconnect, RetryPolicy};
+use crate::properties::Properties;
 use crate::security::{OAuth, TokenProvider};
 use crate::settings::defaults;
 use crate::settings::{Origin, Settings};
@@ -506,10 +504,7 @@ impl<L> ConsumerBuilder<L> {
     pub(crate) fn check_client(&self) -> Result<(), Error> {
         let mut client = self.settings.client_config()?;
         client.remove("bootstrap.servers");
-        client
-            .create::<BaseConsumer>()
-            .map(drop)
-            .map_err(Error::from_client_creation)
+        crate::kafka::client::check_consumer(&client)
     }
 
     /// Gets OAUTHBEARER tokens from `provider` for the consumer and for the producers the
@@ -771,9 +766,7 @@ impl ConsumerBuilder {
             }
         }
         // Let librdkafka judge every property now, so a typo fails at build, not at run.
-        client
-            .create::<BaseConsumer>()
-            .map_err(Error::from_client_creation)?;
+        crate::kafka::client::check_consumer(&client)?;
         Ok(Consumer {
             settings: self.settings,
             client,
@@ -787,7 +780,7 @@ impl ConsumerBuilder {
 /// (the checks of single values are `Settings::problems`).
 impl Settings {
     /// The consumer's client settings.
-    pub(super) fn client_config(&self) -> Result<ClientConfig, Error> {
+    pub(super) fn client_config(&self) -> Result<Properties, Error> {
         let bootstrap = self
             .bootstrap_servers
             .clone()
@@ -856,7 +849,7 @@ impl Settings {
 
     /// The producer settings of the [`Output`] (and, in exactly-once mode, of the dead-letter
     /// writes).
-    pub(super) fn producer_config(&self) -> Result<ClientConfig, Error> {
+    pub(super) fn producer_config(&self) -> Result<Properties, Error> {
         let mut config = producer_config(&self.client_config()?, &self.producer.0);
         if let Some(id) = &self.exactly_once {
             config.set("transactional.id", id);

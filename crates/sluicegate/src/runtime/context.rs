@@ -100,7 +100,10 @@ impl ClientContext for RuntimeContext {
         &self,
         _config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        generate_oauth_token(self.oauth.as_ref(), Some(&self.errors))
+        crate::kafka::client::oauth_token(generate_oauth_token(
+            self.oauth.as_ref(),
+            Some(&self.errors),
+        ))
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -108,7 +111,8 @@ impl ClientContext for RuntimeContext {
     }
 
     fn error(&self, e: KafkaError, reason: &str) {
-        self.errors.error(e, reason);
+        self.errors
+            .error(crate::kafka::error::client_error(e), reason);
     }
 }
 

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use rdkafka::types::RDKafkaErrorCode;
-
 use crate::{ClientError, ErrorCode};
 
 /// A fatal error caused by another member using the same `group.instance.id`.
@@ -25,7 +23,7 @@ impl InstanceConflict {
         let code = e.code()?;
         if code == ErrorCode::FENCED_INSTANCE_ID {
             Some(InstanceConflict::Fenced)
-        } else if code.value() == RDKafkaErrorCode::UnreleasedInstanceId as i32 {
+        } else if code == ErrorCode::UNRELEASED_INSTANCE_ID {
             Some(InstanceConflict::Unreleased)
         } else {
             None
@@ -94,9 +92,8 @@ impl FenceCount {
 
 #[cfg(test)]
 mod tests {
-    use rdkafka::error::KafkaError;
-
     use super::*;
+    use crate::kafka::error::fatal_consumption;
 
     const FRESH: Duration = Duration::from_secs(64);
     const SHORT: Duration = Duration::from_secs(2);
@@ -135,18 +132,18 @@ mod tests {
 
     #[test]
     fn conflicts_are_told_apart_from_other_fatal_errors() {
-        let fenced = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId);
-        let refused = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::UnreleasedInstanceId);
-        let other = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal);
+        let fenced = fatal_consumption(ErrorCode::FENCED_INSTANCE_ID);
+        let refused = fatal_consumption(ErrorCode::UNRELEASED_INSTANCE_ID);
+        let other = fatal_consumption(ErrorCode::FATAL);
         assert_eq!(
-            InstanceConflict::of(&fenced.into()),
+            InstanceConflict::of(&fenced),
             Some(InstanceConflict::Fenced)
         );
         assert_eq!(
-            InstanceConflict::of(&refused.into()),
+            InstanceConflict::of(&refused),
             Some(InstanceConflict::Unreleased)
         );
-        assert_eq!(InstanceConflict::of(&other.into()), None);
+        assert_eq!(InstanceConflict::of(&other), None);
         let text = InstanceConflict::Fenced.explain("billing", "worker-1");
         assert!(
             text.contains("`worker-1`") && text.contains("`billing`"),

@@ -29,7 +29,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{oneshot, Semaphore};
@@ -43,10 +42,11 @@ use crate::health::Health;
 use crate::layer::{self, Policies};
 use crate::metrics::Metrics;
 use crate::policy::{Breaker, CircuitState, Reconnect};
+use crate::properties::Properties;
 use crate::security::{OAuth, SecurityWatch};
 use crate::settings::Settings;
 use crate::status::{CatchUp, TopicPartition};
-use crate::Error;
+use crate::{Error, ErrorCode};
 
 use assignment::{Assignment, LaneSpawner, Routing};
 use catch_up::Targets;
@@ -80,7 +80,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 /// ```
 pub struct Consumer<W> {
     settings: Settings,
-    client: ClientConfig,
+    client: Properties,
     work: W,
     batch: Option<BatchLimits>,
 }
@@ -361,7 +361,7 @@ fn catch_up_targets<C: ConsumerContext>(
 
 /// A client with its poll loop's state: started, and once lost started again.
 struct Session {
-    client: ClientConfig,
+    client: Properties,
     topics: Vec<String>,
     /// Assign every partition instead of subscribing.
     static_assignment: bool,
@@ -404,14 +404,14 @@ impl Session {
             self.status.clone(),
             commits_tx,
         );
-        let mut consumer: BaseConsumer<RuntimeContext> = self
-            .client
-            .create_with_context(RuntimeContext::new(
-                assignment,
-                SecurityWatch::new(&self.client),
-                self.oauth.clone(),
-            ))
-            .map_err(Error::from_client_creation)?;
+        let mut consumer: BaseConsumer<RuntimeContext> =
+            crate::kafka::client::rdkafka_config(&self.client)
+                .create_with_context(RuntimeContext::new(
+                    assignment,
+                    SecurityWatch::new(&self.client),
+                    self.oauth.clone(),
+                ))
+                .map_err(Error::from_client_creation)?;
         // The consumer's queue and the fetch queue both wake the poll loop.
         let (wakeup, fetched) = (reports.wakeup().clone(), reports.wakeup().clone());
         consumer.set_nonempty_callback(move || wakeup.raise());
@@ -494,9 +494,7 @@ impl Session {
                 attempt = 0;
             }
             attempt += 1;
-            let conflict = fatal
-                .as_ref()
-                .and_then(|e| InstanceConflict::of(&e.clone().into()));
+            let conflict = fatal.as_ref().and_then(InstanceConflict::of);
             let in_row = fences.client_ended(conflict == Some(InstanceConflict::Fenced), lived);
             if let Some(conflict) = conflict {
                 reason = self.explain(conflict);
@@ -508,10 +506,10 @@ impl Session {
                     "{reason}; stopping after {in_row} fences in a row (Reconnect::max_fenced), \
                      so that the other member keeps the instance id"
                 );
-                let e = fatal.unwrap_or(rdkafka::error::KafkaError::MessageConsumptionFatal(
-                    rdkafka::types::RDKafkaErrorCode::FencedInstanceId,
-                ));
-                return Err(Error::fatal(e));
+                let e = fatal.unwrap_or_else(|| {
+                    crate::kafka::error::fatal_consumption(ErrorCode::FENCED_INSTANCE_ID)
+                });
+                return Err(Error::Fatal(e));
             }
             let delay = reconnect.backoff.delay(attempt, rand::random());
             if conflict.is_some() {

@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::commit::CommitSchedule;
+use crate::kafka::error::client_error;
 use crate::policy::Reconnect;
-use crate::Error;
+use crate::{ClientError, Error};
 
 use super::committer::{self, CommitRequest};
 use super::context::{RuntimeConsumer, RuntimeContext};
@@ -43,7 +44,7 @@ pub(crate) enum SessionEnd {
         /// Why, in a sentence.
         reason: String,
         /// The fatal error, with librdkafka's underlying code, if that was the cause.
-        fatal: Option<KafkaError>,
+        fatal: Option<ClientError>,
     },
 }
 
@@ -186,7 +187,11 @@ fn poll(
 fn take_error(consumer: &BaseConsumer<RuntimeContext>, e: KafkaError) -> bool {
     match e {
         e @ KafkaError::MessageConsumptionFatal(_) => {
-            consumer.context().health().fatal.get_or_insert(e);
+            consumer
+                .context()
+                .health()
+                .fatal
+                .get_or_insert(client_error(e));
             return false;
         }
         KafkaError::PartitionEOF(p) => debug!(partition = p, "end of partition"),
@@ -213,7 +218,7 @@ fn check_client(
     if let Some(e) = health.fatal {
         // The error callback reports a fatal error as `_FATAL`; the client keeps its cause.
         let e = match consumer.client().fatal_error() {
-            Some((code, _)) => KafkaError::MessageConsumptionFatal(code),
+            Some((code, _)) => client_error(KafkaError::MessageConsumptionFatal(code)),
             None => e,
         };
         return if reconnect.on_fatal {
@@ -223,7 +228,7 @@ fn check_client(
             }))
         } else {
             consumer.context().assignment().abort();
-            Err(Error::fatal(e))
+            Err(Error::Fatal(e))
         };
     }
     let Some(since) = health.unreachable_since else {

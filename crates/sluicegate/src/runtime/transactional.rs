@@ -29,7 +29,6 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
@@ -44,6 +43,7 @@ use crate::dispatch::{BatchLimits, Batcher};
 use crate::handler::{ErrorKind, Outcome, Work};
 use crate::layer::{Attempt, Attempted, Scope, Stages, WithBreaker, WithDeadLetter, WithTimeout};
 use crate::output::Producer;
+use crate::properties::Properties;
 use crate::security::{generate_oauth_token, ClientErrors, SecurityWatch};
 use crate::status::TopicPartition;
 use crate::{Error, Message};
@@ -90,11 +90,15 @@ impl ClientContext for PipelineContext {
         &self,
         _config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        generate_oauth_token(self.oauth.as_ref(), Some(&self.errors))
+        crate::kafka::client::oauth_token(generate_oauth_token(
+            self.oauth.as_ref(),
+            Some(&self.errors),
+        ))
     }
 
     fn error(&self, e: KafkaError, reason: &str) {
-        self.errors.error(e, reason);
+        self.errors
+            .error(crate::kafka::error::client_error(e), reason);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -157,7 +161,7 @@ enum Flow {
 impl<W: Work> Pipeline<W> {
     /// Runs until stopped. A fatal error (such as being fenced by a newer instance with the
     /// same transactional id) ends it with that error.
-    pub fn run(self, client: &ClientConfig, topics: &[String]) -> Result<(), Error> {
+    pub fn run(self, client: &Properties, topics: &[String]) -> Result<(), Error> {
         // Timers made on this thread (retry back-offs) belong to the handlers' runtime.
         let _runtime = self.runtime.enter();
         let context = PipelineContext {
@@ -167,7 +171,7 @@ impl<W: Work> Pipeline<W> {
             log_ends: Mutex::new(BTreeMap::new()),
             oauth: self.oauth.clone(),
         };
-        let consumer: BaseConsumer<PipelineContext> = client
+        let consumer: BaseConsumer<PipelineContext> = crate::kafka::client::rdkafka_config(client)
             .create_with_context(context)
             .map_err(Error::from_client_creation)?;
         if !self.init_transactions(&consumer)? {

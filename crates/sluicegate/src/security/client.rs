@@ -6,15 +6,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
 use tracing::{error, warn};
 
-use super::{OAuth, SecurityFailure, SecurityWatch, TokenProvider};
-use crate::Error;
+use super::{OAuth, OAuthToken, SecurityFailure, SecurityWatch, TokenProvider};
+use crate::properties::Properties;
+use crate::{ClientError, Error, ErrorCode};
 
 /// What a client made from a configuration needs besides its properties: the OAUTHBEARER
 /// token provider, and a watch over librdkafka's errors that keeps the first authentication or
@@ -23,11 +19,11 @@ use crate::Error;
 /// [`ConsumerConfig::client_security`](crate::config::ConsumerConfig::client_security); clones
 /// share the watch.
 ///
-/// Use it from your own rdkafka [`ClientContext`]: forward
-/// [`generate_oauth_token`](ClientContext::generate_oauth_token) and
-/// [`error`](ClientContext::error) to it, with `ENABLE_REFRESH_OAUTH_TOKEN = true`, and after a
-/// request failed (or while waiting) ask [`failure`](Self::failure) why. Or use
-/// [`SecureContext`], which does just that.
+/// With the `rdkafka-interop` feature, use it from your own rdkafka client context: forward
+/// its `generate_oauth_token` and `error` callbacks to its `generate_oauth_token` and
+/// `observe` methods, with
+/// `ENABLE_REFRESH_OAUTH_TOKEN = true`, and after a request failed (or while waiting) ask
+/// [`failure`](Self::failure) why. Or use `SecureContext`, which does just that.
 #[derive(Clone)]
 pub struct ClientSecurity {
     oauth: Option<OAuth>,
@@ -46,7 +42,7 @@ impl ClientSecurity {
     /// The watch of a client created from `config` (its final settings: failures name its
     /// `sasl.mechanism` and `sasl.username`, and never show its secret values), without a
     /// token provider.
-    pub fn new(config: &ClientConfig) -> Self {
+    pub fn new(config: &Properties) -> Self {
         ClientSecurity {
             oauth: None,
             errors: Arc::new(ClientErrors::new(SecurityWatch::new(config))),
@@ -76,17 +72,16 @@ impl ClientSecurity {
         self.oauth.is_some()
     }
 
-    /// A token from the provider, for [`ClientContext::generate_oauth_token`]; an error saying
-    /// none is set when there is no provider.
-    pub fn generate_oauth_token(
-        &self,
-    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+    /// A token from the provider; an error saying none is set when there is no provider.
+    #[cfg_attr(not(feature = "rdkafka-interop"), allow(dead_code))]
+    pub(crate) fn token(&self) -> Result<OAuthToken, Box<dyn std::error::Error>> {
         generate_oauth_token(self.oauth.as_ref(), Some(&self.errors))
     }
 
-    /// Looks at one error of librdkafka's error callback (for [`ClientContext::error`]): logs
-    /// it as a warning, and keeps it when it is a TLS or authentication failure.
-    pub fn observe(&self, error: KafkaError, reason: &str) {
+    /// Looks at one error of the client's error callback: logs it as a warning, and keeps it
+    /// when it is a TLS or authentication failure.
+    #[cfg_attr(not(feature = "rdkafka-interop"), allow(dead_code))]
+    pub(crate) fn observe_error(&self, error: ClientError, reason: &str) {
         self.errors.error(error, reason);
     }
 
@@ -96,55 +91,6 @@ impl ClientSecurity {
         self.errors.security_failure().map(Error::from)
     }
 }
-
-/// A client context with a [`ClientSecurity`], for admin clients and consumers of your own:
-/// gets OAUTHBEARER tokens from its provider and keeps TLS and authentication failures (ask
-/// [`ClientSecurity::failure`]); other client errors are logged as warnings.
-///
-/// ```no_run
-/// use rdkafka::admin::AdminClient;
-/// use sluicegate::config::{ClientKind, ConsumerConfig};
-/// use sluicegate::security::SecureContext;
-///
-/// let config = ConsumerConfig::load_from_env("sluicegate.yaml").unwrap();
-/// let client_config = config.client_config(ClientKind::Admin);
-/// let context = SecureContext::new(config.client_security(&client_config));
-/// let admin: AdminClient<SecureContext> = client_config.create_with_context(context).unwrap();
-/// # let _ = admin;
-/// ```
-#[derive(Clone, Debug)]
-pub struct SecureContext {
-    security: ClientSecurity,
-}
-
-impl SecureContext {
-    /// A context with `security`.
-    pub fn new(security: ClientSecurity) -> Self {
-        SecureContext { security }
-    }
-
-    /// Its security watch and token provider.
-    pub fn security(&self) -> &ClientSecurity {
-        &self.security
-    }
-}
-
-impl ClientContext for SecureContext {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.security.observe(error, reason);
-    }
-
-    fn generate_oauth_token(
-        &self,
-        _config: Option<&str>,
-    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        self.security.generate_oauth_token()
-    }
-}
-
-impl ConsumerContext for SecureContext {}
 
 /// What librdkafka's error callback said about a client, kept for the loop that polls it: the
 /// error callback of every client context that must stop on TLS and authentication failures.
@@ -184,12 +130,12 @@ impl ClientErrors {
 
     /// Records one error of librdkafka's error callback (see [`super`] for which
     /// ones stop the consumer).
-    pub fn error(&self, e: KafkaError, reason: &str) {
-        let code = e.rdkafka_error_code();
-        if code == Some(RDKafkaErrorCode::Fatal) {
+    pub fn error(&self, e: ClientError, reason: &str) {
+        let code = e.code();
+        if code == Some(ErrorCode::FATAL) {
             error!(error = %e, reason, "fatal kafka client error");
             self.health().fatal.get_or_insert(e);
-        } else if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+        } else if code == Some(ErrorCode::ALL_BROKERS_DOWN) {
             warn!(reason, "no broker is reachable");
             self.health()
                 .unreachable_since
@@ -217,7 +163,7 @@ pub(crate) struct ClientHealth {
     /// Since when no broker has been reachable, if none is.
     pub unreachable_since: Option<Instant>,
     /// A fatal error: the client cannot go on.
-    pub fatal: Option<KafkaError>,
+    pub fatal: Option<ClientError>,
     /// A TLS or authentication failure that retrying cannot fix: the consumer stops with it.
     pub security: Option<SecurityFailure>,
 }
@@ -228,7 +174,7 @@ pub(crate) struct ClientHealth {
 pub(crate) fn generate_oauth_token(
     oauth: Option<&OAuth>,
     errors: Option<&ClientErrors>,
-) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+) -> Result<OAuthToken, Box<dyn std::error::Error>> {
     match oauth {
         Some(oauth) => oauth.generate().inspect_err(|e| {
             let rejected = e

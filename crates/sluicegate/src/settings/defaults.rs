@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::properties::Properties;
+
 /// Handler calls at once over the whole consumer.
 pub(crate) const MAX_IN_FLIGHT: usize = 1_000;
 
@@ -59,8 +61,8 @@ pub(crate) const MANAGED_REASON: &str =
 /// The settings the runtime gives every consumer client it makes, before the program's own:
 /// offsets are the runtime's to store and commit, the defaults of [`CLIENT_PROPERTIES`], and
 /// `group` as `group.id`.
-pub(crate) fn consumer_client(group: &str) -> rdkafka::ClientConfig {
-    let mut client = rdkafka::ClientConfig::new();
+pub(crate) fn consumer_client(group: &str) -> Properties {
+    let mut client = Properties::new();
     client
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");

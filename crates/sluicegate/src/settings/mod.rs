@@ -13,75 +13,15 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use crate::dead_letter::DeadLetter;
 use crate::dispatch::{BatchLimits, BufferLimits, Ordering};
 use crate::metrics::Metrics;
 use crate::output::Output;
 use crate::policy::{CircuitBreaker, Reconnect, RetryPolicy};
-use crate::secret::{is_secret_key, REDACTED};
 use crate::security::OAuth;
 
+pub use crate::properties::Properties;
 pub(crate) use validate::Origin;
-
-/// librdkafka properties passed through as they are (the `librdkafka:` map). Values may be
-/// written as YAML strings, numbers or booleans. Entries whose names mark a secret (see
-/// [`is_secret_key`]) print and serialize as [`REDACTED`].
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Properties(pub BTreeMap<String, String>);
-
-impl fmt::Debug for Properties {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| (k, shown(k, v))))
-            .finish()
-    }
-}
-
-impl Serialize for Properties {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(k, v)| (k, shown(k, v))))
-    }
-}
-
-impl<'de> Deserialize<'de> for Properties {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Scalar {
-            Bool(bool),
-            Int(i64),
-            UInt(u64),
-            Float(f64),
-            Str(String),
-        }
-        let map = BTreeMap::<String, Scalar>::deserialize(d)?;
-        Ok(Properties(
-            map.into_iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Scalar::Bool(b) => b.to_string(),
-                        Scalar::Int(i) => i.to_string(),
-                        Scalar::UInt(u) => u.to_string(),
-                        Scalar::Float(f) => f.to_string(),
-                        Scalar::Str(s) => s,
-                    };
-                    (k, v)
-                })
-                .collect(),
-        ))
-    }
-}
-
-/// `value`, or [`REDACTED`] when `key` names a secret.
-pub(crate) fn shown<'a>(key: &str, value: &'a str) -> &'a str {
-    if is_secret_key(key) {
-        REDACTED
-    } else {
-        value
-    }
-}
 
 /// Everything that describes one consumer: where it reads, how much runs at once, what
 /// happens on failure, when it commits. Built with

@@ -225,9 +225,7 @@ impl TestBroker {
             .client_config(sluicegate::config::ClientKind::Admin);
         let mut settings = Vec::new();
         let mut brokers = None;
-        // (`config_map` shows secrets as placeholders; `get` gives the values.)
-        for key in client.config_map().into_keys() {
-            let value = client.get(key).unwrap_or_default();
+        for (key, value) in client.iter() {
             match key {
                 "bootstrap.servers" => brokers = Some(value.to_string()),
                 _ => settings.push((key.to_string(), value.to_string())),
