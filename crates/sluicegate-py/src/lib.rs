@@ -133,7 +133,7 @@ enum Work {
 #[derive(Default)]
 struct Queue {
     deliveries: VecDeque<Work>,
-    /// Set when the stream ended: `Some(Err(message))` if the consumer failed.
+    /// Set when the consumer stopped: `Some(Err(message))` if it failed.
     ended: Option<Result<(), String>>,
     /// Whether the socket must be rung for the next delivery (the Python side took
     /// everything and waits).
@@ -636,7 +636,7 @@ impl Core {
     }
 
     /// Asks for a graceful shutdown: deliveries in flight are still finished and committed;
-    /// the stream ends once they are.
+    /// the consumer ends once they are.
     fn shutdown(&self) {
         if let Some(stop) = &self.shutdown {
             stop();

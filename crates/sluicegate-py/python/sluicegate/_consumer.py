@@ -433,6 +433,9 @@ async def _run_async(
             if not isinstance(e, Exception):
                 raise
             return
+        finally:
+            # Here rather than in a done-callback, which would cost a loop turn per message.
+            tasks.discard(asyncio.current_task())
         if result is False:
             work._finish("retryable", "the handler returned False")
             return
@@ -449,7 +452,6 @@ async def _run_async(
                 task = start(handle(work))
                 if not task.done():
                     tasks.add(task)
-                    task.add_done_callback(tasks.discard)
             flush()
     finally:
         try:
