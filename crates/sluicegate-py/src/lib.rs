@@ -1,15 +1,16 @@
 //! The native half of the `sluicegate` Python package: converts and delegates to the library's
 //! public API, with no semantics of its own.
 //!
-//! The consumer runs on a Tokio runtime of its own, as a stream of deliveries
-//! ([`sluicegate::ConsumerBuilder::messages`]). A pump task moves each delivery into a queue and
-//! rings a socket when the queue stops being empty; the Python side watches the socket from its
-//! event loop (`loop.add_reader`) and takes what is queued in one call, so messages cross into
-//! Python in batches and nothing of the consumer (polling, heartbeats, rebalances) waits for the
-//! GIL. A Python handler finishes a message by calling [`Message::_finish`], which hands the
-//! outcome back without blocking. In exactly-once mode (which has no stream: a transaction holds
-//! a batch) and for batch handlers, a Rust handler queues the message or batch the same way and
-//! waits for its outcome.
+//! The consumer runs on a Tokio runtime of its own. Its handler queues each message (or batch,
+//! for a batch handler) with a one-shot channel for its outcome and rings a socket when the
+//! queue stops being empty; the Python side watches the socket from its event loop
+//! (`loop.add_reader`) and takes what is queued in one call, so messages cross into Python in
+//! batches and nothing of the consumer (polling, heartbeats, rebalances) waits for the GIL. A
+//! Python handler finishes a message with [`Message::_finish`], or the messages that succeeded
+//! together with [`finish_ok`], which hand the outcomes back without blocking. The handler
+//! queues directly (rather than through the library's message stream and a task moving its
+//! deliveries), so a message's round trip wakes one Rust task, not two: in partition order the
+//! round trip bounds the throughput.
 //!
 //! What Python awaits from the runtime (an `Output` send's acknowledgement, a seek) comes
 //! back through a callback: the runtime task that got the answer calls it, and the Python side
@@ -22,16 +23,16 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use sluicegate::dead_letter::DeadLetter;
 use sluicegate::policy::{Backoff, RetryPolicy};
 use sluicegate::{
-    batch_handler_fn, handler_fn, ApiKey, BatchLimits, Consumer, ConsumerBuilder, Delivery,
-    ErrorCode, HandlerError, HandlerResult, Ordering, OutputRecord, SeekTo,
+    batch_handler_fn, handler_fn, ApiKey, BatchLimits, Consumer, ConsumerBuilder, ErrorCode,
+    HandlerError, HandlerResult, Ordering, OutputRecord, SeekTo,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -121,37 +122,18 @@ fn refuse_seeks(mut seeks: mpsc::UnboundedReceiver<SeekAsk>) {
     }
 }
 
-/// Work for Python: a message of the stream, a message for a handler (exactly-once mode), or a
-/// batch for a batch handler.
+/// Work for Python: a message for a handler, or a batch for a batch handler, each with the
+/// channel the handler call waits on for the outcome.
 enum Work {
-    Single(Delivery),
     One(sluicegate::Message, oneshot::Sender<HandlerResult>),
     Batch(Vec<sluicegate::Message>, oneshot::Sender<HandlerResult>),
-}
-
-/// Where a Python message's outcome goes: its delivery of the stream, or the handler call
-/// waiting for it.
-enum Finish {
-    Delivery(Delivery),
-    Reply(oneshot::Sender<HandlerResult>),
-}
-
-impl Finish {
-    fn finish(self, result: HandlerResult) {
-        match self {
-            Finish::Delivery(d) => d.finish(result),
-            Finish::Reply(reply) => {
-                let _ = reply.send(result);
-            }
-        }
-    }
 }
 
 /// What the consumer and the Python side share.
 #[derive(Default)]
 struct Queue {
     deliveries: VecDeque<Work>,
-    /// Set when the stream ended: `Some(Err(message))` if the consumer failed.
+    /// Set when the consumer stopped: `Some(Err(message))` if it failed.
     ended: Option<Result<(), String>>,
     /// Whether the socket must be rung for the next delivery (the Python side took
     /// everything and waits).
@@ -198,8 +180,6 @@ struct Core {
     shutdown: Option<Box<dyn Fn() + Send + Sync>>,
     /// Seeks for the task that owns the running consumer, once started.
     seeks: Option<mpsc::UnboundedSender<SeekAsk>>,
-    /// Exactly-once mode: messages go to Python from a handler, not from a stream.
-    exactly_once: bool,
 }
 
 impl Core {
@@ -248,7 +228,7 @@ impl Core {
 
     /// A consumer of `builder`'s settings, checked now (so that a bad setting is refused
     /// where the consumer is made) and built at `start`.
-    fn with(builder: ConsumerBuilder, exactly_once: bool) -> PyResult<Self> {
+    fn with(builder: ConsumerBuilder) -> PyResult<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("sluicegate")
@@ -284,7 +264,6 @@ impl Core {
             http_addr: None,
             shutdown: None,
             seeks: None,
-            exactly_once,
         })
     }
 }
@@ -381,7 +360,7 @@ impl Core {
         if let Some(f) = token_provider {
             builder = builder.oauth_token_provider(tokens::PythonTokens::new(f));
         }
-        Core::with(builder, exactly_once.is_some())
+        Core::with(builder)
     }
 
     /// Builds the consumer from a configuration file with the `KAFKA_*` environment
@@ -404,7 +383,7 @@ impl Core {
         if let Some(f) = token_provider {
             builder = builder.oauth_token_provider(tokens::PythonTokens::new(f));
         }
-        Core::with(builder, false)
+        Core::with(builder)
     }
 
     /// The socket to watch for readability: deliveries (or the end) are waiting.
@@ -422,48 +401,12 @@ impl Core {
             ));
         };
         let stop = Arc::new(tokio::sync::Notify::new());
-        let (shared, stopping) = (self.shared.clone(), stop.clone());
-        let (seek_tx, mut seeks) = mpsc::unbounded_channel::<SeekAsk>();
+        let stopping = stop.clone();
+        let (seek_tx, seeks) = mpsc::unbounded_channel::<SeekAsk>();
         let runtime = self.runtime()?.handle().clone();
         let _entered = runtime.enter();
-        let to_python = shared.clone();
+        let to_python = self.shared.clone();
         match batch {
-            None if !self.exactly_once => {
-                let mut messages = builder.messages().map_err(error)?;
-                self.status = Some(messages.handle().status());
-                self.http_addr = messages.handle().http_addr();
-                runtime.spawn(async move {
-                    let mut asked = false;
-                    loop {
-                        tokio::select! {
-                            next = messages.next() => match next {
-                                Some(Ok(d)) => shared.push(|q| q.deliveries.push_back(Work::Single(d))),
-                                Some(Err(e)) => shared.push(|q| q.ended = Some(Err(e.to_string()))),
-                                None => break,
-                            },
-                            _ = stopping.notified(), if !asked => {
-                                asked = true;
-                                messages.shutdown();
-                            }
-                            // Deliveries wait in the stream meanwhile; the poll thread, which
-                            // carries the seek out, does not wait for them.
-                            Some(ask) = seeks.recv() => {
-                                let result = messages
-                                    .handle()
-                                    .seek(&ask.topic, ask.partition, ask.to)
-                                    .await;
-                                ask.answer(result);
-                            }
-                        }
-                    }
-                    refuse_seeks(seeks);
-                    shared.push(|q| {
-                        q.ended.get_or_insert(Ok(()));
-                    });
-                });
-            }
-            // Exactly-once has no message stream (a transaction holds a batch): the handler
-            // hands each message to Python and waits for its outcome.
             None => {
                 let handle = builder
                     .build(handler_fn(move |message: sluicegate::Message| {
@@ -594,20 +537,10 @@ impl Core {
         let list = PyList::empty(py);
         for work in taken {
             match work {
-                Work::Single(d) => {
-                    let message = Message::of(py, d.message());
-                    *message.finish.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(Finish::Delivery(d));
-                    list.append(message)?;
-                }
-                Work::One(m, reply) => {
-                    let message = Message::of(py, &m);
-                    *message.finish.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(Finish::Reply(reply));
-                    list.append(message)?;
-                }
+                Work::One(m, reply) => list.append(Message::new(m, Some(reply)))?,
                 Work::Batch(messages, reply) => {
-                    let messages = PyList::new(py, messages.iter().map(|m| Message::of(py, m)))?;
+                    let messages =
+                        PyList::new(py, messages.into_iter().map(|m| Message::new(m, None)))?;
                     list.append(Batch {
                         messages: messages.unbind(),
                         reply: Mutex::new(Some(reply)),
@@ -677,8 +610,33 @@ impl Core {
         Ok(d)
     }
 
+    /// Finishes each of `work` (messages or batches) as done, as `_finish("ok")` on each would.
+    /// A task on the consumer's runtime hands the outcomes over: waking a handler call from
+    /// this (a foreign) thread costs a wake-up of the runtime each (two system calls, the
+    /// larger part of a message's cost), from the runtime's own thread next to nothing.
+    fn finish_ok(&self, work: &Bound<'_, PyList>) -> PyResult<()> {
+        let mut replies = Vec::with_capacity(work.len());
+        for w in work.iter() {
+            let reply = match w.cast::<Message>() {
+                Ok(m) => m.get().take_reply(),
+                Err(_) => w.cast::<Batch>()?.get().take_reply(),
+            };
+            replies.extend(reply);
+        }
+        let send = move || {
+            for reply in replies {
+                let _ = reply.send(Ok(()));
+            }
+        };
+        match &self.runtime {
+            Some(runtime) => drop(runtime.spawn(async move { send() })),
+            None => send(),
+        }
+        Ok(())
+    }
+
     /// Asks for a graceful shutdown: deliveries in flight are still finished and committed;
-    /// the stream ends once they are.
+    /// the consumer ends once they are.
     fn shutdown(&self) {
         if let Some(stop) = &self.shutdown {
             stop();
@@ -785,25 +743,48 @@ impl Drop for Output {
 }
 
 /// A Kafka record handed to a Python handler.
+///
+/// It holds the library's message (a shared reference, not a copy); its key and value become
+/// `bytes` when first read, once.
 #[pyclass(module = "sluicegate._sluicegate", frozen)]
 struct Message {
     /// Where the outcome goes; `None` for a batch's message, or once finished.
-    finish: Mutex<Option<Finish>>,
-    topic: String,
-    partition: i32,
-    offset: i64,
-    timestamp: Option<i64>,
-    key: Option<Py<PyBytes>>,
-    value: Option<Py<PyBytes>>,
-    headers: Vec<sluicegate::Header>,
+    reply: Mutex<Option<oneshot::Sender<HandlerResult>>>,
+    message: sluicegate::Message,
+    key: PyOnceLock<Option<Py<PyBytes>>>,
+    value: PyOnceLock<Option<Py<PyBytes>>>,
 }
 
 impl Message {
+    fn new(message: sluicegate::Message, reply: Option<oneshot::Sender<HandlerResult>>) -> Self {
+        Message {
+            reply: Mutex::new(reply),
+            message,
+            key: PyOnceLock::new(),
+            value: PyOnceLock::new(),
+        }
+    }
+
+    /// The channel the handler call waits on, unless an outcome was given already.
+    fn take_reply(&self) -> Option<oneshot::Sender<HandlerResult>> {
+        self.reply.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Hands `result` to the handler call waiting for it (only the first outcome counts).
+    fn finish(&self, result: HandlerResult) {
+        if let Some(reply) = self.take_reply() {
+            let _ = reply.send(result);
+        }
+    }
+
     /// A `sluicegate.DecodeError` saying why the value could not be read as `what`.
     fn decode_error(&self, py: Python<'_>, what: &str, why: &str) -> PyErr {
+        let m = &self.message;
         let text = format!(
             "cannot decode the value of {}/{} at offset {} as {what}: {why}",
-            self.topic, self.partition, self.offset
+            m.topic(),
+            m.partition(),
+            m.offset()
         );
         match py
             .import("sluicegate._errors")
@@ -817,18 +798,14 @@ impl Message {
         }
     }
 
-    /// `m` as Python sees it, with no delivery to finish (a batch's message).
-    fn of(py: Python<'_>, m: &sluicegate::Message) -> Self {
-        Message {
-            topic: m.topic().to_string(),
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp: m.timestamp(),
-            key: m.key().map(|k| PyBytes::new(py, k).unbind()),
-            value: m.payload().map(|v| PyBytes::new(py, v).unbind()),
-            headers: m.headers().to_vec(),
-            finish: Mutex::new(None),
-        }
+    /// The value as `bytes`, made on first use.
+    fn value_bytes<'py>(&self, py: Python<'py>) -> Option<&Bound<'py, PyBytes>> {
+        self.value
+            .get_or_init(py, || {
+                self.message.payload().map(|v| PyBytes::new(py, v).unbind())
+            })
+            .as_ref()
+            .map(|v| v.bind(py))
     }
 }
 
@@ -837,44 +814,49 @@ impl Message {
     /// The topic.
     #[getter]
     fn topic(&self) -> &str {
-        &self.topic
+        self.message.topic()
     }
 
     /// The partition.
     #[getter]
     fn partition(&self) -> i32 {
-        self.partition
+        self.message.partition()
     }
 
     /// The offset.
     #[getter]
     fn offset(&self) -> i64 {
-        self.offset
+        self.message.offset()
     }
 
     /// The record's timestamp in milliseconds since the Unix epoch, if it has one.
     #[getter]
     fn timestamp(&self) -> Option<i64> {
-        self.timestamp
+        self.message.timestamp()
     }
 
     /// The key, or `None`.
     #[getter]
     fn key<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
-        self.key.as_ref().map(|k| k.bind(py).clone())
+        self.key
+            .get_or_init(py, || {
+                self.message.key().map(|k| PyBytes::new(py, k).unbind())
+            })
+            .as_ref()
+            .map(|k| k.bind(py).clone())
     }
 
     /// The value, or `None` for a tombstone.
     #[getter]
     fn value<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
-        self.value.as_ref().map(|v| v.bind(py).clone())
+        self.value_bytes(py).cloned()
     }
 
     /// The headers, as `(name, value)` pairs in the record's order.
     #[getter]
     fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
-        for h in &self.headers {
+        for h in self.message.headers() {
             let value = h.value.as_deref().map(|v| PyBytes::new(py, v));
             list.append((h.key.as_str(), value))?;
         }
@@ -884,22 +866,21 @@ impl Message {
     /// The value decoded as JSON (`json.loads`). Raises `sluicegate.DecodeError`, naming the
     /// record, if it is not JSON or is a tombstone: never retried.
     fn json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let Some(value) = &self.value else {
+        let Some(value) = self.value_bytes(py) else {
             return Err(self.decode_error(py, "JSON", "a tombstone (no value)"));
         };
         py.import("json")?
-            .call_method1("loads", (value.bind(py),))
+            .call_method1("loads", (value,))
             .map_err(|e| self.decode_error(py, "JSON", &e.to_string()))
     }
 
     /// The value as UTF-8 text. Raises `sluicegate.DecodeError`, naming the record, if it is
     /// not UTF-8 or is a tombstone.
     fn text(&self, py: Python<'_>) -> PyResult<String> {
-        let Some(value) = &self.value else {
+        let Some(value) = self.message.payload() else {
             return Err(self.decode_error(py, "text", "a tombstone (no value)"));
         };
-        String::from_utf8(value.bind(py).as_bytes().to_vec())
-            .map_err(|e| self.decode_error(py, "text", &e.to_string()))
+        String::from_utf8(value.to_vec()).map_err(|e| self.decode_error(py, "text", &e.to_string()))
     }
 
     /// Says what handling the message came to. `kind`: `"ok"`, `"retryable"`,
@@ -907,18 +888,17 @@ impl Message {
     /// counts.
     #[pyo3(signature = (kind, reason=None))]
     fn _finish(&self, kind: &str, reason: Option<String>) -> PyResult<()> {
-        let result = outcome(kind, reason)?;
-        let taken = self.finish.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(d) = taken {
-            d.finish(result);
-        }
+        self.finish(outcome(kind, reason)?);
         Ok(())
     }
 
     fn __repr__(&self) -> String {
+        let m = &self.message;
         format!(
             "Message(topic={:?}, partition={}, offset={})",
-            self.topic, self.partition, self.offset
+            m.topic(),
+            m.partition(),
+            m.offset()
         )
     }
 }
@@ -926,8 +906,8 @@ impl Message {
 impl Drop for Message {
     fn drop(&mut self) {
         // A message dropped unfinished (the Python side lost it) is not done: retried.
-        if let Some(d) = self.finish.get_mut().ok().and_then(Option::take) {
-            d.finish(Err(HandlerError::retryable(
+        if let Some(reply) = self.reply.get_mut().ok().and_then(Option::take) {
+            let _ = reply.send(Err(HandlerError::retryable(
                 "the message was dropped by Python without an outcome",
             )));
         }
@@ -957,15 +937,26 @@ impl Batch {
     /// retried, then bisected to isolate the records that fail on their own.
     #[pyo3(signature = (kind, reason=None))]
     fn _finish(&self, kind: &str, reason: Option<String>) -> PyResult<()> {
-        let result = outcome(kind, reason)?;
-        if let Some(reply) = self.reply.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = reply.send(result);
-        }
+        self.finish(outcome(kind, reason)?);
         Ok(())
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
         format!("Batch({} messages)", self.messages.bind(py).len())
+    }
+}
+
+impl Batch {
+    /// The channel the batch handler call waits on, unless an outcome was given already.
+    fn take_reply(&self) -> Option<oneshot::Sender<HandlerResult>> {
+        self.reply.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Hands `result` to the batch handler call waiting for it (only the first outcome counts).
+    fn finish(&self, result: HandlerResult) {
+        if let Some(reply) = self.take_reply() {
+            let _ = reply.send(result);
+        }
     }
 }
 

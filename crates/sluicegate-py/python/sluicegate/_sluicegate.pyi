@@ -107,6 +107,8 @@ class Core:
         how many were dropped before them."""
     def status(self) -> Dict[str, Any]:
         """What the consumer reports now."""
+    def finish_ok(self, work: List[Union[Message, Batch]]) -> None:
+        """Finishes each message or batch as done: ``_finish("ok")`` on each, in one call."""
     def shutdown(self) -> None:
         """Asks for a graceful shutdown."""
     def output(self) -> "Output":
