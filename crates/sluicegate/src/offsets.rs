@@ -1,7 +1,7 @@
 //! [`OffsetTracker`]: which offsets of one partition are finished, and what may be committed.
 //!
 //! Pure logic, no I/O. It speaks only "next offset to consume", the value Kafka stores as a
-//! committed offset; the commit adapter ([`crate::commit`]) translates to rdkafka.
+//! committed offset; the Kafka adapter (`kafka::consumer`) alone translates to rdkafka.
 
 use std::collections::VecDeque;
 

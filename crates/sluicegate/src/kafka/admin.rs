@@ -6,6 +6,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::client::{rdkafka_config, ProducerLog};
+use super::error::kafka_error;
 use crate::properties::Properties;
 use crate::Error;
 
@@ -39,7 +40,10 @@ pub(crate) async fn create_topics(
     let options = AdminOptions::new()
         .operation_timeout(Some(timeout))
         .request_timeout(Some(timeout));
-    let results = admin.create_topics(&new, &options).await?;
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(kafka_error)?;
     Ok(results
         .into_iter()
         .map(|result| match result {

@@ -1,5 +1,5 @@
 //! librdkafka's errors in Sluicegate's words, in one place: [`KafkaError`] to [`ClientError`]
-//! and [`Error`], the named [`ErrorCode`]s and how a code prints (librdkafka's table), and the
+//! and [`Error`] (by functions: no rdkafka type in a public trait impl), the named [`ErrorCode`]s and how a code prints (librdkafka's table), and the
 //! classification the commit path uses ([`CommitVerdict`]).
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -23,19 +23,11 @@ impl Error {
             other => Error::Kafka(client_error(other)),
         }
     }
-
-    /// The client error a fatal one: the client cannot go on.
-    pub(crate) fn fatal(e: KafkaError) -> Self {
-        Error::Fatal(client_error(e))
-    }
 }
 
-// Lets the library's `?` turn its client's errors into `Error::Kafka`; not part of the API.
-#[doc(hidden)]
-impl From<KafkaError> for Error {
-    fn from(e: KafkaError) -> Self {
-        Error::Kafka(client_error(e))
-    }
+/// `e` as the library reports a client's error: [`Error::Kafka`].
+pub(crate) fn kafka_error(e: KafkaError) -> Error {
+    Error::Kafka(client_error(e))
 }
 
 /// `e` in Sluicegate's words: its code and description. (A function, not a `From`: a trait

@@ -7,8 +7,8 @@
 //! one call. Rebalances, errors and statistics stay on the consumer's own queue, which the
 //! poll loop still polls, so rust-rdkafka's callbacks run as before.
 //!
-//! This is the library's only `unsafe` code: the raw calls sit behind [`FetchQueue`] and
-//! [`Fetched`], which are safe to use.
+//! With one cast in [`consumer`](super::consumer), this is the library's only `unsafe` code:
+//! the raw calls sit behind [`FetchQueue`] and [`Fetched`], which are safe to use.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_void, CStr, CString};
@@ -21,16 +21,41 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::error::client_error;
 use crate::message::{Header, Message};
+use crate::ClientError;
 
 /// The most messages one [`FetchQueue::take`] returns.
 const MAX_TAKE: usize = 512;
+
+/// An error librdkafka hands out in place of a record.
+#[derive(Debug)]
+pub(crate) enum FetchError {
+    /// The end of a partition's log was reached (with `enable.partition.eof`).
+    PartitionEnd(i32),
+    /// The client cannot go on.
+    Fatal(ClientError),
+    /// Any other consumer error; librdkafka goes on by itself.
+    Other(ClientError),
+}
+
+impl FetchError {
+    pub(crate) fn of(e: KafkaError) -> Self {
+        match e {
+            KafkaError::PartitionEOF(p) => FetchError::PartitionEnd(p),
+            e @ KafkaError::MessageConsumptionFatal(_) => FetchError::Fatal(client_error(e)),
+            e => FetchError::Other(client_error(e)),
+        }
+    }
+}
 
 /// A fetched record, as the poll loop reads it before it decides to copy it: its place first,
 /// the rest only for records it keeps.
 pub(crate) trait Record {
     /// The topic's name, as bytes (no UTF-8 check per message).
     fn topic_bytes(&self) -> &[u8];
+    /// The topic's name.
+    fn topic(&self) -> &str;
     fn partition(&self) -> i32;
     fn offset(&self) -> i64;
     /// Copies the record into a [`Message`] of `topic` (the shared name of its topic).
@@ -39,7 +64,11 @@ pub(crate) trait Record {
 
 impl Record for BorrowedMessage<'_> {
     fn topic_bytes(&self) -> &[u8] {
-        self.topic().as_bytes()
+        rdkafka::Message::topic(self).as_bytes()
+    }
+
+    fn topic(&self) -> &str {
+        rdkafka::Message::topic(self)
     }
 
     fn partition(&self) -> i32 {
@@ -153,7 +182,7 @@ impl FetchQueue {
     /// Takes up to `max` (at most [`MAX_TAKE`]) messages waiting, without blocking, and gives
     /// each to `each` in the order fetched: a record, or the error librdkafka reported for its
     /// partition. Returns how many it took.
-    pub fn take(&self, max: usize, mut each: impl FnMut(Result<Fetched<'_>, KafkaError>)) -> usize {
+    pub fn take(&self, max: usize, mut each: impl FnMut(Result<Fetched<'_>, FetchError>)) -> usize {
         let mut taken = [std::ptr::null_mut::<rd::rd_kafka_message_t>(); MAX_TAKE];
         // SAFETY: `taken` has room for `max.min(MAX_TAKE)` pointers; a zero timeout never
         // blocks.
@@ -175,7 +204,7 @@ impl FetchQueue {
             let message = Fetched(message, std::marker::PhantomData);
             each(match message.error() {
                 None => Ok(message),
-                Some(e) => Err(e),
+                Some(e) => Err(FetchError::of(e)),
             });
         }
         n
@@ -287,6 +316,11 @@ impl Record for Fetched<'_> {
         debug_assert!(!topic.is_null(), "a fetched message without a topic");
         // SAFETY: a message's topic handle and its NUL-terminated name live as long as it.
         unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(topic)) }.to_bytes()
+    }
+
+    fn topic(&self) -> &str {
+        // Kafka's topic names are ASCII.
+        std::str::from_utf8(self.topic_bytes()).unwrap_or_default()
     }
 
     fn partition(&self) -> i32 {

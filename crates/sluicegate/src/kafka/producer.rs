@@ -9,7 +9,7 @@ use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 use super::client::{rdkafka_config, ProducerLog};
-use super::error::client_error;
+use super::error::{client_error, kafka_error, CommitError};
 use crate::properties::Properties;
 use crate::{ClientError, Error};
 
@@ -78,7 +78,10 @@ pub(crate) struct TopicInfo {
 
 /// Every topic the cluster knows, as `producer`'s connection sees it.
 pub(crate) fn topics(producer: &Producer, timeout: Duration) -> Result<Vec<TopicInfo>, Error> {
-    let metadata = producer.client().fetch_metadata(None, timeout)?;
+    let metadata = producer
+        .client()
+        .fetch_metadata(None, timeout)
+        .map_err(kafka_error)?;
     Ok(metadata
         .topics()
         .iter()
@@ -88,4 +91,30 @@ pub(crate) fn topics(producer: &Producer, timeout: Duration) -> Result<Vec<Topic
             errored: t.error().is_some(),
         })
         .collect())
+}
+
+/// Fences earlier producers with this producer's transactional id and aborts what they left
+/// open; blocks until the transaction coordinator answers, at most `timeout`.
+pub(crate) fn init_transactions(producer: &Producer, timeout: Duration) -> Result<(), ClientError> {
+    producer.init_transactions(timeout).map_err(client_error)
+}
+
+/// Opens a transaction.
+pub(crate) fn begin_transaction(producer: &Producer) -> Result<(), ClientError> {
+    producer.begin_transaction().map_err(client_error)
+}
+
+/// Commits the open transaction: what it holds becomes visible to `read_committed` readers.
+pub(crate) fn commit_transaction(
+    producer: &Producer,
+    timeout: Duration,
+) -> Result<(), CommitError> {
+    producer
+        .commit_transaction(timeout)
+        .map_err(CommitError::of)
+}
+
+/// Aborts the open transaction: what it holds is never visible to `read_committed` readers.
+pub(crate) fn abort_transaction(producer: &Producer, timeout: Duration) -> Result<(), ClientError> {
+    producer.abort_transaction(timeout).map_err(client_error)
 }

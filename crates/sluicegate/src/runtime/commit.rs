@@ -6,11 +6,10 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::producer::Producer as _;
-
-use crate::commit::{commit_list, CommitEntry};
+use crate::commit::CommitEntry;
+use crate::kafka::consumer::{ConsumerEvents, KafkaConsumer};
 pub(crate) use crate::kafka::error::CommitError;
+use crate::kafka::producer::commit_transaction;
 use crate::output::Producer;
 
 /// How long a transaction call (send offsets, commit) may take.
@@ -25,41 +24,32 @@ pub(crate) trait CommitOffsets {
 }
 
 /// The group's offset commit, synchronous.
-pub(crate) struct GroupCommit<'a, C: ConsumerContext>(pub &'a BaseConsumer<C>);
+pub(crate) struct GroupCommit<'a, C: ConsumerEvents>(pub &'a KafkaConsumer<C>);
 
-impl<C: ConsumerContext> CommitOffsets for GroupCommit<'_, C> {
+impl<C: ConsumerEvents> CommitOffsets for GroupCommit<'_, C> {
     fn commit(&self, offsets: &[CommitEntry]) -> Result<(), CommitError> {
-        self.0
-            .commit(&commit_list(offsets), CommitMode::Sync)
-            .map_err(CommitError::of)
+        self.0.commit(offsets)
     }
 }
 
 /// The offsets sent to the open transaction with the group's metadata, and the transaction
 /// committed with them: the outputs it holds and the offsets become visible together.
-pub(crate) struct TransactionCommit<'a, C: ConsumerContext> {
-    pub consumer: &'a BaseConsumer<C>,
+pub(crate) struct TransactionCommit<'a, C: ConsumerEvents> {
+    pub consumer: &'a KafkaConsumer<C>,
     pub producer: &'a Producer,
 }
 
-impl<C: ConsumerContext> CommitOffsets for TransactionCommit<'_, C> {
+impl<C: ConsumerEvents> CommitOffsets for TransactionCommit<'_, C> {
     fn commit(&self, offsets: &[CommitEntry]) -> Result<(), CommitError> {
-        let metadata = self
-            .consumer
-            .group_metadata()
-            .ok_or(CommitError::Missing("the consumer group's metadata"))?;
-        self.producer
-            .send_offsets_to_transaction(&commit_list(offsets), &metadata, TXN_TIMEOUT)
-            .map_err(CommitError::of)?;
+        self.consumer
+            .send_offsets_to_transaction(self.producer, offsets, TXN_TIMEOUT)?;
         let mut tries = 0;
         loop {
             tries += 1;
-            match self.producer.commit_transaction(TXN_TIMEOUT) {
+            match commit_transaction(self.producer, TXN_TIMEOUT) {
                 Ok(()) => return Ok(()),
-                Err(e) => match CommitError::of(e) {
-                    CommitError::Retriable(_) if tries < TXN_COMMIT_TRIES => continue,
-                    failed => return Err(failed),
-                },
+                Err(CommitError::Retriable(_)) if tries < TXN_COMMIT_TRIES => continue,
+                Err(failed) => return Err(failed),
             }
         }
     }

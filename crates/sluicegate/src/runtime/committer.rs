@@ -5,9 +5,8 @@
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
-use rdkafka::consumer::{BaseConsumer, ConsumerContext};
-
 use crate::commit::CommitEntry;
+use crate::kafka::consumer::{ConsumerEvents, KafkaConsumer};
 
 use super::commit::{CommitOffsets as _, GroupCommit};
 use super::event::{Event, Reports};
@@ -19,8 +18,8 @@ pub(crate) struct CommitRequest {
 }
 
 /// Commits each request in turn and reports the result, until the request channel closes.
-pub(crate) fn run<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+pub(crate) fn run<C: ConsumerEvents>(
+    consumer: &KafkaConsumer<C>,
     requests: Receiver<CommitRequest>,
     events: Reports,
 ) {

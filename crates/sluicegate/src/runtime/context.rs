@@ -1,20 +1,21 @@
-//! The rdkafka consumer context: rebalance callbacks, which librdkafka runs on the
-//! poll thread while it polls, forwarded to the [`Assignment`].
+//! The consumer's callbacks: rebalances, which the client runs on the poll thread while it
+//! polls, forwarded to the [`Assignment`]; statistics, client errors and tokens.
 
 use std::ops::Deref;
 use std::sync::{Mutex, MutexGuard};
 
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
-use rdkafka::statistics::Statistics;
-use rdkafka::TopicPartitionList;
-use tracing::warn;
-
+use crate::kafka::consumer::{ConsumerEvents, KafkaConsumer, Statistics};
 use crate::kafka::FetchQueue;
-use crate::security::{generate_oauth_token, ClientErrors, ClientHealth, OAuth, SecurityWatch};
+use crate::security::{
+    generate_oauth_token, ClientErrors, ClientHealth, OAuth, OAuthToken, SecurityWatch,
+};
+use crate::status::TopicPartition;
+use crate::ClientError;
 
 use super::assignment::Assignment;
+
+/// The runtime's client.
+pub(crate) type Client = KafkaConsumer<RuntimeContext>;
 
 /// Holds the poll thread's state so that librdkafka's callbacks can reach it. Only the poll
 /// thread ever locks it, and never across a call to `poll`, so the lock is never contended.
@@ -52,34 +53,29 @@ impl RuntimeContext {
         self.fetch.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Forwards the messages of `list`'s partitions to the fetch queue; called before they
-    /// are assigned.
-    pub fn forward(&self, consumer: &BaseConsumer<Self>, list: &TopicPartitionList) {
+    /// Forwards the messages of `partitions` to the fetch queue; called before they are
+    /// assigned.
+    pub fn forward(&self, consumer: &Client, partitions: &[TopicPartition]) {
         if let Some(queue) = self.fetch_queue().as_ref() {
-            for e in list.elements() {
-                queue.forward(consumer, e.topic(), e.partition());
-            }
+            consumer.forward(queue, partitions);
         }
     }
 }
 
 /// The runtime's client with its [`FetchQueue`], which it closes first: librdkafka's queues
 /// must not outlive their client.
-pub(crate) struct RuntimeConsumer(BaseConsumer<RuntimeContext>);
+pub(crate) struct RuntimeConsumer(Client);
 
 impl RuntimeConsumer {
     /// Gives `consumer` a fetch queue; `nonempty` is called when messages arrive on it.
-    pub fn new(
-        consumer: BaseConsumer<RuntimeContext>,
-        nonempty: impl Fn() + Send + Sync + 'static,
-    ) -> Self {
-        *consumer.context().fetch_queue() = Some(FetchQueue::new(&consumer, nonempty));
+    pub fn new(consumer: Client, nonempty: impl Fn() + Send + Sync + 'static) -> Self {
+        *consumer.context().fetch_queue() = Some(consumer.fetch_queue(nonempty));
         RuntimeConsumer(consumer)
     }
 }
 
 impl Deref for RuntimeConsumer {
-    type Target = BaseConsumer<RuntimeContext>;
+    type Target = Client;
 
     fn deref(&self) -> &Self::Target {
         &self.0
@@ -93,42 +89,29 @@ impl Drop for RuntimeConsumer {
     }
 }
 
-impl ClientContext for RuntimeContext {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    fn generate_oauth_token(
-        &self,
-        _config: Option<&str>,
-    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        crate::kafka::client::oauth_token(generate_oauth_token(
-            self.oauth.as_ref(),
-            Some(&self.errors),
-        ))
+impl ConsumerEvents for RuntimeContext {
+    fn assigning(&self, consumer: &Client, partitions: &[TopicPartition]) {
+        // Before librdkafka starts fetching them, so that no message goes elsewhere first.
+        self.forward(consumer, partitions);
     }
 
-    fn stats(&self, statistics: Statistics) {
-        self.assignment().statistics(&statistics);
+    fn assigned(&self, consumer: &Client, partitions: &[TopicPartition]) {
+        self.assignment().assign(consumer, partitions);
     }
 
-    fn error(&self, e: KafkaError, reason: &str) {
-        self.errors
-            .error(crate::kafka::error::client_error(e), reason);
-    }
-}
-
-impl ConsumerContext for RuntimeContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(list) => self.assignment().revoke(consumer, list),
-            // Before librdkafka starts fetching them, so that no message goes elsewhere first.
-            Rebalance::Assign(list) => self.forward(consumer, list),
-            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
-        }
+    fn revoking(&self, consumer: &Client, partitions: &[TopicPartition]) {
+        self.assignment().revoke(consumer, partitions);
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            self.assignment().assign(consumer, list);
-        }
+    fn statistics(&self, statistics: &Statistics) {
+        self.assignment().statistics(statistics);
+    }
+
+    fn error(&self, error: ClientError, reason: &str) {
+        self.errors.error(error, reason);
+    }
+
+    fn oauth_token(&self) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        generate_oauth_token(self.oauth.as_ref(), Some(&self.errors))
     }
 }

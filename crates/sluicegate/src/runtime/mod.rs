@@ -1,7 +1,8 @@
 //! [`Consumer`]: the builder, `run`, and the handle of a running consumer.
 //!
-//! The runtime owns the rdkafka consumer on a dedicated poll thread (see `poll`), routes
-//! messages to lanes (Tokio tasks, see `worker`) and commits what the offset trackers allow.
+//! The runtime owns the Kafka consumer (`kafka::consumer::KafkaConsumer`, the adapter's handle)
+//! on a dedicated poll thread (see `poll`), routes messages to lanes (Tokio tasks, see
+//! `worker`) and commits what the offset trackers allow.
 
 mod assignment;
 mod builder;
@@ -29,8 +30,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -39,6 +38,7 @@ use crate::dead_letter::DeadLetterWriter;
 use crate::dispatch::{BatchLimits, Ordering};
 use crate::handler::Work;
 use crate::health::Health;
+use crate::kafka::consumer::{KafkaConsumer, StartAt};
 use crate::layer::{self, Policies};
 use crate::metrics::Metrics;
 use crate::policy::{Breaker, CircuitState, Reconnect};
@@ -50,7 +50,7 @@ use crate::{Error, ErrorCode};
 
 use assignment::{Assignment, LaneSpawner, Routing};
 use catch_up::Targets;
-use context::{RuntimeConsumer, RuntimeContext};
+use context::{Client, RuntimeConsumer, RuntimeContext};
 use fencing::{FenceCount, InstanceConflict};
 use poll::{Control, SessionEnd};
 use status::StatusPublisher;
@@ -273,23 +273,11 @@ impl<W: Work> Consumer<W> {
     }
 }
 
-/// Every partition of `topics`, each from `from` (for [`Offset::Stored`]: its committed
-/// offset, else `auto.offset.reset`).
-fn all_partitions<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    topics: &[String],
-    from: Offset,
-) -> Result<TopicPartitionList, Error> {
-    let mut list = TopicPartitionList::new();
+/// Every partition of `topics`.
+fn all_partitions(consumer: &Client, topics: &[String]) -> Result<Vec<TopicPartition>, Error> {
+    let mut all = Vec::new();
     for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions())
-            .map(|p| p.id())
-            .collect::<Vec<_>>();
+        let partitions = consumer.partition_ids(topic, METADATA_TIMEOUT)?;
         if partitions.is_empty() {
             return Err(Error::Config {
                 key: "topics".into(),
@@ -299,62 +287,56 @@ fn all_partitions<C: ConsumerContext>(
                     .into(),
             });
         }
-        for p in partitions {
-            list.add_partition_offset(topic, p, from)?;
-        }
+        all.extend(
+            partitions
+                .into_iter()
+                .map(|p| TopicPartition::new(topic, p)),
+        );
     }
-    Ok(list)
+    Ok(all)
 }
 
 /// Every partition of `topics` from the offset the group committed, or from `reset` where it
 /// committed none. The offsets are looked up before assigning, and looked up again while the
-/// group's coordinator is not ready: assigned with [`Offset::Stored`], librdkafka looks them up
-/// once, and a partition whose look-up fails (the coordinator moving, a broker just started) is
-/// never fetched.
-fn from_committed<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+/// group's coordinator is not ready: assigned with [`StartAt::Committed`], librdkafka looks
+/// them up once, and a partition whose look-up fails (the coordinator moving, a broker just
+/// started) is never fetched.
+fn from_committed(
+    consumer: &Client,
     topics: &[String],
-    reset: Offset,
-) -> Result<TopicPartitionList, Error> {
-    let list = all_partitions(consumer, topics, Offset::Stored)?;
+    reset: StartAt,
+) -> Result<Vec<(TopicPartition, StartAt)>, Error> {
+    let list = all_partitions(consumer, topics)?;
     let deadline = Instant::now() + METADATA_TIMEOUT;
     let mut backoff = Duration::from_millis(100);
     let committed = loop {
-        let failed = match consumer.committed_offsets(list.clone(), METADATA_TIMEOUT) {
-            Ok(c) => match c.elements().iter().find_map(|e| e.error().err()) {
+        let failed = match consumer.committed(&list, METADATA_TIMEOUT) {
+            Ok(mut c) => match c.iter_mut().find_map(|e| e.error.take()) {
                 None => break c,
-                Some(e) => e,
+                Some(e) => Error::Kafka(e),
             },
             Err(e) => e,
         };
         if Instant::now() + backoff >= deadline {
-            return Err(failed.into());
+            return Err(failed);
         }
         warn!(error = %failed, "could not look up the committed offsets; trying again");
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(2));
     };
-    let mut assign = TopicPartitionList::with_capacity(committed.count());
-    for e in committed.elements() {
-        let from = match e.offset() {
-            Offset::Offset(next) => Offset::Offset(next),
-            _ => reset,
-        };
-        assign.add_partition_offset(e.topic(), e.partition(), from)?;
-    }
-    Ok(assign)
+    Ok(committed
+        .into_iter()
+        .map(|e| (e.tp, e.next.map_or(reset, StartAt::Offset)))
+        .collect())
 }
 
 /// The log start and end of every partition of `list` now: what a reader from the beginning
 /// catches up with.
-fn catch_up_targets<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    list: &TopicPartitionList,
-) -> Result<Targets, Error> {
+fn catch_up_targets(consumer: &Client, list: &[TopicPartition]) -> Result<Targets, Error> {
     let mut watermarks = Vec::new();
-    for e in list.elements() {
-        let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), METADATA_TIMEOUT)?;
-        watermarks.push((TopicPartition::new(e.topic(), e.partition()), low, high));
+    for tp in list {
+        let (low, high) = consumer.watermarks(tp, METADATA_TIMEOUT)?;
+        watermarks.push((tp.clone(), low, high));
     }
     Ok(Targets::new(watermarks))
 }
@@ -382,12 +364,12 @@ type Started = (
 
 impl Session {
     /// Where a partition without a committed offset starts, as `auto.offset.reset` says.
-    fn offset_reset(&self) -> Offset {
+    fn offset_reset(&self) -> StartAt {
         match self.client.get("auto.offset.reset") {
-            Some("latest" | "largest" | "end") => Offset::End,
-            Some("earliest" | "smallest" | "beginning") | None => Offset::Beginning,
+            Some("latest" | "largest" | "end") => StartAt::End,
+            Some("earliest" | "smallest" | "beginning") | None => StartAt::Beginning,
             // `error`: left to librdkafka, which reports it.
-            Some(_) => Offset::Stored,
+            Some(_) => StartAt::Committed,
         }
     }
 
@@ -404,20 +386,20 @@ impl Session {
             self.status.clone(),
             commits_tx,
         );
-        let mut consumer: BaseConsumer<RuntimeContext> =
-            crate::kafka::client::rdkafka_config(&self.client)
-                .create_with_context(RuntimeContext::new(
-                    assignment,
-                    SecurityWatch::new(&self.client),
-                    self.oauth.clone(),
-                ))
-                .map_err(Error::from_client_creation)?;
+        let mut consumer = KafkaConsumer::new(
+            &self.client,
+            RuntimeContext::new(
+                assignment,
+                SecurityWatch::new(&self.client),
+                self.oauth.clone(),
+            ),
+        )?;
         // The consumer's queue and the fetch queue both wake the poll loop.
         let (wakeup, fetched) = (reports.wakeup().clone(), reports.wakeup().clone());
-        consumer.set_nonempty_callback(move || wakeup.raise());
+        consumer.on_nonempty(move || wakeup.raise());
         let consumer = RuntimeConsumer::new(consumer, move || fetched.raise());
         if self.read_from_beginning {
-            let list = all_partitions(&consumer, &self.topics, Offset::Beginning)?;
+            let list = all_partitions(&consumer, &self.topics)?;
             // Looked up before reading starts; a new client after a lost one reads everything
             // again, but a catch-up once reached stays reached.
             let targets = match self.status.is_caught_up() {
@@ -425,7 +407,11 @@ impl Session {
                 false => Some(catch_up_targets(&consumer, &list)?),
             };
             consumer.context().forward(&consumer, &list);
-            consumer.assign(&list)?;
+            let from_beginning: Vec<_> = list
+                .iter()
+                .map(|tp| (tp.clone(), StartAt::Beginning))
+                .collect();
+            consumer.assign(&from_beginning)?;
             let mut assignment = consumer.context().assignment();
             assignment.without_commits();
             assignment.assign_static(&consumer, &list);
@@ -433,9 +419,10 @@ impl Session {
                 assignment.catch_up(targets);
             }
         } else if self.static_assignment {
-            let list = from_committed(&consumer, &self.topics, self.offset_reset())?;
+            let starts = from_committed(&consumer, &self.topics, self.offset_reset())?;
+            let list: Vec<TopicPartition> = starts.iter().map(|(tp, _)| tp.clone()).collect();
             consumer.context().forward(&consumer, &list);
-            consumer.assign(&list)?;
+            consumer.assign(&starts)?;
             consumer
                 .context()
                 .assignment()

@@ -5,18 +5,16 @@ use std::time::{Duration, Instant};
 
 use std::sync::mpsc::Receiver;
 
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::error::KafkaError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::commit::CommitSchedule;
-use crate::kafka::error::client_error;
+use crate::kafka::FetchError;
 use crate::policy::Reconnect;
 use crate::{ClientError, Error};
 
 use super::committer::{self, CommitRequest};
-use super::context::{RuntimeConsumer, RuntimeContext};
+use super::context::{Client, RuntimeConsumer};
 use super::event::Reports;
 use super::seek::SeekQueue;
 use super::status::StatusPublisher;
@@ -94,7 +92,7 @@ pub(crate) fn run(
 }
 
 fn poll(
-    consumer: &BaseConsumer<RuntimeContext>,
+    consumer: &Client,
     control: &Control,
     commit_interval: Duration,
     reconnect: &Reconnect,
@@ -184,18 +182,14 @@ fn poll(
 
 /// Logs a consumer error, or records a fatal one for `check_client`; `false` after a fatal
 /// error.
-fn take_error(consumer: &BaseConsumer<RuntimeContext>, e: KafkaError) -> bool {
+fn take_error(consumer: &Client, e: FetchError) -> bool {
     match e {
-        e @ KafkaError::MessageConsumptionFatal(_) => {
-            consumer
-                .context()
-                .health()
-                .fatal
-                .get_or_insert(client_error(e));
+        FetchError::Fatal(e) => {
+            consumer.context().health().fatal.get_or_insert(e);
             return false;
         }
-        KafkaError::PartitionEOF(p) => debug!(partition = p, "end of partition"),
-        e => warn!(error = %e, "consumer error"),
+        FetchError::PartitionEnd(p) => debug!(partition = p, "end of partition"),
+        FetchError::Other(e) => warn!(error = %e, "consumer error"),
     }
     true
 }
@@ -204,7 +198,7 @@ fn take_error(consumer: &BaseConsumer<RuntimeContext>, e: KafkaError) -> bool {
 /// longer than `reconnect` allows. While no broker is reachable, looks once every
 /// [`REACHABILITY_PROBE_EVERY`] whether one answers again.
 fn check_client(
-    consumer: &BaseConsumer<RuntimeContext>,
+    consumer: &Client,
     reconnect: &Reconnect,
     last_probe: &mut Instant,
 ) -> Result<Option<SessionEnd>, Error> {
@@ -217,10 +211,7 @@ fn check_client(
     }
     if let Some(e) = health.fatal {
         // The error callback reports a fatal error as `_FATAL`; the client keeps its cause.
-        let e = match consumer.client().fatal_error() {
-            Some((code, _)) => client_error(KafkaError::MessageConsumptionFatal(code)),
-            None => e,
-        };
+        let e = consumer.fatal_error().unwrap_or(e);
         return if reconnect.on_fatal {
             Ok(Some(SessionEnd::ClientLost {
                 reason: e.to_string(),
@@ -236,10 +227,7 @@ fn check_client(
     };
     if last_probe.elapsed() >= REACHABILITY_PROBE_EVERY {
         *last_probe = Instant::now();
-        if consumer
-            .fetch_metadata(None, REACHABILITY_PROBE_EVERY / 2)
-            .is_ok()
-        {
+        if consumer.reaches_broker(REACHABILITY_PROBE_EVERY / 2) {
             info!("a broker is reachable again");
             consumer.context().health().unreachable_since = None;
             return Ok(None);
@@ -256,7 +244,7 @@ fn check_client(
 
 /// While buffers are over the hold mark, waits for lane reports instead of taking messages,
 /// for at most [`MAX_HOLD`] in a row. Returns whether this round takes no messages.
-fn hold(consumer: &BaseConsumer<RuntimeContext>, held_since: &mut Option<Instant>) -> bool {
+fn hold(consumer: &Client, held_since: &mut Option<Instant>) -> bool {
     let mut assignment = consumer.context().assignment();
     if !assignment.should_hold() {
         *held_since = None;

@@ -4,11 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 
 use crate::commit::CommitEntry;
+use crate::kafka::consumer::{ConsumerEvents, KafkaConsumer};
 use crate::Error;
 
 use crate::status::TopicPartition;
@@ -69,32 +68,27 @@ impl SeekQueue {
 }
 
 /// The concrete offset `to` means for `tp` now.
-pub(crate) fn resolve<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+pub(crate) fn resolve<C: ConsumerEvents>(
+    consumer: &KafkaConsumer<C>,
     tp: &TopicPartition,
     to: SeekTo,
 ) -> Result<i64, Error> {
-    let watermarks = || consumer.fetch_watermarks(&tp.topic, tp.partition, LOOKUP_TIMEOUT);
+    let watermarks = || consumer.watermarks(tp, LOOKUP_TIMEOUT);
     Ok(match to {
         SeekTo::Offset(o) => o,
         SeekTo::Beginning => watermarks()?.0,
         SeekTo::End => watermarks()?.1,
-        SeekTo::Timestamp(ms) => {
-            let mut list = TopicPartitionList::new();
-            list.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(ms))?;
-            let found = consumer.offsets_for_times(list, LOOKUP_TIMEOUT)?;
-            match found.elements().first().map(|e| e.offset()) {
-                Some(Offset::Offset(o)) if o >= 0 => o,
-                _ => watermarks()?.1,
-            }
-        }
+        SeekTo::Timestamp(ms) => match consumer.offset_for_time(tp, ms, LOOKUP_TIMEOUT)? {
+            Some(o) => o,
+            None => watermarks()?.1,
+        },
     })
 }
 
 /// Moves the fetch position of `tp` to `offset` and commits it, so that the move survives a
 /// restart; the commit also names the partition the group's next owner starts from.
-pub(crate) fn move_to<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+pub(crate) fn move_to<C: ConsumerEvents>(
+    consumer: &KafkaConsumer<C>,
     tp: &TopicPartition,
     offset: i64,
 ) -> Result<CommitEntry, Error> {
@@ -113,16 +107,10 @@ pub(crate) fn move_to<C: ConsumerContext>(
 
 /// Moves the fetch position of `tp` to `offset`, committing nothing: for a reader without a
 /// group.
-pub(crate) fn seek_only<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+pub(crate) fn seek_only<C: ConsumerEvents>(
+    consumer: &KafkaConsumer<C>,
     tp: &TopicPartition,
     offset: i64,
 ) -> Result<(), Error> {
-    consumer.seek(
-        &tp.topic,
-        tp.partition,
-        Offset::Offset(offset),
-        LOOKUP_TIMEOUT,
-    )?;
-    Ok(())
+    consumer.seek(tp, offset, LOOKUP_TIMEOUT)
 }

@@ -28,25 +28,21 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message as _;
-use rdkafka::producer::Producer as _;
-use rdkafka::statistics::Statistics;
-use rdkafka::Offset;
 use tracing::{info, warn};
 
-use crate::commit::{commit_list, partitions, CommitEntry};
+use crate::commit::CommitEntry;
 use crate::dead_letter::Failure;
 use crate::dispatch::{BatchLimits, Batcher};
 use crate::handler::{ErrorKind, Outcome, Work};
+use crate::kafka::consumer::{ConsumerEvents, KafkaConsumer, Statistics};
+use crate::kafka::producer::{abort_transaction, begin_transaction, init_transactions};
+use crate::kafka::{FetchError, Record as _};
 use crate::layer::{Attempt, Attempted, Scope, Stages, WithBreaker, WithDeadLetter, WithTimeout};
 use crate::output::Producer;
 use crate::properties::Properties;
-use crate::security::{generate_oauth_token, ClientErrors, SecurityWatch};
+use crate::security::{generate_oauth_token, ClientErrors, OAuthToken, SecurityWatch};
 use crate::status::TopicPartition;
-use crate::{Error, Message};
+use crate::{ClientError, Error, Message};
 
 use super::commit::{CommitError, CommitOffsets as _, TransactionCommit};
 use super::poll::Control;
@@ -83,65 +79,41 @@ struct PipelineContext {
     oauth: Option<crate::security::OAuth>,
 }
 
-impl ClientContext for PipelineContext {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+/// The exactly-once loop's client.
+type Client = KafkaConsumer<PipelineContext>;
 
-    fn generate_oauth_token(
-        &self,
-        _config: Option<&str>,
-    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        crate::kafka::client::oauth_token(generate_oauth_token(
-            self.oauth.as_ref(),
-            Some(&self.errors),
-        ))
+impl ConsumerEvents for PipelineContext {
+    fn assigning(&self, _: &Client, _: &[TopicPartition]) {}
+
+    fn assigned(&self, consumer: &Client, partitions: &[TopicPartition]) {
+        // A partition stopped (paused) before an earlier revoke may come back paused.
+        if let Err(e) = consumer.resume(partitions) {
+            warn!(error = %e, "could not resume newly assigned partitions");
+        }
+        info!(partitions = ?partitions, "partitions assigned");
+        self.status.assigned(partitions.to_vec(), true);
     }
 
-    fn error(&self, e: KafkaError, reason: &str) {
-        self.errors
-            .error(crate::kafka::error::client_error(e), reason);
+    fn revoking(&self, _: &Client, partitions: &[TopicPartition]) {
+        info!(partitions = ?partitions, "partitions revoked");
+        self.status.revoked(partitions, true);
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(partitions);
     }
 
-    fn stats(&self, statistics: Statistics) {
+    fn statistics(&self, statistics: &Statistics) {
         let mut ends = self.log_ends.lock().unwrap_or_else(|p| p.into_inner());
-        for (topic, t) in &statistics.topics {
-            for (partition, p) in t.partitions.iter().filter(|(_, p)| p.hi_offset >= 0) {
-                ends.insert(TopicPartition::new(topic, *partition), p.hi_offset);
-            }
-        }
-    }
-}
-
-impl ConsumerContext for PipelineContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            let tps: Vec<TopicPartition> = list
-                .elements()
-                .iter()
-                .map(|e| TopicPartition::new(e.topic(), e.partition()))
-                .collect();
-            info!(partitions = ?tps, "partitions revoked");
-            self.status.revoked(&tps, true);
-            self.revoked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(tps);
-        }
+        ends.extend(statistics.log_ends());
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            // A partition stopped (paused) before an earlier revoke may come back paused.
-            if let Err(e) = consumer.resume(list) {
-                warn!(error = %e, "could not resume newly assigned partitions");
-            }
-            let tps: Vec<TopicPartition> = list
-                .elements()
-                .iter()
-                .map(|e| TopicPartition::new(e.topic(), e.partition()))
-                .collect();
-            info!(partitions = ?tps, "partitions assigned");
-            self.status.assigned(tps, true);
-        }
+    fn error(&self, error: ClientError, reason: &str) {
+        self.errors.error(error, reason);
+    }
+
+    fn oauth_token(&self) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        generate_oauth_token(self.oauth.as_ref(), Some(&self.errors))
     }
 }
 
@@ -171,9 +143,7 @@ impl<W: Work> Pipeline<W> {
             log_ends: Mutex::new(BTreeMap::new()),
             oauth: self.oauth.clone(),
         };
-        let consumer: BaseConsumer<PipelineContext> = crate::kafka::client::rdkafka_config(client)
-            .create_with_context(context)
-            .map_err(Error::from_client_creation)?;
+        let consumer = Client::new(client, context)?;
         if !self.init_transactions(&consumer)? {
             return Ok(());
         }
@@ -219,15 +189,13 @@ impl<W: Work> Pipeline<W> {
                     if let Some(metrics) = self.status.metrics() {
                         metrics.topic(&topic).consumed.inc();
                     }
-                    let message = crate::kafka::Record::to_message(&m, topic);
+                    let message = m.to_message(topic);
                     let size = message.size();
                     batcher.push(message, size, Instant::now());
                 }
-                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
-                    return Err(Error::fatal(e))
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-                Some(Err(e)) => warn!(error = %e, "consumer error"),
+                Some(Err(FetchError::Fatal(e))) => return Err(Error::Fatal(e)),
+                Some(Err(FetchError::PartitionEnd(_))) | None => {}
+                Some(Err(FetchError::Other(e))) => warn!(error = %e, "consumer error"),
             }
             drop_revoked(&consumer, &mut batcher, &mut stuck);
             for request in self.control.seeks.take() {
@@ -236,7 +204,7 @@ impl<W: Work> Pipeline<W> {
                     self.status.committed(std::slice::from_ref(entry));
                     if let Some(i) = stuck.iter().position(|tp| *tp == request.tp) {
                         stuck.swap_remove(i);
-                        let _ = consumer.resume(&commit_list(std::slice::from_ref(entry)));
+                        let _ = consumer.resume(std::slice::from_ref(&request.tp));
                         self.status.unstuck(&request.tp);
                     }
                 }
@@ -256,7 +224,7 @@ impl<W: Work> Pipeline<W> {
                 // What was fetched while the batch ran goes after it, then the flow applies
                 // to all of it (a rewind drops what it fetches again).
                 if let Some(e) = meanwhile.fatal {
-                    return Err(Error::fatal(e));
+                    return Err(Error::Fatal(e));
                 }
                 for m in meanwhile.messages {
                     if !stuck.contains(&TopicPartition::new(m.topic(), m.partition())) {
@@ -273,8 +241,7 @@ impl<W: Work> Pipeline<W> {
                     Flow::Stuck(message, failure) => {
                         let tp = TopicPartition::new(message.topic(), message.partition());
                         log_stuck(&message, &failure);
-                        let list = partitions([(tp.topic.as_str(), tp.partition)]);
-                        if let Err(e) = consumer.pause(&list) {
+                        if let Err(e) = consumer.pause(std::slice::from_ref(&tp)) {
                             warn!(topic = %tp.topic, partition = tp.partition, error = %e,
                                   "could not pause a stuck partition; its messages are dropped");
                         }
@@ -296,13 +263,13 @@ impl<W: Work> Pipeline<W> {
     /// does: it runs on a thread of its own while this one serves the consumer's callbacks and
     /// watches both clients' errors, so that such a failure stops the consumer at once (the
     /// thread ends by itself when the call times out). `false` when stopped while waiting.
-    fn init_transactions(&self, consumer: &BaseConsumer<PipelineContext>) -> Result<bool, Error> {
+    fn init_transactions(&self, consumer: &Client) -> Result<bool, Error> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let producer = self.producer.clone();
         std::thread::Builder::new()
             .name("sluicegate-init-txn".into())
             .spawn(move || {
-                let _ = tx.send(producer.init_transactions(TXN_TIMEOUT));
+                let _ = tx.send(init_transactions(&producer, TXN_TIMEOUT));
             })
             .map_err(|e| Error::Thread(e.to_string()))?;
         loop {
@@ -318,7 +285,7 @@ impl<W: Work> Pipeline<W> {
                 Ok(Err(e)) => {
                     // A security failure explains a failed init better than its timeout.
                     self.check_security(consumer)?;
-                    return Err(Error::fatal(e));
+                    return Err(Error::Fatal(e));
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -332,7 +299,7 @@ impl<W: Work> Pipeline<W> {
 
     /// The TLS or authentication failure, of the consumer or of the producer, that stops the
     /// loop (see [`crate::security`]).
-    fn check_security(&self, consumer: &BaseConsumer<PipelineContext>) -> Result<(), Error> {
+    fn check_security(&self, consumer: &Client) -> Result<(), Error> {
         let failure = consumer.context().errors.security_failure().or_else(|| {
             self.producer_errors
                 .as_ref()
@@ -353,7 +320,7 @@ impl<W: Work> Pipeline<W> {
     fn settle(
         &self,
         stack: &Stack<'_, W>,
-        consumer: &BaseConsumer<PipelineContext>,
+        consumer: &Client,
         batch: &[Message],
         next: &mut BTreeMap<TopicPartition, i64>,
         counters: &mut Counters,
@@ -385,7 +352,7 @@ impl<W: Work> Pipeline<W> {
     /// `outcome`.
     fn commit(
         &self,
-        consumer: &BaseConsumer<PipelineContext>,
+        consumer: &Client,
         batch: &[Message],
         outcome: Outcome,
         next: &mut BTreeMap<TopicPartition, i64>,
@@ -455,9 +422,7 @@ impl<W: Work> Pipeline<W> {
     }
 
     fn abort_transaction(&self) -> Result<(), Error> {
-        self.producer
-            .abort_transaction(TXN_TIMEOUT)
-            .map_err(Error::fatal)?;
+        abort_transaction(&self.producer, TXN_TIMEOUT).map_err(Error::Fatal)?;
         self.status.transaction(None);
         Ok(())
     }
@@ -470,7 +435,7 @@ impl<W: Work> Pipeline<W> {
     /// return is kept in `meanwhile` for the next batches.
     fn until_aborted<T>(
         &self,
-        consumer: &BaseConsumer<PipelineContext>,
+        consumer: &Client,
         meanwhile: &mut Meanwhile,
         future: impl std::future::Future<Output = T>,
     ) -> Option<T> {
@@ -503,7 +468,7 @@ struct Meanwhile {
     bound: usize,
     dropped: Refetch,
     /// A fatal consumer error: the loop stops with it once the batch is done.
-    fatal: Option<KafkaError>,
+    fatal: Option<ClientError>,
 }
 
 impl Meanwhile {
@@ -517,7 +482,7 @@ impl Meanwhile {
     }
 
     /// Takes what the consumer has now, without waiting.
-    fn poll(&mut self, consumer: &BaseConsumer<PipelineContext>) {
+    fn poll(&mut self, consumer: &Client) {
         while let Some(result) = consumer.poll(Duration::ZERO) {
             match result {
                 Ok(m) => {
@@ -527,15 +492,14 @@ impl Meanwhile {
                         self.dropped.from(tp, m.offset());
                     } else {
                         let topic = Arc::from(m.topic());
-                        self.messages
-                            .push(crate::kafka::Record::to_message(&m, topic));
+                        self.messages.push(m.to_message(topic));
                     }
                 }
-                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+                Err(FetchError::Fatal(e)) => {
                     self.fatal.get_or_insert(e);
                 }
-                Err(KafkaError::PartitionEOF(_)) => {}
-                Err(e) => warn!(error = %e, "consumer error"),
+                Err(FetchError::PartitionEnd(_)) => {}
+                Err(FetchError::Other(e)) => warn!(error = %e, "consumer error"),
             }
         }
     }
@@ -555,11 +519,9 @@ impl Refetch {
     }
 
     /// Moves each partition's fetch position back to its first dropped offset.
-    fn seek_back(self, consumer: &BaseConsumer<PipelineContext>) {
+    fn seek_back(self, consumer: &Client) {
         for (tp, offset) in self.0 {
-            if let Err(e) =
-                consumer.seek(&tp.topic, tp.partition, Offset::Offset(offset), TXN_TIMEOUT)
-            {
+            if let Err(e) = consumer.seek(&tp, offset, TXN_TIMEOUT) {
                 info!(topic = %tp.topic, partition = tp.partition, error = %e,
                       "not fetched again; the partition is probably no longer ours");
             }
@@ -570,7 +532,7 @@ impl Refetch {
 /// Drops what waits for partitions revoked since the last look, and forgets that they were
 /// stuck.
 fn drop_revoked(
-    consumer: &BaseConsumer<PipelineContext>,
+    consumer: &Client,
     batcher: &mut Batcher<Message>,
     stuck: &mut Vec<TopicPartition>,
 ) {
@@ -646,7 +608,7 @@ impl From<Error> for Halt {
 /// settles is committed in it.
 struct Transaction<'a, W> {
     pipeline: &'a Pipeline<W>,
-    consumer: &'a BaseConsumer<PipelineContext>,
+    consumer: &'a Client,
     next: &'a mut BTreeMap<TopicPartition, i64>,
     counters: &'a mut Counters,
     /// Partitions paused while a retry waits, resumed when the batch is done.
@@ -659,12 +621,7 @@ impl<W> Transaction<'_, W> {
         if self.paused.is_empty() {
             return;
         }
-        let list = partitions(
-            self.paused
-                .iter()
-                .map(|tp| (tp.topic.as_str(), tp.partition)),
-        );
-        if let Err(e) = self.consumer.resume(&list) {
+        if let Err(e) = self.consumer.resume(&self.paused) {
             warn!(error = %e, "could not resume partitions paused for a retry");
         }
         self.paused.clear();
@@ -677,10 +634,7 @@ impl<W: Work> Scope for Transaction<'_, W> {
     const STAGES: bool = false;
 
     fn begin(&mut self) -> Result<(), Halt> {
-        self.pipeline
-            .producer
-            .begin_transaction()
-            .map_err(|e| Halt::Failed(Error::fatal(e)))
+        begin_transaction(&self.pipeline.producer).map_err(|e| Halt::Failed(Error::Fatal(e)))
     }
 
     fn failed(&mut self) -> Result<(), Halt> {
@@ -729,8 +683,7 @@ impl<W: Work> Scope for Transaction<'_, W> {
         if added.is_empty() {
             return;
         }
-        let list = partitions(added.iter().map(|tp| (tp.topic.as_str(), tp.partition)));
-        match self.consumer.pause(&list) {
+        match self.consumer.pause(&added) {
             Ok(()) => self.paused.extend(added),
             Err(e) => warn!(error = %e, "could not pause partitions for a retry"),
         }
@@ -739,20 +692,11 @@ impl<W: Work> Scope for Transaction<'_, W> {
 
 /// Fetches the partitions of `from` again from the offsets given, dropping what waits in the
 /// batcher for them.
-fn rewind(
-    consumer: &BaseConsumer<PipelineContext>,
-    batcher: &mut Batcher<Message>,
-    from: &BTreeMap<TopicPartition, i64>,
-) {
+fn rewind(consumer: &Client, batcher: &mut Batcher<Message>, from: &BTreeMap<TopicPartition, i64>) {
     batcher.retain(|m| !from.contains_key(&TopicPartition::new(m.topic(), m.partition())));
     for (tp, offset) in from {
         // Fails for partitions no longer ours: their new owner has them.
-        if let Err(e) = consumer.seek(
-            &tp.topic,
-            tp.partition,
-            Offset::Offset(*offset),
-            TXN_TIMEOUT,
-        ) {
+        if let Err(e) = consumer.seek(tp, *offset, TXN_TIMEOUT) {
             info!(topic = %tp.topic, partition = tp.partition, error = %e,
                   "not rewound; the partition is probably no longer ours");
         }
@@ -761,17 +705,12 @@ fn rewind(
 
 /// Moves an owned partition between transactions: what waits in the batcher for it is dropped.
 fn seek_partition(
-    consumer: &BaseConsumer<PipelineContext>,
+    consumer: &Client,
     batcher: &mut Batcher<Message>,
     tp: &TopicPartition,
     to: SeekTo,
 ) -> Result<CommitEntry, Error> {
-    let owned = consumer
-        .assignment()?
-        .elements()
-        .iter()
-        .any(|e| e.topic() == tp.topic && e.partition() == tp.partition);
-    if !owned {
+    if !consumer.owns(tp)? {
         return Err(Error::NotAssigned(tp.to_string()));
     }
     let offset = seek::resolve(consumer, tp, to)?;

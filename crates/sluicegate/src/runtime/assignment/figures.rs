@@ -3,11 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::statistics::Statistics;
 use tracing::{debug, info};
 
-use crate::commit::read_list;
+use crate::kafka::consumer::{ConsumerEvents, KafkaConsumer, Statistics};
 use crate::status::{CatchUp, TopicPartition};
 
 use super::super::catch_up::{Seen, Targets};
@@ -26,7 +24,7 @@ impl Assignment {
     /// reports it once every one is. Cheap when nothing is tracked; while catching up it asks
     /// librdkafka for positions only when a partition has nothing unfinished and its watermark
     /// alone does not settle it (see [`catch_up::caught_up`](super::catch_up::caught_up)).
-    pub fn check_catch_up<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+    pub fn check_catch_up<C: ConsumerEvents>(&mut self, consumer: &KafkaConsumer<C>) {
         let Some(mut targets) = self.catch_up.take() else {
             return;
         };
@@ -48,11 +46,8 @@ impl Assignment {
             seen.unfinished == 0 && seen.watermark.is_none_or(|w| w < end)
         });
         let positions = if needs_position {
-            match consumer.position() {
-                Ok(list) => read_list(&list)
-                    .into_iter()
-                    .map(|e| (TopicPartition::new(e.topic, e.partition), e.next))
-                    .collect(),
+            match consumer.positions() {
+                Ok(positions) => positions.into_iter().collect(),
                 Err(e) => {
                     debug!(error = %e, "no positions to judge the catch-up by");
                     BTreeMap::new()
@@ -95,21 +90,17 @@ impl Assignment {
     /// partitions from librdkafka's statistics.
     pub fn statistics(&mut self, stats: &Statistics) {
         for p in self.slots.iter_mut().flatten() {
-            let Some(s) = stats
-                .topics
-                .get(&p.tp.topic)
-                .and_then(|t| t.partitions.get(&p.tp.partition))
-            else {
+            let Some(s) = stats.partition(&p.tp.topic, p.tp.partition) else {
                 continue;
             };
-            if s.hi_offset >= 0 {
-                p.log_end = Some(s.hi_offset);
+            if s.log_end.is_some() {
+                p.log_end = s.log_end;
             }
-            if s.lo_offset >= 0 {
-                p.log_start = Some(s.lo_offset);
+            if s.log_start.is_some() {
+                p.log_start = s.log_start;
             }
-            if s.committed_offset >= 0 {
-                p.commits.read_at_assignment(s.committed_offset);
+            if let Some(committed) = s.committed {
+                p.commits.read_at_assignment(committed);
             }
         }
     }

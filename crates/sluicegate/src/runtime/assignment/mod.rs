@@ -16,12 +16,12 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::dispatch::{Backpressure, BufferLimits, Ordering};
 use crate::handler::Outcome;
+use crate::kafka::consumer::{ConsumerEvents, KafkaConsumer};
 use crate::kafka::Record;
 use crate::metrics::{wall, Stage};
 use crate::policy::{Breaker, CircuitState};
@@ -125,7 +125,7 @@ impl Assignment {
 
     /// Routes one fetched message to its lane. Messages of partitions this consumer does not
     /// own, or already received, are dropped here: they are neither tracked nor committed.
-    pub fn dispatch<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, m: &impl Record) {
+    pub fn dispatch<C: ConsumerEvents>(&mut self, consumer: &KafkaConsumer<C>, m: &impl Record) {
         let Some(i) = self.index.get_bytes(m.topic_bytes(), m.partition()) else {
             debug!(
                 topic = %String::from_utf8_lossy(m.topic_bytes()),
@@ -210,7 +210,7 @@ impl Assignment {
     }
 
     /// Applies every lane report waiting, without blocking.
-    pub fn drain_events<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+    pub fn drain_events<C: ConsumerEvents>(&mut self, consumer: &KafkaConsumer<C>) {
         while let Ok(event) = self.events.try_recv() {
             self.apply(event);
         }
@@ -295,7 +295,7 @@ impl Assignment {
     /// waiting to be retried, stopped at a record given up on, or the circuit breaker open. A partition may be over bounds because
     /// the *total* was, so its own completions are not the only thing that can free it: this
     /// runs after every batch of events.
-    fn update_pauses<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+    fn update_pauses<C: ConsumerEvents>(&mut self, consumer: &KafkaConsumer<C>) {
         let circuit_open = self.circuit == CircuitState::Open;
         for p in self.slots.iter_mut().flatten() {
             if p.over_bounds && self.backpressure.may_resume(&p.buffered) {
@@ -339,9 +339,9 @@ impl Assignment {
     }
 
     /// Waits up to `timeout` for lane reports and applies them.
-    pub fn wait_events<C: ConsumerContext>(
+    pub fn wait_events<C: ConsumerEvents>(
         &mut self,
-        consumer: &BaseConsumer<C>,
+        consumer: &KafkaConsumer<C>,
         timeout: Duration,
     ) {
         if self.wait_event(Instant::now() + timeout) {

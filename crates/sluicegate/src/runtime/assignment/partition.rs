@@ -5,12 +5,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::commit::partitions;
 use crate::dispatch::{Buffered, KeyGate, Ready};
+use crate::kafka::consumer::{ConsumerEvents, KafkaConsumer};
 use crate::metrics::TopicMetrics;
 use crate::status::TopicPartition;
 use crate::OffsetTracker;
@@ -72,28 +71,23 @@ impl PartitionState {
 /// (where the runtime stopped taking messages): librdkafka would resume from its own record of
 /// what the application took, which a batch take moves past everything in the batch, including
 /// messages the runtime then handed back and errors that carry no message.
-pub(super) fn pause<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+pub(super) fn pause<C: ConsumerEvents>(
+    consumer: &KafkaConsumer<C>,
     tp: &TopicPartition,
     pause: bool,
     why: &str,
     next_fetch: Option<i64>,
 ) {
-    let list = partitions([(tp.topic.as_str(), tp.partition)]);
+    let list = std::slice::from_ref(tp);
     let result = if pause {
-        consumer.pause(&list).and_then(|()| match next_fetch {
+        consumer.pause(list).and_then(|()| match next_fetch {
             // Queued behind the pause, without waiting; it can only fail while the partition
             // is being revoked, when what it holds is dropped anyway.
-            Some(offset) => consumer.seek(
-                &tp.topic,
-                tp.partition,
-                rdkafka::Offset::Offset(offset),
-                Duration::ZERO,
-            ),
+            Some(offset) => consumer.seek(tp, offset, Duration::ZERO),
             None => Ok(()),
         })
     } else {
-        consumer.resume(&list)
+        consumer.resume(list)
     };
     match result {
         Ok(()) => debug!(topic = %tp.topic, partition = tp.partition, pause, why, "pause state"),

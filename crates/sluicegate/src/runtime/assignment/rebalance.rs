@@ -4,13 +4,11 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::TopicPartitionList;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::commit::{partitions, read_list};
 use crate::dispatch::{Buffered, KeyGate, Ordering, Ready};
+use crate::kafka::consumer::{ConsumerEvents, KafkaConsumer};
 use crate::status::TopicPartition;
 use crate::{offset_map, Error, OffsetTracker};
 
@@ -35,19 +33,19 @@ enum Taken {
 
 impl Assignment {
     /// Takes ownership of partitions the group assigned and starts their lanes.
-    pub fn assign<C: ConsumerContext>(
+    pub fn assign<C: ConsumerEvents>(
         &mut self,
-        consumer: &BaseConsumer<C>,
-        list: &TopicPartitionList,
+        consumer: &KafkaConsumer<C>,
+        list: &[TopicPartition],
     ) {
         self.take(consumer, list, Taken::FromGroup);
     }
 
     /// Takes ownership of partitions assigned without a group (a static assignment).
-    pub fn assign_static<C: ConsumerContext>(
+    pub fn assign_static<C: ConsumerEvents>(
         &mut self,
-        consumer: &BaseConsumer<C>,
-        list: &TopicPartitionList,
+        consumer: &KafkaConsumer<C>,
+        list: &[TopicPartition],
     ) {
         self.take(consumer, list, Taken::Static);
     }
@@ -56,9 +54,9 @@ impl Assignment {
     /// old position is abandoned (a handler still running finishes, unreported), the new
     /// position is committed, and the partition starts over there with a fresh tracker (and
     /// no offset map: a seek back means to handle those records again).
-    pub fn seek<C: ConsumerContext>(
+    pub fn seek<C: ConsumerEvents>(
         &mut self,
-        consumer: &BaseConsumer<C>,
+        consumer: &KafkaConsumer<C>,
         tp: &TopicPartition,
         to: SeekTo,
     ) -> Result<i64, Error> {
@@ -76,25 +74,21 @@ impl Assignment {
         } else {
             seek::seek_only(consumer, tp, offset)?;
         }
-        self.take(
-            consumer,
-            &partitions([(tp.topic.as_str(), tp.partition)]),
-            Taken::AfterSeek,
-        );
+        self.take(consumer, std::slice::from_ref(tp), Taken::AfterSeek);
         info!(topic = %tp.topic, partition = tp.partition, offset, "partition moved");
         Ok(offset)
     }
 
     /// Takes ownership of `list`, as `how` says it came.
-    fn take<C: ConsumerContext>(
+    fn take<C: ConsumerEvents>(
         &mut self,
-        consumer: &BaseConsumer<C>,
-        list: &TopicPartitionList,
+        consumer: &KafkaConsumer<C>,
+        list: &[TopicPartition],
         how: Taken,
     ) {
         let mut added = Vec::new();
-        for e in list.elements() {
-            if self.slot_of(e.topic(), e.partition()).is_some() {
+        for e in list {
+            if self.slot_of(&e.topic, e.partition).is_some() {
                 continue;
             }
             self.generation += 1;
@@ -109,7 +103,7 @@ impl Assignment {
                 index,
                 generation: self.generation,
             };
-            let topic = self.index.insert(e.topic(), e.partition(), index);
+            let topic = self.index.insert(&e.topic, e.partition, index);
             let revoked = CancellationToken::new();
             let (queue, chunks) = async_channel::unbounded();
             let lanes = self.routing.ordering.workers(self.routing.width);
@@ -120,7 +114,7 @@ impl Assignment {
             for _ in 0..lanes {
                 (self.spawn_lane)(slot, work.clone(), revoked.clone(), self.reports.clone());
             }
-            let tp = TopicPartition::new(e.topic(), e.partition());
+            let tp = e.clone();
             self.slots[index] = Some(PartitionState {
                 tp: tp.clone(),
                 topic,
@@ -141,7 +135,7 @@ impl Assignment {
                 finished_before: BTreeSet::new(),
                 log_start: None,
                 log_end: None,
-                metrics: self.status.metrics().map(|m| m.topic(e.topic())),
+                metrics: self.status.metrics().map(|m| m.topic(&e.topic)),
             });
             added.push(tp);
         }
@@ -164,26 +158,28 @@ impl Assignment {
     /// Reads the offset maps committed with the group, so that work finished out of order
     /// before a restart or rebalance is not handled again. Without them (a failed look-up,
     /// another tool's metadata) everything above the committed offset is simply handled again.
-    fn load_offset_maps<C: ConsumerContext>(
+    fn load_offset_maps<C: ConsumerEvents>(
         &mut self,
-        consumer: &BaseConsumer<C>,
+        consumer: &KafkaConsumer<C>,
         added: &[TopicPartition],
     ) {
-        let list = partitions(added.iter().map(|tp| (tp.topic.as_str(), tp.partition)));
-        let committed = match consumer.committed_offsets(list, OFFSET_MAP_LOOKUP_TIMEOUT) {
-            Ok(list) => read_list(&list),
+        let committed = match consumer.committed(added, OFFSET_MAP_LOOKUP_TIMEOUT) {
+            Ok(committed) => committed,
             Err(e) => {
                 warn!(error = %e, "could not read committed offset maps; finished work may be handled again");
                 return;
             }
         };
-        for e in committed {
-            let done = offset_map::decode(e.next, &e.metadata);
+        for (e, next) in committed
+            .into_iter()
+            .filter_map(|e| e.next.map(|next| (e, next)))
+        {
+            let done = offset_map::decode(next, &e.metadata);
             if let Some(i) = self
-                .slot_of(&e.topic, e.partition)
+                .slot_of(&e.tp.topic, e.tp.partition)
                 .filter(|_| !done.is_empty())
             {
-                debug!(topic = %e.topic, partition = e.partition, finished = done.len(), "offset map loaded");
+                debug!(topic = %e.tp.topic, partition = e.tp.partition, finished = done.len(), "offset map loaded");
                 self.slots[i]
                     .as_mut()
                     .expect("indexed slots exist")
@@ -196,30 +192,24 @@ impl Assignment {
     /// Gives up revoked partitions: stops their lanes, waits (bounded) for work in flight,
     /// commits what finished, and forgets them. When the assignment was lost (the group moved
     /// on without us) nothing is committed: the new owner may already be processing.
-    pub fn revoke<C: ConsumerContext>(
+    pub fn revoke<C: ConsumerEvents>(
         &mut self,
-        consumer: &BaseConsumer<C>,
-        list: &TopicPartitionList,
+        consumer: &KafkaConsumer<C>,
+        list: &[TopicPartition],
     ) {
         let revoked: Vec<usize> = list
-            .elements()
             .iter()
-            .filter_map(|e| self.slot_of(e.topic(), e.partition()))
+            .filter_map(|e| self.slot_of(&e.topic, e.partition))
             .collect();
         self.release(&revoked, !consumer.assignment_lost(), true);
     }
 
     /// Gives up every partition: the graceful part of shutdown.
-    pub fn release_all<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+    pub fn release_all<C: ConsumerEvents>(&mut self, consumer: &KafkaConsumer<C>) {
         let all: Vec<usize> = (0..self.slots.len())
             .filter(|i| self.slots[*i].is_some())
             .collect();
-        let list = partitions(
-            self.slots
-                .iter()
-                .flatten()
-                .map(|p| (p.tp.topic.as_str(), p.tp.partition)),
-        );
+        let list: Vec<TopicPartition> = self.slots.iter().flatten().map(|p| p.tp.clone()).collect();
         // Stop fetching while in-flight work drains.
         let _ = consumer.pause(&list);
         self.release(&all, true, false);
