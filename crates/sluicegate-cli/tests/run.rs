@@ -246,15 +246,23 @@ struct Running {
 }
 
 impl Running {
+    /// `sluicegate run --config CONFIG`.
     fn start(config: &Path) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
+        Running::spawn(
+            Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+                .args(["run", "--config"])
+                .arg(config)
+                .env("RUST_LOG", "warn"),
+        )
+    }
+
+    /// Starts `command`, collecting its stdout and stderr.
+    fn spawn(command: &mut Command) -> Running {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("the binary starts");
+            .expect("the command starts");
         Running {
             out: Some(collect(child.stdout.take())),
             err: Some(collect(child.stderr.take())),
@@ -1011,18 +1019,11 @@ fn the_readme_run_example_works_as_written() {
         "the README shows another echo.yaml than the file's"
     );
     let args: Vec<&str> = command.split_whitespace().collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
-        .args(&args)
-        .current_dir(&root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let run = Running {
-        out: Some(collect(child.stdout.take())),
-        err: Some(collect(child.stderr.take())),
-        child,
-    };
+    let run = Running::spawn(
+        Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+            .args(&args)
+            .current_dir(&root),
+    );
     let (status, out, err) = run.wait();
     assert!(status.success(), "{status}\nstdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains("every sample record delivered"), "{out}");
@@ -1055,18 +1056,11 @@ fn the_readme_http_sequence_works_as_written() {
     let script = script.replace("cargo run -p sluicegate-cli -- ", &binary);
     // Not `bash -e`: the last line must stop the service whatever the worker did, or the
     // service would keep the output pipe open.
-    let mut child = Command::new("bash")
-        .args(["-c", &script])
-        .current_dir(&root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bash starts");
-    let run = Running {
-        out: Some(collect(child.stdout.take())),
-        err: Some(collect(child.stderr.take())),
-        child,
-    };
+    let run = Running::spawn(
+        Command::new("bash")
+            .args(["-c", &script])
+            .current_dir(&root),
+    );
     let (status, out, err) = run.wait();
     assert!(status.success(), "{status}\nstdout:\n{out}\nstderr:\n{err}");
     assert!(

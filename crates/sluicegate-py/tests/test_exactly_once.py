@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 import sluicegate
-from conftest import PHASE, committed_to, ends_of, unique, wait_until
+from conftest import PHASE, committed_to, ends_of, run_until, unique
 
 
 def run(coro):
@@ -39,16 +39,7 @@ def test_outputs_of_a_failed_handler_are_aborted_and_each_input_is_output_once(b
         if msg.value == b"v7" and calls[msg.value] == 1:
             raise sluicegate.RetryableError("failed after its output was sent")
 
-    async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        try:
-            await wait_until("every record is committed", lambda: committed_to(consumer, topic, ends))
-            return consumer.status()
-        finally:
-            consumer.shutdown()
-            await running
-
-    status = run(scenario())
+    status = run(run_until(consumer, "every record is committed", lambda: committed_to(consumer, topic, ends)))
     assert calls[b"v7"] == 2
     assert status["transactions_committed"] >= 1 and status["transactions_aborted"] >= 1, status
     expected = Counter(f"v{i}".encode() for i in range(20))

@@ -17,7 +17,7 @@ from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import TopicPartition
 
 import sluicegate
-from conftest import PHASE, Broker, committed_to, ends_of, unique, wait_until
+from conftest import PHASE, Broker, committed_to, ends_of, run_until, unique
 
 
 def run(coro):
@@ -107,15 +107,7 @@ def test_a_python_token_provider_logs_the_consumer_and_its_output_in(kafka):
         await out.send(out_topic, msg.value, key=msg.key)
         handled.add((msg.partition, msg.offset))
 
-    async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        try:
-            await wait_until("every record is handled and committed", lambda: committed_to(consumer, topic, ends))
-        finally:
-            consumer.shutdown()
-            await running
-
-    run(scenario())
+    run(run_until(consumer, "every record is handled and committed", lambda: committed_to(consumer, topic, ends)))
     assert handled == set(placed)
     assert len(broker.read(out_topic, 30)) == 30
     # The consumer and the output producer each asked at least once, never on the loop's thread.
@@ -140,15 +132,7 @@ def test_a_tuple_from_the_token_provider_is_a_token_too(kafka):
     async def handle(msg):
         handled.append(msg.offset)
 
-    async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        try:
-            await wait_until("committed", lambda: committed_to(consumer, topic, ends_of(placed)))
-        finally:
-            consumer.shutdown()
-            await running
-
-    run(scenario())
+    run(run_until(consumer, "committed", lambda: committed_to(consumer, topic, ends_of(placed))))
     assert sorted(handled) == [o for _, o in placed]
 
 
@@ -174,15 +158,7 @@ def test_a_configuration_file_takes_a_python_token_provider(kafka, tmp_path):
     async def handle(msg):
         handled.append(msg.offset)
 
-    async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        try:
-            await wait_until("committed", lambda: committed_to(consumer, topic, ends_of(placed)))
-        finally:
-            consumer.shutdown()
-            await running
-
-    run(scenario())
+    run(run_until(consumer, "committed", lambda: committed_to(consumer, topic, ends_of(placed))))
     assert sorted(handled) == [o for _, o in placed]
 
 
@@ -209,17 +185,8 @@ def test_a_raising_token_provider_is_reported_and_nothing_is_consumed(kafka, cap
     def reported() -> bool:
         return any("the identity service is unreachable" in r.getMessage() for r in caplog.records)
 
-    async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        try:
-            await wait_until("the provider's failure is logged", reported)
-            return consumer.status()
-        finally:
-            consumer.shutdown()
-            await running
-
     with caplog.at_level(logging.WARNING):
-        status = run(scenario())
+        status = run(run_until(consumer, "the provider's failure is logged", reported))
     assert calls, "the token provider was never asked"
     record = next(r for r in caplog.records if "the identity service is unreachable" in r.getMessage())
     assert "RuntimeError" in record.getMessage(), record.getMessage()
@@ -343,15 +310,7 @@ def test_a_sasl_plain_login_consumes_and_commits():
     async def handle(msg):
         handled.append(msg.offset)
 
-    async def scenario():
-        running = asyncio.ensure_future(consumer.run())
-        try:
-            await wait_until("committed", lambda: committed_to(consumer, topic, ends_of(placed)))
-        finally:
-            consumer.shutdown()
-            await running
-
-    run(scenario())
+    run(run_until(consumer, "committed", lambda: committed_to(consumer, topic, ends_of(placed))))
     assert sorted(handled) == [o for _, o in placed]
 
 
