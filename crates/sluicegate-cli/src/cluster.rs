@@ -13,7 +13,8 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use sluicegate::config::ClientKind;
-use sluicegate::security::{ClientSecurity, SecureContext};
+use sluicegate::interop::SecureContext;
+use sluicegate::security::ClientSecurity;
 use sluicegate::EmbeddedKafka;
 
 use crate::consumer_protocol::{self, TopicPartitions};

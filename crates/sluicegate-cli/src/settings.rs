@@ -5,7 +5,8 @@
 use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::ClientConfig;
 use sluicegate::config::{ClientKind, ConsumerConfig, Purpose};
-use sluicegate::security::{ClientSecurity, SecureContext};
+use sluicegate::interop::SecureContext;
+use sluicegate::security::ClientSecurity;
 use sluicegate::settings::Properties;
 use sluicegate::ConsumerBuilder;
 

@@ -71,6 +71,10 @@ pub use handler::{
     Handler, HandlerError, HandlerFn, HandlerResult, JsonHandler, Work,
 };
 pub use health::{Check, Health, LIVENESS_STALL};
+/// rdkafka clients of your own with Sluicegate's settings and security (the
+/// `rdkafka-interop` feature).
+#[cfg(feature = "rdkafka-interop")]
+pub use kafka::interop;
 pub use kafka::{ApiKey, EmbeddedKafka};
 pub use layer::Layer;
 pub use message::{DecodeError, Header, Message};

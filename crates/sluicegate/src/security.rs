@@ -67,8 +67,6 @@ use crate::{Error, ErrorCode};
 mod client;
 #[cfg(feature = "msk-iam")]
 mod msk_iam;
-#[cfg(feature = "rdkafka-interop")]
-pub use crate::kafka::SecureContext;
 /// The AWS credentials types [`MskIamTokenProvider::with_credentials`] takes (`msk-iam`
 /// feature).
 #[cfg(feature = "msk-iam")]

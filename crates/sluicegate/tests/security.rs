@@ -44,7 +44,8 @@ use rdkafka::message::Message as _;
 use rdkafka::ClientConfig;
 use sluicegate::config::ConsumerConfig;
 use sluicegate::dead_letter::DeadLetter;
-use sluicegate::security::{OAuthToken, SecureContext, TokenError, TokenProvider};
+use sluicegate::interop::SecureContext;
+use sluicegate::security::{OAuthToken, TokenError, TokenProvider};
 use sluicegate::{handler_fn, Consumer, ConsumerBuilder, Error, HandlerError, Message};
 
 /// How long a consumer may take to stop after a rejected credential or certificate. It

@@ -21,7 +21,7 @@ use crate::security::ClientSecurity;
 /// ```no_run
 /// use rdkafka::admin::AdminClient;
 /// use sluicegate::config::{ClientKind, ConsumerConfig};
-/// use sluicegate::security::SecureContext;
+/// use sluicegate::interop::SecureContext;
 ///
 /// let config = ConsumerConfig::load_from_env("sluicegate.yaml").unwrap();
 /// let props = config.client_config(ClientKind::Admin);

@@ -12,10 +12,8 @@ mod embedded;
 pub(crate) mod error;
 mod fetch_queue;
 #[cfg(feature = "rdkafka-interop")]
-mod interop;
+pub mod interop;
 pub(crate) mod producer;
 
 pub use embedded::{ApiKey, EmbeddedKafka};
 pub(crate) use fetch_queue::{FetchError, FetchQueue, Record};
-#[cfg(feature = "rdkafka-interop")]
-pub use interop::SecureContext;

@@ -12,8 +12,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 use sluicegate::config::ClientKind;
+use sluicegate::interop::SecureContext;
 use sluicegate::metrics::{Distribution, Metrics, Stage};
-use sluicegate::security::SecureContext;
 use sluicegate::{
     batch_handler_fn, handler_fn, BatchLimits, Consumer, ConsumerBuilder, ConsumerHandle,
     HandlerError, Message, Ordering,
