@@ -24,6 +24,18 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, PHASE * 2))
 
 
+def assert_reads_all(consumer, topic, placed):
+    """Runs ``consumer`` until it committed every record ``placed``; each was handled."""
+    handled = []
+
+    @consumer.handler
+    async def handle(msg):
+        handled.append(msg.offset)
+
+    run(run_until(consumer, "committed", lambda: committed_to(consumer, topic, ends_of(placed))))
+    assert sorted(handled) == [o for _, o in placed]
+
+
 def listeners():
     """Apache Kafka's PLAINTEXT bootstrap (a :class:`Broker`), OAUTHBEARER and PLAIN listeners."""
     names = ["SLUICEGATE_TEST_BOOTSTRAP", "SLUICEGATE_TEST_OAUTH_BOOTSTRAP", "SLUICEGATE_TEST_PLAIN_BOOTSTRAP"]
@@ -126,14 +138,7 @@ def test_a_tuple_from_the_token_provider_is_a_token_too(kafka):
     consumer = oauth_consumer(
         oauth, topic, unique("group"), lambda: (unsecured_jwt("py-tuple", 600), time.time() + 600)
     )
-    handled = []
-
-    @consumer.handler
-    async def handle(msg):
-        handled.append(msg.offset)
-
-    run(run_until(consumer, "committed", lambda: committed_to(consumer, topic, ends_of(placed))))
-    assert sorted(handled) == [o for _, o in placed]
+    assert_reads_all(consumer, topic, placed)
 
 
 def test_a_configuration_file_takes_a_python_token_provider(kafka, tmp_path):
@@ -152,14 +157,7 @@ def test_a_configuration_file_takes_a_python_token_provider(kafka, tmp_path):
     consumer = sluicegate.Consumer.from_config(
         path, token_provider=lambda: sluicegate.OAuthToken(unsecured_jwt("py-file", 600), time.time() + 600)
     )
-    handled = []
-
-    @consumer.handler
-    async def handle(msg):
-        handled.append(msg.offset)
-
-    run(run_until(consumer, "committed", lambda: committed_to(consumer, topic, ends_of(placed))))
-    assert sorted(handled) == [o for _, o in placed]
+    assert_reads_all(consumer, topic, placed)
 
 
 def test_a_raising_token_provider_is_reported_and_nothing_is_consumed(kafka, caplog):
@@ -304,14 +302,7 @@ def test_a_sasl_plain_login_consumes_and_commits():
             protocol="sasl_plaintext", sasl_mechanism="PLAIN", sasl_username=PLAIN_USER, sasl_password=PLAIN_PASSWORD
         ),
     )
-    handled = []
-
-    @consumer.handler
-    async def handle(msg):
-        handled.append(msg.offset)
-
-    run(run_until(consumer, "committed", lambda: committed_to(consumer, topic, ends_of(placed))))
-    assert sorted(handled) == [o for _, o in placed]
+    assert_reads_all(consumer, topic, placed)
 
 
 def test_a_wrong_password_stops_the_consumer_naming_the_user_not_the_password():
