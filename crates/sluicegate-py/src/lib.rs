@@ -32,7 +32,7 @@ use sluicegate::dead_letter::DeadLetter;
 use sluicegate::policy::{Backoff, RetryPolicy};
 use sluicegate::{
     batch_handler_fn, handler_fn, ApiKey, BatchLimits, Consumer, ConsumerBuilder, ErrorCode,
-    HandlerError, HandlerResult, Ordering, OutputRecord, SeekTo,
+    HandlerError, HandlerResult, Ordering, OutputRecord, OutputScope, SeekTo,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -123,10 +123,35 @@ fn refuse_seeks(mut seeks: mpsc::UnboundedReceiver<SeekAsk>) {
 }
 
 /// Work for Python: a message for a handler, or a batch for a batch handler, each with the
-/// channel the handler call waits on for the outcome.
+/// channel the handler call waits on for the outcome and (exactly-once mode) the scope of the
+/// call's outputs.
 enum Work {
-    One(sluicegate::Message, oneshot::Sender<HandlerResult>),
-    Batch(Vec<sluicegate::Message>, oneshot::Sender<HandlerResult>),
+    One(sluicegate::Message, Call),
+    Batch(Vec<sluicegate::Message>, Call),
+}
+
+/// One handler call waiting for Python: where its outcome goes, and where its outputs go in
+/// exactly-once mode (sent from the output producer's tasks, not the call's).
+struct Call {
+    reply: oneshot::Sender<HandlerResult>,
+    outputs: Option<OutputScope>,
+}
+
+/// Hands `work` (made with the call's reply channel) to Python and waits for its outcome.
+async fn call_python(
+    shared: &Shared,
+    work: impl FnOnce(Call) -> Work,
+    dropped: &'static str,
+) -> HandlerResult {
+    let (reply, outcome) = oneshot::channel();
+    let call = Call {
+        reply,
+        outputs: OutputScope::current(),
+    };
+    shared.push(|q| q.deliveries.push_back(work(call)));
+    outcome
+        .await
+        .unwrap_or_else(|_| Err(HandlerError::retryable(dropped)))
 }
 
 /// What the consumer and the Python side share.
@@ -412,11 +437,8 @@ impl Core {
                     .build(handler_fn(move |message: sluicegate::Message| {
                         let shared = to_python.clone();
                         async move {
-                            let (reply, outcome) = oneshot::channel();
-                            shared.push(|q| q.deliveries.push_back(Work::One(message, reply)));
-                            outcome.await.unwrap_or_else(|_| {
-                                Err(HandlerError::retryable("the message was dropped by Python"))
-                            })
+                            let work = |call| Work::One(message, call);
+                            call_python(&shared, work, "the message was dropped by Python").await
                         }
                     }))
                     .map_err(error)?
@@ -435,11 +457,8 @@ impl Core {
                     .build_batch(batch_handler_fn(move |batch: Vec<sluicegate::Message>| {
                         let shared = to_python.clone();
                         async move {
-                            let (reply, outcome) = oneshot::channel();
-                            shared.push(|q| q.deliveries.push_back(Work::Batch(batch, reply)));
-                            outcome.await.unwrap_or_else(|_| {
-                                Err(HandlerError::retryable("the batch was dropped by Python"))
-                            })
+                            let work = |call| Work::Batch(batch, call);
+                            call_python(&shared, work, "the batch was dropped by Python").await
                         }
                     }))
                     .map_err(error)?
@@ -537,13 +556,18 @@ impl Core {
         let list = PyList::empty(py);
         for work in taken {
             match work {
-                Work::One(m, reply) => list.append(Message::new(m, Some(reply)))?,
-                Work::Batch(messages, reply) => {
-                    let messages =
-                        PyList::new(py, messages.into_iter().map(|m| Message::new(m, None)))?;
+                Work::One(m, call) => {
+                    list.append(Message::new(m, Some(call.reply), call.outputs))?
+                }
+                Work::Batch(messages, call) => {
+                    let messages = PyList::new(
+                        py,
+                        messages.into_iter().map(|m| Message::new(m, None, None)),
+                    )?;
                     list.append(Batch {
                         messages: messages.unbind(),
-                        reply: Mutex::new(Some(reply)),
+                        reply: Mutex::new(Some(call.reply)),
+                        outputs: call.outputs,
                     })?;
                 }
             }
@@ -688,7 +712,10 @@ fn bytes_of(v: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
 impl Output {
     /// Sends a record; calls `done((partition, offset), error)` from another thread once the
     /// broker has acknowledged it or the send failed. `headers` are `(name, value)` pairs.
-    #[pyo3(signature = (topic, value, key, headers, partition, done))]
+    /// `work` is the message or batch whose handler call sends it, if any: in exactly-once
+    /// mode the record is one of that call's outputs.
+    #[pyo3(signature = (topic, value, key, headers, partition, done, work=None))]
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
         topic: String,
@@ -697,7 +724,16 @@ impl Output {
         headers: Vec<(String, Bound<'_, PyAny>)>,
         partition: Option<i32>,
         done: Py<PyAny>,
+        work: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let scope = match work {
+            Some(w) => match (w.cast::<Message>(), w.cast::<Batch>()) {
+                (Ok(m), _) => m.get().outputs.clone(),
+                (_, Ok(b)) => b.get().outputs.clone(),
+                _ => None,
+            },
+            None => None,
+        };
         let mut record = OutputRecord::to(topic.clone());
         if let Some(v) = bytes_of(value)? {
             record = record.payload(v);
@@ -720,7 +756,10 @@ impl Output {
             return Err(SluicegateError::new_err("the output producer is gone"));
         };
         self.runtime.spawn(async move {
-            let sent = output.send(record).await;
+            let sent = match scope {
+                Some(scope) => output.send_in(&scope, record).await,
+                None => output.send(record).await,
+            };
             answer(done, move |py| match sent {
                 Ok(d) => Ok((d.partition, d.offset).into_pyobject(py)?.into_any()),
                 Err(e) => Err(py
@@ -750,15 +789,22 @@ impl Drop for Output {
 struct Message {
     /// Where the outcome goes; `None` for a batch's message, or once finished.
     reply: Mutex<Option<oneshot::Sender<HandlerResult>>>,
+    /// Exactly-once mode: where the outputs of this handler call go.
+    outputs: Option<OutputScope>,
     message: sluicegate::Message,
     key: PyOnceLock<Option<Py<PyBytes>>>,
     value: PyOnceLock<Option<Py<PyBytes>>>,
 }
 
 impl Message {
-    fn new(message: sluicegate::Message, reply: Option<oneshot::Sender<HandlerResult>>) -> Self {
+    fn new(
+        message: sluicegate::Message,
+        reply: Option<oneshot::Sender<HandlerResult>>,
+        outputs: Option<OutputScope>,
+    ) -> Self {
         Message {
             reply: Mutex::new(reply),
+            outputs,
             message,
             key: PyOnceLock::new(),
             value: PyOnceLock::new(),
@@ -919,6 +965,8 @@ impl Drop for Message {
 struct Batch {
     messages: Py<PyList>,
     reply: Mutex<Option<oneshot::Sender<HandlerResult>>>,
+    /// Exactly-once mode: where the outputs of this handler call go.
+    outputs: Option<OutputScope>,
 }
 
 #[pymethods]

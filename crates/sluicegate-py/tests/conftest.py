@@ -69,14 +69,16 @@ class Broker:
         settings.setdefault("config", {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"})
         return sluicegate.Consumer(bootstrap_servers=self.bootstrap_servers, topics=[topic], **settings)
 
-    def read(self, topic: str, count: int) -> list:
-        """``count`` records of ``topic`` from its start (within :data:`PHASE`)."""
+    def read(self, topic: str, count: int, isolation: str = "read_committed") -> list:
+        """``count`` records of ``topic`` from its start (within :data:`PHASE`);
+        ``isolation="read_uncommitted"`` also reads records of aborted transactions."""
         reader = KafkaConsumer(
             {
                 "bootstrap.servers": self.bootstrap_servers,
                 "group.id": unique("reader"),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                "isolation.level": isolation,
             }
         )
         reader.subscribe([topic])

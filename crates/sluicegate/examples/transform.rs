@@ -3,21 +3,20 @@
 //! ```text
 //! cargo run --example transform -- --bootstrap localhost:9092 --group invoicing \
 //!     --topic orders --output invoices --transactional-id invoicing-0 \
-//!     [--batch N] [--work-ms MS] [--set KEY=VALUE]...
+//!     [--commit-ms MS] [--work-ms MS] [--set KEY=VALUE]...
 //! ```
 //!
 //! For every input it sends one record to the output topic, keyed by the input's value, with
 //! the value `transformed <input value> by <pid>`, and awaits the broker's acknowledgement before
-//! the next input. Inputs are handled in batches of up to `--batch` (default 20) records, each
-//! batch in one Kafka transaction that also commits the batch's input offsets
-//! ([`ConsumerBuilder::exactly_once`](sluicegate::ConsumerBuilder::exactly_once)). `--work-ms`
-//! adds a pause before each send (the work the record stands for), so that transactions stay
-//! open a while.
+//! the input is finished ([`ConsumerBuilder::exactly_once`](sluicegate::ConsumerBuilder::exactly_once):
+//! the send waits beside the input's offset). Every `--commit-ms` (default 100) one Kafka
+//! transaction writes the outputs of the inputs finished since and commits their offsets.
+//! `--work-ms` adds a pause before each send (the work the record stands for).
 //!
-//! Stop it with Ctrl-C or SIGTERM: it commits the batch in hand, if any, and exits. Kill it with
-//! SIGKILL instead, at any moment, and restart it with the same `--transactional-id`: the
-//! restart fences the killed producer and aborts the transaction it left open, and goes on from
-//! the last committed batch. A reader of the output topic with `isolation.level=read_committed`
+//! Stop it with Ctrl-C or SIGTERM: it commits what finished and exits. Kill it with SIGKILL
+//! instead, at any moment, and restart it with the same `--transactional-id`: the restart
+//! fences the killed producer and aborts the transaction it left open, if any, and goes on
+//! from the last committed offsets. A reader of the output topic with `isolation.level=read_committed`
 //! sees each input's output exactly once; a `read_uncommitted` one also sees the outputs of the
 //! aborted transactions. The exactly-once tests (`tests/exactly_once.rs`) kill it over and over
 //! and check exactly that.
@@ -25,10 +24,10 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use sluicegate::{handler_fn, BatchLimits, Consumer, Message, OutputRecord};
+use sluicegate::{handler_fn, Consumer, Message, OutputRecord};
 
 const USAGE: &str = "usage: transform --bootstrap HOST:PORT --group GROUP --topic TOPIC \
---output TOPIC --transactional-id ID [--batch N] [--work-ms MS] [--set KEY=VALUE]...";
+--output TOPIC --transactional-id ID [--commit-ms MS] [--work-ms MS] [--set KEY=VALUE]...";
 
 /// The command line.
 struct Options {
@@ -37,7 +36,7 @@ struct Options {
     topic: String,
     output: String,
     transactional_id: String,
-    batch: usize,
+    commit_interval: Duration,
     work: Duration,
     set: Vec<(String, String)>,
 }
@@ -65,7 +64,7 @@ impl Options {
             "topic",
             "output",
             "transactional-id",
-            "batch",
+            "commit-ms",
             "work-ms",
             "set",
         ];
@@ -93,7 +92,7 @@ impl Options {
             topic: required("topic")?,
             output: required("output")?,
             transactional_id: required("transactional-id")?,
-            batch: number("batch", 20)?.max(1) as usize,
+            commit_interval: Duration::from_millis(number("commit-ms", 100)?.max(1)),
             work: Duration::from_millis(number("work-ms", 0)?),
             set: given
                 .iter()
@@ -119,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
         .bootstrap_servers(&opts.bootstrap)
         .group_id(&opts.group)
         .topic(&opts.topic)
-        .batch_limits(BatchLimits::default().max_messages(opts.batch))
+        .commit_interval(opts.commit_interval)
         .exactly_once(&opts.transactional_id);
     for (key, value) in &opts.set {
         builder = builder.set(key, value);
@@ -127,9 +126,14 @@ async fn main() -> anyhow::Result<()> {
     let output = builder.output()?;
     let pid = std::process::id();
     eprintln!(
-        "transform: pid {pid}, {} -> {} on {} in group {}, transactional id {}, batches of up \
-         to {}",
-        opts.topic, opts.output, opts.bootstrap, opts.group, opts.transactional_id, opts.batch
+        "transform: pid {pid}, {} -> {} on {} in group {}, transactional id {}, a transaction \
+         every {:?}",
+        opts.topic,
+        opts.output,
+        opts.bootstrap,
+        opts.group,
+        opts.transactional_id,
+        opts.commit_interval
     );
     let (topic, work) = (opts.output.clone(), opts.work);
     builder

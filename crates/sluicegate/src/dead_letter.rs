@@ -13,13 +13,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use tracing::{info, warn};
 
 use crate::handler::{ErrorKind, HandlerError};
 use crate::kafka::admin::{self, TopicCreation};
 use crate::kafka::client::ProducerLog;
 use crate::kafka::producer::{self, Outgoing};
-use crate::output::{producer_config, Producer};
+use crate::output::{producer_config, OutputRecord, Producer};
 use crate::policy::Backoff;
 use crate::properties::Properties;
 use crate::security::OAuth;
@@ -176,11 +177,15 @@ pub(crate) struct DeadLetterWriter {
     client: Properties,
     producer: Arc<Producer>,
     oauth: Option<OAuth>,
+    /// Exactly-once mode: a dead letter is kept with the message's outputs and written by the
+    /// transaction that commits its offset.
+    with_commit: bool,
 }
 
 impl DeadLetterWriter {
-    /// Creates the producer from the consumer's client settings, or writes with `shared` (the
-    /// transactional producer, in exactly-once mode).
+    /// Creates the producer from the consumer's client settings; in exactly-once mode uses
+    /// `shared` (the transactional producer) for metadata, and leaves the writes to the commit
+    /// (see [`send_once`](Self::send_once)).
     pub fn new(
         config: DeadLetter,
         consumer: &Properties,
@@ -193,6 +198,7 @@ impl DeadLetterWriter {
             // A dead letter is awaited by its lane (and in ordered modes by its partition).
             client.set("linger.ms", "0");
         }
+        let with_commit = shared.is_some();
         let producer = match shared {
             Some(p) => p,
             None => Arc::new(producer::create(
@@ -209,6 +215,7 @@ impl DeadLetterWriter {
             client,
             producer,
             oauth,
+            with_commit,
         })
     }
 
@@ -281,10 +288,29 @@ impl DeadLetterWriter {
         &self.config.backoff
     }
 
-    /// Writes `message` to its dead-letter topic once and waits for the acknowledgement.
+    /// Writes `message` to its dead-letter topic once and waits for the acknowledgement. In
+    /// exactly-once mode, keeps the dead letter with the message's outputs instead: the
+    /// transaction that commits the message's offset writes it.
     pub async fn send_once(&self, message: &Message, failure: &Failure) -> Result<(), ClientError> {
         let topic = self.config.topic_for(message.topic());
         let added = self.headers(message, failure);
+        if self.with_commit {
+            let mut record = OutputRecord::to(topic);
+            if let Some(k) = message.key() {
+                record = record.key(Bytes::copy_from_slice(k));
+            }
+            if let Some(v) = message.payload() {
+                record = record.payload(Bytes::copy_from_slice(v));
+            }
+            for h in message.headers() {
+                record = record.header_value(h.key.clone(), h.value.clone());
+            }
+            for (k, v) in added {
+                record = record.header(k, v);
+            }
+            crate::output::keep_for_commit([record]);
+            return Ok(());
+        }
         let headers = message
             .headers()
             .iter()

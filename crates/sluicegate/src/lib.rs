@@ -79,7 +79,7 @@ pub use kafka::{ApiKey, EmbeddedKafka};
 pub use layer::Layer;
 pub use message::{DecodeError, Header, Message};
 pub use offsets::{offset_map, OffsetTracker};
-pub use output::{Delivered, Output, OutputRecord};
+pub use output::{Delivered, Output, OutputRecord, OutputScope};
 pub use runtime::{
     Consumer, ConsumerBuilder, ConsumerHandle, Delivery, Messages, SeekTo, StatusWatch,
     StreamHandler,

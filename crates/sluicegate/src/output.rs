@@ -1,9 +1,15 @@
 //! [`Output`]: the producer handlers write their results with. A handler awaits each send, so
 //! an input is finished (and may be committed) only once the broker has acknowledged every
-//! record it produced; in exactly-once mode the records and the input's offset are committed in
-//! one transaction.
+//! record it produced.
+//!
+//! In exactly-once mode a send does not reach the broker at once: it joins the outputs of the
+//! handler call that made it ([`OutputScope`]). When the call fails they are dropped, so a
+//! failed attempt's outputs are never written, not even into an aborted transaction; when it
+//! succeeds they wait beside their input's offset, and the transaction that commits that
+//! offset writes them (see the runtime's commit step).
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -104,16 +110,22 @@ impl OutputRecord {
     }
 
     /// Adds a header.
-    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        self.headers.push(Header {
-            key: key.into(),
-            value: Some(value.into()),
-        });
+    pub fn header(self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.header_value(key.into(), Some(value.into()))
+    }
+
+    /// Adds a header whose value may be null.
+    pub(crate) fn header_value(mut self, key: String, value: Option<Bytes>) -> Self {
+        self.headers.push(Header { key, value });
         self
     }
 }
 
 /// Where a sent record landed.
+///
+/// In exactly-once mode a record is written later, by the transaction that commits its input,
+/// so [`send`](Output::send) cannot know where it lands: both fields are then `-1` (the
+/// partition given with [`OutputRecord::partition`], if any).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Delivered {
     /// Its partition.
@@ -122,14 +134,98 @@ pub struct Delivered {
     pub offset: i64,
 }
 
+tokio::task_local! {
+    /// The outputs of the handler call running on this task, in exactly-once mode.
+    static CALL: OutputScope;
+    /// The outputs of the messages a lane is settling: those of their successful calls and
+    /// their dead letters, taken when they settle.
+    static SETTLING: RefCell<Vec<OutputRecord>>;
+}
+
+/// The outputs of one handler call in exactly-once mode: what [`Output::send`] adds to, written
+/// with the input's offset if the call succeeds and dropped if it fails.
+///
+/// `send` finds the scope of the call running on its task by itself. A handler that sends from
+/// another task (one it spawned, or a language binding's) takes the scope with
+/// [`current`](Self::current) inside the call and sends with [`Output::send_in`]. Once the
+/// call has ended, its scope takes nothing more.
+#[derive(Clone, Debug, Default)]
+pub struct OutputScope(Arc<Mutex<Option<Vec<OutputRecord>>>>);
+
+impl OutputScope {
+    /// The scope of the handler call running on this task; `None` outside one, or when the
+    /// consumer is not in exactly-once mode.
+    pub fn current() -> Option<OutputScope> {
+        CALL.try_with(Clone::clone).ok()
+    }
+
+    fn open() -> Self {
+        OutputScope(Arc::new(Mutex::new(Some(Vec::new()))))
+    }
+
+    /// Adds `record`; `false` once the call has ended.
+    fn add(&self, record: OutputRecord) -> bool {
+        match &mut *self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(records) => {
+                records.push(record);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends the call: what it sent, and nothing is taken after.
+    fn close(&self) -> Vec<OutputRecord> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default()
+    }
+}
+
+/// Runs one handler call (`call`) with a scope of its own for its outputs, kept for the
+/// messages' commit when `succeeded` says so of its result.
+pub(crate) async fn in_call_scope<T>(
+    call: impl std::future::Future<Output = T>,
+    succeeded: impl FnOnce(&T) -> bool,
+) -> T {
+    let scope = OutputScope::open();
+    let result = CALL.scope(scope.clone(), call).await;
+    let records = scope.close();
+    if succeeded(&result) && !records.is_empty() {
+        keep_for_commit(records);
+    }
+    result
+}
+
+/// Adds `records` to the outputs of the messages being settled on this task.
+pub(crate) fn keep_for_commit(records: impl IntoIterator<Item = OutputRecord>) {
+    // Outside a settling lane (unit tests of the layers) there is nothing to keep them for.
+    let _ = SETTLING.try_with(|kept| kept.borrow_mut().extend(records));
+}
+
+/// Runs `settle` (the policy stack on some messages) collecting the outputs its calls keep.
+pub(crate) async fn settling<T>(settle: impl std::future::Future<Output = T>) -> T {
+    SETTLING.scope(RefCell::new(Vec::new()), settle).await
+}
+
+/// The outputs kept on this task since the last take: those of the messages settled now.
+pub(crate) fn take_kept() -> Vec<OutputRecord> {
+    SETTLING
+        .try_with(|kept| std::mem::take(&mut *kept.borrow_mut()))
+        .unwrap_or_default()
+}
+
 /// The consumer's producer, for handlers to write results with; get it from
 /// [`ConsumerBuilder::output`](crate::ConsumerBuilder::output) and move clones into the handler.
 ///
 /// [`send`](Self::send) returns once the broker has acknowledged the record (`acks=all`,
 /// idempotent). Await it inside the handler: the input is finished only when the handler
 /// returns, so it is never committed before its outputs are safe. A failed send is a retryable
-/// [`HandlerError`], so `?` hands it to the retry policy. In exactly-once mode the records are
-/// part of the transaction that commits the input's offset.
+/// [`HandlerError`], so `?` hands it to the retry policy. In exactly-once mode `send` returns at
+/// once: the record joins the handler call's [`OutputScope`] and is written by the transaction
+/// that commits the input's offset, and only if the call succeeds.
 ///
 /// ```no_run
 /// use sluicegate::{handler_fn, Consumer, Message, OutputRecord};
@@ -210,20 +306,20 @@ impl Output {
         self.transactional
     }
 
-    /// Sends `record` and waits for the broker's acknowledgement.
+    /// Sends `record` and waits for the broker's acknowledgement. In exactly-once mode, adds
+    /// it to the outputs of the handler call running on this task (see [`OutputScope`]); sent
+    /// from outside a handler call, it fails with a [`Permanent`](crate::ErrorKind::Permanent)
+    /// error.
     pub async fn send(&self, record: OutputRecord) -> Result<Delivered, HandlerError> {
-        let headers = record
-            .headers
-            .iter()
-            .map(|h| (h.key.as_str(), h.value.as_deref()));
-        let outgoing = Outgoing {
-            topic: &record.topic,
-            partition: record.partition,
-            key: record.key.as_deref(),
-            payload: record.payload.as_deref(),
-            headers,
-        };
-        match producer::send(&self.producer, outgoing, QUEUE_WAIT).await {
+        if self.transactional {
+            return match OutputScope::current() {
+                Some(scope) => self.send_in(&scope, record).await,
+                None => Err(HandlerError::permanent(NoCall {
+                    topic: record.topic,
+                })),
+            };
+        }
+        match send(&self.producer, &record).await {
             Ok((partition, offset)) => Ok(Delivered { partition, offset }),
             Err(e) => Err(HandlerError::retryable(OutputError {
                 topic: record.topic,
@@ -231,6 +327,91 @@ impl Output {
             })),
         }
     }
+}
+
+impl Output {
+    /// Sends `record` as an output of the handler call whose `scope` it is (taken with
+    /// [`OutputScope::current`] inside the call), from any task. Outside exactly-once mode the
+    /// same as [`send`](Self::send).
+    pub async fn send_in(
+        &self,
+        scope: &OutputScope,
+        record: OutputRecord,
+    ) -> Result<Delivered, HandlerError> {
+        if !self.transactional {
+            return Box::pin(self.send(record)).await;
+        }
+        let delivered = Delivered {
+            partition: record.partition.unwrap_or(-1),
+            offset: -1,
+        };
+        let topic = record.topic.clone();
+        match scope.add(record) {
+            true => Ok(delivered),
+            false => Err(HandlerError::permanent(CallEnded { topic })),
+        }
+    }
+}
+
+/// Sends `record` with `producer` and waits for the broker's acknowledgement: its partition
+/// and offset.
+pub(crate) async fn send(
+    producer: &Producer,
+    record: &OutputRecord,
+) -> Result<(i32, i64), ClientError> {
+    let headers = record
+        .headers
+        .iter()
+        .map(|h| (h.key.as_str(), h.value.as_deref()));
+    let outgoing = Outgoing {
+        topic: &record.topic,
+        partition: record.partition,
+        key: record.key.as_deref(),
+        payload: record.payload.as_deref(),
+        headers,
+    };
+    producer::send(producer, outgoing, QUEUE_WAIT).await
+}
+
+impl OutputRecord {
+    /// The value as text, for tests.
+    #[cfg(test)]
+    pub(crate) fn payload_text(&self) -> String {
+        String::from_utf8_lossy(self.payload.as_deref().unwrap_or_default()).into_owned()
+    }
+
+    /// About how many bytes the record holds: what bounds the outputs waiting for a commit.
+    pub(crate) fn size(&self) -> usize {
+        let header_bytes: usize = self
+            .headers
+            .iter()
+            .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+            .sum();
+        self.topic.len()
+            + self.key.as_ref().map_or(0, |k| k.len())
+            + self.payload.as_ref().map_or(0, |p| p.len())
+            + header_bytes
+    }
+}
+
+/// An exactly-once output sent outside a handler call.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot send to `{topic}`: in exactly-once mode outputs are sent from inside a handler \
+     call (from another task, take OutputScope::current() in the call and use Output::send_in)"
+)]
+struct NoCall {
+    topic: String,
+}
+
+/// An exactly-once output sent after its handler call ended.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot send to `{topic}`: the handler call it belongs to has ended (in exactly-once mode \
+     an output is written only with the input of the call that sent it: await sends inside it)"
+)]
+struct CallEnded {
+    topic: String,
 }
 
 /// A record the broker did not take.

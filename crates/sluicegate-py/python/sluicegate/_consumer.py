@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, List
 from . import _sluicegate
 from ._errors import ConfigError, DecodeError, PermanentError, Skip, SluicegateError
 from ._message import Message
-from ._output import Output, pending
+from ._output import Output, current_work, pending
 from ._settings import CircuitBreaker, OAuthToken, Reconnect, Security
 
 logger = logging.getLogger("sluicegate")
@@ -330,13 +330,13 @@ class Consumer:
         again next time. Runs until SIGINT or SIGTERM (or :meth:`shutdown`) like :meth:`run`.
 
         Raises:
-            ConfigError: the consumer is in ``exactly_once`` mode, whose transactions need a
-                handler (a loop has no batches for them to hold).
+            ConfigError: the consumer is in ``exactly_once`` mode, whose outputs belong to
+                handler calls (a loop body is not one).
         """
         if self._exactly_once:
             raise ConfigError(
-                "exactly_once: a messages() loop has no batches for transactions to hold; "
-                "use @consumer.handler or @consumer.batch_handler"
+                "exactly_once: a messages() loop body is not a handler call, which its outputs "
+                "must belong to; use @consumer.handler or @consumer.batch_handler"
             )
         batches = self._batches(None)
         current: Optional[Message] = None
@@ -422,6 +422,8 @@ async def _run_async(
 
     async def handle(work: Any) -> None:
         nonlocal flush_scheduled
+        # This task's own context: its sends are this work's outputs (exactly-once mode).
+        current_work.set(work)
         # A message, or a batch whose handler takes the list of its messages.
         try:
             result = await handler(work.messages if batched else work)
@@ -475,6 +477,7 @@ async def _run_threads(
     def run_chunk(chunk: List[Any]) -> None:
         escaped: Optional[BaseException] = None
         for work in chunk:
+            current_work.set(work)
             try:
                 result = handler(work.messages if batched else work)
             except BaseException as e:  # noqa: BLE001 - every outcome goes back to the runtime

@@ -4,10 +4,16 @@ answers to awaitable results."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Iterable, Mapping, Optional, Tuple, Union
+import contextvars
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Optional, Tuple, Union
 
 Bytes = Union[bytes, str]
 Headers = Union[Mapping[str, Bytes], Iterable[Tuple[str, Bytes]]]
+
+
+# The message (or batch) whose handler runs in this task or thread: in exactly-once mode the
+# records it sends are that handler call's outputs.
+current_work: "contextvars.ContextVar[Any]" = contextvars.ContextVar("sluicegate_work", default=None)
 
 
 def _settle(future: "asyncio.Future[Any]", value: Any, error: Optional[BaseException]) -> None:
@@ -42,9 +48,15 @@ class Output:
     idempotent). Await it inside the handler: the input is finished only when the handler
     returns, so it is never committed before its outputs are safe; a failed send raises
     :class:`OutputError`, which, unless the handler catches it, retries the input. The
-    producer has the consumer's connection and security settings. ``send`` is a coroutine of
-    the consumer's event loop: from a plain ``def`` handler (which runs in a thread), use
-    ``asyncio.run_coroutine_threadsafe(out.send(...), loop).result()``.
+    producer has the consumer's connection and security settings. ``send`` returns an
+    awaitable of the consumer's event loop: from a plain ``def`` handler (which runs in a
+    thread), use ``asyncio.run_coroutine_threadsafe(out.send(...), loop).result()``.
+
+    In exactly-once mode (``Consumer(exactly_once=...)``) ``send`` returns at once with
+    ``(-1, -1)``: the record is one of the handler call's outputs, written by the transaction
+    that commits the input's offset, and only if the call succeeds (a failed call's outputs are
+    never written). Call ``send`` from the handler (or code it calls), not from a task of its
+    own.
     """
 
     def __init__(self, native: Any, consumer: Any) -> None:
@@ -52,14 +64,14 @@ class Output:
         # The consumer's runtime carries the sends: keep it alive while this is.
         self._consumer = consumer
 
-    async def send(
+    def send(
         self,
         topic: str,
         value: Optional[Bytes],
         key: Optional[Bytes] = None,
         headers: Optional[Headers] = None,
         partition: Optional[int] = None,
-    ) -> Tuple[int, int]:
+    ) -> Awaitable[Tuple[int, int]]:
         """Writes a record to ``topic`` and waits for the broker's acknowledgement.
 
         Args:
@@ -71,7 +83,8 @@ class Output:
             partition: the partition to write to, instead of the key's.
 
         Returns:
-            The record's ``(partition, offset)``.
+            An awaitable of the record's ``(partition, offset)`` (``(-1, -1)`` in exactly-once
+            mode, where the record is written later).
 
         Raises:
             OutputError: the broker did not take the record (the message says why).
@@ -83,6 +96,14 @@ class Output:
             pairs = list(headers.items())
         else:
             pairs = list(headers)
+        # Read here, in the handler's task or thread, not in the coroutine, which a ``def``
+        # handler's ``run_coroutine_threadsafe`` runs in a task of the loop.
+        work = current_work.get()
+        return self._send(topic, value, key, pairs, partition, work)
+
+    async def _send(
+        self, topic: str, value: Optional[Bytes], key: Optional[Bytes], pairs: list, partition: Optional[int], work: Any
+    ) -> Tuple[int, int]:
         future, done = pending()
-        self._native.send(topic, value, key, pairs, partition, done)
+        self._native.send(topic, value, key, pairs, partition, done, work)
         return await future

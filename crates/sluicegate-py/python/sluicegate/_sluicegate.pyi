@@ -135,9 +135,11 @@ class Output:
         headers: Sequence[Tuple[str, Union[bytes, str]]],
         partition: Optional[int],
         done: Callable[[Optional[Tuple[int, int]], Optional[BaseException]], None],
+        work: Optional[Union[Message, Batch]] = None,
     ) -> None:
         """Sends a record; calls ``done((partition, offset), error)`` from another thread once
-        the broker acknowledged it or the send failed."""
+        the broker acknowledged it or the send failed. ``work``: the message or batch whose
+        handler call sends it; in exactly-once mode the record is one of that call's outputs."""
 
 class EmbeddedKafka:
     """An embedded Kafka cluster (librdkafka's mock cluster) in this process, for tests."""

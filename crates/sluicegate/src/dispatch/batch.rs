@@ -126,15 +126,6 @@ impl<T> Batcher<T> {
         self.since = (!self.waiting.is_empty()).then_some(now);
         Some(batch)
     }
-
-    /// Keeps only the waiting items `keep` says to (dropping those of revoked partitions).
-    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
-        self.waiting.retain(|(item, _)| keep(item));
-        self.bytes = self.waiting.iter().map(|(_, size)| size).sum();
-        if self.waiting.is_empty() {
-            self.since = None;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -143,16 +143,6 @@ impl Statistics {
             committed: known(s.committed_offset),
         })
     }
-
-    /// The log end (high watermark) of every partition the statistics know one of.
-    pub fn log_ends(&self) -> impl Iterator<Item = (TopicPartition, i64)> + '_ {
-        self.0.topics.iter().flat_map(|(topic, t)| {
-            t.partitions
-                .iter()
-                .filter(|(_, p)| p.hi_offset >= 0)
-                .map(move |(partition, p)| (TopicPartition::new(topic, *partition), p.hi_offset))
-        })
-    }
 }
 
 /// A consumer client whose callbacks go to `E`.
@@ -269,17 +259,6 @@ impl<E: ConsumerEvents> KafkaConsumer<E> {
         producer
             .send_offsets_to_transaction(&commit_list(offsets), &metadata, timeout)
             .map_err(CommitError::of)
-    }
-
-    /// Whether `tp` is assigned to this consumer now.
-    pub fn owns(&self, tp: &TopicPartition) -> Result<bool, Error> {
-        Ok(self
-            .0
-            .assignment()
-            .map_err(kafka)?
-            .elements()
-            .iter()
-            .any(|e| e.topic() == tp.topic && e.partition() == tp.partition))
     }
 
     /// The group's committed offsets of `partitions`.

@@ -100,7 +100,7 @@ error_codes! {
 }
 
 impl ErrorCode {
-    fn of(code: RDKafkaErrorCode) -> Self {
+    pub(crate) fn of(code: RDKafkaErrorCode) -> Self {
         ErrorCode::from_value(code as i32)
     }
 

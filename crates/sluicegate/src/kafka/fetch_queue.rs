@@ -54,8 +54,6 @@ impl FetchError {
 pub(crate) trait Record {
     /// The topic's name, as bytes (no UTF-8 check per message).
     fn topic_bytes(&self) -> &[u8];
-    /// The topic's name.
-    fn topic(&self) -> &str;
     fn partition(&self) -> i32;
     fn offset(&self) -> i64;
     /// Copies the record into a [`Message`] of `topic` (the shared name of its topic).
@@ -65,10 +63,6 @@ pub(crate) trait Record {
 impl Record for BorrowedMessage<'_> {
     fn topic_bytes(&self) -> &[u8] {
         rdkafka::Message::topic(self).as_bytes()
-    }
-
-    fn topic(&self) -> &str {
-        rdkafka::Message::topic(self)
     }
 
     fn partition(&self) -> i32 {
@@ -316,11 +310,6 @@ impl Record for Fetched<'_> {
         debug_assert!(!topic.is_null(), "a fetched message without a topic");
         // SAFETY: a message's topic handle and its NUL-terminated name live as long as it.
         unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(topic)) }.to_bytes()
-    }
-
-    fn topic(&self) -> &str {
-        // Kafka's topic names are ASCII.
-        std::str::from_utf8(self.topic_bytes()).unwrap_or_default()
     }
 
     fn partition(&self) -> i32 {

@@ -93,6 +93,17 @@ pub(crate) fn topics(producer: &Producer, timeout: Duration) -> Result<Vec<Topic
         .collect())
 }
 
+/// The fatal error `producer` is in, if any (such as being fenced by a newer instance with its
+/// transactional id): it can produce nothing more.
+pub(crate) fn fatal_error(producer: &Producer) -> Option<ClientError> {
+    producer.client().fatal_error().map(|(code, reason)| {
+        ClientError::new(
+            Some(crate::ErrorCode::of(code)),
+            format!("the producer failed fatally: {reason}"),
+        )
+    })
+}
+
 /// Fences earlier producers with this producer's transactional id and aborts what they left
 /// open; blocks until the transaction coordinator answers, at most `timeout`.
 pub(crate) fn init_transactions(producer: &Producer, timeout: Duration) -> Result<(), ClientError> {

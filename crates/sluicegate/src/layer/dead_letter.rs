@@ -50,22 +50,6 @@ impl<A: Attempt> WithDeadLetter<A> {
         }
     }
 
-    /// The same policies around other calls `calls` (which may borrow this stack's own).
-    pub fn around<B>(&self, calls: B) -> WithDeadLetter<B> {
-        WithDeadLetter {
-            writer: self.writer.clone(),
-            inner: WithRetry {
-                policy: self.inner.policy.clone(),
-                inner: calls,
-            },
-        }
-    }
-
-    /// The calls the retry policy wraps.
-    pub fn calls(&self) -> &A {
-        &self.inner.inner
-    }
-
     /// What follows a give-up: bisection of a batch, the dead-letter write (or the stop) of a
     /// single message. Boxed: it recurses, and runs only after failures.
     fn give_up<'a, S: Scope>(
@@ -210,7 +194,7 @@ mod tests {
             prop_assert_eq!(handled.len() + failing.len(), n);
             // About two calls per halving for each failing record, never one per record.
             let depth = n.next_power_of_two().trailing_zeros() as usize;
-            prop_assert!(stack.calls().count() <= 1 + 2 * depth * failing.len().max(1));
+            prop_assert!(stack.inner.inner.count() <= 1 + 2 * depth * failing.len().max(1));
         }
 
         #[test]
@@ -229,7 +213,7 @@ mod tests {
             prop_assert_eq!(scope.finished_in_order(), (0..=first).collect::<Vec<_>>());
             prop_assert_eq!(scope.stuck(), vec![first]);
             // Nothing after the stuck record was called on its own.
-            let calls = stack.calls().calls.lock().unwrap();
+            let calls = stack.inner.inner.calls.lock().unwrap();
             prop_assert!(calls.iter().all(|c| c.len() > 1 || c[0] <= first));
         }
     }
@@ -255,7 +239,7 @@ mod tests {
             .await
             .unwrap();
         // The batch: 3 attempts; each half, alone: 3 attempts.
-        assert_eq!(stack.calls().count(), 9);
+        assert_eq!(stack.inner.inner.count(), 9);
         let stuck: Vec<&Told> = scope
             .told
             .iter()

@@ -115,7 +115,7 @@ mod timeout;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use attempt::{Attempt, Attempted, Scope, Stages};
+pub(crate) use attempt::Scope;
 pub(crate) use breaker::WithBreaker;
 pub(crate) use dead_letter::WithDeadLetter;
 pub(crate) use retry::WithRetry;
@@ -192,6 +192,8 @@ pub(crate) struct Policies {
     pub breaker: Option<Arc<Breaker>>,
     pub dead_letter: Option<Arc<DeadLetterWriter>>,
     pub metrics: Option<ConsumerMetrics>,
+    /// Exactly-once mode: each handler call's outputs are kept only if it succeeds.
+    pub scoped_outputs: bool,
 }
 
 /// Wraps `work` in the built-in layers, in the order the [module documentation](self) gives.
@@ -200,6 +202,7 @@ pub(crate) fn built_in<W>(work: W, policies: Policies) -> BuiltIn<W> {
         work,
         limit: policies.timeout,
         metrics: policies.metrics,
+        scoped_outputs: policies.scoped_outputs,
     };
     let breaker = WithBreaker {
         breaker: policies.breaker,

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::handler::{ErrorKind, HandlerError, HandlerResult, Work};
 use crate::metrics::{wall, ConsumerMetrics, Stage};
+use crate::output;
 use crate::Message;
 
 use super::attempt::{Attempt, Attempted, Stages};
@@ -16,11 +17,15 @@ use super::attempt::{Attempt, Attempted, Stages};
 /// Calls the handler (with the user's layers) once per attempt: a call running longer than
 /// `limit` is cancelled as an [`ErrorKind::Timeout`] failure, and a panic becomes an
 /// [`ErrorKind::Panic`] failure. With metrics on, it counts the call's duration, its failures
-/// and the messages' ages at handler start and end.
+/// and the messages' ages at handler start and end. In exactly-once mode each call gets an
+/// [`OutputScope`](crate::OutputScope) of its own, whose outputs are kept for the messages'
+/// commit only when the call succeeds.
 pub(crate) struct WithTimeout<W> {
     pub work: W,
     pub limit: Option<Duration>,
     pub metrics: Option<ConsumerMetrics>,
+    /// Exactly-once mode: scope each call's outputs.
+    pub scoped_outputs: bool,
 }
 
 impl<W: Work> Attempt for WithTimeout<W> {
@@ -37,6 +42,12 @@ impl<W: Work> Attempt for WithTimeout<W> {
                     .await
                     .unwrap_or_else(|_| Err(HandlerError::timeout(limit))),
                 None => call.await,
+            }
+        };
+        let call = async {
+            match self.scoped_outputs {
+                true => output::in_call_scope(call, HandlerResult::is_ok).await,
+                false => call.await,
             }
         };
         let Some(metrics) = &self.metrics else {
@@ -115,6 +126,7 @@ mod tests {
             work,
             limit,
             metrics: None,
+            scoped_outputs: false,
         };
         let one = [Message::new("t", 0, 0, None, None)];
         let attempted = layer.attempt(&one, &[], STAGES).await.unwrap();

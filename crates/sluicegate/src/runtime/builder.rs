@@ -423,22 +423,28 @@ impl<L> ConsumerBuilder<L> {
         Ok(output)
     }
 
-    /// Processes exactly once: each batch (cut by [`batch_limits`](Self::batch_limits)) runs
-    /// in a Kafka transaction of the [`Output`] producer, with `transactional_id`, that commits
-    /// the handler's outputs and the batch's offsets together; a failed handler aborts it, so
-    /// `read_committed` readers (and this consumer, which reads `read_committed`) see each
-    /// input's outputs exactly once.
+    /// Processes exactly once: the records a handler call sends with the [`Output`] producer
+    /// (transactional, with `transactional_id`) are kept with its messages, dropped if the
+    /// call fails and, once it succeeds, written by the Kafka transaction that commits those
+    /// messages' offsets. So `read_committed` readers (and this consumer, which reads
+    /// `read_committed`) see each input's outputs exactly once, and a failed call's outputs
+    /// are never written at all.
     ///
     /// `transactional_id` must be the same for an instance across restarts (so that a restarted
     /// instance fences its predecessor and aborts what it left open) and different between
     /// instances running at once. The broker must support transactions (Kafka 2.5 or later).
     ///
-    /// In this mode batches run one at a time (messages of a [`Handler`] one after the other),
-    /// each in its transaction; the consumer is polled all the while, so a slow or retrying
-    /// batch keeps the group membership however long it takes (`max.poll.interval.ms` bounds
-    /// only the time between polls). Dead letters are written inside the transaction. A fatal
+    /// Everything else is as in at-least-once mode: the same lanes, ordering modes, limits
+    /// and policies, and the poll thread never waits for a handler, so a slow or retrying
+    /// handler keeps the group membership however long it takes. The commit is the
+    /// difference: every [`commit_interval`](Self::commit_interval) (and sooner when 4 MiB of
+    /// outputs wait), one transaction writes the outputs of the messages finished since and
+    /// commits their offsets; a dead letter is one more output of its message. Outputs wait in
+    /// memory until then (past 32 MiB no more messages are taken until a commit writes them).
+    /// A transaction that fails is aborted and its outputs are written by the next one; a fatal
     /// producer error, such as being fenced by a newer instance, stops the consumer with
-    /// [`Error::Fatal`].
+    /// [`Error::Fatal`]. Batches of an unordered [`build_batch`](Self::build_batch) consumer
+    /// hold one partition's messages each in this mode.
     pub fn exactly_once(mut self, transactional_id: impl Into<String>) -> Self {
         self.settings.exactly_once = Some(transactional_id.into());
         self
@@ -657,8 +663,8 @@ impl<L> ConsumerBuilder<L> {
             return Err(Error::Config {
                 key: "exactly_once".into(),
                 value: id.clone(),
-                reason: "a message stream has no batches for transactions to hold; \
-                         use build or build_batch"
+                reason: "a stream's deliveries are handled outside a handler call, which \
+                         exactly-once outputs must belong to; use build or build_batch"
                     .into(),
             });
         }

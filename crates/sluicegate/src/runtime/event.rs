@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::commit::CommitEntry;
 use crate::handler::Outcome;
+use crate::output::OutputRecord;
 use crate::status::StuckPartition;
 use crate::Message;
 
@@ -181,6 +182,13 @@ pub(crate) enum Event {
     /// The handler gave up on a message of the partition in `slot` and no dead-letter topic
     /// takes it: the partition stops at its offset.
     Stuck { slot: Slot, stuck: StuckPartition },
+    /// Exactly-once mode: outputs of messages of the partition in `slot`, sent before those
+    /// messages are reported [`Left`](Event::Left). Each group is written by the first
+    /// transaction that commits past its offset (the last of the messages that made it).
+    Outputs {
+        slot: Slot,
+        outputs: Vec<(i64, Vec<OutputRecord>)>,
+    },
     /// The committer finished commit request `id`.
     Committed {
         id: u64,

@@ -17,7 +17,6 @@ mod poll;
 mod seek;
 mod status;
 mod stream;
-mod transactional;
 mod wakeup;
 mod worker;
 
@@ -27,6 +26,7 @@ pub use status::StatusWatch;
 pub use stream::{Delivery, Messages, StreamHandler};
 
 use std::net::SocketAddr;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,26 +39,30 @@ use crate::dispatch::{BatchLimits, Ordering};
 use crate::handler::Work;
 use crate::health::Health;
 use crate::kafka::consumer::{KafkaConsumer, StartAt};
+use crate::kafka::producer;
 use crate::layer::{self, Policies};
 use crate::metrics::Metrics;
+use crate::output::Output;
 use crate::policy::{Breaker, CircuitState, Reconnect};
 use crate::properties::Properties;
 use crate::security::{OAuth, SecurityWatch};
 use crate::settings::Settings;
 use crate::status::{CatchUp, TopicPartition};
-use crate::{Error, ErrorCode};
+use crate::{ClientError, Error, ErrorCode};
 
 use assignment::{Assignment, LaneSpawner, Routing};
 use catch_up::Targets;
+use commit::CommitWay;
 use context::{Client, RuntimeConsumer, RuntimeContext};
 use fencing::{FenceCount, InstanceConflict};
 use poll::{Control, SessionEnd};
 use status::StatusPublisher;
-use transactional::Pipeline;
 use worker::Worker;
 
 /// How long a static assignment waits for the topics' partitions.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a wait for `init_transactions` looks at a stop and at the producer's errors.
+const INIT_LOOK: Duration = Duration::from_millis(50);
 
 /// A Kafka consumer that runs a [`Handler`](crate::Handler) with at-least-once commits.
 ///
@@ -186,6 +190,7 @@ impl<W: Work> Consumer<W> {
             breaker: breaker.clone(),
             dead_letter: dead_letter.clone(),
             metrics: publisher.metrics().cloned(),
+            scoped_outputs: transactional.is_some(),
         };
         let worker = Arc::new(Worker {
             stack: layer::built_in(self.work, policies),
@@ -194,33 +199,18 @@ impl<W: Work> Consumer<W> {
             in_flight,
             max_in_flight,
             abort: control.abort.clone(),
+            exactly_once: transactional.is_some(),
         });
         if let Some(d) = &dead_letter {
             let (d, topics) = (d.clone(), s.topics.clone());
             runtime.spawn(async move { d.ensure_topics(&topics).await });
         }
-        if let Some(output) = transactional {
-            let pipeline = Pipeline {
-                worker,
-                producer: output.producer().clone(),
-                producer_errors: output.errors().cloned(),
-                limits: s.batch,
-                status: publisher.clone(),
-                runtime,
-                control: control.clone(),
-                oauth,
-            };
-            info!(topics = ?s.topics, group, "exactly-once consumer started");
-            return spawn_poll_thread(control, status, http_addr, move || {
-                let result = pipeline.run(&self.client, &s.topics);
-                publisher.stopped();
-                result
-            });
-        }
         let lane_runtime = runtime.clone();
         let spawn_lane: LaneSpawner = match self.batch {
-            // Batches across partitions: each partition forwards to shared batch lanes.
-            Some(limits) if s.ordering == Ordering::Unordered => {
+            // Batches across partitions: each partition forwards to shared batch lanes. Not in
+            // exactly-once mode, whose outputs wait for their partition's commit: there each
+            // partition has its batches.
+            Some(limits) if s.ordering == Ordering::Unordered && transactional.is_none() => {
                 let (shared, routed) = async_channel::bounded(limits.max_messages);
                 for _ in 0..s.max_batches_in_flight {
                     runtime.spawn(worker.clone().run_shared_batches(routed.clone()));
@@ -250,26 +240,100 @@ impl<W: Work> Consumer<W> {
                 limits: s.limits,
                 drain_timeout: s.drain_timeout,
                 breaker,
+                transactional: transactional.is_some(),
             },
             spawn_lane,
             status: publisher.clone(),
             oauth,
+            way: match &transactional {
+                Some(output) => CommitWay::Transaction {
+                    producer: output.producer().clone(),
+                    runtime: runtime.clone(),
+                },
+                None => CommitWay::Group,
+            },
         };
-        // The first client is made here, so that a bad setting fails the call.
-        let first = session.start()?;
-        info!(topics = ?s.topics, group, ordering = %s.ordering, "consumer started");
+        // The first client is made here, so that a bad setting fails the call; in exactly-once
+        // mode once transactions can run, so that nothing is fetched before.
+        let first = match transactional {
+            Some(_) => None,
+            None => Some(session.start()?),
+        };
+        info!(topics = ?s.topics, group, ordering = %s.ordering,
+              exactly_once = transactional.is_some(), "consumer started");
         let thread_control = control.clone();
         spawn_poll_thread(control, status, http_addr, move || {
-            let result = session.run(
-                first,
-                &thread_control,
-                s.commit_interval,
-                &s.reconnect,
-                &runtime,
-            );
+            let result = match &transactional {
+                Some(output) => match init_transactions(output, &thread_control, &publisher) {
+                    Ok(true) => session.start().and_then(|first| {
+                        session.run(
+                            first,
+                            &thread_control,
+                            s.commit_interval,
+                            &s.reconnect,
+                            &runtime,
+                        )
+                    }),
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                None => session.run(
+                    first.expect("started above"),
+                    &thread_control,
+                    s.commit_interval,
+                    &s.reconnect,
+                    &runtime,
+                ),
+            };
             publisher.stopped();
             result
         })
+    }
+}
+
+/// Fences earlier producers with `output`'s transactional id and aborts what they left open,
+/// before the consumer takes any message. `init_transactions` blocks until the transaction
+/// coordinator answers (at most [`commit::TXN_TIMEOUT`]), which a broker that refuses our certificate
+/// or credentials never does: it runs on a thread of its own while this one watches the
+/// producer's errors, so that such a failure stops the consumer at once (the thread ends by
+/// itself when the call times out). `false` when stopped while waiting.
+fn init_transactions(
+    output: &Output,
+    control: &Control,
+    status: &StatusPublisher,
+) -> Result<bool, Error> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(), ClientError>>(1);
+    let producer = output.producer().clone();
+    std::thread::Builder::new()
+        .name("sluicegate-init-txn".into())
+        .spawn(move || {
+            let _ = tx.send(producer::init_transactions(&producer, commit::TXN_TIMEOUT));
+        })
+        .map_err(|e| Error::Thread(e.to_string()))?;
+    let security = || match output.errors().and_then(|e| e.security_failure()) {
+        Some(failure) => Err(Error::from(failure)),
+        None => Ok(()),
+    };
+    loop {
+        status.heartbeat();
+        if control.abort.is_cancelled() || control.shutdown.is_cancelled() {
+            return Ok(false);
+        }
+        security()?;
+        match rx.recv_timeout(INIT_LOOK) {
+            Ok(Ok(())) => return Ok(true),
+            Ok(Err(e)) => {
+                // A security failure explains a failed init better than its timeout.
+                security()?;
+                return Err(Error::Fatal(e));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Error::Thread(
+                    "init_transactions ended without an answer".into(),
+                ))
+            }
+        }
     }
 }
 
@@ -353,14 +417,12 @@ struct Session {
     spawn_lane: LaneSpawner,
     status: StatusPublisher,
     oauth: Option<OAuth>,
+    /// How commits leave the process.
+    way: CommitWay,
 }
 
-/// A created, subscribed client and the channels of its poll loop.
-type Started = (
-    RuntimeConsumer,
-    event::Reports,
-    std::sync::mpsc::Receiver<committer::CommitRequest>,
-);
+/// A created, subscribed client, its poll loop's reports and its commits.
+type Started = (RuntimeConsumer, event::Reports, committer::Committer);
 
 impl Session {
     /// Where a partition without a committed offset starts, as `auto.offset.reset` says.
@@ -431,7 +493,11 @@ impl Session {
             let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
             consumer.subscribe(&topics)?;
         }
-        Ok((consumer, reports, commits_rx))
+        let committer = committer::Committer {
+            requests: commits_rx,
+            way: self.way.clone(),
+        };
+        Ok((consumer, reports, committer))
     }
 
     /// Runs poll loops until stopped, re-creating the client as `reconnect` says when one is

@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use std::sync::mpsc::Receiver;
-
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -13,7 +11,7 @@ use crate::kafka::FetchError;
 use crate::policy::Reconnect;
 use crate::{ClientError, Error};
 
-use super::committer::{self, CommitRequest};
+use super::committer::{self, Committer};
 use super::context::{Client, RuntimeConsumer};
 use super::event::Reports;
 use super::seek::SeekQueue;
@@ -62,7 +60,7 @@ pub(crate) fn run(
     consumer: RuntimeConsumer,
     control: Control,
     commit_interval: Duration,
-    commits: Receiver<CommitRequest>,
+    committer: Committer,
     events: Reports,
     reconnect: &Reconnect,
     status: &StatusPublisher,
@@ -70,7 +68,7 @@ pub(crate) fn run(
     let result = std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("sluicegate-commit".into())
-            .spawn_scoped(scope, || committer::run(&consumer, commits, events))
+            .spawn_scoped(scope, || committer::run(&consumer, committer, events))
             .map_err(|e| Error::Thread(e.to_string()))?;
         let result = poll(&consumer, &control, commit_interval, reconnect, status);
         // Closing the request channel ends the committer once its last commit is done.
@@ -113,8 +111,12 @@ fn poll(
             return Ok(SessionEnd::Stopped);
         }
         if control.shutdown.is_cancelled() {
-            consumer.context().assignment().release_all(consumer);
-            return Ok(SessionEnd::Stopped);
+            let mut assignment = consumer.context().assignment();
+            assignment.release_all(consumer);
+            return match assignment.take_fatal() {
+                Some(e) => Err(e.into_error()),
+                None => Ok(SessionEnd::Stopped),
+            };
         }
         if let Some(end) = check_client(consumer, reconnect, &mut last_probe)? {
             // Uncommitted work is abandoned, as in a crash: the next client gets it again.
@@ -172,8 +174,14 @@ fn poll(
         }
         assignment.flush();
         assignment.drain_events(consumer);
+        if let Some(e) = assignment.take_fatal() {
+            // Exactly-once mode's producer can commit nothing any more (fenced): what is not
+            // committed goes to the next owner, as in a crash.
+            assignment.abort();
+            return Err(e.into_error());
+        }
         assignment.check_catch_up(consumer);
-        if schedule.due(Instant::now()) {
+        if schedule.due(Instant::now()) || assignment.outputs_due() {
             assignment.request_commit(None);
             assignment.publish_figures();
         }

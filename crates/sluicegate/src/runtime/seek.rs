@@ -100,7 +100,7 @@ pub(crate) fn move_to<C: ConsumerEvents>(
         metadata: String::new(),
     };
     GroupCommit(consumer)
-        .commit(std::slice::from_ref(&entry))
+        .commit(std::slice::from_ref(&entry), &[])
         .map_err(CommitError::into_error)?;
     Ok(entry)
 }

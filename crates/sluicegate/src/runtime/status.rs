@@ -149,20 +149,6 @@ impl StatusPublisher {
         self.metrics.as_ref()
     }
 
-    /// The lag of each owned partition whose committed offset and log end (in `log_ends`)
-    /// are known.
-    pub fn lag(&self, log_ends: &BTreeMap<TopicPartition, i64>) -> BTreeMap<TopicPartition, i64> {
-        let s = self.status.borrow();
-        s.assigned
-            .iter()
-            .filter_map(|tp| {
-                let end = log_ends.get(tp)?;
-                let committed = s.committed.get(tp)?;
-                Some((tp.clone(), (end - committed).max(0)))
-            })
-            .collect()
-    }
-
     /// The poll loop turned.
     pub fn heartbeat(&self) {
         let now = SystemTime::now()
@@ -229,13 +215,6 @@ impl StatusPublisher {
                 true
             }
         });
-        self.publish_stuck();
-    }
-
-    /// `tp` no longer stops at a record: moved by a seek.
-    pub fn unstuck(&self, tp: &TopicPartition) {
-        self.status
-            .send_if_modified(|s| s.stuck.remove(tp).is_some());
         self.publish_stuck();
     }
 

@@ -15,6 +15,7 @@ use crate::dead_letter::Failure;
 use crate::dispatch::{BatchLimits, Batcher};
 use crate::handler::{Outcome, Work};
 use crate::layer::{BuiltIn, Scope};
+use crate::output::{self, OutputRecord};
 use crate::status::StuckPartition;
 use crate::Message;
 
@@ -44,6 +45,9 @@ pub(crate) struct Worker<W> {
     pub max_in_flight: u32,
     /// Cancelled on abort: running handlers are dropped, as a crash would.
     pub abort: CancellationToken,
+    /// Exactly-once mode: the outputs of settled messages go to the poll loop, to be written
+    /// with their offsets.
+    pub exactly_once: bool,
 }
 
 impl<W: Work> Worker<W> {
@@ -77,7 +81,7 @@ impl<W: Work> Worker<W> {
             let mut left = Vec::with_capacity(chunk.len());
             let mut since = Instant::now();
             while let Some(message) = chunk.next() {
-                let processed = if revoked.is_cancelled() {
+                let mut processed = if revoked.is_cancelled() {
                     None
                 } else {
                     let one = std::slice::from_ref(&message);
@@ -99,6 +103,9 @@ impl<W: Work> Worker<W> {
                         }
                     }
                 };
+                if let Some(processed) = &mut processed {
+                    send_outputs(&events, slot, processed);
+                }
                 let outcome = match processed {
                     None => None,
                     Some(mut processed) => match processed.stuck.pop() {
@@ -155,6 +162,8 @@ impl<W: Work> Worker<W> {
                         _ = self.abort.cancelled() => Processed::abandoned(batch.len()),
                     }
                 };
+                let mut processed = processed;
+                send_outputs(&events, slot, &mut processed);
                 let stuck = processed.stuck.into_iter().next();
                 let mut left = batch
                     .iter()
@@ -230,6 +239,8 @@ impl<W: Work> Worker<W> {
                     processed = self.process(&messages, &tokens, None) => processed,
                     _ = self.abort.cancelled() => Processed::abandoned(live.len()),
                 };
+                // Exactly-once mode batches each partition on its own (see `Consumer::spawn`).
+                debug_assert!(processed.outputs.is_empty());
                 // The unordered mode: a stuck message holds no lane, only its partition.
                 for (i, failure) in &processed.stuck {
                     let r = &live[*i];
@@ -268,10 +279,16 @@ impl<W: Work> Worker<W> {
             processed: Processed {
                 outcomes: Vec::with_capacity(n),
                 stuck: Vec::new(),
+                outputs: Vec::new(),
             },
+            exactly_once: self.exactly_once,
         };
         // Halted at a stuck message: what follows it was not tried.
-        let _ = self.stack.handle(messages, revoked, &mut lane).await;
+        let handled = self.stack.handle(messages, revoked, &mut lane);
+        let _ = match self.exactly_once {
+            true => output::settling(handled).await,
+            false => handled.await,
+        };
         let LaneScope { mut processed, .. } = lane;
         processed.outcomes.resize(n, None);
         processed
@@ -313,6 +330,9 @@ struct Processed {
     /// their outcomes are `None`. In the ordered modes at most one, and every message after it
     /// was left untried (`None`).
     stuck: Vec<(usize, Failure)>,
+    /// Exactly-once mode: the outputs of the messages settled, by the last offset of each
+    /// group settled together.
+    outputs: Vec<(i64, Vec<OutputRecord>)>,
 }
 
 impl Processed {
@@ -321,6 +341,7 @@ impl Processed {
         Processed {
             outcomes: vec![outcome; n],
             stuck: Vec::new(),
+            outputs: Vec::new(),
         }
     }
 
@@ -409,6 +430,7 @@ struct LaneScope<'a> {
     retrying: RetryingGuard<'a>,
     ordered: bool,
     processed: Processed,
+    exactly_once: bool,
 }
 
 /// An ordered lane stopped at a stuck message.
@@ -430,6 +452,16 @@ impl Scope for LaneScope<'_> {
     fn settled(&mut self, messages: &[Message], outcome: Option<Outcome>) -> Result<(), Halted> {
         let outcomes = &mut self.processed.outcomes;
         outcomes.extend(std::iter::repeat_n(outcome, messages.len()));
+        if self.exactly_once {
+            // Kept by the successful calls (and dead letters) of these messages only: a group
+            // released unsettled (`None`) kept none.
+            let kept = output::take_kept();
+            if let (false, Some(last)) =
+                (kept.is_empty(), messages.iter().map(Message::offset).max())
+            {
+                self.processed.outputs.push((last, kept));
+            }
+        }
         Ok(())
     }
 
@@ -473,6 +505,17 @@ async fn receive_into<T, I>(
         Some(Ok(item)) => add(batcher, item),
         Some(Err(_)) => *open = false,
         None => {}
+    }
+}
+
+/// Sends the outputs of what `processed` settled to the poll loop (exactly-once mode), before
+/// the messages are reported.
+fn send_outputs(events: &Reports, slot: Slot, processed: &mut Processed) {
+    if !processed.outputs.is_empty() {
+        events.send(Event::Outputs {
+            slot,
+            outputs: std::mem::take(&mut processed.outputs),
+        });
     }
 }
 

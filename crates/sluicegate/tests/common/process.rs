@@ -93,6 +93,17 @@ impl ExampleProcess {
         Ok(())
     }
 
+    /// Freezes the process (SIGSTOP): what it shows the broker stays as it is until
+    /// [`resume`](Self::resume).
+    pub async fn freeze(&self) -> anyhow::Result<()> {
+        self.signal("STOP").await
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        self.signal("CONT").await
+    }
+
     async fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))

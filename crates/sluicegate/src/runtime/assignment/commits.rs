@@ -27,6 +27,7 @@ impl Assignment {
             return None;
         }
         let mut offsets = Vec::new();
+        let mut outputs = Vec::new();
         for (i, p) in self.slots.iter_mut().enumerate() {
             let Some(p) = p else { continue };
             if only.is_some_and(|o| !o.contains(&i)) {
@@ -35,8 +36,14 @@ impl Assignment {
             let Some(w) = p.offsets.watermark() else {
                 continue;
             };
-            let above = p.offsets.finished_above_watermark().count();
+            // A transaction writes the outputs of what it commits, and an offset map would
+            // mark finished messages whose outputs wait for a later one: none in that mode.
+            let above = match self.routing.transactional {
+                true => 0,
+                false => p.offsets.finished_above_watermark().count(),
+            };
             if p.commits.due(w, above) {
+                outputs.extend(p.outputs.below(w).cloned());
                 offsets.push(CommitEntry {
                     topic: p.tp.topic.clone(),
                     partition: p.tp.partition,
@@ -61,7 +68,11 @@ impl Assignment {
         debug!(id, ?offsets, "commit requested");
         self.commits
             .as_ref()?
-            .send(CommitRequest { id, offsets })
+            .send(CommitRequest {
+                id,
+                offsets,
+                outputs,
+            })
             .ok()?;
         self.commit_in_flight = Some(id);
         Some(id)
@@ -124,16 +135,22 @@ impl Assignment {
                 debug!(id, ?latency, "committed");
                 for e in &offsets {
                     if let Some(i) = self.slot_of(&e.topic, e.partition) {
-                        self.slots[i]
-                            .as_mut()
-                            .expect("indexed slots exist")
-                            .commits
-                            .acknowledged(e.next);
+                        let p = self.slots[i].as_mut().expect("indexed slots exist");
+                        p.commits.acknowledged(e.next);
+                        p.outputs.committed(e.next);
                     }
+                }
+                if self.routing.transactional {
+                    self.status.transaction(Some(&offsets));
                 }
                 self.status.committed(&offsets);
             }
             Err(e) => {
+                if self.routing.transactional {
+                    // The transaction was aborted; its outputs wait for the next one.
+                    self.status.transaction(None);
+                }
+
                 match &e {
                     CommitError::Retriable(_) => {
                         warn!(error = %e, ?offsets, "commit failed; will retry")
@@ -152,6 +169,13 @@ impl Assignment {
                         let p = self.slots[i].as_mut().expect("indexed slots exist");
                         p.commits.refused(e.next);
                     }
+                }
+                // A transactional producer that failed fatally (fenced) can commit nothing any
+                // more: the consumer stops.
+                if self.routing.transactional
+                    && matches!(e, CommitError::Fatal(_) | CommitError::Missing(_))
+                {
+                    self.fatal.get_or_insert(e);
                 }
             }
         }

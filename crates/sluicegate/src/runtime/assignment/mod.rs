@@ -5,10 +5,12 @@
 //! - [`partition`]: one owned partition's state, and the index that finds it;
 //! - [`rebalance`]: taking and giving up partitions (assign, revoke, seek, shutdown);
 //! - [`commits`]: asking the committer for commits and applying its acknowledgements;
+//! - [`outputs`]: exactly-once mode's outputs of finished messages, waiting for their commit;
 //! - [`figures`]: lag, buffer and catch-up figures for the status.
 
 mod commits;
 mod figures;
+mod outputs;
 mod partition;
 mod rebalance;
 
@@ -27,11 +29,18 @@ use crate::metrics::{wall, Stage};
 use crate::policy::{Breaker, CircuitState};
 
 use super::catch_up::Targets;
+use super::commit::CommitError;
 use super::committer::CommitRequest;
 use super::event::{Event, LaneQueue, Left, Reports, Slot};
 use super::status::StatusPublisher;
 use super::wakeup::Wakeup;
 use partition::{pause, PartitionIndex, PartitionState};
+
+/// Outputs waiting for their commit past which a commit is asked for at once (exactly-once
+/// mode), and past which no more messages are taken until a commit writes them: the memory
+/// they hold stays bounded whatever the commit interval.
+const OUTPUTS_COMMIT_BYTES: usize = 4 << 20;
+const OUTPUTS_HOLD_BYTES: usize = 32 << 20;
 
 /// Starts a lane task: `(slot, queue, revoked, events)`.
 pub(crate) type LaneSpawner =
@@ -47,6 +56,8 @@ pub(crate) struct Routing {
     pub drain_timeout: Duration,
     /// Pauses every partition while open.
     pub breaker: Option<Arc<Breaker>>,
+    /// Exactly-once mode: commits are transactions that write the finished messages' outputs.
+    pub transactional: bool,
 }
 
 /// Every partition the consumer owns, and the channel lanes report on.
@@ -81,6 +92,8 @@ pub(crate) struct Assignment {
     commits_enabled: bool,
     /// A reader from the beginning not yet caught up: the log ends it reads up to.
     catch_up: Option<Targets>,
+    /// A transaction failed fatally (fenced by a newer instance): the consumer stops with it.
+    fatal: Option<CommitError>,
 }
 
 impl Assignment {
@@ -114,6 +127,7 @@ impl Assignment {
             aborted: false,
             commits_enabled: true,
             catch_up: None,
+            fatal: None,
         }
     }
 
@@ -249,6 +263,16 @@ impl Assignment {
                 }
                 return;
             }
+            Event::Outputs { slot, outputs } => {
+                if let Some(p) = self.slots.get_mut(slot.index).and_then(Option::as_mut) {
+                    if p.generation == slot.generation {
+                        for (last, records) in outputs {
+                            p.outputs.add(last, records);
+                        }
+                    }
+                }
+                return;
+            }
             Event::Committed {
                 id,
                 offsets,
@@ -335,7 +359,22 @@ impl Assignment {
 
     /// Whether the poll loop should take no new messages for now (see [`BufferLimits`]).
     pub fn should_hold(&self) -> bool {
-        self.backpressure.should_hold()
+        self.backpressure.should_hold() || self.outputs_waiting() >= OUTPUTS_HOLD_BYTES
+    }
+
+    /// Bytes of outputs waiting for their commit (exactly-once mode).
+    fn outputs_waiting(&self) -> usize {
+        self.slots.iter().flatten().map(|p| p.outputs.bytes()).sum()
+    }
+
+    /// Whether enough outputs wait that a commit should not wait for the commit interval.
+    pub fn outputs_due(&self) -> bool {
+        self.routing.transactional && self.outputs_waiting() >= OUTPUTS_COMMIT_BYTES
+    }
+
+    /// The fatal error a transaction ended with, if one did: the consumer stops with it.
+    pub fn take_fatal(&mut self) -> Option<CommitError> {
+        self.fatal.take()
     }
 
     /// Waits up to `timeout` for lane reports and applies them.

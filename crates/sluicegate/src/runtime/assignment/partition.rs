@@ -16,6 +16,7 @@ use crate::OffsetTracker;
 
 use super::super::event::Chunk;
 use super::commits::CommitMark;
+use super::outputs::PendingOutputs;
 
 pub(super) struct PartitionState {
     pub(super) tp: TopicPartition,
@@ -47,6 +48,8 @@ pub(super) struct PartitionState {
     pub(super) paused: bool,
     /// What was asked of the committer for this partition, and what the group acknowledged.
     pub(super) commits: CommitMark,
+    /// Exactly-once mode: outputs of finished messages, waiting for the commit past them.
+    pub(super) outputs: PendingOutputs,
     /// Offsets the group's offset map records as finished: skipped when they arrive.
     pub(super) finished_before: BTreeSet<i64>,
     /// The log start and end (low and high watermarks) librdkafka last saw, from its

@@ -132,6 +132,7 @@ impl Assignment {
                 stuck: false,
                 paused: false,
                 commits: CommitMark::default(),
+                outputs: Default::default(),
                 finished_before: BTreeSet::new(),
                 log_start: None,
                 log_end: None,
