@@ -1,8 +1,10 @@
-"""``security=`` and ``token_provider=``: TLS/SASL settings checked by the library's rules, a
-SASL PLAIN login, and OAUTHBEARER tokens from a Python function, against Apache Kafka's SASL
-listeners, which ``scripts/test`` starts with ``scripts/kafka-broker start --sasl``:
+"""``security=`` and ``token_provider=``: TLS/SASL settings checked by the library's rules,
+SASL PLAIN and SCRAM logins, and OAUTHBEARER tokens from a Python function, against Apache
+Kafka's SASL listeners, which ``scripts/test`` starts with ``scripts/kafka-broker start --sasl``:
 OAUTHBEARER (``SLUICEGATE_TEST_OAUTH_BOOTSTRAP``; Kafka's unsecured JWT validator checks each
-token's claims and expiry) and PLAIN (``SLUICEGATE_TEST_PLAIN_BOOTSTRAP``; user ``alice``)."""
+token's claims and expiry), PLAIN (``SLUICEGATE_TEST_PLAIN_BOOTSTRAP``; user ``alice``) and
+SCRAM-SHA-256/512 (``SLUICEGATE_TEST_SCRAM_BOOTSTRAP``; user ``bob``, with credentials for both
+mechanisms in the broker's SCRAM credential store)."""
 
 import asyncio
 import base64
@@ -323,4 +325,62 @@ def test_a_wrong_password_stops_the_consumer_naming_the_user_not_the_password():
     with pytest.raises(sluicegate.SluicegateError, match="PLAIN") as refused:
         run(consumer.run())
     assert PLAIN_USER in str(refused.value)
+    assert "not-Th3-password" not in str(refused.value)
+
+
+SCRAM_USER, SCRAM_PASSWORD = "bob", "bob-Pa55word"
+
+
+def scram_listener() -> tuple:
+    """Apache Kafka's PLAINTEXT bootstrap (a :class:`Broker`) and its SCRAM listener."""
+    names = ["SLUICEGATE_TEST_BOOTSTRAP", "SLUICEGATE_TEST_SCRAM_BOOTSTRAP"]
+    addresses = [os.environ.get(name) for name in names]
+    if not all(addresses):
+        pytest.fail(
+            f"{', '.join(names)} are not all set: run the suite with scripts/test, which starts "
+            "Apache Kafka with SASL listeners (scripts/kafka-broker start --sasl prints the SCRAM "
+            "listener's address on its fourth line)"
+        )
+    bootstrap, scram = addresses
+    return Broker("kafka", bootstrap), scram
+
+
+def scram_consumer(address: str, topic: str, mechanism: str, password: str) -> sluicegate.Consumer:
+    return sluicegate.Consumer(
+        bootstrap_servers=address,
+        group_id=unique("group"),
+        topics=[topic],
+        commit_interval=0.1,
+        config={"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"},
+        security=sluicegate.Security(
+            protocol="sasl_plaintext", sasl_mechanism=mechanism, sasl_username=SCRAM_USER, sasl_password=password
+        ),
+    )
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256"])
+def test_a_sasl_scram_login_consumes_and_commits(mechanism):
+    """``Security(protocol="sasl_plaintext", sasl_mechanism="SCRAM-SHA-...", ...)`` logs in to
+    the SCRAM listener (the broker checks the password against its SCRAM credential store):
+    every record is handled and committed."""
+    broker, scram = scram_listener()
+    topic = unique("py-scram")
+    broker.create_topic(topic, 1)
+    placed = broker.produce(topic, [(0, "k", b"x")] * 10)
+    assert_reads_all(scram_consumer(scram, topic, mechanism, SCRAM_PASSWORD), topic, placed)
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256"])
+def test_a_wrong_scram_password_stops_the_consumer_naming_the_user_not_the_password(mechanism):
+    """The broker refuses the password: ``run()`` raises naming the mechanism and the user."""
+    _, scram = scram_listener()
+    consumer = scram_consumer(scram, unique("py-scram-refused"), mechanism, "not-Th3-password")
+
+    @consumer.handler
+    async def handle(msg):
+        pass
+
+    with pytest.raises(sluicegate.SluicegateError, match=mechanism) as refused:
+        run(consumer.run())
+    assert f"`{SCRAM_USER}`" in str(refused.value)
     assert "not-Th3-password" not in str(refused.value)

@@ -105,7 +105,8 @@ class Security:
 
     A TLS or authentication failure that retrying cannot cure stops the consumer:
     :meth:`Consumer.run` raises :class:`~sluicegate.SluicegateError` naming the mechanism and
-    the user (never the password).
+    the user (never the password). PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER logins
+    (and refused ones) are tested against Apache Kafka.
     """
 
     protocol: Optional[str] = None
