@@ -49,6 +49,40 @@ def test_outputs_of_a_failed_handler_are_never_written_and_each_input_is_output_
     assert Counter(m.value() for m in broker.read(out_topic, 20, "read_uncommitted")) == expected
 
 
+def test_a_def_handlers_outputs_belong_to_its_call(broker):
+    """A plain ``def`` handler runs in a thread and sends through the event loop
+    (``run_coroutine_threadsafe``, as ``Output``'s docs say): its outputs are still its call's,
+    so the failed call's output is never written and each input's output is written once."""
+    topic, out_topic = unique("py-eos-def"), unique("py-eos-def-out")
+    broker.create_topic(topic, 1)
+    broker.create_topic(out_topic, 1)
+    placed = broker.produce(topic, [(0, f"k{i}", f"v{i}".encode()) for i in range(10)])
+    consumer = broker.consumer(
+        topic,
+        exactly_once=unique("txn"),
+        retry=sluicegate.Retry(initial_backoff=0.01, max_backoff=0.05, jitter=0.0),
+    )
+    out = consumer.output()
+    calls = Counter()
+    loops = []
+
+    @consumer.handler
+    def handle(msg: sluicegate.Message):
+        calls[msg.value] += 1
+        asyncio.run_coroutine_threadsafe(out.send(out_topic, msg.value, key=msg.key), loops[0]).result(PHASE)
+        if msg.value == b"v3" and calls[msg.value] == 1:
+            raise sluicegate.RetryableError("failed after its output was sent")
+
+    async def main():
+        loops.append(asyncio.get_running_loop())
+        return await run_until(consumer, "every record is committed", lambda: committed_to(consumer, topic, ends_of(placed)))
+
+    status = run(main())
+    assert calls[b"v3"] == 2 and status["transactions_aborted"] == 0, (calls, status)
+    expected = Counter(f"v{i}".encode() for i in range(10))
+    assert Counter(m.value() for m in broker.read(out_topic, 10, "read_uncommitted")) == expected
+
+
 def test_exactly_once_refuses_a_messages_loop():
     consumer = sluicegate.Consumer(bootstrap_servers="localhost:1", group_id="g", topics=["t"], exactly_once="txn")
 

@@ -1,10 +1,11 @@
 //! Run with: cargo run --example exactly_once
 //!
 //! A consume-transform-produce pipeline: orders are read in batches of up to 100, and each
-//! batch's invoices are written through the consumer's transactional `Output` in the same Kafka
-//! transaction that commits the orders' offsets. (The embedded broker speaks the transaction
-//! protocol but does not enforce it; run it against Kafka with `--bootstrap`-style settings
-//! for the real guarantee.)
+//! batch's invoices, sent through the consumer's transactional `Output`, are written by the
+//! Kafka transaction that commits the orders' offsets (one per commit interval), and only if
+//! the batch's handler call succeeds. (The embedded broker speaks the transaction protocol but
+//! does not enforce it; run it against Kafka with `--bootstrap`-style settings for the real
+//! guarantee.)
 
 use std::time::Duration;
 

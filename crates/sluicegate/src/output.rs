@@ -425,6 +425,65 @@ struct OutputError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
+
+    /// A transactional output; no broker is needed, nothing reaches one.
+    fn transactional() -> Output {
+        let mut config = Properties::new();
+        config
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("transactional.id", "unit");
+        Output::new(&config, true, None).unwrap()
+    }
+
+    /// What a lane keeps of one handler call that sends `n` records and answers `ok`.
+    async fn kept_of_a_call(output: &Output, n: usize, ok: bool) -> Vec<String> {
+        settling(async {
+            in_call_scope(
+                async {
+                    for i in 0..n {
+                        let delivered = output
+                            .send(OutputRecord::to("out").payload(i.to_string()))
+                            .await
+                            .unwrap();
+                        assert_eq!((delivered.partition, delivered.offset), (-1, -1));
+                    }
+                    ok
+                },
+                |ok| *ok,
+            )
+            .await;
+            take_kept().iter().map(OutputRecord::payload_text).collect()
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_calls_outputs_are_kept_if_it_succeeds_and_dropped_if_it_fails() {
+        let output = transactional();
+        assert_eq!(kept_of_a_call(&output, 2, true).await, ["0", "1"]);
+        assert!(kept_of_a_call(&output, 2, false).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn exactly_once_sends_outside_a_call_or_after_it_fail_clearly() {
+        let output = transactional();
+        let outside = output.send(OutputRecord::to("out")).await.unwrap_err();
+        assert_eq!(outside.kind(), ErrorKind::Permanent);
+        assert!(
+            outside.to_string().contains("OutputScope::current"),
+            "{outside}"
+        );
+
+        let scope = in_call_scope(async { OutputScope::current() }, |_| true)
+            .await
+            .expect("a call has a scope");
+        let late = output
+            .send_in(&scope, OutputRecord::to("out"))
+            .await
+            .unwrap_err();
+        assert!(late.to_string().contains("has ended"), "{late}");
+    }
 
     #[test]
     fn producers_get_the_consumers_secrets_not_placeholders() {

@@ -91,8 +91,9 @@ pub struct ConsumerStatus {
     /// Exactly-once mode: transactions committed (each commits its outputs and its inputs'
     /// offsets together).
     pub transactions_committed: u64,
-    /// Exactly-once mode: transactions aborted (a handler failed, or the commit did), whose
-    /// outputs `read_committed` readers never see.
+    /// Exactly-once mode: transactions that failed to commit and were aborted (their outputs,
+    /// which `read_committed` readers never see, are written by the next one). A handler
+    /// failure aborts none: its outputs are dropped before any transaction.
     pub transactions_aborted: u64,
     /// Owned partitions stopped at a record the handler gave up on, with no dead-letter topic
     /// to set it aside (see [`StuckPartition`]). Each stays stopped until it is released

@@ -1,5 +1,5 @@
 //! What the built-in layers wrap ([`Attempt`]: one call of the handler) and what they answer to
-//! ([`Scope`]: the code that runs the stack, a lane or a transaction).
+//! ([`Scope`]: the code that runs the stack, a lane).
 
 use std::future::Future;
 use std::time::Duration;
@@ -58,21 +58,11 @@ impl<A: Attempt> Attempt for &A {
     }
 }
 
-/// Where the stack runs, told what the policies decided. A lane collects the outcomes and
-/// reports them; exactly-once mode runs each attempt in a transaction and commits each settled
-/// group of messages in it. A policy never commits offsets itself.
+/// Where the stack runs, told what the policies decided: a lane, which collects the outcomes
+/// and reports them. A policy never commits offsets itself.
 pub(crate) trait Scope: Send {
     /// Why the scope stops the stack early: the rest of the messages are left untried.
     type Halt: Send;
-
-    /// Whether handler calls count the messages' ages at handler start and end.
-    const STAGES: bool;
-
-    /// Before each attempt: a handler call, or a dead-letter write.
-    fn begin(&mut self) -> Result<(), Self::Halt>;
-
-    /// After an attempt that failed, or was released before it ended.
-    fn failed(&mut self) -> Result<(), Self::Halt>;
 
     /// `messages` are finished with `outcome`, or left to their next owner (`None`): released
     /// while they waited for a retry, the breaker or a dead-letter write.

@@ -101,13 +101,9 @@ async fn write<S: Scope>(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        scope.begin()?;
         let sent = tokio::select! {
             r = writer.send_once(message, failure) => r,
-            _ = released.cancelled() => {
-                scope.failed()?;
-                return scope.settled(one, None);
-            }
+            _ = released.cancelled() => return scope.settled(one, None),
         };
         let error = match sent {
             Ok(()) => {
@@ -116,7 +112,6 @@ async fn write<S: Scope>(
             }
             Err(e) => e,
         };
-        scope.failed()?;
         let delay = writer.backoff().delay(attempt, rand::random());
         warn!(topic = writer.topic_for(message.topic()), source = message.topic(),
               partition = message.partition(), offset = message.offset(), attempt, ?delay,
@@ -307,15 +302,6 @@ mod tests {
         token.cancel();
         let mut scope = Recorder::default();
         stack.handle(&batch, &[&token], &mut scope).await.unwrap();
-        assert_eq!(
-            scope.told,
-            [
-                Told::Begin,
-                Told::Failed,
-                Told::Begin,
-                Told::Failed,
-                Told::Settled(vec![0], None)
-            ]
-        );
+        assert_eq!(scope.told, [Told::Settled(vec![0], None)]);
     }
 }

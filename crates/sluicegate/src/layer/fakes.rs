@@ -64,8 +64,6 @@ impl<F: Fn(&[i64], usize) -> HandlerResult + Send + Sync> Attempt for Calls<F> {
 /// What the layers told a [`Recorder`].
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Told {
-    Begin,
-    Failed,
     Settled(Vec<i64>, Option<Outcome>),
     Stuck(i64, ErrorKind, u32),
     Waiting(Duration),
@@ -114,26 +112,10 @@ impl Recorder {
             })
             .collect()
     }
-
-    pub fn count(&self, told: &Told) -> usize {
-        self.told.iter().filter(|t| *t == told).count()
-    }
 }
 
 impl Scope for Recorder {
     type Halt = ();
-
-    const STAGES: bool = false;
-
-    fn begin(&mut self) -> Result<(), ()> {
-        self.told.push(Told::Begin);
-        Ok(())
-    }
-
-    fn failed(&mut self) -> Result<(), ()> {
-        self.told.push(Told::Failed);
-        Ok(())
-    }
 
     fn settled(&mut self, messages: &[Message], outcome: Option<Outcome>) -> Result<(), ()> {
         let offsets = messages.iter().map(Message::offset).collect();

@@ -24,7 +24,8 @@
 //! handler's answer: an error of kind [`Retryable`](crate::ErrorKind::Retryable) is retried,
 //! [`Skip`](crate::ErrorKind::Skip) finishes the message, a panic is a
 //! [`Panic`](crate::ErrorKind::Panic), and time a layer spends counts in the handler timeout.
-//! The same holds in exactly-once mode, where each attempt runs in its own transaction.
+//! The same holds in exactly-once mode, where the outputs an attempt sends are dropped if it
+//! fails.
 //!
 //! # The built-in layers
 //!
@@ -46,14 +47,13 @@
 //!   [handler timeout](crate::ConsumerBuilder::handler_timeout), turns a panic into an error,
 //!   and measures the call.
 //!
-//! Around them runs a *scope*: the lane of the at-least-once mode, which reports each outcome
-//! (and pauses a partition whose retry waits a second or more), or the transaction loop of the
-//! exactly-once mode, which runs each attempt (handler calls or a dead-letter write) in a
-//! transaction and commits what settles in it. The two modes share these layers, so retries,
-//! bisection, the breaker and dead letters follow the same rules in both. Waits (a back-off,
-//! the open breaker, a failed dead-letter write) end when the message's partition is released
-//! or the consumer shuts down; a running handler call is left to finish. On success no layer
-//! allocates: a call costs the layers' function calls, with static dispatch.
+//! Around them runs a *scope*: the lane, which reports each outcome (and pauses a partition
+//! whose retry waits a second or more). Waits (a back-off, the open breaker, a failed
+//! dead-letter write) end when the message's partition is released or the consumer shuts
+//! down; a running handler call is left to finish. In exactly-once mode `WithTimeout` also
+//! gives each call an [`OutputScope`](crate::OutputScope): its outputs are kept for the
+//! messages' commit only if it succeeds. On success no layer allocates: a call costs the
+//! layers' function calls, with static dispatch.
 //!
 //! A layer wraps a [`Handler`](crate::Handler) for [`build`](crate::ConsumerBuilder::build)
 //! and a [`BatchHandler`](crate::BatchHandler) for

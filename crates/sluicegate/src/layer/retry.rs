@@ -48,14 +48,12 @@ impl<A: Attempt> WithRetry<A> {
         loop {
             attempts += 1;
             let stages = Stages {
-                start: S::STAGES && first && attempts == 1,
-                end: S::STAGES,
+                start: first && attempts == 1,
+                end: true,
             };
-            scope.begin()?;
             let Some(Attempted { result, ended }) =
                 self.inner.attempt(messages, released, stages).await
             else {
-                scope.failed()?;
                 return Ok(Settled::Released);
             };
             // A success or skip counted its age at handler end already (see `WithTimeout`).
@@ -66,7 +64,6 @@ impl<A: Attempt> WithRetry<A> {
                 }
                 Err(e) => e,
             };
-            scope.failed()?;
             let (first, first_at) =
                 *first_failure.get_or_insert_with(|| (Instant::now(), SystemTime::now()));
             let (topic, partition, offset) = {
@@ -155,21 +152,14 @@ mod tests {
             Ok(Settled::Finished(Outcome::Handled { attempts: 4 }))
         ));
         assert_eq!(retry.inner.count(), 4);
-        // Each attempt is begun, each failed one told before its wait, which doubles.
+        // Each failed attempt's wait is told, and doubles.
         let ms = Duration::from_millis;
         assert_eq!(
             scope.told,
             [
-                Told::Begin,
-                Told::Failed,
                 Told::Waiting(ms(100)),
-                Told::Begin,
-                Told::Failed,
                 Told::Waiting(ms(200)),
-                Told::Begin,
-                Told::Failed,
                 Told::Waiting(ms(400)),
-                Told::Begin,
             ]
         );
     }
@@ -217,7 +207,7 @@ mod tests {
         let mut scope = Recorder::default();
         let settled = retry.settle(&batch, &tokens, &mut scope, true, false).await;
         assert!(matches!(settled, Ok(Settled::GaveUp(f)) if f.attempts == 1));
-        assert_eq!(scope.count(&Told::Begin), 1);
+        assert_eq!(retry.inner.count(), 1);
 
         let skipping = WithRetry {
             policy: policy(10),

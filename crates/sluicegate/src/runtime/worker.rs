@@ -439,16 +439,6 @@ struct Halted;
 impl Scope for LaneScope<'_> {
     type Halt = Halted;
 
-    const STAGES: bool = true;
-
-    fn begin(&mut self) -> Result<(), Halted> {
-        Ok(())
-    }
-
-    fn failed(&mut self) -> Result<(), Halted> {
-        Ok(())
-    }
-
     fn settled(&mut self, messages: &[Message], outcome: Option<Outcome>) -> Result<(), Halted> {
         let outcomes = &mut self.processed.outcomes;
         outcomes.extend(std::iter::repeat_n(outcome, messages.len()));
