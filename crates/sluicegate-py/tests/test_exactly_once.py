@@ -15,6 +15,15 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, PHASE * 2))
 
 
+def eos_consumer(broker, topic: str) -> sluicegate.Consumer:
+    """An exactly-once consumer of ``topic`` with quick retries."""
+    return broker.consumer(
+        topic,
+        exactly_once=unique("txn"),
+        retry=sluicegate.Retry(initial_backoff=0.01, max_backoff=0.05, jitter=0.0),
+    )
+
+
 def test_outputs_of_a_failed_handler_are_never_written_and_each_input_is_output_once(broker):
     """The handler writes each input to an output topic; for one record it fails after its send
     (so that output is dropped, and the record retried). Each input's output is written exactly
@@ -25,11 +34,7 @@ def test_outputs_of_a_failed_handler_are_never_written_and_each_input_is_output_
     broker.create_topic(out_topic, 1)
     placed = broker.produce(topic, [(i % 2, f"k{i}", f"v{i}".encode()) for i in range(20)])
     ends = ends_of(placed)
-    consumer = broker.consumer(
-        topic,
-        exactly_once=unique("txn"),
-        retry=sluicegate.Retry(initial_backoff=0.01, max_backoff=0.05, jitter=0.0),
-    )
+    consumer = eos_consumer(broker, topic)
     out = consumer.output()
     calls = Counter()
 
@@ -57,11 +62,7 @@ def test_a_def_handlers_outputs_belong_to_its_call(broker):
     broker.create_topic(topic, 1)
     broker.create_topic(out_topic, 1)
     placed = broker.produce(topic, [(0, f"k{i}", f"v{i}".encode()) for i in range(10)])
-    consumer = broker.consumer(
-        topic,
-        exactly_once=unique("txn"),
-        retry=sluicegate.Retry(initial_backoff=0.01, max_backoff=0.05, jitter=0.0),
-    )
+    consumer = eos_consumer(broker, topic)
     out = consumer.output()
     calls = Counter()
     loops = []

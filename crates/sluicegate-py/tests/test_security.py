@@ -38,17 +38,24 @@ def assert_reads_all(consumer, topic, placed):
     assert sorted(handled) == [o for _, o in placed]
 
 
-def listeners():
-    """Apache Kafka's PLAINTEXT bootstrap (a :class:`Broker`), OAUTHBEARER and PLAIN listeners."""
-    names = ["SLUICEGATE_TEST_BOOTSTRAP", "SLUICEGATE_TEST_OAUTH_BOOTSTRAP", "SLUICEGATE_TEST_PLAIN_BOOTSTRAP"]
+def kafka_addresses(*names: str) -> list:
+    """The addresses in the environment variables ``names``: listeners of the Apache Kafka that
+    ``scripts/test`` starts with SASL (``scripts/kafka-broker start --sasl`` prints them)."""
     addresses = [os.environ.get(name) for name in names]
     if not all(addresses):
         pytest.fail(
             f"{', '.join(names)} are not all set: run the suite with scripts/test, which starts "
-            "Apache Kafka with SASL listeners (scripts/kafka-broker start --sasl prints the three "
-            "addresses)"
+            "Apache Kafka with SASL listeners (scripts/kafka-broker start --sasl prints their "
+            "addresses: plaintext, OAUTHBEARER, PLAIN, SCRAM)"
         )
-    bootstrap, oauth, plain = addresses
+    return addresses
+
+
+def listeners():
+    """Apache Kafka's PLAINTEXT bootstrap (a :class:`Broker`), OAUTHBEARER and PLAIN listeners."""
+    bootstrap, oauth, plain = kafka_addresses(
+        "SLUICEGATE_TEST_BOOTSTRAP", "SLUICEGATE_TEST_OAUTH_BOOTSTRAP", "SLUICEGATE_TEST_PLAIN_BOOTSTRAP"
+    )
     return Broker("kafka", bootstrap), oauth, plain
 
 
@@ -287,6 +294,20 @@ def test_passwords_are_not_shown():
 PLAIN_USER, PLAIN_PASSWORD = "alice", "alice-Pa55word"
 
 
+def sasl_consumer(address: str, topic: str, mechanism: str, user: str, password: str) -> sluicegate.Consumer:
+    """A consumer of ``topic`` logging in at ``address`` (a SASL_PLAINTEXT listener)."""
+    return sluicegate.Consumer(
+        bootstrap_servers=address,
+        group_id=unique("group"),
+        topics=[topic],
+        commit_interval=0.1,
+        config={"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"},
+        security=sluicegate.Security(
+            protocol="sasl_plaintext", sasl_mechanism=mechanism, sasl_username=user, sasl_password=password
+        ),
+    )
+
+
 def test_a_sasl_plain_login_consumes_and_commits():
     """``Security(protocol="sasl_plaintext", sasl_mechanism="PLAIN", ...)`` logs in to the PLAIN
     listener: every record is handled and committed."""
@@ -294,29 +315,12 @@ def test_a_sasl_plain_login_consumes_and_commits():
     topic = unique("py-plain")
     broker.create_topic(topic, 1)
     placed = broker.produce(topic, [(0, "k", b"x")] * 10)
-    consumer = sluicegate.Consumer(
-        bootstrap_servers=plain,
-        group_id=unique("group"),
-        topics=[topic],
-        commit_interval=0.1,
-        config={"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"},
-        security=sluicegate.Security(
-            protocol="sasl_plaintext", sasl_mechanism="PLAIN", sasl_username=PLAIN_USER, sasl_password=PLAIN_PASSWORD
-        ),
-    )
-    assert_reads_all(consumer, topic, placed)
+    assert_reads_all(sasl_consumer(plain, topic, "PLAIN", PLAIN_USER, PLAIN_PASSWORD), topic, placed)
 
 
 def test_a_wrong_password_stops_the_consumer_naming_the_user_not_the_password():
     broker, _, plain = listeners()
-    consumer = sluicegate.Consumer(
-        bootstrap_servers=plain,
-        group_id=unique("group"),
-        topics=[unique("py-plain-refused")],
-        security=sluicegate.Security(
-            protocol="sasl_plaintext", sasl_mechanism="PLAIN", sasl_username=PLAIN_USER, sasl_password="not-Th3-password"
-        ),
-    )
+    consumer = sasl_consumer(plain, unique("py-plain-refused"), "PLAIN", PLAIN_USER, "not-Th3-password")
 
     @consumer.handler
     async def handle(msg):
@@ -333,29 +337,8 @@ SCRAM_USER, SCRAM_PASSWORD = "bob", "bob-Pa55word"
 
 def scram_listener() -> tuple:
     """Apache Kafka's PLAINTEXT bootstrap (a :class:`Broker`) and its SCRAM listener."""
-    names = ["SLUICEGATE_TEST_BOOTSTRAP", "SLUICEGATE_TEST_SCRAM_BOOTSTRAP"]
-    addresses = [os.environ.get(name) for name in names]
-    if not all(addresses):
-        pytest.fail(
-            f"{', '.join(names)} are not all set: run the suite with scripts/test, which starts "
-            "Apache Kafka with SASL listeners (scripts/kafka-broker start --sasl prints the SCRAM "
-            "listener's address on its fourth line)"
-        )
-    bootstrap, scram = addresses
+    bootstrap, scram = kafka_addresses("SLUICEGATE_TEST_BOOTSTRAP", "SLUICEGATE_TEST_SCRAM_BOOTSTRAP")
     return Broker("kafka", bootstrap), scram
-
-
-def scram_consumer(address: str, topic: str, mechanism: str, password: str) -> sluicegate.Consumer:
-    return sluicegate.Consumer(
-        bootstrap_servers=address,
-        group_id=unique("group"),
-        topics=[topic],
-        commit_interval=0.1,
-        config={"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"},
-        security=sluicegate.Security(
-            protocol="sasl_plaintext", sasl_mechanism=mechanism, sasl_username=SCRAM_USER, sasl_password=password
-        ),
-    )
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256"])
@@ -367,14 +350,14 @@ def test_a_sasl_scram_login_consumes_and_commits(mechanism):
     topic = unique("py-scram")
     broker.create_topic(topic, 1)
     placed = broker.produce(topic, [(0, "k", b"x")] * 10)
-    assert_reads_all(scram_consumer(scram, topic, mechanism, SCRAM_PASSWORD), topic, placed)
+    assert_reads_all(sasl_consumer(scram, topic, mechanism, SCRAM_USER, SCRAM_PASSWORD), topic, placed)
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256"])
 def test_a_wrong_scram_password_stops_the_consumer_naming_the_user_not_the_password(mechanism):
     """The broker refuses the password: ``run()`` raises naming the mechanism and the user."""
     _, scram = scram_listener()
-    consumer = scram_consumer(scram, unique("py-scram-refused"), mechanism, "not-Th3-password")
+    consumer = sasl_consumer(scram, unique("py-scram-refused"), mechanism, SCRAM_USER, "not-Th3-password")
 
     @consumer.handler
     async def handle(msg):

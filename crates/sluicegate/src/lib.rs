@@ -37,7 +37,7 @@
 //! [`policy`] and in the user's [`layer`]s -> [`OffsetTracker`] -> `commit`.
 //! [`EmbeddedKafka`] runs a broker in-process for demos and tests.
 #![deny(missing_docs)]
-#![deny(unsafe_code)] // allowed in `kafka::fetch_queue` and one cast in `kafka::consumer`
+#![deny(unsafe_code)] // allowed in `kafka::fetch_queue` only
 
 mod commit;
 pub mod config;

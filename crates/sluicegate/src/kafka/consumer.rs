@@ -15,6 +15,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext
 use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
+use ref_cast::RefCast;
 use tracing::warn;
 
 use super::client::oauth_token;
@@ -146,6 +147,7 @@ impl Statistics {
 }
 
 /// A consumer client whose callbacks go to `E`.
+#[derive(RefCast)]
 #[repr(transparent)]
 pub(crate) struct KafkaConsumer<E: ConsumerEvents>(BaseConsumer<Callbacks<E>>);
 
@@ -159,10 +161,8 @@ impl<E: ConsumerEvents> KafkaConsumer<E> {
     }
 
     /// The handle of the client rdkafka passes to a rebalance callback.
-    #[allow(unsafe_code)]
     fn of(consumer: &BaseConsumer<Callbacks<E>>) -> &Self {
-        // SAFETY: `KafkaConsumer` is a `repr(transparent)` wrapper of that very type.
-        unsafe { &*(consumer as *const BaseConsumer<Callbacks<E>>).cast::<Self>() }
+        Self::ref_cast(consumer)
     }
 
     /// The callbacks' owner.

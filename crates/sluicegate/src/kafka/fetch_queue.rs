@@ -7,8 +7,8 @@
 //! one call. Rebalances, errors and statistics stay on the consumer's own queue, which the
 //! poll loop still polls, so rust-rdkafka's callbacks run as before.
 //!
-//! With one cast in [`consumer`](super::consumer), this is the library's only `unsafe` code:
-//! the raw calls sit behind [`FetchQueue`] and [`Fetched`], which are safe to use.
+//! This is the library's only `unsafe` code: the raw calls sit behind [`FetchQueue`] and
+//! [`Fetched`], which are safe to use.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_void, CStr, CString};

@@ -263,28 +263,21 @@ impl<W: Work> Consumer<W> {
               exactly_once = transactional.is_some(), "consumer started");
         let thread_control = control.clone();
         spawn_poll_thread(control, status, http_addr, move || {
-            let result = match &transactional {
-                Some(output) => match init_transactions(output, &thread_control, &publisher) {
-                    Ok(true) => session.start().and_then(|first| {
-                        session.run(
-                            first,
-                            &thread_control,
-                            s.commit_interval,
-                            &s.reconnect,
-                            &runtime,
-                        )
-                    }),
-                    Ok(false) => Ok(()),
-                    Err(e) => Err(e),
-                },
-                None => session.run(
-                    first.expect("started above"),
-                    &thread_control,
-                    s.commit_interval,
-                    &s.reconnect,
-                    &runtime,
-                ),
+            let run = || {
+                let first = match (first, &transactional) {
+                    (Some(first), _) => first,
+                    (None, Some(output)) => {
+                        if !init_transactions(output, &thread_control, &publisher)? {
+                            return Ok(()); // stopped while waiting
+                        }
+                        session.start()?
+                    }
+                    (None, None) => session.start()?,
+                };
+                let (interval, reconnect) = (s.commit_interval, &s.reconnect);
+                session.run(first, &thread_control, interval, reconnect, &runtime)
             };
+            let result = run();
             publisher.stopped();
             result
         })
@@ -293,8 +286,8 @@ impl<W: Work> Consumer<W> {
 
 /// Fences earlier producers with `output`'s transactional id and aborts what they left open,
 /// before the consumer takes any message. `init_transactions` blocks until the transaction
-/// coordinator answers (at most [`commit::TXN_TIMEOUT`]), which a broker that refuses our certificate
-/// or credentials never does: it runs on a thread of its own while this one watches the
+/// coordinator answers (at most [`commit::TXN_TIMEOUT`]), which a broker that refuses our
+/// certificate or credentials never does: it runs on a thread of its own while this one watches the
 /// producer's errors, so that such a failure stops the consumer at once (the thread ends by
 /// itself when the call times out). `false` when stopped while waiting.
 fn init_transactions(
