@@ -783,6 +783,105 @@ async fn zombie_with_the_same_transactional_id_is_fenced(broker: TestBroker) -> 
     Ok(())
 }
 
+mod a_rebalance_between_two_instances_commits_each_output_once {
+    /// On Apache Kafka only: the other test brokers cannot show exactly-once delivery (see the
+    /// module's docs).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka() -> anyhow::Result<()> {
+        super::a_rebalance_between_two_instances_commits_each_output_once(
+            crate::common::TestBroker::kafka()?,
+        )
+        .await
+    }
+}
+
+/// Two exactly-once instances with different transactional ids in one group: B joins while A
+/// is mid-stream, so A's partitions are revoked with work finished and not yet committed (its
+/// revocation commits that work's outputs and offsets in a transaction before B may start on
+/// them), and later B leaves and A takes everything again. Each input's output is committed
+/// exactly once, and nothing else reaches the output topic.
+async fn a_rebalance_between_two_instances_commits_each_output_once(
+    broker: TestBroker,
+) -> anyhow::Result<()> {
+    let (input, output_topic, group) = (unique("rb-in"), unique("rb-out"), unique("rb"));
+    let (produced, end) = broker.fill_topic(&input, 4, 1000).await?;
+    broker.create_topic(&output_topic, 4).await?;
+    let start = |id: &str| -> anyhow::Result<ConsumerHandle> {
+        let mut builder = broker
+            .consumer(&group, &input)
+            .exactly_once(unique(id))
+            // Rare transactions, so that a revocation finds finished work uncommitted.
+            .commit_interval(Duration::from_secs(5));
+        let output = builder.output()?;
+        let topic = output_topic.clone();
+        Ok(builder
+            .build(handler_fn(move |msg: Message| {
+                let (output, topic) = (output.clone(), topic.clone());
+                async move {
+                    // Slow enough (about 800 inputs a second) that the rebalances come mid-stream.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let key = msg.payload().unwrap_or_default().to_vec();
+                    output
+                        .send(OutputRecord::to(topic).key(key.clone()).payload(key))
+                        .await?;
+                    Ok(())
+                }
+            }))?
+            .spawn()?)
+    };
+    let a = start("rb-a")?;
+    wait_status(&mut a.status(), PHASE, "A's first inputs handled", |s| {
+        s.assigned.len() == 4 && s.buffered_messages > 0
+    })
+    .await?;
+    let b = start("rb-b")?;
+    let mid = wait_status(&mut a.status(), PHASE, "A giving partitions to B", |s| {
+        (1..4).contains(&s.assigned.len())
+    })
+    .await?;
+    ensure!(
+        mid.transactions_committed >= 1,
+        "A gave partitions up without committing its finished work: {mid:?}"
+    );
+    wait_status(&mut b.status(), PHASE, "B's partitions", |s| {
+        !s.assigned.is_empty()
+    })
+    .await?;
+    // B leaves halfway through what is left: A takes its partitions back.
+    wait_status(&mut b.status(), PHASE, "B's first transaction", |s| {
+        s.transactions_committed >= 1
+    })
+    .await?;
+    common::stop(b).await?;
+    // The group's offsets come from both instances' commits: read them from the broker.
+    let deadline = Instant::now() + PHASE;
+    while broker.committed_offsets(&group, &input).await? != end {
+        ensure!(Instant::now() < deadline, "no commits at the log end within {PHASE:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    common::stop(a).await?;
+    check_group_offsets(&broker, &group, &input, &end).await?;
+    let (back, exact) = check_outputs(&broker, &output_topic, &input_keys(&produced)).await?;
+    ensure!(
+        exact,
+        "exactly-once delivery is always checked on {:?}",
+        broker.kind()
+    );
+    only_committed_outputs_written(&back, produced.len())?;
+    report(
+        &broker,
+        "two instances, rebalanced twice mid-stream",
+        produced.len(),
+        &back,
+        exact,
+        &format!(
+            "A gave up {} of 4 partitions to B, then took them back",
+            4 - mid.assigned.len()
+        ),
+    );
+    Ok(())
+}
+
 /// Partitions of the SIGKILL scenario's topics, and inputs written before each run.
 const KILL_PARTITIONS: i32 = 2;
 const KILL_SLICE: usize = 1000;
