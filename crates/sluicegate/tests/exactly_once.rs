@@ -856,7 +856,10 @@ async fn a_rebalance_between_two_instances_commits_each_output_once(
     // The group's offsets come from both instances' commits: read them from the broker.
     let deadline = Instant::now() + PHASE;
     while broker.committed_offsets(&group, &input).await? != end {
-        ensure!(Instant::now() < deadline, "no commits at the log end within {PHASE:?}");
+        ensure!(
+            Instant::now() < deadline,
+            "no commits at the log end within {PHASE:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     common::stop(a).await?;
