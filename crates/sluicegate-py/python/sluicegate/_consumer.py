@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import _sluicegate
@@ -63,7 +64,9 @@ class Consumer:
         commit_interval: seconds between commits of finished offsets.
         drain_timeout: seconds running handlers get at a rebalance or shutdown.
         handler_timeout: seconds after which a handler call counts as failed (retried).
-        threads: threads for plain ``def`` handlers (``async def`` ones run on the loop).
+        threads: threads for plain ``def`` handlers (``async def`` ones run on the loop); a
+            wake-up's messages are spread over them while calls take 0.2 ms or more on
+            average, and run in one pool job while calls are quicker.
         config: librdkafka properties, passed through (``{"security.protocol": "SSL"}``).
         metrics_addr: ``host:port`` to serve Prometheus ``/metrics`` and ``/health/live``,
             ``/health/ready`` on while running (port 0: any free one, see :attr:`http_addr`).
@@ -317,7 +320,7 @@ class Consumer:
         if inspect.iscoroutinefunction(handler):
             await _run_async(handler, batched, batches, self._core)
         else:
-            await _run_threads(handler, batched, batches, self._threads)
+            await _run_threads(handler, batched, batches, self._threads, self._core)
 
     async def messages(self) -> AsyncIterator[Message]:
         """The messages, for a loop of your own::
@@ -464,20 +467,31 @@ async def _run_async(
             flush()
 
 
+#: A ``def`` handler whose calls take less than this (on average) runs a wake-up's messages in
+#: one pool job: handing each to a thread of its own would cost more than the calls.
+_QUICK_CALL = 0.0002
+
+
 async def _run_threads(
-    handler: Callable[[Any], Any], batched: bool, batches: AsyncIterator[list], threads: int
+    handler: Callable[[Any], Any], batched: bool, batches: AsyncIterator[list], threads: int, core: Any
 ) -> None:
-    """Runs a plain ``def`` handler in a pool of ``threads`` threads: each wake-up's messages
-    (which the runtime lets run side by side) split into at most ``threads`` chunks, one pool
-    job each, every message finished from its thread as soon as its handler returns."""
+    """Runs a plain ``def`` handler in a pool of ``threads`` threads. Each wake-up's messages
+    (which the runtime lets run side by side) go to the pool in chunks: one chunk while the
+    handler's calls are quick (under :data:`_QUICK_CALL` on average), else split into at most
+    ``threads`` chunks, so that blocking handlers run side by side. Successes of a chunk go back
+    in one call (``Core.finish_ok``), and at once after a call that was not quick."""
     loop = asyncio.get_running_loop()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sluicegate-handler")
     jobs: set = set()
+    # Average duration of a call (seconds), kept by the pool threads; a race loses one sample.
+    average = [_QUICK_CALL]
 
     def run_chunk(chunk: List[Any]) -> None:
         escaped: Optional[BaseException] = None
+        done: List[Any] = []
         for work in chunk:
             current_work.set(work)
+            started = time.perf_counter()
             try:
                 result = handler(work.messages if batched else work)
             except BaseException as e:  # noqa: BLE001 - every outcome goes back to the runtime
@@ -485,16 +499,25 @@ async def _run_threads(
                 if not isinstance(e, Exception):
                     escaped = e
                 continue
+            finally:
+                took = time.perf_counter() - started
+                average[0] += (took - average[0]) / 16
             if result is False:
                 work._finish("retryable", "the handler returned False")
             else:
-                work._finish("ok")
+                done.append(work)
+                if took >= _QUICK_CALL:
+                    core.finish_ok(done)
+                    done.clear()
+        if done:
+            core.finish_ok(done)
         if escaped is not None:
             raise escaped
 
     try:
         async for batch in batches:
-            size = -(-len(batch) // threads)
+            chunks = 1 if average[0] < _QUICK_CALL else threads
+            size = -(-len(batch) // chunks)
             for i in range(0, len(batch), size):
                 job = loop.run_in_executor(pool, run_chunk, batch[i : i + size])
                 jobs.add(job)
