@@ -59,6 +59,12 @@ on_both_brokers!(
     outputs_and_offsets_commit_together,
     crashed_and_restarted_pipeline_commits_each_result_once,
 );
+// The other test brokers cannot show exactly-once delivery (see the module's docs).
+on_kafka!(
+    zombie_with_the_same_transactional_id_is_fenced,
+    a_rebalance_between_two_instances_commits_each_output_once,
+    process_killed_mid_transaction_commits_each_output_once,
+);
 
 /// An input -> output pipeline: each input `topic:p:i` becomes one output keyed by it. Fails
 /// the first attempt of every `fail_every`-th input (0: never) after sending its output, which
@@ -661,16 +667,6 @@ async fn a_batch_retrying_past_max_poll_interval_keeps_its_membership(
     Ok(())
 }
 
-mod zombie_with_the_same_transactional_id_is_fenced {
-    /// On Apache Kafka only: the other test brokers cannot show exactly-once delivery (see the
-    /// module's docs).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn kafka() -> anyhow::Result<()> {
-        super::zombie_with_the_same_transactional_id_is_fenced(crate::common::TestBroker::kafka()?)
-            .await
-    }
-}
-
 /// A zombie: instance A stalls in its handlers, their outputs sent (waiting for their commit),
 /// and a second instance B starts with the same transactional id (as a replacement started
 /// while the old one seems dead). B's start fences A's producer; when A wakes up, its next
@@ -783,18 +779,6 @@ async fn zombie_with_the_same_transactional_id_is_fenced(broker: TestBroker) -> 
     Ok(())
 }
 
-mod a_rebalance_between_two_instances_commits_each_output_once {
-    /// On Apache Kafka only: the other test brokers cannot show exactly-once delivery (see the
-    /// module's docs).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn kafka() -> anyhow::Result<()> {
-        super::a_rebalance_between_two_instances_commits_each_output_once(
-            crate::common::TestBroker::kafka()?,
-        )
-        .await
-    }
-}
-
 /// Two exactly-once instances with different transactional ids in one group: B joins while A
 /// is mid-stream, so A's partitions are revoked with work finished and not yet committed (its
 /// revocation commits that work's outputs and offsets in a transaction before B may start on
@@ -893,18 +877,6 @@ const KILLS: usize = 4;
 /// A kill comes this long (ms, at random) after the run's first commit, as soon as a
 /// transaction is open.
 const KILL_DELAY_MS: std::ops::Range<u64> = 0..800;
-
-mod process_killed_mid_transaction_commits_each_output_once {
-    /// On Apache Kafka only: the other test brokers cannot show exactly-once delivery (see the
-    /// module's docs).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn kafka() -> anyhow::Result<()> {
-        super::process_killed_mid_transaction_commits_each_output_once(
-            crate::common::TestBroker::kafka()?,
-        )
-        .await
-    }
-}
 
 /// The `transform` example (an exactly-once consumer process writing one output per input) is
 /// killed with SIGKILL [`KILLS`] times, each time at a random moment after its first commit

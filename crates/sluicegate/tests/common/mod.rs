@@ -122,6 +122,20 @@ macro_rules! on_embedded_and_kafka {
     )+};
 }
 
+/// Like [`on_both_brokers!`], on Apache Kafka only: `NAME::kafka`, for what the other test
+/// brokers cannot show.
+#[allow(unused_macros)] // Not every test file has such tests.
+macro_rules! on_kafka {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kafka() -> anyhow::Result<()> {
+                super::$name($crate::common::TestBroker::kafka()?).await
+            }
+        }
+    )+};
+}
+
 /// Which broker a [`TestBroker`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
