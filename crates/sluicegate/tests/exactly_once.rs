@@ -359,6 +359,28 @@ async fn outputs_and_offsets_commit_together(broker: TestBroker) -> anyhow::Resu
     Ok(())
 }
 
+/// On a broker that can show it: the group committed the input's log end, and the output
+/// topic holds each input's output exactly once and nothing else (see
+/// [`only_committed_outputs_written`]). Returns the read-back.
+async fn check_exactly_once(
+    broker: &TestBroker,
+    group: &str,
+    input: &str,
+    end: &BTreeMap<i32, i64>,
+    output_topic: &str,
+    produced: &[common::Produced],
+) -> anyhow::Result<ReadBack> {
+    check_group_offsets(broker, group, input, end).await?;
+    let (back, exact) = check_outputs(broker, output_topic, &input_keys(produced)).await?;
+    ensure!(
+        exact,
+        "exactly-once delivery is always checked on {:?}",
+        broker.kind()
+    );
+    only_committed_outputs_written(&back, produced.len())?;
+    Ok(back)
+}
+
 /// Nothing but each input's one output reached the output topic, even for a
 /// `read_uncommitted` reader: the outputs of failed handler calls were never written. Checkable
 /// on every broker, since no transaction aborted.
@@ -760,20 +782,13 @@ async fn zombie_with_the_same_transactional_id_is_fenced(broker: TestBroker) -> 
     )
     .await?;
     common::stop(replacement).await?;
-    check_group_offsets(&broker, &group, &input, &end).await?;
-    let (back, exact) = check_outputs(&broker, &output_topic, &input_keys(&produced)).await?;
-    ensure!(
-        exact,
-        "exactly-once delivery is always checked on {:?}",
-        broker.kind()
-    );
-    only_committed_outputs_written(&back, produced.len())?;
+    let back = check_exactly_once(&broker, &group, &input, &end, &output_topic, &produced).await?;
     report(
         &broker,
         "zombie with the same transactional id fenced",
         produced.len(),
         &back,
-        exact,
+        true,
         &format!("the zombie stopped with: {error}"),
     );
     Ok(())
@@ -847,20 +862,13 @@ async fn a_rebalance_between_two_instances_commits_each_output_once(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     common::stop(a).await?;
-    check_group_offsets(&broker, &group, &input, &end).await?;
-    let (back, exact) = check_outputs(&broker, &output_topic, &input_keys(&produced)).await?;
-    ensure!(
-        exact,
-        "exactly-once delivery is always checked on {:?}",
-        broker.kind()
-    );
-    only_committed_outputs_written(&back, produced.len())?;
+    let back = check_exactly_once(&broker, &group, &input, &end, &output_topic, &produced).await?;
     report(
         &broker,
         "two instances, rebalanced twice mid-stream",
         produced.len(),
         &back,
-        exact,
+        true,
         &format!(
             "A gave up {} of 4 partitions to B, then took them back",
             4 - mid.assigned.len()

@@ -454,6 +454,42 @@ mod tests {
                 .try_recv()
         }
 
+        /// Assigns partition 0, plays the committer and fetches `fetched` of it: the
+        /// partition, the committer's requests, its lane and the messages the lane took.
+        fn one_taken(
+            &mut self,
+            fetched: Range<i64>,
+        ) -> (TopicPartition, Receiver<CommitRequest>, Lane, Vec<Message>) {
+            let p0 = partition(0);
+            self.assignment
+                .assign(&self.consumer, std::slice::from_ref(&p0));
+            let answered = self.commit_everything();
+            self.fetch(&p0, fetched);
+            let lane = self.lanes()[0].clone();
+            let taken = lane.take();
+            (p0, answered, lane, taken)
+        }
+
+        /// Assigns partitions 0 and 1, plays the committer, fetches `first` of partition 0 and
+        /// `second` of partition 1, and finishes every message: what a revocation or a
+        /// shutdown then commits.
+        fn both_finished(
+            &mut self,
+            first: Range<i64>,
+            second: Range<i64>,
+        ) -> (TopicPartition, TopicPartition, Receiver<CommitRequest>) {
+            let (p0, p1) = (partition(0), partition(1));
+            self.assignment
+                .assign(&self.consumer, &[p0.clone(), p1.clone()]);
+            let answered = self.commit_everything();
+            self.fetch(&p0, first);
+            self.fetch(&p1, second);
+            for lane in &self.lanes() {
+                finished(&self.reports, lane.slot, &lane.take());
+            }
+            (p0, p1, answered)
+        }
+
         /// Plays the committer from now on: answers every request with success, through the
         /// reports as the real one does, and passes it on to the receiver returned. Ends when
         /// the assignment is dropped.
@@ -560,15 +596,8 @@ mod tests {
     #[test]
     fn a_revoked_partition_commits_what_finished_and_is_forgotten() {
         let mut s = Setup::new(routing(Ordering::Partition, 1, Duration::from_secs(10)));
-        let (p0, p1) = (partition(0), partition(1));
-        s.assignment.assign(&s.consumer, &[p0.clone(), p1.clone()]);
-        let answered = s.commit_everything();
-        s.fetch(&p0, 0..3);
-        s.fetch(&p1, 0..2);
+        let (p0, p1, answered) = s.both_finished(0..3, 0..2);
         let lanes = s.lanes();
-        for lane in &lanes {
-            finished(&s.reports, lane.slot, &lane.take());
-        }
 
         s.assignment.revoke(&s.consumer, std::slice::from_ref(&p0));
 
@@ -593,12 +622,7 @@ mod tests {
     fn a_revoked_partition_still_handling_is_released_after_the_drain_timeout() {
         let drain_timeout = Duration::from_millis(300);
         let mut s = Setup::new(routing(Ordering::Partition, 1, drain_timeout));
-        let p0 = partition(0);
-        s.assignment.assign(&s.consumer, std::slice::from_ref(&p0));
-        let answered = s.commit_everything();
-        s.fetch(&p0, 0..3);
-        let lane = s.lanes()[0].clone();
-        let taken = lane.take();
+        let (p0, answered, lane, taken) = s.one_taken(0..3);
         // Offset 1 is still being handled: it never finishes.
         finished(&s.reports, lane.slot, &taken[..1]);
 
@@ -623,12 +647,7 @@ mod tests {
     #[test]
     fn a_late_report_about_a_revoked_partition_is_ignored() {
         let mut s = Setup::new(routing(Ordering::Partition, 1, Duration::from_millis(200)));
-        let p0 = partition(0);
-        s.assignment.assign(&s.consumer, std::slice::from_ref(&p0));
-        let answered = s.commit_everything();
-        s.fetch(&p0, 0..2);
-        let old = s.lanes()[0].clone();
-        let in_flight = old.take();
+        let (p0, answered, old, in_flight) = s.one_taken(0..2);
         finished(&s.reports, old.slot, &in_flight[..1]);
         s.assignment.revoke(&s.consumer, std::slice::from_ref(&p0));
         assert_eq!(
@@ -664,12 +683,7 @@ mod tests {
             transactional: true,
             ..routing(Ordering::Partition, 1, Duration::from_secs(10))
         });
-        let p0 = partition(0);
-        s.assignment.assign(&s.consumer, std::slice::from_ref(&p0));
-        let answered = s.commit_everything();
-        s.fetch(&p0, 0..3);
-        let lane = s.lanes()[0].clone();
-        let taken = lane.take();
+        let (p0, answered, lane, taken) = s.one_taken(0..3);
         s.reports.send(Event::Outputs {
             slot: lane.slot,
             outputs: vec![
@@ -810,15 +824,8 @@ mod tests {
     #[test]
     fn shutdown_commits_every_partition_and_gives_them_all_up() {
         let mut s = Setup::new(routing(Ordering::Partition, 1, Duration::from_secs(10)));
-        let (p0, p1) = (partition(0), partition(1));
-        s.assignment.assign(&s.consumer, &[p0.clone(), p1.clone()]);
-        let answered = s.commit_everything();
-        s.fetch(&p0, 0..2);
-        s.fetch(&p1, 0..4);
+        let (p0, p1, answered) = s.both_finished(0..2, 0..4);
         let lanes = s.lanes();
-        for lane in &lanes {
-            finished(&s.reports, lane.slot, &lane.take());
-        }
 
         s.assignment.release_all(&s.consumer);
 
