@@ -152,7 +152,7 @@ impl<W: Work> Worker<W> {
             })
             .await;
             while let Some(batch) = batcher.next_batch(Instant::now(), !open) {
-                let processed = if revoked.is_cancelled() {
+                let mut processed = if revoked.is_cancelled() {
                     Processed::abandoned(batch.len())
                 } else {
                     let tokens = vec![&revoked; batch.len()];
@@ -162,7 +162,6 @@ impl<W: Work> Worker<W> {
                         _ = self.abort.cancelled() => Processed::abandoned(batch.len()),
                     }
                 };
-                let mut processed = processed;
                 send_outputs(&events, slot, &mut processed);
                 let stuck = processed.stuck.into_iter().next();
                 let mut left = batch

@@ -359,7 +359,8 @@ impl Assignment {
 
     /// Whether the poll loop should take no new messages for now (see [`BufferLimits`]).
     pub fn should_hold(&self) -> bool {
-        self.backpressure.should_hold() || self.outputs_waiting() >= OUTPUTS_HOLD_BYTES
+        self.backpressure.should_hold()
+            || (self.routing.transactional && self.outputs_waiting() >= OUTPUTS_HOLD_BYTES)
     }
 
     /// Bytes of outputs waiting for their commit (exactly-once mode).
