@@ -32,11 +32,12 @@ use sluicegate::dead_letter::DeadLetter;
 use sluicegate::policy::{Backoff, RetryPolicy};
 use sluicegate::{
     batch_handler_fn, handler_fn, ApiKey, BatchLimits, Consumer, ConsumerBuilder, ErrorCode,
-    HandlerError, HandlerResult, Ordering, OutputRecord, OutputScope, SeekTo,
+    HandlerError, HandlerResult, Ordering, OutputRecord, OutputScope, SeekTo, Upcoming,
 };
 use tokio::sync::{mpsc, oneshot};
 
 mod logs;
+mod runs;
 mod settings;
 mod tokens;
 
@@ -127,6 +128,13 @@ fn refuse_seeks(mut seeks: mpsc::UnboundedReceiver<SeekAsk>) {
 /// call's outputs.
 enum Work {
     One(sluicegate::Message, Call),
+    /// A message and those its lane hands over next (see [`runs`]).
+    Run(
+        sluicegate::Message,
+        Call,
+        runs::Following,
+        Arc<runs::RunState>,
+    ),
     Batch(Vec<sluicegate::Message>, Call),
 }
 
@@ -154,6 +162,24 @@ async fn call_python(
         .unwrap_or_else(|_| Err(HandlerError::retryable(dropped)))
 }
 
+/// Hands `message` to Python and waits for its outcome: with the messages its lane hands over
+/// next, as one run, where the library tells them; one handed over in a run before only waits.
+async fn call_message(shared: &Shared, message: sluicegate::Message) -> HandlerResult {
+    if let Some(result) = shared.ahead.outcome(&message).await {
+        return result;
+    }
+    const DROPPED: &str = "the message was dropped by Python";
+    // Exactly-once outputs belong to their message's call: Python may not run ahead of it.
+    match Upcoming::current().filter(|_| OutputScope::current().is_none()) {
+        None => call_python(shared, |call| Work::One(message, call), DROPPED).await,
+        Some(upcoming) => {
+            let (run, following) = shared.ahead.start_run(upcoming);
+            let work = |call| Work::Run(message, call, following, run.clone());
+            runs::stopping_if_dropped(&run, call_python(shared, work, DROPPED)).await
+        }
+    }
+}
+
 /// What the consumer and the Python side share.
 #[derive(Default)]
 struct Queue {
@@ -169,6 +195,7 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     bell: UnixStream,
+    ahead: runs::Ahead,
 }
 
 impl Shared {
@@ -278,6 +305,7 @@ impl Core {
                 ..Queue::default()
             }),
             bell,
+            ahead: runs::Ahead::default(),
         });
         logs::ring(Arc::downgrade(&shared));
         Ok(Core {
@@ -434,12 +462,10 @@ impl Core {
         match batch {
             None => {
                 let handle = builder
+                    .upcoming(true)
                     .build(handler_fn(move |message: sluicegate::Message| {
                         let shared = to_python.clone();
-                        async move {
-                            let work = |call| Work::One(message, call);
-                            call_python(&shared, work, "the message was dropped by Python").await
-                        }
+                        async move { call_message(&shared, message).await }
                     }))
                     .map_err(error)?
                     .spawn()
@@ -558,6 +584,14 @@ impl Core {
             match work {
                 Work::One(m, call) => {
                     list.append(Message::new(m, Some(call.reply), call.outputs))?
+                }
+                Work::Run(first, call, following, state) => {
+                    let first = Message::new(first, Some(call.reply), None);
+                    let following = following
+                        .into_iter()
+                        .map(|(m, reply)| Message::new(m, Some(reply), None));
+                    let messages = PyList::new(py, std::iter::once(first).chain(following))?;
+                    list.append(runs::Run::new(messages.unbind(), state))?;
                 }
                 Work::Batch(messages, call) => {
                     let messages = PyList::new(
@@ -1175,6 +1209,7 @@ fn _sluicegate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_class::<Message>()?;
     m.add_class::<Batch>()?;
+    m.add_class::<runs::Run>()?;
     m.add_class::<Embedded>()?;
     m.add_class::<Output>()?;
     m.add_function(wrap_pyfunction!(settings::_defaults, m)?)?;

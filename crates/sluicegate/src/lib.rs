@@ -62,6 +62,7 @@ mod secret;
 pub mod security;
 pub mod settings;
 mod status;
+mod upcoming;
 
 pub use config::GroupProtocol;
 pub use dispatch::{BatchLimits, BufferLimits, Ordering};
@@ -85,3 +86,4 @@ pub use runtime::{
     StreamHandler,
 };
 pub use status::{CatchUp, ConsumerStatus, Progress, StuckPartition, TopicPartition};
+pub use upcoming::Upcoming;

@@ -14,7 +14,7 @@ use anyhow::{ensure, Context as _};
 use common::{tp, unique, wait_status, Recorder, TestBroker};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::{Offset, TopicPartitionList};
-use sluicegate::{handler_fn, offset_map, BufferLimits, Message, Ordering};
+use sluicegate::{handler_fn, offset_map, BufferLimits, Message, Ordering, Upcoming};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -23,6 +23,7 @@ on_both_brokers!(
     every_mode_commits_only_finished_prefixes,
     buffers_stay_within_bounds_under_a_slow_handler,
     restart_skips_work_finished_above_the_watermark,
+    a_handler_is_told_what_its_lane_hands_over_next,
 );
 
 // tansu 0.6 drops commit metadata, so it cannot keep an offset map.
@@ -528,5 +529,91 @@ async fn shutdown_past_the_drain_deadline_commits_the_offset_map_of_other_keys(
         "{} skipped as finished",
         last.skipped_as_finished
     );
+    Ok(())
+}
+
+/// With `upcoming(true)`, each call learns what its lane hands over next: in partition order
+/// the partition's following offsets, in key order the key's, and each forecast's first
+/// message is the lane's next call (no failure here changes it); unordered lanes tell nothing.
+async fn a_handler_is_told_what_its_lane_hands_over_next(broker: TestBroker) -> anyhow::Result<()> {
+    const MESSAGES: usize = 2_000;
+    const KEYS: usize = 20;
+    let topic = unique("upcoming");
+    broker.create_topic(&topic, 2).await?;
+    broker.produce_keyed(&topic, 0, MESSAGES, KEYS).await?;
+    for ordering in [Ordering::Partition, Ordering::Key, Ordering::Unordered] {
+        type Call = (Message, Vec<Message>);
+        let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
+        let recorder = Recorder::default();
+        let (rec, seen) = (recorder.clone(), calls.clone());
+        let consumer = broker
+            .consumer(&unique("upcoming"), &topic)
+            .ordering(ordering)
+            .upcoming(true)
+            .build(handler_fn(move |msg: Message| {
+                let (rec, seen) = (rec.clone(), seen.clone());
+                async move {
+                    let next = Upcoming::current().map_or(vec![], |u| u.messages().to_vec());
+                    seen.lock().unwrap().push((msg.clone(), next));
+                    rec.record(&msg);
+                    Ok(())
+                }
+            }))?
+            .spawn()?;
+        recorder.wait_for(MESSAGES, LIMIT).await?;
+        consumer.shutdown();
+        consumer.wait().await?;
+        let calls = calls.lock().unwrap();
+        // The unit a lane keeps in order: the partition, or the partition and key.
+        let unit = |m: &Message| {
+            (
+                m.partition(),
+                (ordering == Ordering::Key).then(|| m.key().map(<[u8]>::to_vec)),
+            )
+        };
+        let mut told = 0;
+        for (i, (msg, next)) in calls.iter().enumerate() {
+            if next.is_empty() {
+                continue;
+            }
+            told += 1;
+            ensure!(
+                ordering != Ordering::Unordered,
+                "an unordered call was told {} messages",
+                next.len()
+            );
+            let mut previous = msg.offset();
+            for m in next {
+                ensure!(
+                    unit(m) == unit(msg) && m.offset() > previous,
+                    "{ordering:?}: {:?} told after {:?}",
+                    m,
+                    msg
+                );
+                previous = m.offset();
+            }
+            if ordering == Ordering::Partition {
+                ensure!(
+                    next[0].offset() == msg.offset() + 1,
+                    "partition order skipped after {}",
+                    msg.offset()
+                );
+            }
+            let after = calls[i + 1..]
+                .iter()
+                .find(|(m, _)| unit(m) == unit(msg))
+                .map(|(m, _)| m.offset());
+            ensure!(
+                after == Some(next[0].offset()),
+                "{ordering:?}: after {} came {after:?}, not {}",
+                msg.offset(),
+                next[0].offset()
+            );
+        }
+        ensure!(
+            ordering == Ordering::Unordered || told > 0,
+            "{ordering:?}: no call was told anything"
+        );
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -343,18 +344,25 @@ class Consumer:
             )
         batches = self._batches(None)
         current: Optional[Message] = None
-        pending: list = []
+        pending: collections.deque = collections.deque()
         try:
             async for batch in batches:
-                pending = list(reversed(batch))
+                pending.extend(_one_by_one(batch))
                 while pending:
-                    current = pending.pop()
+                    current, run, i = pending.popleft()
+                    if run is not None and not run.begin(i):
+                        # The rest of a run its lane let go: handed back unhandled.
+                        run._release(i)
+                        while pending and pending[0][1] is run:
+                            pending.popleft()
+                        current = None
+                        continue
                     yield current
                     current._finish("ok")
                     current = None
         finally:
             # Left early: the message in the body and those after it are not done.
-            unfinished = ([current] if current is not None else []) + pending
+            unfinished = ([current] if current is not None else []) + [m for m, _, _ in pending]
             for msg in unfinished:
                 msg._finish("retryable", "the loop ended before this message was finished")
             self._core.shutdown()
@@ -408,8 +416,10 @@ async def _run_async(
 ) -> None:
     """Runs an ``async def`` handler on each message (or batch) the consumer queues, each in a
     task of its own that starts at once (eagerly, where asyncio can: Python >= 3.12): a
-    handler that returns without suspending costs no task step. Successes are handed back in
-    one call per event-loop turn (``Core.finish_ok``: one wake-up of the runtime for all)."""
+    handler that returns without suspending costs no task step. A run (a lane's next messages,
+    in the ordered modes) is one task that handles its messages one after the other. Successes
+    are handed back in one call per event-loop turn (``Core.finish_ok``: one wake-up of the
+    runtime for all)."""
     loop = asyncio.get_running_loop()
     tasks: set = set()
     done: List[Any] = []
@@ -423,7 +433,8 @@ async def _run_async(
             done.clear()
             core.finish_ok(finished)
 
-    async def handle(work: Any) -> None:
+    async def call(work: Any) -> bool:
+        """Handles ``work`` and hands its outcome back; true if it succeeded (or was skipped)."""
         nonlocal flush_scheduled
         # This task's own context: its sends are this work's outputs (exactly-once mode).
         current_work.set(work)
@@ -434,27 +445,46 @@ async def _run_async(
             work._finish("retryable", "the handler was cancelled")
             raise
         except BaseException as e:  # noqa: BLE001 - every outcome goes back to the runtime
-            _finish_with_error(work, e)
+            went_on = _finish_with_error(work, e)
             if not isinstance(e, Exception):
                 raise
-            return
-        finally:
-            # Here rather than in a done-callback, which would cost a loop turn per message.
-            tasks.discard(asyncio.current_task())
+            return went_on
         if result is False:
             work._finish("retryable", "the handler returned False")
-            return
+            return False
         done.append(work)
         if not flush_scheduled:
             # Finished later, in a task's step: with the others finishing in this loop turn.
             flush_scheduled = True
             loop.call_soon(flush)
+        return True
+
+    async def handle(work: Any) -> None:
+        try:
+            await call(work)
+        finally:
+            # Here rather than in a done-callback, which would cost a loop turn per message.
+            tasks.discard(asyncio.current_task())
+
+    async def handle_run(run: Any) -> None:
+        started = 0
+        try:
+            for work in run.messages:
+                if started and not run.begin(started):
+                    break
+                started += 1
+                if not await call(work):
+                    break
+        finally:
+            # What follows a message that did not succeed goes back unhandled.
+            run._release(started)
+            tasks.discard(asyncio.current_task())
 
     start = _task_starter(loop)
     try:
         async for batch in batches:
             for work in batch:
-                task = start(handle(work))
+                task = start(handle_run(work) if isinstance(work, _sluicegate.Run) else handle(work))
                 if not task.done():
                     tasks.add(task)
             flush()
@@ -479,7 +509,8 @@ async def _run_threads(
     (which the runtime lets run side by side) go to the pool in chunks: one chunk while the
     handler's calls are quick (under :data:`_QUICK_CALL` on average), else split into at most
     ``threads`` chunks, so that blocking handlers run side by side. Successes of a chunk go back
-    in one call (``Core.finish_ok``), and at once after a call that was not quick."""
+    in one call (``Core.finish_ok``), and at once after a call that was not quick. A run (a
+    lane's next messages, in the ordered modes) stays in one chunk, handled in order."""
     loop = asyncio.get_running_loop()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sluicegate-handler")
     jobs: set = set()
@@ -489,26 +520,42 @@ async def _run_threads(
     def run_chunk(chunk: List[Any]) -> None:
         escaped: Optional[BaseException] = None
         done: List[Any] = []
-        for work in chunk:
+
+        def call(work: Any) -> bool:
+            nonlocal escaped
             current_work.set(work)
             started = time.perf_counter()
             try:
                 result = handler(work.messages if batched else work)
             except BaseException as e:  # noqa: BLE001 - every outcome goes back to the runtime
-                _finish_with_error(work, e)
                 if not isinstance(e, Exception):
                     escaped = e
-                continue
+                return _finish_with_error(work, e)
             finally:
                 took = time.perf_counter() - started
                 average[0] += (took - average[0]) / 16
             if result is False:
                 work._finish("retryable", "the handler returned False")
-            else:
-                done.append(work)
-                if took >= _QUICK_CALL:
-                    core.finish_ok(done)
-                    done.clear()
+                return False
+            done.append(work)
+            if took >= _QUICK_CALL:
+                core.finish_ok(done)
+                done.clear()
+            return True
+
+        for item in chunk:
+            if not isinstance(item, _sluicegate.Run):
+                call(item)
+                continue
+            started = 0
+            for work in item.messages:
+                if started and not item.begin(started):
+                    break
+                started += 1
+                if not call(work):
+                    break
+            # What follows a message that did not succeed goes back unhandled.
+            item._release(started)
         if done:
             core.finish_ok(done)
         if escaped is not None:
@@ -544,7 +591,7 @@ async def _drain(core: Any, ready: asyncio.Event, loop: asyncio.AbstractEventLoo
         while True:
             _emit(core.logs())
             batch, ended, _ = core.take(_TAKE)
-            for msg in batch:
+            for msg, _run, _i in _one_by_one(batch):
                 msg._finish("retryable", "the consumer is stopping")
             if ended:
                 return
@@ -583,15 +630,29 @@ def _emit(logs: Any) -> None:
         logging.getLogger(name).log(level, "%s", text)
 
 
-def _finish_with_error(msg: Message, e: BaseException) -> None:
+def _one_by_one(batch: List[Any]) -> Iterable[Tuple[Any, Any, int]]:
+    """The items of a ``take``, with each run's messages one by one: ``(item, run, i)``, where
+    ``run`` is the run of the ``i``-th message of a run after its first (``None`` otherwise)."""
+    for item in batch:
+        if isinstance(item, _sluicegate.Run):
+            for i, msg in enumerate(item.messages):
+                yield msg, (item if i else None), i
+        else:
+            yield item, None, 0
+
+
+def _finish_with_error(msg: Message, e: BaseException) -> bool:
     """Hands a handler's exception back as the outcome it stands for (the runtime logs what
-    it does with it, naming the record and the exception)."""
+    it does with it, naming the record and the exception); true for a skip, after which a
+    run goes on."""
     text = f"{type(e).__name__}: {e}"
     if isinstance(e, Skip):
         msg._finish("skip", str(e) or "skipped by the handler")
-    elif isinstance(e, DecodeError):
+        return True
+    if isinstance(e, DecodeError):
         msg._finish("decode", str(e))
     elif isinstance(e, PermanentError):
         msg._finish("permanent", text)
     else:
         msg._finish("retryable", text)
+    return False

@@ -56,6 +56,21 @@ class Batch:
     def _finish(self, kind: str, reason: Optional[str] = None) -> None:
         """Says what handling the batch came to (the consumer calls it)."""
 
+class Run:
+    """A lane's next messages (in the ordered modes), handed over together: each is handled
+    after the one before it succeeded (or was skipped), and still finished on its own."""
+
+    @property
+    def messages(self) -> List[Message]:
+        """The messages, in the order to handle them."""
+    def begin(self, i: int) -> bool:
+        """Whether to start message ``i`` (``i`` >= 1) now, which the runtime then takes the
+        outcome of: false once it no longer waits for the rest of the run (its partition was
+        revoked or moved, or a call of the run timed out)."""
+    def _release(self, start: int) -> None:
+        """Gives the messages from index ``start`` on back unhandled (handed over again)."""
+    def __len__(self) -> int: ...
+
 class Core:
     """A consumer running on its own Tokio runtime (used by ``sluicegate.Consumer``)."""
 
@@ -100,8 +115,9 @@ class Core:
     def start(self, batch: Optional[Tuple[int, float, int]] = None) -> None:
         """Starts the consumer; with ``batch`` = ``(max_messages, max_wait, max_bytes)``, for
         a batch handler."""
-    def take(self, n: int) -> Tuple[List[Union[Message, Batch]], bool, Optional[str]]:
-        """Up to ``n`` queued messages (or batches), whether the end came, and its error."""
+    def take(self, n: int) -> Tuple[List[Union[Message, Run, Batch]], bool, Optional[str]]:
+        """Up to ``n`` queued messages (or runs, or batches), whether the end came, and its
+        error."""
     def logs(self) -> Tuple[List[Tuple[int, str, str]], int]:
         """The runtime's log records since the last call, as ``(level, logger, text)``, and
         how many were dropped before them."""

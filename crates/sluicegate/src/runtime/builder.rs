@@ -450,6 +450,15 @@ impl<L> ConsumerBuilder<L> {
         self
     }
 
+    /// Tells each handler call which messages its lane hands over next (see [`Upcoming`]),
+    /// for handlers that work ahead. Off by default: it costs a reference count per message.
+    ///
+    /// [`Upcoming`]: crate::Upcoming
+    pub fn upcoming(mut self, tell: bool) -> Self {
+        self.settings.upcoming = tell;
+        self
+    }
+
     /// Reports the consumer's metrics (see [`metrics`](crate::metrics) for the list) to
     /// `metrics`, which several consumers and your own metrics may share. None by default,
     /// unless an [`http_endpoint`](Self::http_endpoint) is set.

@@ -83,6 +83,22 @@ impl Chunk {
         Chunk::new(rest, runs)
     }
 
+    /// The messages after the one taken last that stay with its lane, in order: the rest of
+    /// its run, or, where the lane has the partition to itself (`whole`), the rest of the chunk.
+    pub fn following(&self, whole: bool) -> Vec<Message> {
+        let rest = self.messages.as_slice();
+        if whole {
+            return rest.to_vec();
+        }
+        let current = self.taken.saturating_sub(1);
+        let end = self
+            .runs
+            .iter()
+            .find(|(start, end)| (*start..*end).contains(&current))
+            .map_or(self.taken, |(_, end)| *end);
+        rest[..((end - self.taken) as usize).min(rest.len())].to_vec()
+    }
+
     /// Puts `rest` (split off this chunk) back at its end.
     fn rejoin(&mut self, rest: Chunk) {
         if rest.messages.len() == 0 {
@@ -229,6 +245,27 @@ mod tests {
         let rest2 = rest.split_after_run();
         assert_eq!(offsets(rest), [5]);
         assert_eq!(offsets(rest2), [6]);
+    }
+
+    /// What follows a message in its lane: the rest of its run (none outside a run), or the
+    /// rest of the chunk where the lane has the partition to itself.
+    #[test]
+    fn a_message_is_followed_by_the_rest_of_its_run() {
+        let following = |c: &Chunk, whole| -> Vec<i64> {
+            c.following(whole).iter().map(|m| m.offset()).collect()
+        };
+        let mut c = chunk(7, vec![(1, 4), (5, 7)]);
+        c.next();
+        assert_eq!(following(&c, false), Vec::<i64>::new());
+        assert_eq!(following(&c, true), [1, 2, 3, 4, 5, 6]);
+        c.next();
+        assert_eq!(following(&c, false), [2, 3]);
+        c.next();
+        c.next();
+        assert_eq!(following(&c, false), Vec::<i64>::new());
+        c.next();
+        c.next();
+        assert_eq!(following(&c, false), [6]);
     }
 
     /// Between runs (or without any), the split takes no copy and gives back everything left.

@@ -200,6 +200,7 @@ impl<W: Work> Consumer<W> {
             max_in_flight,
             abort: control.abort.clone(),
             exactly_once: transactional.is_some(),
+            upcoming: s.upcoming,
         });
         if let Some(d) = &dead_letter {
             let (d, topics) = (d.clone(), s.topics.clone());

@@ -17,6 +17,7 @@ use crate::handler::{Outcome, Work};
 use crate::layer::{BuiltIn, Scope};
 use crate::output::{self, OutputRecord};
 use crate::status::StuckPartition;
+use crate::upcoming::{self, Ahead};
 use crate::Message;
 
 use super::event::{Chunk, Event, LaneQueue, Left, Reports, Slot};
@@ -48,6 +49,8 @@ pub(crate) struct Worker<W> {
     /// Exactly-once mode: the outputs of settled messages go to the poll loop, to be written
     /// with their offsets.
     pub exactly_once: bool,
+    /// Tell each handler call what its lane hands over next ([`Upcoming`](crate::Upcoming)).
+    pub upcoming: bool,
 }
 
 impl<W: Work> Worker<W> {
@@ -58,7 +61,8 @@ impl<W: Work> Worker<W> {
     /// run side by side.
     ///
     /// Once `revoked` is cancelled, queued messages are reported abandoned without being
-    /// handled and retry back-offs end; a handler already running is left to finish (the poll
+    /// handled (but those the handler claimed for work ahead, see [`Upcoming`](crate::Upcoming))
+    /// and retry back-offs end; a handler already running is left to finish (the poll
     /// loop bounds how long it waits). Only an abort, like a crash, drops running handlers.
     ///
     /// Reports go back in batches: at the end of each batch received, before waiting on a
@@ -77,15 +81,24 @@ impl<W: Work> Worker<W> {
                 .await;
         }
         let tokens = [&revoked];
+        let mut ahead = Ahead::default();
+        // One lane has the partition to itself: all of a chunk follows in order.
+        let whole = queue.share.is_none();
         while let Ok(mut chunk) = queue.chunks.recv().await {
             let mut left = Vec::with_capacity(chunk.len());
             let mut since = Instant::now();
             while let Some(message) = chunk.next() {
-                let mut processed = if revoked.is_cancelled() {
+                let upcoming = match self.upcoming {
+                    true => ahead.after(&message, || chunk.following(whole), &revoked),
+                    false => None,
+                };
+                // Once let go, only messages the handler started ahead are still handed over.
+                let mut processed = if revoked.is_cancelled() && !ahead.claimed() {
                     None
                 } else {
                     let one = std::slice::from_ref(&message);
-                    let mut handling = pin!(self.process(one, &tokens, Some((slot, &events))));
+                    let handling = self.process(one, &tokens, Some((slot, &events)));
+                    let mut handling = pin!(upcoming::telling(upcoming, handling));
                     match futures::poll!(handling.as_mut()) {
                         Poll::Ready(processed) => Some(processed),
                         Poll::Pending => {

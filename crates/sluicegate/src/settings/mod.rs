@@ -76,6 +76,7 @@ pub struct Settings {
     pub(crate) producer: Properties,
     pub(crate) output: Option<Output>,
     pub(crate) exactly_once: Option<String>,
+    pub(crate) upcoming: bool,
     pub(crate) metrics: Option<Metrics>,
     pub(crate) http_endpoint: Option<SocketAddr>,
     pub(crate) oauth: Option<OAuth>,
@@ -109,6 +110,7 @@ impl Default for Settings {
             producer: Properties::default(),
             output: None,
             exactly_once: None,
+            upcoming: false,
             metrics: None,
             http_endpoint: None,
             oauth: None,
@@ -145,6 +147,7 @@ impl fmt::Debug for Settings {
             .field("producer", &self.producer)
             .field("output", &self.output)
             .field("exactly_once", &self.exactly_once)
+            .field("upcoming", &self.upcoming)
             .field("metrics", &self.metrics.is_some())
             .field("http_endpoint", &self.http_endpoint)
             .field("oauth_token_provider", &self.oauth)
