@@ -128,13 +128,8 @@ fn refuse_seeks(mut seeks: mpsc::UnboundedReceiver<SeekAsk>) {
 /// call's outputs.
 enum Work {
     One(sluicegate::Message, Call),
-    /// A message and those its lane hands over next (see [`runs`]).
-    Run(
-        sluicegate::Message,
-        Call,
-        runs::Following,
-        Arc<runs::RunState>,
-    ),
+    /// A message and those its lane hands over next (see [`runs`]), each with its channel.
+    Run(runs::RunMessages, Arc<runs::RunState>),
     Batch(Vec<sluicegate::Message>, Call),
 }
 
@@ -165,19 +160,23 @@ async fn call_python(
 /// Hands `message` to Python and waits for its outcome: with the messages its lane hands over
 /// next, as one run, where the library tells them; one handed over in a run before only waits.
 async fn call_message(shared: &Shared, message: sluicegate::Message) -> HandlerResult {
-    if let Some(result) = shared.ahead.outcome(&message).await {
-        return result;
-    }
     const DROPPED: &str = "the message was dropped by Python";
     // Exactly-once outputs belong to their message's call: Python may not run ahead of it.
-    match Upcoming::current().filter(|_| OutputScope::current().is_none()) {
-        None => call_python(shared, |call| Work::One(message, call), DROPPED).await,
-        Some(upcoming) => {
-            let (run, following) = shared.ahead.start_run(upcoming);
-            let work = |call| Work::Run(message, call, following, run.clone());
-            runs::stopping_if_dropped(&run, call_python(shared, work, DROPPED)).await
-        }
+    let upcoming = Upcoming::current().filter(|_| OutputScope::current().is_none());
+    let Some(upcoming) = upcoming else {
+        return call_python(shared, |call| Work::One(message, call), DROPPED).await;
+    };
+    let run = upcoming.run();
+    if let Some(result) = shared.ahead.outcome(run, &message).await {
+        return result;
     }
+    if upcoming.messages().is_empty() {
+        return call_python(shared, |call| Work::One(message, call), DROPPED).await;
+    }
+    let (state, messages) = shared.ahead.start_run(message.clone(), upcoming);
+    shared.push(|q| q.deliveries.push_back(Work::Run(messages, state)));
+    let outcome = shared.ahead.outcome(run, &message).await;
+    outcome.unwrap_or_else(|| Err(HandlerError::retryable(DROPPED)))
 }
 
 /// What the consumer and the Python side share.
@@ -585,12 +584,11 @@ impl Core {
                 Work::One(m, call) => {
                     list.append(Message::new(m, Some(call.reply), call.outputs))?
                 }
-                Work::Run(first, call, following, state) => {
-                    let first = Message::new(first, Some(call.reply), None);
-                    let following = following
+                Work::Run(messages, state) => {
+                    let messages = messages
                         .into_iter()
                         .map(|(m, reply)| Message::new(m, Some(reply), None));
-                    let messages = PyList::new(py, std::iter::once(first).chain(following))?;
+                    let messages = PyList::new(py, messages)?;
                     list.append(runs::Run::new(messages.unbind(), state))?;
                 }
                 Work::Batch(messages, call) => {

@@ -5,12 +5,12 @@
 //! message still answers its own handler call, which finds its outcome here.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use sluicegate::{HandlerResult, Upcoming};
+use sluicegate::{HandlerResult, RunId, Upcoming};
 use tokio::sync::oneshot;
 
 use super::Message;
@@ -24,40 +24,59 @@ pub(crate) struct RunState {
     /// was cancelled): the runtime goes its own way, so Python must not run ahead of it.
     stopped: AtomicBool,
     upcoming: Upcoming,
-    /// The messages Python started, by their index in the run (the first is 0).
-    started: AtomicUsize,
+    /// The index from which Python handed the run back unhandled.
+    released_from: AtomicUsize,
 }
 
 impl RunState {
     /// Whether Python may start the run's `i`-th message (`i` >= 1): if so, it is claimed, so
     /// that the lane takes its outcome even if it lets the rest of the run go.
     fn begin(&self, i: usize) -> bool {
-        let begun = !self.stopped.load(Relaxed) && self.upcoming.claim(i);
-        if begun {
-            self.started.fetch_max(i, Relaxed);
+        // Claimed, then checked: a call stopping the run at the same time either sees the
+        // claim ([`Self::stop`]) or is seen here.
+        if !self.upcoming.claim(i) {
+            return false;
         }
-        begun
+        fence(SeqCst);
+        !self.stopped.load(Relaxed)
     }
 
-    /// Whether the call of the run's `i`-th message may still come: it was started, or the
-    /// run goes on.
-    fn may_come(&self, i: usize) -> bool {
-        i <= self.started.load(Relaxed) || !self.stopped.load(Relaxed) && !self.upcoming.released()
+    /// Stops the run: Python starts no more of it. True if Python had started message `i`.
+    fn stop(&self, i: usize) -> bool {
+        self.stopped.store(true, Relaxed);
+        fence(SeqCst);
+        self.started(i)
+    }
+
+    /// Whether Python started message `i` (or may have, when it races with a stop).
+    fn started(&self, i: usize) -> bool {
+        i <= self.upcoming.claimed()
+    }
+
+    /// Whether a call of the run may still take the outcome of message `i`.
+    fn may_come(&self, pending: &Pending) -> bool {
+        match pending.answered {
+            // Only a retry of its call, which ends at the lane's release.
+            true => !self.upcoming.released(),
+            false => {
+                pending.index < self.released_from.load(Relaxed)
+                    && (self.started(pending.index)
+                        || !self.stopped.load(Relaxed) && !self.upcoming.released())
+            }
+        }
     }
 }
 
-/// The messages of a run after its first: each with the channel its outcome goes to.
-pub(crate) type Following = Vec<(sluicegate::Message, oneshot::Sender<HandlerResult>)>;
+/// The messages of a run, the first included: each with the channel its outcome goes to.
+pub(crate) type RunMessages = Vec<(sluicegate::Message, oneshot::Sender<HandlerResult>)>;
 
-/// Messages handed to Python ahead of their handler calls, by topic, then partition and
-/// offset: where each call finds its outcome.
+/// Messages handed to Python in runs, by run and offset: where each call finds its outcome.
 #[derive(Default)]
 pub(crate) struct Ahead(Mutex<Waiting>);
 
 #[derive(Default)]
 struct Waiting {
-    by_topic: HashMap<String, HashMap<(i32, i64), Pending>>,
-    len: usize,
+    outcomes: HashMap<(RunId, i64), Pending>,
     /// The size at which entries no call will take (their run stopped, or their partition
     /// was let go) are swept out.
     sweep_at: usize,
@@ -68,90 +87,95 @@ struct Pending {
     run: Arc<RunState>,
     /// Its index in the run.
     index: usize,
+    /// Put back by a call that gave up waiting after Python had gone on to the next message
+    /// (so this one succeeded): for the call's retry.
+    answered: bool,
 }
 
 impl Ahead {
-    /// A run of the messages `upcoming` tells of (at most [`MAX_RUN`] with the one being
-    /// called): their outcomes are awaited here by their calls to come.
-    pub fn start_run(&self, upcoming: Upcoming) -> (Arc<RunState>, Following) {
+    /// A run of `first` and the messages `upcoming` tells of (at most [`MAX_RUN`] in all):
+    /// their outcomes are awaited here by their calls ([`Self::outcome`]).
+    pub fn start_run(
+        &self,
+        first: sluicegate::Message,
+        upcoming: Upcoming,
+    ) -> (Arc<RunState>, RunMessages) {
+        let id = upcoming.run();
         let run = Arc::new(RunState {
             stopped: AtomicBool::new(false),
             upcoming,
-            started: AtomicUsize::new(0),
+            released_from: AtomicUsize::new(usize::MAX),
         });
-        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if w.len >= w.sweep_at {
+        let following = run.upcoming.messages().iter().take(MAX_RUN - 1).cloned();
+        let mut messages = Vec::new();
+        let mut w = self.lock();
+        if w.outcomes.len() >= w.sweep_at {
             w.sweep();
         }
-        let mut following = Vec::new();
-        for (i, m) in run.upcoming.messages().iter().take(MAX_RUN - 1).enumerate() {
+        for (index, m) in std::iter::once(first).chain(following).enumerate() {
             let (reply, outcome) = oneshot::channel();
             let pending = Pending {
                 outcome,
                 run: run.clone(),
-                index: i + 1,
-            };
-            let partition = match w.by_topic.get_mut(m.topic()) {
-                Some(p) => p,
-                None => w.by_topic.entry(m.topic().to_string()).or_default(),
+                index,
+                answered: false,
             };
             // An entry of an earlier run of the same messages is stale: replaced.
-            if partition
-                .insert((m.partition(), m.offset()), pending)
-                .is_none()
-            {
-                w.len += 1;
-            }
-            following.push((m.clone(), reply));
+            w.outcomes.insert((id, m.offset()), pending);
+            messages.push((m, reply));
         }
-        (run, following)
+        (run, messages)
     }
 
-    /// The call of `message`: its outcome, if it was handed to Python in a run; `None` if it
-    /// was not, or its run stopped before it (then it is to be handed over again).
-    pub async fn outcome(&self, message: &sluicegate::Message) -> Option<HandlerResult> {
-        let pending = {
-            let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            let pending = w
-                .by_topic
-                .get_mut(message.topic())?
-                .remove(&(message.partition(), message.offset()))?;
-            w.len -= 1;
-            pending
+    /// The call of `message` in `run`: its outcome, if it was handed to Python in a run;
+    /// `None` if it was not, or Python let it go unhandled (then it is to be handed over
+    /// again).
+    pub async fn outcome(
+        &self,
+        run: RunId,
+        message: &sluicegate::Message,
+    ) -> Option<HandlerResult> {
+        let key = (run, message.offset());
+        let pending = self.lock().outcomes.remove(&key)?;
+        if pending.run.stopped.load(Relaxed) && !pending.run.started(pending.index) {
+            return None; // Python will not start it.
+        }
+        // Put back if the wait is dropped after Python went on: the retry takes it.
+        struct Waiting<'a> {
+            ahead: &'a Ahead,
+            key: (RunId, i64),
+            pending: Option<Pending>,
+        }
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                if let Some(mut p) = self.pending.take() {
+                    if p.run.stop(p.index + 1) {
+                        p.answered = true;
+                        self.ahead.lock().outcomes.insert(self.key, p);
+                    }
+                }
+            }
+        }
+        let mut waiting = Waiting {
+            ahead: self,
+            key,
+            pending: Some(pending),
         };
-        stopping_if_dropped(&pending.run, pending.outcome)
-            .await
-            .ok()
+        let result = (&mut waiting.pending.as_mut()?.outcome).await;
+        waiting.pending = None;
+        result.ok()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Waiting {
     fn sweep(&mut self) {
-        for partition in self.by_topic.values_mut() {
-            partition.retain(|_, p| p.run.may_come(p.index));
-        }
-        self.len = self.by_topic.values().map(HashMap::len).sum();
-        self.sweep_at = (2 * self.len).max(4 * MAX_RUN);
+        self.outcomes.retain(|_, p| p.run.may_come(p));
+        self.sweep_at = (2 * self.outcomes.len()).max(4 * MAX_RUN);
     }
-}
-
-/// Awaits `call`, stopping `run` if the wait is dropped before it ends.
-pub(crate) async fn stopping_if_dropped<T>(
-    run: &RunState,
-    call: impl std::future::Future<Output = T>,
-) -> T {
-    struct StopOnDrop<'a>(Option<&'a RunState>);
-    impl Drop for StopOnDrop<'_> {
-        fn drop(&mut self) {
-            if let Some(run) = self.0 {
-                run.stopped.store(true, Relaxed);
-            }
-        }
-    }
-    let mut guard = StopOnDrop(Some(run));
-    let result = call.await;
-    guard.0 = None;
-    result
 }
 
 /// A run of one lane's messages for a Python handler, in the order they must be handled: each
@@ -186,6 +210,7 @@ impl Run {
     /// Gives the messages from index `start` on back unhandled: their calls hand them over
     /// again.
     fn _release(&self, py: Python<'_>, start: usize) -> PyResult<()> {
+        self.state.released_from.fetch_min(start, Relaxed);
         let messages = self.messages.bind(py);
         for i in start..messages.len() {
             drop(messages.get_item(i)?.cast::<Message>()?.get().take_reply());

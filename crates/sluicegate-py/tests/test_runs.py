@@ -98,3 +98,36 @@ def test_work_done_ahead_is_committed_when_a_rebalance_moves_its_partition(broke
     assert sum(handled.values()) == len(placed) and set(handled.values()) == {1}, [
         place for place, n in handled.items() if n > 1
     ][:10]
+
+
+def test_work_ahead_counts_against_max_in_flight(broker):
+    """8 partitions of 40 records in partition order with ``max_in_flight=2`` and a handler
+    awaiting 1 ms: runs hand each partition's messages to Python together (a message handled in
+    the task of the one before it), yet never more than 2 handler calls run at once."""
+    topic = unique("py-runs-limit")
+    broker.create_topic(topic, 8)
+    placed = broker.produce(topic, [(i % 8, f"k{i}", b"x") for i in range(320)])
+    ends = ends_of(placed)
+    consumer = broker.consumer(topic, ordering="partition", max_in_flight=2)
+    running = 0
+    most = 0
+    task_of = {}
+
+    @consumer.handler
+    async def handle(msg: sluicegate.Message) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        task_of[(msg.partition, msg.offset)] = asyncio.current_task()
+        try:
+            await asyncio.sleep(0.001)
+        finally:
+            running -= 1
+
+    async def scenario():
+        await run_until(consumer, "commits at the log ends", lambda: committed_to(consumer, topic, ends))
+
+    run(scenario())
+    assert most <= 2, f"{most} handler calls at once with max_in_flight=2"
+    in_runs = sum(1 for (p, o), task in task_of.items() if task_of.get((p, o - 1)) is task)
+    assert in_runs > 0, "no message was handled in a run"

@@ -86,4 +86,4 @@ pub use runtime::{
     StreamHandler,
 };
 pub use status::{CatchUp, ConsumerStatus, Progress, StuckPartition, TopicPartition};
-pub use upcoming::Upcoming;
+pub use upcoming::{RunId, Upcoming};

@@ -468,11 +468,17 @@ async def _run_async(
 
     async def handle_run(run: Any) -> None:
         started = 0
+        since = loop.time()
         try:
             for work in run.messages:
                 if started and not run.begin(started):
                     break
                 started += 1
+                # A long run does not hold back the outcomes before it, nor the other tasks.
+                if done and loop.time() - since >= _RUN_STEP:
+                    flush()
+                    await asyncio.sleep(0)
+                    since = loop.time()
                 if not await call(work):
                     break
         finally:
@@ -496,6 +502,10 @@ async def _run_async(
         finally:
             flush()
 
+
+#: The longest a run's successes wait to go back (seconds), and an ``async def`` run holds
+#: the event loop without a break.
+_RUN_STEP = 0.002
 
 #: A ``def`` handler whose calls take less than this (on average) runs a wake-up's messages in
 #: one pool job: handing each to a thread of its own would cost more than the calls.
@@ -521,7 +531,9 @@ async def _run_threads(
         escaped: Optional[BaseException] = None
         done: List[Any] = []
 
-        def call(work: Any) -> bool:
+        def call(work: Any, next_first: bool = False) -> bool:
+            """Handles ``work``; a success of a slow call goes back at once, unless
+            ``next_first``: a run's next message is claimed first (see ``Run.begin``)."""
             nonlocal escaped
             current_work.set(work)
             started = time.perf_counter()
@@ -538,21 +550,28 @@ async def _run_threads(
                 work._finish("retryable", "the handler returned False")
                 return False
             done.append(work)
-            if took >= _QUICK_CALL:
-                core.finish_ok(done)
-                done.clear()
+            if took >= _QUICK_CALL and not next_first:
+                finish()
             return True
+
+        def finish() -> None:
+            core.finish_ok(done)
+            done.clear()
 
         for item in chunk:
             if not isinstance(item, _sluicegate.Run):
                 call(item)
                 continue
             started = 0
+            since = time.perf_counter()
             for work in item.messages:
                 if started and not item.begin(started):
                     break
                 started += 1
-                if not call(work):
+                if done and time.perf_counter() - since >= _RUN_STEP:
+                    finish()
+                    since = time.perf_counter()
+                if not call(work, next_first=True):
                     break
             # What follows a message that did not succeed goes back unhandled.
             item._release(started)

@@ -1,11 +1,13 @@
 //! [`WithBreaker`]: applies the circuit breaker ([`Breaker`]) around each attempt.
 
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::policy::Breaker;
-use crate::Message;
+use crate::{upcoming, Message};
 
 use super::attempt::{all_released, Attempt, Attempted, Stages};
 
@@ -28,11 +30,17 @@ impl<A: Attempt> Attempt for WithBreaker<A> {
         let Some(breaker) = &self.breaker else {
             return self.inner.attempt(messages, released, stages).await;
         };
-        // Biased: a closed breaker admits at once, and the release future is never polled.
-        let ticket = tokio::select! {
-            biased;
-            ticket = breaker.admit() => ticket,
-            _ = all_released(released) => return None,
+        let mut admit = pin!(breaker.admit());
+        let ticket = match futures::poll!(admit.as_mut()) {
+            Poll::Ready(ticket) => ticket,
+            Poll::Pending => {
+                upcoming::holding_back();
+                tokio::select! {
+                    biased;
+                    ticket = admit => ticket,
+                    _ = all_released(released) => return None,
+                }
+            }
         };
         let attempted = self.inner.attempt(messages, released, stages).await?;
         let failed = attempted

@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::handler::{ErrorKind, HandlerError, HandlerResult, Work};
 use crate::metrics::{wall, ConsumerMetrics, Stage};
-use crate::output;
 use crate::Message;
+use crate::{output, upcoming};
 
 use super::attempt::{Attempt, Attempted, Stages};
 
@@ -35,6 +35,7 @@ impl<W: Work> Attempt for WithTimeout<W> {
         _released: &[&CancellationToken],
         stages: Stages,
     ) -> Option<Attempted> {
+        upcoming::calling();
         let call = invoke(&self.work, messages);
         let call = async {
             match self.limit {

@@ -84,20 +84,33 @@ impl<W: Work> Worker<W> {
         let mut ahead = Ahead::default();
         // One lane has the partition to itself: all of a chunk follows in order.
         let whole = queue.share.is_none();
+        // The in-flight permit of the last call, kept for the next message when the handler
+        // works on it ahead.
+        let mut kept = None;
         while let Ok(mut chunk) = queue.chunks.recv().await {
             let mut left = Vec::with_capacity(chunk.len());
             let mut since = Instant::now();
             while let Some(message) = chunk.next() {
-                let upcoming = match self.upcoming {
+                // Unordered: messages of a lane's chunk may go to other lanes at any time.
+                let upcoming = match self.upcoming && self.ordered {
                     true => ahead.after(&message, || chunk.following(whole), &revoked),
                     false => None,
                 };
+                let permit = kept.take();
                 // Once let go, only messages the handler started ahead are still handed over.
                 let mut processed = if revoked.is_cancelled() && !ahead.claimed() {
                     None
                 } else {
                     let one = std::slice::from_ref(&message);
-                    let handling = self.process(one, &tokens, Some((slot, &events)));
+                    let handling = async {
+                        let permit = match permit {
+                            Some(kept) => Some(kept),
+                            None => self.in_flight.acquire().await.ok(),
+                        };
+                        let processed = self.handle(one, &tokens, Some((slot, &events))).await;
+                        kept = permit.filter(|_| ahead.next_claimed());
+                        processed
+                    };
                     let mut handling = pin!(upcoming::telling(upcoming, handling));
                     match futures::poll!(handling.as_mut()) {
                         Poll::Ready(processed) => Some(processed),
@@ -279,9 +292,22 @@ impl<W: Work> Worker<W> {
         revoked: &[&CancellationToken],
         retrying: Option<(Slot, &Reports)>,
     ) -> Processed {
+        let permits = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+        let _permit = self
+            .in_flight
+            .acquire_many(permits.min(self.max_in_flight))
+            .await;
+        self.handle(messages, revoked, retrying).await
+    }
+
+    /// [`Self::process`] under in-flight permits already held.
+    async fn handle(
+        &self,
+        messages: &[Message],
+        revoked: &[&CancellationToken],
+        retrying: Option<(Slot, &Reports)>,
+    ) -> Processed {
         let n = messages.len();
-        let permits = u32::try_from(n).unwrap_or(u32::MAX).min(self.max_in_flight);
-        let _permit = self.in_flight.acquire_many(permits).await;
         let mut lane = LaneScope {
             retrying: RetryingGuard {
                 target: retrying.filter(|_| self.ordered),
