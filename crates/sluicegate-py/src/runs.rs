@@ -201,8 +201,9 @@ impl Run {
     }
 
     /// Whether to start message `i` (`i` >= 1) now: false once the runtime no longer waits
-    /// for the rest of the run (its partition was let go, or a call of it timed out). A message
-    /// started is one the runtime takes the outcome of.
+    /// for the rest of the run (its partition was let go, a call of it timed out, the circuit
+    /// breaker holds calls back, or the lane let its in-flight permit go: ask before reporting
+    /// message `i - 1`). A message started is one the runtime takes the outcome of.
     fn begin(&self, i: usize) -> bool {
         self.state.begin(i)
     }

@@ -424,10 +424,12 @@ async def _run_async(
     tasks: set = set()
     done: List[Any] = []
     flush_scheduled = False
+    flushed_at = loop.time()
 
     def flush() -> None:
-        nonlocal flush_scheduled
+        nonlocal flush_scheduled, flushed_at
         flush_scheduled = False
+        flushed_at = loop.time()
         if done:
             finished = done[:]
             done.clear()
@@ -468,17 +470,16 @@ async def _run_async(
 
     async def handle_run(run: Any) -> None:
         started = 0
-        since = loop.time()
         try:
             for work in run.messages:
                 if started and not run.begin(started):
                     break
                 started += 1
-                # A long run does not hold back the outcomes before it, nor the other tasks.
-                if done and loop.time() - since >= _RUN_STEP:
+                # A run that does not suspend holds back neither the outcomes before it nor
+                # the other tasks for long.
+                if done and loop.time() - flushed_at >= _RUN_STEP:
                     flush()
                     await asyncio.sleep(0)
-                    since = loop.time()
                 if not await call(work):
                     break
         finally:

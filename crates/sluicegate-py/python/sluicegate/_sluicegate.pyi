@@ -65,8 +65,11 @@ class Run:
         """The messages, in the order to handle them."""
     def begin(self, i: int) -> bool:
         """Whether to start message ``i`` (``i`` >= 1) now, which the runtime then takes the
-        outcome of: false once it no longer waits for the rest of the run (its partition was
-        revoked or moved, or a call of the run timed out)."""
+        outcome of: call it before reporting message ``i - 1``'s success (its lane keeps the
+        in-flight permit for message ``i`` only if it was claimed by then). False once the
+        runtime no longer waits for the rest of the run (its partition was revoked or moved,
+        a call of the run timed out, the circuit breaker holds calls back, or the lane let its
+        permit go)."""
     def _release(self, start: int) -> None:
         """Gives the messages from index ``start`` on back unhandled (handed over again)."""
     def __len__(self) -> int: ...

@@ -121,4 +121,36 @@ mod tests {
         assert!(layer.attempt(&one, &[&token], STAGES).await.is_none());
         assert_eq!(layer.inner.count(), 2);
     }
+    #[tokio::test]
+    async fn a_call_the_breaker_holds_back_stops_the_handlers_work_ahead() {
+        let config = CircuitBreaker::default()
+            .with_consecutive_failures(1)
+            .with_cool_down(Duration::from_secs(60));
+        let layer = WithBreaker {
+            breaker: Some(Breaker::new(config)),
+            inner: Calls::new(|_: &[i64], _| Err(HandlerError::retryable("down"))),
+        };
+        let all = messages(3);
+        let token = CancellationToken::new();
+        let mut ahead = upcoming::Ahead::default();
+        let told = ahead.after(&all[0], || all[1..].to_vec(), &token);
+        let upcoming = told.clone().unwrap();
+        // The handler is called (and fails, opening the breaker), working on offset 1 ahead.
+        let first = async {
+            upcoming::calling();
+            layer.attempt(&all[..1], &[&token], STAGES).await
+        };
+        upcoming::telling(told.clone(), first).await;
+        assert!(upcoming.claim(1));
+        // The lane's call of offset 1 waits for the breaker: nothing more is claimed meanwhile.
+        let released = CancellationToken::new();
+        let tokens = [&released];
+        let waiting = layer.attempt(&all[1..2], &tokens, STAGES);
+        let mut waiting = pin!(upcoming::telling(told, waiting));
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        assert!(!upcoming.claim(2));
+        released.cancel();
+        assert!(waiting.await.is_none());
+        assert_eq!(layer.inner.count(), 1);
+    }
 }
