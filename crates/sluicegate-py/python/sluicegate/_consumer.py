@@ -203,7 +203,10 @@ class Consumer:
 
     def handler(self, fn: Handler) -> Handler:
         """Decorates the handler: ``async def`` (run on the event loop) or ``def`` (run in a
-        bounded thread pool), taking a :class:`Message`."""
+        bounded thread pool), taking a :class:`Message`. In partition and key order a
+        partition's (or key's) fetched messages come as a run, handled one after the other in
+        one task (or pool job): context variables a handler sets stay set for the next
+        messages of its run, as in a loop."""
         self._handler = fn
         self._batch = None
         return fn
