@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -507,13 +508,38 @@ async def _run_async(
             flush()
 
 
-#: The longest a run's successes wait to go back (seconds), and an ``async def`` run holds
-#: the event loop without a break.
+#: The longest successes wait to go back (seconds) while their handler goes on, and an
+#: ``async def`` run holds the event loop without a break.
 _RUN_STEP = 0.002
 
 #: A ``def`` handler whose calls take less than this (on average) runs a wake-up's messages in
 #: one pool job: handing each to a thread of its own would cost more than the calls.
 _QUICK_CALL = 0.0002
+
+
+class _Successes:
+    """Successes of a pool job not handed back yet: by the job (see :func:`_run_threads`), or by
+    the event loop once they have waited :data:`_RUN_STEP` (the job's thread is in a slow call,
+    which must not hold back the outcomes before it)."""
+
+    __slots__ = ("items", "since", "lock")
+
+    def __init__(self) -> None:
+        self.items: List[Any] = []
+        self.since = time.perf_counter()
+        self.lock = threading.Lock()
+
+    def waited(self, now: float) -> bool:
+        return bool(self.items) and now - self.since >= _RUN_STEP
+
+    def hand_back(self, core: Any) -> None:
+        # The job's thread appends meanwhile without the lock: only what was taken goes.
+        with self.lock:
+            taken = self.items[:]
+            del self.items[: len(taken)]
+            self.since = time.perf_counter()
+        if taken:
+            core.finish_ok(taken)
 
 
 async def _run_threads(
@@ -522,18 +548,21 @@ async def _run_threads(
     """Runs a plain ``def`` handler in a pool of ``threads`` threads. Each wake-up's messages
     (which the runtime lets run side by side) go to the pool in chunks: one chunk while the
     handler's calls are quick (under :data:`_QUICK_CALL` on average), else split into at most
-    ``threads`` chunks, so that blocking handlers run side by side. Successes of a chunk go back
-    in one call (``Core.finish_ok``), and at once after a call that was not quick. A run (a
-    lane's next messages, in the ordered modes) stays in one chunk, handled in order."""
+    ``threads`` chunks, so that blocking handlers run side by side. A run (a lane's next
+    messages, in the ordered modes) is a job of its own, handled in order. Successes of a job go
+    back together (``Core.finish_ok``): at once after a call that was not quick, every
+    :data:`_RUN_STEP` otherwise, from the event loop while the job is in a slow call."""
     loop = asyncio.get_running_loop()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sluicegate-handler")
     jobs: set = set()
+    running: set = set()
+    sweeping = False
     # Average duration of a call (seconds), kept by the pool threads; a race loses one sample.
     average = [_QUICK_CALL]
 
     def run_chunk(chunk: List[Any]) -> None:
         escaped: Optional[BaseException] = None
-        done: List[Any] = []
+        done = _Successes()
 
         def call(work: Any, next_first: bool = False) -> bool:
             """Handles ``work``; a success of a slow call goes back at once, unless
@@ -553,45 +582,60 @@ async def _run_threads(
             if result is False:
                 work._finish("retryable", "the handler returned False")
                 return False
-            done.append(work)
+            done.items.append(work)
             if took >= _QUICK_CALL and not next_first:
-                finish()
+                done.hand_back(core)
             return True
 
-        def finish() -> None:
-            core.finish_ok(done)
-            done.clear()
-
-        for item in chunk:
-            if not isinstance(item, _sluicegate.Run):
-                call(item)
-                continue
-            started = 0
-            since = time.perf_counter()
-            for work in item.messages:
-                if started and not item.begin(started):
-                    break
-                started += 1
-                if done and time.perf_counter() - since >= _RUN_STEP:
-                    finish()
-                    since = time.perf_counter()
-                if not call(work, next_first=True):
-                    break
-            # What follows a message that did not succeed goes back unhandled.
-            item._release(started)
-        if done:
-            core.finish_ok(done)
+        running.add(done)
+        try:
+            for item in chunk:
+                if not isinstance(item, _sluicegate.Run):
+                    call(item)
+                    continue
+                started = 0
+                for work in item.messages:
+                    if started and not item.begin(started):
+                        break
+                    started += 1
+                    if done.waited(time.perf_counter()):
+                        done.hand_back(core)
+                    if not call(work, next_first=True):
+                        break
+                # What follows a message that did not succeed goes back unhandled.
+                item._release(started)
+        finally:
+            running.discard(done)
+            done.hand_back(core)
         if escaped is not None:
             raise escaped
 
+    def sweep() -> None:
+        nonlocal sweeping
+        now = time.perf_counter()
+        for successes in list(running):
+            if successes.waited(now):
+                successes.hand_back(core)
+        sweeping = bool(jobs)
+        if sweeping:
+            loop.call_later(_RUN_STEP, sweep)
+
     try:
         async for batch in batches:
-            chunks = 1 if average[0] < _QUICK_CALL else threads
-            size = -(-len(batch) // chunks)
-            for i in range(0, len(batch), size):
-                job = loop.run_in_executor(pool, run_chunk, batch[i : i + size])
+            # A run is a job of its own: a slow call in it holds back no other partition.
+            singles = [work for work in batch if not isinstance(work, _sluicegate.Run)]
+            parts = [[work] for work in batch if isinstance(work, _sluicegate.Run)]
+            if singles:
+                chunks = 1 if average[0] < _QUICK_CALL else threads
+                size = -(-len(singles) // chunks)
+                parts += [singles[i : i + size] for i in range(0, len(singles), size)]
+            for part in parts:
+                job = loop.run_in_executor(pool, run_chunk, part)
                 jobs.add(job)
                 job.add_done_callback(jobs.discard)
+            if not sweeping:
+                sweeping = True
+                loop.call_later(_RUN_STEP, sweep)
     finally:
         await batches.aclose()
         if jobs:
