@@ -54,14 +54,18 @@ impl Chunk {
         }
     }
 
-    /// Splits off what follows the run of the message taken last.
-    fn split_after_run(&mut self) -> Chunk {
+    /// Where the run of the message taken last ends (just after it, if it is in none).
+    fn run_end(&self) -> u32 {
         let current = self.taken.saturating_sub(1);
-        let end = self
-            .runs
+        self.runs
             .iter()
             .find(|(start, end)| (*start..*end).contains(&current))
-            .map_or(self.taken, |(_, end)| *end);
+            .map_or(self.taken, |(_, end)| *end)
+    }
+
+    /// Splits off what follows the run of the message taken last.
+    fn split_after_run(&mut self) -> Chunk {
+        let end = self.run_end();
         let runs = self
             .runs
             .iter()
@@ -90,13 +94,7 @@ impl Chunk {
         if whole {
             return rest.to_vec();
         }
-        let current = self.taken.saturating_sub(1);
-        let end = self
-            .runs
-            .iter()
-            .find(|(start, end)| (*start..*end).contains(&current))
-            .map_or(self.taken, |(_, end)| *end);
-        rest[..((end - self.taken) as usize).min(rest.len())].to_vec()
+        rest[..((self.run_end() - self.taken) as usize).min(rest.len())].to_vec()
     }
 
     /// Puts `rest` (split off this chunk) back at its end.
