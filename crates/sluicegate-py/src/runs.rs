@@ -52,19 +52,6 @@ impl RunState {
     fn started(&self, i: usize) -> bool {
         i <= self.upcoming.claimed()
     }
-
-    /// Whether a call of the run may still take the outcome of message `i`.
-    fn may_come(&self, pending: &Pending) -> bool {
-        match pending.answered {
-            // Only a retry of its call, which ends at the lane's release.
-            true => !self.upcoming.released(),
-            false => {
-                pending.index < self.released_from.load(Relaxed)
-                    && (self.started(pending.index)
-                        || !self.stopped.load(Relaxed) && !self.upcoming.released())
-            }
-        }
-    }
 }
 
 /// The messages of a run, the first included: each with the channel its outcome goes to.
@@ -90,6 +77,22 @@ struct Pending {
     /// Put back by a call that gave up waiting after Python had gone on to the next message
     /// (so this one succeeded): for the call's retry.
     answered: bool,
+}
+
+impl Pending {
+    /// Whether a call may still take this outcome.
+    fn may_come(&self) -> bool {
+        let run = &self.run;
+        match self.answered {
+            // Only a retry of its call, which ends at the lane's release.
+            true => !run.upcoming.released(),
+            false => {
+                self.index < run.released_from.load(Relaxed)
+                    && (run.started(self.index)
+                        || !run.stopped.load(Relaxed) && !run.upcoming.released())
+            }
+        }
+    }
 }
 
 impl Ahead {
@@ -141,12 +144,12 @@ impl Ahead {
             return None; // Python will not start it.
         }
         // Put back if the wait is dropped after Python went on: the retry takes it.
-        struct Waiting<'a> {
+        struct PutBack<'a> {
             ahead: &'a Ahead,
             key: (RunId, i64),
             pending: Option<Pending>,
         }
-        impl Drop for Waiting<'_> {
+        impl Drop for PutBack<'_> {
             fn drop(&mut self) {
                 if let Some(mut p) = self.pending.take() {
                     if p.run.stop(p.index + 1) {
@@ -156,7 +159,7 @@ impl Ahead {
                 }
             }
         }
-        let mut waiting = Waiting {
+        let mut waiting = PutBack {
             ahead: self,
             key,
             pending: Some(pending),
@@ -173,7 +176,7 @@ impl Ahead {
 
 impl Waiting {
     fn sweep(&mut self) {
-        self.outcomes.retain(|_, p| p.run.may_come(p));
+        self.outcomes.retain(|_, p| p.may_come());
         self.sweep_at = (2 * self.outcomes.len()).max(4 * MAX_RUN);
     }
 }

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import _sluicegate
 from ._errors import ConfigError, DecodeError, PermanentError, Skip, SluicegateError
@@ -473,22 +473,17 @@ async def _run_async(
             tasks.discard(asyncio.current_task())
 
     async def handle_run(run: Any) -> None:
-        started = 0
         try:
-            for work in run.messages:
-                if started and not run.begin(started):
-                    break
-                started += 1
-                # A run that does not suspend holds back neither the outcomes before it nor
-                # the other tasks for long.
-                if done and loop.time() - flushed_at >= _RUN_STEP:
-                    flush()
-                    await asyncio.sleep(0)
-                if not await call(work):
-                    break
+            with contextlib.closing(_claimed(run)) as messages:
+                for work in messages:
+                    # A run that does not suspend holds back neither the outcomes before it nor
+                    # the other tasks for long.
+                    if done and loop.time() - flushed_at >= _RUN_STEP:
+                        flush()
+                        await asyncio.sleep(0)
+                    if not await call(work):
+                        break
         finally:
-            # What follows a message that did not succeed goes back unhandled.
-            run._release(started)
             tasks.discard(asyncio.current_task())
 
     start = _task_starter(loop)
@@ -593,17 +588,12 @@ async def _run_threads(
                 if not isinstance(item, _sluicegate.Run):
                     call(item)
                     continue
-                started = 0
-                for work in item.messages:
-                    if started and not item.begin(started):
-                        break
-                    started += 1
-                    if done.waited(time.perf_counter()):
-                        done.hand_back(core)
-                    if not call(work, next_first=True):
-                        break
-                # What follows a message that did not succeed goes back unhandled.
-                item._release(started)
+                with contextlib.closing(_claimed(item)) as messages:
+                    for work in messages:
+                        if done.waited(time.perf_counter()):
+                            done.hand_back(core)
+                        if not call(work, next_first=True):
+                            break
         finally:
             running.discard(done)
             done.hand_back(core)
@@ -695,6 +685,21 @@ def _emit(logs: Any) -> None:
         logger.warning("%d log records of the runtime were dropped (not taken in time)", dropped)
     for level, name, text in records:
         logging.getLogger(name).log(level, "%s", text)
+
+
+def _claimed(run: Any) -> Iterator[Any]:
+    """The messages of ``run`` in order, each claimed (``Run.begin``) before it is given; ends
+    where the runtime no longer waits for the rest. Closed, it hands back unhandled what was
+    not given yet (after a message that did not succeed)."""
+    started = 0
+    try:
+        for work in run.messages:
+            if started and not run.begin(started):
+                return
+            started += 1
+            yield work
+    finally:
+        run._release(started)
 
 
 def _one_by_one(batch: List[Any]) -> Iterable[Tuple[Any, Any, int]]:

@@ -192,15 +192,17 @@ impl<W: Work> Consumer<W> {
             metrics: publisher.metrics().cloned(),
             scoped_outputs: transactional.is_some(),
         };
+        let ordered = s.ordering != Ordering::Unordered;
         let worker = Arc::new(Worker {
             stack: layer::built_in(self.work, policies),
             batch: self.batch,
-            ordered: s.ordering != Ordering::Unordered,
+            ordered,
             in_flight,
             max_in_flight,
             abort: control.abort.clone(),
             exactly_once: transactional.is_some(),
-            upcoming: s.upcoming,
+            // Unordered: messages of a lane's chunk may go to other lanes at any time.
+            upcoming: s.upcoming && ordered,
         });
         if let Some(d) = &dead_letter {
             let (d, topics) = (d.clone(), s.topics.clone());

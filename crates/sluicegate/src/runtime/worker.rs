@@ -49,7 +49,8 @@ pub(crate) struct Worker<W> {
     /// Exactly-once mode: the outputs of settled messages go to the poll loop, to be written
     /// with their offsets.
     pub exactly_once: bool,
-    /// Tell each handler call what its lane hands over next ([`Upcoming`](crate::Upcoming)).
+    /// Tell each handler call what its lane hands over next ([`Upcoming`](crate::Upcoming));
+    /// only in the ordered modes.
     pub upcoming: bool,
 }
 
@@ -91,8 +92,7 @@ impl<W: Work> Worker<W> {
             let mut left = Vec::with_capacity(chunk.len());
             let mut since = Instant::now();
             while let Some(message) = chunk.next() {
-                // Unordered: messages of a lane's chunk may go to other lanes at any time.
-                let upcoming = match self.upcoming && self.ordered {
+                let upcoming = match self.upcoming {
                     true => ahead.after(&message, || chunk.following(whole), &revoked),
                     false => None,
                 };
